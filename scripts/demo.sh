@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# demo.sh: two ferryd hosts on loopback (127.0.0.2 and 127.0.0.3, separate
+# state dirs), a cluster PKI, and a memload VM started on host-a whose
+# heartbeat is shown. Run by `make demo` after the build and the guest.
+#
+# FERRY_DEMO_DIR (default /tmp/ferry-demo) holds everything; it is wiped at
+# the start. FERRY_DEMO_KEEP=1 leaves the hosts and the VM running.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${FERRY_BIN:-$ROOT/build}
+GUEST=${FERRY_GUEST_DIR:-$ROOT/build/guest}
+D=${FERRY_DEMO_DIR:-/tmp/ferry-demo}
+FERRY="$BIN/ferry --config $D/client.json"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+cleanup() {
+  if [ "${FERRY_DEMO_KEEP:-0}" = 1 ]; then
+    echo "hosts left running; stop them with: kill \$(cat $D/*/ferryd.pid)"
+    return
+  fi
+  $FERRY --host host-a vm stop demo --force >/dev/null 2>&1 || true
+  $FERRY --host host-b vm stop demo --force >/dev/null 2>&1 || true
+  for h in host-a host-b; do
+    [ -f "$D/$h/ferryd.pid" ] && kill "$(cat "$D/$h/ferryd.pid")" 2>/dev/null || true
+  done
+}
+
+# stop anything a previous demo left behind
+if [ -d "$D" ]; then
+  for h in host-a host-b; do
+    [ -f "$D/$h/ferryd.pid" ] && kill "$(cat "$D/$h/ferryd.pid")" 2>/dev/null || true
+  done
+  for p in "$D"/host-*/state/run/*.pid; do
+    [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
+  done
+  sleep 0.5
+  rm -rf "$D"
+fi
+mkdir -p "$D/shared/guest"
+trap cleanup EXIT
+
+say "cluster PKI (ferry pki)"
+$BIN/ferry pki init --dir "$D/pki" --cluster demo
+$BIN/ferry pki host host-a --dir "$D/pki" --ip 127.0.0.2
+$BIN/ferry pki host host-b --dir "$D/pki" --ip 127.0.0.3
+$BIN/ferry pki user admin --dir "$D/pki"
+
+cp "$GUEST/vmlinuz" "$GUEST/initramfs.cpio.gz" "$D/shared/guest/"
+
+for h in host-a:127.0.0.2 host-b:127.0.0.3; do
+  name=${h%%:*} addr=${h##*:}
+  mkdir -p "$D/$name"
+  cat > "$D/$name/ferryd.json" <<JSON
+{
+  "host": "$name",
+  "listen": {"address": "$addr", "port": 8443},
+  "tls": {"ca": "../pki/ca.crt", "cert": "../pki/hosts/$name.crt",
+          "key": "../pki/hosts/$name.key"},
+  "state_dir": "state",
+  "shared_dir": "../shared",
+  "accel": "auto"
+}
+JSON
+done
+cat > "$D/client.json" <<JSON
+{
+  "ca": "pki/ca.crt", "cert": "pki/users/admin.crt", "key": "pki/users/admin.key",
+  "hosts": {"host-a": {"address": "127.0.0.2", "port": 8443},
+            "host-b": {"address": "127.0.0.3", "port": 8443}},
+  "default_host": "host-a"
+}
+JSON
+
+say "starting ferryd on 127.0.0.2 (host-a) and 127.0.0.3 (host-b)"
+for h in host-a host-b; do
+  "$BIN/ferryd" --config "$D/$h/ferryd.json" >"$D/$h/ferryd.log" 2>&1 &
+  echo $! > "$D/$h/ferryd.pid"
+done
+for h in host-a host-b; do
+  for _ in $(seq 50); do
+    $FERRY --host $h host info >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  $FERRY --host $h host info
+  echo
+done
+
+say "defining and starting VM 'demo' on host-a"
+cat > "$D/demo-vm.json" <<JSON
+{
+  "name": "demo",
+  "memory_mib": 256,
+  "vcpus": 1,
+  "kernel": "guest/vmlinuz",
+  "initrd": "guest/initramfs.cpio.gz",
+  "cmdline": "console=ttyS0 quiet memload.mib=64 memload.rate=2000 memload.secret=FERRY-DEMO-SECRET"
+}
+JSON
+$FERRY --host host-a vm define "$D/demo-vm.json"
+$FERRY --host host-a vm start demo
+$FERRY --host host-a vm list
+
+say "memload heartbeat on host-a (serial console)"
+for _ in $(seq 60); do
+  $FERRY --host host-a vm console demo 2>/dev/null | grep -q 'memload: hb' && break
+  sleep 0.5
+done
+sleep 3
+$FERRY --host host-a vm console demo | grep 'memload:' | tail -5
+say "demo done"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# deps.sh: install, idempotently, every Debian package ferry needs to build,
+# test and demo.  Both README commands (make demo, make check) call this.
+# It only installs what is missing, and runs `apt-get update` only when an
+# install needs it.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  gcc libc6-dev make meson ninja-build pkg-config clang libclang-rt-14-dev
+  # libraries
+  libssl-dev libjansson-dev libevent-dev libcmocka-dev libzstd-dev
+  # hypervisor and guest
+  qemu-system-x86 qemu-utils busybox-static cpio gzip
+  # system tests
+  python3 python3-pytest iproute2 procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

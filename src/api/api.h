@@ -1,0 +1,80 @@
+/* api.h - ferryd's versioned REST/JSON API over mutual TLS.
+ *
+ * The transport (server.c) is libevent's evhttp over OpenSSL bufferevents:
+ * TLS 1.3 only, client certificate required, identity = certificate
+ * CN/SAN. Requests are parsed and validated (request.c) before any handler
+ * runs; a request that fails validation changes nothing. Errors are
+ * {"error": {"code": "...", "message": "..."}} with the matching status.
+ * docs/api.md lists every route.
+ */
+#ifndef FERRY_API_H
+#define FERRY_API_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <openssl/ssl.h>
+
+#include "common.h"
+#include "config.h"
+#include "vm.h"
+
+#define API_PREFIX "/v1"
+
+enum api_route {
+	ROUTE_HOST_INFO,  /* GET    /v1/host */
+	ROUTE_VM_LIST,    /* GET    /v1/vms */
+	ROUTE_VM_DEFINE,  /* POST   /v1/vms */
+	ROUTE_VM_INFO,    /* GET    /v1/vms/NAME */
+	ROUTE_VM_DELETE,  /* DELETE /v1/vms/NAME */
+	ROUTE_VM_START,   /* POST   /v1/vms/NAME/start */
+	ROUTE_VM_STOP,    /* POST   /v1/vms/NAME/stop */
+	ROUTE_VM_PAUSE,   /* POST   /v1/vms/NAME/pause */
+	ROUTE_VM_RESUME,  /* POST   /v1/vms/NAME/resume */
+	ROUTE_VM_CONSOLE, /* GET    /v1/vms/NAME/console?offset=N&limit=N */
+};
+
+/* A validated request. */
+struct api_request {
+	enum api_route route;
+	char vm[FERRY_NAME_MAX + 1]; /* routes under /v1/vms/NAME */
+	json_t *body;                /* ROUTE_VM_DEFINE: the definition */
+	bool force;                  /* ROUTE_VM_STOP */
+	unsigned timeout_s;          /* ROUTE_VM_STOP, graceful */
+	uint64_t offset;             /* ROUTE_VM_CONSOLE */
+	uint64_t limit;              /* ROUTE_VM_CONSOLE */
+};
+
+/* Parse method ("GET", ...), uri (path and query) and body (len bytes, may
+ * be NULL when len is 0) into *req. Unknown routes are FERR_NOT_FOUND, a
+ * known route with another method is FERR_METHOD, bad names, query
+ * parameters and bodies are FERR_INVALID, a body over FERRY_API_MAX_BODY is
+ * FERR_TOO_LARGE. Free with api_request_clear. */
+int api_parse_request(const char *method, const char *uri, const char *body,
+		      size_t len, struct api_request *req, struct ferr *err);
+
+/* Release what a parsed request holds. */
+void api_request_clear(struct api_request *req);
+
+/* Run a validated request against the host; identity is the caller.
+ * Returns the HTTP status and sets *reply (a JSON object). */
+int api_handle(struct vmm *vmm, const char *identity,
+	       const struct api_request *req, json_t **reply);
+
+/* The error reply object for err. */
+json_t *api_error_json(const struct ferr *err);
+
+struct api_server;
+
+/* Listen on cfg's address and port with mutual TLS from ctx (a server
+ * context from tls_server_ctx_new, borrowed), serving vmm. */
+int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
+		     SSL_CTX *ctx, struct vmm *vmm, struct api_server **out,
+		     struct ferr *err);
+
+/* Stop listening, close connections and free the server. */
+void api_server_free(struct api_server *s);
+
+#endif

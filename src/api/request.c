@@ -1,0 +1,238 @@
+/* request.c - routing and strict validation of API requests. Pure: no I/O,
+ * so it is unit-tested and fuzzed directly. */
+#include "api.h"
+
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#define PATH_SEGMENTS_MAX 4
+
+struct route_def {
+	enum api_route route;
+	const char *method;
+	int nseg;         /* segments after /v1 */
+	const char *seg0; /* "host" or "vms" */
+	const char *verb; /* segment after NAME, or NULL */
+};
+
+static const struct route_def routes[] = {
+	{ ROUTE_HOST_INFO, "GET", 1, "host", NULL },
+	{ ROUTE_VM_LIST, "GET", 1, "vms", NULL },
+	{ ROUTE_VM_DEFINE, "POST", 1, "vms", NULL },
+	{ ROUTE_VM_INFO, "GET", 2, "vms", NULL },
+	{ ROUTE_VM_DELETE, "DELETE", 2, "vms", NULL },
+	{ ROUTE_VM_START, "POST", 3, "vms", "start" },
+	{ ROUTE_VM_STOP, "POST", 3, "vms", "stop" },
+	{ ROUTE_VM_PAUSE, "POST", 3, "vms", "pause" },
+	{ ROUTE_VM_RESUME, "POST", 3, "vms", "resume" },
+	{ ROUTE_VM_CONSOLE, "GET", 3, "vms", "console" },
+};
+
+void api_request_clear(struct api_request *req)
+{
+	json_decref(req->body);
+	req->body = NULL;
+}
+
+/* Split path "/v1/a/b/c" into segments after the prefix. */
+static int split_path(const char *path, char seg[][FERRY_NAME_MAX + 2],
+		      int *nseg, struct ferr *err)
+{
+	const char *p;
+	int n = 0;
+
+	if (strncmp(path, API_PREFIX "/", strlen(API_PREFIX) + 1) != 0)
+		return ferr_set(err, FERR_NOT_FOUND,
+				"no such route (the API lives under %s/)",
+				API_PREFIX);
+	p = path + strlen(API_PREFIX) + 1;
+	for (;;) {
+		const char *end = strchr(p, '/');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		if (n == PATH_SEGMENTS_MAX || len == 0 || len > FERRY_NAME_MAX)
+			return ferr_set(err, FERR_NOT_FOUND, "no such route");
+		memcpy(seg[n], p, len);
+		seg[n][len] = '\0';
+		n++;
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	*nseg = n;
+	return 0;
+}
+
+/* Parse the request body as needed by the route. */
+static int parse_body(struct api_request *req, const char *body, size_t len,
+		      struct ferr *err)
+{
+	static const char *const stop_fields[] = { "force", "timeout_s", NULL };
+	static const char *const none[] = { NULL };
+	json_t *obj;
+	uint64_t t = FERRY_STOP_TIMEOUT_S_DEFAULT;
+	int rc = -1;
+
+	if (len > FERRY_API_MAX_BODY)
+		return ferr_set(err, FERR_TOO_LARGE,
+				"request body is larger than %d bytes",
+				FERRY_API_MAX_BODY);
+	req->timeout_s = FERRY_STOP_TIMEOUT_S_DEFAULT;
+	if (len == 0) {
+		if (req->route == ROUTE_VM_DEFINE)
+			return ferr_set(err, FERR_INVALID,
+					"a VM definition is required");
+		return 0;
+	}
+	switch (req->route) {
+	case ROUTE_VM_DEFINE:
+	case ROUTE_VM_STOP:
+	case ROUTE_VM_START:
+	case ROUTE_VM_PAUSE:
+	case ROUTE_VM_RESUME:
+		break;
+	default:
+		return ferr_set(err, FERR_INVALID,
+				"this request takes no body");
+	}
+	obj = json_parse_object(body, len, "request body", err);
+	if (!obj)
+		return -1;
+	if (req->route == ROUTE_VM_DEFINE) {
+		req->body = obj;
+		return 0;
+	}
+	if (json_check_fields(obj, req->route == ROUTE_VM_STOP ? stop_fields
+							       : none,
+			      "request body", err) < 0)
+		goto out;
+	if (req->route == ROUTE_VM_STOP &&
+	    (json_get_bool(obj, "force", "request body", &req->force, err) <
+		     0 ||
+	     json_get_u64(obj, "timeout_s", "request body", 1,
+			  FERRY_STOP_TIMEOUT_S_MAX, &t, err) < 0))
+		goto out;
+	req->timeout_s = (unsigned)t;
+	rc = 0;
+out:
+	json_decref(obj);
+	return rc;
+}
+
+/* Parse the query string: only the console takes offset and limit. */
+static int parse_query(struct api_request *req, const char *query,
+		       struct ferr *err)
+{
+	struct evkeyvalq params;
+	struct evkeyval *kv;
+	int rc = 0;
+
+	req->offset = 0;
+	req->limit = FERRY_API_CONSOLE_MAX;
+	if (!query || !*query)
+		return 0;
+	if (req->route != ROUTE_VM_CONSOLE)
+		return ferr_set(err, FERR_INVALID,
+				"this request takes no query parameters");
+	TAILQ_INIT(&params);
+	if (evhttp_parse_query_str(query, &params) < 0) {
+		evhttp_clear_headers(&params);
+		return ferr_set(err, FERR_INVALID, "malformed query string");
+	}
+	TAILQ_FOREACH(kv, &params, next) {
+		uint64_t *dst;
+		uint64_t max;
+
+		if (!strcmp(kv->key, "offset")) {
+			dst = &req->offset;
+			max = INT64_MAX;
+		} else if (!strcmp(kv->key, "limit")) {
+			dst = &req->limit;
+			max = FERRY_API_CONSOLE_MAX;
+		} else {
+			rc = ferr_set(err, FERR_INVALID,
+				      "unknown query parameter \"%.32s\"",
+				      kv->key);
+			break;
+		}
+		if (parse_u64(kv->value, 0, max, dst) < 0) {
+			rc = ferr_set(err, FERR_INVALID,
+				      "query parameter %s must be an integer "
+				      "between 0 and %llu",
+				      kv->key, (unsigned long long)max);
+			break;
+		}
+	}
+	evhttp_clear_headers(&params);
+	return rc;
+}
+
+int api_parse_request(const char *method, const char *uri, const char *body,
+		      size_t len, struct api_request *req, struct ferr *err)
+{
+	char seg[PATH_SEGMENTS_MAX][FERRY_NAME_MAX + 2];
+	struct evhttp_uri *u;
+	const struct route_def *match = NULL;
+	bool path_known = false;
+	int nseg = 0;
+	int rc = -1;
+
+	memset(req, 0, sizeof(*req));
+	u = evhttp_uri_parse_with_flags(uri, 0);
+	if (!u || !evhttp_uri_get_path(u))
+		return ferr_set(err, FERR_INVALID, "malformed request URI");
+	if (split_path(evhttp_uri_get_path(u), seg, &nseg, err) < 0)
+		goto out;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct route_def *r = &routes[i];
+
+		if (r->nseg != nseg || strcmp(r->seg0, seg[0]) != 0)
+			continue;
+		if (r->verb && strcmp(r->verb, seg[2]) != 0)
+			continue;
+		path_known = true;
+		if (!strcmp(r->method, method)) {
+			match = r;
+			break;
+		}
+	}
+	if (!match) {
+		if (path_known)
+			ferr_set(err, FERR_METHOD,
+				 "method %.16s is not allowed here", method);
+		else
+			ferr_set(err, FERR_NOT_FOUND, "no such route");
+		goto out;
+	}
+	req->route = match->route;
+	if (nseg >= 2) {
+		if (!name_is_valid(seg[1])) {
+			ferr_set(err, FERR_INVALID,
+				 "\"%.64s\" is not a valid VM name", seg[1]);
+			goto out;
+		}
+		memcpy(req->vm, seg[1], strlen(seg[1]) + 1);
+	}
+	if (evhttp_uri_get_fragment(u)) {
+		ferr_set(err, FERR_INVALID, "URI fragments are not allowed");
+		goto out;
+	}
+	if (parse_query(req, evhttp_uri_get_query(u), err) < 0 ||
+	    parse_body(req, body, len, err) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (rc < 0)
+		api_request_clear(req);
+	evhttp_uri_free(u);
+	return rc;
+}
+
+json_t *api_error_json(const struct ferr *err)
+{
+	return json_pack("{s:{s:s, s:s}}", "error", "code",
+			 ferr_code_name(err->code), "message", err->msg);
+}

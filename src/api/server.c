@@ -1,0 +1,157 @@
+/* server.c - HTTPS transport of the API: evhttp over OpenSSL bufferevents
+ * with mandatory client certificates. */
+#include "api.h"
+#include "tls.h"
+
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+
+struct api_server {
+	struct evhttp *http;
+	SSL_CTX *ctx;
+	struct vmm *vmm;
+};
+
+/* evhttp asks for each new connection's bufferevent: wrap it in TLS. */
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+	struct api_server *s = arg;
+	SSL *ssl = SSL_new(s->ctx);
+
+	if (!ssl)
+		return NULL;
+	return bufferevent_openssl_socket_new(base, -1, ssl,
+					      BUFFEREVENT_SSL_ACCEPTING,
+					      BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* Send a JSON reply with status. Takes the reference to body. */
+static void send_json(struct evhttp_request *r, int status, json_t *body)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+
+	evhttp_add_header(evhttp_request_get_output_headers(r),
+			  "Content-Type", "application/json");
+	if (out && text) {
+		evbuffer_add(out, text, strlen(text));
+		evbuffer_add(out, "\n", 1);
+	}
+	evhttp_send_reply(r, status, NULL, out);
+	if (out)
+		evbuffer_free(out);
+	free(text);
+	json_decref(body);
+}
+
+static const char *method_name(enum evhttp_cmd_type t)
+{
+	switch (t) {
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_OPTIONS:
+		return "OPTIONS";
+	default:
+		return "OTHER";
+	}
+}
+
+/* Every request lands here: authenticate, parse, handle, reply. */
+static void on_request(struct evhttp_request *r, void *arg)
+{
+	struct api_server *s = arg;
+	struct evhttp_connection *conn = evhttp_request_get_connection(r);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+	SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+	struct evbuffer *in = evhttp_request_get_input_buffer(r);
+	const char *method = method_name(evhttp_request_get_command(r));
+	const char *uri = evhttp_request_get_uri(r);
+	char identity[FERRY_NAME_MAX + 1];
+	struct api_request req;
+	struct ferr err = { 0 };
+	size_t len = evbuffer_get_length(in);
+	json_t *reply = NULL;
+	int status;
+
+	if (tls_peer_identity(ssl, identity, sizeof(identity)) < 0) {
+		ferr_set(&err, FERR_UNAUTH,
+			 "a valid client certificate is required");
+		log_warn("api: refused %s %s: no verified identity", method,
+			 uri);
+		send_json(r, ferr_http_status(err.code), api_error_json(&err));
+		return;
+	}
+	if (api_parse_request(method, uri,
+			      len ? (const char *)evbuffer_pullup(in, -1)
+				  : NULL,
+			      len, &req, &err) < 0) {
+		log_info("api: %s %s %s: %s", identity, method, uri, err.msg);
+		send_json(r, ferr_http_status(err.code), api_error_json(&err));
+		return;
+	}
+	status = api_handle(s->vmm, identity, &req, &reply);
+	api_request_clear(&req);
+	log_debug("api: %s %s %s -> %d", identity, method, uri, status);
+	send_json(r, status, reply);
+}
+
+int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
+		     SSL_CTX *ctx, struct vmm *vmm, struct api_server **out,
+		     struct ferr *err)
+{
+	struct api_server *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	s->ctx = ctx;
+	s->vmm = vmm;
+	s->http = evhttp_new(base);
+	if (!s->http) {
+		free(s);
+		return ferr_set(err, FERR_INTERNAL, "evhttp_new failed");
+	}
+	evhttp_set_bevcb(s->http, make_bev, s);
+	evhttp_set_gencb(s->http, on_request, s);
+	evhttp_set_max_body_size(s->http, FERRY_API_MAX_BODY);
+	evhttp_set_max_headers_size(s->http, FERRY_API_MAX_HEADERS);
+	evhttp_set_timeout(s->http, FERRY_API_TIMEOUT_S);
+	evhttp_set_allowed_methods(s->http,
+				   EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+					   EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT |
+					   EVHTTP_REQ_PATCH |
+					   EVHTTP_REQ_OPTIONS);
+	if (!evhttp_bind_socket_with_handle(s->http, cfg->listen_addr,
+					    cfg->listen_port)) {
+		ferr_set(err, FERR_IO, "cannot listen on %s port %u",
+			 cfg->listen_addr, (unsigned)cfg->listen_port);
+		api_server_free(s);
+		return -1;
+	}
+	log_info("api: listening on https://%s:%u%s/", cfg->listen_addr,
+		 (unsigned)cfg->listen_port, API_PREFIX);
+	*out = s;
+	return 0;
+}
+
+void api_server_free(struct api_server *s)
+{
+	if (!s)
+		return;
+	if (s->http)
+		evhttp_free(s->http);
+	free(s);
+}

@@ -1,0 +1,159 @@
+/* cli.h - the `ferry` command line: client config, HTTPS client, output,
+ * and one file per command group (host, vm, pki).
+ *
+ * Exit codes (docs/cli.md): 0 success, 1 the operation failed, 2 usage
+ * error, 3 cannot reach or authenticate to the host, 4 no such object.
+ */
+#ifndef FERRY_CLI_H
+#define FERRY_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <openssl/ssl.h>
+
+#include "common.h"
+
+enum cli_exit {
+	EXIT_OK = 0,
+	EXIT_FAILED = 1,
+	EXIT_USAGE = 2,
+	EXIT_UNREACHABLE = 3,
+	EXIT_NOT_FOUND = 4,
+};
+
+#define CLI_HOSTS_MAX 64
+#define CLI_TIMEOUT_S_DEFAULT 60
+
+/* Options, parsed once for every command. `set` has one bit per option so
+ * a command can refuse options that do not apply to it. */
+enum cli_opt_bit {
+	OPT_CONFIG = 1 << 0,
+	OPT_HOST = 1 << 1,
+	OPT_JSON = 1 << 2,
+	OPT_FORCE = 1 << 3,
+	OPT_TIMEOUT = 1 << 4,
+	OPT_NO_WAIT = 1 << 5,
+	OPT_FOLLOW = 1 << 6,
+	OPT_DIR = 1 << 7,
+	OPT_IP = 1 << 8,
+	OPT_DNS = 1 << 9,
+	OPT_DAYS = 1 << 10,
+	OPT_CLUSTER = 1 << 11,
+	OPT_OFFSET = 1 << 12,
+};
+#define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
+#define CLI_SANS_MAX 16
+
+struct cli_opts {
+	unsigned set;
+	const char *config;
+	const char *host;
+	bool json;
+	bool force;
+	unsigned timeout_s;
+	bool no_wait;
+	bool follow;
+	const char *dir;
+	const char *ips[CLI_SANS_MAX + 1];
+	const char *dns[CLI_SANS_MAX + 1];
+	unsigned days;
+	const char *cluster;
+	uint64_t offset;
+};
+
+struct cli_host {
+	char name[FERRY_NAME_MAX + 1];
+	char address[64];
+	uint16_t port;
+};
+
+/* The client config (client.json): credentials and named hosts. */
+struct cli_config {
+	char ca[FERRY_PATH_MAX];
+	char cert[FERRY_PATH_MAX];
+	char key[FERRY_PATH_MAX];
+	char default_host[FERRY_NAME_MAX + 1];
+	struct cli_host hosts[CLI_HOSTS_MAX];
+	size_t nhosts;
+};
+
+/* ---- client.c ---- */
+
+/* Parse client config text; relative paths are resolved against base_dir.
+ * Errors name origin and the field. */
+int cli_config_parse(const char *text, size_t len, const char *base_dir,
+		     const char *origin, struct cli_config *cfg,
+		     struct ferr *err);
+
+/* Load the config from path, or $FERRY_CONFIG, or
+ * ~/.config/ferry/client.json. */
+int cli_config_load(const char *path, struct cli_config *cfg,
+		    struct ferr *err);
+
+/* Find a host by name; NULL name means the default host. */
+const struct cli_host *cli_host_find(const struct cli_config *cfg,
+				     const char *name, struct ferr *err);
+
+struct client {
+	const struct cli_config *cfg;
+	SSL_CTX *ctx;
+	unsigned timeout_s;
+};
+
+/* Create a client with the config's credentials. */
+int client_init(struct client *c, const struct cli_config *cfg,
+		unsigned timeout_s, struct ferr *err);
+void client_free(struct client *c);
+
+/* One HTTPS request to host: method, path (with query), body (may be
+ * NULL). On a reply, returns 0 with *status and *reply (the parsed JSON
+ * object). A connection, TLS or protocol failure is -1 with FERR_UNAVAILABLE
+ * or FERR_TIMEOUT. */
+int client_request(struct client *c, const struct cli_host *host,
+		   const char *method, const char *path, const json_t *body,
+		   int *status, json_t **reply, struct ferr *err);
+
+/* Like client_request, but a non-2xx status becomes -1 with *err from the
+ * reply's error object. On success *reply is the object. */
+int client_call(struct client *c, const struct cli_host *host,
+		const char *method, const char *path, const json_t *body,
+		json_t **reply, struct ferr *err);
+
+/* ---- output.c ---- */
+
+/* Print a one-line error to stderr and return the exit code for it. */
+int cli_fail(const struct ferr *err);
+
+/* Map an error to an exit code. */
+int cli_exit_code(const struct ferr *err);
+
+/* Print obj as JSON (one line) to stdout. */
+void print_json(const json_t *obj);
+
+/* Print the fields of obj as aligned "key: value" lines. */
+void print_kv(const json_t *obj, const char *const *keys);
+
+/* Print an array of objects as a table with the given columns. */
+void print_table(const json_t *arr, const char *const *cols,
+		 const char *const *headers);
+
+/* Human size from MiB, e.g. "512M" or "2.0G". */
+void fmt_mib(uint64_t mib, char *out, size_t len);
+
+/* ---- commands: argv after the group word ---- */
+int cmd_host(const struct cli_opts *o, int argc, char **argv);
+int cmd_vm(const struct cli_opts *o, int argc, char **argv);
+int cmd_pki(const struct cli_opts *o, int argc, char **argv);
+
+/* Shared by commands: load config, pick the host, init a client. */
+int cli_connect(const struct cli_opts *o, struct cli_config *cfg,
+		const struct cli_host **host, struct client *c,
+		struct ferr *err);
+
+/* Refuse options outside allowed (global options are always allowed). */
+int cli_check_opts(const struct cli_opts *o, unsigned allowed,
+		   const char *cmd);
+
+#endif

@@ -1,0 +1,42 @@
+/* cmd_host.c - `ferry host info`. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cmd_host(const struct cli_opts *o, int argc, char **argv)
+{
+	static const char *const keys[] = {
+		"name", "version", "address", "port", "accel", "cpus",
+		"memory_total_mib", "memory_available_mib",
+		"memory_committed_mib", "vms_defined", "vms_active", NULL
+	};
+	struct cli_config cfg;
+	const struct cli_host *host;
+	struct client c = { 0 };
+	struct ferr err = { 0 };
+	json_t *reply = NULL;
+	int rc;
+
+	if (argc != 1 || strcmp(argv[0], "info") != 0) {
+		fprintf(stderr, "usage: ferry host info [--host NAME]\n");
+		return EXIT_USAGE;
+	}
+	if (cli_check_opts(o, 0, "host info") != 0)
+		return EXIT_USAGE;
+	if (cli_connect(o, &cfg, &host, &c, &err) < 0)
+		return cli_fail(&err);
+	if (client_call(&c, host, "GET", "/v1/host", NULL, &reply, &err) < 0) {
+		rc = cli_fail(&err);
+		goto out;
+	}
+	if (o->json)
+		print_json(reply);
+	else
+		print_kv(reply, keys);
+	rc = EXIT_OK;
+out:
+	json_decref(reply);
+	client_free(&c);
+	return rc;
+}

@@ -1,0 +1,196 @@
+/* ferry - command line client of ferryd. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry [--config FILE] [--host NAME] [--json] COMMAND\n"
+		"commands:\n"
+		"  host info\n"
+		"  vm list | define FILE | info NAME | start NAME | stop NAME\n"
+		"     | pause NAME | resume NAME | delete NAME | console NAME\n"
+		"  pki init | host NAME | user NAME   (--dir DIR)\n"
+		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
+		"3 host unreachable or TLS refused, 4 not found\n");
+}
+
+int cli_check_opts(const struct cli_opts *o, unsigned allowed,
+		   const char *cmd)
+{
+	static const char *const names[] = {
+		"--config", "--host", "--json", "--force", "--timeout",
+		"--no-wait", "--follow", "--dir", "--ip", "--dns", "--days",
+		"--cluster", "--offset",
+	};
+	unsigned bad = o->set & ~(allowed | OPT_GLOBAL);
+
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (bad & (1u << i)) {
+			fprintf(stderr,
+				"ferry: error: option %s does not apply to "
+				"'%s'\n",
+				names[i], cmd);
+			return EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+int cli_connect(const struct cli_opts *o, struct cli_config *cfg,
+		const struct cli_host **host, struct client *c,
+		struct ferr *err)
+{
+	unsigned t = o->timeout_s > CLI_TIMEOUT_S_DEFAULT
+			     ? o->timeout_s
+			     : CLI_TIMEOUT_S_DEFAULT;
+
+	if (cli_config_load(o->config, cfg, err) < 0)
+		return -1;
+	*host = cli_host_find(cfg, o->host, err);
+	if (!*host)
+		return -1;
+	return client_init(c, cfg, t, err);
+}
+
+/* Append value to a NULL-terminated list of at most CLI_SANS_MAX. */
+static int add_san(const char **list, const char *v)
+{
+	for (int i = 0; i < CLI_SANS_MAX; i++) {
+		if (!list[i]) {
+			list[i] = v;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "no-wait", no_argument, NULL, 'W' },
+		{ "follow", no_argument, NULL, 'F' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "ip", required_argument, NULL, 'i' },
+		{ "dns", required_argument, NULL, 'n' },
+		{ "days", required_argument, NULL, 'D' },
+		{ "cluster", required_argument, NULL, 'C' },
+		{ "offset", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cli_opts o = { 0 };
+	uint64_t v;
+	int c;
+
+	signal(SIGPIPE, SIG_IGN);
+	while ((c = getopt_long(argc, argv, "c:H:jft:WFd:i:n:D:C:o:hV", opts,
+				NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o.config = optarg;
+			o.set |= OPT_CONFIG;
+			break;
+		case 'H':
+			o.host = optarg;
+			o.set |= OPT_HOST;
+			break;
+		case 'j':
+			o.json = true;
+			o.set |= OPT_JSON;
+			break;
+		case 'f':
+			o.force = true;
+			o.set |= OPT_FORCE;
+			break;
+		case 't':
+			if (parse_u64(optarg, 1, FERRY_STOP_TIMEOUT_S_MAX,
+				      &v) < 0) {
+				fprintf(stderr, "ferry: error: --timeout must "
+						"be 1..%d seconds\n",
+					FERRY_STOP_TIMEOUT_S_MAX);
+				return EXIT_USAGE;
+			}
+			o.timeout_s = (unsigned)v;
+			o.set |= OPT_TIMEOUT;
+			break;
+		case 'W':
+			o.no_wait = true;
+			o.set |= OPT_NO_WAIT;
+			break;
+		case 'F':
+			o.follow = true;
+			o.set |= OPT_FOLLOW;
+			break;
+		case 'd':
+			o.dir = optarg;
+			o.set |= OPT_DIR;
+			break;
+		case 'i':
+		case 'n':
+			if (add_san(c == 'i' ? o.ips : o.dns, optarg) < 0) {
+				fprintf(stderr, "ferry: error: at most %d "
+						"--ip and %d --dns\n",
+					CLI_SANS_MAX, CLI_SANS_MAX);
+				return EXIT_USAGE;
+			}
+			o.set |= c == 'i' ? OPT_IP : OPT_DNS;
+			break;
+		case 'D':
+			if (parse_u64(optarg, 1, FERRY_CERT_DAYS_MAX, &v) < 0) {
+				fprintf(stderr, "ferry: error: --days must be "
+						"1..%d\n",
+					FERRY_CERT_DAYS_MAX);
+				return EXIT_USAGE;
+			}
+			o.days = (unsigned)v;
+			o.set |= OPT_DAYS;
+			break;
+		case 'C':
+			o.cluster = optarg;
+			o.set |= OPT_CLUSTER;
+			break;
+		case 'o':
+			if (parse_u64(optarg, 0, INT64_MAX, &o.offset) < 0) {
+				fprintf(stderr, "ferry: error: --offset must "
+						"be a byte offset\n");
+				return EXIT_USAGE;
+			}
+			o.set |= OPT_OFFSET;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		case 'V':
+			printf("ferry %s\n", FERRY_VERSION);
+			return EXIT_OK;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[optind], "host"))
+		return cmd_host(&o, argc - optind - 1, argv + optind + 1);
+	if (!strcmp(argv[optind], "vm"))
+		return cmd_vm(&o, argc - optind - 1, argv + optind + 1);
+	if (!strcmp(argv[optind], "pki"))
+		return cmd_pki(&o, argc - optind - 1, argv + optind + 1);
+	fprintf(stderr, "ferry: error: unknown command \"%s\"\n",
+		argv[optind]);
+	usage(stderr);
+	return EXIT_USAGE;
+}

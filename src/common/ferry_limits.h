@@ -1,0 +1,56 @@
+/* ferry_limits.h - every size, count and time limit of ferry, in one place.
+ *
+ * Anything read from the network, a file or QEMU is checked against these
+ * before it is used.
+ */
+#ifndef FERRY_FERRY_LIMITS_H
+#define FERRY_FERRY_LIMITS_H
+
+
+/* Errors and names */
+#define FERRY_ERR_MSG_MAX 256        /* bytes of an error message */
+#define FERRY_NAME_MAX 63            /* VM, host and user names */
+#define FERRY_PATH_MAX 4096          /* any file path */
+#define FERRY_SOCK_PATH_MAX 107      /* sun_path minus the NUL */
+#define FERRY_STATE_DIR_MAX 60       /* keeps run/<uuid>.qmp under 107 */
+#define FERRY_UUID_STR_LEN 36
+
+/* Files */
+#define FERRY_CONFIG_MAX (64 * 1024)   /* ferryd.json, client.json */
+#define FERRY_VMDEF_FILE_MAX (64 * 1024)
+
+/* JSON nesting accepted from hostile input */
+#define FERRY_JSON_DEPTH_MAX 16
+
+/* VM definitions */
+#define FERRY_VM_MEM_MIN_MIB 16ULL
+#define FERRY_VM_MEM_MAX_MIB (1024ULL * 1024)    /* 1 TiB */
+#define FERRY_VM_VCPU_MIN 1ULL
+#define FERRY_VM_VCPU_MAX 256ULL
+#define FERRY_VM_CMDLINE_MAX 2048
+#define FERRY_VM_MAX 1024                       /* VMs per host */
+
+/* REST API */
+#define FERRY_API_PORT_DEFAULT 8443
+#define FERRY_API_MAX_BODY (64 * 1024)          /* request body bytes */
+#define FERRY_API_MAX_HEADERS (16 * 1024)       /* request header bytes */
+#define FERRY_API_TIMEOUT_S 30                  /* idle read/write timeout */
+#define FERRY_API_CONSOLE_MAX (256 * 1024)      /* console bytes per reply */
+#define FERRY_API_REPLY_MAX (16 * 1024 * 1024)  /* reply bytes the CLI reads */
+
+/* QMP */
+#define FERRY_QMP_LINE_MAX (1024 * 1024)        /* one QMP message */
+#define FERRY_QMP_TIMEOUT_MS 10000              /* one QMP command */
+#define FERRY_QEMU_START_TIMEOUT_MS 30000       /* QEMU up to QMP greeting */
+
+/* VM lifecycle */
+#define FERRY_STOP_TIMEOUT_S_DEFAULT 30         /* graceful stop, then force */
+#define FERRY_STOP_TIMEOUT_S_MAX 3600
+#define FERRY_KILL_WAIT_MS 5000                 /* after quit, before SIGKILL */
+
+/* Certificates */
+#define FERRY_CERT_DAYS_DEFAULT 825
+#define FERRY_CERT_DAYS_MAX 3650
+#define FERRY_CA_DAYS_DEFAULT 3650
+
+#endif

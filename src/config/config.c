@@ -1,0 +1,194 @@
+/* config.c - strict parser for ferryd.json. */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *accel_mode_name(enum accel_mode m)
+{
+	switch (m) {
+	case ACCEL_KVM:
+		return "kvm";
+	case ACCEL_TCG:
+		return "tcg";
+	default:
+		return "auto";
+	}
+}
+
+int path_resolve(const char *base_dir, const char *p, char *out, size_t len,
+		 struct ferr *err)
+{
+	if (!*p)
+		return ferr_set(err, FERR_INVALID, "empty path");
+	if (p[0] == '/' || !base_dir || !*base_dir)
+		return fmt_checked(out, len, err, "path", "%s", p);
+	return fmt_checked(out, len, err, "path", "%s/%s", base_dir, p);
+}
+
+/* Fetch required string field `key` of obj and resolve it as a path. */
+static int get_path(const json_t *obj, const char *key, const char *what,
+		    const char *base, char *out, size_t len, struct ferr *err)
+{
+	const char *s = NULL;
+
+	if (json_get_string(obj, key, what, FERRY_PATH_MAX - 1, &s, err) < 0)
+		return -1;
+	if (!s)
+		return ferr_set(err, FERR_INVALID, "%s.%s is required", what,
+				key);
+	if (path_resolve(base, s, out, len, err) < 0)
+		return ferr_wrap(err, "%s.%s", what, key);
+	return 0;
+}
+
+int config_parse(const char *text, size_t len, const char *base_dir,
+		 const char *origin, struct ferryd_config *cfg,
+		 struct ferr *err)
+{
+	static const char *const top_fields[] = {
+		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
+		"qemu", "memory_reserve_mib", NULL
+	};
+	static const char *const listen_fields[] = { "address", "port", NULL };
+	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
+	json_t *root = NULL, *listen, *tls;
+	const char *s = NULL;
+	unsigned char addrbuf[16];
+	uint64_t port = FERRY_API_PORT_DEFAULT;
+	int rc = -1;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->accel = ACCEL_AUTO;
+	cfg->memory_reserve_mib = 256;
+	snprintf(cfg->qemu_binary, sizeof(cfg->qemu_binary), "%s",
+		 "/usr/bin/qemu-system-x86_64");
+
+	root = json_parse_object(text, len, origin, err);
+	if (!root)
+		return -1;
+	if (json_check_fields(root, top_fields, origin, err) < 0)
+		goto out;
+
+	if (json_get_string(root, "host", origin, FERRY_NAME_MAX, &s, err) < 0)
+		goto out;
+	if (!s) {
+		ferr_set(err, FERR_INVALID, "%s: host is required", origin);
+		goto out;
+	}
+	if (!name_is_valid(s)) {
+		ferr_set(err, FERR_INVALID,
+			 "%s: host \"%s\" is not a valid name "
+			 "([a-z0-9][a-z0-9._-]*, at most %d characters)",
+			 origin, s, FERRY_NAME_MAX);
+		goto out;
+	}
+	snprintf(cfg->host, sizeof(cfg->host), "%s", s);
+
+	listen = json_object_get(root, "listen");
+	if (!listen) {
+		ferr_set(err, FERR_INVALID, "%s: listen is required", origin);
+		goto out;
+	}
+	if (json_check_fields(listen, listen_fields, "listen", err) < 0)
+		goto wrap;
+	s = NULL;
+	if (json_get_string(listen, "address", "listen", 63, &s, err) < 0)
+		goto wrap;
+	if (!s) {
+		ferr_set(err, FERR_INVALID, "listen.address is required");
+		goto wrap;
+	}
+	if (inet_pton(AF_INET, s, addrbuf) != 1 &&
+	    inet_pton(AF_INET6, s, addrbuf) != 1) {
+		ferr_set(err, FERR_INVALID,
+			 "listen.address \"%s\" is not a numeric IP address",
+			 s);
+		goto wrap;
+	}
+	snprintf(cfg->listen_addr, sizeof(cfg->listen_addr), "%s", s);
+	if (json_get_u64(listen, "port", "listen", 1, 65535, &port, err) < 0)
+		goto wrap;
+	cfg->listen_port = (uint16_t)port;
+
+	tls = json_object_get(root, "tls");
+	if (!tls) {
+		ferr_set(err, FERR_INVALID, "%s: tls is required", origin);
+		goto out;
+	}
+	if (json_check_fields(tls, tls_fields, "tls", err) < 0 ||
+	    get_path(tls, "ca", "tls", base_dir, cfg->ca_file,
+		     sizeof(cfg->ca_file), err) < 0 ||
+	    get_path(tls, "cert", "tls", base_dir, cfg->cert_file,
+		     sizeof(cfg->cert_file), err) < 0 ||
+	    get_path(tls, "key", "tls", base_dir, cfg->key_file,
+		     sizeof(cfg->key_file), err) < 0)
+		goto wrap;
+
+	if (get_path(root, "state_dir", "config", base_dir, cfg->state_dir,
+		     sizeof(cfg->state_dir), err) < 0 ||
+	    get_path(root, "shared_dir", "config", base_dir, cfg->shared_dir,
+		     sizeof(cfg->shared_dir), err) < 0)
+		goto wrap;
+	if (strlen(cfg->state_dir) > FERRY_STATE_DIR_MAX) {
+		ferr_set(err, FERR_INVALID,
+			 "state_dir \"%s\" is longer than %d bytes: the unix "
+			 "sockets under it would not fit in sun_path",
+			 cfg->state_dir, FERRY_STATE_DIR_MAX);
+		goto wrap;
+	}
+
+	s = NULL;
+	if (json_get_string(root, "accel", "config", 8, &s, err) < 0)
+		goto wrap;
+	if (s) {
+		if (!strcmp(s, "auto"))
+			cfg->accel = ACCEL_AUTO;
+		else if (!strcmp(s, "kvm"))
+			cfg->accel = ACCEL_KVM;
+		else if (!strcmp(s, "tcg"))
+			cfg->accel = ACCEL_TCG;
+		else {
+			ferr_set(err, FERR_INVALID,
+				 "accel must be \"auto\", \"kvm\" or \"tcg\", "
+				 "not \"%s\"", s);
+			goto wrap;
+		}
+	}
+	if (json_object_get(root, "qemu") &&
+	    get_path(root, "qemu", "config", base_dir, cfg->qemu_binary,
+		     sizeof(cfg->qemu_binary), err) < 0)
+		goto wrap;
+	if (json_get_u64(root, "memory_reserve_mib", "config", 0,
+			 FERRY_VM_MEM_MAX_MIB, &cfg->memory_reserve_mib,
+			 err) < 0)
+		goto wrap;
+	rc = 0;
+	goto out;
+wrap:
+	ferr_wrap(err, "%s", origin);
+out:
+	json_decref(root);
+	return rc;
+}
+
+int config_load(const char *path, struct ferryd_config *cfg, struct ferr *err)
+{
+	char dirbuf[FERRY_PATH_MAX];
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (!realpath(path, dirbuf))
+		return ferr_set(err, FERR_NOT_FOUND, "cannot open %s: %s",
+				path, strerror(errno));
+	if (file_read_all(path, FERRY_CONFIG_MAX, &text, &len, err) < 0)
+		return -1;
+	rc = config_parse(text, len, dirname(dirbuf), path, cfg, err);
+	free(text);
+	return rc;
+}

@@ -1,0 +1,47 @@
+/* config.h - ferryd's configuration file (JSON), loaded strictly.
+ *
+ * Relative paths in the file are taken relative to the file's own folder.
+ * See docs/configuration.md for every field.
+ */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <stdint.h>
+
+#include "common.h"
+
+enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
+
+struct ferryd_config {
+	char host[FERRY_NAME_MAX + 1];     /* this host's name */
+	char listen_addr[64];              /* numeric IPv4 or IPv6 address */
+	uint16_t listen_port;
+	char ca_file[FERRY_PATH_MAX];      /* cluster CA certificate */
+	char cert_file[FERRY_PATH_MAX];    /* this host's certificate */
+	char key_file[FERRY_PATH_MAX];     /* this host's private key */
+	char state_dir[FERRY_PATH_MAX];    /* VM definitions and runtime files */
+	char shared_dir[FERRY_PATH_MAX];   /* shared storage: kernels, disks */
+	char qemu_binary[FERRY_PATH_MAX];
+	enum accel_mode accel;
+	uint64_t memory_reserve_mib;       /* kept free for the host itself */
+};
+
+/* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves
+ * relative paths; `origin` names the file in error messages. Unknown fields,
+ * wrong types and bad values are FERR_INVALID naming the field. On error
+ * *cfg is unspecified. */
+int config_parse(const char *text, size_t len, const char *base_dir,
+		 const char *origin, struct ferryd_config *cfg,
+		 struct ferr *err);
+
+/* Read and parse the config file at path (see config_parse). */
+int config_load(const char *path, struct ferryd_config *cfg, struct ferr *err);
+
+/* "auto", "kvm" or "tcg". */
+const char *accel_mode_name(enum accel_mode m);
+
+/* Resolve p against base_dir into out (absolute p is copied as is). */
+int path_resolve(const char *base_dir, const char *p, char *out, size_t len,
+		 struct ferr *err);
+
+#endif

@@ -1,0 +1,54 @@
+/* tls.h - OpenSSL contexts for ferry's mutual-TLS connections, peer
+ * identities, and the cluster PKI (CA, host and user certificates).
+ *
+ * All connections are TLS 1.3 only and both ends present a certificate
+ * issued by the cluster CA. An identity is the certificate's subject CN, or
+ * its first DNS subjectAltName when it has no CN.
+ */
+#ifndef FERRY_TLS_H
+#define FERRY_TLS_H
+
+#include <stdbool.h>
+#include <openssl/ssl.h>
+
+#include "common.h"
+
+/* Server context: our cert+key, peers must present a cert from ca_file.
+ * Returns NULL with *err set (naming the file) on failure. */
+SSL_CTX *tls_server_ctx_new(const char *ca_file, const char *cert_file,
+			    const char *key_file, struct ferr *err);
+
+/* Client context: our cert+key, the server must present a cert from ca_file
+ * (its name is checked per connection with tls_client_expect_host). */
+SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *cert_file,
+			    const char *key_file, struct ferr *err);
+
+/* Require the server of this client connection to hold a certificate for
+ * host (an IP address is matched against IP SANs, a name against DNS SANs)
+ * and send host as SNI when it is a name. */
+int tls_client_expect_host(SSL *ssl, const char *host, struct ferr *err);
+
+/* Copy the verified peer's identity into out. -1 when the peer has no
+ * verified certificate or its name is not a valid ferry name. */
+int tls_peer_identity(SSL *ssl, char *out, size_t len);
+
+/* Format and clear the OpenSSL error queue into buf; returns buf. */
+const char *tls_error_string(char *buf, size_t len);
+
+/* PKI: create a cluster CA in dir (ca.key 0600, ca.crt). Refuses to
+ * overwrite an existing CA. */
+int pki_init(const char *dir, const char *cluster, unsigned days,
+	     struct ferr *err);
+
+enum pki_kind { PKI_HOST, PKI_USER };
+
+/* PKI: issue a certificate for name signed by the CA in dir, written to
+ * dir/hosts/NAME.{key,crt} or dir/users/NAME.{key,crt} (key 0600). Host
+ * certificates get serverAuth+clientAuth and the given IP/DNS SANs; user
+ * certificates get clientAuth only. NULL-terminated san lists may be NULL.
+ * Refuses to overwrite an existing key. */
+int pki_issue(const char *dir, enum pki_kind kind, const char *name,
+	      const char *const *ips, const char *const *dns, unsigned days,
+	      struct ferr *err);
+
+#endif

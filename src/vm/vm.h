@@ -1,0 +1,195 @@
+/* vm.h - the VMs of one host: definitions, QEMU processes and their state.
+ *
+ * A VM is defined by a JSON definition (struct vm_def), persisted atomically
+ * in <state_dir>/vms/<name>/vm.json. A started VM is one QEMU process,
+ * in its own session so that it outlives ferryd, driven over a QMP unix socket in
+ * <state_dir>/run/. On start, ferryd re-attaches to every QEMU that is still
+ * running. State changes arrive as QMP events.
+ */
+#ifndef FERRY_VM_H
+#define FERRY_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "common.h"
+#include "config.h"
+#include "qmp.h"
+
+enum disk_format { DISK_RAW, DISK_QCOW2 };
+enum net_mode { NET_NONE, NET_USER };
+
+struct vm_def {
+	char name[FERRY_NAME_MAX + 1];
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	uint64_t memory_mib;
+	uint64_t vcpus;
+	/* paths relative to the shared-storage dir; empty when unused */
+	char kernel[FERRY_PATH_MAX];
+	char initrd[FERRY_PATH_MAX];
+	char cmdline[FERRY_VM_CMDLINE_MAX + 1];
+	char disk[FERRY_PATH_MAX];
+	enum disk_format disk_format;
+	enum net_mode net;
+	char mac[18];
+};
+
+enum vm_state {
+	VM_SHUTOFF,  /* defined, no QEMU */
+	VM_STARTING, /* QEMU launched, not yet confirmed running */
+	VM_RUNNING,
+	VM_PAUSED,
+	VM_STOPPING, /* graceful or forced stop in progress */
+	VM_UNKNOWN,  /* a QEMU process exists but QMP is unreachable */
+};
+
+struct vmm;
+
+struct vm {
+	struct vm_def def;
+	enum vm_state state;
+	pid_t pid;
+	struct qmp *qmp;
+	struct event *qmp_ev;     /* QMP socket readable */
+	struct event *stop_timer; /* graceful-stop deadline, then SIGKILL */
+	bool stop_forced;         /* quit already sent */
+	uint64_t started_wall_ms;
+	char last_error[FERRY_ERR_MSG_MAX];
+	struct vmm *vmm;
+	struct vm *next;
+};
+
+/* ---- definitions (vmdef.c) ---- */
+
+/* Validate a definition object from the API or a file into *def. Unknown
+ * fields, missing required fields, wrong types, bad names or paths, and
+ * values out of range are FERR_INVALID naming the field; *def is then
+ * unspecified. A missing uuid is generated. */
+int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err);
+
+/* The definition as a new JSON object (never NULL except out of memory). */
+json_t *vmdef_to_json(const struct vm_def *def);
+
+/* Is p a safe path relative to the shared-storage dir: not absolute, no
+ * ".." component, only [A-Za-z0-9._+/-] (no QEMU option separators)? */
+bool vmdef_path_is_safe(const char *p);
+
+/* ---- QEMU processes (qemu.c) ---- */
+
+/* Resolve accel mode: KVM when mode is kvm, or when mode is auto and
+ * kvm_dev opens and answers KVM_GET_API_VERSION and cpuinfo lists vmx or
+ * svm; TCG otherwise. Explicit kvm that does not work is FERR_UNAVAILABLE.
+ * The paths are parameters so tests can substitute them. */
+int accel_resolve(enum accel_mode mode, const char *kvm_dev,
+		  const char *cpuinfo, enum accel_mode *out, struct ferr *err);
+
+/* Paths of one VM's runtime files. */
+struct vm_paths {
+	char dir[FERRY_PATH_MAX];      /* state_dir/vms/NAME */
+	char def[FERRY_PATH_MAX];      /* .../vm.json */
+	char console[FERRY_PATH_MAX];  /* .../console.log */
+	char log[FERRY_PATH_MAX];      /* .../qemu.log */
+	char pidfile[FERRY_PATH_MAX];  /* state_dir/run/UUID.pid */
+	char qmp[FERRY_SOCK_PATH_MAX + 1]; /* state_dir/run/UUID.qmp */
+};
+
+/* Fill *p for def under cfg's state dir. */
+int vm_paths_get(const struct ferryd_config *cfg, const struct vm_def *def,
+		 struct vm_paths *p, struct ferr *err);
+
+/* A NULL-terminated argv under construction. */
+struct strv {
+	char **v;
+	size_t n;
+	size_t cap;
+};
+int strv_add(struct strv *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void strv_free(struct strv *s);
+
+/* Build QEMU's argv for def: accel, memory, vCPUs, QMP, serial console to
+ * a file, kernel/disk from the shared dir, network, with a
+ * pidfile, sandboxed. Files are not checked here. extra (NULL-terminated,
+ * may be NULL) is appended, e.g. "-incoming" "defer". */
+int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
+		    const struct vm_def *def, const struct vm_paths *paths,
+		    const char *const *extra, struct strv *argv,
+		    struct ferr *err);
+
+/* Launch QEMU with argv as a child in its own session (so it outlives
+ * ferryd), stdin from /dev/null, stdout/stderr to log_path (truncated).
+ * Returns at once with its pid; see qemu_wait_ready. */
+int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid,
+	       struct ferr *err);
+
+/* Wait until the QEMU child pid answers on its QMP socket, and return the
+ * connection. If QEMU exits first, the tail of log_path is in the error; if
+ * it takes longer than FERRY_QEMU_START_TIMEOUT_MS it is killed. */
+int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
+		    struct qmp **out, struct ferr *err);
+
+/* Is pid a live (not zombie) QEMU process started for uuid? */
+bool qemu_process_matches(pid_t pid, const char *uuid);
+
+/* ---- the host's VMs (vmm.c) ---- */
+
+/* Create the manager: make state dirs, load every definition and
+ * re-attach to every QEMU still running. */
+int vmm_new(const struct ferryd_config *cfg, struct event_base *base,
+	    enum accel_mode accel, struct vmm **out, struct ferr *err);
+
+/* Detach from every QEMU (they keep running) and free the manager. */
+void vmm_free(struct vmm *m);
+
+/* First VM (iterate with ->next), or NULL. */
+struct vm *vmm_first(struct vmm *m);
+size_t vmm_count(const struct vmm *m);
+
+/* Find a VM by name or NULL. */
+struct vm *vmm_find(struct vmm *m, const char *name);
+
+/* Memory (MiB) of every VM that has a QEMU process. */
+uint64_t vmm_committed_mib(const struct vmm *m);
+
+/* Validate obj and define a new VM, persisted before returning. A name or
+ * uuid already defined is FERR_CONFLICT. Nothing changes on error. */
+int vmm_define(struct vmm *m, const json_t *obj, struct vm **out,
+	       struct ferr *err);
+
+/* Start a shut-off VM: check its files exist in shared storage and that
+ * the host has the memory, launch QEMU, attach QMP. */
+int vmm_start(struct vmm *m, struct vm *vm, struct ferr *err);
+
+/* Stop a VM: graceful (ACPI power button, then quit after timeout_s) or
+ * forced (quit now, SIGKILL if QEMU does not exit). Returns at once; the VM
+ * reaches VM_SHUTOFF when QEMU has exited. */
+int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
+	     struct ferr *err);
+
+/* Pause / resume the vCPUs. */
+int vmm_pause(struct vmm *m, struct vm *vm, struct ferr *err);
+int vmm_resume(struct vmm *m, struct vm *vm, struct ferr *err);
+
+/* Delete a shut-off VM's definition and files. */
+int vmm_delete(struct vmm *m, struct vm *vm, struct ferr *err);
+
+/* Read up to max bytes of the VM's serial console from offset. *data is
+ * malloc'd (length *len); *size is the console's current size. */
+int vmm_console_read(struct vmm *m, struct vm *vm, uint64_t offset,
+		     size_t max, char **data, size_t *len, uint64_t *size,
+		     struct ferr *err);
+
+/* The VM as JSON: definition plus state, pid, uptime, last error. */
+json_t *vm_to_json(const struct vm *vm);
+
+/* "shutoff", "running", ... */
+const char *vm_state_name(enum vm_state s);
+
+/* Host facts for the API: name, accel, CPUs, memory. */
+json_t *vmm_host_info(struct vmm *m);
+
+#endif

@@ -1,0 +1,225 @@
+/* vmdef.c - strict validation of VM definitions. */
+#include "vm.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+bool vmdef_path_is_safe(const char *p)
+{
+	const char *seg = p;
+
+	if (!*p || *p == '/' || strlen(p) >= FERRY_PATH_MAX)
+		return false;
+	for (const char *c = p; *c; c++) {
+		if (!(isalnum((unsigned char)*c) || *c == '.' || *c == '_' ||
+		      *c == '-' || *c == '+' || *c == '/'))
+			return false;
+	}
+	/* reject "..", "." and empty segments */
+	for (;;) {
+		const char *end = strchr(seg, '/');
+		size_t n = end ? (size_t)(end - seg) : strlen(seg);
+
+		if (n == 0 || (n == 1 && seg[0] == '.') ||
+		    (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return false;
+		if (!end)
+			return true;
+		seg = end + 1;
+	}
+}
+
+/* Is s a lowercase 8-4-4-4-12 hex UUID? */
+static bool uuid_is_valid(const char *s)
+{
+	if (strlen(s) != FERRY_UUID_STR_LEN)
+		return false;
+	for (int i = 0; i < FERRY_UUID_STR_LEN; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? s[i] != '-'
+			 : !(isdigit((unsigned char)s[i]) ||
+			     (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+/* Fill def->uuid with a random version-4 UUID. */
+static int uuid_generate(char *out, struct ferr *err)
+{
+	unsigned char b[16];
+
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return ferr_set(err, FERR_INTERNAL, "no randomness for a uuid");
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	snprintf(out, FERRY_UUID_STR_LEN + 1,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+		 "%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+		 b[10], b[11], b[12], b[13], b[14], b[15]);
+	return 0;
+}
+
+/* Copy an optional shared-storage path field into out after checking it. */
+static int get_rel_path(const json_t *obj, const char *key, const char *what,
+			char *out, size_t len, struct ferr *err)
+{
+	const char *s = NULL;
+
+	if (json_get_string(obj, key, what, len - 1, &s, err) < 0)
+		return -1;
+	if (!s)
+		return 0;
+	if (!vmdef_path_is_safe(s))
+		return ferr_set(err, FERR_INVALID,
+				"%s.%s \"%.100s\" must be a path relative to "
+				"the shared-storage dir, without \"..\", made "
+				"of [A-Za-z0-9._+/-]",
+				what, key, s);
+	snprintf(out, len, "%s", s);
+	return 0;
+}
+
+/* Parse the optional "disk" object. */
+static int parse_disk(const json_t *disk, struct vm_def *def, struct ferr *err)
+{
+	static const char *const fields[] = { "path", "format", NULL };
+	const char *fmt = NULL;
+
+	if (json_check_fields(disk, fields, "vm.disk", err) < 0 ||
+	    get_rel_path(disk, "path", "vm.disk", def->disk, sizeof(def->disk),
+			 err) < 0 ||
+	    json_get_string(disk, "format", "vm.disk", 8, &fmt, err) < 0)
+		return -1;
+	if (!def->disk[0])
+		return ferr_set(err, FERR_INVALID, "vm.disk.path is required");
+	if (!fmt || !strcmp(fmt, "raw"))
+		def->disk_format = DISK_RAW;
+	else if (!strcmp(fmt, "qcow2"))
+		def->disk_format = DISK_QCOW2;
+	else
+		return ferr_set(err, FERR_INVALID,
+				"vm.disk.format must be \"raw\" or \"qcow2\"");
+	return 0;
+}
+
+int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
+{
+	static const char *const fields[] = {
+		"name", "uuid", "memory_mib", "vcpus", "kernel", "initrd",
+		"cmdline", "disk", "network", NULL
+	};
+	const char *s = NULL;
+	json_t *disk;
+
+	memset(def, 0, sizeof(*def));
+	def->vcpus = 1;
+	if (json_check_fields(obj, fields, "vm", err) < 0)
+		return -1;
+
+	if (json_get_string(obj, "name", "vm", FERRY_NAME_MAX, &s, err) < 0)
+		return -1;
+	if (!s)
+		return ferr_set(err, FERR_INVALID, "vm.name is required");
+	if (!name_is_valid(s))
+		return ferr_set(err, FERR_INVALID,
+				"vm.name \"%.64s\" is not valid: use "
+				"[a-z0-9][a-z0-9._-]*, at most %d characters",
+				s, FERRY_NAME_MAX);
+	snprintf(def->name, sizeof(def->name), "%s", s);
+
+	s = NULL;
+	if (json_get_string(obj, "uuid", "vm", FERRY_UUID_STR_LEN + 1, &s,
+			    err) < 0)
+		return -1;
+	if (s) {
+		if (!uuid_is_valid(s))
+			return ferr_set(err, FERR_INVALID,
+					"vm.uuid \"%.40s\" is not a lowercase "
+					"UUID", s);
+		snprintf(def->uuid, sizeof(def->uuid), "%s", s);
+	} else if (uuid_generate(def->uuid, err) < 0) {
+		return -1;
+	}
+
+	if (!json_object_get(obj, "memory_mib"))
+		return ferr_set(err, FERR_INVALID, "vm.memory_mib is required");
+	if (json_get_u64(obj, "memory_mib", "vm", FERRY_VM_MEM_MIN_MIB,
+			 FERRY_VM_MEM_MAX_MIB, &def->memory_mib, err) < 0 ||
+	    json_get_u64(obj, "vcpus", "vm", FERRY_VM_VCPU_MIN,
+			 FERRY_VM_VCPU_MAX, &def->vcpus, err) < 0)
+		return -1;
+
+	if (get_rel_path(obj, "kernel", "vm", def->kernel, sizeof(def->kernel),
+			 err) < 0 ||
+	    get_rel_path(obj, "initrd", "vm", def->initrd, sizeof(def->initrd),
+			 err) < 0)
+		return -1;
+	s = NULL;
+	if (json_get_string(obj, "cmdline", "vm", FERRY_VM_CMDLINE_MAX, &s,
+			    err) < 0)
+		return -1;
+	if (s) {
+		for (const char *c = s; *c; c++)
+			if (*c < 0x20 || *c > 0x7e)
+				return ferr_set(err, FERR_INVALID,
+						"vm.cmdline must be printable "
+						"ASCII");
+		snprintf(def->cmdline, sizeof(def->cmdline), "%s", s);
+	}
+	if (!def->kernel[0] && (def->initrd[0] || def->cmdline[0]))
+		return ferr_set(err, FERR_INVALID,
+				"vm.initrd and vm.cmdline need vm.kernel");
+
+	disk = json_object_get(obj, "disk");
+	if (disk && parse_disk(disk, def, err) < 0)
+		return -1;
+	if (!def->kernel[0] && !def->disk[0])
+		return ferr_set(err, FERR_INVALID,
+				"vm needs a kernel or a disk to boot from");
+
+	s = NULL;
+	if (json_get_string(obj, "network", "vm", 8, &s, err) < 0)
+		return -1;
+	if (!s || !strcmp(s, "none"))
+		def->net = NET_NONE;
+	else if (!strcmp(s, "user"))
+		def->net = NET_USER;
+	else
+		return ferr_set(err, FERR_INVALID,
+				"vm.network must be \"none\" or \"user\"");
+	/* a stable locally administered MAC derived from the uuid */
+	snprintf(def->mac, sizeof(def->mac), "52:54:00:%.2s:%.2s:%.2s",
+		 def->uuid, def->uuid + 2, def->uuid + 4);
+	return 0;
+}
+
+json_t *vmdef_to_json(const struct vm_def *def)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s}", "name", def->name,
+			      "uuid", def->uuid, "memory_mib",
+			      (json_int_t)def->memory_mib, "vcpus",
+			      (json_int_t)def->vcpus, "network",
+			      def->net == NET_USER ? "user" : "none");
+
+	if (!o)
+		return NULL;
+	if (def->kernel[0])
+		json_object_set_new(o, "kernel", json_string(def->kernel));
+	if (def->initrd[0])
+		json_object_set_new(o, "initrd", json_string(def->initrd));
+	if (def->cmdline[0])
+		json_object_set_new(o, "cmdline", json_string(def->cmdline));
+	if (def->disk[0])
+		json_object_set_new(
+			o, "disk",
+			json_pack("{s:s, s:s}", "path", def->disk, "format",
+				  def->disk_format == DISK_QCOW2 ? "qcow2"
+								 : "raw"));
+	return o;
+}

@@ -1,0 +1,163 @@
+/* Unit tests of API routing and request validation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "api.h"
+
+static int parse(const char *method, const char *uri, const char *body,
+		 struct api_request *req, struct ferr *err)
+{
+	return api_parse_request(method, uri, body, body ? strlen(body) : 0,
+				 req, err);
+}
+
+static void test_routes(void **state)
+{
+	static const struct {
+		const char *method, *uri;
+		enum api_route route;
+		const char *vm;
+	} cases[] = {
+		{ "GET", "/v1/host", ROUTE_HOST_INFO, "" },
+		{ "GET", "/v1/vms", ROUTE_VM_LIST, "" },
+		{ "GET", "/v1/vms/vm1", ROUTE_VM_INFO, "vm1" },
+		{ "DELETE", "/v1/vms/vm1", ROUTE_VM_DELETE, "vm1" },
+		{ "POST", "/v1/vms/a-b/start", ROUTE_VM_START, "a-b" },
+		{ "POST", "/v1/vms/x/stop", ROUTE_VM_STOP, "x" },
+		{ "POST", "/v1/vms/x/pause", ROUTE_VM_PAUSE, "x" },
+		{ "POST", "/v1/vms/x/resume", ROUTE_VM_RESUME, "x" },
+		{ "GET", "/v1/vms/x/console?offset=10&limit=20",
+		  ROUTE_VM_CONSOLE, "x" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct api_request req;
+		struct ferr err = { 0 };
+
+		if (parse(cases[i].method, cases[i].uri, NULL, &req, &err) < 0)
+			fail_msg("%s %s: %s", cases[i].method, cases[i].uri,
+				 err.msg);
+		assert_int_equal(req.route, cases[i].route);
+		assert_string_equal(req.vm, cases[i].vm);
+		api_request_clear(&req);
+	}
+}
+
+static void test_refusals(void **state)
+{
+	static const struct {
+		const char *method, *uri, *body;
+		enum ferr_code code;
+	} cases[] = {
+		{ "GET", "/", NULL, FERR_NOT_FOUND },
+		{ "GET", "/v2/host", NULL, FERR_NOT_FOUND },
+		{ "GET", "/v1/nothing", NULL, FERR_NOT_FOUND },
+		{ "GET", "/v1/vms/x/reboot", NULL, FERR_NOT_FOUND },
+		{ "GET", "/v1/vms/x/start/y", NULL, FERR_NOT_FOUND },
+		{ "GET", "/v1/vms/", NULL, FERR_NOT_FOUND },
+		{ "PUT", "/v1/vms", NULL, FERR_METHOD },
+		{ "GET", "/v1/vms/x/start", NULL, FERR_METHOD },
+		{ "DELETE", "/v1/host", NULL, FERR_METHOD },
+		{ "GET", "/v1/vms/BAD", NULL, FERR_INVALID },
+		{ "GET", "/v1/vms/%2e%2e", NULL, FERR_INVALID },
+		{ "GET", "/v1/host?x=1", NULL, FERR_INVALID },
+		{ "GET", "/v1/vms/x/console?offset=-1", NULL, FERR_INVALID },
+		{ "GET", "/v1/vms/x/console?limit=99999999", NULL, FERR_INVALID },
+		{ "GET", "/v1/vms/x/console?bogus=1", NULL, FERR_INVALID },
+		{ "POST", "/v1/vms", NULL, FERR_INVALID },
+		{ "POST", "/v1/vms", "{not json", FERR_INVALID },
+		{ "POST", "/v1/vms", "[1,2]", FERR_INVALID },
+		{ "POST", "/v1/vms/x/stop", "{\"force\": \"yes\"}",
+		  FERR_INVALID },
+		{ "POST", "/v1/vms/x/stop", "{\"timeout_s\": 0}", FERR_INVALID },
+		{ "POST", "/v1/vms/x/stop", "{\"now\": true}", FERR_INVALID },
+		{ "POST", "/v1/vms/x/start", "{\"x\": 1}", FERR_INVALID },
+		{ "GET", "/v1/host", "{}", FERR_INVALID },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct api_request req;
+		struct ferr err = { 0 };
+
+		if (parse(cases[i].method, cases[i].uri, cases[i].body, &req,
+			  &err) != -1)
+			fail_msg("case %zu (%s %s) accepted", i,
+				 cases[i].method, cases[i].uri);
+		if (err.code != cases[i].code)
+			fail_msg("case %zu (%s %s): code %d, want %d: %s", i,
+				 cases[i].method, cases[i].uri, err.code,
+				 cases[i].code, err.msg);
+		assert_null(req.body);
+	}
+}
+
+static void test_bodies(void **state)
+{
+	struct api_request req;
+	struct ferr err = { 0 };
+	char *big;
+
+	(void)state;
+	assert_int_equal(parse("POST", "/v1/vms/x/stop",
+			       "{\"force\": true, \"timeout_s\": 5}", &req,
+			       &err),
+			 0);
+	assert_true(req.force);
+	assert_int_equal(req.timeout_s, 5);
+	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/vms/x/stop", NULL, &req, &err), 0);
+	assert_false(req.force);
+	assert_int_equal(req.timeout_s, FERRY_STOP_TIMEOUT_S_DEFAULT);
+	assert_int_equal(parse("POST", "/v1/vms", "{\"name\": \"a\"}", &req,
+			       &err),
+			 0);
+	assert_non_null(req.body);
+	api_request_clear(&req);
+	assert_int_equal(parse("GET", "/v1/vms/x/console", NULL, &req, &err),
+			 0);
+	assert_int_equal(req.offset, 0);
+	assert_int_equal(req.limit, FERRY_API_CONSOLE_MAX);
+	big = malloc(FERRY_API_MAX_BODY + 2);
+	memset(big, ' ', FERRY_API_MAX_BODY + 1);
+	big[FERRY_API_MAX_BODY + 1] = '\0';
+	assert_int_equal(parse("POST", "/v1/vms", big, &req, &err), -1);
+	assert_int_equal(err.code, FERR_TOO_LARGE);
+	free(big);
+}
+
+static void test_error_json(void **state)
+{
+	struct ferr err = { 0 };
+	json_t *j;
+
+	(void)state;
+	ferr_set(&err, FERR_NOT_FOUND, "no VM named %s", "x");
+	j = api_error_json(&err);
+	assert_string_equal(
+		json_string_value(json_object_get(json_object_get(j, "error"),
+						  "code")),
+		"not_found");
+	assert_string_equal(
+		json_string_value(json_object_get(json_object_get(j, "error"),
+						  "message")),
+		"no VM named x");
+	json_decref(j);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_bodies),
+		cmocka_unit_test(test_error_json),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
