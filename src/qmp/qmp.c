@@ -77,7 +77,7 @@ static ssize_t fill(struct qmp *q)
  * set, 0 when no complete line is buffered, -1 on an invalid message. */
 static int take_line(struct qmp *q, json_t **msg, struct ferr *err)
 {
-	char *nl = memchr(q->buf, '\n', q->len);
+	char *nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
 	size_t linelen;
 	json_error_t jerr;
 

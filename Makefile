@@ -1,0 +1,35 @@
+# Thin wrapper around Meson/Ninja for the README's commands. Every target
+# installs what it needs first (scripts/deps.sh is idempotent).
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+GUEST ?= $(BUILD)/guest
+
+.PHONY: all deps build asan guest demo check clean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build: deps
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD)
+	ninja -C $(BUILD)
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build; `make check` runs
+# the unit tests and the system tests against it.
+asan: deps
+	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) \
+		-Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+	ninja -C $(ASAN_BUILD)
+
+guest: deps
+	bash guest/build.sh $(GUEST)
+
+demo: build guest
+	bash scripts/demo.sh
+
+check: build asan guest
+	bash scripts/check.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# check.sh: every test. Run by `make check` after the builds and the guest.
+#   1. unit tests (cmocka) of the normal build and of the ASan/UBSan build;
+#   2. system tests (pytest) with real ferryd hosts and QEMU guests, run
+#      against the sanitizer build so memory errors in ferryd fail them.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=66}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=66}
+
+echo "== unit tests (build)"
+meson test -C build --print-errorlogs --suite unit
+echo "== unit tests (build-asan: ASan + UBSan)"
+meson test -C build-asan --print-errorlogs --suite unit
+
+echo "== system tests (ferryd from build-asan)"
+FERRY_BUILD="$ROOT/build-asan" FERRY_GUEST_DIR="$ROOT/build/guest" \
+  /usr/bin/python3 -m pytest -q -ra tests/system "$@"
