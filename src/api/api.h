@@ -34,13 +34,23 @@ enum api_route {
 	ROUTE_VM_PAUSE,   /* POST   /v1/vms/NAME/pause */
 	ROUTE_VM_RESUME,  /* POST   /v1/vms/NAME/resume */
 	ROUTE_VM_CONSOLE, /* GET    /v1/vms/NAME/console?offset=N&limit=N */
+	ROUTE_VM_MIGRATE, /* POST   /v1/vms/NAME/migrate */
+	ROUTE_MIG_LIST,   /* GET    /v1/migrations */
+	ROUTE_MIG_INFO,   /* GET    /v1/migrations/ID */
+	ROUTE_MIG_CANCEL, /* POST   /v1/migrations/ID/cancel */
+	ROUTE_IN_PREPARE, /* POST   /v1/incoming          (peer hosts) */
+	ROUTE_IN_INFO,    /* GET    /v1/incoming/ID       (peer hosts) */
+	ROUTE_IN_FINISH,  /* POST   /v1/incoming/ID/finish (peer hosts) */
+	ROUTE_IN_ABORT,   /* POST   /v1/incoming/ID/abort  (peer hosts) */
 };
 
 /* A validated request. */
 struct api_request {
 	enum api_route route;
-	char vm[FERRY_NAME_MAX + 1]; /* routes under /v1/vms/NAME */
-	json_t *body;                /* ROUTE_VM_DEFINE: the definition */
+	char vm[FERRY_NAME_MAX + 1]; /* NAME or ID of the route */
+	json_t *body;                /* routes whose handler validates an
+					object: define, migrate, prepare,
+					finish (NULL when empty) */
 	bool force;                  /* ROUTE_VM_STOP */
 	unsigned timeout_s;          /* ROUTE_VM_STOP, graceful */
 	uint64_t offset;             /* ROUTE_VM_CONSOLE */
@@ -58,9 +68,17 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 /* Release what a parsed request holds. */
 void api_request_clear(struct api_request *req);
 
+struct migrator;
+
+/* What the handlers act on. */
+struct api_ctx {
+	struct vmm *vmm;
+	struct migrator *mig;
+};
+
 /* Run a validated request against the host; identity is the caller.
  * Returns the HTTP status and sets *reply (a JSON object). */
-int api_handle(struct vmm *vmm, const char *identity,
+int api_handle(struct api_ctx *ctx, const char *identity,
 	       const struct api_request *req, json_t **reply);
 
 /* The error reply object for err. */
@@ -71,8 +89,8 @@ struct api_server;
 /* Listen on cfg's address and port with mutual TLS from ctx (a server
  * context from tls_server_ctx_new, borrowed), serving vmm. */
 int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
-		     SSL_CTX *ctx, struct vmm *vmm, struct api_server **out,
-		     struct ferr *err);
+		     SSL_CTX *ctx, struct api_ctx *actx,
+		     struct api_server **out, struct ferr *err);
 
 /* Stop listening, close connections and free the server. */
 void api_server_free(struct api_server *s);

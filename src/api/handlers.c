@@ -1,5 +1,6 @@
 /* handlers.c - API operations on the host's VMs. */
 #include "api.h"
+#include "migrate.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +34,79 @@ static int fail(const struct ferr *err, json_t **reply)
 	return ferr_http_status(err->code);
 }
 
+/* A VM object for replies, with its migration if one is active. */
+static json_t *vm_json(const struct vm *vm)
+{
+	json_t *o = vm_to_json(vm);
+
+	if (o)
+		migrator_annotate_vm(vm, o);
+	return o;
+}
+
 /* GET /v1/vms */
 static json_t *vm_list(struct vmm *vmm)
 {
 	json_t *arr = json_array();
 
 	for (struct vm *vm = vmm_first(vmm); vm; vm = vm->next)
-		json_array_append_new(arr, vm_to_json(vm));
+		json_array_append_new(arr, vm_json(vm));
 	return json_pack("{s:o}", "vms", arr);
+}
+
+/* Routes that do not name a VM: host, list, define, migrations and the
+ * peer side of migrations. Returns the status, or 0 when the route names
+ * a VM. */
+static int handle_other(struct api_ctx *ctx, const char *identity,
+			const struct api_request *req, json_t **reply)
+{
+	struct ferr err = { 0 };
+	struct vm *vm = NULL;
+	int rc = 0, ok = 200;
+
+	switch (req->route) {
+	case ROUTE_HOST_INFO:
+		*reply = vmm_host_info(ctx->vmm);
+		return 200;
+	case ROUTE_VM_LIST:
+		*reply = vm_list(ctx->vmm);
+		return 200;
+	case ROUTE_VM_DEFINE:
+		if (vmm_define(ctx->vmm, req->body, &vm, &err) < 0)
+			return fail(&err, reply);
+		log_info("api: %s defined vm %s", identity, vm->def.name);
+		*reply = vm_json(vm);
+		return 201;
+	case ROUTE_MIG_LIST:
+		*reply = migrator_list(ctx->mig);
+		return 200;
+	case ROUTE_MIG_INFO:
+		rc = migrator_get(ctx->mig, req->vm, reply, &err);
+		break;
+	case ROUTE_MIG_CANCEL:
+		rc = migrator_cancel(ctx->mig, req->vm, reply, &err);
+		ok = 202;
+		break;
+	case ROUTE_IN_PREPARE:
+		rc = migrator_prepare(ctx->mig, req->body, identity, reply,
+				      &err);
+		ok = 201;
+		break;
+	case ROUTE_IN_INFO:
+		rc = migrator_incoming_get(ctx->mig, req->vm, identity, reply,
+					   &err);
+		break;
+	case ROUTE_IN_FINISH:
+		rc = migrator_finish(ctx->mig, req->vm, req->body, identity,
+				     reply, &err);
+		break;
+	case ROUTE_IN_ABORT:
+		rc = migrator_abort(ctx->mig, req->vm, identity, reply, &err);
+		break;
+	default:
+		return 0;
+	}
+	return rc < 0 ? fail(&err, reply) : ok;
 }
 
 /* GET /v1/vms/NAME/console */
@@ -63,32 +129,30 @@ static int console(struct vmm *vmm, struct vm *vm,
 	return 0;
 }
 
-int api_handle(struct vmm *vmm, const char *identity,
+int api_handle(struct api_ctx *ctx, const char *identity,
 	       const struct api_request *req, json_t **reply)
 {
+	struct vmm *vmm = ctx->vmm;
 	struct ferr err = { 0 };
 	struct vm *vm = NULL;
-	int status = 200;
+	int status;
 
 	*reply = NULL;
-	if (req->route == ROUTE_HOST_INFO) {
-		*reply = vmm_host_info(vmm);
-		return 200;
-	}
-	if (req->route == ROUTE_VM_LIST) {
-		*reply = vm_list(vmm);
-		return 200;
-	}
-	if (req->route == ROUTE_VM_DEFINE) {
-		if (vmm_define(vmm, req->body, &vm, &err) < 0)
-			return fail(&err, reply);
-		log_info("api: %s defined vm %s", identity, vm->def.name);
-		*reply = vm_to_json(vm);
-		return 201;
-	}
+	status = handle_other(ctx, identity, req, reply);
+	if (status)
+		return status;
+	status = 200;
 	vm = vmm_find(vmm, req->vm);
 	if (!vm) {
 		ferr_set(&err, FERR_NOT_FOUND, "no VM named %s on this host",
+			 req->vm);
+		return fail(&err, reply);
+	}
+	if ((vm->incoming || vm->mig_out) && req->route != ROUTE_VM_INFO &&
+	    req->route != ROUTE_VM_CONSOLE) {
+		ferr_set(&err, FERR_CONFLICT,
+			 "vm %s is migrating; wait for the migration to end "
+			 "or cancel it",
 			 req->vm);
 		return fail(&err, reply);
 	}
@@ -122,6 +186,11 @@ int api_handle(struct vmm *vmm, const char *identity,
 		if (console(vmm, vm, req, reply, &err) < 0)
 			return fail(&err, reply);
 		return 200;
+	case ROUTE_VM_MIGRATE:
+		if (migrator_start(ctx->mig, vm, req->body, identity, reply,
+				   &err) < 0)
+			return fail(&err, reply);
+		return 202;
 	default:
 		ferr_set(&err, FERR_INTERNAL, "unhandled route");
 		return fail(&err, reply);
@@ -129,6 +198,6 @@ int api_handle(struct vmm *vmm, const char *identity,
 	if (req->route != ROUTE_VM_INFO)
 		log_info("api: %s: vm %s is now %s", identity, req->vm,
 			 vm_state_name(vm->state));
-	*reply = vm_to_json(vm);
+	*reply = vm_json(vm);
 	return status;
 }

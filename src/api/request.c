@@ -10,25 +10,43 @@
 
 #define PATH_SEGMENTS_MAX 4
 
+/* What a route accepts as its body. */
+enum body_kind {
+	BODY_NONE,   /* no body */
+	BODY_EMPTY,  /* none or {} */
+	BODY_STOP,   /* none or {"force", "timeout_s"} */
+	BODY_OBJECT, /* a JSON object, validated by the handler */
+	BODY_OPT_OBJECT, /* none, or a JSON object validated by the handler */
+};
+
 struct route_def {
 	enum api_route route;
 	const char *method;
 	int nseg;         /* segments after /v1 */
-	const char *seg0; /* "host" or "vms" */
-	const char *verb; /* segment after NAME, or NULL */
+	const char *seg0; /* "host", "vms", "migrations", "incoming" */
+	const char *verb; /* segment after NAME/ID, or NULL */
+	enum body_kind body;
 };
 
 static const struct route_def routes[] = {
-	{ ROUTE_HOST_INFO, "GET", 1, "host", NULL },
-	{ ROUTE_VM_LIST, "GET", 1, "vms", NULL },
-	{ ROUTE_VM_DEFINE, "POST", 1, "vms", NULL },
-	{ ROUTE_VM_INFO, "GET", 2, "vms", NULL },
-	{ ROUTE_VM_DELETE, "DELETE", 2, "vms", NULL },
-	{ ROUTE_VM_START, "POST", 3, "vms", "start" },
-	{ ROUTE_VM_STOP, "POST", 3, "vms", "stop" },
-	{ ROUTE_VM_PAUSE, "POST", 3, "vms", "pause" },
-	{ ROUTE_VM_RESUME, "POST", 3, "vms", "resume" },
-	{ ROUTE_VM_CONSOLE, "GET", 3, "vms", "console" },
+	{ ROUTE_HOST_INFO, "GET", 1, "host", NULL, BODY_NONE },
+	{ ROUTE_VM_LIST, "GET", 1, "vms", NULL, BODY_NONE },
+	{ ROUTE_VM_DEFINE, "POST", 1, "vms", NULL, BODY_OBJECT },
+	{ ROUTE_VM_INFO, "GET", 2, "vms", NULL, BODY_NONE },
+	{ ROUTE_VM_DELETE, "DELETE", 2, "vms", NULL, BODY_NONE },
+	{ ROUTE_VM_START, "POST", 3, "vms", "start", BODY_EMPTY },
+	{ ROUTE_VM_STOP, "POST", 3, "vms", "stop", BODY_STOP },
+	{ ROUTE_VM_PAUSE, "POST", 3, "vms", "pause", BODY_EMPTY },
+	{ ROUTE_VM_RESUME, "POST", 3, "vms", "resume", BODY_EMPTY },
+	{ ROUTE_VM_CONSOLE, "GET", 3, "vms", "console", BODY_NONE },
+	{ ROUTE_VM_MIGRATE, "POST", 3, "vms", "migrate", BODY_OBJECT },
+	{ ROUTE_MIG_LIST, "GET", 1, "migrations", NULL, BODY_NONE },
+	{ ROUTE_MIG_INFO, "GET", 2, "migrations", NULL, BODY_NONE },
+	{ ROUTE_MIG_CANCEL, "POST", 3, "migrations", "cancel", BODY_EMPTY },
+	{ ROUTE_IN_PREPARE, "POST", 1, "incoming", NULL, BODY_OBJECT },
+	{ ROUTE_IN_INFO, "GET", 2, "incoming", NULL, BODY_NONE },
+	{ ROUTE_IN_FINISH, "POST", 3, "incoming", "finish", BODY_OPT_OBJECT },
+	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_EMPTY },
 };
 
 void api_request_clear(struct api_request *req)
@@ -66,9 +84,9 @@ static int split_path(const char *path, char seg[][FERRY_NAME_MAX + 2],
 	return 0;
 }
 
-/* Parse the request body as needed by the route. */
-static int parse_body(struct api_request *req, const char *body, size_t len,
-		      struct ferr *err)
+/* Parse the request body as the route's body kind says. */
+static int parse_body(struct api_request *req, enum body_kind kind,
+		      const char *body, size_t len, struct ferr *err)
 {
 	static const char *const stop_fields[] = { "force", "timeout_s", NULL };
 	static const char *const none[] = { NULL };
@@ -82,34 +100,25 @@ static int parse_body(struct api_request *req, const char *body, size_t len,
 				FERRY_API_MAX_BODY);
 	req->timeout_s = FERRY_STOP_TIMEOUT_S_DEFAULT;
 	if (len == 0) {
-		if (req->route == ROUTE_VM_DEFINE)
+		if (kind == BODY_OBJECT)
 			return ferr_set(err, FERR_INVALID,
-					"a VM definition is required");
+					"this request needs a JSON body");
 		return 0;
 	}
-	switch (req->route) {
-	case ROUTE_VM_DEFINE:
-	case ROUTE_VM_STOP:
-	case ROUTE_VM_START:
-	case ROUTE_VM_PAUSE:
-	case ROUTE_VM_RESUME:
-		break;
-	default:
+	if (kind == BODY_NONE)
 		return ferr_set(err, FERR_INVALID,
 				"this request takes no body");
-	}
 	obj = json_parse_object(body, len, "request body", err);
 	if (!obj)
 		return -1;
-	if (req->route == ROUTE_VM_DEFINE) {
+	if (kind == BODY_OBJECT || kind == BODY_OPT_OBJECT) {
 		req->body = obj;
 		return 0;
 	}
-	if (json_check_fields(obj, req->route == ROUTE_VM_STOP ? stop_fields
-							       : none,
+	if (json_check_fields(obj, kind == BODY_STOP ? stop_fields : none,
 			      "request body", err) < 0)
 		goto out;
-	if (req->route == ROUTE_VM_STOP &&
+	if (kind == BODY_STOP &&
 	    (json_get_bool(obj, "force", "request body", &req->force, err) <
 		     0 ||
 	     json_get_u64(obj, "timeout_s", "request body", 1,
@@ -211,7 +220,9 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 	if (nseg >= 2) {
 		if (!name_is_valid(seg[1])) {
 			ferr_set(err, FERR_INVALID,
-				 "\"%.64s\" is not a valid VM name", seg[1]);
+				 "\"%.64s\" is not a valid %s", seg[1],
+				 strcmp(seg[0], "vms") ? "migration id"
+						       : "VM name");
 			goto out;
 		}
 		memcpy(req->vm, seg[1], strlen(seg[1]) + 1);
@@ -221,7 +232,7 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 		goto out;
 	}
 	if (parse_query(req, evhttp_uri_get_query(u), err) < 0 ||
-	    parse_body(req, body, len, err) < 0)
+	    parse_body(req, match->body, body, len, err) < 0)
 		goto out;
 	rc = 0;
 out:

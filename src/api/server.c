@@ -13,7 +13,7 @@
 struct api_server {
 	struct evhttp *http;
 	SSL_CTX *ctx;
-	struct vmm *vmm;
+	struct api_ctx *actx;
 };
 
 /* evhttp asks for each new connection's bufferevent: wrap it in TLS. */
@@ -103,22 +103,22 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
-	status = api_handle(s->vmm, identity, &req, &reply);
+	status = api_handle(s->actx, identity, &req, &reply);
 	api_request_clear(&req);
 	log_debug("api: %s %s %s -> %d", identity, method, uri, status);
 	send_json(r, status, reply);
 }
 
 int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
-		     SSL_CTX *ctx, struct vmm *vmm, struct api_server **out,
-		     struct ferr *err)
+		     SSL_CTX *ctx, struct api_ctx *actx,
+		     struct api_server **out, struct ferr *err)
 {
 	struct api_server *s = calloc(1, sizeof(*s));
 
 	if (!s)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	s->ctx = ctx;
-	s->vmm = vmm;
+	s->actx = actx;
 	s->http = evhttp_new(base);
 	if (!s->http) {
 		free(s);
@@ -127,6 +127,9 @@ int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 	evhttp_set_bevcb(s->http, make_bev, s);
 	evhttp_set_gencb(s->http, on_request, s);
 	evhttp_set_max_body_size(s->http, FERRY_API_MAX_BODY);
+	/* read and drop an oversized body before answering 413: closing with
+	 * unread data would reset the connection and lose the answer */
+	evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_max_headers_size(s->http, FERRY_API_MAX_HEADERS);
 	evhttp_set_timeout(s->http, FERRY_API_TIMEOUT_S);
 	evhttp_set_allowed_methods(s->http,

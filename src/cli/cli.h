@@ -42,6 +42,15 @@ enum cli_opt_bit {
 	OPT_DAYS = 1 << 10,
 	OPT_CLUSTER = 1 << 11,
 	OPT_OFFSET = 1 << 12,
+	OPT_TO = 1 << 13,
+	OPT_OFFLINE = 1 << 14,
+	OPT_POSTCOPY = 1 << 15,
+	OPT_MAX_DOWNTIME = 1 << 16,
+	OPT_BANDWIDTH = 1 << 17,
+	OPT_CHANNELS = 1 << 18,
+	OPT_INSECURE = 1 << 19,
+	OPT_MAX_TIME = 1 << 20,
+	OPT_CANCEL = 1 << 21,
 };
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
@@ -61,6 +70,15 @@ struct cli_opts {
 	unsigned days;
 	const char *cluster;
 	uint64_t offset;
+	const char *to;
+	bool offline;
+	bool postcopy;
+	uint64_t max_downtime_ms;
+	uint64_t bandwidth_mibps;
+	uint64_t channels;
+	bool insecure;
+	uint64_t max_time_s;
+	bool cancel;
 };
 
 struct cli_host {
@@ -146,6 +164,7 @@ void fmt_mib(uint64_t mib, char *out, size_t len);
 int cmd_host(const struct cli_opts *o, int argc, char **argv);
 int cmd_vm(const struct cli_opts *o, int argc, char **argv);
 int cmd_pki(const struct cli_opts *o, int argc, char **argv);
+int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 
 /* Shared by commands: load config, pick the host, init a client. */
 int cli_connect(const struct cli_opts *o, struct cli_config *cfg,

@@ -14,6 +14,11 @@ static void usage(FILE *f)
 		"  host info\n"
 		"  vm list | define FILE | info NAME | start NAME | stop NAME\n"
 		"     | pause NAME | resume NAME | delete NAME | console NAME\n"
+		"  migrate NAME --to HOST [--offline|--postcopy] [--max-downtime "
+		"MS]\n"
+		"     [--bandwidth MIBPS] [--channels N] [--max-time S] "
+		"[--insecure]\n"
+		"  migrate --cancel NAME | migrate history\n"
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
 		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
 		"3 host unreachable or TLS refused, 4 not found\n");
@@ -25,7 +30,9 @@ int cli_check_opts(const struct cli_opts *o, unsigned allowed,
 	static const char *const names[] = {
 		"--config", "--host", "--json", "--force", "--timeout",
 		"--no-wait", "--follow", "--dir", "--ip", "--dns", "--days",
-		"--cluster", "--offset",
+		"--cluster", "--offset", "--to", "--offline", "--postcopy",
+		"--max-downtime", "--bandwidth", "--channels", "--insecure",
+		"--max-time", "--cancel",
 	};
 	unsigned bad = o->set & ~(allowed | OPT_GLOBAL);
 
@@ -85,6 +92,15 @@ int main(int argc, char **argv)
 		{ "days", required_argument, NULL, 'D' },
 		{ "cluster", required_argument, NULL, 'C' },
 		{ "offset", required_argument, NULL, 'o' },
+		{ "to", required_argument, NULL, 'T' },
+		{ "offline", no_argument, NULL, 'O' },
+		{ "postcopy", no_argument, NULL, 'P' },
+		{ "max-downtime", required_argument, NULL, 'M' },
+		{ "bandwidth", required_argument, NULL, 'B' },
+		{ "channels", required_argument, NULL, 'N' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "max-time", required_argument, NULL, 'X' },
+		{ "cancel", no_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -94,7 +110,7 @@ int main(int argc, char **argv)
 	int c;
 
 	signal(SIGPIPE, SIG_IGN);
-	while ((c = getopt_long(argc, argv, "c:H:jft:WFd:i:n:D:C:o:hV", opts,
+	while ((c = getopt_long(argc, argv, "c:H:jft:WFd:i:n:D:C:o:T:OPM:B:N:IX:KhV", opts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -168,6 +184,64 @@ int main(int argc, char **argv)
 			}
 			o.set |= OPT_OFFSET;
 			break;
+		case 'T':
+			o.to = optarg;
+			o.set |= OPT_TO;
+			break;
+		case 'O':
+			o.offline = true;
+			o.set |= OPT_OFFLINE;
+			break;
+		case 'P':
+			o.postcopy = true;
+			o.set |= OPT_POSTCOPY;
+			break;
+		case 'I':
+			o.insecure = true;
+			o.set |= OPT_INSECURE;
+			break;
+		case 'K':
+			o.cancel = true;
+			o.set |= OPT_CANCEL;
+			break;
+		case 'M':
+		case 'B':
+		case 'N':
+		case 'X': {
+			static const struct {
+				int opt;
+				const char *name;
+				uint64_t min, max;
+				unsigned bit;
+			} nums[] = {
+				{ 'M', "--max-downtime (ms)", 1, 60000,
+				  OPT_MAX_DOWNTIME },
+				{ 'B', "--bandwidth (MiB/s)", 1, 1000000,
+				  OPT_BANDWIDTH },
+				{ 'N', "--channels", 1, 15, OPT_CHANNELS },
+				{ 'X', "--max-time (s)", 5, 86400, OPT_MAX_TIME },
+			};
+			uint64_t *dst[] = { &o.max_downtime_ms,
+					    &o.bandwidth_mibps, &o.channels,
+					    &o.max_time_s };
+
+			for (int k = 0; k < 4; k++) {
+				if (nums[k].opt != c)
+					continue;
+				if (parse_u64(optarg, nums[k].min, nums[k].max,
+					      dst[k]) < 0) {
+					fprintf(stderr,
+						"ferry: error: %s must be "
+						"%llu..%llu\n",
+						nums[k].name,
+						(unsigned long long)nums[k].min,
+						(unsigned long long)nums[k].max);
+					return EXIT_USAGE;
+				}
+				o.set |= nums[k].bit;
+			}
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return EXIT_OK;
@@ -189,6 +263,8 @@ int main(int argc, char **argv)
 		return cmd_vm(&o, argc - optind - 1, argv + optind + 1);
 	if (!strcmp(argv[optind], "pki"))
 		return cmd_pki(&o, argc - optind - 1, argv + optind + 1);
+	if (!strcmp(argv[optind], "migrate"))
+		return cmd_migrate(&o, argc - optind - 1, argv + optind + 1);
 	fprintf(stderr, "ferry: error: unknown command \"%s\"\n",
 		argv[optind]);
 	usage(stderr);

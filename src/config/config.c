@@ -52,8 +52,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 {
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
-		"qemu", "memory_reserve_mib", NULL
+		"qemu", "memory_reserve_mib", "migration", NULL
 	};
+	static const char *const mig_fields[] = { "port", "advertise_address",
+						  "advertise_port", NULL };
 	static const char *const listen_fields[] = { "address", "port", NULL };
 	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
 	json_t *root = NULL, *listen, *tls;
@@ -134,6 +136,12 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	    get_path(root, "shared_dir", "config", base_dir, cfg->shared_dir,
 		     sizeof(cfg->shared_dir), err) < 0)
 		goto wrap;
+	if (strchr(cfg->state_dir, ',') || strchr(cfg->shared_dir, ',')) {
+		/* QEMU option values are comma-separated */
+		ferr_set(err, FERR_INVALID,
+			 "state_dir and shared_dir must not contain ','");
+		goto wrap;
+	}
 	if (strlen(cfg->state_dir) > FERRY_STATE_DIR_MAX) {
 		ferr_set(err, FERR_INVALID,
 			 "state_dir \"%s\" is longer than %d bytes: the unix "
@@ -167,6 +175,46 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 			 FERRY_VM_MEM_MAX_MIB, &cfg->memory_reserve_mib,
 			 err) < 0)
 		goto wrap;
+
+	/* migration data plane: default port is the API port + 1 */
+	port = cfg->listen_port == 65535 ? 65534 : cfg->listen_port + 1u;
+	snprintf(cfg->advertise_addr, sizeof(cfg->advertise_addr), "%s",
+		 cfg->listen_addr);
+	if (json_object_get(root, "migration")) {
+		json_t *mig = json_object_get(root, "migration");
+		uint64_t aport = 0;
+
+		s = NULL;
+		if (json_check_fields(mig, mig_fields, "migration", err) < 0 ||
+		    json_get_u64(mig, "port", "migration", 1, 65535, &port,
+				 err) < 0 ||
+		    json_get_u64(mig, "advertise_port", "migration", 1, 65535,
+				 &aport, err) < 0 ||
+		    json_get_string(mig, "advertise_address", "migration", 63,
+				    &s, err) < 0)
+			goto wrap;
+		if (s) {
+			if (inet_pton(AF_INET, s, addrbuf) != 1 &&
+			    inet_pton(AF_INET6, s, addrbuf) != 1) {
+				ferr_set(err, FERR_INVALID,
+					 "migration.advertise_address \"%s\" "
+					 "is not a numeric IP address",
+					 s);
+				goto wrap;
+			}
+			snprintf(cfg->advertise_addr,
+				 sizeof(cfg->advertise_addr), "%s", s);
+		}
+		cfg->advertise_port = (uint16_t)aport;
+	}
+	cfg->migration_port = (uint16_t)port;
+	if (!cfg->advertise_port)
+		cfg->advertise_port = cfg->migration_port;
+	if (cfg->migration_port == cfg->listen_port) {
+		ferr_set(err, FERR_INVALID,
+			 "migration.port must differ from listen.port");
+		goto wrap;
+	}
 	rc = 0;
 	goto out;
 wrap:

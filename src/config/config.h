@@ -24,6 +24,10 @@ struct ferryd_config {
 	char qemu_binary[FERRY_PATH_MAX];
 	enum accel_mode accel;
 	uint64_t memory_reserve_mib;       /* kept free for the host itself */
+	/* migration data plane */
+	uint16_t migration_port;           /* listen_addr:migration_port */
+	char advertise_addr[64];           /* what sources connect to */
+	uint16_t advertise_port;
 };
 
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves

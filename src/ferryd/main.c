@@ -8,11 +8,13 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <openssl/ssl.h>
 
 #include "api.h"
 #include "common.h"
 #include "config.h"
+#include "migrate.h"
 #include "tls.h"
 #include "vm.h"
 
@@ -45,6 +47,8 @@ int main(int argc, char **argv)
 	struct event_base *base = NULL;
 	struct event *ev_term = NULL, *ev_int = NULL;
 	struct vmm *vmm = NULL;
+	struct migrator *mig = NULL;
+	struct api_ctx actx = { 0 };
 	struct api_server *api = NULL;
 	SSL_CTX *ctx = NULL;
 	enum accel_mode accel;
@@ -98,6 +102,11 @@ int main(int argc, char **argv)
 				 &err);
 	if (!ctx)
 		goto fail;
+	/* migration threads wake the loop: libevent must be thread-safe */
+	if (evthread_use_pthreads() < 0) {
+		ferr_set(&err, FERR_INTERNAL, "libevent has no thread support");
+		goto fail;
+	}
 	base = event_base_new();
 	if (!base) {
 		ferr_set(&err, FERR_INTERNAL, "cannot create the event loop");
@@ -105,7 +114,11 @@ int main(int argc, char **argv)
 	}
 	if (vmm_new(&cfg, base, accel, &vmm, &err) < 0)
 		goto fail;
-	if (api_server_start(base, &cfg, ctx, vmm, &api, &err) < 0)
+	if (migrator_new(&cfg, base, vmm, ctx, &mig, &err) < 0)
+		goto fail;
+	actx.vmm = vmm;
+	actx.mig = mig;
+	if (api_server_start(base, &cfg, ctx, &actx, &api, &err) < 0)
 		goto fail;
 	ev_term = evsignal_new(base, SIGTERM, on_term, base);
 	ev_int = evsignal_new(base, SIGINT, on_term, base);
@@ -128,6 +141,7 @@ out:
 	if (ev_int)
 		event_free(ev_int);
 	api_server_free(api);
+	migrator_free(mig);
 	vmm_free(vmm);
 	if (base)
 		event_base_free(base);

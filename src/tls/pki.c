@@ -266,6 +266,16 @@ int pki_issue(const char *dir, enum pki_kind kind, const char *name,
 				FERRY_CERT_DAYS_MAX);
 	if (san_string(ips, dns, san, sizeof(san), err) < 0)
 		return -1;
+	if (kind == PKI_HOST) {
+		/* a host certificate always names its host, so peers can
+		 * check the name wherever they connect through */
+		size_t n = strlen(san);
+
+		if (fmt_checked(san + n, sizeof(san) - n, err,
+				"subjectAltNames", "%sDNS:%s", n ? "," : "",
+				name) < 0)
+			return -1;
+	}
 	if (fmt_checked(sdir, sizeof(sdir), err, "path", "%s/%s", dir, sub) <
 		    0 ||
 	    fmt_checked(kpath, sizeof(kpath), err, "path", "%s/%s.key", sdir,

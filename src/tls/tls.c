@@ -1,7 +1,6 @@
 /* tls.c - TLS 1.3 mutual-authentication contexts and peer identities. */
 #include "tls.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -104,24 +103,22 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *cert_file,
 	return ctx_new(TLS_client_method(), ca_file, cert_file, key_file, err);
 }
 
-int tls_client_expect_host(SSL *ssl, const char *host, struct ferr *err)
+int tls_client_expect(SSL *ssl, const char *ip, const char *name,
+		      struct ferr *err)
 {
 	X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-	unsigned char buf[16];
-	bool is_ip = inet_pton(AF_INET, host, buf) == 1 ||
-		     inet_pton(AF_INET6, host, buf) == 1;
 
-	if (is_ip) {
-		if (X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1)
-			return ferr_set(err, FERR_INVALID,
-					"bad peer address %s", host);
-		return 0;
+	if (ip && X509_VERIFY_PARAM_set1_ip_asc(vp, ip) != 1)
+		return ferr_set(err, FERR_INVALID, "bad peer address %s", ip);
+	if (name) {
+		X509_VERIFY_PARAM_set_hostflags(
+			vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+				    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+		if (X509_VERIFY_PARAM_set1_host(vp, name, 0) != 1 ||
+		    SSL_set_tlsext_host_name(ssl, name) != 1)
+			return ferr_set(err, FERR_INVALID, "bad peer name %s",
+					name);
 	}
-	X509_VERIFY_PARAM_set_hostflags(vp,
-					X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-	if (X509_VERIFY_PARAM_set1_host(vp, host, 0) != 1 ||
-	    SSL_set_tlsext_host_name(ssl, host) != 1)
-		return ferr_set(err, FERR_INVALID, "bad peer name %s", host);
 	return 0;
 }
 

@@ -24,9 +24,11 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *cert_file,
 			    const char *key_file, struct ferr *err);
 
 /* Require the server of this client connection to hold a certificate for
- * host (an IP address is matched against IP SANs, a name against DNS SANs)
- * and send host as SNI when it is a name. */
-int tls_client_expect_host(SSL *ssl, const char *host, struct ferr *err);
+ * the numeric address ip (IP SAN; may be NULL) and for name (DNS SAN, which
+ * every host certificate carries for its own name; may be NULL), sending
+ * name as SNI. */
+int tls_client_expect(SSL *ssl, const char *ip, const char *name,
+		      struct ferr *err);
 
 /* Copy the verified peer's identity into out. -1 when the peer has no
  * verified certificate or its name is not a valid ferry name. */

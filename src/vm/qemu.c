@@ -101,8 +101,12 @@ int vm_paths_get(const struct ferryd_config *cfg, const struct vm_def *def,
 			p->dir) < 0 ||
 	    fmt_checked(p->pidfile, sizeof(p->pidfile), err, "path",
 			"%s/run/%s.pid", sd, def->uuid) < 0 ||
+	    fmt_checked(p->incoming, sizeof(p->incoming), err, "path",
+			"%s/incoming.json", p->dir) < 0 ||
 	    fmt_checked(p->qmp, sizeof(p->qmp), err, "QMP socket path",
-			"%s/run/%s.qmp", sd, def->uuid) < 0)
+			"%s/run/%s.qmp", sd, def->uuid) < 0 ||
+	    fmt_checked(p->mqmp, sizeof(p->mqmp), err, "QMP socket path",
+			"%s/run/%s.mqmp", sd, def->uuid) < 0)
 		return -1;
 	return 0;
 }
@@ -166,6 +170,10 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 	       strv_add(a, "socket,id=qmp,path=%s,server=on,wait=off",
 			paths->qmp);
 	bad |= strv_add(a, "-mon") | strv_add(a, "chardev=qmp,mode=control");
+	bad |= strv_add(a, "-chardev") |
+	       strv_add(a, "socket,id=mqmp,path=%s,server=on,wait=off",
+			paths->mqmp);
+	bad |= strv_add(a, "-mon") | strv_add(a, "chardev=mqmp,mode=control");
 	bad |= strv_add(a, "-chardev") |
 	       strv_add(a, "file,id=serial0,path=%s,append=on",
 			paths->console);

@@ -36,6 +36,10 @@ struct vm_def {
 	enum disk_format disk_format;
 	enum net_mode net;
 	char mac[18];
+	/* migration settings */
+	uint64_t max_downtime_ms; /* highest downtime limit escalation may use */
+	uint64_t max_time_s;      /* a migration of this VM ends within this */
+	bool allow_postcopy;      /* escalation may switch to post-copy */
 };
 
 enum vm_state {
@@ -46,6 +50,8 @@ enum vm_state {
 	VM_STOPPING, /* graceful or forced stop in progress */
 	VM_UNKNOWN,  /* a QEMU process exists but QMP is unreachable */
 };
+
+struct mig;
 
 struct vmm;
 
@@ -59,6 +65,9 @@ struct vm {
 	bool stop_forced;         /* quit already sent */
 	uint64_t started_wall_ms;
 	char last_error[FERRY_ERR_MSG_MAX];
+	bool incoming;            /* being received by a migration: not ours yet */
+	char incoming_id[FERRY_NAME_MAX + 1];
+	struct mig *mig_out;      /* outgoing migration in progress, or NULL */
 	struct vmm *vmm;
 	struct vm *next;
 };
@@ -93,8 +102,10 @@ struct vm_paths {
 	char def[FERRY_PATH_MAX];      /* .../vm.json */
 	char console[FERRY_PATH_MAX];  /* .../console.log */
 	char log[FERRY_PATH_MAX];      /* .../qemu.log */
+	char incoming[FERRY_PATH_MAX]; /* .../incoming.json while received */
 	char pidfile[FERRY_PATH_MAX];  /* state_dir/run/UUID.pid */
 	char qmp[FERRY_SOCK_PATH_MAX + 1]; /* state_dir/run/UUID.qmp */
+	char mqmp[FERRY_SOCK_PATH_MAX + 1]; /* .../UUID.mqmp: migration monitor */
 };
 
 /* Fill *p for def under cfg's state dir. */
@@ -111,9 +122,9 @@ int strv_add(struct strv *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void strv_free(struct strv *s);
 
-/* Build QEMU's argv for def: accel, memory, vCPUs, QMP, serial console to
- * a file, kernel/disk from the shared dir, network, with a
- * pidfile, sandboxed. Files are not checked here. extra (NULL-terminated,
+/* Build QEMU's argv for def: accel, memory, vCPUs, two QMP monitors (one
+ * for ferryd's main loop, one for a migration thread), serial console to a
+ * file, kernel/disk from the shared dir, network, pidfile, sandboxed. Files are not checked here. extra (NULL-terminated,
  * may be NULL) is appended, e.g. "-incoming" "defer". */
 int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 		    const struct vm_def *def, const struct vm_paths *paths,
@@ -173,6 +184,46 @@ int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
 /* Pause / resume the vCPUs. */
 int vmm_pause(struct vmm *m, struct vm *vm, struct ferr *err);
 int vmm_resume(struct vmm *m, struct vm *vm, struct ferr *err);
+
+/* Run a QMP command on the VM's main monitor (main thread only) and
+ * dispatch the events it queued. */
+int vm_qmp(struct vm *vm, const char *cmd, json_t *args, json_t **ret,
+	   struct ferr *err);
+
+/* Memory (MiB) a new VM may still use on this host. */
+uint64_t vmm_memory_free_mib(const struct vmm *m);
+
+/* Is a VM with this name or uuid present (any state)? Sets *err to
+ * FERR_CONFLICT naming it. */
+int vmm_check_unique(struct vmm *m, const struct vm_def *def,
+		     struct ferr *err);
+
+/* Check that the definition's shared-storage files exist. */
+int vmm_check_files(struct vmm *m, const struct vm_def *def, struct ferr *err);
+
+/* Start QEMU for an incoming migration of def, with extra arguments
+ * (e.g. "-incoming", "defer", "-S"). The VM is listed with incoming set and
+ * is persisted only as incoming.json until vmm_incoming_commit. */
+int vmm_start_incoming(struct vmm *m, const struct vm_def *def,
+		       const char *id, const char *const *extra,
+		       struct vm **out, struct ferr *err);
+
+/* The migration into vm succeeded: resume its vCPUs when resume, then make
+ * it this host's VM (vm.json). */
+int vmm_incoming_commit(struct vmm *m, struct vm *vm, bool resume,
+			struct ferr *err);
+
+/* Throw away an incoming VM: stop its QEMU, remove its files, free it. */
+void vmm_incoming_discard(struct vmm *m, struct vm *vm);
+
+/* The VM now runs on another host: quit its (paused) QEMU, remove its
+ * definition and free it. */
+void vmm_migrated_away(struct vmm *m, struct vm *vm);
+
+/* Called (main thread) when a VM's QEMU has exited, before its state is
+ * reset; incoming VMs are discarded right after the call. */
+typedef void (*vmm_exit_hook)(struct vm *vm, void *arg);
+void vmm_set_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg);
 
 /* Delete a shut-off VM's definition and files. */
 int vmm_delete(struct vmm *m, struct vm *vm, struct ferr *err);

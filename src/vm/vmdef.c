@@ -108,17 +108,39 @@ static int parse_disk(const json_t *disk, struct vm_def *def, struct ferr *err)
 	return 0;
 }
 
+/* Parse the optional "migration" settings object. */
+static int parse_migration(const json_t *mig, struct vm_def *def,
+			   struct ferr *err)
+{
+	static const char *const fields[] = { "max_downtime_ms", "max_time_s",
+					      "allow_postcopy", NULL };
+
+	if (json_check_fields(mig, fields, "vm.migration", err) < 0 ||
+	    json_get_u64(mig, "max_downtime_ms", "vm.migration",
+			 FERRY_MIG_DOWNTIME_MS_MIN, FERRY_MIG_DOWNTIME_MS_MAX,
+			 &def->max_downtime_ms, err) < 0 ||
+	    json_get_u64(mig, "max_time_s", "vm.migration",
+			 FERRY_MIG_TIME_S_MIN, FERRY_MIG_TIME_S_MAX,
+			 &def->max_time_s, err) < 0 ||
+	    json_get_bool(mig, "allow_postcopy", "vm.migration",
+			  &def->allow_postcopy, err) < 0)
+		return -1;
+	return 0;
+}
+
 int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 {
 	static const char *const fields[] = {
 		"name", "uuid", "memory_mib", "vcpus", "kernel", "initrd",
-		"cmdline", "disk", "network", NULL
+		"cmdline", "disk", "network", "migration", NULL
 	};
 	const char *s = NULL;
 	json_t *disk;
 
 	memset(def, 0, sizeof(*def));
 	def->vcpus = 1;
+	def->max_downtime_ms = FERRY_MIG_DOWNTIME_MS_DEFAULT;
+	def->max_time_s = FERRY_MIG_TIME_S_DEFAULT;
 	if (json_check_fields(obj, fields, "vm", err) < 0)
 		return -1;
 
@@ -183,6 +205,10 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 		return ferr_set(err, FERR_INVALID,
 				"vm needs a kernel or a disk to boot from");
 
+	if (json_object_get(obj, "migration") &&
+	    parse_migration(json_object_get(obj, "migration"), def, err) < 0)
+		return -1;
+
 	s = NULL;
 	if (json_get_string(obj, "network", "vm", 8, &s, err) < 0)
 		return -1;
@@ -215,6 +241,12 @@ json_t *vmdef_to_json(const struct vm_def *def)
 		json_object_set_new(o, "initrd", json_string(def->initrd));
 	if (def->cmdline[0])
 		json_object_set_new(o, "cmdline", json_string(def->cmdline));
+	json_object_set_new(
+		o, "migration",
+		json_pack("{s:I, s:I, s:b}", "max_downtime_ms",
+			  (json_int_t)def->max_downtime_ms, "max_time_s",
+			  (json_int_t)def->max_time_s, "allow_postcopy",
+			  def->allow_postcopy));
 	if (def->disk[0])
 		json_object_set_new(
 			o, "disk",

@@ -24,7 +24,15 @@ struct vmm {
 	struct event *sigchld;
 	struct vm *head;
 	size_t count;
+	vmm_exit_hook exit_hook;
+	void *exit_hook_arg;
 };
+
+void vmm_set_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg)
+{
+	m->exit_hook = fn;
+	m->exit_hook_arg = arg;
+}
 
 const char *vm_state_name(enum vm_state s)
 {
@@ -104,8 +112,7 @@ static int meminfo_read(uint64_t *total_mib, uint64_t *avail_mib,
 	return 0;
 }
 
-/* Memory (MiB) a new VM may still use on this host. */
-static uint64_t memory_free_mib(const struct vmm *m)
+uint64_t vmm_memory_free_mib(const struct vmm *m)
 {
 	uint64_t total, avail, committed = vmm_committed_mib(m), room;
 	struct ferr err;
@@ -129,6 +136,7 @@ static void vm_remove_runtime(struct vm *vm)
 	if (vm_paths_get(vm->vmm->cfg, &vm->def, &p, &err) < 0)
 		return;
 	unlink(p.qmp);
+	unlink(p.mqmp);
 	unlink(p.pidfile);
 }
 
@@ -153,10 +161,33 @@ static void qemu_reap(pid_t pid, const char *uuid)
 	waitpid(pid, NULL, WNOHANG);
 }
 
+/* A deferred check, after an incoming VM's QEMU exited: discard the VM if
+ * it is still there. By name and uuid, never by a pointer that may be
+ * stale. */
+struct discard_req {
+	struct vmm *m;
+	char name[FERRY_NAME_MAX + 1];
+	char uuid[FERRY_UUID_STR_LEN + 1];
+};
+
+static void on_discard(evutil_socket_t fd, short what, void *arg)
+{
+	struct discard_req *r = arg;
+	struct vm *vm = vmm_find(r->m, r->name);
+
+	(void)fd;
+	(void)what;
+	if (vm && vm->incoming && vm->state == VM_SHUTOFF &&
+	    !strcmp(vm->def.uuid, r->uuid))
+		vmm_incoming_discard(r->m, vm);
+	free(r);
+}
+
 /* QEMU is gone (QMP closed): back to shut off. */
 static void vm_qemu_gone(struct vm *vm, const char *why)
 {
-	bool expected = vm->state == VM_STOPPING;
+	bool expected = vm->state == VM_STOPPING || vm->incoming;
+	struct vmm *m = vm->vmm;
 
 	if (vm->qmp_ev) {
 		event_free(vm->qmp_ev);
@@ -178,9 +209,24 @@ static void vm_qemu_gone(struct vm *vm, const char *why)
 	} else {
 		log_info("vm %s: stopped", vm->def.name);
 	}
+	if (m->exit_hook)
+		m->exit_hook(vm, m->exit_hook_arg);
 	vm->state = VM_SHUTOFF;
 	vm->pid = 0;
 	vm->stop_forced = false;
+	if (vm->incoming) {
+		struct discard_req *r = calloc(1, sizeof(*r));
+		struct timeval now = { 0 };
+
+		if (r) {
+			r->m = m;
+			memcpy(r->name, vm->def.name, sizeof(r->name));
+			memcpy(r->uuid, vm->def.uuid, sizeof(r->uuid));
+			if (event_base_once(m->base, -1, EV_TIMEOUT, on_discard,
+					    r, &now) < 0)
+				free(r);
+		}
+	}
 }
 
 /* Map a QMP run state onto ours. */
@@ -261,9 +307,8 @@ static int vm_attach(struct vm *vm, struct qmp *q, struct ferr *err)
 	return 0;
 }
 
-/* Run a QMP command on vm and dispatch any events it queued. */
-static int vm_qmp(struct vm *vm, const char *cmd, json_t *args, json_t **ret,
-		  struct ferr *err)
+int vm_qmp(struct vm *vm, const char *cmd, json_t *args, json_t **ret,
+	   struct ferr *err)
 {
 	int rc;
 
@@ -378,6 +423,50 @@ static void vm_reattach(struct vm *vm)
 		 (int)pid, vm_state_name(vm->state));
 }
 
+/* At start-up, a folder with incoming.json and no vm.json is a migration
+ * into this host that was cut short by a ferryd restart. If its QEMU runs
+ * (the source confirmed and the VM was resumed before the restart), the VM
+ * is adopted; otherwise its QEMU is stopped and its files removed. */
+static void vmm_load_incoming(struct vmm *m, const char *name)
+{
+	char path[FERRY_PATH_MAX];
+	char *text = NULL;
+	size_t len = 0;
+	json_t *obj = NULL;
+	struct vm_def def;
+	struct vm *vm;
+	struct ferr err;
+
+	if (fmt_checked(path, sizeof(path), &err, "path",
+			"%s/vms/%s/incoming.json", m->cfg->state_dir,
+			name) < 0 ||
+	    file_read_all(path, FERRY_VMDEF_FILE_MAX, &text, &len, &err) < 0 ||
+	    !(obj = json_parse_object(text, len, path, &err)) ||
+	    vmdef_from_json(obj, &def, &err) < 0 ||
+	    strcmp(def.name, name) != 0 || vmm_find(m, def.name)) {
+		log_error("vms/%s has neither a usable vm.json nor "
+			  "incoming.json; leaving it alone", name);
+		goto out;
+	}
+	vm = vm_new(m, &def);
+	if (!vm)
+		goto out;
+	vm->incoming = true;
+	vmm_link(m, vm);
+	vm_reattach(vm);
+	if (vm->state == VM_RUNNING && vmm_incoming_commit(m, vm, false,
+							   &err) == 0) {
+		log_info("vm %s: adopted a completed incoming migration",
+			 name);
+		goto out;
+	}
+	log_info("vm %s: discarding an unfinished incoming migration", name);
+	vmm_incoming_discard(m, vm);
+out:
+	json_decref(obj);
+	free(text);
+}
+
 /* Load one definition file; a broken one is logged and skipped, never
  * deleted. */
 static void vmm_load_one(struct vmm *m, const char *name)
@@ -391,8 +480,13 @@ static void vmm_load_one(struct vmm *m, const char *name)
 	struct ferr err;
 
 	if (fmt_checked(path, sizeof(path), &err, "path", "%s/vms/%s/vm.json",
-			m->cfg->state_dir, name) < 0 ||
-	    file_read_all(path, FERRY_VMDEF_FILE_MAX, &text, &len, &err) < 0 ||
+			m->cfg->state_dir, name) < 0)
+		goto out;
+	if (access(path, F_OK) < 0 && errno == ENOENT) {
+		vmm_load_incoming(m, name);
+		goto out;
+	}
+	if (file_read_all(path, FERRY_VMDEF_FILE_MAX, &text, &len, &err) < 0 ||
 	    !(obj = json_parse_object(text, len, path, &err)) ||
 	    vmdef_from_json(obj, &def, &err) < 0) {
 		log_error("skipping VM definition %s: %s", path, err.msg);
@@ -488,35 +582,26 @@ void vmm_free(struct vmm *m)
 	free(m);
 }
 
+static char *def_text(const struct vm_def *def);
+
 int vmm_define(struct vmm *m, const json_t *obj, struct vm **out,
 	       struct ferr *err)
 {
 	struct vm_def def;
 	struct vm_paths p;
 	struct vm *vm = NULL;
-	json_t *j = NULL;
 	char *text = NULL;
 	int rc = -1;
 
-	if (vmdef_from_json(obj, &def, err) < 0)
+	if (vmdef_from_json(obj, &def, err) < 0 ||
+	    vmm_check_unique(m, &def, err) < 0)
 		return -1;
-	for (struct vm *o = m->head; o; o = o->next) {
-		if (!strcmp(o->def.name, def.name))
-			return ferr_set(err, FERR_CONFLICT,
-					"a VM named %s is already defined",
-					def.name);
-		if (!strcmp(o->def.uuid, def.uuid))
-			return ferr_set(err, FERR_CONFLICT,
-					"VM %s already has uuid %s",
-					o->def.name, def.uuid);
-	}
 	if (m->count >= FERRY_VM_MAX)
 		return ferr_set(err, FERR_CONFLICT,
 				"this host already has %d VMs", FERRY_VM_MAX);
 	if (vm_paths_get(m->cfg, &def, &p, err) < 0)
 		return -1;
-	j = vmdef_to_json(&def);
-	text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	text = def_text(&def);
 	vm = vm_new(m, &def);
 	if (!text || !vm) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
@@ -541,11 +626,38 @@ int vmm_define(struct vmm *m, const json_t *obj, struct vm **out,
 out:
 	free(vm);
 	free(text);
-	json_decref(j);
 	return rc;
 }
 
 /* Check that a shared-storage file of the definition exists. */
+static int check_shared_file(const struct vmm *m, const char *rel,
+			     const char *what, struct ferr *err);
+
+int vmm_check_files(struct vmm *m, const struct vm_def *def, struct ferr *err)
+{
+	if (check_shared_file(m, def->kernel, "kernel", err) < 0 ||
+	    check_shared_file(m, def->initrd, "initrd", err) < 0 ||
+	    check_shared_file(m, def->disk, "disk", err) < 0)
+		return -1;
+	return 0;
+}
+
+int vmm_check_unique(struct vmm *m, const struct vm_def *def,
+		     struct ferr *err)
+{
+	for (struct vm *o = m->head; o; o = o->next) {
+		if (!strcmp(o->def.name, def->name))
+			return ferr_set(err, FERR_CONFLICT,
+					"a VM named %s is already on host %s",
+					def->name, m->cfg->host);
+		if (!strcmp(o->def.uuid, def->uuid))
+			return ferr_set(err, FERR_CONFLICT,
+					"VM %s on host %s already has uuid %s",
+					o->def.name, m->cfg->host, def->uuid);
+	}
+	return 0;
+}
+
 static int check_shared_file(const struct vmm *m, const char *rel,
 			     const char *what, struct ferr *err)
 {
@@ -564,7 +676,10 @@ static int check_shared_file(const struct vmm *m, const char *rel,
 	return 0;
 }
 
-int vmm_start(struct vmm *m, struct vm *vm, struct ferr *err)
+/* Check memory, launch QEMU for vm with extra arguments and attach its
+ * QMP. On failure nothing is left running and vm is shut off. */
+static int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
+		     struct ferr *err)
 {
 	struct vm_paths p;
 	struct strv argv = { 0 };
@@ -573,26 +688,22 @@ int vmm_start(struct vmm *m, struct vm *vm, struct ferr *err)
 	pid_t pid = 0;
 	int fd;
 
-	if (vm->state != VM_SHUTOFF)
-		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not shutoff",
-				vm->def.name, vm_state_name(vm->state));
-	if (check_shared_file(m, vm->def.kernel, "kernel", err) < 0 ||
-	    check_shared_file(m, vm->def.initrd, "initrd", err) < 0 ||
-	    check_shared_file(m, vm->def.disk, "disk", err) < 0)
+	if (vmm_check_files(m, &vm->def, err) < 0)
 		return -1;
-	free_mib = memory_free_mib(m);
+	free_mib = vmm_memory_free_mib(m);
 	if (vm->def.memory_mib > free_mib)
 		return ferr_set(err, FERR_CONFLICT,
-				"vm %s needs %llu MiB but the host has %llu "
+				"vm %s needs %llu MiB but host %s has %llu "
 				"MiB free",
 				vm->def.name,
 				(unsigned long long)vm->def.memory_mib,
-				(unsigned long long)free_mib);
+				m->cfg->host, (unsigned long long)free_mib);
 	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0 ||
-	    qemu_build_argv(m->cfg, m->accel, &vm->def, &p, NULL, &argv, err) <
-		    0)
+	    qemu_build_argv(m->cfg, m->accel, &vm->def, &p, extra, &argv,
+			    err) < 0)
 		return -1;
 	unlink(p.qmp);
+	unlink(p.mqmp);
 	/* a new boot starts a new console log */
 	fd = open(p.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd >= 0)
@@ -608,24 +719,170 @@ int vmm_start(struct vmm *m, struct vm *vm, struct ferr *err)
 	vm->started_wall_ms = wall_ms();
 	vm->last_error[0] = '\0';
 	strv_free(&argv);
-	log_info("vm %s: started, QEMU pid %d (%s)", vm->def.name, (int)pid,
-		 accel_mode_name(m->accel));
+	log_info("vm %s: QEMU pid %d started (%s%s)", vm->def.name, (int)pid,
+		 accel_mode_name(m->accel), extra ? ", incoming" : "");
 	return 0;
 fail:
 	strv_free(&argv);
-	if (vm->qmp || vm->pid > 0) {
-		if (vm->pid > 0) {
-			kill(vm->pid, SIGKILL);
-			waitpid(vm->pid, NULL, 0);
-		}
-		vm->state = VM_STOPPING;
-		vm_qemu_gone(vm, "start failed");
+	if (vm->pid > 0) {
+		kill(vm->pid, SIGKILL);
+		waitpid(vm->pid, NULL, 0);
 	}
+	if (vm->qmp_ev) {
+		event_free(vm->qmp_ev);
+		vm->qmp_ev = NULL;
+	}
+	qmp_close(vm->qmp);
+	vm->qmp = NULL;
 	vm->state = VM_SHUTOFF;
 	vm->pid = 0;
 	vm_remove_runtime(vm);
 	snprintf(vm->last_error, sizeof(vm->last_error), "%s", err->msg);
 	return ferr_wrap(err, "cannot start vm %s", vm->def.name);
+}
+
+int vmm_start(struct vmm *m, struct vm *vm, struct ferr *err)
+{
+	if (vm->state != VM_SHUTOFF)
+		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not shutoff",
+				vm->def.name, vm_state_name(vm->state));
+	return vm_launch(m, vm, NULL, err);
+}
+
+/* JSON text of a definition, for vm.json and incoming.json. */
+static char *def_text(const struct vm_def *def)
+{
+	json_t *j = vmdef_to_json(def);
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+
+	json_decref(j);
+	return text;
+}
+
+int vmm_start_incoming(struct vmm *m, const struct vm_def *def,
+		       const char *id, const char *const *extra,
+		       struct vm **out, struct ferr *err)
+{
+	struct vm_paths p;
+	struct vm *vm = NULL;
+	char *text = NULL;
+	struct ferr ignored;
+
+	if (vmm_check_unique(m, def, err) < 0 ||
+	    vm_paths_get(m->cfg, def, &p, err) < 0)
+		return -1;
+	if (m->count >= FERRY_VM_MAX)
+		return ferr_set(err, FERR_CONFLICT,
+				"host %s already has %d VMs", m->cfg->host,
+				FERRY_VM_MAX);
+	text = def_text(def);
+	vm = vm_new(m, def);
+	if (!text || !vm) {
+		ferr_set(err, FERR_INTERNAL, "out of memory");
+		goto fail;
+	}
+	vm->incoming = true;
+	snprintf(vm->incoming_id, sizeof(vm->incoming_id), "%s", id);
+	if (mkdir(p.dir, 0700) < 0) {
+		ferr_set(err, FERR_IO, "cannot create %s: %s", p.dir,
+			 strerror(errno));
+		goto fail;
+	}
+	if (file_write_atomic(p.incoming, text, strlen(text), 0600, err) < 0 ||
+	    vm_launch(m, vm, extra, err) < 0) {
+		rmtree(p.dir, &ignored);
+		goto fail;
+	}
+	vmm_link(m, vm);
+	free(text);
+	*out = vm;
+	return 0;
+fail:
+	free(text);
+	free(vm);
+	return -1;
+}
+
+int vmm_incoming_commit(struct vmm *m, struct vm *vm, bool resume,
+			struct ferr *err)
+{
+	struct vm_paths p;
+
+	if (!vm->incoming)
+		return ferr_set(err, FERR_CONFLICT, "vm %s is not incoming",
+				vm->def.name);
+	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0)
+		return -1;
+	/* resume first: a crash after it leaves a running QEMU with
+	 * incoming.json, which the next ferryd adopts */
+	if (resume && vm_qmp(vm, "cont", NULL, NULL, err) < 0)
+		return -1;
+	if (vm->state == VM_SHUTOFF)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"vm %s: QEMU exited", vm->def.name);
+	if (rename(p.incoming, p.def) < 0)
+		return ferr_set(err, FERR_IO, "cannot rename %s: %s",
+				p.incoming, strerror(errno));
+	vm->incoming = false;
+	vm->incoming_id[0] = '\0';
+	if (resume && vm->state == VM_PAUSED)
+		vm->state = VM_RUNNING;
+	log_info("vm %s: now runs on this host", vm->def.name);
+	return 0;
+}
+
+/* Quit vm's QEMU (SIGKILL after FERRY_KILL_WAIT_MS), detach and forget it. */
+static void vm_kill_now(struct vm *vm)
+{
+	struct ferr err;
+
+	if (vm->qmp && vm->state != VM_SHUTOFF) {
+		vm->state = VM_STOPPING;
+		vm_qmp(vm, "quit", NULL, NULL, &err);
+	}
+	if (vm->pid > 0) {
+		qemu_reap(vm->pid, vm->def.uuid);
+		vm->pid = 0;
+	}
+	if (vm->qmp_ev) {
+		event_free(vm->qmp_ev);
+		vm->qmp_ev = NULL;
+	}
+	qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	vm_remove_runtime(vm);
+	vm->state = VM_SHUTOFF;
+}
+
+void vmm_incoming_discard(struct vmm *m, struct vm *vm)
+{
+	struct vm_paths p;
+	struct ferr err;
+
+	vm_kill_now(vm);
+	if (vm_paths_get(m->cfg, &vm->def, &p, &err) == 0 &&
+	    rmtree(p.dir, &err) < 0)
+		log_warn("vm %s: %s", vm->def.name, err.msg);
+	log_info("vm %s: incoming migration discarded", vm->def.name);
+	vmm_unlink(m, vm);
+	vm_free(vm);
+}
+
+void vmm_migrated_away(struct vmm *m, struct vm *vm)
+{
+	struct vm_paths p;
+	struct ferr err;
+
+	vm_kill_now(vm);
+	if (vm_paths_get(m->cfg, &vm->def, &p, &err) == 0) {
+		unlink(p.def);
+		if (rmtree(p.dir, &err) < 0)
+			log_warn("vm %s: %s", vm->def.name, err.msg);
+	}
+	log_info("vm %s: migrated away; removed from this host",
+		 vm->def.name);
+	vmm_unlink(m, vm);
+	vm_free(vm);
 }
 
 /* Stop timer: first the graceful deadline (then quit), then the quit
@@ -794,7 +1051,9 @@ json_t *vm_to_json(const struct vm *vm)
 
 	if (!o)
 		return NULL;
-	json_object_set_new(o, "state", json_string(vm_state_name(vm->state)));
+	json_object_set_new(o, "state",
+			    json_string(vm->incoming ? "incoming"
+						     : vm_state_name(vm->state)));
 	json_object_set_new(o, "pid", json_integer(vm->pid));
 	if (vm->state != VM_SHUTOFF && vm->started_wall_ms)
 		json_object_set_new(

@@ -1,0 +1,210 @@
+/* channel.c - HELLO/ACK encoding and the HMAC binding of a data-plane
+ * connection to its migration session (wire.h). */
+#include "migrate.h"
+
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)v);
+	put16(p + 2, (uint16_t)(v >> 16));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)get16(p) | ((uint32_t)get16(p + 2) << 16);
+}
+
+void hex_encode(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+/* Value of one hex digit, or -1. */
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int hex_decode(const char *in, uint8_t *out, size_t len)
+{
+	if (strlen(in) != 2 * len)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+int mig_exporter(SSL *ssl, const uint8_t sid[MIG_SESSION_ID_LEN],
+		 uint16_t channel, uint8_t out[MIG_EXPORTER_LEN],
+		 struct ferr *err)
+{
+	uint8_t ctx[MIG_SESSION_ID_LEN + 2];
+
+	memset(out, 0, MIG_EXPORTER_LEN);
+	if (!ssl)
+		return 0;
+	memcpy(ctx, sid, MIG_SESSION_ID_LEN);
+	put16(ctx + MIG_SESSION_ID_LEN, channel);
+	if (SSL_export_keying_material(ssl, out, MIG_EXPORTER_LEN,
+				       MIG_EXPORTER_LABEL,
+				       strlen(MIG_EXPORTER_LABEL), ctx,
+				       sizeof(ctx), 1) != 1)
+		return ferr_set(err, FERR_INTERNAL,
+				"cannot derive the TLS exporter");
+	return 0;
+}
+
+/* HMAC-SHA256(key, label || msg || exporter) into mac. */
+static void mac_compute(const char *label, const uint8_t *msg, size_t len,
+			const uint8_t key[MIG_KEY_LEN],
+			const uint8_t exporter[MIG_EXPORTER_LEN],
+			uint8_t mac[MIG_MAC_LEN])
+{
+	uint8_t buf[64 + MIG_HELLO_LEN + MIG_EXPORTER_LEN];
+	size_t llen = strlen(label), n = 0;
+	unsigned int maclen = MIG_MAC_LEN;
+
+	memcpy(buf, label, llen);
+	n += llen;
+	memcpy(buf + n, msg, len);
+	n += len;
+	memcpy(buf + n, exporter, MIG_EXPORTER_LEN);
+	n += MIG_EXPORTER_LEN;
+	if (!HMAC(EVP_sha256(), key, MIG_KEY_LEN, buf, n, mac, &maclen))
+		memset(mac, 0, MIG_MAC_LEN); /* never matches a real MAC */
+	OPENSSL_cleanse(buf, sizeof(buf));
+}
+
+void mig_hello_build(uint8_t out[MIG_HELLO_LEN], const struct mig_hello *h,
+		     const uint8_t key[MIG_KEY_LEN],
+		     const uint8_t exporter[MIG_EXPORTER_LEN])
+{
+	memset(out, 0, MIG_HELLO_LEN);
+	put32(out + MIG_HELLO_OFF_MAGIC, MIG_MAGIC);
+	put16(out + MIG_HELLO_OFF_VERSION, MIG_VERSION);
+	put16(out + MIG_HELLO_OFF_FLAGS, h->flags);
+	memcpy(out + MIG_HELLO_OFF_SESSION, h->session, MIG_SESSION_ID_LEN);
+	put16(out + MIG_HELLO_OFF_CHANNEL, h->channel);
+	put16(out + MIG_HELLO_OFF_NCHAN, h->nchan);
+	mac_compute(MIG_MAC_LABEL_HELLO, out, MIG_HELLO_OFF_MAC, key, exporter,
+		    out + MIG_HELLO_OFF_MAC);
+}
+
+int mig_hello_parse(const uint8_t in[MIG_HELLO_LEN], struct mig_hello *h,
+		    struct ferr *err)
+{
+	if (get32(in + MIG_HELLO_OFF_MAGIC) != MIG_MAGIC)
+		return ferr_set(err, FERR_INVALID, "not a ferry migration "
+						   "channel (bad magic)");
+	if (get16(in + MIG_HELLO_OFF_VERSION) != MIG_VERSION)
+		return ferr_set(err, FERR_INVALID,
+				"unsupported channel version %u",
+				(unsigned)get16(in + MIG_HELLO_OFF_VERSION));
+	h->flags = get16(in + MIG_HELLO_OFF_FLAGS);
+	h->channel = get16(in + MIG_HELLO_OFF_CHANNEL);
+	h->nchan = get16(in + MIG_HELLO_OFF_NCHAN);
+	memcpy(h->session, in + MIG_HELLO_OFF_SESSION, MIG_SESSION_ID_LEN);
+	if (h->flags & ~MIG_FLAGS_KNOWN)
+		return ferr_set(err, FERR_INVALID, "unknown channel flags 0x%x",
+				(unsigned)h->flags);
+	if (get32(in + MIG_HELLO_OFF_RESERVED) != 0)
+		return ferr_set(err, FERR_INVALID,
+				"reserved channel field is not zero");
+	if (h->nchan == 0 || h->nchan > MIG_CHANNELS_MAX ||
+	    h->channel >= h->nchan)
+		return ferr_set(err, FERR_INVALID, "bad channel %u of %u",
+				(unsigned)h->channel, (unsigned)h->nchan);
+	return 0;
+}
+
+bool mig_hello_mac_ok(const uint8_t in[MIG_HELLO_LEN],
+		      const uint8_t key[MIG_KEY_LEN],
+		      const uint8_t exporter[MIG_EXPORTER_LEN])
+{
+	uint8_t mac[MIG_MAC_LEN];
+	bool ok;
+
+	mac_compute(MIG_MAC_LABEL_HELLO, in, MIG_HELLO_OFF_MAC, key, exporter,
+		    mac);
+	ok = CRYPTO_memcmp(mac, in + MIG_HELLO_OFF_MAC, MIG_MAC_LEN) == 0;
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return ok;
+}
+
+void mig_ack_build(uint8_t out[MIG_ACK_LEN], uint16_t status,
+		   uint16_t channel, const uint8_t key[MIG_KEY_LEN],
+		   const uint8_t exporter[MIG_EXPORTER_LEN])
+{
+	memset(out, 0, MIG_ACK_LEN);
+	put32(out + MIG_ACK_OFF_MAGIC, MIG_MAGIC);
+	put16(out + MIG_ACK_OFF_VERSION, MIG_VERSION);
+	put16(out + MIG_ACK_OFF_STATUS, status);
+	put16(out + MIG_ACK_OFF_CHANNEL, channel);
+	if (status == MIG_ACK_OK && key)
+		mac_compute(MIG_MAC_LABEL_ACK, out, MIG_ACK_OFF_MAC, key,
+			    exporter, out + MIG_ACK_OFF_MAC);
+}
+
+int mig_ack_check(const uint8_t in[MIG_ACK_LEN], uint16_t channel,
+		  const uint8_t key[MIG_KEY_LEN],
+		  const uint8_t exporter[MIG_EXPORTER_LEN], struct ferr *err)
+{
+	uint8_t mac[MIG_MAC_LEN];
+	bool ok;
+
+	if (get32(in + MIG_ACK_OFF_MAGIC) != MIG_MAGIC ||
+	    get16(in + MIG_ACK_OFF_VERSION) != MIG_VERSION)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"the destination answered with a bad ACK");
+	if (get16(in + MIG_ACK_OFF_STATUS) != MIG_ACK_OK)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"the destination refused channel %u",
+				(unsigned)channel);
+	if (get16(in + MIG_ACK_OFF_CHANNEL) != channel ||
+	    get16(in + MIG_ACK_OFF_RESERVED) != 0 ||
+	    get32(in + MIG_ACK_OFF_RESERVED2) != 0)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"the destination's ACK is malformed");
+	mac_compute(MIG_MAC_LABEL_ACK, in, MIG_ACK_OFF_MAC, key, exporter,
+		    mac);
+	ok = CRYPTO_memcmp(mac, in + MIG_ACK_OFF_MAC, MIG_MAC_LEN) == 0;
+	OPENSSL_cleanse(mac, sizeof(mac));
+	if (!ok)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"the destination's ACK does not prove the "
+				"session key");
+	return 0;
+}

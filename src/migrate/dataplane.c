@@ -1,0 +1,229 @@
+/* dataplane.c - TCP, TLS and unix-socket set-up of migration channels. */
+#define _GNU_SOURCE
+#include "migrate.h"
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+void socket_set_timeouts(int fd, unsigned ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000,
+			      .tv_usec = (ms % 1000) * 1000 };
+	int one = 1;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Fill a sockaddr_un for path. */
+static int unix_addr(const char *path, struct sockaddr_un *sa,
+		     struct ferr *err)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa->sun_path))
+		return ferr_set(err, FERR_INVALID, "socket path too long: %s",
+				path);
+	memcpy(sa->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+int unix_connect(const char *path, struct ferr *err)
+{
+	struct sockaddr_un sa;
+	int fd;
+
+	if (unix_addr(path, &sa, err) < 0)
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		ferr_set(err, FERR_UNAVAILABLE, "cannot connect to %s: %s",
+			 path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int unix_listen(const char *path, struct ferr *err)
+{
+	struct sockaddr_un sa;
+	int fd;
+
+	if (unix_addr(path, &sa, err) < 0)
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(path, 0600) < 0 || listen(fd, MIG_CHANNELS_MAX) < 0) {
+		ferr_set(err, FERR_IO, "cannot listen on %s: %s", path,
+			 strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
+/* TCP connect to addr:port within MIG_HANDSHAKE_TIMEOUT_MS. */
+static int tcp_connect(const char *addr, uint16_t port, struct ferr *err)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	struct pollfd pfd;
+	int fd, soerr = 0;
+	socklen_t el = sizeof(soerr);
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, addr,
+		      &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
+		((struct sockaddr_in *)&ss)->sin_port = htons(port);
+		sl = sizeof(struct sockaddr_in);
+	} else if (inet_pton(AF_INET6, addr,
+			     &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+		sl = sizeof(struct sockaddr_in6);
+	} else {
+		return ferr_set(err, FERR_INVALID, "bad address %s", addr);
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    0);
+	if (fd < 0)
+		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&ss, sl) < 0 &&
+	    errno != EINPROGRESS) {
+		ferr_set(err, FERR_UNAVAILABLE, "cannot connect to %s:%u: %s",
+			 addr, (unsigned)port, strerror(errno));
+		goto fail;
+	}
+	pfd.fd = fd;
+	pfd.events = POLLOUT;
+	if (poll(&pfd, 1, MIG_HANDSHAKE_TIMEOUT_MS) <= 0) {
+		ferr_set(err, FERR_TIMEOUT, "cannot connect to %s:%u: timeout",
+			 addr, (unsigned)port);
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) < 0 || soerr) {
+		ferr_set(err, FERR_UNAVAILABLE, "cannot connect to %s:%u: %s",
+			 addr, (unsigned)port, strerror(soerr ? soerr : errno));
+		goto fail;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	socket_set_timeouts(fd, MIG_HANDSHAKE_TIMEOUT_MS);
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+int dataplane_dial(SSL_CTX *ctx, const char *peer_name, const char *addr,
+		   uint16_t port, bool plaintext,
+		   const uint8_t sid[MIG_SESSION_ID_LEN],
+		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
+		   uint16_t nchan, struct mig_conn *out, struct ferr *err)
+{
+	struct mig_conn c = { .fd = -1 };
+	struct mig_hello h = { .flags = plaintext ? MIG_FLAG_PLAINTEXT : 0,
+			       .channel = channel,
+			       .nchan = nchan };
+	uint8_t hello[MIG_HELLO_LEN], ack[MIG_ACK_LEN];
+	uint8_t exporter[MIG_EXPORTER_LEN];
+	char ebuf[256];
+
+	memcpy(h.session, sid, MIG_SESSION_ID_LEN);
+	c.fd = tcp_connect(addr, port, err);
+	if (c.fd < 0)
+		return -1;
+	if (!plaintext) {
+		c.ssl = SSL_new(ctx);
+		if (!c.ssl || tls_client_expect(c.ssl, NULL, peer_name, err) < 0 ||
+		    SSL_set_fd(c.ssl, c.fd) != 1) {
+			ferr_set(err, FERR_INTERNAL, "cannot set up TLS");
+			goto fail;
+		}
+		ERR_clear_error();
+		if (SSL_connect(c.ssl) != 1) {
+			ferr_set(err, FERR_UNAVAILABLE,
+				 "TLS handshake with %s (%s:%u) failed: %s",
+				 peer_name, addr, (unsigned)port,
+				 tls_error_string(ebuf, sizeof(ebuf)));
+			goto fail;
+		}
+	}
+	if (mig_exporter(c.ssl, sid, channel, exporter, err) < 0)
+		goto fail;
+	mig_hello_build(hello, &h, key, exporter);
+	if (conn_write_full(&c, hello, sizeof(hello), err) < 0 ||
+	    conn_read_full(&c, ack, sizeof(ack), err) < 0 ||
+	    mig_ack_check(ack, channel, key, exporter, err) < 0)
+		goto fail;
+	socket_set_timeouts(c.fd, 0);
+	*out = c;
+	return 0;
+fail:
+	conn_close(&c, false, NULL);
+	return -1;
+}
+
+int dataplane_accept(SSL_CTX *ctx, int fd, struct mig_conn *out,
+		     uint8_t hello[MIG_HELLO_LEN], char *peer, size_t peer_len,
+		     struct ferr *err)
+{
+	struct mig_conn c = { .fd = fd };
+	uint8_t first[4];
+	char ebuf[256];
+	ssize_t n;
+
+	socket_set_timeouts(fd, MIG_HANDSHAKE_TIMEOUT_MS);
+	/* A plaintext (--insecure) channel starts with the HELLO's magic; a
+	 * TLS one with a handshake record (0x16). */
+	n = recv(fd, first, sizeof(first), MSG_PEEK | MSG_WAITALL);
+	if (n != (ssize_t)sizeof(first))
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"the peer closed before its HELLO");
+	if (first[0] == 0x16) {
+		c.ssl = SSL_new(ctx);
+		if (!c.ssl || SSL_set_fd(c.ssl, fd) != 1)
+			return ferr_set(err, FERR_INTERNAL,
+					"cannot set up TLS");
+		ERR_clear_error();
+		if (SSL_accept(c.ssl) != 1) {
+			ferr_set(err, FERR_UNAUTH, "TLS handshake failed: %s",
+				 tls_error_string(ebuf, sizeof(ebuf)));
+			SSL_free(c.ssl);
+			return -1;
+		}
+		if (tls_peer_identity(c.ssl, peer, peer_len) < 0) {
+			SSL_free(c.ssl);
+			return ferr_set(err, FERR_UNAUTH,
+					"the peer has no valid identity");
+		}
+	} else {
+		snprintf(peer, peer_len, "%s", "");
+	}
+	if (conn_read_full(&c, hello, MIG_HELLO_LEN, err) < 0) {
+		SSL_free(c.ssl);
+		return -1;
+	}
+	*out = c;
+	return 0;
+}

@@ -1,0 +1,827 @@
+/* outgoing.c - the source side of a migration: the driver thread (prepare,
+ * QEMU set-up, progress, convergence escalation, finish or roll back), the
+ * acceptor of QEMU's channels and one relay thread per channel. */
+#define _GNU_SOURCE
+#include "migrate.h"
+#include "httpc.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#define CHANNEL_DRAIN_MS 5000   /* let channels end by themselves */
+#define DOWNTIME_LIMIT_OFFLINE 2000000 /* QEMU's maximum, in ms */
+#define STUCK_ITERATIONS 2      /* iterations without 10% progress */
+#define THROTTLE_BY_FRACTION 0.30 /* of the time bound: throttle by then */
+#define POSTCOPY_BY_FRACTION 0.50
+#define OFFLINE_BY_FRACTION 0.65
+
+void mig_rec_set(struct mig *g, const char *key, json_t *val)
+{
+	pthread_mutex_lock(&g->lock);
+	json_object_set_new(g->rec, key, val);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Record the first error of the migration (later ones are consequences). */
+static void rec_error(struct mig *g, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void rec_error(struct mig *g, const char *fmt, ...)
+{
+	char msg[FERRY_ERR_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&g->lock);
+	if (!json_object_get(g->rec, "error"))
+		json_object_set_new(g->rec, "error", json_string(msg));
+	pthread_mutex_unlock(&g->lock);
+	log_warn("migration %s of vm %s: %s", g->id, g->def.name, msg);
+}
+
+/* Append a step to the record's escalation log. */
+static void rec_step(struct mig *g, uint64_t t0, const char *step,
+		     const char *detail)
+{
+	json_t *e = json_pack("{s:s, s:I, s:s}", "step", step, "at_ms",
+			      (json_int_t)(now_ms() - t0), "detail", detail);
+
+	pthread_mutex_lock(&g->lock);
+	json_array_append_new(json_object_get(g->rec, "escalation"), e);
+	pthread_mutex_unlock(&g->lock);
+	log_info("migration %s of vm %s: %s: %s", g->id, g->def.name, step,
+		 detail);
+}
+
+static void set_phase(struct mig *g, const char *phase)
+{
+	mig_rec_set(g, "phase", json_string(phase));
+}
+
+/* ---- channels ---- */
+
+struct chan_arg {
+	struct mig *g;
+	int fd;
+	unsigned idx;
+};
+
+/* One channel: dial the destination, then relay until done. */
+static void *chan_main(void *arg)
+{
+	struct chan_arg *a = arg;
+	struct mig *g = a->g;
+	struct mig_conn c = { .fd = -1 };
+	struct ferr err = { 0 };
+	int rc;
+
+	rc = dataplane_dial(g->m->client_ctx, g->opts.to, g->data_addr,
+			    g->data_port, g->opts.insecure, g->sid, g->key,
+			    (uint16_t)a->idx, (uint16_t)g->nchan, &c, &err);
+	if (rc == 0)
+		rc = relay_run(a->fd, &c, &g->relay_stop, &g->ctr, &err);
+	if (rc < 0 && !atomic_load(&g->relay_stop))
+		rec_error(g, "channel %u: %s", a->idx, err.msg);
+	conn_close(&c, rc == 0, &g->ctr);
+	close(a->fd);
+	free(a);
+	return NULL;
+}
+
+/* Accept the nchan connections QEMU opens, in order, one thread each. */
+static void *acceptor_main(void *arg)
+{
+	struct mig *g = arg;
+	unsigned idx = 0;
+
+	while (idx < g->nchan && !atomic_load(&g->relay_stop)) {
+		struct pollfd pfd = { .fd = g->listen_fd, .events = POLLIN };
+		struct chan_arg *a;
+		int fd;
+
+		if (poll(&pfd, 1, MIG_POLL_MS) <= 0)
+			continue;
+		fd = accept4(g->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		a = calloc(1, sizeof(*a));
+		if (!a) {
+			close(fd);
+			break;
+		}
+		a->g = g;
+		a->fd = fd;
+		a->idx = idx;
+		if (pthread_create(&g->chan_thread[g->nthreads], NULL,
+				   chan_main, a) != 0) {
+			rec_error(g, "cannot start a channel thread");
+			close(fd);
+			free(a);
+			break;
+		}
+		g->nthreads++;
+		idx++;
+	}
+	return NULL;
+}
+
+/* ---- the peer ---- */
+
+static void peer_of(const struct mig *g, struct httpc_peer *p)
+{
+	p->name = g->opts.to;
+	p->address = g->opts.address;
+	p->port = g->opts.port;
+	p->check_name = true;
+}
+
+static int peer_call(struct mig *g, const char *method, const char *path,
+		     const json_t *body, json_t **reply, struct ferr *err)
+{
+	struct httpc_peer p;
+
+	peer_of(g, &p);
+	return httpc_call(g->m->client_ctx, &p, MIG_PEER_TIMEOUT_S, method,
+			  path, body, reply, err);
+}
+
+/* POST /v1/incoming: the destination validates and starts its QEMU. */
+static int peer_prepare(struct mig *g, const json_t *files, struct ferr *err)
+{
+	json_t *body, *reply = NULL;
+	const char *key, *addr;
+	json_int_t port;
+	int rc = -1;
+
+	body = json_pack("{s:s, s:o, s:s, s:s, s:I, s:b, s:b, s:O}", "id",
+			 g->id, "vm", vmdef_to_json(&g->def), "source",
+			 g->m->cfg->host, "requester", g->requester, "multifd",
+			 (json_int_t)g->multifd, "postcopy", g->postcopy_cap,
+			 "insecure", g->opts.insecure, "files", files);
+	if (!body)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	if (peer_call(g, "POST", "/v1/incoming", body, &reply, err) < 0)
+		goto out;
+	key = json_string_value(json_object_get(reply, "key"));
+	addr = json_string_value(json_object_get(reply, "data_address"));
+	port = json_integer_value(json_object_get(reply, "data_port"));
+	if (!key || hex_decode(key, g->key, MIG_KEY_LEN) < 0 || !addr ||
+	    strlen(addr) >= sizeof(g->data_addr) || port < 1 ||
+	    port > 65535) {
+		ferr_set(err, FERR_UNAVAILABLE,
+			 "the destination's prepare reply is malformed");
+		goto out;
+	}
+	snprintf(g->data_addr, sizeof(g->data_addr), "%s", addr);
+	g->data_port = (uint16_t)port;
+	rc = 0;
+out:
+	if (reply && json_object_get(reply, "key")) {
+		/* wipe the key's hex copy before freeing the reply */
+		json_t *k = json_object_get(reply, "key");
+		char *s = (char *)json_string_value(k);
+
+		if (s)
+			OPENSSL_cleanse(s, strlen(s));
+	}
+	json_decref(reply);
+	json_decref(body);
+	return rc;
+}
+
+/* Outcome of asking the destination to finish. */
+enum finish_result { FINISH_RUNNING, FINISH_REFUSED, FINISH_NO_ANSWER };
+
+/* POST /v1/incoming/ID/finish. */
+static enum finish_result peer_finish(struct mig *g, bool resume,
+				      struct ferr *err)
+{
+	struct httpc_peer p;
+	char path[128];
+	json_t *body = json_pack("{s:b}", "resume", resume), *reply = NULL;
+	int status = 0, rc;
+
+	peer_of(g, &p);
+	snprintf(path, sizeof(path), "/v1/incoming/%s/finish", g->id);
+	rc = httpc_request(g->m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST",
+			   path, body, &status, &reply, err);
+	json_decref(body);
+	if (rc < 0)
+		return FINISH_NO_ANSWER;
+	if (status >= 200 && status < 300) {
+		json_decref(reply);
+		return FINISH_RUNNING;
+	}
+	ferr_set(err, FERR_UNAVAILABLE, "the destination refused to finish: %s",
+		 json_string_value(json_object_get(
+			 json_object_get(reply, "error"), "message")) ?: "?");
+	json_decref(reply);
+	return FINISH_REFUSED;
+}
+
+/* After a finish without an answer: ask the destination whether the VM
+ * runs there, retrying for MIG_CONFIRM_TIMEOUT_MS. */
+static enum finish_result peer_resolve(struct mig *g, bool resume,
+				       struct ferr *err)
+{
+	uint64_t deadline = now_ms() + MIG_CONFIRM_TIMEOUT_MS;
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/vms/%s", g->def.name);
+	while (now_ms() < deadline) {
+		struct httpc_peer p;
+		json_t *reply = NULL;
+		int status = 0;
+		struct ferr e2;
+
+		peer_of(g, &p);
+		if (httpc_request(g->m->client_ctx, &p, MIG_PEER_TIMEOUT_S,
+				  "GET", path, NULL, &status, &reply,
+				  &e2) == 0) {
+			const char *uuid = json_string_value(
+				json_object_get(reply, "uuid"));
+			const char *st = json_string_value(
+				json_object_get(reply, "state"));
+			bool ours = status == 200 && uuid &&
+				    !strcmp(uuid, g->def.uuid);
+
+			json_decref(reply);
+			if (!ours)
+				return FINISH_REFUSED; /* not there */
+			if (st && strcmp(st, "incoming") != 0)
+				return FINISH_RUNNING;
+			/* still incoming: the finish never arrived */
+			return peer_finish(g, resume, err);
+		}
+		sleep(1);
+	}
+	ferr_set(err, FERR_TIMEOUT,
+		 "the destination did not answer after the switchover; the "
+		 "source VM stays paused so it never runs twice");
+	return FINISH_NO_ANSWER;
+}
+
+/* POST /v1/incoming/ID/abort, best effort. */
+static void peer_abort(struct mig *g)
+{
+	char path[128];
+	json_t *reply = NULL;
+	struct ferr err;
+
+	snprintf(path, sizeof(path), "/v1/incoming/%s/abort", g->id);
+	if (peer_call(g, "POST", path, NULL, &reply, &err) < 0)
+		log_warn("migration %s: abort at %s: %s", g->id, g->opts.to,
+			 err.msg);
+	json_decref(reply);
+}
+
+/* ---- QEMU ---- */
+
+/* Event callback of the migration monitor: note that something changed. */
+static void on_event(struct qmp *q, const char *name, json_t *data, void *arg)
+{
+	bool *changed = arg;
+
+	(void)q;
+	(void)data;
+	if (!strcmp(name, "MIGRATION") || !strcmp(name, "STOP") ||
+	    !strcmp(name, "RESUME"))
+		*changed = true;
+}
+
+static int qmp_simple(struct qmp *q, const char *cmd, json_t *args,
+		      struct ferr *err)
+{
+	return qmp_command(q, cmd, args, NULL, err);
+}
+
+/* Is the source VM running (query-status)? */
+static int source_running(struct qmp *q, bool *running, struct ferr *err)
+{
+	json_t *ret = NULL;
+
+	if (qmp_command(q, "query-status", NULL, &ret, err) < 0)
+		return -1;
+	*running = json_is_true(json_object_get(ret, "running"));
+	json_decref(ret);
+	return 0;
+}
+
+/* Capabilities and parameters of the source QEMU for this migration. */
+static int source_setup(struct mig *g, struct qmp *q, uint64_t downtime,
+			struct ferr *err)
+{
+	json_t *caps, *params;
+	uint64_t bw = g->opts.bandwidth_mibps
+			      ? g->opts.bandwidth_mibps * 1024 * 1024
+			      : MIG_UNLIMITED_BW;
+
+	caps = json_pack("{s:[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},"
+			 "{s:s,s:b}]}",
+			 "capabilities", "capability", "events", "state", 1,
+			 "capability", "return-path", "state", 1, "capability",
+			 "multifd", "state", g->multifd > 0, "capability",
+			 "postcopy-ram", "state", g->postcopy_cap,
+			 "capability", "auto-converge", "state", 1);
+	if (qmp_simple(q, "migrate-set-capabilities", caps, err) < 0)
+		return -1;
+	/* auto-converge stays at 1 % until the escalation raises it */
+	params = json_pack("{s:I, s:I, s:i, s:i, s:i}", "downtime-limit",
+			   (json_int_t)downtime, "max-bandwidth",
+			   (json_int_t)bw, "cpu-throttle-initial", 1,
+			   "cpu-throttle-increment", 1, "max-cpu-throttle", 1);
+	if (g->multifd)
+		json_object_set_new(params, "multifd-channels",
+				    json_integer(g->multifd));
+	return qmp_simple(q, "migrate-set-parameters", params, err);
+}
+
+/* The progress of query-migrate into the record. */
+static void rec_progress(struct mig *g, json_t *qm, uint64_t t0)
+{
+	json_t *ram = json_object_get(qm, "ram");
+	uint64_t total = (uint64_t)json_integer_value(json_object_get(ram, "total"));
+	uint64_t rem = (uint64_t)json_integer_value(
+		json_object_get(ram, "remaining"));
+	double pct = total ? 100.0 * (double)(total - (rem < total ? rem : total)) /
+				     (double)total
+			   : 0.0;
+	json_t *p = json_pack(
+		"{s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
+		"status",
+		json_string_value(json_object_get(qm, "status")) ?: "?",
+		"elapsed_ms", (json_int_t)(now_ms() - t0), "ram_total",
+		(json_int_t)total, "ram_transferred",
+		json_integer_value(json_object_get(ram, "transferred")),
+		"ram_remaining", (json_int_t)rem, "percent", pct, "mbps",
+		json_number_value(json_object_get(ram, "mbps")),
+		"dirty_pages_rate",
+		json_integer_value(json_object_get(ram, "dirty-pages-rate")),
+		"iteration",
+		json_integer_value(json_object_get(ram, "dirty-sync-count")),
+		"expected_downtime_ms",
+		json_integer_value(json_object_get(qm, "expected-downtime")),
+		"throttle_pct",
+		json_integer_value(json_object_get(qm,
+						   "cpu-throttle-percentage")),
+		"wire_bytes", (json_int_t)atomic_load(&g->ctr.to_remote));
+
+	mig_rec_set(g, "progress", p);
+}
+
+/* ---- convergence ---- */
+
+enum step_kind { STEP_DOWNTIME, STEP_THROTTLE, STEP_POSTCOPY, STEP_OFFLINE };
+
+struct converge {
+	uint64_t t0, deadline;
+	uint64_t max_downtime, downtime;
+	unsigned iteration;
+	uint64_t iter_remaining; /* remaining at the last new iteration */
+	unsigned stuck;
+	bool throttled, postcopy, offline;
+};
+
+/* Next escalation step, in the documented order. */
+static enum step_kind next_step(const struct mig *g, const struct converge *c)
+{
+	if (c->downtime < c->max_downtime)
+		return STEP_DOWNTIME;
+	if (!c->throttled)
+		return STEP_THROTTLE;
+	if (g->postcopy_cap && !c->postcopy)
+		return STEP_POSTCOPY;
+	return STEP_OFFLINE;
+}
+
+/* Take the next escalation step. *paused is set when the VM was paused. */
+static int escalate(struct mig *g, struct qmp *q, struct converge *c,
+		    const char *why, bool *paused, struct ferr *err)
+{
+	char detail[160];
+
+	switch (next_step(g, c)) {
+	case STEP_DOWNTIME:
+		c->downtime = c->downtime * 2 > c->max_downtime
+				      ? c->max_downtime
+				      : c->downtime * 2;
+		snprintf(detail, sizeof(detail), "%s: downtime limit %llu ms",
+			 why, (unsigned long long)c->downtime);
+		rec_step(g, c->t0, "downtime", detail);
+		mig_rec_set(g, "downtime_limit_ms", json_integer((json_int_t)c->downtime));
+		return qmp_simple(q, "migrate-set-parameters",
+				  json_pack("{s:I}", "downtime-limit",
+					    (json_int_t)c->downtime),
+				  err);
+	case STEP_THROTTLE:
+		c->throttled = true;
+		snprintf(detail, sizeof(detail),
+			 "%s: auto-converge throttling (30 %% +20 %% per "
+			 "round, up to 99 %%)",
+			 why);
+		rec_step(g, c->t0, "throttle", detail);
+		return qmp_simple(q, "migrate-set-parameters",
+				  json_pack("{s:i, s:i, s:i}",
+					    "max-cpu-throttle", 99,
+					    "cpu-throttle-initial", 30,
+					    "cpu-throttle-increment", 20),
+				  err);
+	case STEP_POSTCOPY:
+		c->postcopy = true;
+		snprintf(detail, sizeof(detail), "%s: switching to post-copy",
+			 why);
+		rec_step(g, c->t0, "postcopy", detail);
+		return qmp_simple(q, "migrate-start-postcopy", NULL, err);
+	default:
+		if (c->offline)
+			return 0;
+		c->offline = true;
+		snprintf(detail, sizeof(detail),
+			 "%s: pausing the VM to finish offline", why);
+		rec_step(g, c->t0, "offline", detail);
+		if (qmp_simple(q, "stop", NULL, err) < 0)
+			return -1;
+		*paused = true;
+		return qmp_simple(q, "migrate-set-parameters",
+				  json_pack("{s:I}", "downtime-limit",
+					    (json_int_t)DOWNTIME_LIMIT_OFFLINE),
+				  err);
+	}
+}
+
+/* Decide on escalation after a query-migrate result. */
+static int converge_check(struct mig *g, struct qmp *q, struct converge *c,
+			  json_t *qm, bool *paused, struct ferr *err)
+{
+	json_t *ram = json_object_get(qm, "ram");
+	unsigned iter = (unsigned)json_integer_value(
+		json_object_get(ram, "dirty-sync-count"));
+	uint64_t rem = (uint64_t)json_integer_value(
+		json_object_get(ram, "remaining"));
+	double frac = (double)(now_ms() - c->t0) /
+		      (double)(c->deadline - c->t0);
+	enum step_kind want;
+
+	if (c->offline || c->postcopy)
+		return 0;
+	if (iter > c->iteration) {
+		/* a new pass: did the previous one shrink what is left? */
+		if (c->iteration >= 2 && rem * 10 >= c->iter_remaining * 9)
+			c->stuck++;
+		else if (rem * 10 < c->iter_remaining * 9)
+			c->stuck = 0;
+		c->iteration = iter;
+		c->iter_remaining = rem;
+	}
+	if (c->stuck >= STUCK_ITERATIONS) {
+		c->stuck = 0;
+		return escalate(g, q, c, "not converging", paused, err);
+	}
+	/* the time bound forces the later steps */
+	want = frac >= OFFLINE_BY_FRACTION    ? STEP_OFFLINE
+	       : frac >= POSTCOPY_BY_FRACTION ? STEP_POSTCOPY
+	       : frac >= THROTTLE_BY_FRACTION ? STEP_THROTTLE
+					      : STEP_DOWNTIME;
+	if (want == STEP_DOWNTIME)
+		return 0;
+	while (!c->offline && !c->postcopy && next_step(g, c) <= want) {
+		if (escalate(g, q, c, "time bound", paused, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- the driver ---- */
+
+/* Wait for channel threads to end by themselves, then stop and join all. */
+static void channels_finish(struct mig *g)
+{
+	uint64_t deadline = now_ms() + CHANNEL_DRAIN_MS;
+
+	while (now_ms() < deadline) {
+		uint64_t before = atomic_load(&g->ctr.to_remote);
+
+		usleep(50 * 1000);
+		if (atomic_load(&g->ctr.to_remote) == before)
+			break;
+	}
+	atomic_store(&g->relay_stop, true);
+	if (g->acceptor_started)
+		pthread_join(g->acceptor, NULL);
+	for (unsigned i = 0; i < g->nthreads; i++)
+		pthread_join(g->chan_thread[i], NULL);
+	if (g->listen_fd >= 0) {
+		close(g->listen_fd);
+		g->listen_fd = -1;
+	}
+	unlink(g->out_sock);
+}
+
+/* Final figures of the record. total_ms ends when the VM runs on the
+ * destination (or the migration failed); downtime_ms is the guest-visible
+ * pause: QEMU's stop-and-copy plus the finish round trip, or, when ferry
+ * paused the VM (offline), from that pause to the resume. */
+static void rec_final(struct mig *g, json_t *qm, const char *outcome,
+		      uint64_t total, uint64_t down)
+{
+	json_t *ram = json_object_get(qm, "ram");
+	uint64_t bytes = (uint64_t)json_integer_value(
+		json_object_get(ram, "transferred"));
+	uint64_t qdown = (uint64_t)json_integer_value(
+		json_object_get(qm, "downtime"));
+
+	pthread_mutex_lock(&g->lock);
+	json_object_set_new(g->rec, "outcome", json_string(outcome));
+	json_object_set_new(g->rec, "phase", json_string("done"));
+	json_object_set_new(g->rec, "ended_at",
+			    json_integer((json_int_t)wall_ms()));
+	json_object_set_new(g->rec, "total_ms", json_integer((json_int_t)total));
+	if (!strcmp(outcome, "completed")) {
+		json_object_set_new(g->rec, "downtime_ms",
+				    json_integer((json_int_t)down));
+		json_object_set_new(g->rec, "qemu_downtime_ms",
+				    json_integer((json_int_t)qdown));
+	}
+	json_object_set_new(g->rec, "ram_bytes", json_integer((json_int_t)bytes));
+	json_object_set_new(g->rec, "wire_bytes",
+			    json_integer((json_int_t)atomic_load(&g->ctr.wire)));
+	json_object_set_new(g->rec, "mean_mbps",
+			    json_real(total ? (double)bytes * 8.0 /
+						      (double)total / 1000.0
+					    : 0.0));
+	json_object_set_new(g->rec, "iterations",
+			    json_integer(json_integer_value(json_object_get(
+				    ram, "dirty-sync-count"))));
+	g->done = true;
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Poll the source QEMU until the migration reaches a final state; cancel
+ * it on request, on a stall or past the time bound; escalate. Returns the
+ * last query-migrate (new reference) or NULL on a QMP failure. */
+static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
+		       bool *paused, uint64_t *pause_at, bool *dest_running,
+		       bool *changed, struct ferr *err)
+{
+	uint64_t last_xfer = 0, last_move = now_ms();
+	bool cancel_sent = false, postcopy_started = false;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = qmp_fd(q), .events = POLLIN };
+		json_t *qm = NULL, *ram;
+		const char *st;
+		uint64_t xfer, now;
+		bool was_paused = *paused;
+
+		if (!*changed)
+			poll(&pfd, 1, MIG_POLL_INTERVAL_MS);
+		*changed = false;
+		if (qmp_poll_events(q, err) < 0 ||
+		    qmp_command(q, "query-migrate", NULL, &qm, err) < 0) {
+			json_decref(qm);
+			return NULL;
+		}
+		st = json_string_value(json_object_get(qm, "status")) ?: "";
+		rec_progress(g, qm, c->t0);
+		if (!strcmp(st, "completed") || !strcmp(st, "failed") ||
+		    !strcmp(st, "cancelled"))
+			return qm;
+		now = now_ms();
+		ram = json_object_get(qm, "ram");
+		xfer = (uint64_t)json_integer_value(
+			json_object_get(ram, "transferred"));
+		if (xfer != last_xfer) {
+			last_xfer = xfer;
+			last_move = now;
+		}
+		if (!strcmp(st, "postcopy-active")) {
+			set_phase(g, "postcopy");
+			if (!*dest_running) {
+				/* the VM must run on the destination while
+				 * its pages are pulled: the point of no
+				 * return */
+				if (peer_finish(g, true, err) != FINISH_RUNNING)
+					rec_error(g, "post-copy: %s", err->msg);
+				else
+					*dest_running = true;
+			}
+		} else if (!strcmp(st, "active")) {
+			set_phase(g, *paused ? "offline" : "precopy");
+		}
+		if (!cancel_sent && !*dest_running) {
+			const char *why = NULL;
+			char buf[128];
+
+			if (atomic_load(&g->cancel)) {
+				why = "cancelled by request";
+			} else if (now - last_move > MIG_STALL_MS) {
+				snprintf(buf, sizeof(buf),
+					 "the data path stalled: no progress "
+					 "for %d s",
+					 MIG_STALL_MS / 1000);
+				why = buf;
+			} else if (now >= c->deadline) {
+				snprintf(buf, sizeof(buf),
+					 "not finished within its time bound "
+					 "(%llu s)",
+					 (unsigned long long)g->opts.max_time_s);
+				why = buf;
+			}
+			if (why) {
+				if (!atomic_load(&g->cancel))
+					rec_error(g, "%s", why);
+				cancel_sent = true;
+				if (qmp_simple(q, "migrate_cancel", NULL,
+					       err) < 0) {
+					json_decref(qm);
+					return NULL;
+				}
+			}
+		}
+		if (!cancel_sent && !strcmp(st, "active")) {
+			if (g->opts.mode == MIG_POSTCOPY && !postcopy_started &&
+			    json_integer_value(json_object_get(
+				    ram, "dirty-sync-count")) >= 1) {
+				postcopy_started = true;
+				c->postcopy = true;
+				rec_step(g, c->t0, "postcopy",
+					 "post-copy mode: switching after the "
+					 "first pass");
+				if (qmp_simple(q, "migrate-start-postcopy",
+					       NULL, err) < 0) {
+					json_decref(qm);
+					return NULL;
+				}
+			} else if (g->opts.mode == MIG_LIVE &&
+				   converge_check(g, q, c, qm, paused, err) <
+					   0) {
+				json_decref(qm);
+				return NULL;
+			}
+			if (*paused && !was_paused)
+				*pause_at = now_ms();
+		}
+		json_decref(qm);
+	}
+}
+
+/* Make sure the source VM runs again if it ran before. */
+static void source_resume(struct mig *g, struct qmp *q, bool was_running)
+{
+	bool running = false;
+	struct ferr err;
+
+	if (!was_running || !q)
+		return;
+	if (source_running(q, &running, &err) == 0 && running)
+		return;
+	if (qmp_simple(q, "cont", NULL, &err) < 0)
+		rec_error(g, "cannot resume the source VM: %s", err.msg);
+	else
+		log_info("migration %s: source vm %s resumed", g->id,
+			 g->def.name);
+}
+
+void *mig_driver(void *arg)
+{
+	struct mig *g = arg;
+	struct ferr err = { 0 };
+	struct qmp *q = NULL;
+	struct converge c = { 0 };
+	json_t *files = NULL, *qm = NULL;
+	bool prepared = false, was_running = false, paused = false;
+	bool dest_running = false, changed = false;
+	uint64_t pause_at = 0, t_done, t_end = 0, downtime = 0;
+	const char *outcome = "failed";
+	const char *st;
+
+	c.t0 = now_ms();
+	c.deadline = c.t0 + g->opts.max_time_s * 1000;
+	c.max_downtime = g->opts.max_downtime_ms;
+	c.downtime = c.max_downtime / 4 ? c.max_downtime / 4 : 1;
+	if (g->opts.mode != MIG_LIVE)
+		c.downtime = c.max_downtime;
+	c.iter_remaining = UINT64_MAX;
+	mig_rec_set(g, "downtime_limit_ms", json_integer((json_int_t)c.downtime));
+
+	set_phase(g, "prepare");
+	if (qmp_connect(g->paths.mqmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0)
+		goto fail;
+	qmp_set_event_cb(q, on_event, &changed);
+	if (source_running(q, &was_running, &err) < 0)
+		goto fail;
+	files = mig_files_identity(g->m, &g->def, &err);
+	if (!files || peer_prepare(g, files, &err) < 0)
+		goto fail;
+	prepared = true;
+
+	set_phase(g, "setup");
+	g->listen_fd = unix_listen(g->out_sock, &err);
+	if (g->listen_fd < 0)
+		goto fail;
+	if (pthread_create(&g->acceptor, NULL, acceptor_main, g) != 0) {
+		ferr_set(&err, FERR_INTERNAL, "cannot start the acceptor");
+		goto fail;
+	}
+	g->acceptor_started = true;
+	if (source_setup(g, q, c.downtime, &err) < 0)
+		goto fail;
+	if (g->opts.mode == MIG_OFFLINE && was_running) {
+		if (qmp_simple(q, "stop", NULL, &err) < 0)
+			goto fail;
+		paused = true;
+		pause_at = now_ms();
+		c.offline = true;
+		rec_step(g, c.t0, "offline", "offline mode: VM paused for the "
+					     "whole transfer");
+	}
+	{
+		char uri[FERRY_SOCK_PATH_MAX + 8];
+
+		snprintf(uri, sizeof(uri), "unix:%s", g->out_sock);
+		if (qmp_simple(q, "migrate", json_pack("{s:s}", "uri", uri),
+			       &err) < 0)
+			goto fail;
+	}
+	set_phase(g, paused ? "offline" : "precopy");
+	qm = monitor(g, q, &c, &paused, &pause_at, &dest_running, &changed,
+		     &err);
+	if (!qm)
+		goto fail;
+	st = json_string_value(json_object_get(qm, "status")) ?: "";
+	t_done = now_ms();
+	if (!strcmp(st, "completed")) {
+		set_phase(g, "switchover");
+		if (!dest_running) {
+			enum finish_result fr = peer_finish(g, was_running,
+							    &err);
+
+			if (fr == FINISH_NO_ANSWER)
+				fr = peer_resolve(g, was_running, &err);
+			if (fr == FINISH_RUNNING)
+				dest_running = true;
+			else if (fr == FINISH_NO_ANSWER) {
+				/* unknown: never resume the source */
+				rec_error(g, "%s", err.msg);
+				was_running = false;
+				prepared = false;
+			} else {
+				rec_error(g, "%s", err.msg);
+			}
+		}
+		t_end = now_ms();
+		if (dest_running) {
+			outcome = "completed";
+			downtime = pause_at ? t_end - pause_at
+					    : (uint64_t)json_integer_value(
+						      json_object_get(
+							      qm, "downtime")) +
+						      (t_end - t_done);
+		}
+	} else if (!strcmp(st, "cancelled") && atomic_load(&g->cancel)) {
+		outcome = "cancelled";
+	} else {
+		const char *desc = json_string_value(
+			json_object_get(qm, "error-desc"));
+
+		rec_error(g, "QEMU: migration %s%s%s", st, desc ? ": " : "",
+			  desc ? desc : "");
+	}
+	goto end;
+fail:
+	rec_error(g, "%s", err.msg);
+	if (q && qm == NULL) {
+		/* a failure after `migrate` was sent: stop QEMU's side */
+		struct ferr e2;
+
+		qmp_simple(q, "migrate_cancel", NULL, &e2);
+	}
+end:
+	if (dest_running && strcmp(outcome, "completed") != 0)
+		rec_error(g, "the migration failed after the switch to "
+			     "post-copy; the VM's state is split between the "
+			     "hosts");
+	if (!dest_running) {
+		source_resume(g, q, was_running);
+		if (prepared)
+			peer_abort(g);
+	}
+	if (!t_end)
+		t_end = now_ms();
+	channels_finish(g);
+	rec_final(g, qm, outcome, t_end - c.t0, downtime);
+	json_decref(qm);
+	json_decref(files);
+	qmp_close(q);
+	OPENSSL_cleanse(g->key, sizeof(g->key));
+	event_active(g->done_ev, EV_TIMEOUT, 0);
+	return NULL;
+}

@@ -1,0 +1,73 @@
+/* wire.h - the migration data plane's wire format and limits.
+ *
+ * Each QEMU migration channel (main, return path on the main channel,
+ * multifd) is carried on its own TCP connection from the source ferryd to
+ * the destination ferryd's migration port: TLS 1.3 (AES-256-GCM) with both
+ * host certificates, then one HELLO from the source and one ACK from the
+ * destination, then the channel's bytes as TLS application data.
+ *
+ * The HELLO and ACK bind the connection to one migration session: each
+ * carries an HMAC-SHA256, keyed with the session's one-time 32-byte key,
+ * over the message and a TLS exporter value of this connection, so a
+ * connection is only accepted by the session that holds the key, and cannot
+ * be replayed on another TLS connection. TLS record sequence numbers reject
+ * any replayed, reordered or altered record after that.
+ *
+ * All fields are little-endian and fixed-width, encoded and decoded byte by
+ * byte (never by casting structs). docs/migration-protocol.md describes the
+ * whole protocol.
+ */
+#ifndef FERRY_MIGRATE_WIRE_H
+#define FERRY_MIGRATE_WIRE_H
+
+#include <stdint.h>
+
+#define MIG_MAGIC 0x47494d46u /* "FMIG" read as little-endian bytes */
+#define MIG_VERSION 1u
+
+#define MIG_SESSION_ID_LEN 16  /* bytes; 32 hex characters in the API */
+#define MIG_KEY_LEN 32         /* one-time session key */
+#define MIG_MAC_LEN 32         /* HMAC-SHA256 */
+#define MIG_EXPORTER_LEN 32
+#define MIG_EXPORTER_LABEL "EXPORTER-ferry-migration-channel"
+
+/* HELLO: source -> destination, 64 bytes */
+#define MIG_HELLO_LEN 64
+#define MIG_HELLO_OFF_MAGIC 0     /* u32 */
+#define MIG_HELLO_OFF_VERSION 4   /* u16 */
+#define MIG_HELLO_OFF_FLAGS 6     /* u16, MIG_FLAG_* */
+#define MIG_HELLO_OFF_SESSION 8   /* u8[16] */
+#define MIG_HELLO_OFF_CHANNEL 24  /* u16: index in QEMU's connect order */
+#define MIG_HELLO_OFF_NCHAN 26    /* u16: channels in this session */
+#define MIG_HELLO_OFF_MAC 28      /* u8[32] over bytes [0, 28) */
+#define MIG_HELLO_OFF_RESERVED 60 /* u32, zero */
+
+/* ACK: destination -> source, 48 bytes */
+#define MIG_ACK_LEN 48
+#define MIG_ACK_OFF_MAGIC 0     /* u32 */
+#define MIG_ACK_OFF_VERSION 4   /* u16 */
+#define MIG_ACK_OFF_STATUS 6    /* u16, MIG_ACK_* */
+#define MIG_ACK_OFF_CHANNEL 8   /* u16, echoes the HELLO */
+#define MIG_ACK_OFF_RESERVED 10 /* u16, zero */
+#define MIG_ACK_OFF_MAC 12      /* u8[32] over bytes [0, 12) */
+#define MIG_ACK_OFF_RESERVED2 44 /* u32, zero */
+
+#define MIG_FLAG_PLAINTEXT 0x0001u /* --insecure: no TLS on this channel */
+#define MIG_FLAGS_KNOWN MIG_FLAG_PLAINTEXT
+
+#define MIG_ACK_OK 0u
+#define MIG_ACK_REFUSED 1u /* unknown session, bad MAC, bad channel */
+
+/* MAC domain separation labels */
+#define MIG_MAC_LABEL_HELLO "ferry-migration-hello"
+#define MIG_MAC_LABEL_ACK "ferry-migration-ack"
+
+/* Limits */
+#define MIG_CHANNELS_MAX 16          /* connections per session (1 + multifd) */
+#define MIG_MULTIFD_MAX 15
+#define MIG_HANDSHAKE_TIMEOUT_MS 10000
+#define MIG_ORDER_TIMEOUT_MS 30000   /* wait for the lower channels */
+#define MIG_RELAY_BUF (256 * 1024)
+#define MIG_POLL_MS 200              /* relay wake-up to check for stop */
+
+#endif

@@ -1,0 +1,634 @@
+"""Shared helpers for ferry's system tests: a throw-away cluster of ferryd
+hosts on loopback, the `ferry` CLI, the raw REST API over mutual TLS and the
+test guest's memload output.
+
+A Cluster lives in a short temp dir (/tmp/ferry-XXXXXXXX; state dirs must
+stay under 60 characters for the QMP unix-socket paths):
+
+    DIR/pki/                    cluster CA, hosts/host-a.{crt,key}, users/admin.{crt,key}
+    DIR/shared/guest/           vmlinuz and initramfs.cpio.gz (the shared storage)
+    DIR/host-a/ferryd.json      host-a's config; state in DIR/host-a/state
+    DIR/host-a/ferryd.log       ferryd's stderr (appended across restarts)
+    DIR/client.json             CLI config naming every host (default: host-a)
+
+Hosts are host-a, host-b, ... on 127.0.0.2, 127.0.0.3, ..., each with its
+own port from a block picked per cluster. close() kills every ferryd and
+QEMU of the cluster, checks that they are gone and removes DIR.
+"""
+
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[2]
+
+# memload's output contract (guest/README.md)
+HB_RE = re.compile(
+    r"^memload: hb seq=(\d+) verified=(\d+) dirtied=(\d+) errors=(\d+) passes=(\d+)\s*$",
+    re.M,
+)
+CORRUPTION_RE = re.compile(r"^memload: CORRUPTION .*$", re.M)
+HB_FIELDS = ("seq", "verified", "dirtied", "errors", "passes")
+
+# `ferry` exit codes (src/cli/cli.h)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+
+PORT_MIN, PORT_MAX = 20000, 60000
+PORTS_PER_HOST = 10  # the API port plus room for later listeners (migration)
+VM_BOOT_TIMEOUT = 60.0  # start -> first heartbeat, generous for a loaded TCG host
+HOST_START_TIMEOUT = 20.0
+
+_DEFAULT = object()  # "use the cluster's admin credentials"
+_live_clusters = []  # clusters not yet closed, for failure diagnostics
+
+
+def build_dir():
+    """Folder holding the ferryd and ferry binaries ($FERRY_BUILD)."""
+    return Path(os.environ.get("FERRY_BUILD", REPO / "build")).resolve()
+
+
+def parse_heartbeats(text):
+    """memload heartbeats in console text, as dicts, from complete lines only
+    (a line still being written could carry a truncated number)."""
+    text = text[: text.rfind("\n") + 1]
+    return [dict(zip(HB_FIELDS, map(int, m.groups()))) for m in HB_RE.finditer(text)]
+
+
+def proc_state(pid):
+    """State letter of pid from /proc (R, S, Z, ...), or None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def pid_alive(pid):
+    """Is pid a live process (not gone, not a zombie)?"""
+    return bool(pid) and proc_state(pid) not in (None, "Z", "X")
+
+
+def proc_cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def qemu_running(pid, uuid):
+    """Is pid a live QEMU started for the VM with this uuid?"""
+    args = proc_cmdline(pid)
+    return pid_alive(pid) and any(
+        a == b"-uuid" and b == uuid.encode() for a, b in zip(args, args[1:])
+    )
+
+
+def wait_pid_gone(pid, timeout=10.0):
+    """Wait until pid has exited (a zombie counts as exited). True if it did."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def wait_until(pred, timeout, interval=0.1, what="condition"):
+    """Poll pred() until it returns a true value, which is returned; raise
+    AssertionError naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tail(path, n=40):
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"({path}: {e.strerror})"
+    return "\n".join(lines[-n:])
+
+
+def _port_free(addr, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((addr, port))
+        except OSError:
+            return False
+    return True
+
+
+_next_port = random.randrange(PORT_MIN, PORT_MAX)
+
+
+def alloc_ports(addrs, count):
+    """A block of `count` consecutive ports that are free on every address,
+    never handed out before in this process (so consecutive tests never
+    reuse one while an old socket lingers)."""
+    global _next_port
+    for _ in range(1000):
+        base = _next_port
+        if base + count > PORT_MAX:
+            base = PORT_MIN
+        _next_port = base + count
+        if all(_port_free(a, p) for a in addrs for p in range(base, base + count)):
+            return base
+    raise RuntimeError("no free port block found")
+
+
+class TLSRefused(Exception):
+    """The server refused the connection at the TLS layer or closed it
+    without an HTTP answer."""
+
+
+@dataclass
+class Host:
+    name: str
+    address: str
+    port: int
+    dir: Path
+    proc: Optional[subprocess.Popen] = None
+    log_file: object = None
+    starts: int = 0
+
+    @property
+    def config(self):
+        return self.dir / "ferryd.json"
+
+    @property
+    def state_dir(self):
+        return self.dir / "state"
+
+    @property
+    def log(self):
+        return self.dir / "ferryd.log"
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def spare_ports(self):
+        """Ports of this host's block after the API port, free for other
+        listeners (e.g. migration)."""
+        return range(self.port + 1, self.port + PORTS_PER_HOST)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Cluster:
+    """A PKI, shared storage and n ferryd hosts on loopback (see module doc)."""
+
+    build: Path
+    guest: Path
+    nhosts: int = 2
+    accel: str = "auto"
+    log_level: str = "debug"
+    users: tuple = ("admin",)
+    ferryd_extra: dict = field(default_factory=dict)  # merged into every ferryd.json
+    dir: Path = None
+    hosts: dict = field(default_factory=dict)
+    closed: bool = False
+
+    # ---------------------------------------------------------------- setup
+
+    def __post_init__(self):
+        self.build = Path(self.build)
+        self.guest = Path(self.guest)
+        self.ferry_bin = self.build / "ferry"
+        self.ferryd_bin = self.build / "ferryd"
+        for b in (self.ferry_bin, self.ferryd_bin):
+            if not os.access(b, os.X_OK):
+                raise RuntimeError(f"{b} missing: build with `ninja -C build` "
+                                   f"or set FERRY_BUILD")
+        self.dir = Path(tempfile.mkdtemp(prefix="ferry-", dir="/tmp"))
+        _live_clusters.append(self)
+        names = [f"host-{chr(ord('a') + i)}" for i in range(self.nhosts)]
+        addrs = [f"127.0.0.{i + 2}" for i in range(self.nhosts)]
+        base = alloc_ports(addrs, PORTS_PER_HOST * self.nhosts)
+        for i, (name, addr) in enumerate(zip(names, addrs)):
+            self.hosts[name] = Host(name, addr, base + PORTS_PER_HOST * i, self.dir / name)
+        self.pki = self.dir / "pki"
+        self.shared = self.dir / "shared"
+        self.client_config = self.dir / "client.json"
+
+    def setup(self):
+        """Create the PKI, shared storage and every config file."""
+        self.pki_run("init", "--cluster", "test")
+        for h in self.hosts.values():
+            self.pki_run("host", h.name, "--ip", h.address)
+        for u in self.users:
+            self.pki_run("user", u)
+        (self.shared / "guest").mkdir(parents=True)
+        for f in ("vmlinuz", "initramfs.cpio.gz"):
+            shutil.copy(self.guest / f, self.shared / "guest" / f)
+        for h in self.hosts.values():
+            h.dir.mkdir()
+            assert len(str(h.state_dir)) <= 60, h.state_dir
+            self.write_host_config(h.name)
+        self.write_client_config(self.client_config)
+        return self
+
+    def host_config(self, name):
+        """The ferryd.json content of host name (relative paths resolve
+        against the host's folder)."""
+        h = self.hosts[name]
+        cfg = {
+            "host": h.name,
+            "listen": {"address": h.address, "port": h.port},
+            "tls": {"ca": "../pki/ca.crt", "cert": f"../pki/hosts/{h.name}.crt",
+                    "key": f"../pki/hosts/{h.name}.key"},
+            "state_dir": "state",
+            "shared_dir": "../shared",
+            "accel": self.accel,
+        }
+        cfg.update(self.ferryd_extra)
+        return cfg
+
+    def write_host_config(self, name, **overrides):
+        """(Re)write host name's ferryd.json: host_config() plus overrides
+        (takes effect at the next start)."""
+        cfg = self.host_config(name)
+        cfg.update(overrides)
+        self.hosts[name].config.write_text(json.dumps(cfg, indent=2) + "\n")
+        return cfg
+
+    def write_client_config(self, path, user="admin", pki=None, ca=None):
+        """A client.json for user's certificate from pki (default: the
+        cluster's), trusting ca (default: the cluster CA), naming every host."""
+        pki = Path(pki or self.pki)
+        Path(path).write_text(json.dumps({
+            "ca": str(ca or self.pki / "ca.crt"),
+            "cert": str(pki / "users" / f"{user}.crt"),
+            "key": str(pki / "users" / f"{user}.key"),
+            "hosts": {h.name: {"address": h.address, "port": h.port}
+                      for h in self.hosts.values()},
+            "default_host": next(iter(self.hosts)),
+        }, indent=2) + "\n")
+        return Path(path)
+
+    def pki_run(self, *args, dir=None, check=True):
+        """`ferry pki ARGS --dir DIR` (default: the cluster's PKI)."""
+        return self.run([self.ferry_bin, "pki", *args, "--dir", str(dir or self.pki)],
+                        check=check)
+
+    def user_cert(self, user="admin", pki=None):
+        pki = Path(pki or self.pki)
+        return (str(pki / "users" / f"{user}.crt"), str(pki / "users" / f"{user}.key"))
+
+    # ---------------------------------------------------------------- hosts
+
+    def host(self, name=None):
+        return self.hosts[name or next(iter(self.hosts))]
+
+    def start_host(self, name, wait=True, timeout=HOST_START_TIMEOUT):
+        """Start ferryd for host name (stderr appended to its ferryd.log) and
+        wait until `ferry host info` answers."""
+        h = self.hosts[name]
+        assert not h.running(), f"{name} is already running"
+        h.starts += 1
+        h.log_file = open(h.log, "ab")
+        h.log_file.write(f"=== test: ferryd start #{h.starts} ===\n".encode())
+        h.log_file.flush()
+        h.proc = subprocess.Popen(
+            [self.ferryd_bin, "--config", str(h.config), "--log-level", self.log_level],
+            stdin=subprocess.DEVNULL, stdout=h.log_file, stderr=h.log_file)
+        if wait:
+            self.wait_host(name, timeout)
+        return h
+
+    def wait_host(self, name, timeout=HOST_START_TIMEOUT):
+        h = self.hosts[name]
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.cli("host", "info", host=name, check=False)
+            if r.returncode == 0:
+                return
+            if h.proc.poll() is not None:
+                raise AssertionError(f"ferryd {name} exited with {h.proc.returncode}; "
+                                     f"log:\n{tail(h.log)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"ferryd {name} did not answer within {timeout}s: "
+                                     f"{r.stderr.strip()}; log:\n{tail(h.log)}")
+            time.sleep(0.1)
+
+    def start_all(self):
+        for name in self.hosts:
+            self.start_host(name, wait=False)
+        for name in self.hosts:
+            self.wait_host(name)
+        return self
+
+    def kill_host(self, name, sig=signal.SIGKILL, timeout=10.0):
+        """Send sig to host name's ferryd and wait for it to exit; returns
+        its exit status (negative: the signal)."""
+        h = self.hosts[name]
+        if h.proc is None:
+            return None
+        if h.proc.poll() is None:
+            h.proc.send_signal(sig)
+        try:
+            rc = h.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            h.proc.kill()
+            h.proc.wait()
+            raise AssertionError(f"ferryd {name} did not exit within {timeout}s "
+                                 f"of signal {sig}")
+        h.log_file.close()
+        h.proc = None
+        return rc
+
+    def stop_host(self, name):
+        """Graceful stop (SIGTERM): ferryd exits 0 and leaves its VMs running."""
+        return self.kill_host(name, signal.SIGTERM)
+
+    def restart_host(self, name, sig=signal.SIGTERM):
+        rc = self.kill_host(name, sig)
+        self.start_host(name)
+        return rc
+
+    # ---------------------------------------------------------------- CLI
+
+    def run(self, argv, check=True, input=None, timeout=120):
+        r = subprocess.run([str(a) for a in argv], input=input, capture_output=True,
+                           text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(map(str, argv))} exited {r.returncode}\n"
+                                 f"stdout: {r.stdout}\nstderr: {r.stderr}")
+        return r
+
+    def cli(self, *args, host=None, check=True, config=None, input=None, timeout=120):
+        """Run `ferry --config CONFIG [--host HOST] ARGS` -> CompletedProcess
+        (text). check=True asserts exit code 0."""
+        argv = [self.ferry_bin, "--config", config or self.client_config]
+        if host:
+            argv += ["--host", host]
+        return self.run(argv + list(args), check=check, input=input, timeout=timeout)
+
+    def cli_json(self, *args, host=None):
+        """`ferry --json ARGS`, parsed."""
+        return json.loads(self.cli("--json", *args, host=host).stdout)
+
+    # ---------------------------------------------------------------- raw API
+
+    def ssl_context(self, cert=_DEFAULT, ca=None, tls_version=ssl.TLSVersion.TLSv1_3):
+        """Client context: only tls_version, trusting ca (default: the cluster
+        CA), presenting cert=(crt, key) (default: admin; None: no cert)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ctx.maximum_version = tls_version
+        ctx.load_verify_locations(str(ca or self.pki / "ca.crt"))
+        if cert is _DEFAULT:
+            cert = self.user_cert()
+        if cert:
+            ctx.load_cert_chain(*cert)
+        return ctx
+
+    def api(self, host, method, path, body=None, raw_body=None, cert=_DEFAULT, ca=None,
+            headers=None, timeout=30, tls_version=ssl.TLSVersion.TLSv1_3):
+        """One HTTPS request -> (status, parsed JSON or text). body is
+        JSON-encoded; raw_body (str/bytes) is sent as is. A TLS refusal or a
+        connection closed without an answer raises TLSRefused."""
+        h = self.hosts[host]
+        ctx = self.ssl_context(cert, ca, tls_version)
+        conn = http.client.HTTPSConnection(h.address, h.port, context=ctx, timeout=timeout)
+        hdrs = dict(headers or {})
+        data = raw_body
+        if body is not None:
+            data = json.dumps(body)
+        if data is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        try:
+            conn.connect()  # the TLS handshake
+            try:
+                conn.request(method, path, body=data, headers=hdrs)
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+                pass  # the server may answer (e.g. 413) before reading it all
+            resp = conn.getresponse()
+            text = resp.read().decode(errors="replace")
+        except (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected,
+                http.client.BadStatusLine) as e:
+            raise TLSRefused(f"{type(e).__name__}: {e}") from e
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+    def api_ok(self, host, method, path, body=None, expect=(200,)):
+        """api() that asserts a status in expect and returns the JSON reply."""
+        status, reply = self.api(host, method, path, body=body)
+        assert status in expect, f"{method} {path} -> {status}: {reply}"
+        return reply
+
+    def host_info(self, host):
+        return self.api_ok(host, "GET", "/v1/host")
+
+    # ---------------------------------------------------------------- VMs
+
+    def vm_definition(self, name, memory_mib=256, mib=32, rate=1000, secret=None,
+                      extra="", vcpus=1, **fields):
+        """A definition booting the test guest with memload.mib=mib and
+        memload.rate=rate (plus secret and extra kernel parameters)."""
+        # clocksource=hpet: see guest/README.md (TSC stalls after a migration
+        # whose destination is resumed with `cont`, QEMU 7.2 TCG)
+        cmdline = (f"console=ttyS0 quiet clocksource=hpet memload.mib={mib} "
+                   f"memload.rate={rate}")
+        if secret:
+            cmdline += f" memload.secret={secret}"
+        if extra:
+            cmdline += f" {extra}"
+        d = {"name": name, "memory_mib": memory_mib, "vcpus": vcpus,
+             "kernel": "guest/vmlinuz", "initrd": "guest/initramfs.cpio.gz",
+             "cmdline": cmdline}
+        d.update(fields)
+        return d
+
+    def define_vm(self, host, name, **kw):
+        """Define a test-guest VM (see vm_definition) through the API."""
+        return self.api_ok(host, "POST", "/v1/vms", self.vm_definition(name, **kw),
+                           expect=(201,))
+
+    def start_vm(self, host, name):
+        vm = self.api_ok(host, "POST", f"/v1/vms/{name}/start")
+        assert vm["state"] == "running" and vm["pid"] > 0, vm
+        return vm
+
+    def stop_vm(self, host, name, force=False, timeout_s=30, wait=True):
+        self.api_ok(host, "POST", f"/v1/vms/{name}/stop",
+                    {"force": force, "timeout_s": timeout_s}, expect=(202,))
+        if wait:
+            return self.wait_vm_state(host, name, "shutoff", timeout_s + 20)
+        return None
+
+    def vm_info(self, host, name):
+        return self.api_ok(host, "GET", f"/v1/vms/{name}")
+
+    def list_vms(self, host):
+        return self.api_ok(host, "GET", "/v1/vms")["vms"]
+
+    def wait_vm_state(self, host, name, state, timeout=30):
+        last = {}
+
+        def check():
+            last.update(self.vm_info(host, name))
+            return last if last["state"] == state else None
+        try:
+            return wait_until(check, timeout, 0.1, f"vm {name} on {host} to be {state}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last: {last}") from None
+
+    def vm_dir(self, host, name):
+        return self.hosts[host].state_dir / "vms" / name
+
+    def pidfile(self, host, uuid):
+        return self.hosts[host].state_dir / "run" / f"{uuid}.pid"
+
+    def console(self, host, vm):
+        """The VM's whole serial console through the API."""
+        out, offset = [], 0
+        while True:
+            r = self.api_ok(host, "GET", f"/v1/vms/{vm}/console?offset={offset}")
+            out.append(r["data"])
+            if r["next"] <= offset:
+                return "".join(out)
+            offset = r["next"]
+
+    def console_file(self, host, vm):
+        """The console log straight from the state dir (works without ferryd)."""
+        try:
+            return (self.vm_dir(host, vm) / "console.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _console_text(self, host, vm, source):
+        return self.console(host, vm) if source == "api" else self.console_file(host, vm)
+
+    def heartbeats(self, host, vm, source="api"):
+        """Parsed memload heartbeats; source "api" or "file"."""
+        return parse_heartbeats(self._console_text(host, vm, source))
+
+    def wait_heartbeats(self, host, vm, n=1, timeout=VM_BOOT_TIMEOUT, after_seq=None,
+                        source="api"):
+        """Wait for n heartbeats with seq > after_seq (default: the last one
+        seen now; 0: since boot) and return all heartbeats."""
+        if after_seq is None:
+            hbs = self.heartbeats(host, vm, source)
+            after_seq = hbs[-1]["seq"] if hbs else 0
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._console_text(host, vm, source)
+            hbs = parse_heartbeats(text)
+            if sum(1 for h in hbs if h["seq"] > after_seq) >= n:
+                return hbs
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"vm {vm} on {host}: fewer than {n} heartbeats after seq {after_seq} "
+                    f"within {timeout}s; console tail:\n"
+                    + "\n".join(text.splitlines()[-15:]))
+            time.sleep(0.25)
+
+    # ---------------------------------------------------------------- teardown
+
+    def our_pids(self):
+        """Live processes of this cluster: QEMUs named by pidfiles under
+        the state dirs, and anything whose command line names the cluster dir
+        (every ferryd and QEMU, even one whose pidfile is gone)."""
+        pids = set()
+        for h in self.hosts.values():
+            for pf in (h.state_dir / "run").glob("*.pid"):
+                try:
+                    pid = int(pf.read_text().strip())
+                except (OSError, ValueError):
+                    continue
+                if pid_alive(pid) and any(str(self.dir).encode() in a
+                                          for a in proc_cmdline(pid)):
+                    pids.add(pid)
+        needle = str(self.dir).encode() + b"/"
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit() and int(p.name) != os.getpid():
+                if any(needle in a for a in proc_cmdline(int(p.name))) and pid_alive(int(p.name)):
+                    pids.add(int(p.name))
+        return pids
+
+    def diagnostics(self, lines=40):
+        """Tails of every ferryd log and QEMU log, for failure reports."""
+        parts = []
+        for h in self.hosts.values():
+            parts.append(f"--- {h.log} (last {lines} lines) ---\n{tail(h.log, lines)}")
+            for q in sorted((h.state_dir / "vms").glob("*/qemu.log")):
+                parts.append(f"--- {q} ---\n{tail(q, 10)}")
+        return "\n".join(parts)
+
+    def close(self, keep=None):
+        """Kill every ferryd and QEMU of the cluster, check they are gone and
+        remove the cluster dir (kept when $FERRY_KEEP=1)."""
+        if self.closed:
+            return
+        self.closed = True
+        _live_clusters.remove(self)
+        for name, h in self.hosts.items():
+            if h.proc is not None:
+                try:
+                    self.kill_host(name, signal.SIGKILL, timeout=10)
+                except AssertionError:
+                    pass
+        leftover = []
+        for _ in range(3):
+            pids = self.our_pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            leftover = [p for p in pids if not wait_pid_gone(p, 10)]
+            if not pids:
+                break
+        if keep is None:
+            keep = os.environ.get("FERRY_KEEP") == "1"
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        assert not leftover, f"processes of {self.dir} still alive: {leftover}"
+        assert keep or not self.dir.exists(), f"{self.dir} not removed"
+
+
+def live_clusters():
+    return list(_live_clusters)
+
+
+def expect_tls_refused(fn):
+    """Run fn(); return the TLSRefused it raised, or fail if it got an answer."""
+    try:
+        r = fn()
+    except TLSRefused as e:
+        return e
+    raise AssertionError(f"expected a TLS refusal, got an HTTP answer: {r}")
+
+
+def kvm_expected():
+    """What accel=auto should resolve to here: KVM only with a usable
+    /dev/kvm and vmx or svm in the CPU flags (see accel_resolve)."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        flags = []
+    return os.access("/dev/kvm", os.R_OK | os.W_OK) and ("vmx" in flags or "svm" in flags)
