@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh: two ferryd hosts on loopback (127.0.0.2 and 127.0.0.3, separate
-# state dirs), a cluster PKI, and a memload VM started on host-a whose
-# heartbeat is shown. Run by `make demo` after the build and the guest.
+# state dirs), a cluster PKI, a memload VM started on host-a whose heartbeat
+# is shown, then migrated live and encrypted to host-b, where the heartbeat
+# runs on. Run by `make demo` after the build and the guest.
 #
 # FERRY_DEMO_DIR (default /tmp/ferry-demo) holds everything; it is wiped at
 # the start. FERRY_DEMO_KEEP=1 leaves the hosts and the VM running.
@@ -109,4 +110,23 @@ for _ in $(seq 60); do
 done
 sleep 3
 $FERRY --host host-a vm console demo | grep 'memload:' | tail -5
+last=$($FERRY --host host-a vm console demo | grep 'memload: hb' | tail -1)
+
+say "secure live migration of 'demo' from host-a to host-b (TLS 1.3, AES-256-GCM)"
+$FERRY --host host-a migrate demo --to host-b
+$FERRY --host host-b vm list
+
+say "memload heartbeat on host-b: the sequence runs on, no page corrupted"
+echo "last heartbeat on host-a: $last"
+for _ in $(seq 40); do
+  n=$($FERRY --host host-b vm console demo 2>/dev/null | grep -c 'memload: hb' || true)
+  [ "${n:-0}" -ge 3 ] && break
+  sleep 0.5
+done
+$FERRY --host host-b vm console demo | grep 'memload:' | tail -4
+if $FERRY --host host-b vm console demo | grep -q CORRUPTION; then
+  echo "demo: memload reported corruption" >&2
+  exit 1
+fi
+$FERRY --host host-a migrate history
 say "demo done"

@@ -33,6 +33,16 @@ static void test_routes(void **state)
 		{ "POST", "/v1/vms/x/resume", ROUTE_VM_RESUME, "x" },
 		{ "GET", "/v1/vms/x/console?offset=10&limit=20",
 		  ROUTE_VM_CONSOLE, "x" },
+		{ "GET", "/v1/migrations", ROUTE_MIG_LIST, "" },
+		{ "GET", "/v1/migrations/0123abcd", ROUTE_MIG_INFO,
+		  "0123abcd" },
+		{ "POST", "/v1/migrations/0123abcd/cancel", ROUTE_MIG_CANCEL,
+		  "0123abcd" },
+		{ "GET", "/v1/incoming/0123abcd", ROUTE_IN_INFO, "0123abcd" },
+		{ "POST", "/v1/incoming/0123abcd/finish", ROUTE_IN_FINISH,
+		  "0123abcd" },
+		{ "POST", "/v1/incoming/0123abcd/abort", ROUTE_IN_ABORT,
+		  "0123abcd" },
 	};
 
 	(void)state;
@@ -79,6 +89,14 @@ static void test_refusals(void **state)
 		{ "POST", "/v1/vms/x/stop", "{\"now\": true}", FERR_INVALID },
 		{ "POST", "/v1/vms/x/start", "{\"x\": 1}", FERR_INVALID },
 		{ "GET", "/v1/host", "{}", FERR_INVALID },
+		{ "POST", "/v1/vms/x/migrate", NULL, FERR_INVALID },
+		{ "POST", "/v1/vms/x/migrate", "[]", FERR_INVALID },
+		{ "GET", "/v1/vms/x/migrate", NULL, FERR_METHOD },
+		{ "POST", "/v1/incoming", NULL, FERR_INVALID },
+		{ "POST", "/v1/migrations/a/cancel", "{\"now\": 1}",
+		  FERR_INVALID },
+		{ "DELETE", "/v1/migrations/a", NULL, FERR_METHOD },
+		{ "GET", "/v1/incoming/A_B", NULL, FERR_INVALID },
 	};
 
 	(void)state;
@@ -120,6 +138,15 @@ static void test_bodies(void **state)
 			 0);
 	assert_non_null(req.body);
 	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/vms/x/migrate",
+			       "{\"to\": \"b\"}", &req, &err),
+			 0);
+	assert_non_null(req.body); /* validated by the migrator */
+	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/incoming/ab/finish", NULL, &req,
+			       &err),
+			 0);
+	assert_null(req.body);
 	assert_int_equal(parse("GET", "/v1/vms/x/console", NULL, &req, &err),
 			 0);
 	assert_int_equal(req.offset, 0);

@@ -1,0 +1,381 @@
+/* Unit tests of the migration data plane: HELLO/ACK encoding and binding,
+ * options, and the relay (plaintext and TLS over socketpairs). */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "migrate.h"
+#include "tls.h"
+
+static const uint8_t KEY[MIG_KEY_LEN] = { 1, 2, 3, 4, 5 };
+static const uint8_t EXP[MIG_EXPORTER_LEN] = { 9, 8, 7 };
+
+static void hello_of(uint8_t out[MIG_HELLO_LEN], uint16_t chan)
+{
+	struct mig_hello h = { .flags = 0, .channel = chan, .nchan = 3 };
+
+	memset(h.session, 0xab, sizeof(h.session));
+	mig_hello_build(out, &h, KEY, EXP);
+}
+
+static void test_hello_roundtrip(void **state)
+{
+	uint8_t msg[MIG_HELLO_LEN];
+	struct mig_hello h;
+	struct ferr err = { 0 };
+
+	(void)state;
+	hello_of(msg, 2);
+	assert_memory_equal(msg, "FMIG", 4);
+	assert_int_equal(mig_hello_parse(msg, &h, &err), 0);
+	assert_int_equal(h.channel, 2);
+	assert_int_equal(h.nchan, 3);
+	assert_int_equal(h.session[0], 0xab);
+	assert_true(mig_hello_mac_ok(msg, KEY, EXP));
+}
+
+/* Any changed byte must be refused, by the parser or by the MAC. */
+static void test_hello_tamper(void **state)
+{
+	uint8_t key2[MIG_KEY_LEN] = { 1, 2, 3, 4, 6 };
+	uint8_t exp2[MIG_EXPORTER_LEN] = { 9, 8, 6 };
+	uint8_t msg[MIG_HELLO_LEN];
+	struct mig_hello h;
+	struct ferr err;
+
+	(void)state;
+	for (size_t i = 0; i < MIG_HELLO_LEN; i++) {
+		hello_of(msg, 1);
+		msg[i] ^= 0x40;
+		if (mig_hello_parse(msg, &h, &err) == 0 &&
+		    mig_hello_mac_ok(msg, KEY, EXP))
+			fail_msg("flipping byte %zu was not detected", i);
+	}
+	hello_of(msg, 1);
+	assert_false(mig_hello_mac_ok(msg, key2, EXP));  /* other session */
+	assert_false(mig_hello_mac_ok(msg, KEY, exp2));  /* other connection */
+	/* structural refusals name the problem */
+	hello_of(msg, 1);
+	msg[MIG_HELLO_OFF_VERSION] = 2;
+	assert_int_equal(mig_hello_parse(msg, &h, &err), -1);
+	assert_non_null(strstr(err.msg, "version"));
+	hello_of(msg, 1);
+	msg[MIG_HELLO_OFF_CHANNEL] = 3; /* channel 3 of 3 */
+	assert_int_equal(mig_hello_parse(msg, &h, &err), -1);
+	assert_non_null(strstr(err.msg, "bad channel"));
+	hello_of(msg, 1);
+	msg[MIG_HELLO_OFF_FLAGS] = 0x80;
+	assert_int_equal(mig_hello_parse(msg, &h, &err), -1);
+	assert_non_null(strstr(err.msg, "flags"));
+}
+
+static void test_ack(void **state)
+{
+	uint8_t ack[MIG_ACK_LEN];
+	struct ferr err = { 0 };
+
+	(void)state;
+	mig_ack_build(ack, MIG_ACK_OK, 1, KEY, EXP);
+	assert_int_equal(mig_ack_check(ack, 1, KEY, EXP, &err), 0);
+	assert_int_equal(mig_ack_check(ack, 2, KEY, EXP, &err), -1);
+	ack[MIG_ACK_OFF_MAC] ^= 1;
+	assert_int_equal(mig_ack_check(ack, 1, KEY, EXP, &err), -1);
+	assert_non_null(strstr(err.msg, "session key"));
+	mig_ack_build(ack, MIG_ACK_REFUSED, 1, NULL, NULL);
+	assert_int_equal(mig_ack_check(ack, 1, KEY, EXP, &err), -1);
+	assert_non_null(strstr(err.msg, "refused"));
+}
+
+static void test_hex(void **state)
+{
+	uint8_t in[4] = { 0x00, 0x1f, 0xa0, 0xff }, out[4];
+	char hex[9];
+
+	(void)state;
+	hex_encode(in, 4, hex);
+	assert_string_equal(hex, "001fa0ff");
+	assert_int_equal(hex_decode("001FA0ff", out, 4), 0);
+	assert_memory_equal(in, out, 4);
+	assert_int_equal(hex_decode("001fa0f", out, 4), -1);
+	assert_int_equal(hex_decode("001fa0fg", out, 4), -1);
+	assert_int_equal(hex_decode("001fa0ff00", out, 4), -1);
+}
+
+static int opts(const char *text, struct mig_opts *o, struct ferr *err)
+{
+	json_t *j = json_loads(text, 0, NULL);
+	int rc;
+
+	assert_non_null(j);
+	rc = mig_opts_from_json(j, o, err);
+	json_decref(j);
+	return rc;
+}
+
+static void test_opts(void **state)
+{
+	static const struct {
+		const char *text, *needle;
+	} bad[] = {
+		{ "{}", "migration.to" },
+		{ "{\"to\": \"b\"}", "migration.address" },
+		{ "{\"to\": \"b\", \"address\": \"host-b\"}", "migration.address" },
+		{ "{\"to\": \"B!\", \"address\": \"127.0.0.3\"}", "migration.to" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"mode\": \"fast\"}",
+		  "migration.mode" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"channels\": 16}",
+		  "migration.channels" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"max_downtime_ms\": "
+		  "0}",
+		  "max_downtime_ms" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"insecure\": 1}",
+		  "insecure" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"x\": 1}",
+		  "unknown field" },
+	};
+	struct mig_opts o;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(opts("{\"to\": \"host-b\", \"address\": \"127.0.0.3\", "
+			      "\"port\": 9443, \"mode\": \"offline\", "
+			      "\"bandwidth_mibps\": 8, \"channels\": 4, "
+			      "\"insecure\": true}",
+			      &o, &err),
+			 0);
+	assert_string_equal(o.to, "host-b");
+	assert_int_equal(o.port, 9443);
+	assert_int_equal(o.mode, MIG_OFFLINE);
+	assert_int_equal(o.bandwidth_mibps, 8);
+	assert_int_equal(o.channels, 4);
+	assert_true(o.insecure);
+	assert_int_equal(o.max_downtime_ms, 0); /* the VM's setting */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (opts(bad[i].text, &o, &err) != -1)
+			fail_msg("case %zu accepted", i);
+		if (!strstr(err.msg, bad[i].needle))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
+				 bad[i].needle);
+	}
+}
+
+/* ---- the relay ---- */
+
+struct relay_side {
+	int local;
+	struct mig_conn remote;
+	atomic_bool *stop;
+	struct relay_counters ctr;
+	int rc;
+	struct ferr err;
+};
+
+static void *relay_thread(void *arg)
+{
+	struct relay_side *s = arg;
+
+	s->rc = relay_run(s->local, &s->remote, s->stop, &s->ctr, &s->err);
+	return NULL;
+}
+
+/* Write len pseudo-random bytes to fd, then half-close. */
+struct writer {
+	int fd;
+	size_t len;
+	unsigned seed;
+};
+
+static void *writer_thread(void *arg)
+{
+	struct writer *w = arg;
+	uint8_t buf[65536];
+	size_t sent = 0;
+	unsigned x = w->seed;
+
+	while (sent < w->len) {
+		size_t n = w->len - sent < sizeof(buf) ? w->len - sent
+						       : sizeof(buf);
+
+		for (size_t i = 0; i < n; i++) {
+			x = x * 1103515245u + 12345u;
+			buf[i] = (uint8_t)(x >> 16);
+		}
+		if (write(w->fd, buf, n) != (ssize_t)n)
+			break;
+		sent += n;
+	}
+	shutdown(w->fd, SHUT_WR);
+	return NULL;
+}
+
+/* Read everything from fd and check it against the writer's stream. */
+static size_t read_check(int fd, size_t len, unsigned seed)
+{
+	uint8_t buf[65536];
+	size_t got = 0;
+	unsigned x = seed;
+	ssize_t n;
+
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			x = x * 1103515245u + 12345u;
+			if (buf[i] != (uint8_t)(x >> 16))
+				fail_msg("byte %zu differs", got + (size_t)i);
+		}
+		got += (size_t)n;
+	}
+	assert_int_equal(got, len);
+	return got;
+}
+
+/* QEMU-a <-> relay A <-> network <-> relay B <-> QEMU-b, both directions
+ * at once, then half-closes; over TLS when ctxs are given. */
+static void run_pair(SSL_CTX *cctx, SSL_CTX *sctx)
+{
+	enum { UP = 3 * 1024 * 1024 + 17, DOWN = 1024 * 1024 + 5 };
+	int qa[2], qb[2], net[2];
+	atomic_bool stop = false;
+	struct relay_side a = { .stop = &stop }, b = { .stop = &stop };
+	struct writer wa, wb;
+	pthread_t ta, tb, twa, twb;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, qa), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, qb), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, net), 0);
+	a.local = qa[1];
+	a.remote.fd = net[0];
+	b.local = qb[1];
+	b.remote.fd = net[1];
+	if (cctx) {
+		a.remote.ssl = SSL_new(cctx);
+		b.remote.ssl = SSL_new(sctx);
+		SSL_set_fd(a.remote.ssl, net[0]);
+		SSL_set_fd(b.remote.ssl, net[1]);
+		SSL_set_connect_state(a.remote.ssl);
+		SSL_set_accept_state(b.remote.ssl);
+	}
+	pthread_create(&ta, NULL, relay_thread, &a);
+	pthread_create(&tb, NULL, relay_thread, &b);
+	wa = (struct writer){ .fd = qa[0], .len = UP, .seed = 1 };
+	wb = (struct writer){ .fd = qb[0], .len = DOWN, .seed = 2 };
+	pthread_create(&twa, NULL, writer_thread, &wa);
+	pthread_create(&twb, NULL, writer_thread, &wb);
+	read_check(qb[0], UP, 1);
+	read_check(qa[0], DOWN, 2);
+	pthread_join(twa, NULL);
+	pthread_join(twb, NULL);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	if (a.rc || b.rc)
+		fail_msg("relay failed: %s / %s", a.err.msg, b.err.msg);
+	assert_int_equal(atomic_load(&a.ctr.to_remote), UP);
+	assert_int_equal(atomic_load(&b.ctr.to_remote), DOWN);
+	if (cctx) {
+		SSL_free(a.remote.ssl);
+		SSL_free(b.remote.ssl);
+	}
+	for (int i = 0; i < 2; i++) {
+		close(qa[i]);
+		close(qb[i]);
+		close(net[i]);
+	}
+}
+
+static void test_relay_plain(void **state)
+{
+	(void)state;
+	run_pair(NULL, NULL);
+}
+
+static char g_pki[64];
+
+static void test_relay_tls(void **state)
+{
+	char ca[128], crt[128], key[128];
+	struct ferr err = { 0 };
+	SSL_CTX *c, *s;
+
+	(void)state;
+	snprintf(ca, sizeof(ca), "%s/ca.crt", g_pki);
+	snprintf(crt, sizeof(crt), "%s/hosts/h.crt", g_pki);
+	snprintf(key, sizeof(key), "%s/hosts/h.key", g_pki);
+	c = tls_client_ctx_new(ca, crt, key, &err);
+	s = tls_server_ctx_new(ca, crt, key, &err);
+	assert_non_null(c);
+	assert_non_null(s);
+	run_pair(c, s);
+	SSL_CTX_free(c);
+	SSL_CTX_free(s);
+}
+
+/* A relay whose peer resets mid-stream fails; stop ends it too. */
+static void test_relay_errors(void **state)
+{
+	int q[2], net[2];
+	atomic_bool stop = false;
+	struct relay_side a = { .stop = &stop };
+	pthread_t t;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, q), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, net), 0);
+	a.local = q[1];
+	a.remote.fd = net[0];
+	pthread_create(&t, NULL, relay_thread, &a);
+	atomic_store(&stop, true);
+	pthread_join(t, NULL);
+	assert_int_equal(a.rc, -1);
+	assert_non_null(strstr(a.err.msg, "cancelled"));
+	for (int i = 0; i < 2; i++) {
+		close(q[i]);
+		close(net[i]);
+	}
+}
+
+static int setup_pki(void **state)
+{
+	const char *ips[] = { "127.0.0.1", NULL };
+	struct ferr err = { 0 };
+
+	(void)state;
+	snprintf(g_pki, sizeof(g_pki), "/tmp/ferry-unit-XXXXXX");
+	if (!mkdtemp(g_pki))
+		return -1;
+	if (pki_init(g_pki, "unit", 1, &err) < 0 ||
+	    pki_issue(g_pki, PKI_HOST, "h", ips, NULL, 1, &err) < 0) {
+		print_error("pki: %s\n", err.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static int teardown_pki(void **state)
+{
+	struct ferr err;
+
+	(void)state;
+	return rmtree(g_pki, &err);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hello_roundtrip),
+		cmocka_unit_test(test_hello_tamper),
+		cmocka_unit_test(test_ack),
+		cmocka_unit_test(test_hex),
+		cmocka_unit_test(test_opts),
+		cmocka_unit_test(test_relay_plain),
+		cmocka_unit_test(test_relay_tls),
+		cmocka_unit_test(test_relay_errors),
+	};
+	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+}
