@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check clean
+.PHONY: all deps build asan guest demo check bench clean
 
 all: build
 
@@ -30,6 +30,11 @@ demo: build guest
 
 check: build asan guest
 	bash scripts/check.sh
+
+# Migration benchmark: QEMU's own transports against ferry, side by side
+# (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
+bench: build guest
+	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

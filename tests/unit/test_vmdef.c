@@ -188,7 +188,7 @@ static void test_argv(void **state)
 	assert_string_equal(a.v[i + 1], "tcg");
 	assert_int_equal(find_arg(&a, "-cpu"), -1);
 	i = find_arg(&a, "-m");
-	assert_string_equal(a.v[i + 1], "256");
+	assert_string_equal(a.v[i + 1], "262136K"); /* TCG: 256 MiB - 8 KiB */
 	i = find_arg(&a, "-kernel");
 	assert_string_equal(a.v[i + 1], "/sh/k");
 	i = find_arg(&a, "-append");
@@ -206,6 +206,8 @@ static void test_argv(void **state)
 	assert_string_equal(a.v[i + 1], "kvm");
 	i = find_arg(&a, "-cpu");
 	assert_string_equal(a.v[i + 1], "host");
+	i = find_arg(&a, "-m");
+	assert_string_equal(a.v[i + 1], "256");
 	strv_free(&a);
 }
 
