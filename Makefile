@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check bench clean
+.PHONY: all deps build asan guest demo check bench fuzz clean
 
 all: build
 
@@ -36,5 +36,11 @@ check: build asan guest
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
 
+# libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
+# runs them briefly.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # check.sh: every test. Run by `make check` after the builds and the guest.
 #   1. unit tests (cmocka) of the normal build and of the ASan/UBSan build;
-#   2. system tests (pytest) with real ferryd hosts and QEMU guests, run
+#   2. each libFuzzer target for a short while (make fuzz runs longer);
+#   3. system tests (pytest) with real ferryd hosts and QEMU guests, run
 #      against the sanitizer build so memory errors in ferryd fail them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +15,9 @@ echo "== unit tests (build)"
 meson test -C build --print-errorlogs --suite unit
 echo "== unit tests (build-asan: ASan + UBSan)"
 meson test -C build-asan --print-errorlogs --suite unit
+
+echo "== fuzz targets, briefly (libFuzzer, clang, ASan + UBSan)"
+bash scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-20}"
 
 echo "== system tests (ferryd from build-asan)"
 FERRY_BUILD="$ROOT/build-asan" FERRY_GUEST_DIR="$ROOT/build/guest" \

@@ -17,6 +17,12 @@
 
 #define FERRY_VERSION "0.1.0"
 
+/* A label key=value (both valid ferry names), on VMs and hosts. */
+struct label {
+	char key[FERRY_NAME_MAX + 1];
+	char value[FERRY_NAME_MAX + 1];
+};
+
 /* Error classes. Each maps to one API error code string and HTTP status. */
 enum ferr_code {
 	FERR_OK = 0,

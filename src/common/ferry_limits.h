@@ -29,6 +29,7 @@
 #define FERRY_VM_VCPU_MAX 256ULL
 #define FERRY_VM_CMDLINE_MAX 2048
 #define FERRY_VM_MAX 1024                       /* VMs per host */
+#define FERRY_VM_LABELS_MAX 16                  /* labels per VM */
 
 /* REST API */
 #define FERRY_API_PORT_DEFAULT 8443

@@ -102,6 +102,9 @@ static void session_end(struct migrator *m, struct in_session *s,
 		event_free(s->timer);
 		s->timer = NULL;
 	}
+	/* QEMU removes its listening socket only when it closes it cleanly,
+	 * not when it exits on a failed load or is killed */
+	unlink(s->in_sock);
 	pthread_mutex_lock(&m->lock);
 	s->state = st;
 	if (st != IN_COMMITTED)
@@ -369,6 +372,8 @@ int migrator_prepare(struct migrator *m, const json_t *body,
 	return 0;
 fail:
 	if (s) {
+		if (s->in_sock[0])
+			unlink(s->in_sock);
 		if (s->timer)
 			event_free(s->timer);
 		OPENSSL_cleanse(s->key, sizeof(s->key));

@@ -5,6 +5,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -459,6 +460,38 @@ void migrator_annotate_vm(const struct vm *vm, json_t *obj)
 
 /* ---- the migrator ---- */
 
+/* At start-up no migration is in progress: remove the channel sockets
+ * (state/run/ID.in, ID.out) that a ferryd or QEMU killed mid-migration left
+ * behind. */
+static void sweep_channel_sockets(const struct ferryd_config *cfg)
+{
+	char dir[FERRY_PATH_MAX], path[FERRY_PATH_MAX];
+	struct dirent *de;
+	struct ferr err;
+	DIR *d;
+
+	if (fmt_checked(dir, sizeof(dir), &err, "path", "%s/run",
+			cfg->state_dir) < 0 ||
+	    !(d = opendir(dir)))
+		return;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		struct stat st;
+
+		if (len < 4 || (strcmp(de->d_name + len - 3, ".in") != 0 &&
+				strcmp(de->d_name + len - 4, ".out") != 0))
+			continue;
+		if (fmt_checked(path, sizeof(path), &err, "path", "%s/%s", dir,
+				de->d_name) < 0 ||
+		    lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
+			continue;
+		if (unlink(path) == 0)
+			log_info("migration: removed a stale channel socket %s",
+				 path);
+	}
+	closedir(d);
+}
+
 /* vmm exit hook: a VM's QEMU exited. */
 static void on_vm_exit(struct vm *vm, void *arg)
 {
@@ -485,6 +518,7 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 			"%s/migrations.jsonl", cfg->state_dir) < 0)
 		goto fail;
 	history_load(m);
+	sweep_channel_sockets(cfg);
 	m->client_ctx = tls_client_ctx_new(cfg->ca_file, cfg->cert_file,
 					   cfg->key_file, err);
 	if (!m->client_ctx)

@@ -545,6 +545,11 @@ static void rec_final(struct mig *g, json_t *qm, const char *outcome,
 			    json_integer((json_int_t)wall_ms()));
 	json_object_set_new(g->rec, "total_ms", json_integer((json_int_t)total));
 	if (!strcmp(outcome, "completed")) {
+		/* the VM runs on the destination: a channel that failed after
+		 * QEMU completed (the destination QEMU may reset a multifd
+		 * channel when it closes it) is no error of the migration;
+		 * rec_error() has logged it */
+		json_object_del(g->rec, "error");
 		json_object_set_new(g->rec, "downtime_ms",
 				    json_integer((json_int_t)down));
 		json_object_set_new(g->rec, "qemu_downtime_ms",
@@ -644,6 +649,12 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 					json_decref(qm);
 					return NULL;
 				}
+				/* close QEMU's channel sockets too: its
+				 * cancel only shuts the main channel, and
+				 * multifd threads blocked writing to a relay
+				 * that cannot forward (a stalled path) would
+				 * keep it "cancelling" for ever */
+				atomic_store(&g->relay_stop, true);
 			}
 		}
 		if (!cancel_sent && !strcmp(st, "active")) {

@@ -1,6 +1,12 @@
 /* relay.c - carry one migration channel between a local QEMU socket and
  * the network connection to the peer ferryd, both directions, with
- * half-close, until both ends are done. */
+ * half-close, until both ends are done.
+ *
+ * Over TLS the relay drives OpenSSL through memory BIOs and does the
+ * socket I/O itself: up to MIG_RELAY_BUF bytes per read or send, instead of
+ * one or two syscalls per 16 KiB TLS record (measured: this halves the
+ * relay's CPU time per byte).
+ */
 #define _GNU_SOURCE
 #include "migrate.h"
 
@@ -13,7 +19,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
+
+#define RELAY_SOCKBUF (4 * 1024 * 1024) /* unix socket buffers to QEMU */
 
 /* Describe the last TLS failure of an SSL call that returned r. */
 static int tls_fail(SSL *ssl, int r, const char *what, struct ferr *err)
@@ -33,8 +42,8 @@ static int tls_fail(SSL *ssl, int r, const char *what, struct ferr *err)
 	if (e == SSL_ERROR_SSL)
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"%s: TLS error (a record failed "
-				"authentication or the peer broke the "
-				"protocol): %s",
+				"authentication, or the stream was cut or "
+				"altered): %s",
 				what, ebuf);
 	return ferr_set(err, FERR_UNAVAILABLE, "%s: TLS error %d %s", what, e,
 			ebuf);
@@ -113,8 +122,6 @@ void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr)
 							     ti.tcpi_bytes_received);
 	}
 	if (c->ssl) {
-		if (clean)
-			SSL_shutdown(c->ssl);
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 	}
@@ -130,7 +137,7 @@ void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr)
 	}
 }
 
-/* One direction's buffer: bytes [off, off+len) are waiting to be sent. */
+/* One buffer: bytes [off, off+len) wait to be passed on. */
 struct rbuf {
 	uint8_t *data;
 	size_t off;
@@ -140,21 +147,30 @@ struct rbuf {
 /* The relay's state, so the steps can be small functions. */
 struct relay {
 	int lfd;
-	struct mig_conn *r;
+	int rfd;
+	SSL *ssl;          /* NULL: plaintext */
+	BIO *rmem, *wmem;  /* TLS: ciphertext in / out (owned by ssl) */
 	struct relay_counters *ctr;
-	struct rbuf up;   /* local -> remote */
-	struct rbuf down; /* remote -> local */
-	bool l_eof, r_eof, r_shut, l_shut;
-	short r_events;   /* what the TLS layer waits for */
+	struct rbuf up;    /* plaintext from QEMU, to send */
+	struct rbuf net;   /* TLS: ciphertext to send */
+	struct rbuf down;  /* plaintext from the peer, to QEMU */
+	uint8_t *tmp;      /* TLS: ciphertext just received */
+	bool l_eof;        /* QEMU ended its stream */
+	bool r_eof;        /* the peer ended its stream (close_notify/FIN) */
+	bool sock_eof;     /* TLS: TCP end of stream seen */
+	bool r_shut;       /* our end of stream sent to the peer */
+	bool l_shut;       /* end of stream passed to QEMU */
 	bool progress;
+	short r_events;
 };
 
-/* local -> up buffer */
+/* QEMU -> up */
 static int step_local_read(struct relay *s, struct ferr *err)
 {
 	ssize_t n;
 
-	if (s->l_eof || s->up.len > 0)
+	if (s->l_eof || s->up.len > 0 || s->net.len > 0 ||
+	    (s->ssl && BIO_ctrl_pending(s->wmem) >= (size_t)MIG_RELAY_BUF))
 		return 0;
 	n = read(s->lfd, s->up.data, MIG_RELAY_BUF);
 	if (n > 0) {
@@ -171,107 +187,145 @@ static int step_local_read(struct relay *s, struct ferr *err)
 	return 0;
 }
 
-/* up buffer -> remote */
-static int step_remote_write(struct relay *s, struct ferr *err)
+/* Send buf's bytes on the network socket as far as it takes them. */
+static int send_some(struct relay *s, struct rbuf *b, struct ferr *err)
 {
-	ssize_t n;
+	ssize_t n = send(s->rfd, b->data + b->off, b->len, MSG_NOSIGNAL);
 
-	if (s->up.len == 0)
-		return 0;
-	if (s->r->ssl) {
-		int r = SSL_write(s->r->ssl, s->up.data + s->up.off,
-				  (int)s->up.len);
-
-		if (r <= 0) {
-			int e = SSL_get_error(s->r->ssl, r);
-
-			if (e == SSL_ERROR_WANT_WRITE) {
-				s->r_events |= POLLOUT;
-				return 0;
-			}
-			if (e == SSL_ERROR_WANT_READ) {
-				s->r_events |= POLLIN;
-				return 0;
-			}
-			return tls_fail(s->r->ssl, r, "sending to the peer",
-					err);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR) {
+			s->r_events |= POLLOUT;
+			return 0;
 		}
-		n = r;
-	} else {
-		n = send(s->r->fd, s->up.data + s->up.off, s->up.len,
-			 MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR) {
-				s->r_events |= POLLOUT;
-				return 0;
-			}
-			return ferr_set(err, FERR_UNAVAILABLE,
-					"sending to the peer: %s",
-					strerror(errno));
-		}
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"sending to the peer: %s", strerror(errno));
 	}
-	s->up.off += (size_t)n;
-	s->up.len -= (size_t)n;
-	atomic_fetch_add(&s->ctr->to_remote, (uint64_t)n);
+	b->off += (size_t)n;
+	b->len -= (size_t)n;
 	s->progress = true;
 	return 0;
 }
 
-/* remote -> down buffer */
-static int step_remote_read(struct relay *s, struct ferr *err)
+/* up -> network: encrypt into the memory BIO, then send ciphertext. */
+static int step_send(struct relay *s, struct ferr *err)
+{
+	if (!s->ssl) {
+		size_t before = s->up.len;
+
+		if (before == 0 || send_some(s, &s->up, err) < 0)
+			return before == 0 ? 0 : -1;
+		atomic_fetch_add(&s->ctr->to_remote, before - s->up.len);
+		return 0;
+	}
+	while (s->up.len > 0) {
+		int r = SSL_write(s->ssl, s->up.data + s->up.off,
+				  (int)s->up.len);
+
+		if (r <= 0) {
+			if (SSL_get_error(s->ssl, r) == SSL_ERROR_WANT_READ)
+				break; /* handshake: wait for the peer */
+			return tls_fail(s->ssl, r, "sending to the peer", err);
+		}
+		s->up.off += (size_t)r;
+		s->up.len -= (size_t)r;
+		atomic_fetch_add(&s->ctr->to_remote, (uint64_t)r);
+		s->progress = true;
+	}
+	if (s->net.len == 0 && BIO_ctrl_pending(s->wmem) > 0) {
+		int n = BIO_read(s->wmem, s->net.data, MIG_RELAY_BUF);
+
+		if (n > 0) {
+			s->net.off = 0;
+			s->net.len = (size_t)n;
+		}
+	}
+	if (s->net.len > 0)
+		return send_some(s, &s->net, err);
+	return 0;
+}
+
+/* network -> down: receive ciphertext, decrypt as much as fits. */
+static int step_receive(struct relay *s, struct ferr *err)
 {
 	ssize_t n;
 
-	if (s->r_eof || s->down.len > 0)
-		return 0;
-	if (s->r->ssl) {
-		int r = SSL_read(s->r->ssl, s->down.data, MIG_RELAY_BUF);
-
-		if (r <= 0) {
-			int e = SSL_get_error(s->r->ssl, r);
-
-			if (e == SSL_ERROR_ZERO_RETURN) {
-				s->r_eof = true;
-				s->progress = true;
-				return 0;
-			}
-			if (e == SSL_ERROR_WANT_READ) {
-				s->r_events |= POLLIN;
-				return 0;
-			}
-			if (e == SSL_ERROR_WANT_WRITE) {
-				s->r_events |= POLLOUT;
-				return 0;
-			}
-			return tls_fail(s->r->ssl, r, "receiving from the peer",
-					err);
-		}
-		n = r;
-	} else {
-		n = recv(s->r->fd, s->down.data, MIG_RELAY_BUF, 0);
+	if (!s->ssl) {
+		if (s->r_eof || s->down.len > 0)
+			return 0;
+		n = recv(s->rfd, s->down.data, MIG_RELAY_BUF, 0);
 		if (n == 0) {
 			s->r_eof = true;
 			s->progress = true;
-			return 0;
+		} else if (n > 0) {
+			s->down.off = 0;
+			s->down.len = (size_t)n;
+			atomic_fetch_add(&s->ctr->from_remote, (uint64_t)n);
+			s->progress = true;
+		} else if (errno == EAGAIN || errno == EINTR) {
+			s->r_events |= POLLIN;
+		} else {
+			return ferr_set(err, FERR_UNAVAILABLE,
+					"receiving from the peer: %s",
+					strerror(errno));
 		}
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR) {
-				s->r_events |= POLLIN;
-				return 0;
-			}
+		return 0;
+	}
+	/* ciphertext in, while OpenSSL's input is not backed up */
+	if (!s->sock_eof &&
+	    BIO_ctrl_pending(s->rmem) < (size_t)MIG_RELAY_BUF) {
+		n = recv(s->rfd, s->tmp, MIG_RELAY_BUF, 0);
+		if (n > 0) {
+			if (BIO_write(s->rmem, s->tmp, (int)n) != (int)n)
+				return ferr_set(err, FERR_INTERNAL,
+						"out of memory");
+			s->progress = true;
+		} else if (n == 0) {
+			/* OpenSSL decides whether this end is clean */
+			s->sock_eof = true;
+			BIO_set_mem_eof_return(s->rmem, 0);
+			s->progress = true;
+		} else if (errno == EAGAIN || errno == EINTR) {
+			s->r_events |= POLLIN;
+		} else {
 			return ferr_set(err, FERR_UNAVAILABLE,
 					"receiving from the peer: %s",
 					strerror(errno));
 		}
 	}
-	s->down.off = 0;
-	s->down.len = (size_t)n;
-	atomic_fetch_add(&s->ctr->from_remote, (uint64_t)n);
-	s->progress = true;
+	if (s->down.len > 0 && s->down.off > 0 &&
+	    s->down.off + s->down.len > MIG_RELAY_BUF / 2) {
+		memmove(s->down.data, s->down.data + s->down.off, s->down.len);
+		s->down.off = 0;
+	}
+	while (!s->r_eof && s->down.off + s->down.len < MIG_RELAY_BUF) {
+		int r = SSL_read(s->ssl, s->down.data + s->down.off +
+						 s->down.len,
+				 (int)(MIG_RELAY_BUF - s->down.off -
+				       s->down.len));
+
+		if (r > 0) {
+			s->down.len += (size_t)r;
+			atomic_fetch_add(&s->ctr->from_remote, (uint64_t)r);
+			s->progress = true;
+			continue;
+		}
+		switch (SSL_get_error(s->ssl, r)) {
+		case SSL_ERROR_ZERO_RETURN:
+			s->r_eof = true;
+			s->progress = true;
+			break;
+		case SSL_ERROR_WANT_READ:
+			break;
+		default:
+			return tls_fail(s->ssl, r, "receiving from the peer",
+					err);
+		}
+		break;
+	}
 	return 0;
 }
 
-/* down buffer -> local */
+/* down -> QEMU */
 static int step_local_write(struct relay *s, struct ferr *err)
 {
 	ssize_t n;
@@ -288,6 +342,8 @@ static int step_local_write(struct relay *s, struct ferr *err)
 	}
 	s->down.off += (size_t)n;
 	s->down.len -= (size_t)n;
+	if (s->down.len == 0)
+		s->down.off = 0;
 	s->progress = true;
 	return 0;
 }
@@ -296,17 +352,11 @@ static int step_local_write(struct relay *s, struct ferr *err)
 static void step_half_close(struct relay *s)
 {
 	if (s->l_eof && s->up.len == 0 && !s->r_shut) {
-		if (s->r->ssl) {
-			int r = SSL_shutdown(s->r->ssl);
-
-			if (r < 0 && SSL_get_error(s->r->ssl, r) ==
-					     SSL_ERROR_WANT_WRITE) {
-				s->r_events |= POLLOUT;
-				return;
-			}
+		if (s->ssl) {
+			SSL_shutdown(s->ssl); /* close_notify into wmem */
 			ERR_clear_error();
 		} else {
-			shutdown(s->r->fd, SHUT_WR);
+			shutdown(s->rfd, SHUT_WR);
 		}
 		s->r_shut = true;
 		s->progress = true;
@@ -318,37 +368,54 @@ static void step_half_close(struct relay *s)
 	}
 }
 
+/* Everything passed on and both ends closed? */
+static bool relay_done(const struct relay *s)
+{
+	return s->l_eof && s->r_eof && s->r_shut && s->l_shut &&
+	       s->up.len == 0 && s->down.len == 0 && s->net.len == 0 &&
+	       (!s->ssl || BIO_ctrl_pending(s->wmem) == 0);
+}
+
 /* Block until something can move, or MIG_POLL_MS passes. */
 static void wait_io(struct relay *s)
 {
-	struct pollfd pfd[2] = { { .fd = s->lfd }, { .fd = s->r->fd } };
+	struct pollfd pfd[2] = { { .fd = s->lfd }, { .fd = s->rfd } };
 
-	if (s->r->ssl && !s->r_eof && s->down.len == 0 &&
-	    SSL_pending(s->r->ssl) > 0)
-		return; /* decrypted bytes are already buffered */
-	if (!s->l_eof && s->up.len == 0)
+	if (!s->l_eof && s->up.len == 0 && s->net.len == 0)
 		pfd[0].events |= POLLIN;
 	if (s->down.len > 0)
 		pfd[0].events |= POLLOUT;
 	pfd[1].events = s->r_events;
-	if (!s->r->ssl) {
-		if (!s->r_eof && s->down.len == 0)
-			pfd[1].events |= POLLIN;
-		if (s->up.len > 0)
-			pfd[1].events |= POLLOUT;
-	}
+	if (!s->ssl && !s->r_eof && s->down.len == 0)
+		pfd[1].events |= POLLIN;
 	poll(pfd, 2, MIG_POLL_MS);
+}
+
+/* Give a unix socket to QEMU large buffers (root may exceed wmem_max). */
+static void grow_buffers(int fd)
+{
+	int sz = RELAY_SOCKBUF;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
 }
 
 int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 	      struct relay_counters *ctr, struct ferr *err)
 {
-	struct relay s = { .lfd = local_fd, .r = remote, .ctr = ctr };
+	struct relay s = { .lfd = local_fd,
+			   .rfd = remote->fd,
+			   .ssl = remote->ssl,
+			   .ctr = ctr };
 	int rc = -1;
 
 	s.up.data = malloc(MIG_RELAY_BUF);
 	s.down.data = malloc(MIG_RELAY_BUF);
-	if (!s.up.data || !s.down.data) {
+	s.net.data = s.ssl ? malloc(MIG_RELAY_BUF) : NULL;
+	s.tmp = s.ssl ? malloc(MIG_RELAY_BUF) : NULL;
+	if (!s.up.data || !s.down.data || (s.ssl && (!s.net.data || !s.tmp))) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto out;
 	}
@@ -356,9 +423,21 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 		ferr_set(err, FERR_IO, "fcntl: %s", strerror(errno));
 		goto out;
 	}
-	if (remote->ssl)
-		SSL_set_mode(remote->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-						  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	grow_buffers(local_fd);
+	if (s.ssl) {
+		/* from here on we move the ciphertext ourselves */
+		s.rmem = BIO_new(BIO_s_mem());
+		s.wmem = BIO_new(BIO_s_mem());
+		if (!s.rmem || !s.wmem) {
+			BIO_free(s.rmem);
+			BIO_free(s.wmem);
+			ferr_set(err, FERR_INTERNAL, "out of memory");
+			goto out;
+		}
+		SSL_set_bio(s.ssl, s.rmem, s.wmem);
+		SSL_set_mode(s.ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+					    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	}
 	for (;;) {
 		if (atomic_load(stop)) {
 			ferr_set(err, FERR_UNAVAILABLE, "cancelled");
@@ -366,14 +445,13 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 		}
 		s.progress = false;
 		s.r_events = 0;
-		if (step_local_read(&s, err) < 0 ||
-		    step_remote_write(&s, err) < 0 ||
-		    step_remote_read(&s, err) < 0 ||
-		    step_local_write(&s, err) < 0)
+		if (step_local_read(&s, err) < 0 || step_send(&s, err) < 0 ||
+		    step_receive(&s, err) < 0 || step_local_write(&s, err) < 0)
 			goto out;
 		step_half_close(&s);
-		if (s.l_eof && s.r_eof && s.r_shut && s.l_shut &&
-		    s.up.len == 0 && s.down.len == 0)
+		if (s.ssl && s.net.len == 0 && BIO_ctrl_pending(s.wmem) > 0)
+			s.progress = true; /* ciphertext to push out */
+		if (relay_done(&s))
 			break;
 		if (!s.progress)
 			wait_io(&s);
@@ -382,5 +460,7 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 out:
 	free(s.up.data);
 	free(s.down.data);
+	free(s.net.data);
+	free(s.tmp);
 	return rc;
 }

@@ -1,7 +1,11 @@
 /* tls.c - TLS 1.3 mutual-authentication contexts and peer identities. */
 #include "tls.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -183,4 +187,125 @@ int tls_peer_identity(SSL *ssl, char *out, size_t len)
 	if (rc == 0 && !name_is_valid(out))
 		rc = -1;
 	return rc;
+}
+
+/* ---- the connection gate ---- */
+
+#define GATE_ADDR_MAX 64
+
+/* Per-connection state, in the SSL's ex_data. */
+struct gate_conn {
+	const struct tls_gate *gate;
+	char addr[GATE_ADDR_MAX];
+	bool counted;  /* admitted and not yet released */
+	bool reported; /* refused() already called */
+};
+
+static int g_conn_idx = -1; /* SSL ex_data: struct gate_conn */
+
+/* ex_data free callback: an SSL is going away. */
+static void gate_conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
+			   int idx, long argl, void *argp)
+{
+	struct gate_conn *c = ptr;
+
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (!c)
+		return;
+	if (c->counted)
+		c->gate->release(c->gate->arg, c->addr);
+	free(c);
+}
+
+/* The peer address of ssl's socket, "?" when unknown. */
+static void peer_addr(SSL *ssl, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd = SSL_get_fd(ssl);
+
+	snprintf(out, len, "?");
+	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return;
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out,
+			  (socklen_t)len);
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+			  out, (socklen_t)len);
+}
+
+/* ClientHello: admit the connection or refuse the handshake. */
+static int gate_client_hello(SSL *ssl, int *al, void *arg)
+{
+	const struct tls_gate *gate = arg;
+	struct gate_conn *c = SSL_get_ex_data(ssl, g_conn_idx);
+	char why[FERRY_ERR_MSG_MAX];
+
+	if (c) /* a second ClientHello (HelloRetryRequest) */
+		return SSL_CLIENT_HELLO_SUCCESS;
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		*al = SSL_AD_INTERNAL_ERROR;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	c->gate = gate;
+	peer_addr(ssl, c->addr, sizeof(c->addr));
+	if (!SSL_set_ex_data(ssl, g_conn_idx, c)) {
+		free(c);
+		*al = SSL_AD_INTERNAL_ERROR;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	if (!gate->admit(gate->arg, c->addr, why, sizeof(why))) {
+		c->reported = true;
+		gate->refused(gate->arg, c->addr, why);
+		*al = SSL_AD_HANDSHAKE_FAILURE;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	c->counted = true;
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Handshake done: release the count. A failure alert: report it. */
+static void gate_info(const SSL *ssl, int where, int ret)
+{
+	struct gate_conn *c = SSL_get_ex_data(ssl, g_conn_idx);
+	char why[FERRY_ERR_MSG_MAX];
+
+	if (!c)
+		return;
+	if ((where & SSL_CB_HANDSHAKE_DONE) && c->counted) {
+		c->counted = false;
+		c->gate->release(c->gate->arg, c->addr);
+	}
+	if ((where & SSL_CB_WRITE_ALERT) && !c->reported &&
+	    !SSL_is_init_finished(ssl)) {
+		long vr = SSL_get_verify_result(ssl);
+
+		c->reported = true;
+		snprintf(why, sizeof(why), "TLS handshake failed: %s%s%s",
+			 SSL_alert_desc_string_long(ret),
+			 vr != X509_V_OK ? ": " : "",
+			 vr != X509_V_OK ? X509_verify_cert_error_string(vr)
+					 : "");
+		c->gate->refused(c->gate->arg, c->addr, why);
+	}
+}
+
+int tls_ctx_set_gate(SSL_CTX *ctx, const struct tls_gate *gate,
+		     struct ferr *err)
+{
+	if (g_conn_idx < 0)
+		g_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+						  gate_conn_free);
+	if (g_conn_idx < 0)
+		return ferr_set(err, FERR_INTERNAL,
+				"cannot install the TLS gate");
+	SSL_CTX_set_client_hello_cb(ctx, gate_client_hello, (void *)gate);
+	SSL_CTX_set_info_callback(ctx, gate_info);
+	return 0;
 }

@@ -34,6 +34,23 @@ int tls_client_expect(SSL *ssl, const char *ip, const char *name,
  * verified certificate or its name is not a valid ferry name. */
 int tls_peer_identity(SSL *ssl, char *out, size_t len);
 
+/* A gate on a server context, called for every TLS connection: admit()
+ * when its ClientHello arrives (false refuses the handshake before any key
+ * exchange), release() once it authenticated or closed, and refused() when
+ * admit() said no or the handshake failed (e.g. no or a foreign client
+ * certificate). addr is the peer's numeric address. Callbacks may run on
+ * any thread. */
+struct tls_gate {
+	bool (*admit)(void *arg, const char *addr, char *why, size_t len);
+	void (*release)(void *arg, const char *addr);
+	void (*refused)(void *arg, const char *addr, const char *why);
+	void *arg;
+};
+
+/* Install gate (borrowed; must outlive ctx's connections) on ctx. */
+int tls_ctx_set_gate(SSL_CTX *ctx, const struct tls_gate *gate,
+		     struct ferr *err);
+
 /* Format and clear the OpenSSL error queue into buf; returns buf. */
 const char *tls_error_string(char *buf, size_t len);
 

@@ -40,6 +40,9 @@ struct vm_def {
 	uint64_t max_downtime_ms; /* highest downtime limit escalation may use */
 	uint64_t max_time_s;      /* a migration of this VM ends within this */
 	bool allow_postcopy;      /* escalation may switch to post-copy */
+	/* labels, for the policy's rules (e.g. region=eu) */
+	struct label labels[FERRY_VM_LABELS_MAX];
+	unsigned nlabels;
 };
 
 enum vm_state {

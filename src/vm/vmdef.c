@@ -108,6 +108,37 @@ static int parse_disk(const json_t *disk, struct vm_def *def, struct ferr *err)
 	return 0;
 }
 
+/* Parse the optional "labels" object: {"key": "value"}, valid names. */
+static int parse_labels(const json_t *labels, struct vm_def *def,
+			struct ferr *err)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(labels))
+		return ferr_set(err, FERR_INVALID,
+				"vm.labels must be an object of key: value");
+	if (json_object_size(labels) > FERRY_VM_LABELS_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"vm.labels has more than %d labels",
+				FERRY_VM_LABELS_MAX);
+	json_object_foreach((json_t *)labels, k, v) {
+		if (!name_is_valid(k) || !json_is_string(v) ||
+		    !name_is_valid(json_string_value(v)))
+			return ferr_set(err, FERR_INVALID,
+					"vm.labels.%.64s: keys and values "
+					"must be [a-z0-9][a-z0-9._-]*",
+					k);
+		snprintf(def->labels[def->nlabels].key,
+			 sizeof(def->labels[0].key), "%s", k);
+		snprintf(def->labels[def->nlabels].value,
+			 sizeof(def->labels[0].value), "%s",
+			 json_string_value(v));
+		def->nlabels++;
+	}
+	return 0;
+}
+
 /* Parse the optional "migration" settings object. */
 static int parse_migration(const json_t *mig, struct vm_def *def,
 			   struct ferr *err)
@@ -132,7 +163,7 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 {
 	static const char *const fields[] = {
 		"name", "uuid", "memory_mib", "vcpus", "kernel", "initrd",
-		"cmdline", "disk", "network", "migration", NULL
+		"cmdline", "disk", "network", "migration", "labels", NULL
 	};
 	const char *s = NULL;
 	json_t *disk;
@@ -208,6 +239,9 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 	if (json_object_get(obj, "migration") &&
 	    parse_migration(json_object_get(obj, "migration"), def, err) < 0)
 		return -1;
+	if (json_object_get(obj, "labels") &&
+	    parse_labels(json_object_get(obj, "labels"), def, err) < 0)
+		return -1;
 
 	s = NULL;
 	if (json_get_string(obj, "network", "vm", 8, &s, err) < 0)
@@ -247,6 +281,14 @@ json_t *vmdef_to_json(const struct vm_def *def)
 			  (json_int_t)def->max_downtime_ms, "max_time_s",
 			  (json_int_t)def->max_time_s, "allow_postcopy",
 			  def->allow_postcopy));
+	if (def->nlabels) {
+		json_t *l = json_object();
+
+		for (unsigned i = 0; i < def->nlabels; i++)
+			json_object_set_new(l, def->labels[i].key,
+					    json_string(def->labels[i].value));
+		json_object_set_new(o, "labels", l);
+	}
 	if (def->disk[0])
 		json_object_set_new(
 			o, "disk",

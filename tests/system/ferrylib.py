@@ -547,6 +547,160 @@ class Cluster:
                     + "\n".join(text.splitlines()[-15:]))
             time.sleep(0.25)
 
+    # ---------------------------------------------------------------- migration
+
+    def migrate_argv(self, src, vm, to, *opts):
+        """argv of `ferry --host SRC --json migrate VM --to TO OPTS`."""
+        return [self.ferry_bin, "--config", self.client_config, "--host", src, "--json",
+                "migrate", vm, "--to", to, *opts]
+
+    def migrate_start(self, src, vm, to, *opts):
+        """Start `ferry migrate` in the background (see migrate()); finish it
+        with migrate_result()."""
+        return subprocess.Popen([str(a) for a in self.migrate_argv(src, vm, to, *opts)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def migrate_result(self, proc, timeout=600):
+        """Wait for a migrate_start() process -> MigrateResult."""
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"ferry migrate did not end within {timeout}s; "
+                                 f"stderr: {err}") from None
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return MigrateResult(proc.returncode, events, err)
+
+    def migrate(self, src, vm, to, *opts, timeout=600):
+        """Run `ferry --host SRC --json migrate VM --to TO OPTS` to its end ->
+        MigrateResult (returncode, JSON events, stderr; .summary is the final
+        record). Does not assert the outcome."""
+        return self.migrate_result(self.migrate_start(src, vm, to, *opts), timeout)
+
+    def migrations(self, host):
+        """GET /v1/migrations: active migrations and the history, newest first."""
+        return self.api_ok(host, "GET", "/v1/migrations")["migrations"]
+
+    def migration(self, host, mig_id):
+        return self.api_ok(host, "GET", f"/v1/migrations/{mig_id}")
+
+    def active_migration(self, host, vm):
+        """The record of vm's migration in progress on host (source side), or
+        None."""
+        status, info = self.api(host, "GET", f"/v1/vms/{vm}")
+        # while a migration runs, "migration" holds its id (otherwise it is
+        # the definition's migration settings object)
+        mig_id = info.get("migration") if status == 200 else None
+        if not isinstance(mig_id, str) or info.get("state") == "incoming":
+            return None
+        rec = self.migration(host, mig_id)
+        return rec if rec.get("outcome") == "running" else None
+
+    def wait_migration(self, host, vm, pred, timeout=60, what="migration progress",
+                       proc=None):
+        """Poll vm's active outgoing migration on host until pred(record) is
+        true; returns that record. proc (from migrate_start) lets it fail at
+        once when the migration ended; until it has started, it waits."""
+        last = {}
+
+        def check():
+            rec = self.active_migration(host, vm)
+            if rec is None:
+                if proc is not None and proc.poll() is not None:
+                    done = [m for m in self.migrations(host)
+                            if m.get("vm") == vm and m.get("role") == "source"]
+                    raise AssertionError(
+                        f"migration of {vm} on {host} ended (ferry exited "
+                        f"{proc.returncode}) while waiting for {what}; latest: "
+                        f"{done[0] if done else None}; last seen: {last}")
+                return None
+            last.clear()
+            last.update(rec)
+            return rec if pred(rec) else None
+        try:
+            return wait_until(check, timeout, 0.1, f"{what} of {vm} on {host}")
+        except AssertionError as e:
+            if "timed out" in str(e):
+                raise AssertionError(f"{e}; last seen: {last}") from None
+            raise
+
+    def wait_migration_done(self, host, mig_id, timeout=120):
+        """Poll migration mig_id on host until its outcome is no longer
+        "running"; returns the final record."""
+        return wait_until(lambda: (lambda r: r if r.get("outcome") != "running" else None)(
+            self.migration(host, mig_id)), timeout, 0.2, f"migration {mig_id} on {host} to end")
+
+    def qemu_pids(self, host, uuid=None):
+        """Live QEMU processes of host (their command line names its state
+        dir), optionally only those of the VM with this uuid."""
+        needle = str(self.hosts[host].state_dir).encode() + b"/"
+        pids = set()
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            pid = int(p.name)
+            args = proc_cmdline(pid)
+            if not args or b"qemu-system" not in args[0]:
+                continue
+            if any(needle in a for a in args) and pid_alive(pid) and \
+                    (uuid is None or qemu_running(pid, uuid)):
+                pids.add(pid)
+        return pids
+
+    def leftovers(self, host):
+        """What host has that its VM list does not account for: migration
+        sockets (*.in, *.out) or runtime files of no VM with a live QEMU in
+        state/run, pidfiles of dead processes, vms/ folders of no VM, VMs
+        still "incoming", and QEMU processes that no VM owns. Needs host's
+        ferryd to answer. Returns a list of problems (empty: clean)."""
+        h = self.hosts[host]
+        problems = []
+        vms = self.list_vms(host)
+        names = {v["name"] for v in vms}
+        live = {v["uuid"]: v["pid"] for v in vms if v.get("pid")}
+        for v in vms:
+            if v["state"] == "incoming":
+                problems.append(f"vm {v['name']} is still incoming")
+        run = h.state_dir / "run"
+        for f in sorted(run.iterdir()) if run.is_dir() else []:
+            stem, _, ext = f.name.rpartition(".")
+            if ext in ("in", "out"):
+                problems.append(f"migration socket {f}")
+            elif stem not in live:
+                problems.append(f"runtime file {f} of no VM with a QEMU")
+            elif ext == "pid":
+                try:
+                    pid = int(f.read_text().strip())
+                except (OSError, ValueError):
+                    pid = 0
+                if pid != live[stem] or not qemu_running(pid, stem):
+                    problems.append(f"stale pidfile {f} (pid {pid})")
+        vdir = h.state_dir / "vms"
+        for d in sorted(vdir.iterdir()) if vdir.is_dir() else []:
+            if d.name not in names:
+                problems.append(f"folder {d} of no VM")
+            elif (d / "incoming.json").exists():
+                problems.append(f"{d / 'incoming.json'} left behind")
+        extra = self.qemu_pids(host) - set(live.values())
+        if extra:
+            problems.append(f"QEMU processes no VM owns: {sorted(extra)}")
+        return problems
+
+    def no_leftovers(self, host, timeout=20):
+        """Assert (waiting up to timeout seconds for clean-ups in flight) that
+        leftovers(host) is empty."""
+        last = []
+
+        def clean():
+            last[:] = self.leftovers(host)
+            return not last
+        try:
+            wait_until(clean, timeout, 0.25, f"{host} to have no leftovers")
+        except AssertionError:
+            raise AssertionError(f"{host} has leftovers: {last}") from None
+
     # ---------------------------------------------------------------- teardown
 
     def our_pids(self):
@@ -609,6 +763,27 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
         assert not leftover, f"processes of {self.dir} still alive: {leftover}"
         assert keep or not self.dir.exists(), f"{self.dir} not removed"
+
+
+@dataclass
+class MigrateResult:
+    """The end of a `ferry --json migrate` run: exit code, its JSON lines
+    (events "started", "progress"..., "summary") and stderr."""
+    returncode: int
+    events: list
+    stderr: str
+
+    @property
+    def summary(self):
+        for e in reversed(self.events):
+            if e.get("event") == "summary":
+                return e
+        raise AssertionError(f"ferry migrate printed no summary (exit "
+                             f"{self.returncode}): {self.stderr}")
+
+    @property
+    def started(self):
+        return next((e for e in self.events if e.get("event") == "started"), None)
 
 
 def live_clusters():

@@ -1,0 +1,287 @@
+/* audit.h - the tamper-evident audit log of a ferryd host.
+ *
+ * <dir>/audit.log holds one record per line: a JSON object serialized by
+ * jansson with JSON_COMPACT | JSON_SORT_KEYS (integers only, no reals):
+ *
+ *   seq      1, 2, 3, ... contiguous
+ *   ts       wall clock, ms since the epoch
+ *   host     this host's name (a ferry name)
+ *   actor    the identity that acted, or "-"
+ *   action   e.g. "vm.start", "policy.decision", "auth.failed"
+ *   target   what was acted on, or "-"
+ *   outcome  e.g. "ok", "error", "allow", "deny"
+ *   detail   an object (optional)
+ *   prev     lowercase hex SHA-256 of the previous line's exact bytes
+ *            (without its newline); 64 zeros for seq 1
+ *   sig      base64 Ed25519 signature by the host key over the exact bytes
+ *            of the record serialized the same way WITHOUT "sig"
+ *
+ * The host key is <dir>/audit.key (Ed25519 private key PEM, mode 0600,
+ * created on first open) and <dir>/audit.pub (its public key PEM, 0644).
+ *
+ * Writing (audit.c) keeps the log open, appends each record with one
+ * write() and fdatasync()s it before returning. Reading (verify.c) parses
+ * records strictly, verifies whole logs and answers queries; it needs no
+ * writer state and is safe on hostile input.
+ *
+ * What the chain cannot show: records removed from the END of the log at a
+ * line boundary, and records removed from the START of a log whose first
+ * remaining record is not seq 1 (a log may start at any seq, e.g. after
+ * rotation). Compare audit_head() of the live log, or the first/last seq
+ * of the report, with what you expect to catch those.
+ */
+#ifndef FERRY_AUDIT_H
+#define FERRY_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "common.h"
+
+/* Field bounds. Strings longer than these are truncated by audit_log (at a
+ * UTF-8 character boundary) and refused by the parser. */
+#define AUDIT_ACTOR_MAX 256          /* bytes of "actor" */
+#define AUDIT_ACTION_MAX 64          /* bytes of "action" */
+#define AUDIT_TARGET_MAX 256         /* bytes of "target" */
+#define AUDIT_OUTCOME_MAX 32         /* bytes of "outcome" */
+#define AUDIT_DETAIL_MAX 3072        /* bytes of "detail" serialized */
+#define AUDIT_DETAIL_DEPTH_MAX 8     /* nesting of "detail" (itself = 1) */
+#define AUDIT_DETAIL_PREFIX_MAX 1024 /* kept of a detail that is too large */
+#define AUDIT_LINE_MAX 8192          /* bytes of one record, without "\n" */
+#define AUDIT_SEQ_MAX (1ULL << 62)   /* largest seq a record may carry */
+#define AUDIT_TS_MAX (1ULL << 62)    /* largest ts a record may carry */
+
+#define AUDIT_HASH_HEX_LEN 64        /* SHA-256 in lowercase hex */
+#define AUDIT_SIG_LEN 64             /* Ed25519 signature bytes */
+#define AUDIT_SIG_B64_LEN 88         /* base64 of 64 bytes, with "==" */
+#define AUDIT_KEY_FILE_MAX 4096      /* bytes of audit.key / audit.pub */
+#define AUDIT_QUERY_MAX 10000        /* records one query returns at most */
+#define AUDIT_READ_MAX (1024ULL * 1024 * 1024) /* audit_read_log bound */
+#define AUDIT_REPORT_MSG_MAX 320     /* bytes of audit_report.message */
+
+/* Serialization flags of every record. */
+#define AUDIT_JSON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
+
+/* File names inside the audit folder. */
+#define AUDIT_LOG_NAME "audit.log"
+#define AUDIT_KEY_NAME "audit.key"
+#define AUDIT_PUB_NAME "audit.pub"
+#define AUDIT_TORN_PREFIX "audit.torn."
+
+/* Actions audit_open itself records. */
+#define AUDIT_ACTION_TORN "audit.torn_tail"
+#define AUDIT_ACTION_TAMPER "audit.tamper_suspected"
+
+struct audit;
+
+/* ---- writing (audit.c) ------------------------------------------------ */
+
+/* Open the audit log in dir (created with mode 0700 when missing) for host
+ * (a valid ferry name). Loads <dir>/audit.key, or creates it (O_EXCL,
+ * 0600) and audit.pub (0644) when it does not exist; an existing key that
+ * is not a regular file, is readable by group or others, or is not Ed25519
+ * is refused (FERR_INVALID). audit.pub is rewritten when it does not match
+ * the key. The log is locked (flock) against a second writer: a log already
+ * open elsewhere is FERR_CONFLICT.
+ *
+ * Only the tail of the log is read, backwards, to continue seq and prev:
+ *  - a final partial line (a torn write) is moved to
+ *    <dir>/audit.torn.<byte offset> (".1", ".2"... when that name holds
+ *    other bytes), the log is truncated to its last complete line and
+ *    fsync'ed, and an "audit.torn_tail" record with detail
+ *    {"offset", "bytes", "saved_as"} is appended;
+ *  - when the last complete line does not parse, is not canonical or its
+ *    signature does not verify with this key, the chain continues from that
+ *    line's hash anyway (seq from the last line that parses) and an
+ *    "audit.tamper_suspected" record with detail {"offset", "reason"} is
+ *    appended.
+ * (A crash between saving a torn tail and appending its record leaves the
+ * saved file without a record; nothing is lost.)
+ * On success *out is the open log (free with audit_close); on failure *out
+ * is NULL and *err says why. */
+int audit_open(const char *dir, const char *host, struct audit **out,
+	       struct ferr *err);
+
+/* Append one record and make it durable: builds it with the next seq, the
+ * current wall clock and the previous line's hash, signs it, writes the
+ * whole line including "\n" with ONE write() and fdatasync()s before
+ * returning 0. Acknowledge the audited action only after 0.
+ *
+ * NULL or empty actor/action/target/outcome become "-"; longer strings are
+ * cut to AUDIT_*_MAX bytes at a character boundary, and a string that is
+ * not valid UTF-8 has its non-ASCII bytes replaced by '?'. detail (its
+ * reference is stolen, even on failure; may be NULL) that is not an object
+ * is wrapped as {"value": detail}; reals become strings ("%.17g"), strings
+ * with NUL bytes get '?', keys with NUL bytes are dropped, containers nested
+ * deeper than AUDIT_DETAIL_DEPTH_MAX become "(nested too deep)", and a
+ * detail whose serialization exceeds AUDIT_DETAIL_MAX becomes
+ * {"truncated": true, "bytes": <size>, "prefix": <first bytes of it>}. So
+ * every record fits AUDIT_LINE_MAX and parses with audit_parse_record.
+ *
+ * Thread-safe (one mutex; records are serialized, fsync included). On a
+ * failed or short write the log is truncated back to its last record; if
+ * that or the fdatasync fails the handle refuses all later records
+ * (FERR_IO) until it is closed and reopened, which recovers the tail. */
+int audit_log(struct audit *a, const char *actor, const char *action,
+	      const char *target, const char *outcome, json_t *detail,
+	      struct ferr *err);
+
+/* The seq and the hash (lowercase hex, NUL-terminated) of the last record;
+ * 0 and 64 zeros for an empty log. Thread-safe. 0, or -1 when a is NULL. */
+int audit_head(struct audit *a, uint64_t *seq, char hash_hex[65]);
+
+/* Path of the log file of an open audit log (valid until audit_close). */
+const char *audit_path(const struct audit *a);
+
+/* Read the live log up to its last complete record (a consistent snapshot
+ * while other threads append) into a NUL-terminated malloc'd buffer. A log
+ * larger than AUDIT_READ_MAX is FERR_TOO_LARGE. Thread-safe. */
+int audit_snapshot(struct audit *a, char **text, size_t *len,
+		   struct ferr *err);
+
+/* Close the log and free the key (OpenSSL wipes its private bytes).
+ * NULL is a no-op. No record may be in progress. */
+void audit_close(struct audit *a);
+
+/* ---- reading and verifying (verify.c) --------------------------------- */
+
+/* What the first problem of a log looks like. */
+enum audit_tamper {
+	AUDIT_TAMPER_NONE = 0,
+	AUDIT_TAMPER_MODIFIED,  /* a record's bytes changed (bad signature or
+				   not canonical) */
+	AUDIT_TAMPER_DELETED,   /* seq jumps forward, prev does not chain, and
+				   the missing seqs appear nowhere later */
+	AUDIT_TAMPER_INSERTED,  /* a record appears twice, comes from another
+				   log of the same key, or a forged record sits
+				   between two lines that chain */
+	AUDIT_TAMPER_REORDERED, /* the missing seqs appear later, or seq goes
+				   back below the first line's */
+	AUDIT_TAMPER_TRUNCATED, /* the last line has no newline (torn tail or
+				   cut mid-line) */
+	AUDIT_TAMPER_MALFORMED, /* not a record: bad JSON, fields or types */
+	AUDIT_TAMPER_ERROR,     /* could not verify: bad key, out of memory */
+};
+
+/* Result of audit_verify. */
+struct audit_report {
+	bool ok;                   /* every line is a good record */
+	enum audit_tamper kind;    /* AUDIT_TAMPER_NONE when ok */
+	uint64_t records;          /* good records before the first problem */
+	uint64_t first_seq;        /* seq of the first good record, 0 if none */
+	uint64_t last_seq;         /* seq of the last good record, 0 if none */
+	char head_hash[AUDIT_HASH_HEX_LEN + 1]; /* hash of the last good line;
+						   64 zeros if none */
+	uint64_t first_bad_line;   /* 1-based; 0 when ok */
+	uint64_t first_bad_seq;    /* seq the bad line claims; 0 if unknown */
+	uint64_t expected_seq;     /* seq due at the bad line; 0 if unknown */
+	char message[AUDIT_REPORT_MSG_MAX]; /* e.g. "line 7 (seq 7): signature
+					       does not match: the record
+					       was modified"; "" when ok */
+};
+
+/* Stable name of a kind: "none", "modified", "deleted", "inserted",
+ * "reordered", "truncated", "malformed", "error". */
+const char *audit_tamper_name(enum audit_tamper kind);
+
+/* Validate the structure of one line (len bytes, without its newline; need
+ * not be NUL-terminated; hostile input): at most AUDIT_LINE_MAX bytes, a
+ * JSON object without duplicate keys holding exactly the fields above with
+ * their types and bounds (seq 1..AUDIT_SEQ_MAX, ts 0..AUDIT_TS_MAX, strings
+ * non-empty, without NUL and within their AUDIT_*_MAX, host a ferry name,
+ * prev 64 lowercase hex digits, sig canonical base64 of 64 bytes, detail an
+ * object within its depth and size bounds with no reals), whose canonical
+ * re-serialization is exactly the line. Does NOT check the signature.
+ * On success *out (when out is not NULL) is the record (caller decrefs).
+ * Otherwise -1 with FERR_INVALID (FERR_TOO_LARGE for a long line). */
+int audit_parse_record(const char *line, size_t len, json_t **out,
+		       struct ferr *err);
+
+/* Verify a whole log held in memory (text, len bytes), line by line: the
+ * structure (audit_parse_record), the signature with pub (Ed25519), seq
+ * contiguous from the first line's seq (seq 1 must carry a zero prev), and
+ * prev equal to the SHA-256 of the previous line. A final line without a
+ * newline is a torn tail (AUDIT_TAMPER_TRUNCATED). Stops at the first
+ * problem; *rep (always filled) classifies it, counting the good records
+ * before it. Returns 0 when the whole log is good, -1 otherwise
+ * (rep->kind AUDIT_TAMPER_ERROR when it could not verify at all). */
+int audit_verify(const char *text, size_t len, EVP_PKEY *pub,
+		 struct audit_report *rep);
+
+/* Load an Ed25519 public key PEM (e.g. <dir>/audit.pub, at most
+ * AUDIT_KEY_FILE_MAX bytes). Free with EVP_PKEY_free. NULL with *err on
+ * failure (FERR_NOT_FOUND, FERR_INVALID for anything but an Ed25519 public
+ * key). */
+EVP_PKEY *audit_load_pubkey(const char *path, struct ferr *err);
+
+/* Read a whole log file (at most AUDIT_READ_MAX bytes, else
+ * FERR_TOO_LARGE) into a NUL-terminated malloc'd buffer, e.g. for
+ * audit_verify of a log that is not open. */
+int audit_read_log(const char *path, char **text, size_t *len,
+		   struct ferr *err);
+
+/* Filters of audit_query; zero/NULL fields match everything. */
+struct audit_filter {
+	uint64_t since_ms;  /* ts >= since_ms; 0 = unbounded */
+	uint64_t until_ms;  /* ts <= until_ms; 0 = unbounded */
+	const char *target; /* exact target, e.g. a VM name */
+	const char *actor;  /* exact actor */
+	const char *action; /* exact action, or a prefix when it ends in '*'
+			       ("vm.*", "*" = any) */
+	unsigned limit;     /* the newest N matches; 0 or more than
+			       AUDIT_QUERY_MAX = AUDIT_QUERY_MAX */
+};
+
+/* Read the log at path (streamed; memory bounded by the limit) and return
+ * a new JSON array of the matching records (objects, oldest first, the
+ * newest f->limit of them). f may be NULL. Lines that do not parse (see
+ * audit_parse_record) and a final line without a newline are skipped;
+ * signatures are not checked (audit_verify does that). A missing file is
+ * an empty array. NULL with *err on failure. */
+json_t *audit_query(const char *path, const struct audit_filter *f,
+		    struct ferr *err);
+
+/* ---- internal: shared by audit.c and verify.c ------------------------- */
+
+/* Why a line failed audit_check_line. */
+enum audit_fault {
+	AUDIT_FAULT_NONE = 0,
+	AUDIT_FAULT_MALFORMED,    /* not a record (structure) */
+	AUDIT_FAULT_NONCANONICAL, /* a record, but not its canonical bytes */
+	AUDIT_FAULT_SIGNATURE,    /* a canonical record with a bad signature */
+	AUDIT_FAULT_INTERNAL,     /* out of memory or an OpenSSL failure */
+};
+
+/* audit_parse_record, then (when pub is not NULL) the Ed25519 signature
+ * over the record re-serialized without "sig". *fault says which check
+ * failed (AUDIT_FAULT_NONE on success). On success *out (when out is not
+ * NULL) is the record; on AUDIT_FAULT_SIGNATURE and AUDIT_FAULT_NONCANONICAL
+ * *out is still the record (the caller decrefs) so its seq can be read;
+ * otherwise *out is NULL. */
+int audit_check_line(const char *line, size_t len, EVP_PKEY *pub,
+		     json_t **out, enum audit_fault *fault, struct ferr *err);
+
+/* Check a detail object against the parser's rules: an object, nesting at
+ * most AUDIT_DETAIL_DEPTH_MAX, no reals, no NUL in strings or keys, and a
+ * serialization of at most AUDIT_DETAIL_MAX bytes. 0 or -1 (FERR_INVALID). */
+int audit_detail_check(const json_t *detail, struct ferr *err);
+
+/* SHA-256 of len bytes as 64 lowercase hex digits plus NUL. 0 or -1. */
+int audit_hash_hex(const void *data, size_t len,
+		   char out[AUDIT_HASH_HEX_LEN + 1]);
+
+/* Lowercase hex of a 32-byte digest into out (65 bytes with the NUL). */
+void audit_digest_hex(const unsigned char md[32],
+		      char out[AUDIT_HASH_HEX_LEN + 1]);
+
+/* The seq field of a parsed record (audit_parse_record guarantees it). */
+uint64_t audit_record_seq(const json_t *rec);
+
+/* A readable message for the last OpenSSL error (clears the queue). */
+const char *audit_ssl_error(char *buf, size_t len);
+
+#endif
