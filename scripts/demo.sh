@@ -50,6 +50,24 @@ $BIN/ferry pki user admin --dir "$D/pki"
 
 cp "$GUEST/vmlinuz" "$GUEST/initramfs.cpio.gz" "$D/shared/guest/"
 
+# the policy both hosts enforce (docs/policy.md): admin may do anything,
+# the two hosts are peers, and any VM may move between them
+cat > "$D/policy.json" <<JSON
+{
+  "roles": {"admin": ["admin"], "host": ["host-a", "host-b"]},
+  "hosts": {"host-a": {"labels": {"site": "demo"}},
+            "host-b": {"labels": {"site": "demo"}}},
+  "rules": [{
+    "name": "within-the-demo-site",
+    "vms": {"all": true},
+    "migrate_out": {"roles": ["admin", "controller"]},
+    "to": {"labels": {"site": "demo"}},
+    "accept_from": {"labels": {"site": "demo"}},
+    "migrate_in": {"roles": ["admin", "controller"]}
+  }]
+}
+JSON
+
 for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   name=${h%%:*} addr=${h##*:}
   mkdir -p "$D/$name"
@@ -61,7 +79,8 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
           "key": "../pki/hosts/$name.key"},
   "state_dir": "state",
   "shared_dir": "../shared",
-  "accel": "auto"
+  "accel": "auto",
+  "policy": "../policy.json"
 }
 JSON
 done
@@ -129,4 +148,8 @@ if $FERRY --host host-b vm console demo | grep -q CORRUPTION; then
   exit 1
 fi
 $FERRY --host host-a migrate history
+
+say "tamper-evident audit log of host-a (signed, hash-chained)"
+$FERRY --host host-a audit show --limit 8
+$FERRY --host host-a audit verify --key "$D/host-a/state/audit.pub"
 say "demo done"

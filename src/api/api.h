@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "policy.h"
 #include "vm.h"
 
 #define API_PREFIX "/v1"
@@ -42,6 +43,10 @@ enum api_route {
 	ROUTE_IN_INFO,    /* GET    /v1/incoming/ID       (peer hosts) */
 	ROUTE_IN_FINISH,  /* POST   /v1/incoming/ID/finish (peer hosts) */
 	ROUTE_IN_ABORT,   /* POST   /v1/incoming/ID/abort  (peer hosts) */
+	ROUTE_AUDIT_QUERY,   /* GET  /v1/audit?since&until&vm&actor&action&limit */
+	ROUTE_AUDIT_LOG,     /* GET  /v1/audit/log: the raw log, to verify */
+	ROUTE_AUDIT_KEY,     /* GET  /v1/audit/key: the host's public key */
+	ROUTE_POLICY_RELOAD, /* POST /v1/policy/reload */
 };
 
 /* A validated request. */
@@ -54,8 +59,19 @@ struct api_request {
 	bool force;                  /* ROUTE_VM_STOP */
 	unsigned timeout_s;          /* ROUTE_VM_STOP, graceful */
 	uint64_t offset;             /* ROUTE_VM_CONSOLE */
-	uint64_t limit;              /* ROUTE_VM_CONSOLE */
+	uint64_t limit;              /* ROUTE_VM_CONSOLE, ROUTE_AUDIT_QUERY */
+	uint64_t since, until;       /* ROUTE_AUDIT_QUERY: ms since the epoch */
+	char q_vm[FERRY_NAME_MAX + 1];     /* ROUTE_AUDIT_QUERY filters, */
+	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
+	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
 };
+
+/* The permission (policy.h) a route requires. */
+enum perm api_route_perm(enum api_route r);
+
+/* The audit action of a route that changes state ("vm.start", ...), or
+ * NULL for a read. */
+const char *api_route_action(enum api_route r);
 
 /* Parse method ("GET", ...), uri (path and query) and body (len bytes, may
  * be NULL when len is 0) into *req. Unknown routes are FERR_NOT_FOUND, a
@@ -69,12 +85,26 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 void api_request_clear(struct api_request *req);
 
 struct migrator;
+struct audit;
+struct audit_refusals;
+struct guard;
 
-/* What the handlers act on. */
+/* What the handlers act on. All but the guard and the refusal counter are
+ * used on the main thread only. */
 struct api_ctx {
 	struct vmm *vmm;
 	struct migrator *mig;
+	struct policy **policy;   /* the policy in force (swapped on reload) */
+	const char *policy_path;  /* NULL: no policy configured */
+	struct audit *audit;
+	struct audit_refusals *refusals;
+	struct guard *guard;
 };
+
+/* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):
+ * the new one replaces the old only when valid. Audited either way. */
+int api_policy_reload(struct api_ctx *ctx, const char *identity,
+		      struct ferr *err);
 
 /* Run a validated request against the host; identity is the caller.
  * Returns the HTTP status and sets *reply (a JSON object). */

@@ -1,5 +1,6 @@
 /* handlers.c - API operations on the host's VMs. */
 #include "api.h"
+#include "audit.h"
 #include "migrate.h"
 
 #include <stdlib.h>
@@ -54,6 +55,89 @@ static json_t *vm_list(struct vmm *vmm)
 	return json_pack("{s:o}", "vms", arr);
 }
 
+int api_policy_reload(struct api_ctx *ctx, const char *identity,
+		      struct ferr *err)
+{
+	struct ferr aerr;
+	int rc;
+
+	if (!ctx->policy_path)
+		return ferr_set(err, FERR_CONFLICT,
+				"no policy file is configured (ferryd.json: "
+				"policy)");
+	rc = policy_reload(ctx->policy, ctx->policy_path, err);
+	if (audit_log(ctx->audit, identity, "policy.reload", ctx->policy_path,
+		      rc == 0 ? "ok" : "error",
+		      rc == 0 ? json_pack("{s:I}", "rules",
+					  (json_int_t)policy_rule_count(
+						  *ctx->policy))
+			      : json_pack("{s:s}", "error", err->msg),
+		      &aerr) < 0)
+		log_error("audit: %s", aerr.msg);
+	if (rc == 0)
+		log_info("policy: reloaded %s (%zu rules)", ctx->policy_path,
+			 policy_rule_count(*ctx->policy));
+	else
+		log_warn("policy: reload refused, the old policy stays: %s",
+			 err->msg);
+	return rc;
+}
+
+/* GET /v1/audit: filtered records and the head. */
+static int audit_query_reply(struct api_ctx *ctx,
+			     const struct api_request *req, json_t **reply,
+			     struct ferr *err)
+{
+	struct audit_filter f = {
+		.since_ms = req->since,
+		.until_ms = req->until,
+		.target = req->q_vm[0] ? req->q_vm : NULL,
+		.actor = req->q_actor[0] ? req->q_actor : NULL,
+		.action = req->q_action[0] ? req->q_action : NULL,
+		.limit = (unsigned)req->limit,
+	};
+	char hash[AUDIT_HASH_HEX_LEN + 1];
+	uint64_t seq = 0;
+	json_t *recs = audit_query(audit_path(ctx->audit), &f, err);
+
+	if (!recs)
+		return -1;
+	audit_head(ctx->audit, &seq, hash);
+	*reply = json_pack("{s:o, s:{s:I, s:s}}", "records", recs, "head",
+			   "seq", (json_int_t)seq, "hash", hash);
+	return 0;
+}
+
+/* GET /v1/audit/log and /v1/audit/key. */
+static int audit_file_reply(struct api_ctx *ctx, bool key, json_t **reply,
+			    struct ferr *err)
+{
+	char path[FERRY_PATH_MAX], hash[AUDIT_HASH_HEX_LEN + 1];
+	const char *log = audit_path(ctx->audit);
+	char *text = NULL;
+	size_t len = 0;
+	uint64_t seq = 0;
+	size_t dirlen = strlen(log) - strlen(AUDIT_LOG_NAME);
+
+	if (key) {
+		if (fmt_checked(path, sizeof(path), err, "path", "%.*s%s",
+				(int)dirlen, log, AUDIT_PUB_NAME) < 0 ||
+		    file_read_all(path, AUDIT_KEY_FILE_MAX, &text, &len, err) <
+			    0)
+			return -1;
+		*reply = json_pack("{s:s}", "public_key", text);
+	} else {
+		if (audit_snapshot(ctx->audit, &text, &len, err) < 0)
+			return -1;
+		audit_head(ctx->audit, &seq, hash);
+		*reply = json_pack("{s:s%, s:{s:I, s:s}}", "log", text, len,
+				   "head", "seq", (json_int_t)seq, "hash",
+				   hash);
+	}
+	free(text);
+	return *reply ? 0 : ferr_set(err, FERR_INTERNAL, "out of memory");
+}
+
 /* Routes that do not name a VM: host, list, define, migrations and the
  * peer side of migrations. Returns the status, or 0 when the route names
  * a VM. */
@@ -102,6 +186,22 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 		break;
 	case ROUTE_IN_ABORT:
 		rc = migrator_abort(ctx->mig, req->vm, identity, reply, &err);
+		break;
+	case ROUTE_AUDIT_QUERY:
+		rc = audit_query_reply(ctx, req, reply, &err);
+		break;
+	case ROUTE_AUDIT_LOG:
+	case ROUTE_AUDIT_KEY:
+		rc = audit_file_reply(ctx, req->route == ROUTE_AUDIT_KEY, reply,
+				      &err);
+		break;
+	case ROUTE_POLICY_RELOAD:
+		rc = api_policy_reload(ctx, identity, &err);
+		if (rc == 0)
+			*reply = json_pack("{s:s, s:I}", "policy",
+					   ctx->policy_path, "rules",
+					   (json_int_t)policy_rule_count(
+						   *ctx->policy));
 		break;
 	default:
 		return 0;

@@ -2,6 +2,7 @@
  * so it is unit-tested and fuzzed directly. */
 #include "api.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/queue.h>
 
@@ -23,8 +24,9 @@ struct route_def {
 	enum api_route route;
 	const char *method;
 	int nseg;         /* segments after /v1 */
-	const char *seg0; /* "host", "vms", "migrations", "incoming" */
-	const char *verb; /* segment after NAME/ID, or NULL */
+	const char *seg0; /* "host", "vms", "migrations", "incoming", ... */
+	const char *verb; /* 3 segments: the one after NAME/ID; 2 segments:
+			     a fixed second segment (no NAME), or NULL */
 	enum body_kind body;
 };
 
@@ -47,7 +49,87 @@ static const struct route_def routes[] = {
 	{ ROUTE_IN_INFO, "GET", 2, "incoming", NULL, BODY_NONE },
 	{ ROUTE_IN_FINISH, "POST", 3, "incoming", "finish", BODY_OPT_OBJECT },
 	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_EMPTY },
+	{ ROUTE_AUDIT_QUERY, "GET", 1, "audit", NULL, BODY_NONE },
+	{ ROUTE_AUDIT_LOG, "GET", 2, "audit", "log", BODY_NONE },
+	{ ROUTE_AUDIT_KEY, "GET", 2, "audit", "key", BODY_NONE },
+	{ ROUTE_POLICY_RELOAD, "POST", 2, "policy", "reload", BODY_EMPTY },
 };
+
+enum perm api_route_perm(enum api_route r)
+{
+	switch (r) {
+	case ROUTE_HOST_INFO:
+		return PERM_HOST_READ;
+	case ROUTE_VM_LIST:
+	case ROUTE_VM_INFO:
+	case ROUTE_VM_CONSOLE:
+		return PERM_VM_READ;
+	case ROUTE_VM_MIGRATE:
+		return PERM_VM_MIGRATE;
+	case ROUTE_MIG_LIST:
+	case ROUTE_MIG_INFO:
+		return PERM_MIG_READ;
+	case ROUTE_MIG_CANCEL:
+		return PERM_MIG_CANCEL;
+	case ROUTE_IN_PREPARE:
+	case ROUTE_IN_INFO:
+	case ROUTE_IN_FINISH:
+	case ROUTE_IN_ABORT:
+		return PERM_MIG_PEER;
+	case ROUTE_AUDIT_QUERY:
+	case ROUTE_AUDIT_LOG:
+	case ROUTE_AUDIT_KEY:
+		return PERM_AUDIT_READ;
+	case ROUTE_POLICY_RELOAD:
+		return PERM_POLICY_RELOAD;
+	default:
+		return PERM_VM_WRITE; /* define, delete, start, stop, ... */
+	}
+}
+
+const char *api_route_action(enum api_route r)
+{
+	switch (r) {
+	case ROUTE_VM_DEFINE:
+		return "vm.define";
+	case ROUTE_VM_DELETE:
+		return "vm.delete";
+	case ROUTE_VM_START:
+		return "vm.start";
+	case ROUTE_VM_STOP:
+		return "vm.stop";
+	case ROUTE_VM_PAUSE:
+		return "vm.pause";
+	case ROUTE_VM_RESUME:
+		return "vm.resume";
+	case ROUTE_VM_MIGRATE:
+		return "migration.request";
+	case ROUTE_MIG_CANCEL:
+		return "migration.cancel";
+	case ROUTE_IN_PREPARE:
+		return "migration.prepare";
+	case ROUTE_IN_FINISH:
+		return "migration.finish";
+	case ROUTE_IN_ABORT:
+		return "migration.abort";
+	case ROUTE_POLICY_RELOAD:
+		return "policy.reload";
+	default:
+		return NULL;
+	}
+}
+
+/* Is seg1 a fixed second segment of some route under seg0 (so it is not a
+ * NAME)? */
+static bool is_fixed_segment(const char *seg0, const char *seg1)
+{
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (routes[i].nseg == 2 && routes[i].verb &&
+		    !strcmp(routes[i].seg0, seg0) &&
+		    !strcmp(routes[i].verb, seg1))
+			return true;
+	return false;
+}
 
 void api_request_clear(struct api_request *req)
 {
@@ -131,7 +213,70 @@ out:
 	return rc;
 }
 
-/* Parse the query string: only the console takes offset and limit. */
+/* Is s an audit action filter: [a-z0-9._-]+ with an optional final '*'? */
+static bool action_filter_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > FERRY_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-' ||
+		      (c == '*' && i == n - 1)))
+			return false;
+	}
+	return true;
+}
+
+/* One query parameter of the console or audit routes. */
+static int query_param(struct api_request *req, const char *key,
+		       const char *value, struct ferr *err)
+{
+	bool console = req->route == ROUTE_VM_CONSOLE;
+	uint64_t *num = NULL, max = INT64_MAX;
+	char *str = NULL;
+
+	if (console && !strcmp(key, "offset")) {
+		num = &req->offset;
+	} else if (!strcmp(key, "limit")) {
+		num = &req->limit;
+		max = console ? FERRY_API_CONSOLE_MAX : FERRY_AUDIT_QUERY_MAX;
+	} else if (!console && !strcmp(key, "since")) {
+		num = &req->since;
+	} else if (!console && !strcmp(key, "until")) {
+		num = &req->until;
+	} else if (!console && !strcmp(key, "vm")) {
+		str = req->q_vm;
+	} else if (!console && !strcmp(key, "actor")) {
+		str = req->q_actor;
+	} else if (!console && !strcmp(key, "action")) {
+		str = req->q_action;
+	} else {
+		return ferr_set(err, FERR_INVALID,
+				"unknown query parameter \"%.32s\"", key);
+	}
+	if (num && parse_u64(value, 0, max, num) < 0)
+		return ferr_set(err, FERR_INVALID,
+				"query parameter %s must be an integer "
+				"between 0 and %llu",
+				key, (unsigned long long)max);
+	if (str) {
+		bool ok = str == req->q_action ? action_filter_ok(value)
+					       : name_is_valid(value);
+
+		if (!ok)
+			return ferr_set(err, FERR_INVALID,
+					"query parameter %s is not valid", key);
+		snprintf(str, FERRY_NAME_MAX + 1, "%s", value);
+	}
+	return 0;
+}
+
+/* Parse the query string: only the console and the audit query take
+ * parameters. */
 static int parse_query(struct api_request *req, const char *query,
 		       struct ferr *err)
 {
@@ -140,10 +285,11 @@ static int parse_query(struct api_request *req, const char *query,
 	int rc = 0;
 
 	req->offset = 0;
-	req->limit = FERRY_API_CONSOLE_MAX;
+	req->limit = req->route == ROUTE_AUDIT_QUERY ? FERRY_AUDIT_QUERY_DEFAULT
+						     : FERRY_API_CONSOLE_MAX;
 	if (!query || !*query)
 		return 0;
-	if (req->route != ROUTE_VM_CONSOLE)
+	if (req->route != ROUTE_VM_CONSOLE && req->route != ROUTE_AUDIT_QUERY)
 		return ferr_set(err, FERR_INVALID,
 				"this request takes no query parameters");
 	TAILQ_INIT(&params);
@@ -152,28 +298,9 @@ static int parse_query(struct api_request *req, const char *query,
 		return ferr_set(err, FERR_INVALID, "malformed query string");
 	}
 	TAILQ_FOREACH(kv, &params, next) {
-		uint64_t *dst;
-		uint64_t max;
-
-		if (!strcmp(kv->key, "offset")) {
-			dst = &req->offset;
-			max = INT64_MAX;
-		} else if (!strcmp(kv->key, "limit")) {
-			dst = &req->limit;
-			max = FERRY_API_CONSOLE_MAX;
-		} else {
-			rc = ferr_set(err, FERR_INVALID,
-				      "unknown query parameter \"%.32s\"",
-				      kv->key);
+		rc = query_param(req, kv->key, kv->value, err);
+		if (rc < 0)
 			break;
-		}
-		if (parse_u64(kv->value, 0, max, dst) < 0) {
-			rc = ferr_set(err, FERR_INVALID,
-				      "query parameter %s must be an integer "
-				      "between 0 and %llu",
-				      kv->key, (unsigned long long)max);
-			break;
-		}
 	}
 	evhttp_clear_headers(&params);
 	return rc;
@@ -200,7 +327,9 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 
 		if (r->nseg != nseg || strcmp(r->seg0, seg[0]) != 0)
 			continue;
-		if (r->verb && strcmp(r->verb, seg[2]) != 0)
+		if (r->verb && strcmp(r->verb, seg[nseg - 1]) != 0)
+			continue;
+		if (nseg == 2 && !r->verb && is_fixed_segment(seg[0], seg[1]))
 			continue;
 		path_known = true;
 		if (!strcmp(r->method, method)) {
@@ -217,7 +346,7 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 		goto out;
 	}
 	req->route = match->route;
-	if (nseg >= 2) {
+	if (nseg == 3 || (nseg == 2 && !match->verb)) {
 		if (!name_is_valid(seg[1])) {
 			ferr_set(err, FERR_INVALID,
 				 "\"%.64s\" is not a valid %s", seg[1],

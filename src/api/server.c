@@ -1,6 +1,8 @@
 /* server.c - HTTPS transport of the API: evhttp over OpenSSL bufferevents
  * with mandatory client certificates. */
 #include "api.h"
+#include "audit.h"
+#include "guard.h"
 #include "tls.h"
 
 #include <string.h>
@@ -14,7 +16,33 @@ struct api_server {
 	struct evhttp *http;
 	SSL_CTX *ctx;
 	struct api_ctx *actx;
+	struct tls_gate gate;
 };
+
+/* TLS gate callbacks: the guard counts unauthenticated connections per
+ * source; refusals and failed handshakes go to the audit log. */
+static bool gate_admit(void *arg, const char *addr, char *why, size_t len)
+{
+	struct api_server *s = arg;
+
+	return guard_conn_open(s->actx->guard, addr, why, len);
+}
+
+static void gate_release(void *arg, const char *addr)
+{
+	struct api_server *s = arg;
+
+	guard_conn_done(s->actx->guard, addr);
+}
+
+static void gate_refused(void *arg, const char *addr, bool limited,
+			 const char *why)
+{
+	struct api_server *s = arg;
+
+	audit_refused(s->actx->refusals,
+		      limited ? "conn.limited" : "auth.failed", addr, why);
+}
 
 /* evhttp asks for each new connection's bufferevent: wrap it in TLS. */
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
@@ -70,28 +98,65 @@ static const char *method_name(enum evhttp_cmd_type t)
 	}
 }
 
-/* Every request lands here: authenticate, parse, handle, reply. */
+/* Audit a state-changing request and its result. Returns -1 when the
+ * record could not be written (the reply must then not acknowledge). */
+static int audit_request(struct api_server *s, const char *identity,
+			 const struct api_request *req, const char *action,
+			 int status, const json_t *reply)
+{
+	json_t *detail = json_pack("{s:i, s:s}", "status", status,
+				   "permission",
+				   perm_name(api_route_perm(req->route)));
+	const json_t *e = json_object_get(reply, "error");
+	struct ferr err;
+
+	if (e)
+		json_object_set(detail, "error", json_object_get(e, "message"));
+	if (json_object_get(reply, "id"))
+		json_object_set(detail, "migration",
+				json_object_get(reply, "id"));
+	if (audit_log(s->actx->audit, identity, action,
+		      req->vm[0] ? req->vm : "-",
+		      status < 300 ? "ok" : "error", detail, &err) < 0) {
+		log_error("audit: cannot record %s by %s: %s", action,
+			  identity, err.msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* Every request lands here: authenticate, rate-limit, parse, authorize,
+ * handle, audit, reply. */
 static void on_request(struct evhttp_request *r, void *arg)
 {
 	struct api_server *s = arg;
+	struct api_ctx *ctx = s->actx;
 	struct evhttp_connection *conn = evhttp_request_get_connection(r);
 	struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
 	SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
 	struct evbuffer *in = evhttp_request_get_input_buffer(r);
 	const char *method = method_name(evhttp_request_get_command(r));
 	const char *uri = evhttp_request_get_uri(r);
-	char identity[FERRY_NAME_MAX + 1];
+	char identity[FERRY_NAME_MAX + 1], why[FERRY_ERR_MSG_MAX];
+	struct policy_decision d;
 	struct api_request req;
 	struct ferr err = { 0 };
 	size_t len = evbuffer_get_length(in);
+	const char *action;
 	json_t *reply = NULL;
 	int status;
 
 	if (tls_peer_identity(ssl, identity, sizeof(identity)) < 0) {
 		ferr_set(&err, FERR_UNAUTH,
 			 "a valid client certificate is required");
-		log_warn("api: refused %s %s: no verified identity", method,
-			 uri);
+		audit_refused(ctx->refusals, "auth.failed", "?",
+			      "request without a verified identity");
+		send_json(r, ferr_http_status(err.code), api_error_json(&err));
+		return;
+	}
+	if (!guard_request(ctx->guard, identity, why, sizeof(why))) {
+		ferr_set(&err, FERR_RATE, "%s", why);
+		audit_refused(ctx->refusals, "rate.limited", identity, why);
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
@@ -100,10 +165,41 @@ static void on_request(struct evhttp_request *r, void *arg)
 				  : NULL,
 			      len, &req, &err) < 0) {
 		log_info("api: %s %s %s: %s", identity, method, uri, err.msg);
+		audit_refused(ctx->refusals, "request.refused", identity,
+			      err.msg);
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
-	status = api_handle(s->actx, identity, &req, &reply);
+	action = api_route_action(req.route);
+	if (!policy_permits(*ctx->policy, identity, api_route_perm(req.route),
+			    &d)) {
+		struct ferr aerr;
+
+		ferr_set(&err, FERR_FORBIDDEN, "%s", d.reason);
+		if (audit_log(ctx->audit, identity, "policy.decision",
+			      req.vm[0] ? req.vm : "-", "deny",
+			      json_pack("{s:s, s:s, s:s, s:s}", "request",
+					action ? action : method, "permission",
+					perm_name(api_route_perm(req.route)),
+					"rule", d.rule, "reason", d.reason),
+			      &aerr) < 0)
+			log_error("audit: %s", aerr.msg);
+		log_info("api: %s %s %s: denied: %s", identity, method, uri,
+			 d.reason);
+		api_request_clear(&req);
+		send_json(r, ferr_http_status(err.code), api_error_json(&err));
+		return;
+	}
+	status = api_handle(ctx, identity, &req, &reply);
+	if (action && audit_request(s, identity, &req, action, status, reply) <
+			      0) {
+		json_decref(reply);
+		ferr_set(&err, FERR_IO,
+			 "the action was carried out but its audit record "
+			 "could not be written");
+		reply = api_error_json(&err);
+		status = ferr_http_status(err.code);
+	}
 	api_request_clear(&req);
 	log_debug("api: %s %s %s -> %d", identity, method, uri, status);
 	send_json(r, status, reply);
@@ -119,6 +215,14 @@ int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	s->ctx = ctx;
 	s->actx = actx;
+	s->gate = (struct tls_gate){ .admit = gate_admit,
+				     .release = gate_release,
+				     .refused = gate_refused,
+				     .arg = s };
+	if (tls_ctx_set_gate(ctx, &s->gate, err) < 0) {
+		free(s);
+		return -1;
+	}
 	s->http = evhttp_new(base);
 	if (!s->http) {
 		free(s);

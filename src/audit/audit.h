@@ -284,4 +284,30 @@ uint64_t audit_record_seq(const json_t *rec);
 /* A readable message for the last OpenSSL error (clears the queue). */
 const char *audit_ssl_error(char *buf, size_t len);
 
+/* ---- coalesced refusals (refusals.c) ---------------------------------- */
+
+#define AUDIT_REFUSAL_ACTIONS 8  /* distinct refusal actions per flush */
+#define AUDIT_REFUSAL_SOURCES 32 /* sources counted by name per action */
+#define AUDIT_REFUSAL_FLUSH_MS 1000 /* how often ferryd flushes */
+
+struct audit_refusals;
+
+/* Create a coalescer writing to a (borrowed). */
+int audit_refusals_new(struct audit *a, struct audit_refusals **out,
+		       struct ferr *err);
+
+/* Count one refusal of `action` ("rate.limited", "auth.failed", ...) from
+ * source (an address or identity) for reason why. Never blocks on I/O;
+ * thread-safe; NULL r is a no-op. */
+void audit_refused(struct audit_refusals *r, const char *action,
+		   const char *source, const char *why);
+
+/* Write one record per action counted since the last flush: detail
+ * {"count", "sources": {source: n}, "other_sources", "first_reason",
+ * "since"}. Thread-safe. */
+int audit_refusals_flush(struct audit_refusals *r, struct ferr *err);
+
+/* Flush and free (NULL is fine). */
+void audit_refusals_free(struct audit_refusals *r);
+
 #endif

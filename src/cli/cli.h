@@ -51,6 +51,14 @@ enum cli_opt_bit {
 	OPT_INSECURE = 1 << 19,
 	OPT_MAX_TIME = 1 << 20,
 	OPT_CANCEL = 1 << 21,
+	OPT_LOG = 1 << 22,
+	OPT_KEY = 1 << 23,
+	OPT_SINCE = 1 << 24,
+	OPT_UNTIL = 1 << 25,
+	OPT_VM = 1 << 26,
+	OPT_ACTOR = 1 << 27,
+	OPT_ACTION = 1 << 28,
+	OPT_LIMIT = 1 << 29,
 };
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
@@ -79,6 +87,14 @@ struct cli_opts {
 	bool insecure;
 	uint64_t max_time_s;
 	bool cancel;
+	const char *log;        /* audit: a local audit.log */
+	const char *key;        /* audit: the host's audit.pub */
+	uint64_t since_ms;      /* audit show filters */
+	uint64_t until_ms;
+	const char *vm;
+	const char *actor;
+	const char *action;
+	uint64_t limit;
 };
 
 struct cli_host {
@@ -165,6 +181,8 @@ int cmd_host(const struct cli_opts *o, int argc, char **argv);
 int cmd_vm(const struct cli_opts *o, int argc, char **argv);
 int cmd_pki(const struct cli_opts *o, int argc, char **argv);
 int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
+int cmd_audit(const struct cli_opts *o, int argc, char **argv);
+int cmd_policy(const struct cli_opts *o, int argc, char **argv);
 
 /* Shared by commands: load config, pick the host, init a client. */
 int cli_connect(const struct cli_opts *o, struct cli_config *cfg,

@@ -199,7 +199,7 @@ static int cancel(const struct cli_opts *o, struct client *c,
 	snprintf(path, sizeof(path), "/v1/vms/%s", vm);
 	if (client_call(c, h, "GET", path, NULL, &info, err) < 0)
 		return -1;
-	id = json_string_value(json_object_get(info, "migration"));
+	id = json_string_value(json_object_get(info, "active_migration"));
 	if (!id || !strcmp(str(info, "state"), "incoming")) {
 		json_decref(info);
 		return ferr_set(err, FERR_CONFLICT,

@@ -1,10 +1,12 @@
 /* ferry - command line client of ferryd. */
+#define _GNU_SOURCE
 #include "cli.h"
 
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static void usage(FILE *f)
 {
@@ -19,6 +21,10 @@ static void usage(FILE *f)
 		"     [--bandwidth MIBPS] [--channels N] [--max-time S] "
 		"[--insecure]\n"
 		"  migrate --cancel NAME | migrate history\n"
+		"  audit verify [--log FILE --key FILE] | audit show [--since T]\n"
+		"     [--until T] [--vm NAME] [--actor ID] [--action A] [--limit "
+		"N]\n"
+		"  policy reload\n"
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
 		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
 		"3 host unreachable or TLS refused, 4 not found\n");
@@ -32,7 +38,8 @@ int cli_check_opts(const struct cli_opts *o, unsigned allowed,
 		"--no-wait", "--follow", "--dir", "--ip", "--dns", "--days",
 		"--cluster", "--offset", "--to", "--offline", "--postcopy",
 		"--max-downtime", "--bandwidth", "--channels", "--insecure",
-		"--max-time", "--cancel",
+		"--max-time", "--cancel", "--log", "--key", "--since",
+		"--until", "--vm", "--actor", "--action", "--limit",
 	};
 	unsigned bad = o->set & ~(allowed | OPT_GLOBAL);
 
@@ -62,6 +69,24 @@ int cli_connect(const struct cli_opts *o, struct cli_config *cfg,
 	if (!*host)
 		return -1;
 	return client_init(c, cfg, t, err);
+}
+
+/* A UTC time "YYYY-MM-DDTHH:MM:SSZ" or seconds since the epoch, in ms. */
+static int parse_time(const char *s, uint64_t *ms)
+{
+	struct tm tm = { 0 };
+	uint64_t secs;
+	const char *end;
+
+	if (parse_u64(s, 0, UINT32_MAX, &secs) == 0) {
+		*ms = secs * 1000;
+		return 0;
+	}
+	end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!end || *end)
+		return -1;
+	*ms = (uint64_t)timegm(&tm) * 1000;
+	return 0;
 }
 
 /* Append value to a NULL-terminated list of at most CLI_SANS_MAX. */
@@ -101,6 +126,14 @@ int main(int argc, char **argv)
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "max-time", required_argument, NULL, 'X' },
 		{ "cancel", no_argument, NULL, 'K' },
+		{ "log", required_argument, NULL, 'L' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "since", required_argument, NULL, 's' },
+		{ "until", required_argument, NULL, 'u' },
+		{ "vm", required_argument, NULL, 'v' },
+		{ "actor", required_argument, NULL, 'a' },
+		{ "action", required_argument, NULL, 'A' },
+		{ "limit", required_argument, NULL, 'Z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -110,7 +143,7 @@ int main(int argc, char **argv)
 	int c;
 
 	signal(SIGPIPE, SIG_IGN);
-	while ((c = getopt_long(argc, argv, "c:H:jft:WFd:i:n:D:C:o:T:OPM:B:N:IX:KhV", opts,
+	while ((c = getopt_long(argc, argv, "c:H:jft:WFd:i:n:D:C:o:T:OPM:B:N:IX:KL:k:s:u:v:a:A:Z:hV", opts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -242,6 +275,49 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
+		case 'L':
+			o.log = optarg;
+			o.set |= OPT_LOG;
+			break;
+		case 'k':
+			o.key = optarg;
+			o.set |= OPT_KEY;
+			break;
+		case 's':
+		case 'u':
+			if (parse_time(optarg, c == 's' ? &o.since_ms
+							: &o.until_ms) < 0) {
+				fprintf(stderr,
+					"ferry: error: --%s takes a UTC time "
+					"YYYY-MM-DDTHH:MM:SSZ or seconds since "
+					"the epoch\n",
+					c == 's' ? "since" : "until");
+				return EXIT_USAGE;
+			}
+			o.set |= c == 's' ? OPT_SINCE : OPT_UNTIL;
+			break;
+		case 'v':
+			o.vm = optarg;
+			o.set |= OPT_VM;
+			break;
+		case 'a':
+			o.actor = optarg;
+			o.set |= OPT_ACTOR;
+			break;
+		case 'A':
+			o.action = optarg;
+			o.set |= OPT_ACTION;
+			break;
+		case 'Z':
+			if (parse_u64(optarg, 1, FERRY_AUDIT_QUERY_MAX,
+				      &o.limit) < 0) {
+				fprintf(stderr, "ferry: error: --limit must be "
+						"1..%d\n",
+					FERRY_AUDIT_QUERY_MAX);
+				return EXIT_USAGE;
+			}
+			o.set |= OPT_LIMIT;
+			break;
 		case 'h':
 			usage(stdout);
 			return EXIT_OK;
@@ -265,6 +341,10 @@ int main(int argc, char **argv)
 		return cmd_pki(&o, argc - optind - 1, argv + optind + 1);
 	if (!strcmp(argv[optind], "migrate"))
 		return cmd_migrate(&o, argc - optind - 1, argv + optind + 1);
+	if (!strcmp(argv[optind], "audit"))
+		return cmd_audit(&o, argc - optind - 1, argv + optind + 1);
+	if (!strcmp(argv[optind], "policy"))
+		return cmd_policy(&o, argc - optind - 1, argv + optind + 1);
 	fprintf(stderr, "ferry: error: unknown command \"%s\"\n",
 		argv[optind]);
 	usage(stderr);

@@ -35,9 +35,12 @@
 #define FERRY_API_PORT_DEFAULT 8443
 #define FERRY_API_MAX_BODY (64 * 1024)          /* request body bytes */
 #define FERRY_API_MAX_HEADERS (16 * 1024)       /* request header bytes */
-#define FERRY_API_TIMEOUT_S 30                  /* idle read/write timeout */
+#define FERRY_API_TIMEOUT_S 10                  /* idle read/write timeout:
+							   cuts slow-loris clients */
 #define FERRY_API_CONSOLE_MAX (256 * 1024)      /* console bytes per reply */
-#define FERRY_API_REPLY_MAX (16 * 1024 * 1024)  /* reply bytes the CLI reads */
+#define FERRY_API_REPLY_MAX (64 * 1024 * 1024)  /* reply bytes the CLI reads */
+#define FERRY_AUDIT_QUERY_DEFAULT 1000          /* records per audit query */
+#define FERRY_AUDIT_QUERY_MAX 10000
 
 /* QMP */
 #define FERRY_QMP_LINE_MAX (1024 * 1024)        /* one QMP message */
@@ -56,6 +59,19 @@
 #define FERRY_MIG_TIME_S_DEFAULT 300ULL
 #define FERRY_MIG_TIME_S_MIN 5ULL
 #define FERRY_MIG_TIME_S_MAX 86400ULL
+
+/* Migrations at once, per host (config migration.max_incoming/outgoing) */
+#define FERRY_MIG_INCOMING_DEFAULT 2
+#define FERRY_MIG_OUTGOING_DEFAULT 2
+#define FERRY_MIG_CONCURRENT_MAX 64
+
+/* Flood protection defaults (config "limits") */
+#define FERRY_GUARD_CONNS_PER_ADDR 32    /* unauthenticated, per source */
+#define FERRY_GUARD_CONNS_TOTAL 256      /* unauthenticated, in all */
+#define FERRY_GUARD_HANDSHAKES_PER_S 50  /* per source */
+#define FERRY_GUARD_HANDSHAKE_BURST 100
+#define FERRY_GUARD_REQUESTS_PER_S 100   /* per identity */
+#define FERRY_GUARD_REQUEST_BURST 200
 
 /* Certificates */
 #define FERRY_CERT_DAYS_DEFAULT 825

@@ -46,16 +46,43 @@ static int get_path(const json_t *obj, const char *key, const char *what,
 	return 0;
 }
 
+/* The optional "limits" object (flood protection). */
+static int parse_limits(const json_t *obj, struct guard_limits *l,
+			struct ferr *err)
+{
+	static const char *const fields[] = {
+		"conns_per_addr", "conns_total", "handshakes_per_s",
+		"handshake_burst", "requests_per_s", "request_burst", NULL
+	};
+	unsigned *dst[] = { &l->conns_per_addr,   &l->conns_total,
+			    &l->handshakes_per_s, &l->handshake_burst,
+			    &l->requests_per_s,   &l->request_burst };
+
+	if (json_check_fields(obj, fields, "limits", err) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
+		uint64_t v = *dst[i];
+
+		if (json_get_u64(obj, fields[i], "limits", 1, 1000000, &v,
+				 err) < 0)
+			return -1;
+		*dst[i] = (unsigned)v;
+	}
+	return 0;
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
 {
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
-		"qemu", "memory_reserve_mib", "migration", NULL
+		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
+		NULL
 	};
 	static const char *const mig_fields[] = { "port", "advertise_address",
-						  "advertise_port", NULL };
+						  "advertise_port", "max_incoming",
+						  "max_outgoing", NULL };
 	static const char *const listen_fields[] = { "address", "port", NULL };
 	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
 	json_t *root = NULL, *listen, *tls;
@@ -66,6 +93,16 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->accel = ACCEL_AUTO;
+	cfg->max_incoming = FERRY_MIG_INCOMING_DEFAULT;
+	cfg->max_outgoing = FERRY_MIG_OUTGOING_DEFAULT;
+	cfg->limits = (struct guard_limits){
+		.conns_per_addr = FERRY_GUARD_CONNS_PER_ADDR,
+		.conns_total = FERRY_GUARD_CONNS_TOTAL,
+		.handshakes_per_s = FERRY_GUARD_HANDSHAKES_PER_S,
+		.handshake_burst = FERRY_GUARD_HANDSHAKE_BURST,
+		.requests_per_s = FERRY_GUARD_REQUESTS_PER_S,
+		.request_burst = FERRY_GUARD_REQUEST_BURST,
+	};
 	cfg->memory_reserve_mib = 256;
 	snprintf(cfg->qemu_binary, sizeof(cfg->qemu_binary), "%s",
 		 "/usr/bin/qemu-system-x86_64");
@@ -182,7 +219,8 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		 cfg->listen_addr);
 	if (json_object_get(root, "migration")) {
 		json_t *mig = json_object_get(root, "migration");
-		uint64_t aport = 0;
+		uint64_t aport = 0, in = cfg->max_incoming,
+			 out = cfg->max_outgoing;
 
 		s = NULL;
 		if (json_check_fields(mig, mig_fields, "migration", err) < 0 ||
@@ -191,8 +229,14 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		    json_get_u64(mig, "advertise_port", "migration", 1, 65535,
 				 &aport, err) < 0 ||
 		    json_get_string(mig, "advertise_address", "migration", 63,
-				    &s, err) < 0)
+				    &s, err) < 0 ||
+		    json_get_u64(mig, "max_incoming", "migration", 1,
+				 FERRY_MIG_CONCURRENT_MAX, &in, err) < 0 ||
+		    json_get_u64(mig, "max_outgoing", "migration", 1,
+				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0)
 			goto wrap;
+		cfg->max_incoming = (unsigned)in;
+		cfg->max_outgoing = (unsigned)out;
 		if (s) {
 			if (inet_pton(AF_INET, s, addrbuf) != 1 &&
 			    inet_pton(AF_INET6, s, addrbuf) != 1) {
@@ -210,6 +254,14 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	cfg->migration_port = (uint16_t)port;
 	if (!cfg->advertise_port)
 		cfg->advertise_port = cfg->migration_port;
+	if (json_object_get(root, "policy") &&
+	    get_path(root, "policy", "config", base_dir, cfg->policy_file,
+		     sizeof(cfg->policy_file), err) < 0)
+		goto wrap;
+	if (json_object_get(root, "limits") &&
+	    parse_limits(json_object_get(root, "limits"), &cfg->limits, err) <
+		    0)
+		goto wrap;
 	if (cfg->migration_port == cfg->listen_port) {
 		ferr_set(err, FERR_INVALID,
 			 "migration.port must differ from listen.port");

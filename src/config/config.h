@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "guard.h"
 
 enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
 
@@ -28,6 +29,10 @@ struct ferryd_config {
 	uint16_t migration_port;           /* listen_addr:migration_port */
 	char advertise_addr[64];           /* what sources connect to */
 	uint16_t advertise_port;
+	unsigned max_incoming;             /* migrations received at once */
+	unsigned max_outgoing;             /* migrations sent at once */
+	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
+	struct guard_limits limits;        /* flood protection */
 };
 
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves

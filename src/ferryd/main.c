@@ -1,22 +1,33 @@
-/* ferryd - the per-host daemon: owns the host's QEMU VMs and serves the
- * mutual-TLS API. Stopping ferryd leaves the VMs running; the next ferryd
+/* ferryd - the per-host daemon: owns the host's QEMU VMs, serves the
+ * mutual-TLS API, carries migrations, enforces the policy and keeps the
+ * audit log. Stopping ferryd leaves the VMs running; the next ferryd
  * re-attaches to them. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <openssl/ssl.h>
 
 #include "api.h"
+#include "audit.h"
 #include "common.h"
 #include "config.h"
+#include "guard.h"
 #include "migrate.h"
+#include "policy.h"
 #include "tls.h"
 #include "vm.h"
+
+/* Everything ferryd runs, for the signal and timer callbacks. */
+struct ferryd {
+	struct event_base *base;
+	struct api_ctx actx;
+};
 
 static void usage(FILE *f)
 {
@@ -28,13 +39,50 @@ static void usage(FILE *f)
 /* SIGTERM/SIGINT: leave the loop; VMs keep running. */
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
+	struct ferryd *d = arg;
+
 	(void)what;
 	log_info("ferryd: signal %d, shutting down (VMs keep running)",
 		 (int)sig);
-	event_base_loopexit(arg, NULL);
+	event_base_loopexit(d->base, NULL);
 }
 
-int main(int argc, char **argv)
+/* SIGHUP: reload the policy; a broken one leaves the old in force. */
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct ferryd *d = arg;
+	struct ferr err;
+
+	(void)sig;
+	(void)what;
+	api_policy_reload(&d->actx, "-", &err);
+}
+
+/* Every AUDIT_REFUSAL_FLUSH_MS: write the coalesced refusals. */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct ferryd *d = arg;
+	struct ferr err;
+
+	(void)fd;
+	(void)what;
+	if (audit_refusals_flush(d->actx.refusals, &err) < 0)
+		log_error("audit: %s", err.msg);
+}
+
+/* Many clients at once need descriptors: raise the soft limit to the
+ * hard one. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int parse_args(int argc, char **argv, const char **config_path)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -43,40 +91,30 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct ferryd_config cfg;
-	struct event_base *base = NULL;
-	struct event *ev_term = NULL, *ev_int = NULL;
-	struct vmm *vmm = NULL;
-	struct migrator *mig = NULL;
-	struct api_ctx actx = { 0 };
-	struct api_server *api = NULL;
-	SSL_CTX *ctx = NULL;
-	enum accel_mode accel;
-	const char *config_path = NULL;
-	struct ferr err = { 0 };
-	int rc = 1, c;
+	static const char *const levels[] = { "debug", "info", "warn",
+					       "error" };
+	int c;
 
 	while ((c = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			config_path = optarg;
+			*config_path = optarg;
 			break;
-		case 'l':
-			if (!strcmp(optarg, "debug"))
-				log_set_level(LOG_DEBUG);
-			else if (!strcmp(optarg, "info"))
-				log_set_level(LOG_INFO);
-			else if (!strcmp(optarg, "warn"))
-				log_set_level(LOG_WARN);
-			else if (!strcmp(optarg, "error"))
-				log_set_level(LOG_ERROR);
-			else {
+		case 'l': {
+			int lv = -1;
+
+			for (int i = 0; i < 4; i++)
+				if (!strcmp(optarg, levels[i]))
+					lv = i;
+			if (lv < 0) {
 				fprintf(stderr,
 					"ferryd: unknown log level %s\n",
 					optarg);
 				return 2;
 			}
+			log_set_level((enum log_level)lv);
 			break;
+		}
 		case 'V':
 			printf("ferryd %s\n", FERRY_VERSION);
 			return 0;
@@ -88,15 +126,54 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!config_path || optind != argc) {
+	if (!*config_path || optind != argc) {
 		usage(stderr);
 		return 2;
 	}
+	return -1; /* go on */
+}
+
+int main(int argc, char **argv)
+{
+	struct ferryd d = { 0 };
+	struct ferryd_config cfg;
+	struct event *ev[4] = { 0 };
+	struct timeval flush_tv = { .tv_sec = AUDIT_REFUSAL_FLUSH_MS / 1000 };
+	struct vmm *vmm = NULL;
+	struct migrator *mig = NULL;
+	struct migrator_deps deps;
+	struct api_server *api = NULL;
+	struct audit *audit = NULL;
+	struct audit_refusals *refusals = NULL;
+	struct guard *guard = NULL;
+	struct policy *policy = NULL;
+	SSL_CTX *ctx = NULL;
+	enum accel_mode accel;
+	const char *config_path = NULL;
+	struct ferr err = { 0 };
+	int rc = parse_args(argc, argv, &config_path);
+
+	if (rc >= 0)
+		return rc;
+	rc = 1;
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	if (config_load(config_path, &cfg, &err) < 0)
 		goto fail;
 	if (accel_resolve(cfg.accel, "/dev/kvm", "/proc/cpuinfo", &accel,
 			  &err) < 0)
+		goto fail;
+	if (cfg.policy_file[0]) {
+		if (policy_load(cfg.policy_file, &policy, &err) < 0)
+			goto fail;
+	} else {
+		log_warn("ferryd: no policy configured (ferryd.json: policy): "
+			 "every request will be denied");
+	}
+	if (mkdir_p(cfg.state_dir, 0700, &err) < 0 ||
+	    audit_open(cfg.state_dir, cfg.host, &audit, &err) < 0 ||
+	    audit_refusals_new(audit, &refusals, &err) < 0 ||
+	    guard_new(&cfg.limits, &guard, &err) < 0)
 		goto fail;
 	ctx = tls_server_ctx_new(cfg.ca_file, cfg.cert_file, cfg.key_file,
 				 &err);
@@ -107,44 +184,71 @@ int main(int argc, char **argv)
 		ferr_set(&err, FERR_INTERNAL, "libevent has no thread support");
 		goto fail;
 	}
-	base = event_base_new();
-	if (!base) {
+	d.base = event_base_new();
+	if (!d.base) {
 		ferr_set(&err, FERR_INTERNAL, "cannot create the event loop");
 		goto fail;
 	}
-	if (vmm_new(&cfg, base, accel, &vmm, &err) < 0)
+	if (vmm_new(&cfg, d.base, accel, &vmm, &err) < 0)
 		goto fail;
-	if (migrator_new(&cfg, base, vmm, ctx, &mig, &err) < 0)
+	deps = (struct migrator_deps){ .audit = audit,
+				       .refusals = refusals,
+				       .guard = guard,
+				       .policy = &policy };
+	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
-	actx.vmm = vmm;
-	actx.mig = mig;
-	if (api_server_start(base, &cfg, ctx, &actx, &api, &err) < 0)
+	d.actx = (struct api_ctx){ .vmm = vmm,
+				   .mig = mig,
+				   .policy = &policy,
+				   .policy_path = cfg.policy_file[0]
+							  ? cfg.policy_file
+							  : NULL,
+				   .audit = audit,
+				   .refusals = refusals,
+				   .guard = guard };
+	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
 		goto fail;
-	ev_term = evsignal_new(base, SIGTERM, on_term, base);
-	ev_int = evsignal_new(base, SIGINT, on_term, base);
-	if (!ev_term || !ev_int || event_add(ev_term, NULL) < 0 ||
-	    event_add(ev_int, NULL) < 0) {
-		ferr_set(&err, FERR_INTERNAL, "cannot watch signals");
-		goto fail;
+	ev[0] = evsignal_new(d.base, SIGTERM, on_term, &d);
+	ev[1] = evsignal_new(d.base, SIGINT, on_term, &d);
+	ev[2] = evsignal_new(d.base, SIGHUP, on_hup, &d);
+	ev[3] = event_new(d.base, -1, EV_PERSIST, on_flush, &d);
+	for (int i = 0; i < 4; i++) {
+		if (!ev[i] || event_add(ev[i], i == 3 ? &flush_tv : NULL) < 0) {
+			ferr_set(&err, FERR_INTERNAL, "cannot watch signals");
+			goto fail;
+		}
 	}
+	if (audit_log(audit, "-", "ferryd.start", cfg.host, "ok",
+		      json_pack("{s:s, s:s, s:I}", "version", FERRY_VERSION,
+				"policy",
+				cfg.policy_file[0] ? cfg.policy_file : "none",
+				"vms", (json_int_t)vmm_count(vmm)),
+		      &err) < 0)
+		goto fail;
 	log_info("ferryd %s: host %s, accel %s (configured %s), %zu VMs",
 		 FERRY_VERSION, cfg.host, accel_mode_name(accel),
 		 accel_mode_name(cfg.accel), vmm_count(vmm));
-	event_base_dispatch(base);
+	event_base_dispatch(d.base);
 	rc = 0;
 	goto out;
 fail:
 	fprintf(stderr, "ferryd: %s\n", err.msg);
 out:
-	if (ev_term)
-		event_free(ev_term);
-	if (ev_int)
-		event_free(ev_int);
+	for (int i = 0; i < 4; i++)
+		if (ev[i])
+			event_free(ev[i]);
 	api_server_free(api);
 	migrator_free(mig);
 	vmm_free(vmm);
-	if (base)
-		event_base_free(base);
+	if (audit && rc == 0)
+		audit_log(audit, "-", "ferryd.stop", cfg.host, "ok", NULL,
+			  &err);
+	audit_refusals_free(refusals);
+	audit_close(audit);
+	guard_free(guard);
+	policy_free(policy);
+	if (d.base)
+		event_base_free(d.base);
 	SSL_CTX_free(ctx);
 	return rc;
 }

@@ -29,12 +29,12 @@ struct guard {
 
 void guard_default_limits(struct guard_limits *l)
 {
-	l->conns_per_addr = 32;
-	l->conns_total = 256;
-	l->handshakes_per_s = 50;
-	l->handshake_burst = 100;
-	l->requests_per_s = 100;
-	l->request_burst = 200;
+	l->conns_per_addr = FERRY_GUARD_CONNS_PER_ADDR;
+	l->conns_total = FERRY_GUARD_CONNS_TOTAL;
+	l->handshakes_per_s = FERRY_GUARD_HANDSHAKES_PER_S;
+	l->handshake_burst = FERRY_GUARD_HANDSHAKE_BURST;
+	l->requests_per_s = FERRY_GUARD_REQUESTS_PER_S;
+	l->request_burst = FERRY_GUARD_REQUEST_BURST;
 }
 
 int guard_new(const struct guard_limits *l, struct guard **out,

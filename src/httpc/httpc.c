@@ -128,6 +128,8 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 		goto out;
 	}
 	bev = NULL; /* owned by conn */
+	if (host->local)
+		evhttp_connection_set_local_address(conn, host->local);
 	evhttp_connection_set_timeout(conn, (int)timeout_s);
 	evhttp_connection_set_max_body_size(conn, FERRY_API_REPLY_MAX);
 	req = evhttp_request_new(on_done, &p);

@@ -17,6 +17,7 @@ struct httpc_peer {
 	const char *address; /* numeric IP to connect to */
 	uint16_t port;
 	bool check_name;     /* also require the certificate to name `name` */
+	const char *local;   /* connect from this address (NULL: any) */
 };
 
 /* One request: method ("GET", "POST", "DELETE"), path with query, body (may

@@ -82,8 +82,38 @@ int unix_listen(const char *path, struct ferr *err)
 	return fd;
 }
 
-/* TCP connect to addr:port within MIG_HANDSHAKE_TIMEOUT_MS. */
-static int tcp_connect(const char *addr, uint16_t port, struct ferr *err)
+/* Bind fd to the numeric address local (port 0), so peers see this host's
+ * own address. */
+static int bind_local(int fd, int family, const char *local,
+		      struct ferr *err)
+{
+	struct sockaddr_storage ls;
+	socklen_t ll;
+
+	memset(&ls, 0, sizeof(ls));
+	if (family == AF_INET &&
+	    inet_pton(AF_INET, local, &((struct sockaddr_in *)&ls)->sin_addr) ==
+		    1) {
+		ls.ss_family = AF_INET;
+		ll = sizeof(struct sockaddr_in);
+	} else if (family == AF_INET6 &&
+		   inet_pton(AF_INET6, local,
+			     &((struct sockaddr_in6 *)&ls)->sin6_addr) == 1) {
+		ls.ss_family = AF_INET6;
+		ll = sizeof(struct sockaddr_in6);
+	} else {
+		return 0; /* another family: let the kernel choose */
+	}
+	if (bind(fd, (struct sockaddr *)&ls, ll) < 0)
+		return ferr_set(err, FERR_IO, "cannot bind to %s: %s", local,
+				strerror(errno));
+	return 0;
+}
+
+/* TCP connect from local (may be NULL) to addr:port within
+ * MIG_HANDSHAKE_TIMEOUT_MS. */
+static int tcp_connect(const char *local, const char *addr, uint16_t port,
+		       struct ferr *err)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
@@ -109,6 +139,8 @@ static int tcp_connect(const char *addr, uint16_t port, struct ferr *err)
 		    0);
 	if (fd < 0)
 		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
+	if (local && bind_local(fd, ss.ss_family, local, err) < 0)
+		goto fail;
 	if (connect(fd, (struct sockaddr *)&ss, sl) < 0 &&
 	    errno != EINPROGRESS) {
 		ferr_set(err, FERR_UNAVAILABLE, "cannot connect to %s:%u: %s",
@@ -135,8 +167,9 @@ fail:
 	return -1;
 }
 
-int dataplane_dial(SSL_CTX *ctx, const char *peer_name, const char *addr,
-		   uint16_t port, bool plaintext,
+int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
+		   const char *peer_name, const char *addr, uint16_t port,
+		   bool plaintext,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err)
@@ -150,7 +183,7 @@ int dataplane_dial(SSL_CTX *ctx, const char *peer_name, const char *addr,
 	char ebuf[256];
 
 	memcpy(h.session, sid, MIG_SESSION_ID_LEN);
-	c.fd = tcp_connect(addr, port, err);
+	c.fd = tcp_connect(local_addr, addr, port, err);
 	if (c.fd < 0)
 		return -1;
 	if (!plaintext) {

@@ -3,6 +3,9 @@
  * thread per channel. */
 #define _GNU_SOURCE
 #include "migrate.h"
+#include "audit.h"
+#include "guard.h"
+#include "policy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -143,6 +146,10 @@ static void history_in(struct migrator *m, const struct in_session *s,
 	if (rec)
 		mig_history_add(m, rec);
 	json_decref(rec);
+	mig_audit(m, s->source, "migration.end", s->vm, outcome,
+		  json_pack("{s:s, s:s, s:s, s:s*}", "id", s->id, "role",
+			    "destination", "from", s->source, "error",
+			    error));
 }
 
 /* Main thread: abort s, discard its VM, record it. */
@@ -198,6 +205,18 @@ void incoming_abort_all(struct migrator *m)
 			return;
 		session_abort(m, s, "ferryd is shutting down");
 	}
+}
+
+/* Sessions still receiving (prepared, not yet finished). */
+static unsigned incoming_count(struct migrator *m)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&m->lock);
+	for (struct in_session *s = m->sessions; s; s = s->next)
+		n += s->state == IN_PREPARED;
+	pthread_mutex_unlock(&m->lock);
+	return n;
 }
 
 /* ---- prepare, finish, abort (main thread, from the API) ---- */
@@ -317,6 +336,33 @@ int migrator_prepare(struct migrator *m, const json_t *body,
 		if (postcopy && multifd)
 			ferr_set(err, FERR_INVALID,
 				 "post-copy runs without multifd");
+		goto fail;
+	}
+	{
+		struct policy_vm pvm = { def.name, def.labels, def.nlabels };
+		struct policy_decision d;
+
+		policy_check_in(*m->deps.policy, requester ? requester : "-",
+				&pvm, source, &d);
+		mig_audit(m, peer, "policy.decision", def.name,
+			  d.allow ? "allow" : "deny",
+			  json_pack("{s:s, s:s, s:s, s:s, s:s}", "check",
+				    "migrate_in", "from", source, "requester",
+				    requester ? requester : "-", "rule", d.rule,
+				    "reason", d.reason));
+		if (!d.allow) {
+			ferr_set(err, FERR_FORBIDDEN, "host %s refuses: %s",
+				 m->cfg->host, d.reason);
+			goto fail;
+		}
+	}
+	if (incoming_count(m) >= m->cfg->max_incoming) {
+		ferr_set(err, FERR_RATE,
+			 "host %s already receives %u migration(s) "
+			 "(migration.max_incoming); try again when one ends",
+			 m->cfg->host, m->cfg->max_incoming);
+		mig_audit(m, peer, "migration.refused", def.name, "limit",
+			  json_pack("{s:s}", "reason", err->msg));
 		goto fail;
 	}
 	if (vmm_check_unique(m->vmm, &def, err) < 0 ||
@@ -518,7 +564,17 @@ struct chan_in {
 	struct migrator *m;
 	int fd;
 	char from[64];
+	bool counted; /* an unauthenticated connection in the guard */
 };
+
+/* The channel authenticated (or ended): stop counting it as pending. */
+static void chan_authenticated(struct chan_in *a)
+{
+	if (a->counted) {
+		guard_conn_done(a->m->deps.guard, a->from);
+		a->counted = false;
+	}
+}
 
 /* Register / unregister a socket of s for abort (m->lock held). */
 static void fd_track_locked(struct in_session *s, int fd, bool add)
@@ -636,6 +692,8 @@ static void *chan_in_main(void *arg)
 		close(a->fd);
 		log_warn("migration channel from %s refused: %s", a->from,
 			 err.msg);
+		audit_refused(m->deps.refusals, "migration.channel_refused",
+			      a->from, err.msg);
 		goto out;
 	}
 	if (mig_hello_parse(hello, &h, &err) < 0)
@@ -643,6 +701,7 @@ static void *chan_in_main(void *arg)
 	s = claim(m, hello, &h, c.ssl, peer, exporter, &err);
 	if (!s)
 		goto refuse;
+	chan_authenticated(a);
 	pthread_mutex_lock(&m->lock);
 	qfd = connect_in_order_locked(m, s, h.channel, &err);
 	if (qfd >= 0) {
@@ -668,6 +727,8 @@ static void *chan_in_main(void *arg)
 refuse:
 	log_warn("migration channel from %s (%s) refused: %s", a->from,
 		 peer[0] ? peer : "no identity", err.msg);
+	audit_refused(m->deps.refusals, "migration.channel_refused",
+		      peer[0] ? peer : a->from, err.msg);
 	mig_ack_build(ack, MIG_ACK_REFUSED, 0, NULL, NULL);
 	conn_write_full(&c, ack, sizeof(ack), &err);
 out:
@@ -680,6 +741,7 @@ out:
 		pthread_mutex_unlock(&m->lock);
 	}
 	OPENSSL_cleanse(exporter, sizeof(exporter));
+	chan_authenticated(a);
 	free(a);
 	atomic_fetch_sub(&m->chan_threads, 1);
 	return NULL;
@@ -694,6 +756,7 @@ static void *listener_main(void *arg)
 		struct pollfd pfd = { .fd = m->listen_fd, .events = POLLIN };
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
+		char why[FERRY_ERR_MSG_MAX];
 		struct chan_in *a;
 		pthread_attr_t attr;
 		pthread_t t;
@@ -705,13 +768,6 @@ static void *listener_main(void *arg)
 			     SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		if (atomic_load(&m->chan_threads) >= DATA_CONNS_MAX) {
-			log_warn("migration port: %d connections already, "
-				 "refusing one",
-				 DATA_CONNS_MAX);
-			close(fd);
-			continue;
-		}
 		a = calloc(1, sizeof(*a));
 		if (!a) {
 			close(fd);
@@ -727,11 +783,27 @@ static void *listener_main(void *arg)
 			inet_ntop(AF_INET6,
 				  &((struct sockaddr_in6 *)&ss)->sin6_addr,
 				  a->from, sizeof(a->from));
+		if (atomic_load(&m->chan_threads) >= DATA_CONNS_MAX) {
+			snprintf(why, sizeof(why),
+				 "%d data-plane connections already",
+				 DATA_CONNS_MAX);
+		} else if (guard_conn_open(m->deps.guard, a->from, why,
+					   sizeof(why))) {
+			a->counted = true;
+		}
+		if (!a->counted) {
+			audit_refused(m->deps.refusals, "conn.limited",
+				      a->from, why);
+			close(fd);
+			free(a);
+			continue;
+		}
 		atomic_fetch_add(&m->chan_threads, 1);
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &attr, chan_in_main, a) != 0) {
 			atomic_fetch_sub(&m->chan_threads, 1);
+			chan_authenticated(a);
 			close(fd);
 			free(a);
 		}

@@ -2,6 +2,8 @@
  * API entry points of both sides, and file identities for shared storage. */
 #define _GNU_SOURCE
 #include "migrate.h"
+#include "audit.h"
+#include "policy.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -182,6 +184,27 @@ json_t *mig_files_identity(struct migrator *m, const struct vm_def *def,
 	return files;
 }
 
+void mig_audit(struct migrator *m, const char *actor, const char *action,
+	       const char *target, const char *outcome, json_t *detail)
+{
+	struct ferr err;
+
+	if (audit_log(m->deps.audit, actor, action, target, outcome, detail,
+		      &err) < 0)
+		log_error("audit: cannot record %s of %s: %s", action, target,
+			  err.msg);
+}
+
+/* Audit a policy decision about a migration. */
+static void audit_decision(struct migrator *m, const char *actor,
+			   const char *vm, const char *check,
+			   const char *host, const struct policy_decision *d)
+{
+	mig_audit(m, actor, "policy.decision", vm, d->allow ? "allow" : "deny",
+		  json_pack("{s:s, s:s, s:s, s:s}", "check", check, "host",
+			    host, "rule", d->rule, "reason", d->reason));
+}
+
 /* ---- history ---- */
 
 /* Load the newest MIG_HISTORY_MAX records of the history file. */
@@ -308,6 +331,23 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 				"vm %s is %s; only a running or paused VM can "
 				"migrate",
 				vm->def.name, vm_state_name(vm->state));
+	{
+		unsigned active = 0;
+
+		for (struct mig *o = m->active; o; o = o->next)
+			active++;
+		if (active >= m->cfg->max_outgoing) {
+			ferr_set(err, FERR_RATE,
+				 "host %s already runs %u outgoing "
+				 "migration(s) (migration.max_outgoing); try "
+				 "again when one ends",
+				 m->cfg->host, active);
+			mig_audit(m, requester, "migration.refused",
+				  vm->def.name, "limit",
+				  json_pack("{s:s}", "reason", err->msg));
+			return -1;
+		}
+	}
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
@@ -320,6 +360,20 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		ferr_set(err, FERR_INVALID, "vm %s is already on host %s",
 			 vm->def.name, m->cfg->host);
 		goto fail;
+	}
+	{
+		struct policy_vm pvm = { vm->def.name, vm->def.labels,
+					 vm->def.nlabels };
+		struct policy_decision d;
+
+		policy_check_out(*m->deps.policy, requester, &pvm, g->opts.to,
+				 &d);
+		audit_decision(m, requester, vm->def.name, "migrate_out",
+			       g->opts.to, &d);
+		if (!d.allow) {
+			ferr_set(err, FERR_FORBIDDEN, "%s", d.reason);
+			goto fail;
+		}
 	}
 	g->def = vm->def;
 	if (!g->opts.max_downtime_ms ||
@@ -451,10 +505,10 @@ int migrator_cancel(struct migrator *m, const char *id, json_t **reply,
 void migrator_annotate_vm(const struct vm *vm, json_t *obj)
 {
 	if (vm->mig_out)
-		json_object_set_new(obj, "migration",
+		json_object_set_new(obj, "active_migration",
 				    json_string(vm->mig_out->id));
 	else if (vm->incoming)
-		json_object_set_new(obj, "migration",
+		json_object_set_new(obj, "active_migration",
 				    json_string(vm->incoming_id));
 }
 
@@ -500,8 +554,8 @@ static void on_vm_exit(struct vm *vm, void *arg)
 }
 
 int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
-		 struct vmm *vmm, SSL_CTX *server_ctx, struct migrator **out,
-		 struct ferr *err)
+		 struct vmm *vmm, const struct migrator_deps *deps,
+		 struct migrator **out, struct ferr *err)
 {
 	struct migrator *m = calloc(1, sizeof(*m));
 
@@ -510,7 +564,7 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 	m->cfg = cfg;
 	m->base = base;
 	m->vmm = vmm;
-	m->server_ctx = server_ctx;
+	m->deps = *deps;
 	m->listen_fd = -1;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->cond, NULL);
@@ -522,6 +576,10 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 	m->client_ctx = tls_client_ctx_new(cfg->ca_file, cfg->cert_file,
 					   cfg->key_file, err);
 	if (!m->client_ctx)
+		goto fail;
+	m->server_ctx = tls_server_ctx_new(cfg->ca_file, cfg->cert_file,
+					   cfg->key_file, err);
+	if (!m->server_ctx)
 		goto fail;
 	if (incoming_listen(m, err) < 0)
 		goto fail;
@@ -547,6 +605,7 @@ void migrator_free(struct migrator *m)
 	if (m->vmm)
 		vmm_set_exit_hook(m->vmm, NULL, NULL);
 	SSL_CTX_free(m->client_ctx);
+	SSL_CTX_free(m->server_ctx);
 	json_decref(m->history);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->lock);

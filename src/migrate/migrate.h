@@ -146,11 +146,13 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 
 /* ---- dataplane.c: TCP and TLS set-up of channels ---- */
 
-/* Source: connect to the destination's migration port, authenticate it as
- * peer_name (TLS unless plaintext), send the HELLO for channel and check the
- * ACK. On success *out is a blocking connection ready to relay. */
-int dataplane_dial(SSL_CTX *ctx, const char *peer_name, const char *addr,
-		   uint16_t port, bool plaintext,
+/* Source: connect from local_addr (this host's address, or NULL) to the
+ * destination's migration port, authenticate it as peer_name (TLS unless
+ * plaintext), send the HELLO for channel and check the ACK. On success
+ * *out is a blocking connection ready to relay. */
+int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
+		   const char *peer_name, const char *addr, uint16_t port,
+		   bool plaintext,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
@@ -175,11 +177,24 @@ int unix_listen(const char *path, struct ferr *err);
 
 struct migrator;
 
-/* Create the migrator: client TLS context for peers, the data-plane
- * listener on cfg's migration port, the history file. */
+struct audit;
+struct audit_refusals;
+struct guard;
+struct policy;
+
+/* What the migrator uses from the rest of ferryd (all borrowed). */
+struct migrator_deps {
+	struct audit *audit;             /* migration phases and decisions */
+	struct audit_refusals *refusals; /* refused data-plane connections */
+	struct guard *guard;             /* data-plane connection limits */
+	struct policy **policy;          /* the policy in force */
+};
+
+/* Create the migrator: TLS contexts for peers and for the data plane, the
+ * data-plane listener on cfg's migration port, the history file. */
 int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
-		 struct vmm *vmm, SSL_CTX *server_ctx, struct migrator **out,
-		 struct ferr *err);
+		 struct vmm *vmm, const struct migrator_deps *deps,
+		 struct migrator **out, struct ferr *err);
 
 /* Cancel and wait for every migration, stop the listener, free. */
 void migrator_free(struct migrator *m);
@@ -293,7 +308,8 @@ struct migrator {
 	const struct ferryd_config *cfg;
 	struct event_base *base;
 	struct vmm *vmm;
-	SSL_CTX *server_ctx;      /* borrowed: data-plane accept */
+	struct migrator_deps deps;
+	SSL_CTX *server_ctx;      /* ours: data-plane accept */
 	SSL_CTX *client_ctx;      /* ours: calls and channels to peers */
 	char history_path[FERRY_PATH_MAX];
 	json_t *history;          /* main: newest last */
@@ -334,6 +350,11 @@ struct in_session *incoming_find(struct migrator *m, const char *id);
 #define MIG_FINGERPRINT_FULL (64ULL * 1024 * 1024)
 json_t *mig_files_identity(struct migrator *m, const struct vm_def *def,
 			   struct ferr *err);
+
+/* migrate.c: write an audit record, logging (not failing) on error.
+ * Thread-safe. detail is stolen. */
+void mig_audit(struct migrator *m, const char *actor, const char *action,
+	       const char *target, const char *outcome, json_t *detail);
 
 /* migrate.c: append a finished record to the history (main thread). */
 void mig_history_add(struct migrator *m, json_t *rec);

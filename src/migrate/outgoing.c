@@ -59,11 +59,26 @@ static void rec_step(struct mig *g, uint64_t t0, const char *step,
 	pthread_mutex_unlock(&g->lock);
 	log_info("migration %s of vm %s: %s: %s", g->id, g->def.name, step,
 		 detail);
+	mig_audit(g->m, g->requester, "migration.escalation", g->def.name,
+		  step, json_pack("{s:s, s:s}", "id", g->id, "detail", detail));
 }
 
+/* Set the record's phase; a change of phase is audited. */
 static void set_phase(struct mig *g, const char *phase)
 {
-	mig_rec_set(g, "phase", json_string(phase));
+	bool changed;
+
+	pthread_mutex_lock(&g->lock);
+	changed = strcmp(json_string_value(json_object_get(g->rec, "phase"))
+				 ?: "",
+			 phase) != 0;
+	json_object_set_new(g->rec, "phase", json_string(phase));
+	pthread_mutex_unlock(&g->lock);
+	if (changed)
+		mig_audit(g->m, g->requester, "migration.phase", g->def.name,
+			  phase,
+			  json_pack("{s:s, s:s, s:s}", "id", g->id, "role",
+				    "source", "to", g->opts.to));
 }
 
 /* ---- channels ---- */
@@ -83,7 +98,8 @@ static void *chan_main(void *arg)
 	struct ferr err = { 0 };
 	int rc;
 
-	rc = dataplane_dial(g->m->client_ctx, g->opts.to, g->data_addr,
+	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->listen_addr,
+			    g->opts.to, g->data_addr,
 			    g->data_port, g->opts.insecure, g->sid, g->key,
 			    (uint16_t)a->idx, (uint16_t)g->nchan, &c, &err);
 	if (rc == 0)
@@ -141,6 +157,7 @@ static void peer_of(const struct mig *g, struct httpc_peer *p)
 	p->address = g->opts.address;
 	p->port = g->opts.port;
 	p->check_name = true;
+	p->local = g->m->cfg->listen_addr;
 }
 
 static int peer_call(struct mig *g, const char *method, const char *path,
@@ -530,8 +547,9 @@ static void channels_finish(struct mig *g)
  * pause: QEMU's stop-and-copy plus the finish round trip, or, when ferry
  * paused the VM (offline), from that pause to the resume. */
 static void rec_final(struct mig *g, json_t *qm, const char *outcome,
-		      uint64_t total, uint64_t down)
+		      uint64_t total, uint64_t down, uint64_t migrate_ms)
 {
+	json_t *detail;
 	json_t *ram = json_object_get(qm, "ram");
 	uint64_t bytes = (uint64_t)json_integer_value(
 		json_object_get(ram, "transferred"));
@@ -544,6 +562,10 @@ static void rec_final(struct mig *g, json_t *qm, const char *outcome,
 	json_object_set_new(g->rec, "ended_at",
 			    json_integer((json_int_t)wall_ms()));
 	json_object_set_new(g->rec, "total_ms", json_integer((json_int_t)total));
+	/* from QEMU's migrate command to the VM running on the destination:
+	 * what QEMU's own total-time measures, plus the finish */
+	json_object_set_new(g->rec, "migrate_ms",
+			    json_integer((json_int_t)migrate_ms));
 	if (!strcmp(outcome, "completed")) {
 		/* the VM runs on the destination: a channel that failed after
 		 * QEMU completed (the destination QEMU may reset a multifd
@@ -565,8 +587,14 @@ static void rec_final(struct mig *g, json_t *qm, const char *outcome,
 	json_object_set_new(g->rec, "iterations",
 			    json_integer(json_integer_value(json_object_get(
 				    ram, "dirty-sync-count"))));
+	detail = json_pack("{s:s, s:s, s:s, s:I, s:O*}", "id", g->id, "role",
+			   "source", "to", g->opts.to, "total_ms",
+			   (json_int_t)total, "error",
+			   json_object_get(g->rec, "error"));
 	g->done = true;
 	pthread_mutex_unlock(&g->lock);
+	mig_audit(g->m, g->requester, "migration.end", g->def.name, outcome,
+		  detail);
 }
 
 /* Poll the source QEMU until the migration reaches a final state; cancel
@@ -710,7 +738,7 @@ void *mig_driver(void *arg)
 	json_t *files = NULL, *qm = NULL;
 	bool prepared = false, was_running = false, paused = false;
 	bool dest_running = false, changed = false;
-	uint64_t pause_at = 0, t_done, t_end = 0, downtime = 0;
+	uint64_t pause_at = 0, t_done, t_end = 0, downtime = 0, t_migrate = 0;
 	const char *outcome = "failed";
 	const char *st;
 
@@ -758,6 +786,7 @@ void *mig_driver(void *arg)
 		char uri[FERRY_SOCK_PATH_MAX + 8];
 
 		snprintf(uri, sizeof(uri), "unix:%s", g->out_sock);
+		t_migrate = now_ms();
 		if (qmp_simple(q, "migrate", json_pack("{s:s}", "uri", uri),
 			       &err) < 0)
 			goto fail;
@@ -828,7 +857,8 @@ end:
 	if (!t_end)
 		t_end = now_ms();
 	channels_finish(g);
-	rec_final(g, qm, outcome, t_end - c.t0, downtime);
+	rec_final(g, qm, outcome, t_end - c.t0, downtime,
+		  t_migrate ? t_end - t_migrate : 0);
 	json_decref(qm);
 	json_decref(files);
 	qmp_close(q);

@@ -392,6 +392,22 @@ int policy_load(const char *path, struct policy **out, struct ferr *err)
 	return rc;
 }
 
+int policy_reload(struct policy **cur, const char *path, struct ferr *err)
+{
+	struct policy *p = NULL;
+
+	if (policy_load(path, &p, err) < 0)
+		return -1;
+	policy_free(*cur);
+	*cur = p;
+	return 0;
+}
+
+size_t policy_rule_count(const struct policy *p)
+{
+	return p ? json_array_size(json_object_get(p->root, "rules")) : 0;
+}
+
 void policy_free(struct policy *p)
 {
 	if (!p)

@@ -69,6 +69,14 @@ int policy_parse(const char *text, size_t len, const char *origin,
 /* Read and parse the policy file at path. */
 int policy_load(const char *path, struct policy **out, struct ferr *err);
 
+/* Load the policy at path and, only when it is valid, free *cur and put
+ * the new one in its place; on error *cur is untouched (the old policy
+ * stays in force). */
+int policy_reload(struct policy **cur, const char *path, struct ferr *err);
+
+/* Number of rules (for reload reports). */
+size_t policy_rule_count(const struct policy *p);
+
 /* Free a policy (NULL is fine). */
 void policy_free(struct policy *p);
 

@@ -262,7 +262,7 @@ static int gate_client_hello(SSL *ssl, int *al, void *arg)
 	}
 	if (!gate->admit(gate->arg, c->addr, why, sizeof(why))) {
 		c->reported = true;
-		gate->refused(gate->arg, c->addr, why);
+		gate->refused(gate->arg, c->addr, true, why);
 		*al = SSL_AD_HANDSHAKE_FAILURE;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
@@ -292,7 +292,7 @@ static void gate_info(const SSL *ssl, int where, int ret)
 			 vr != X509_V_OK ? ": " : "",
 			 vr != X509_V_OK ? X509_verify_cert_error_string(vr)
 					 : "");
-		c->gate->refused(c->gate->arg, c->addr, why);
+		c->gate->refused(c->gate->arg, c->addr, false, why);
 	}
 }
 

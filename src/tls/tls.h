@@ -37,13 +37,14 @@ int tls_peer_identity(SSL *ssl, char *out, size_t len);
 /* A gate on a server context, called for every TLS connection: admit()
  * when its ClientHello arrives (false refuses the handshake before any key
  * exchange), release() once it authenticated or closed, and refused() when
- * admit() said no or the handshake failed (e.g. no or a foreign client
+ * admit() said no (limited) or the handshake failed (e.g. no or a foreign client
  * certificate). addr is the peer's numeric address. Callbacks may run on
  * any thread. */
 struct tls_gate {
 	bool (*admit)(void *arg, const char *addr, char *why, size_t len);
 	void (*release)(void *arg, const char *addr);
-	void (*refused)(void *arg, const char *addr, const char *why);
+	void (*refused)(void *arg, const char *addr, bool limited,
+			const char *why);
 	void *arg;
 };
 

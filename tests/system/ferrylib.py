@@ -244,6 +244,7 @@ class Cluster:
         for h in self.hosts.values():
             h.dir.mkdir()
             assert len(str(h.state_dir)) <= 60, h.state_dir
+            self.write_policy(h.name, self.default_policy())
             self.write_host_config(h.name)
         self.write_client_config(self.client_config)
         return self
@@ -260,9 +261,35 @@ class Cluster:
             "state_dir": "state",
             "shared_dir": "../shared",
             "accel": self.accel,
+            "policy": "policy.json",
         }
         cfg.update(self.ferryd_extra)
         return cfg
+
+    def default_policy(self):
+        """Every user is an admin, every host a peer, and any VM may move
+        between any hosts: tests of other features are not about policy."""
+        return {
+            "roles": {"admin": list(self.users),
+                      "host": list(self.hosts)},
+            "rules": [{
+                "name": "anything-goes",
+                "vms": {"all": True},
+                "migrate_out": {"roles": ["admin", "operator", "controller"]},
+                "to": {"all": True},
+                "accept_from": {"all": True},
+                "migrate_in": {"roles": ["admin", "operator", "controller"]},
+            }],
+        }
+
+    def policy_path(self, name):
+        return self.hosts[name].dir / "policy.json"
+
+    def write_policy(self, name, policy):
+        """Write host name's policy file (a dict, or raw text); a running
+        ferryd reads it at its next reload (SIGHUP or the API)."""
+        text = policy if isinstance(policy, str) else json.dumps(policy, indent=2)
+        self.policy_path(name).write_text(text + "\n")
 
     def write_host_config(self, name, **overrides):
         """(Re)write host name's ferryd.json: host_config() plus overrides
@@ -590,9 +617,7 @@ class Cluster:
         """The record of vm's migration in progress on host (source side), or
         None."""
         status, info = self.api(host, "GET", f"/v1/vms/{vm}")
-        # while a migration runs, "migration" holds its id (otherwise it is
-        # the definition's migration settings object)
-        mig_id = info.get("migration") if status == 200 else None
+        mig_id = info.get("active_migration") if status == 200 else None
         if not isinstance(mig_id, str) or info.get("state") == "incoming":
             return None
         rec = self.migration(host, mig_id)
@@ -740,12 +765,15 @@ class Cluster:
             return
         self.closed = True
         _live_clusters.remove(self)
+        stuck = []
         for name, h in self.hosts.items():
             if h.proc is not None:
+                # SIGTERM, so a sanitizer build runs its leak check
                 try:
-                    self.kill_host(name, signal.SIGKILL, timeout=10)
+                    self.kill_host(name, signal.SIGTERM, timeout=30)
                 except AssertionError:
-                    pass
+                    stuck.append(name)
+        sanitizer = self.sanitizer_reports()
         leftover = []
         for _ in range(3):
             pids = self.our_pids()
@@ -763,6 +791,26 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
         assert not leftover, f"processes of {self.dir} still alive: {leftover}"
         assert keep or not self.dir.exists(), f"{self.dir} not removed"
+        assert not sanitizer, "sanitizer reports in ferryd logs:\n" + "\n".join(sanitizer)
+        assert not stuck, f"ferryd {stuck} did not exit within 30 s of SIGTERM"
+
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                       "runtime error:")
+
+    def sanitizer_reports(self):
+        """Excerpts of ASan/LSan/UBSan reports in every ferryd log."""
+        found = []
+        for h in self.hosts.values():
+            try:
+                text = h.log.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            lines = text.splitlines()
+            for i, line in enumerate(lines):
+                if any(m in line for m in self.SANITIZER_MARKS):
+                    found.append(f"{h.name}: " + "\n".join(lines[i:i + 12]))
+                    break
+        return found
 
 
 @dataclass

@@ -1,0 +1,291 @@
+/* cmd_audit.c - `ferry audit verify|show` and `ferry policy reload`. */
+#define _GNU_SOURCE
+#include "cli.h"
+#include "audit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/pem.h>
+
+static int usage(void)
+{
+	fprintf(stderr,
+		"usage: ferry audit verify [--log FILE --key FILE]\n"
+		"       ferry audit show [--since T] [--until T] [--vm NAME] "
+		"[--actor ID]\n"
+		"                        [--action A[*]] [--limit N] [--log "
+		"FILE]\n"
+		"  without --log, the host's log is fetched over the API\n");
+	return EXIT_USAGE;
+}
+
+/* The host's public key from the API, as an EVP_PKEY. */
+static EVP_PKEY *fetch_key(struct client *c, const struct cli_host *h,
+			   struct ferr *err)
+{
+	json_t *reply = NULL;
+	const char *pem;
+	EVP_PKEY *key = NULL;
+	BIO *bio;
+
+	if (client_call(c, h, "GET", "/v1/audit/key", NULL, &reply, err) < 0)
+		return NULL;
+	pem = json_string_value(json_object_get(reply, "public_key"));
+	bio = pem ? BIO_new_mem_buf(pem, -1) : NULL;
+	if (bio)
+		key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	json_decref(reply);
+	if (!key)
+		ferr_set(err, FERR_UNAVAILABLE,
+			 "host %s sent no usable audit public key", h->name);
+	return key;
+}
+
+/* ferry audit verify: check the chain and every signature. */
+static int verify(const struct cli_opts *o, struct ferr *err)
+{
+	struct cli_config cfg;
+	const struct cli_host *h = NULL;
+	struct client c = { 0 };
+	struct audit_report rep;
+	EVP_PKEY *key = NULL;
+	json_t *reply = NULL;
+	char *text = NULL;
+	const char *log = NULL;
+	size_t len = 0;
+	int rc = -1;
+
+	if (o->log && !o->key)
+		return ferr_set(err, FERR_INVALID,
+				"--log needs --key (the host's audit.pub)");
+	if (o->key && !(key = audit_load_pubkey(o->key, err)))
+		return -1;
+	if (o->log) {
+		if (audit_read_log(o->log, &text, &len, err) < 0)
+			goto out;
+		log = text;
+	} else {
+		if (cli_connect(o, &cfg, &h, &c, err) < 0)
+			goto out;
+		if (!key) {
+			fprintf(stderr, "ferry: warning: the public key comes "
+					"from host itself; pass --key to pin "
+					"it\n");
+			key = fetch_key(&c, h, err);
+			if (!key)
+				goto out;
+		}
+		if (client_call(&c, h, "GET", "/v1/audit/log", NULL, &reply,
+				err) < 0)
+			goto out;
+		log = json_string_value(json_object_get(reply, "log"));
+		len = json_string_length(json_object_get(reply, "log"));
+		if (!log) {
+			ferr_set(err, FERR_UNAVAILABLE,
+				 "host %s sent no audit log", h->name);
+			goto out;
+		}
+	}
+	audit_verify(log, len, key, &rep);
+	if (o->json) {
+		json_t *j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:s, s:I, s:I, "
+				      "s:s}",
+				      "ok", rep.ok, "kind",
+				      audit_tamper_name(rep.kind), "records",
+				      (json_int_t)rep.records, "first_seq",
+				      (json_int_t)rep.first_seq, "last_seq",
+				      (json_int_t)rep.last_seq, "head",
+				      rep.head_hash, "bad_line",
+				      (json_int_t)rep.first_bad_line, "bad_seq",
+				      (json_int_t)rep.first_bad_seq, "message",
+				      rep.message);
+		print_json(j);
+		json_decref(j);
+	} else if (rep.ok) {
+		printf("audit log%s%s verified: %llu records (seq %llu..%llu), "
+		       "head %s\n",
+		       h ? " of " : "", h ? h->name : "",
+		       (unsigned long long)rep.records,
+		       (unsigned long long)rep.first_seq,
+		       (unsigned long long)rep.last_seq, rep.head_hash);
+	}
+	if (!rep.ok) {
+		ferr_set(err, FERR_INVALID, "audit log: %s (%s)", rep.message,
+			 audit_tamper_name(rep.kind));
+		goto out;
+	}
+	rc = 0;
+out:
+	EVP_PKEY_free(key);
+	free(text);
+	json_decref(reply);
+	client_free(&c);
+	return rc;
+}
+
+/* A record's time as "YYYY-MM-DD HH:MM:SS.mmm". */
+static void fmt_ts(json_int_t ms, char *out, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* Append "&key=value" to a query string. */
+static void add_param(char *q, size_t len, const char *key, const char *val)
+{
+	size_t n = strlen(q);
+
+	snprintf(q + n, len - n, "%s%s=%s", n ? "&" : "?", key, val);
+}
+
+/* ferry audit show: the records that match the filters. */
+static int show(const struct cli_opts *o, struct ferr *err)
+{
+	static const char *const cols[] = { "time", "actor", "action",
+					    "target", "outcome", "details",
+					    NULL };
+	static const char *const heads[] = { "TIME", "ACTOR", "ACTION",
+					     "TARGET", "OUTCOME", "DETAIL",
+					     NULL };
+	struct cli_config cfg;
+	const struct cli_host *h;
+	struct client c = { 0 };
+	json_t *reply = NULL, *recs, *rec;
+	char q[512] = "", path[600], num[32];
+	size_t i;
+	int rc = -1;
+
+	if (o->log) {
+		struct audit_filter f = {
+			.since_ms = o->since_ms,
+			.until_ms = o->until_ms,
+			.target = o->vm,
+			.actor = o->actor,
+			.action = o->action,
+			.limit = (unsigned)o->limit,
+		};
+
+		recs = audit_query(o->log, &f, err);
+		if (!recs)
+			return -1;
+		reply = json_pack("{s:o}", "records", recs);
+	} else {
+		if (o->since_ms) {
+			snprintf(num, sizeof(num), "%llu",
+				 (unsigned long long)o->since_ms);
+			add_param(q, sizeof(q), "since", num);
+		}
+		if (o->until_ms) {
+			snprintf(num, sizeof(num), "%llu",
+				 (unsigned long long)o->until_ms);
+			add_param(q, sizeof(q), "until", num);
+		}
+		if (o->limit) {
+			snprintf(num, sizeof(num), "%llu",
+				 (unsigned long long)o->limit);
+			add_param(q, sizeof(q), "limit", num);
+		}
+		if (o->vm)
+			add_param(q, sizeof(q), "vm", o->vm);
+		if (o->actor)
+			add_param(q, sizeof(q), "actor", o->actor);
+		if (o->action)
+			add_param(q, sizeof(q), "action", o->action);
+		snprintf(path, sizeof(path), "/v1/audit%s", q);
+		if (cli_connect(o, &cfg, &h, &c, err) < 0 ||
+		    client_call(&c, h, "GET", path, NULL, &reply, err) < 0)
+			goto out;
+	}
+	recs = json_object_get(reply, "records");
+	if (o->json) {
+		print_json(reply);
+	} else {
+		json_array_foreach(recs, i, rec) {
+			char ts[40];
+			json_t *d = json_object_get(rec, "detail");
+			char *ds = d ? json_dumps(d, JSON_COMPACT |
+							     JSON_SORT_KEYS)
+				     : NULL;
+
+			fmt_ts(json_integer_value(json_object_get(rec, "ts")),
+			       ts, sizeof(ts));
+			json_object_set_new(rec, "time", json_string(ts));
+			json_object_set_new(rec, "details",
+					    json_string(ds ? ds : "-"));
+			free(ds);
+		}
+		print_table(recs, cols, heads);
+	}
+	rc = 0;
+out:
+	json_decref(reply);
+	client_free(&c);
+	return rc;
+}
+
+int cmd_audit(const struct cli_opts *o, int argc, char **argv)
+{
+	struct ferr err = { 0 };
+	int rc;
+
+	if (argc != 1)
+		return usage();
+	if (!strcmp(argv[0], "verify")) {
+		if (cli_check_opts(o, OPT_LOG | OPT_KEY, "audit verify"))
+			return EXIT_USAGE;
+		rc = verify(o, &err);
+	} else if (!strcmp(argv[0], "show")) {
+		if (cli_check_opts(o,
+				   OPT_LOG | OPT_SINCE | OPT_UNTIL | OPT_VM |
+					   OPT_ACTOR | OPT_ACTION | OPT_LIMIT,
+				   "audit show"))
+			return EXIT_USAGE;
+		rc = show(o, &err);
+	} else {
+		return usage();
+	}
+	return rc < 0 ? cli_fail(&err) : EXIT_OK;
+}
+
+int cmd_policy(const struct cli_opts *o, int argc, char **argv)
+{
+	struct cli_config cfg;
+	const struct cli_host *h;
+	struct client c = { 0 };
+	struct ferr err = { 0 };
+	json_t *reply = NULL;
+	int rc = EXIT_OK;
+
+	if (argc != 1 || strcmp(argv[0], "reload") != 0) {
+		fprintf(stderr, "usage: ferry policy reload [--host NAME]\n");
+		return EXIT_USAGE;
+	}
+	if (cli_check_opts(o, 0, "policy reload"))
+		return EXIT_USAGE;
+	if (cli_connect(o, &cfg, &h, &c, &err) < 0 ||
+	    client_call(&c, h, "POST", "/v1/policy/reload", NULL, &reply,
+			&err) < 0) {
+		rc = cli_fail(&err);
+		goto out;
+	}
+	if (o->json)
+		print_json(reply);
+	else
+		printf("host %s: policy %s reloaded (%lld rules)\n", h->name,
+		       json_string_value(json_object_get(reply, "policy")),
+		       (long long)json_integer_value(
+			       json_object_get(reply, "rules")));
+out:
+	json_decref(reply);
+	client_free(&c);
+	return rc;
+}
