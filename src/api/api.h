@@ -47,6 +47,15 @@ enum api_route {
 	ROUTE_AUDIT_LOG,     /* GET  /v1/audit/log: the raw log, to verify */
 	ROUTE_AUDIT_KEY,     /* GET  /v1/audit/key: the host's public key */
 	ROUTE_POLICY_RELOAD, /* POST /v1/policy/reload */
+	ROUTE_LOAD,          /* GET  /v1/load: what the balancer polls */
+	ROUTE_HOST_DRAIN,    /* POST /v1/host/drain */
+	ROUTE_HOST_UNDRAIN,  /* POST /v1/host/undrain */
+	ROUTE_BAL_STATUS,    /* GET  /v1/balance (controller mode) */
+	ROUTE_BAL_PLAN,      /* GET  /v1/balance/plan */
+	ROUTE_BAL_MODE,      /* POST /v1/balance/mode {"mode"} */
+	ROUTE_BAL_DRAIN,     /* POST /v1/balance/drain {"host"} */
+	ROUTE_BAL_UNDRAIN,   /* POST /v1/balance/undrain {"host"} */
+	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
 };
 
 /* A validated request. */
@@ -85,6 +94,8 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 void api_request_clear(struct api_request *req);
 
 struct migrator;
+struct load;
+struct controller;
 struct audit;
 struct audit_refusals;
 struct guard;
@@ -99,6 +110,8 @@ struct api_ctx {
 	struct audit *audit;
 	struct audit_refusals *refusals;
 	struct guard *guard;
+	struct load *load;
+	struct controller *ctl;   /* NULL unless in controller mode */
 };
 
 /* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):

@@ -1,6 +1,8 @@
 /* handlers.c - API operations on the host's VMs. */
 #include "api.h"
 #include "audit.h"
+#include "controller.h"
+#include "load.h"
 #include "migrate.h"
 
 #include <stdlib.h>
@@ -151,7 +153,46 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 	switch (req->route) {
 	case ROUTE_HOST_INFO:
 		*reply = vmm_host_info(ctx->vmm);
+		json_object_set_new(*reply, "draining",
+				    json_boolean(load_draining(ctx->load)));
 		return 200;
+	case ROUTE_LOAD:
+		*reply = load_report(ctx->load);
+		return 200;
+	case ROUTE_BAL_STATUS:
+	case ROUTE_BAL_PLAN:
+	case ROUTE_BAL_DRAINS:
+	case ROUTE_BAL_MODE:
+	case ROUTE_BAL_DRAIN:
+	case ROUTE_BAL_UNDRAIN:
+		if (!ctx->ctl) {
+			ferr_set(&err, FERR_NOT_FOUND,
+				 "this ferryd is not a balancer controller "
+				 "(ferryd.json: balancer)");
+			rc = -1;
+		} else if (req->route == ROUTE_BAL_STATUS) {
+			*reply = controller_status(ctx->ctl);
+		} else if (req->route == ROUTE_BAL_PLAN) {
+			*reply = controller_plan(ctx->ctl);
+		} else if (req->route == ROUTE_BAL_DRAINS) {
+			*reply = controller_drains(ctx->ctl);
+		} else if (req->route == ROUTE_BAL_MODE) {
+			rc = controller_set_mode(ctx->ctl, req->body, reply,
+						 &err);
+		} else {
+			rc = controller_drain(ctx->ctl, req->body,
+					      req->route == ROUTE_BAL_DRAIN,
+					      reply, &err);
+		}
+		break;
+	case ROUTE_HOST_DRAIN:
+	case ROUTE_HOST_UNDRAIN:
+		rc = load_set_draining(ctx->load,
+				       req->route == ROUTE_HOST_DRAIN, &err);
+		if (rc == 0)
+			*reply = json_pack("{s:b}", "draining",
+					   load_draining(ctx->load));
+		break;
 	case ROUTE_VM_LIST:
 		*reply = vm_list(ctx->vmm);
 		return 200;
@@ -172,6 +213,12 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 		ok = 202;
 		break;
 	case ROUTE_IN_PREPARE:
+		if (load_draining(ctx->load)) {
+			ferr_set(&err, FERR_CONFLICT,
+				 "this host is draining: it takes no VMs in");
+			rc = -1;
+			break;
+		}
 		rc = migrator_prepare(ctx->mig, req->body, identity, reply,
 				      &err);
 		ok = 201;

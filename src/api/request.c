@@ -53,6 +53,15 @@ static const struct route_def routes[] = {
 	{ ROUTE_AUDIT_LOG, "GET", 2, "audit", "log", BODY_NONE },
 	{ ROUTE_AUDIT_KEY, "GET", 2, "audit", "key", BODY_NONE },
 	{ ROUTE_POLICY_RELOAD, "POST", 2, "policy", "reload", BODY_EMPTY },
+	{ ROUTE_LOAD, "GET", 1, "load", NULL, BODY_NONE },
+	{ ROUTE_HOST_DRAIN, "POST", 2, "host", "drain", BODY_EMPTY },
+	{ ROUTE_HOST_UNDRAIN, "POST", 2, "host", "undrain", BODY_EMPTY },
+	{ ROUTE_BAL_STATUS, "GET", 1, "balance", NULL, BODY_NONE },
+	{ ROUTE_BAL_PLAN, "GET", 2, "balance", "plan", BODY_NONE },
+	{ ROUTE_BAL_MODE, "POST", 2, "balance", "mode", BODY_OBJECT },
+	{ ROUTE_BAL_DRAIN, "POST", 2, "balance", "drain", BODY_OBJECT },
+	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
+	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
 };
 
 enum perm api_route_perm(enum api_route r)
@@ -82,6 +91,17 @@ enum perm api_route_perm(enum api_route r)
 		return PERM_AUDIT_READ;
 	case ROUTE_POLICY_RELOAD:
 		return PERM_POLICY_RELOAD;
+	case ROUTE_LOAD:
+	case ROUTE_BAL_STATUS:
+	case ROUTE_BAL_PLAN:
+	case ROUTE_BAL_DRAINS:
+		return PERM_BALANCE_READ;
+	case ROUTE_HOST_DRAIN:
+	case ROUTE_HOST_UNDRAIN:
+	case ROUTE_BAL_MODE:
+	case ROUTE_BAL_DRAIN:
+	case ROUTE_BAL_UNDRAIN:
+		return PERM_BALANCE_WRITE;
 	default:
 		return PERM_VM_WRITE; /* define, delete, start, stop, ... */
 	}
@@ -114,6 +134,16 @@ const char *api_route_action(enum api_route r)
 		return "migration.abort";
 	case ROUTE_POLICY_RELOAD:
 		return "policy.reload";
+	case ROUTE_HOST_DRAIN:
+		return "host.drain";
+	case ROUTE_HOST_UNDRAIN:
+		return "host.undrain";
+	case ROUTE_BAL_MODE:
+		return "balance.mode";
+	case ROUTE_BAL_DRAIN:
+		return "balance.drain";
+	case ROUTE_BAL_UNDRAIN:
+		return "balance.undrain";
 	default:
 		return NULL;
 	}

@@ -73,24 +73,6 @@ struct audit_tail {
 
 /* ---- file helpers ---------------------------------------------------------- */
 
-/* Write all len bytes to fd, retrying on EINTR and short writes. */
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 /* Read exactly len bytes at off; a short file is EIO. */
 static int pread_all(int fd, void *buf, size_t len, uint64_t off)
@@ -240,7 +222,7 @@ static int key_create(const char *path, EVP_PKEY **out, struct ferr *err)
 		goto out;
 	}
 	if (fchmod(fd, AUDIT_KEY_MODE) < 0 ||
-	    write_all(fd, pem, (size_t)plen) < 0 || fsync(fd) < 0) {
+	    fd_write_all(fd, pem, (size_t)plen) < 0 || fsync(fd) < 0) {
 		ferr_set(err, FERR_IO, "cannot write %s: %s", path,
 			 strerror(errno));
 		unlink(path);
@@ -416,7 +398,7 @@ static int copy_range(int from, uint64_t start, uint64_t len, int to)
 		size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
 
 		if (pread_all(from, buf, n, start) < 0 ||
-		    write_all(to, buf, n) < 0)
+		    fd_write_all(to, buf, n) < 0)
 			return -1;
 		start += n;
 		len -= n;

@@ -109,6 +109,7 @@ struct cli_config {
 	char cert[FERRY_PATH_MAX];
 	char key[FERRY_PATH_MAX];
 	char default_host[FERRY_NAME_MAX + 1];
+	char controller[FERRY_NAME_MAX + 1]; /* the balancer's host, or "" */
 	struct cli_host hosts[CLI_HOSTS_MAX];
 	size_t nhosts;
 };
@@ -182,6 +183,11 @@ int cmd_vm(const struct cli_opts *o, int argc, char **argv);
 int cmd_pki(const struct cli_opts *o, int argc, char **argv);
 int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 int cmd_audit(const struct cli_opts *o, int argc, char **argv);
+int cmd_balance(const struct cli_opts *o, int argc, char **argv);
+
+/* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
+int cmd_host_drain(const struct cli_opts *o, const char *verb,
+		   const char *host);
 int cmd_policy(const struct cli_opts *o, int argc, char **argv);
 
 /* Shared by commands: load config, pick the host, init a client. */

@@ -62,7 +62,8 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 		     struct ferr *err)
 {
 	static const char *const fields[] = { "ca", "cert", "key", "hosts",
-					      "default_host", NULL };
+					      "default_host", "controller",
+					      NULL };
 	const char *key, *def = NULL;
 	json_t *root, *hosts, *h;
 	int rc = -1;
@@ -101,6 +102,15 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 	if (def) {
 		snprintf(cfg->default_host, sizeof(cfg->default_host), "%s",
 			 def);
+		if (!cli_host_find(cfg, def, err))
+			goto wrap;
+	}
+	def = NULL;
+	if (json_get_string(root, "controller", "config", FERRY_NAME_MAX, &def,
+			    err) < 0)
+		goto wrap;
+	if (def) {
+		snprintf(cfg->controller, sizeof(cfg->controller), "%s", def);
 		if (!cli_host_find(cfg, def, err))
 			goto wrap;
 	}

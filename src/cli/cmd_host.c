@@ -9,7 +9,8 @@ int cmd_host(const struct cli_opts *o, int argc, char **argv)
 	static const char *const keys[] = {
 		"name", "version", "address", "port", "accel", "cpus",
 		"memory_total_mib", "memory_available_mib",
-		"memory_committed_mib", "vms_defined", "vms_active", NULL
+		"memory_committed_mib", "vms_defined", "vms_active",
+		"draining", NULL
 	};
 	struct cli_config cfg;
 	const struct cli_host *host;
@@ -18,8 +19,12 @@ int cmd_host(const struct cli_opts *o, int argc, char **argv)
 	json_t *reply = NULL;
 	int rc;
 
+	if (argc == 2 &&
+	    (!strcmp(argv[0], "drain") || !strcmp(argv[0], "undrain")))
+		return cmd_host_drain(o, argv[0], argv[1]);
 	if (argc != 1 || strcmp(argv[0], "info") != 0) {
-		fprintf(stderr, "usage: ferry host info [--host NAME]\n");
+		fprintf(stderr, "usage: ferry host info [--host NAME]\n"
+				"       ferry host drain|undrain HOST\n");
 		return EXIT_USAGE;
 	}
 	if (cli_check_opts(o, 0, "host info") != 0)

@@ -13,7 +13,9 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ferry [--config FILE] [--host NAME] [--json] COMMAND\n"
 		"commands:\n"
-		"  host info\n"
+		"  host info | host drain HOST | host undrain HOST\n"
+		"  balance status | balance plan | balance mode "
+		"off|recommend|auto\n"
 		"  vm list | define FILE | info NAME | start NAME | stop NAME\n"
 		"     | pause NAME | resume NAME | delete NAME | console NAME\n"
 		"  migrate NAME --to HOST [--offline|--postcopy] [--max-downtime "
@@ -345,6 +347,8 @@ int main(int argc, char **argv)
 		return cmd_audit(&o, argc - optind - 1, argv + optind + 1);
 	if (!strcmp(argv[optind], "policy"))
 		return cmd_policy(&o, argc - optind - 1, argv + optind + 1);
+	if (!strcmp(argv[optind], "balance"))
+		return cmd_balance(&o, argc - optind - 1, argv + optind + 1);
 	fprintf(stderr, "ferry: error: unknown command \"%s\"\n",
 		argv[optind]);
 	usage(stderr);

@@ -121,6 +121,10 @@ int mkdir_p(const char *dir, unsigned mode, struct ferr *err);
 /* Remove a folder and everything below it (no symlink following). */
 int rmtree(const char *dir, struct ferr *err);
 
+/* Write all len bytes to fd, retrying on EINTR and short writes. 0, or -1
+ * with errno. */
+int fd_write_all(int fd, const void *data, size_t len);
+
 /* Make fd non-blocking / close-on-exec. 0 or -1 with errno. */
 int fd_set_nonblock(int fd);
 

@@ -12,8 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Write all len bytes to fd, retrying on EINTR and short writes. */
-static int write_all(int fd, const void *data, size_t len)
+int fd_write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 
@@ -63,7 +62,7 @@ int file_write_atomic(const char *path, const void *data, size_t len,
 			 strerror(errno));
 		goto out;
 	}
-	if (fchmod(fd, mode) < 0 || write_all(fd, data, len) < 0 ||
+	if (fchmod(fd, mode) < 0 || fd_write_all(fd, data, len) < 0 ||
 	    fsync(fd) < 0) {
 		ferr_set(err, FERR_IO, "cannot write %s: %s", tmp,
 			 strerror(errno));

@@ -78,8 +78,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
-		NULL
+		"capacity", "balancer", NULL
 	};
+	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = { "port", "advertise_address",
 						  "advertise_port", "max_incoming",
 						  "max_outgoing", NULL };
@@ -92,6 +93,8 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	int rc = -1;
 
 	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->config_dir, sizeof(cfg->config_dir), "%s",
+		 base_dir ? base_dir : "");
 	cfg->accel = ACCEL_AUTO;
 	cfg->max_incoming = FERRY_MIG_INCOMING_DEFAULT;
 	cfg->max_outgoing = FERRY_MIG_OUTGOING_DEFAULT;
@@ -262,6 +265,25 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	    parse_limits(json_object_get(root, "limits"), &cfg->limits, err) <
 		    0)
 		goto wrap;
+	if (json_object_get(root, "capacity")) {
+		json_t *cap = json_object_get(root, "capacity");
+
+		if (json_check_fields(cap, cap_fields, "capacity", err) < 0 ||
+		    json_get_u64(cap, "cpus", "capacity", 1, 4096,
+				 &cfg->capacity_cpus, err) < 0 ||
+		    json_get_u64(cap, "memory_mib", "capacity", 1,
+				 FERRY_VM_MEM_MAX_MIB * 64,
+				 &cfg->capacity_memory_mib, err) < 0)
+			goto wrap;
+	}
+	if (json_object_get(root, "balancer")) {
+		cfg->balancer = json_deep_copy(json_object_get(root, "balancer"));
+		if (!json_is_object(cfg->balancer)) {
+			ferr_set(err, FERR_INVALID,
+				 "balancer must be an object (balancer.md)");
+			goto wrap;
+		}
+	}
 	if (cfg->migration_port == cfg->listen_port) {
 		ferr_set(err, FERR_INVALID,
 			 "migration.port must differ from listen.port");
@@ -272,8 +294,16 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 wrap:
 	ferr_wrap(err, "%s", origin);
 out:
+	if (rc < 0)
+		config_clear(cfg);
 	json_decref(root);
 	return rc;
+}
+
+void config_clear(struct ferryd_config *cfg)
+{
+	json_decref(cfg->balancer);
+	cfg->balancer = NULL;
 }
 
 int config_load(const char *path, struct ferryd_config *cfg, struct ferr *err)

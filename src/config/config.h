@@ -33,6 +33,11 @@ struct ferryd_config {
 	unsigned max_outgoing;             /* migrations sent at once */
 	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
 	struct guard_limits limits;        /* flood protection */
+	uint64_t capacity_cpus;            /* reported to the balancer; 0: the */
+	uint64_t capacity_memory_mib;      /* machine's own */
+	char config_dir[FERRY_PATH_MAX];   /* resolves relative paths */
+	json_t *balancer;                  /* controller mode (balancer.md), or
+					      NULL; owned, see config_clear */
 };
 
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves
@@ -42,6 +47,9 @@ struct ferryd_config {
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err);
+
+/* Release what a parsed config owns. */
+void config_clear(struct ferryd_config *cfg);
 
 /* Read and parse the config file at path (see config_parse). */
 int config_load(const char *path, struct ferryd_config *cfg, struct ferr *err);

@@ -17,7 +17,9 @@
 #include "audit.h"
 #include "common.h"
 #include "config.h"
+#include "controller.h"
 #include "guard.h"
+#include "load.h"
 #include "migrate.h"
 #include "policy.h"
 #include "tls.h"
@@ -136,7 +138,7 @@ static int parse_args(int argc, char **argv, const char **config_path)
 int main(int argc, char **argv)
 {
 	struct ferryd d = { 0 };
-	struct ferryd_config cfg;
+	struct ferryd_config cfg = { 0 };
 	struct event *ev[4] = { 0 };
 	struct timeval flush_tv = { .tv_sec = AUDIT_REFUSAL_FLUSH_MS / 1000 };
 	struct vmm *vmm = NULL;
@@ -146,6 +148,8 @@ int main(int argc, char **argv)
 	struct audit *audit = NULL;
 	struct audit_refusals *refusals = NULL;
 	struct guard *guard = NULL;
+	struct load *load = NULL;
+	struct controller *ctl = NULL;
 	struct policy *policy = NULL;
 	SSL_CTX *ctx = NULL;
 	enum accel_mode accel;
@@ -189,13 +193,16 @@ int main(int argc, char **argv)
 		ferr_set(&err, FERR_INTERNAL, "cannot create the event loop");
 		goto fail;
 	}
-	if (vmm_new(&cfg, d.base, accel, &vmm, &err) < 0)
+	if (vmm_new(&cfg, d.base, accel, &vmm, &err) < 0 ||
+	    load_new(&cfg, d.base, vmm, &load, &err) < 0)
 		goto fail;
 	deps = (struct migrator_deps){ .audit = audit,
 				       .refusals = refusals,
 				       .guard = guard,
 				       .policy = &policy };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
+		goto fail;
+	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)
 		goto fail;
 	d.actx = (struct api_ctx){ .vmm = vmm,
 				   .mig = mig,
@@ -205,7 +212,9 @@ int main(int argc, char **argv)
 							  : NULL,
 				   .audit = audit,
 				   .refusals = refusals,
-				   .guard = guard };
+				   .guard = guard,
+				   .load = load,
+				   .ctl = ctl };
 	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
 		goto fail;
 	ev[0] = evsignal_new(d.base, SIGTERM, on_term, &d);
@@ -238,7 +247,9 @@ out:
 		if (ev[i])
 			event_free(ev[i]);
 	api_server_free(api);
+	controller_free(ctl);
 	migrator_free(mig);
+	load_free(load);
 	vmm_free(vmm);
 	if (audit && rc == 0)
 		audit_log(audit, "-", "ferryd.stop", cfg.host, "ok", NULL,
@@ -250,5 +261,6 @@ out:
 	if (d.base)
 		event_base_free(d.base);
 	SSL_CTX_free(ctx);
+	config_clear(&cfg);
 	return rc;
 }

@@ -65,6 +65,20 @@ static int write_pem(const char *path, EVP_PKEY *key, X509 *cert,
 	return 0;
 }
 
+/* Write a new key file and its certificate; neither is left behind on
+ * failure. */
+static int write_pair(const char *kpath, EVP_PKEY *key, const char *cpath,
+		      X509 *cert, struct ferr *err)
+{
+	if (write_pem(kpath, key, NULL, err) < 0)
+		return -1;
+	if (write_pem(cpath, NULL, cert, err) < 0) {
+		unlink(kpath);
+		return -1;
+	}
+	return 0;
+}
+
 /* Add one v3 extension given in OpenSSL's config syntax. */
 static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 {
@@ -156,12 +170,8 @@ int pki_init(const char *dir, const char *cluster, unsigned days,
 			 tls_error_string(ebuf, sizeof(ebuf)));
 		goto out;
 	}
-	if (write_pem(kpath, key, NULL, err) < 0)
+	if (write_pair(kpath, key, cpath, cert, err) < 0)
 		goto out;
-	if (write_pem(cpath, NULL, cert, err) < 0) {
-		unlink(kpath);
-		goto out;
-	}
 	rc = 0;
 out:
 	EVP_PKEY_free(key);
@@ -312,12 +322,8 @@ int pki_issue(const char *dir, enum pki_kind kind, const char *name,
 			 tls_error_string(ebuf, sizeof(ebuf)));
 		goto out;
 	}
-	if (write_pem(kpath, key, NULL, err) < 0)
+	if (write_pair(kpath, key, cpath, cert, err) < 0)
 		goto out;
-	if (write_pem(cpath, NULL, cert, err) < 0) {
-		unlink(kpath);
-		goto out;
-	}
 	rc = 0;
 out:
 	EVP_PKEY_free(cakey);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 /* The one TLS 1.3 suite ferry speaks (API and migration channels). */
@@ -155,20 +156,13 @@ static int first_dns_san(X509 *cert, char *out, size_t len)
 	return rc;
 }
 
-int tls_peer_identity(SSL *ssl, char *out, size_t len)
+/* Identity of cert: its CN, else its first DNS SAN; a valid name. */
+static int cert_identity(X509 *cert, char *out, size_t len)
 {
-	X509 *peer;
-	X509_NAME *subj;
-	int idx;
+	X509_NAME *subj = X509_get_subject_name(cert);
+	int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
 	int rc = -1;
 
-	if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK)
-		return -1;
-	peer = SSL_get1_peer_certificate(ssl);
-	if (!peer)
-		return -1;
-	subj = X509_get_subject_name(peer);
-	idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
 	if (idx >= 0) {
 		ASN1_STRING *cn =
 			X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
@@ -181,11 +175,48 @@ int tls_peer_identity(SSL *ssl, char *out, size_t len)
 			rc = 0;
 		}
 	} else {
-		rc = first_dns_san(peer, out, len);
+		rc = first_dns_san(cert, out, len);
 	}
-	X509_free(peer);
 	if (rc == 0 && !name_is_valid(out))
 		rc = -1;
+	return rc;
+}
+
+int tls_cert_identity(const char *cert_file, char *out, size_t len,
+		      struct ferr *err)
+{
+	FILE *f = fopen(cert_file, "re");
+	X509 *cert;
+	int rc;
+
+	if (!f)
+		return ferr_set(err, FERR_NOT_FOUND, "cannot open %s",
+				cert_file);
+	cert = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!cert)
+		return ferr_set(err, FERR_INVALID,
+				"%s is not a PEM certificate", cert_file);
+	rc = cert_identity(cert, out, len);
+	X509_free(cert);
+	if (rc < 0)
+		return ferr_set(err, FERR_INVALID,
+				"%s has no valid identity (CN)", cert_file);
+	return 0;
+}
+
+int tls_peer_identity(SSL *ssl, char *out, size_t len)
+{
+	X509 *peer;
+	int rc;
+
+	if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK)
+		return -1;
+	peer = SSL_get1_peer_certificate(ssl);
+	if (!peer)
+		return -1;
+	rc = cert_identity(peer, out, len);
+	X509_free(peer);
 	return rc;
 }
 
@@ -270,11 +301,27 @@ static int gate_client_hello(SSL *ssl, int *al, void *arg)
 	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+/* The name of the alert in an info callback's ret. OpenSSL 3.0 calls TLS
+ * 1.3's certificate_required (what a client without a certificate gets)
+ * "unknown". */
+static const char *alert_name(int ret, char *buf, size_t len)
+{
+	const char *s = SSL_alert_desc_string_long(ret);
+
+	if ((ret & 0xff) == SSL_AD_CERTIFICATE_REQUIRED)
+		return "certificate required";
+	if (!strcmp(s, "unknown")) {
+		snprintf(buf, len, "alert %d", ret & 0xff);
+		return buf;
+	}
+	return s;
+}
+
 /* Handshake done: release the count. A failure alert: report it. */
 static void gate_info(const SSL *ssl, int where, int ret)
 {
 	struct gate_conn *c = SSL_get_ex_data(ssl, g_conn_idx);
-	char why[FERRY_ERR_MSG_MAX];
+	char why[FERRY_ERR_MSG_MAX], alert[32];
 
 	if (!c)
 		return;
@@ -288,7 +335,7 @@ static void gate_info(const SSL *ssl, int where, int ret)
 
 		c->reported = true;
 		snprintf(why, sizeof(why), "TLS handshake failed: %s%s%s",
-			 SSL_alert_desc_string_long(ret),
+			 alert_name(ret, alert, sizeof(alert)),
 			 vr != X509_V_OK ? ": " : "",
 			 vr != X509_V_OK ? X509_verify_cert_error_string(vr)
 					 : "");

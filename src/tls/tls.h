@@ -52,6 +52,10 @@ struct tls_gate {
 int tls_ctx_set_gate(SSL_CTX *ctx, const struct tls_gate *gate,
 		     struct ferr *err);
 
+/* The identity (CN, else first DNS SAN) of the certificate in cert_file. */
+int tls_cert_identity(const char *cert_file, char *out, size_t len,
+		      struct ferr *err);
+
 /* Format and clear the OpenSSL error queue into buf; returns buf. */
 const char *tls_error_string(char *buf, size_t len);
 

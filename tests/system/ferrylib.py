@@ -327,9 +327,10 @@ class Cluster:
     def host(self, name=None):
         return self.hosts[name or next(iter(self.hosts))]
 
-    def start_host(self, name, wait=True, timeout=HOST_START_TIMEOUT):
+    def start_host(self, name, wait=True, timeout=HOST_START_TIMEOUT, env=None):
         """Start ferryd for host name (stderr appended to its ferryd.log) and
-        wait until `ferry host info` answers."""
+        wait until `ferry host info` answers. env: variables added to this
+        ferryd's environment (e.g. ASAN_OPTIONS)."""
         h = self.hosts[name]
         assert not h.running(), f"{name} is already running"
         h.starts += 1
@@ -338,7 +339,8 @@ class Cluster:
         h.log_file.flush()
         h.proc = subprocess.Popen(
             [self.ferryd_bin, "--config", str(h.config), "--log-level", self.log_level],
-            stdin=subprocess.DEVNULL, stdout=h.log_file, stderr=h.log_file)
+            stdin=subprocess.DEVNULL, stdout=h.log_file, stderr=h.log_file,
+            env={**os.environ, **env} if env else None)
         if wait:
             self.wait_host(name, timeout)
         return h
@@ -364,6 +366,10 @@ class Cluster:
         for name in self.hosts:
             self.wait_host(name)
         return self
+
+    def is_asan_build(self):
+        """Is ferryd built with AddressSanitizer?"""
+        return b"__asan_init" in self.ferryd_bin.read_bytes()
 
     def kill_host(self, name, sig=signal.SIGKILL, timeout=10.0):
         """Send sig to host name's ferryd and wait for it to exit; returns
@@ -576,15 +582,17 @@ class Cluster:
 
     # ---------------------------------------------------------------- migration
 
-    def migrate_argv(self, src, vm, to, *opts):
-        """argv of `ferry --host SRC --json migrate VM --to TO OPTS`."""
-        return [self.ferry_bin, "--config", self.client_config, "--host", src, "--json",
-                "migrate", vm, "--to", to, *opts]
+    def migrate_argv(self, src, vm, to, *opts, config=None):
+        """argv of `ferry --host SRC --json migrate VM --to TO OPTS` (config:
+        another client.json, e.g. another user's; default the cluster's)."""
+        return [self.ferry_bin, "--config", config or self.client_config, "--host", src,
+                "--json", "migrate", vm, "--to", to, *opts]
 
-    def migrate_start(self, src, vm, to, *opts):
+    def migrate_start(self, src, vm, to, *opts, config=None):
         """Start `ferry migrate` in the background (see migrate()); finish it
         with migrate_result()."""
-        return subprocess.Popen([str(a) for a in self.migrate_argv(src, vm, to, *opts)],
+        return subprocess.Popen([str(a) for a in self.migrate_argv(src, vm, to, *opts,
+                                                                   config=config)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
@@ -600,11 +608,12 @@ class Cluster:
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
         return MigrateResult(proc.returncode, events, err)
 
-    def migrate(self, src, vm, to, *opts, timeout=600):
+    def migrate(self, src, vm, to, *opts, timeout=600, config=None):
         """Run `ferry --host SRC --json migrate VM --to TO OPTS` to its end ->
         MigrateResult (returncode, JSON events, stderr; .summary is the final
         record). Does not assert the outcome."""
-        return self.migrate_result(self.migrate_start(src, vm, to, *opts), timeout)
+        return self.migrate_result(self.migrate_start(src, vm, to, *opts, config=config),
+                                   timeout)
 
     def migrations(self, host):
         """GET /v1/migrations: active migrations and the history, newest first."""
