@@ -554,6 +554,14 @@ class FerryCluster:
         (shared / "guest").mkdir(parents=True)
         shutil.copy(self.bench.kernel, shared / "guest" / "vmlinuz")
         shutil.copy(self.bench.initrd, shared / "guest" / "initramfs.cpio.gz")
+        # admin may do anything, the hosts are peers (docs/policy.md)
+        (self.dir / "policy.json").write_text(json.dumps({
+            "roles": {"admin": ["admin"], "host": [n for n, _ in self.HOSTS]},
+            "rules": [{"name": "bench", "vms": {"all": True},
+                       "migrate_out": {"roles": ["admin"]}, "to": {"all": True},
+                       "accept_from": {"all": True},
+                       "migrate_in": {"roles": ["admin"]}}],
+        }, indent=2))
         hosts_cfg = {}
         for name, addr in self.HOSTS:
             port = free_port(addr)
@@ -565,6 +573,7 @@ class FerryCluster:
                 "tls": {"ca": "../pki/ca.crt", "cert": f"../pki/hosts/{name}.crt",
                         "key": f"../pki/hosts/{name}.key"},
                 "state_dir": "state", "shared_dir": "../shared", "accel": "tcg",
+                "policy": "../policy.json",
             }, indent=2))
             hosts_cfg[name] = {"address": addr, "port": port}
             self.hosts[name] = self.bench.procs.spawn(

@@ -346,6 +346,15 @@ static void round_observe(struct controller *c, uint64_t now_s)
 			vr.cpu = window_mean(v);
 			vr.mem_mib = (uint64_t)json_integer_value(
 				json_object_get(vm, "memory_mib"));
+			/* a host's report is hostile input too: only a sane
+			 * figure is used, else the rate counts as unknown */
+			if (json_is_number(json_object_get(vm, "dirty_mibps"))) {
+				double d = json_number_value(
+					json_object_get(vm, "dirty_mibps"));
+
+				if (d >= 0 && d <= BAL_DIRTY_MAX_MIBPS)
+					vr.dirty_mibps = d;
+			}
 			vr.pinned = label_of(v, "pin") != NULL;
 			vr.affinity = label_of(v, "affinity");
 			vr.anti_affinity = label_of(v, "anti-affinity");

@@ -21,6 +21,9 @@ struct track {
 	double cores;     /* smoothed cores in use */
 	bool measured;    /* cores holds at least one interval */
 	bool seen;        /* sampled in the current round */
+	double dirty_mibps; /* the last dirty-rate measurement */
+	bool dirty_known;   /* dirty_mibps holds one */
+	bool dirty_pending; /* a calc-dirty-rate was started */
 };
 
 struct load {
@@ -30,6 +33,7 @@ struct load {
 	char flag_path[FERRY_PATH_MAX];
 	bool draining;
 	uint64_t last_ms;
+	uint64_t dirty_ms; /* the last round of dirty-rate measurements */
 	uint64_t host_busy, host_total; /* /proc/stat at the last sample */
 	double host_util;
 	long hz;
@@ -91,11 +95,45 @@ static struct track *track_of(struct load *l, pid_t pid)
 	return NULL;
 }
 
+/* Collect the measurement t's QEMU made since the last round (QMP
+ * query-dirty-rate; an answer that is not a sane number is ignored), then
+ * start the next one. Failures only leave the figure unknown. */
+static void dirty_round(struct vm *vm, struct track *t)
+{
+	json_t *ret = NULL;
+	struct ferr err;
+
+	if (t->dirty_pending &&
+	    vm_qmp(vm, "query-dirty-rate", NULL, &ret, &err) == 0) {
+		json_t *rate = json_object_get(ret, "dirty-rate");
+		const char *st = json_string_value(json_object_get(ret,
+								   "status"));
+
+		if (st && !strcmp(st, "measured") && json_is_integer(rate) &&
+		    json_integer_value(rate) >= 0 &&
+		    json_integer_value(rate) <= LOAD_DIRTY_MIBPS_MAX) {
+			t->dirty_mibps = (double)json_integer_value(rate);
+			t->dirty_known = true;
+		}
+	}
+	json_decref(ret);
+	ret = NULL;
+	t->dirty_pending =
+		vm_qmp(vm, "calc-dirty-rate",
+		       json_pack("{s:i, s:i}", "calc-time", LOAD_DIRTY_CALC_S,
+				 "sample-pages", LOAD_DIRTY_SAMPLES),
+		       &ret, &err) == 0;
+	if (!t->dirty_pending)
+		log_debug("vm %s: calc-dirty-rate: %s", vm->def.name, err.msg);
+	json_decref(ret);
+}
+
 /* One sample: every VM's QEMU and the machine. */
 static void sample(struct load *l)
 {
 	uint64_t now = now_ms(), busy, total;
 	double dt = (double)(now - l->last_ms) / 1000.0;
+	bool dirty = now - l->dirty_ms >= LOAD_DIRTY_PERIOD_MS;
 
 	for (unsigned i = 0; i < l->ntracks; i++)
 		l->tracks[i].seen = false;
@@ -124,7 +162,12 @@ static void sample(struct load *l)
 			t->ticks = ticks;
 		}
 		t->seen = true;
+		if (dirty && vm->state == VM_RUNNING && !vm->incoming &&
+		    !vm->mig_out && vm->qmp)
+			dirty_round(vm, t);
 	}
+	if (dirty)
+		l->dirty_ms = now;
 	/* forget processes that are gone */
 	for (unsigned i = 0; i < l->ntracks;) {
 		if (!l->tracks[i].seen)
@@ -236,7 +279,7 @@ json_t *load_report(struct load *l)
 		for (unsigned i = 0; i < vm->def.nlabels; i++)
 			json_object_set_new(labels, vm->def.labels[i].key,
 					    json_string(vm->def.labels[i].value));
-		o = json_pack("{s:s, s:s, s:s, s:o, s:I, s:n, s:o, s:b}",
+		o = json_pack("{s:s, s:s, s:s, s:o, s:I, s:o, s:o, s:b}",
 			      "name", vm->def.name, "uuid", vm->def.uuid,
 			      "state",
 			      vm->incoming ? "incoming"
@@ -245,7 +288,10 @@ json_t *load_report(struct load *l)
 			      t && t->measured ? json_real(t->cores)
 					       : json_null(),
 			      "memory_mib", (json_int_t)vm->def.memory_mib,
-			      "dirty_pages_rate", "labels", labels,
+			      "dirty_mibps",
+			      t && t->dirty_known ? json_real(t->dirty_mibps)
+						  : json_null(),
+			      "labels", labels,
 			      "migrating", vm->incoming || vm->mig_out);
 		if (t && t->measured)
 			vm_cores += t->cores;
