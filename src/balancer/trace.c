@@ -223,6 +223,10 @@ static int close_interval(struct reader *r, struct ferr *err)
 	struct bal_trace *t = r->t;
 	char why[FERRY_ERR_MSG_MAX];
 
+	if (t->nvms == 0)
+		return rerr(r, err, FERR_INVALID,
+			    "interval 0 has no rows (a trace starts at "
+			    "interval 0)");
 	if (r->count != t->nvms) {
 		size_t miss = 0;
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,6 +68,8 @@ struct controller {
 	char identity[FERRY_NAME_MAX + 1];
 	SSL_CTX *ctx;
 	struct policy *policy;
+	char policy_path[FERRY_PATH_MAX]; /* "" when there is none */
+	struct timespec policy_mtime;     /* of the file loaded */
 	struct ctl_host hosts[CTL_HOSTS_MAX];
 	size_t nhosts;
 	unsigned interval_s;
@@ -219,6 +222,32 @@ static const char *drain_state_name(enum drain_state s)
 }
 
 /* ---- one round (controller thread) ---- */
+
+/* Load the cluster policy again when its file changed; a broken new file
+ * leaves the old policy in force (as ferryd's own reload does). */
+static void round_policy(struct controller *c)
+{
+	struct policy *p = NULL;
+	struct ferr err;
+	struct stat st;
+
+	if (!c->policy_path[0] || stat(c->policy_path, &st) < 0 ||
+	    (st.st_mtim.tv_sec == c->policy_mtime.tv_sec &&
+	     st.st_mtim.tv_nsec == c->policy_mtime.tv_nsec))
+		return;
+	c->policy_mtime = st.st_mtim;
+	if (policy_load(c->policy_path, &p, &err) < 0) {
+		log_warn("controller: policy not reloaded, the old one stays: "
+			 "%s", err.msg);
+		audit_rec(c, "balance.policy_reload", c->policy_path, "error",
+			  json_pack("{s:s}", "error", err.msg));
+		return;
+	}
+	policy_free(c->policy);
+	c->policy = p;
+	log_info("controller: policy %s reloaded", c->policy_path);
+	audit_rec(c, "balance.policy_reload", c->policy_path, "ok", NULL);
+}
 
 /* Mark hosts draining or not, as drains start and end. */
 static void round_drains(struct controller *c)
@@ -657,6 +686,7 @@ static void *ctl_main(void *arg)
 		mode = c->mode;
 		drains = c->ndrains > 0;
 		pthread_mutex_unlock(&c->lock);
+		round_policy(c);
 		round_drains(c);
 		round_observe(c, now_s);
 		round_inflight(c, now_s);
@@ -911,14 +941,19 @@ static int parse_conf(struct controller *c, const json_t *conf,
 	if (json_get_string(conf, "policy", "balancer", FERRY_PATH_MAX - 1, &s,
 			    err) < 0)
 		return -1;
-	if (s) {
-		if (path_resolve(cfg->config_dir, s, path, sizeof(path), err) <
-			    0 ||
-		    policy_load(path, &c->policy, err) < 0)
-			return -1;
-	} else if (cfg->policy_file[0] &&
-		   policy_load(cfg->policy_file, &c->policy, err) < 0) {
+	path[0] = '\0';
+	if (s && path_resolve(cfg->config_dir, s, path, sizeof(path), err) < 0)
 		return -1;
+	if (!s)
+		snprintf(path, sizeof(path), "%s", cfg->policy_file);
+	if (path[0]) {
+		struct stat st;
+
+		snprintf(c->policy_path, sizeof(c->policy_path), "%s", path);
+		if (stat(path, &st) == 0)
+			c->policy_mtime = st.st_mtim;
+		if (policy_load(path, &c->policy, err) < 0)
+			return -1;
 	}
 	bal_params_default(params);
 	if (json_object_get(conf, "params") &&

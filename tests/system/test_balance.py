@@ -245,3 +245,31 @@ def test_drain_reports_what_cannot_move(make_cluster):
     (b,) = [x for x in d["blocked"] if x["vm"] == "stuck"]
     assert "pin" in b["reason"], b
     assert placement(c)["stuck"] == A
+
+
+def test_plans_respect_the_policy_and_follow_its_reloads(make_cluster):
+    """The controller never plans a destination the cluster policy forbids,
+    and it picks up a changed policy file; a broken one leaves the old in
+    force."""
+    c = balanced_cluster(make_cluster, "off")
+    boot_all(c, A, [("p1", 10, {}), ("p2", 10, {})])
+    pol = json.loads(c.policy_path(A).read_text())
+
+    # broken: the controller keeps the permissive policy and says so
+    c.write_policy(A, "{ not json")
+    wait_until(lambda: [r for r in audit_actions(c, A, "balance.policy_reload")
+                        if r["outcome"] == "error"], 30,
+               what="the controller to refuse the broken policy")
+
+    # VMs may now only go to host-b
+    pol["rules"][0]["to"] = {"hosts": [B]}
+    c.write_policy(A, pol)
+    wait_until(lambda: [r for r in audit_actions(c, A, "balance.policy_reload")
+                        if r["outcome"] == "ok"], 30,
+               what="the controller to reload the policy")
+    r = c.cli("host", "drain", A, timeout=300)
+    assert "0 VM(s) left" in r.stdout, r.stdout
+    assert placement(c) == {"p1": B, "p2": B}
+    moves = [r for r in audit_actions(c, A, "balance.move")
+             if r["action"] == "balance.move"]
+    assert moves and all(r["detail"]["to"] == B for r in moves), moves

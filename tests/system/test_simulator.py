@@ -139,6 +139,8 @@ MALFORMED = [
      "interval 2 skips interval 1"),
     (HEADER + "0,vm-a,1,1024\n1,vm-z,1,1024\n", 3,
      "vm vm-z is not in interval 0"),
+    (HEADER + "1,vm-a,1,1024\n", 2,
+     "interval 0 has no rows (a trace starts at interval 0)"),
     (HEADER + "0,Bad Name,1,1024\n", 2,
      "vm: not a valid name ([a-z0-9][a-z0-9._-]*, at most 63)"),
     (HEADER + "0,vm-a,-1,1024\n", 2,
