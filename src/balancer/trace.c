@@ -178,25 +178,13 @@ static size_t split(char *s, char **f)
 	return n;
 }
 
-/* Make room for the cells of one more interval. */
-static int grow_cells(struct reader *r, struct ferr *err)
+/* Resize the cell arrays (cpu, mem_mib, dirty) to cap cells; on failure
+ * the arrays keep their old size (and stay owned by t). */
+static int realloc_cells(struct reader *r, size_t cap, struct ferr *err)
 {
 	struct bal_trace *t = r->t;
-	uint64_t need;
-	size_t cap;
 	void *a;
 
-	if (!mul_u64(t->nintervals + 1, t->nvms, &need) ||
-	    need > BAL_TRACE_CELLS_MAX)
-		return ferr_set(err, FERR_TOO_LARGE,
-				"%s:%lu: more than %llu VM-intervals",
-				r->origin, r->line, BAL_TRACE_CELLS_MAX);
-	if (need <= r->cap_cells)
-		return 0;
-	cap = r->cap_cells ? r->cap_cells : t->nvms;
-	while (cap < need)
-		cap = cap > BAL_TRACE_CELLS_MAX / 2 ? BAL_TRACE_CELLS_MAX
-						     : cap * 2;
 	a = realloc(t->cpu, cap * sizeof(*t->cpu));
 	if (!a)
 		goto oom;
@@ -215,6 +203,27 @@ static int grow_cells(struct reader *r, struct ferr *err)
 	return 0;
 oom:
 	return ferr_set(err, FERR_INTERNAL, "out of memory");
+}
+
+/* Make room for the cells of one more interval. */
+static int grow_cells(struct reader *r, struct ferr *err)
+{
+	struct bal_trace *t = r->t;
+	uint64_t need;
+	size_t cap;
+
+	if (!mul_u64(t->nintervals + 1, t->nvms, &need) ||
+	    need > BAL_TRACE_CELLS_MAX)
+		return ferr_set(err, FERR_TOO_LARGE,
+				"%s:%lu: more than %llu VM-intervals",
+				r->origin, r->line, BAL_TRACE_CELLS_MAX);
+	if (need <= r->cap_cells)
+		return 0;
+	cap = r->cap_cells ? r->cap_cells : t->nvms;
+	while (cap < need)
+		cap = cap > BAL_TRACE_CELLS_MAX / 2 ? BAL_TRACE_CELLS_MAX
+						     : cap * 2;
+	return realloc_cells(r, cap, err);
 }
 
 /* The current interval is complete: every VM of interval 0 once. */
@@ -265,22 +274,9 @@ static int add_vm(struct reader *r, const char *name, struct ferr *err)
 		if (!a)
 			goto oom;
 		r->seen = a;
-		a = realloc(t->cpu, cap * sizeof(*t->cpu));
-		if (!a)
-			goto oom;
-		t->cpu = a;
-		a = realloc(t->mem_mib, cap * sizeof(*t->mem_mib));
-		if (!a)
-			goto oom;
-		t->mem_mib = a;
-		if (r->dirty) {
-			a = realloc(t->dirty, cap * sizeof(*t->dirty));
-			if (!a)
-				goto oom;
-			t->dirty = a;
-		}
+		if (realloc_cells(r, cap, err) < 0)
+			return -1;
 		r->cap_vms = cap;
-		r->cap_cells = cap;
 	}
 	snprintf(t->names[t->nvms], sizeof(t->names[0]), "%s", name);
 	r->seen[t->nvms] = false;
