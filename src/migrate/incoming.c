@@ -21,7 +21,6 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-#define DATA_CONNS_MAX 64         /* channel threads alive at once */
 #define FINISH_POLL_US (10 * 1000)
 #define STOP_WAIT_MS 5000
 
@@ -567,6 +566,20 @@ struct chan_in {
 	bool counted; /* an unauthenticated connection in the guard */
 };
 
+/* Add (fd >= 0) or remove a channel thread's socket in m->chan_fds. A
+ * remove must come before the socket is closed. */
+static void chan_fd_track(struct migrator *m, int fd, bool add)
+{
+	pthread_mutex_lock(&m->lock);
+	for (unsigned i = 0; i < MIG_DATA_CONNS_MAX; i++) {
+		if (add ? m->chan_fds[i] == 0 : m->chan_fds[i] == fd + 1) {
+			m->chan_fds[i] = add ? fd + 1 : 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
 /* The channel authenticated (or ended): stop counting it as pending. */
 static void chan_authenticated(struct chan_in *a)
 {
@@ -689,6 +702,7 @@ static void *chan_in_main(void *arg)
 
 	if (dataplane_accept(m->server_ctx, a->fd, &c, hello, peer,
 			     sizeof(peer), &err) < 0) {
+		chan_fd_track(m, a->fd, false);
 		close(a->fd);
 		log_warn("migration channel from %s refused: %s", a->from,
 			 err.msg);
@@ -734,6 +748,8 @@ refuse:
 out:
 	if (qfd >= 0)
 		close(qfd);
+	if (c.fd >= 0)
+		chan_fd_track(m, c.fd, false);
 	conn_close(&c, ok, s ? &s->ctr : NULL);
 	if (s) {
 		pthread_mutex_lock(&m->lock);
@@ -783,10 +799,10 @@ static void *listener_main(void *arg)
 			inet_ntop(AF_INET6,
 				  &((struct sockaddr_in6 *)&ss)->sin6_addr,
 				  a->from, sizeof(a->from));
-		if (atomic_load(&m->chan_threads) >= DATA_CONNS_MAX) {
+		if (atomic_load(&m->chan_threads) >= MIG_DATA_CONNS_MAX) {
 			snprintf(why, sizeof(why),
 				 "%d data-plane connections already",
-				 DATA_CONNS_MAX);
+				 MIG_DATA_CONNS_MAX);
 		} else if (guard_conn_open(m->deps.guard, a->from, why,
 					   sizeof(why))) {
 			a->counted = true;
@@ -799,11 +815,13 @@ static void *listener_main(void *arg)
 			continue;
 		}
 		atomic_fetch_add(&m->chan_threads, 1);
+		chan_fd_track(m, fd, true);
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &attr, chan_in_main, a) != 0) {
 			atomic_fetch_sub(&m->chan_threads, 1);
 			chan_authenticated(a);
+			chan_fd_track(m, fd, false);
 			close(fd);
 			free(a);
 		}
@@ -867,7 +885,16 @@ void incoming_stop(struct migrator *m)
 		close(m->listen_fd);
 		m->listen_fd = -1;
 	}
-	/* channel threads hold pointers to m: let them finish */
+	/* channel threads hold pointers to m: wake those still in their
+	 * handshake or relay (shut their sockets) and let them finish */
+	pthread_mutex_lock(&m->lock);
+	for (unsigned i = 0; i < MIG_DATA_CONNS_MAX; i++)
+		if (m->chan_fds[i])
+			shutdown(m->chan_fds[i] - 1, SHUT_RDWR);
+	pthread_mutex_unlock(&m->lock);
 	while (atomic_load(&m->chan_threads) > 0 && now_ms() < deadline)
 		usleep(10 * 1000);
+	if (atomic_load(&m->chan_threads) > 0)
+		log_error("migration: %d channel threads did not end",
+			  atomic_load(&m->chan_threads));
 }

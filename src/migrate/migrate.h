@@ -234,6 +234,7 @@ void migrator_annotate_vm(const struct vm *vm, json_t *obj);
 
 #define MIG_CHANNELS_DEFAULT 2       /* multifd channels */
 #define MIG_POLL_INTERVAL_MS 100     /* source: query-migrate period */
+#define MIG_DATA_CONNS_MAX 64        /* data-plane channel threads at once */
 #define MIG_STALL_MS 15000           /* no progress for this long: cancel */
 #define MIG_PEER_TIMEOUT_S 30        /* one control call to the peer */
 #define MIG_CONFIRM_TIMEOUT_MS 60000 /* resolve an unanswered finish */
@@ -323,6 +324,9 @@ struct migrator {
 	bool listener_started;
 	atomic_bool stop;
 	atomic_int chan_threads;  /* destination channel threads alive */
+	/* their sockets, fd + 1 (0: free slot), so that a stop can shut them
+	 * and the threads end before m goes (m->lock) */
+	int chan_fds[MIG_DATA_CONNS_MAX];
 };
 
 /* outgoing.c: run the driver of g (a thread). */

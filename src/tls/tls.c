@@ -230,6 +230,7 @@ struct gate_conn {
 	char addr[GATE_ADDR_MAX];
 	bool counted;  /* admitted and not yet released */
 	bool reported; /* refused() already called */
+	bool done;     /* the handshake completed */
 };
 
 static int g_conn_idx = -1; /* SSL ex_data: struct gate_conn */
@@ -325,11 +326,18 @@ static void gate_info(const SSL *ssl, int where, int ret)
 
 	if (!c)
 		return;
-	if ((where & SSL_CB_HANDSHAKE_DONE) && c->counted) {
-		c->counted = false;
-		c->gate->release(c->gate->arg, c->addr);
+	if (where & SSL_CB_HANDSHAKE_DONE) {
+		c->done = true;
+		if (c->counted) {
+			c->counted = false;
+			c->gate->release(c->gate->arg, c->addr);
+		}
 	}
-	if ((where & SSL_CB_WRITE_ALERT) && !c->reported &&
+	/* Only a handshake that never completed is a failed authentication:
+	 * after it, OpenSSL 3 also raises a fatal alert when an authenticated
+	 * client closes without close_notify (unexpected EOF, "decode
+	 * error"), and the state machine no longer reads as finished. */
+	if ((where & SSL_CB_WRITE_ALERT) && !c->reported && !c->done &&
 	    !SSL_is_init_finished(ssl)) {
 		long vr = SSL_get_verify_result(ssl);
 
