@@ -826,7 +826,10 @@ void *mig_driver(void *arg)
 							      qm, "downtime")) +
 						      (t_end - t_done);
 		}
-	} else if (!strcmp(st, "cancelled") && atomic_load(&g->cancel)) {
+	} else if (atomic_load(&g->cancel) &&
+		   (!strcmp(st, "cancelled") || !strcmp(st, "failed"))) {
+		/* cancelled by request: QEMU may end "failed" instead, when
+		 * its cancel races with the channel sockets ferry closes */
 		outcome = "cancelled";
 	} else {
 		const char *desc = json_string_value(
