@@ -119,11 +119,9 @@ static int fsync_dir(const char *dir, struct ferr *err)
 /* Load the private key at path. 0, 1 when it does not exist, or -1. */
 static int key_load(const char *path, EVP_PKEY **out, struct ferr *err)
 {
-	char buf[AUDIT_KEY_FILE_MAX], ebuf[128];
+	char buf[AUDIT_KEY_FILE_MAX];
 	struct stat st;
 	size_t len = 0;
-	BIO *bio = NULL;
-	EVP_PKEY *key = NULL;
 	int fd, rc = -1;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -144,47 +142,19 @@ static int key_load(const char *path, EVP_PKEY **out, struct ferr *err)
 			 (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
-	for (;;) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ferr_set(err, FERR_IO, "cannot read %s: %s", path,
-				 strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len == sizeof(buf)) {
-			ferr_set(err, FERR_TOO_LARGE,
-				 "%s is larger than %d bytes", path,
-				 AUDIT_KEY_FILE_MAX - 1);
-			goto out;
-		}
-	}
-	bio = BIO_new_mem_buf(buf, (int)len);
-	if (!bio) {
-		ferr_set(err, FERR_INTERNAL, "out of memory");
+	if (fd_read_upto(fd, buf, sizeof(buf), &len) < 0) {
+		ferr_set(err, FERR_IO, "cannot read %s: %s", path,
+			 strerror(errno));
 		goto out;
 	}
-	key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-	if (!key) {
-		ferr_set(err, FERR_INVALID, "%s is not a private key PEM: %s",
-			 path, audit_ssl_error(ebuf, sizeof(ebuf)));
+	if (len == sizeof(buf)) {
+		ferr_set(err, FERR_TOO_LARGE, "%s is larger than %d bytes",
+			 path, AUDIT_KEY_FILE_MAX - 1);
 		goto out;
 	}
-	if (EVP_PKEY_get_base_id(key) != EVP_PKEY_ED25519) {
-		ferr_set(err, FERR_INVALID, "%s is not an Ed25519 key", path);
-		goto out;
-	}
-	*out = key;
-	key = NULL;
-	rc = 0;
+	*out = audit_pem_key(buf, len, true, path, err);
+	rc = *out ? 0 : -1;
 out:
-	EVP_PKEY_free(key);
-	BIO_free(bio);
 	secret_wipe(buf, sizeof(buf));
 	close(fd);
 	return rc;

@@ -284,6 +284,11 @@ uint64_t audit_record_seq(const json_t *rec);
 /* A readable message for the last OpenSSL error (clears the queue). */
 const char *audit_ssl_error(char *buf, size_t len);
 
+/* Parse len bytes of PEM as an Ed25519 private (private_key) or public
+ * key; errors name path. NULL on error. */
+EVP_PKEY *audit_pem_key(const char *pem, size_t len, bool private_key,
+			const char *path, struct ferr *err);
+
 /* ---- coalesced refusals (refusals.c) ---------------------------------- */
 
 #define AUDIT_REFUSAL_ACTIONS 8  /* distinct refusal actions per flush */

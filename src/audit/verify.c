@@ -711,25 +711,23 @@ int audit_verify(const char *text, size_t len, EVP_PKEY *pub,
 
 /* ---- files ---------------------------------------------------------------- */
 
-EVP_PKEY *audit_load_pubkey(const char *path, struct ferr *err)
+EVP_PKEY *audit_pem_key(const char *pem, size_t len, bool private_key,
+			const char *path, struct ferr *err)
 {
 	char ebuf[128];
-	char *pem = NULL;
-	size_t len = 0;
 	EVP_PKEY *key = NULL;
-	BIO *bio = NULL;
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
 
-	if (file_read_all(path, AUDIT_KEY_FILE_MAX, &pem, &len, err) < 0)
-		return NULL;
-	bio = BIO_new_mem_buf(pem, (int)len);
 	if (!bio) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
-		goto out;
+		return NULL;
 	}
-	key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	key = private_key ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)
+			  : PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
 	if (!key) {
-		ferr_set(err, FERR_INVALID, "%s is not a public key PEM: %s",
-			 path, audit_ssl_error(ebuf, sizeof(ebuf)));
+		ferr_set(err, FERR_INVALID, "%s is not a %s key PEM: %s", path,
+			 private_key ? "private" : "public",
+			 audit_ssl_error(ebuf, sizeof(ebuf)));
 		goto out;
 	}
 	if (EVP_PKEY_get_base_id(key) != EVP_PKEY_ED25519) {
@@ -739,6 +737,18 @@ EVP_PKEY *audit_load_pubkey(const char *path, struct ferr *err)
 	}
 out:
 	BIO_free(bio);
+	return key;
+}
+
+EVP_PKEY *audit_load_pubkey(const char *path, struct ferr *err)
+{
+	char *pem = NULL;
+	size_t len = 0;
+	EVP_PKEY *key;
+
+	if (file_read_all(path, AUDIT_KEY_FILE_MAX, &pem, &len, err) < 0)
+		return NULL;
+	key = audit_pem_key(pem, len, false, path, err);
 	free(pem);
 	return key;
 }
@@ -783,19 +793,10 @@ int audit_read_log(const char *path, char **text, size_t *len,
 		goto out;
 	}
 	/* Up to the size seen: bytes appended meanwhile are left out. */
-	while (got < size) {
-		ssize_t n = read(fd, buf + got, (size_t)size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ferr_set(err, FERR_IO, "cannot read %s: %s", path,
-				 strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
+	if (fd_read_upto(fd, buf, (size_t)size, &got) < 0) {
+		ferr_set(err, FERR_IO, "cannot read %s: %s", path,
+			 strerror(errno));
+		goto out;
 	}
 	buf[got] = '\0';
 	*text = buf;

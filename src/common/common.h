@@ -125,6 +125,10 @@ int rmtree(const char *dir, struct ferr *err);
  * with errno. */
 int fd_write_all(int fd, const void *data, size_t len);
 
+/* Read from fd into buf until end of file or cap bytes, retrying on EINTR
+ * and short reads; *got gets the count. 0, or -1 with errno. */
+int fd_read_upto(int fd, void *buf, size_t cap, size_t *got);
+
 /* Make fd non-blocking / close-on-exec. 0 or -1 with errno. */
 int fd_set_nonblock(int fd);
 

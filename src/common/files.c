@@ -29,6 +29,25 @@ int fd_write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
+int fd_read_upto(int fd, void *buf, size_t cap, size_t *got)
+{
+	char *p = buf;
+
+	*got = 0;
+	while (*got < cap) {
+		ssize_t n = read(fd, p + *got, cap - *got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		*got += (size_t)n;
+	}
+	return 0;
+}
+
 /* fsync the folder that holds path, so a rename in it is durable. */
 static int fsync_parent(const char *path)
 {
@@ -123,23 +142,15 @@ int file_read_all(const char *path, size_t max, char **out, size_t *len,
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto out;
 	}
-	for (;;) {
-		ssize_t n = read(fd, buf + got, max + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ferr_set(err, FERR_IO, "cannot read %s: %s", path,
-				 strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-		if (got > max) {
-			ferr_set(err, FERR_TOO_LARGE,
-				 "%s is larger than %zu bytes", path, max);
-			goto out;
-		}
+	if (fd_read_upto(fd, buf, max + 1, &got) < 0) {
+		ferr_set(err, FERR_IO, "cannot read %s: %s", path,
+			 strerror(errno));
+		goto out;
+	}
+	if (got > max) {
+		ferr_set(err, FERR_TOO_LARGE, "%s is larger than %zu bytes",
+			 path, max);
+		goto out;
 	}
 	buf[got] = '\0';
 	*out = buf;

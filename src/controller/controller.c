@@ -227,7 +227,6 @@ static const char *drain_state_name(enum drain_state s)
  * leaves the old policy in force (as ferryd's own reload does). */
 static void round_policy(struct controller *c)
 {
-	struct policy *p = NULL;
 	struct ferr err;
 	struct stat st;
 
@@ -236,15 +235,13 @@ static void round_policy(struct controller *c)
 	     st.st_mtim.tv_nsec == c->policy_mtime.tv_nsec))
 		return;
 	c->policy_mtime = st.st_mtim;
-	if (policy_load(c->policy_path, &p, &err) < 0) {
+	if (policy_reload(&c->policy, c->policy_path, &err) < 0) {
 		log_warn("controller: policy not reloaded, the old one stays: "
 			 "%s", err.msg);
 		audit_rec(c, "balance.policy_reload", c->policy_path, "error",
 			  json_pack("{s:s}", "error", err.msg));
 		return;
 	}
-	policy_free(c->policy);
-	c->policy = p;
 	log_info("controller: policy %s reloaded", c->policy_path);
 	audit_rec(c, "balance.policy_reload", c->policy_path, "ok", NULL);
 }

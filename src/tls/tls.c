@@ -337,8 +337,7 @@ static void gate_info(const SSL *ssl, int where, int ret)
 	 * after it, OpenSSL 3 also raises a fatal alert when an authenticated
 	 * client closes without close_notify (unexpected EOF, "decode
 	 * error"), and the state machine no longer reads as finished. */
-	if ((where & SSL_CB_WRITE_ALERT) && !c->reported && !c->done &&
-	    !SSL_is_init_finished(ssl)) {
+	if ((where & SSL_CB_WRITE_ALERT) && !c->reported && !c->done) {
 		long vr = SSL_get_verify_result(ssl);
 
 		c->reported = true;

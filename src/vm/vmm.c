@@ -423,6 +423,25 @@ static void vm_reattach(struct vm *vm)
 		 (int)pid, vm_state_name(vm->state));
 }
 
+/* Read and validate the definition file path into *def. */
+static int def_load(const char *path, struct vm_def *def, struct ferr *err)
+{
+	char *text = NULL;
+	size_t len = 0;
+	json_t *obj = NULL;
+	int rc = -1;
+
+	if (file_read_all(path, FERRY_VMDEF_FILE_MAX, &text, &len, err) < 0 ||
+	    !(obj = json_parse_object(text, len, path, err)) ||
+	    vmdef_from_json(obj, def, err) < 0)
+		goto out;
+	rc = 0;
+out:
+	json_decref(obj);
+	free(text);
+	return rc;
+}
+
 /* At start-up, a folder with incoming.json and no vm.json is a migration
  * into this host that was cut short by a ferryd restart. If its QEMU runs
  * (the source confirmed and the VM was resumed before the restart), the VM
@@ -430,9 +449,6 @@ static void vm_reattach(struct vm *vm)
 static void vmm_load_incoming(struct vmm *m, const char *name)
 {
 	char path[FERRY_PATH_MAX];
-	char *text = NULL;
-	size_t len = 0;
-	json_t *obj = NULL;
 	struct vm_def def;
 	struct vm *vm;
 	struct ferr err;
@@ -440,17 +456,15 @@ static void vmm_load_incoming(struct vmm *m, const char *name)
 	if (fmt_checked(path, sizeof(path), &err, "path",
 			"%s/vms/%s/incoming.json", m->cfg->state_dir,
 			name) < 0 ||
-	    file_read_all(path, FERRY_VMDEF_FILE_MAX, &text, &len, &err) < 0 ||
-	    !(obj = json_parse_object(text, len, path, &err)) ||
-	    vmdef_from_json(obj, &def, &err) < 0 ||
+	    def_load(path, &def, &err) < 0 ||
 	    strcmp(def.name, name) != 0 || vmm_find(m, def.name)) {
 		log_error("vms/%s has neither a usable vm.json nor "
 			  "incoming.json; leaving it alone", name);
-		goto out;
+		return;
 	}
 	vm = vm_new(m, &def);
 	if (!vm)
-		goto out;
+		return;
 	vm->incoming = true;
 	vmm_link(m, vm);
 	vm_reattach(vm);
@@ -458,13 +472,10 @@ static void vmm_load_incoming(struct vmm *m, const char *name)
 							   &err) == 0) {
 		log_info("vm %s: adopted a completed incoming migration",
 			 name);
-		goto out;
+		return;
 	}
 	log_info("vm %s: discarding an unfinished incoming migration", name);
 	vmm_incoming_discard(m, vm);
-out:
-	json_decref(obj);
-	free(text);
 }
 
 /* Load one definition file; a broken one is logged and skipped, never
@@ -472,40 +483,32 @@ out:
 static void vmm_load_one(struct vmm *m, const char *name)
 {
 	char path[FERRY_PATH_MAX];
-	char *text = NULL;
-	size_t len = 0;
-	json_t *obj = NULL;
 	struct vm_def def;
 	struct vm *vm;
 	struct ferr err;
 
 	if (fmt_checked(path, sizeof(path), &err, "path", "%s/vms/%s/vm.json",
 			m->cfg->state_dir, name) < 0)
-		goto out;
+		return;
 	if (access(path, F_OK) < 0 && errno == ENOENT) {
 		vmm_load_incoming(m, name);
-		goto out;
+		return;
 	}
-	if (file_read_all(path, FERRY_VMDEF_FILE_MAX, &text, &len, &err) < 0 ||
-	    !(obj = json_parse_object(text, len, path, &err)) ||
-	    vmdef_from_json(obj, &def, &err) < 0) {
+	if (def_load(path, &def, &err) < 0) {
 		log_error("skipping VM definition %s: %s", path, err.msg);
-		goto out;
+		return;
 	}
 	if (strcmp(def.name, name) != 0 || vmm_find(m, def.name)) {
 		log_error("skipping VM definition %s: its name \"%s\" does not "
 			  "match its folder or is a duplicate",
 			  path, def.name);
-		goto out;
+		return;
 	}
 	vm = vm_new(m, &def);
 	if (!vm)
-		goto out;
+		return;
 	vmm_link(m, vm);
 	vm_reattach(vm);
-out:
-	json_decref(obj);
-	free(text);
 }
 
 /* SIGCHLD: reap exited children (QEMUs we started). */

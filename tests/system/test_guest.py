@@ -4,9 +4,8 @@ Each test boots the guest directly with qemu-system-x86_64 under TCG, with
 a QMP unix socket and the serial console written to a file, and checks the
 memload output contract documented in guest/README.md.
 
-Guest location: $FERRY_GUEST_DIR if set (must already contain vmlinuz and
-initramfs.cpio.gz); otherwise <repo>/build/guest, which is (re)built with
-guest/build.sh first (idempotent, fast when up to date).
+Guest location: the guest_dir fixture (conftest.py): $FERRY_GUEST_DIR if
+set, otherwise <repo>/build/guest, (re)built with guest/build.sh first.
 
 Run with Debian's interpreter: /usr/bin/python3 -m pytest tests/system/test_guest.py
 """
@@ -25,14 +24,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from ferrylib import HB_FIELDS, HB_RE
+
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT = 20.0  # QEMU start -> first heartbeat
 POWERDOWN_TIMEOUT = 15.0
-HB_RE = re.compile(
-    r"^memload: hb seq=(\d+) verified=(\d+) dirtied=(\d+) errors=(\d+) passes=(\d+)\s*$",
-    re.M,
-)
 READY_RE = re.compile(
     r"^memload: ready mib=(\d+) pages=(\d+) rate=(\d+|max) seed=(\d+)\s*$", re.M
 )
@@ -47,28 +43,7 @@ CORRUPTION_RE = re.compile(
 
 
 def parse_hb(match):
-    seq, verified, dirtied, errors, passes = (int(g) for g in match.groups())
-    return {
-        "seq": seq,
-        "verified": verified,
-        "dirtied": dirtied,
-        "errors": errors,
-        "passes": passes,
-    }
-
-
-@pytest.fixture(scope="session")
-def guest_dir():
-    env = os.environ.get("FERRY_GUEST_DIR")
-    if env:
-        path = Path(env)
-    else:
-        path = REPO / "build" / "guest"
-        subprocess.run(["bash", str(REPO / "guest" / "build.sh"), str(path)], check=True)
-    for name in ("vmlinuz", "initramfs.cpio.gz"):
-        assert (path / name).is_file(), f"{path / name} missing (run guest/build.sh {path})"
-    assert shutil.which(QEMU), f"{QEMU} not installed"
-    return path
+    return dict(zip(HB_FIELDS, map(int, match.groups())))
 
 
 class Qmp:
