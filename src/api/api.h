@@ -130,7 +130,9 @@ json_t *api_error_json(const struct ferr *err);
 struct api_server;
 
 /* Listen on cfg's address and port with mutual TLS from ctx (a server
- * context from tls_server_ctx_new, borrowed), serving vmm. */
+ * context from tls_server_ctx_new, borrowed), serving actx. actx, its
+ * guard and its refusals must outlive base: connections still open at
+ * shutdown are freed by event_base_free. */
 int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 		     SSL_CTX *ctx, struct api_ctx *actx,
 		     struct api_server **out, struct ferr *err);

@@ -23,25 +23,25 @@ struct api_server {
  * source; refusals and failed handshakes go to the audit log. */
 static bool gate_admit(void *arg, const char *addr, char *why, size_t len)
 {
-	struct api_server *s = arg;
+	struct api_ctx *actx = arg;
 
-	return guard_conn_open(s->actx->guard, addr, why, len);
+	return guard_conn_open(actx->guard, addr, why, len);
 }
 
 static void gate_release(void *arg, const char *addr)
 {
-	struct api_server *s = arg;
+	struct api_ctx *actx = arg;
 
-	guard_conn_done(s->actx->guard, addr);
+	guard_conn_done(actx->guard, addr);
 }
 
 static void gate_refused(void *arg, const char *addr, bool limited,
 			 const char *why)
 {
-	struct api_server *s = arg;
+	struct api_ctx *actx = arg;
 
-	audit_refused(s->actx->refusals,
-		      limited ? "conn.limited" : "auth.failed", addr, why);
+	audit_refused(actx->refusals, limited ? "conn.limited" : "auth.failed",
+		      addr, why);
 }
 
 /* evhttp asks for each new connection's bufferevent: wrap it in TLS. */
@@ -218,7 +218,7 @@ int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 	s->gate = (struct tls_gate){ .admit = gate_admit,
 				     .release = gate_release,
 				     .refused = gate_refused,
-				     .arg = s };
+				     .arg = actx }; /* outlives s: tls.h */
 	if (tls_ctx_set_gate(ctx, &s->gate, err) < 0) {
 		free(s);
 		return -1;

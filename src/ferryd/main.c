@@ -251,6 +251,11 @@ out:
 	migrator_free(mig);
 	load_free(load);
 	vmm_free(vmm);
+	/* before the guard and the audit go: the API's last connections are
+	 * freed here, and a connection still in its handshake releases its
+	 * count in the guard (tls.h, tls_ctx_set_gate) */
+	if (d.base)
+		event_base_free(d.base);
 	if (audit && rc == 0)
 		audit_log(audit, "-", "ferryd.stop", cfg.host, "ok", NULL,
 			  &err);
@@ -258,8 +263,6 @@ out:
 	audit_close(audit);
 	guard_free(guard);
 	policy_free(policy);
-	if (d.base)
-		event_base_free(d.base);
 	SSL_CTX_free(ctx);
 	config_clear(&cfg);
 	return rc;

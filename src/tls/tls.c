@@ -226,7 +226,7 @@ int tls_peer_identity(SSL *ssl, char *out, size_t len)
 
 /* Per-connection state, in the SSL's ex_data. */
 struct gate_conn {
-	const struct tls_gate *gate;
+	struct tls_gate gate; /* a copy: see tls_ctx_set_gate */
 	char addr[GATE_ADDR_MAX];
 	bool counted;  /* admitted and not yet released */
 	bool reported; /* refused() already called */
@@ -249,7 +249,7 @@ static void gate_conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
 	if (!c)
 		return;
 	if (c->counted)
-		c->gate->release(c->gate->arg, c->addr);
+		c->gate.release(c->gate.arg, c->addr);
 	free(c);
 }
 
@@ -285,7 +285,7 @@ static int gate_client_hello(SSL *ssl, int *al, void *arg)
 		*al = SSL_AD_INTERNAL_ERROR;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
-	c->gate = gate;
+	c->gate = *gate;
 	peer_addr(ssl, c->addr, sizeof(c->addr));
 	if (!SSL_set_ex_data(ssl, g_conn_idx, c)) {
 		free(c);
@@ -330,7 +330,7 @@ static void gate_info(const SSL *ssl, int where, int ret)
 		c->done = true;
 		if (c->counted) {
 			c->counted = false;
-			c->gate->release(c->gate->arg, c->addr);
+			c->gate.release(c->gate.arg, c->addr);
 		}
 	}
 	/* Only a handshake that never completed is a failed authentication:
@@ -346,7 +346,7 @@ static void gate_info(const SSL *ssl, int where, int ret)
 			 vr != X509_V_OK ? ": " : "",
 			 vr != X509_V_OK ? X509_verify_cert_error_string(vr)
 					 : "");
-		c->gate->refused(c->gate->arg, c->addr, false, why);
+		c->gate.refused(c->gate.arg, c->addr, false, why);
 	}
 }
 

@@ -48,7 +48,11 @@ struct tls_gate {
 	void *arg;
 };
 
-/* Install gate (borrowed; must outlive ctx's connections) on ctx. */
+/* Install gate on ctx (borrowed while ctx accepts connections). Each
+ * connection keeps a copy of it, so gate itself may go before them, but
+ * gate->arg must outlive them: with libevent their last free (which
+ * releases a connection still counted) can come as late as
+ * event_base_free. */
 int tls_ctx_set_gate(SSL_CTX *ctx, const struct tls_gate *gate,
 		     struct ferr *err);
 
