@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 #include <openssl/ssl.h>
@@ -26,45 +27,45 @@ enum cli_exit {
 #define CLI_HOSTS_MAX 64
 #define CLI_TIMEOUT_S_DEFAULT 60
 
-/* Options, parsed once for every command. `set` has one bit per option so
- * a command can refuse options that do not apply to it. */
-enum cli_opt_bit {
-	OPT_CONFIG = 1 << 0,
-	OPT_HOST = 1 << 1,
-	OPT_JSON = 1 << 2,
-	OPT_FORCE = 1 << 3,
-	OPT_TIMEOUT = 1 << 4,
-	OPT_NO_WAIT = 1 << 5,
-	OPT_FOLLOW = 1 << 6,
-	OPT_DIR = 1 << 7,
-	OPT_IP = 1 << 8,
-	OPT_DNS = 1 << 9,
-	OPT_DAYS = 1 << 10,
-	OPT_CLUSTER = 1 << 11,
-	OPT_OFFSET = 1 << 12,
-	OPT_TO = 1 << 13,
-	OPT_OFFLINE = 1 << 14,
-	OPT_POSTCOPY = 1 << 15,
-	OPT_MAX_DOWNTIME = 1 << 16,
-	OPT_BANDWIDTH = 1 << 17,
-	OPT_CHANNELS = 1 << 18,
-	OPT_INSECURE = 1 << 19,
-	OPT_MAX_TIME = 1 << 20,
-	OPT_CANCEL = 1 << 21,
-	OPT_LOG = 1 << 22,
-	OPT_KEY = 1 << 23,
-	OPT_SINCE = 1 << 24,
-	OPT_UNTIL = 1 << 25,
-	OPT_VM = 1 << 26,
-	OPT_ACTOR = 1 << 27,
-	OPT_ACTION = 1 << 28,
-	OPT_LIMIT = 1 << 29,
-};
+/* Options, parsed once for every command (opts.c has their table). `set`
+ * has one bit per option so a command can refuse options that do not apply
+ * to it. To add an option: a bit here, a field in struct cli_opts and a row
+ * in opts.c's table. */
+#define OPT_CONFIG (UINT64_C(1) << 0)
+#define OPT_HOST (UINT64_C(1) << 1)
+#define OPT_JSON (UINT64_C(1) << 2)
+#define OPT_FORCE (UINT64_C(1) << 3)
+#define OPT_TIMEOUT (UINT64_C(1) << 4)
+#define OPT_NO_WAIT (UINT64_C(1) << 5)
+#define OPT_FOLLOW (UINT64_C(1) << 6)
+#define OPT_DIR (UINT64_C(1) << 7)
+#define OPT_IP (UINT64_C(1) << 8)
+#define OPT_DNS (UINT64_C(1) << 9)
+#define OPT_DAYS (UINT64_C(1) << 10)
+#define OPT_CLUSTER (UINT64_C(1) << 11)
+#define OPT_OFFSET (UINT64_C(1) << 12)
+#define OPT_TO (UINT64_C(1) << 13)
+#define OPT_OFFLINE (UINT64_C(1) << 14)
+#define OPT_POSTCOPY (UINT64_C(1) << 15)
+#define OPT_MAX_DOWNTIME (UINT64_C(1) << 16)
+#define OPT_BANDWIDTH (UINT64_C(1) << 17)
+#define OPT_CHANNELS (UINT64_C(1) << 18)
+#define OPT_INSECURE (UINT64_C(1) << 19)
+#define OPT_MAX_TIME (UINT64_C(1) << 20)
+#define OPT_CANCEL (UINT64_C(1) << 21)
+#define OPT_LOG (UINT64_C(1) << 22)
+#define OPT_KEY (UINT64_C(1) << 23)
+#define OPT_SINCE (UINT64_C(1) << 24)
+#define OPT_UNTIL (UINT64_C(1) << 25)
+#define OPT_VM (UINT64_C(1) << 26)
+#define OPT_ACTOR (UINT64_C(1) << 27)
+#define OPT_ACTION (UINT64_C(1) << 28)
+#define OPT_LIMIT (UINT64_C(1) << 29)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
 struct cli_opts {
-	unsigned set;
+	uint64_t set;
 	const char *config;
 	const char *host;
 	bool json;
@@ -190,13 +191,23 @@ int cmd_host_drain(const struct cli_opts *o, const char *verb,
 		   const char *host);
 int cmd_policy(const struct cli_opts *o, int argc, char **argv);
 
+/* ---- opts.c: options and connection set-up shared by every command ---- */
+
+/* Parse the options in argv (getopt_long, any order) into *o. Returns -1
+ * to go on (optind then indexes the command word), or an exit code: 0 after
+ * --help or --version, EXIT_USAGE after a bad option (printed). usage
+ * prints the top-level usage. */
+int cli_parse_opts(int argc, char **argv, struct cli_opts *o,
+		   void (*usage)(FILE *));
+
 /* Shared by commands: load config, pick the host, init a client. */
 int cli_connect(const struct cli_opts *o, struct cli_config *cfg,
 		const struct cli_host **host, struct client *c,
 		struct ferr *err);
 
-/* Refuse options outside allowed (global options are always allowed). */
-int cli_check_opts(const struct cli_opts *o, unsigned allowed,
+/* Refuse options outside allowed (global options are always allowed):
+ * prints the first one and returns EXIT_USAGE, else 0. */
+int cli_check_opts(const struct cli_opts *o, uint64_t allowed,
 		   const char *cmd);
 
 #endif

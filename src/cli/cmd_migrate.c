@@ -222,7 +222,7 @@ static int cancel(const struct cli_opts *o, struct client *c,
 
 int cmd_migrate(const struct cli_opts *o, int argc, char **argv)
 {
-	const unsigned run_opts = OPT_TO | OPT_OFFLINE | OPT_POSTCOPY |
+	const uint64_t run_opts = OPT_TO | OPT_OFFLINE | OPT_POSTCOPY |
 				  OPT_MAX_DOWNTIME | OPT_BANDWIDTH |
 				  OPT_CHANNELS | OPT_INSECURE | OPT_MAX_TIME |
 				  OPT_NO_WAIT;
