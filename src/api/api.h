@@ -65,7 +65,7 @@ struct api_request {
 	json_t *body;                /* routes whose handler validates an
 					object: define, migrate, prepare,
 					finish (NULL when empty) */
-	bool force;                  /* ROUTE_VM_STOP */
+	bool force;                  /* ROUTE_VM_STOP, ROUTE_VM_RESUME */
 	unsigned timeout_s;          /* ROUTE_VM_STOP, graceful */
 	uint64_t offset;             /* ROUTE_VM_CONSOLE */
 	uint64_t limit;              /* ROUTE_VM_CONSOLE, ROUTE_AUDIT_QUERY */
@@ -99,6 +99,7 @@ struct controller;
 struct audit;
 struct audit_refusals;
 struct guard;
+struct worker_pool;
 
 /* What the handlers act on. All but the guard and the refusal counter are
  * used on the main thread only. */
@@ -112,6 +113,7 @@ struct api_ctx {
 	struct guard *guard;
 	struct load *load;
 	struct controller *ctl;   /* NULL unless in controller mode */
+	struct worker_pool *pool; /* blocking work off the loop */
 };
 
 /* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):
@@ -119,10 +121,26 @@ struct api_ctx {
 int api_policy_reload(struct api_ctx *ctx, const char *identity,
 		      struct ferr *err);
 
+/* One request being answered (server.c). A handler that must wait (for
+ * QEMU, a peer, the disk) keeps it and answers later with api_call_reply;
+ * the transport stays open until then. */
+struct api_call;
+
+/* api_handle's status when the answer comes later through
+ * api_call_reply. */
+#define API_DEFERRED 0
+
+/* Answer a deferred call with status and reply (taken): audit it when the
+ * route changes state, send it, free the call. Loop thread, exactly once
+ * per deferred call. */
+void api_call_reply(struct api_call *call, int status, json_t *reply);
+
 /* Run a validated request against the host; identity is the caller.
- * Returns the HTTP status and sets *reply (a JSON object). */
-int api_handle(struct api_ctx *ctx, const char *identity,
-	       const struct api_request *req, json_t **reply);
+ * Returns the HTTP status and sets *reply (a JSON object), or returns
+ * API_DEFERRED after arranging for exactly one api_call_reply(call). */
+int api_handle(struct api_ctx *ctx, struct api_call *call,
+	       const char *identity, const struct api_request *req,
+	       json_t **reply);
 
 /* The error reply object for err. */
 json_t *api_error_json(const struct ferr *err);
@@ -137,7 +155,8 @@ int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 		     SSL_CTX *ctx, struct api_ctx *actx,
 		     struct api_server **out, struct ferr *err);
 
-/* Stop listening, close connections and free the server. */
+/* Stop listening, close connections and free the server. Deferred calls
+ * still open (their work never ended) are answered 503 first. */
 void api_server_free(struct api_server *s);
 
 #endif

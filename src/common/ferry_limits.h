@@ -51,6 +51,7 @@
 #define FERRY_STOP_TIMEOUT_S_DEFAULT 30         /* graceful stop, then force */
 #define FERRY_STOP_TIMEOUT_S_MAX 3600
 #define FERRY_KILL_WAIT_MS 5000                 /* after quit, before SIGKILL */
+#define FERRY_VM_OPS_MAX 16                     /* operations queued per VM */
 
 /* Migration settings of a VM */
 #define FERRY_MIG_DOWNTIME_MS_DEFAULT 300ULL

@@ -24,6 +24,7 @@
 #include "policy.h"
 #include "tls.h"
 #include "vm.h"
+#include "worker.h"
 
 /* Everything ferryd runs, for the signal and timer callbacks. */
 struct ferryd {
@@ -151,6 +152,7 @@ int main(int argc, char **argv)
 	struct load *load = NULL;
 	struct controller *ctl = NULL;
 	struct policy *policy = NULL;
+	struct worker_pool *pool = NULL;
 	SSL_CTX *ctx = NULL;
 	enum accel_mode accel;
 	const char *config_path = NULL;
@@ -193,13 +195,15 @@ int main(int argc, char **argv)
 		ferr_set(&err, FERR_INTERNAL, "cannot create the event loop");
 		goto fail;
 	}
-	if (vmm_new(&cfg, d.base, accel, &vmm, &err) < 0 ||
+	if (worker_pool_new(d.base, &pool, &err) < 0 ||
+	    vmm_new(&cfg, d.base, accel, pool, &vmm, &err) < 0 ||
 	    load_new(&cfg, d.base, vmm, &load, &err) < 0)
 		goto fail;
 	deps = (struct migrator_deps){ .audit = audit,
 				       .refusals = refusals,
 				       .guard = guard,
-				       .policy = &policy };
+				       .policy = &policy,
+				       .pool = pool };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
 	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)
@@ -214,7 +218,8 @@ int main(int argc, char **argv)
 				   .refusals = refusals,
 				   .guard = guard,
 				   .load = load,
-				   .ctl = ctl };
+				   .ctl = ctl,
+				   .pool = pool };
 	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
 		goto fail;
 	ev[0] = evsignal_new(d.base, SIGTERM, on_term, &d);
@@ -246,11 +251,19 @@ out:
 	for (int i = 0; i < 4; i++)
 		if (ev[i])
 			event_free(ev[i]);
-	api_server_free(api);
+	/* stop what runs, let every operation it started end (their
+	 * deadlines bound this), then free from the top down */
 	controller_free(ctl);
+	migrator_stop(mig);
+	if (pool && worker_drain(pool, WORKER_DRAIN_MS))
+		log_error("ferryd: operations still running at exit");
+	api_server_free(api);
 	migrator_free(mig);
 	load_free(load);
-	vmm_free(vmm);
+	if (!pool || !worker_pending(pool)) {
+		vmm_free(vmm);
+		worker_pool_free(pool);
+	}
 	/* before the guard and the audit go: the API's last connections are
 	 * freed here, and a connection still in its handshake releases its
 	 * count in the guard (tls.h, tls_ctx_set_gate) */
