@@ -103,18 +103,30 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 	return 0;
 }
 
+static void free_conn(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	evhttp_connection_free(arg);
+}
+
 static void on_done(struct evhttp_request *r, void *arg)
 {
 	struct pending *p = arg;
 	struct ferr err = { 0 };
 	json_t *reply = NULL;
 	int status = 0;
+	struct timeval now = { 0, 0 };
 
 	if (take_reply(p, r, &status, &reply, &err) < 0)
 		p->done(0, NULL, &err, p->arg);
 	else
 		p->done(status, reply, NULL, p->arg);
-	/* the connection frees itself once this returns */
+	/* evhttp still uses the connection after this returns (on every
+	 * path: reply, failure, clean-up): free it at the next turn of the
+	 * loop */
+	event_base_once(evhttp_connection_get_base(p->conn), -1, EV_TIMEOUT,
+			free_conn, p->conn, &now);
 	free(p);
 }
 
@@ -198,7 +210,6 @@ int httpc_start(struct event_base *base, SSL_CTX *ctx,
 			     strlen(text));
 		free(text);
 	}
-	evhttp_connection_free_on_completion(conn);
 	/* evhttp owns req from here, even when this fails */
 	if (evhttp_make_request(conn, req, method_type(method), path) < 0) {
 		req = NULL;
@@ -253,7 +264,8 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 		event_base_free(base);
 		return -1;
 	}
-	/* runs until the request ended and its connection is freed */
+	/* runs until the request ended and its connection is freed (no
+	 * event is left) */
 	event_base_dispatch(base);
 	event_base_free(base);
 	if (!r.done)

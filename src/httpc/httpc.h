@@ -41,8 +41,10 @@ typedef void (*httpc_done_fn)(int status, json_t *reply,
 
 /* Start the request of httpc_request on base and return at once: done(arg)
  * is called exactly once, later, from base's loop (connection, TLS and
- * reply within timeout_s each). -1 with *err when it could not be started
- * (done is then never called). */
+ * reply within timeout_s each). The connection is freed by an event at the
+ * loop's next turn after done, so run base until it has no events left
+ * before freeing it. -1 with *err when it could not be started (done is
+ * then never called). */
 int httpc_start(struct event_base *base, SSL_CTX *ctx,
 		const struct httpc_peer *peer, unsigned timeout_s,
 		const char *method, const char *path, const json_t *body,

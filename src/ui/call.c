@@ -99,7 +99,6 @@ static void on_log(int status, json_t *r, const struct ferr *err, void *arg)
 				(json_int_t)wall_ms()));
 	}
 	json_decref(r);
-	ui_inflight_done(c->ui);
 	call_free(c);
 }
 
@@ -123,13 +122,11 @@ static void on_key(int status, json_t *r, const struct ferr *err, void *arg)
 	} else if (start(c, c->hs, "GET", "/v1/audit/log", NULL, on_log,
 			 &e) == 0) {
 		json_decref(r);
-		ui_inflight_done(c->ui);
-		return; /* on_log goes on */
+			return; /* on_log goes on */
 	} else {
 		reply_error(c, &e);
 	}
 	json_decref(r);
-	ui_inflight_done(c->ui);
 	call_free(c);
 }
 
@@ -151,7 +148,6 @@ static void on_reply(int status, json_t *r, const struct ferr *err,
 				ui_poll_host(c->to);
 		}
 	}
-	ui_inflight_done(c->ui);
 	call_free(c);
 }
 
@@ -166,7 +162,6 @@ static int start(struct call *c, struct ui_hoststate *hs, const char *method,
 	if (httpc_start(c->ui->base, c->ui->ctx, &peer, c->ui->timeout_s,
 			method, path, body, done, c, err) < 0)
 		return -1;
-	ui_inflight_add(c->ui);
 	return 0;
 }
 

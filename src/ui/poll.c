@@ -17,18 +17,6 @@ static const char *const res_path[RES_COUNT] = {
 	[RES_DRAINS] = "/v1/balance/drains",
 };
 
-void ui_inflight_add(struct ui *ui)
-{
-	ui->inflight++;
-}
-
-void ui_inflight_done(struct ui *ui)
-{
-	ui->inflight--;
-	if (ui->stopping && ui->inflight == 0)
-		event_base_loopbreak(ui->base);
-}
-
 struct ui_hoststate *ui_host_state(struct ui *ui, const char *name)
 {
 	for (size_t i = 0; i < ui->nhosts; i++)
@@ -91,7 +79,6 @@ static void on_fetched(int status, json_t *reply, const struct ferr *err,
 			json_decref(reply);
 		}
 	}
-	ui_inflight_done(hs->ui);
 }
 
 static void fetch(struct ui_fetch *f)
@@ -111,7 +98,6 @@ static void fetch(struct ui_fetch *f)
 		return;
 	}
 	f->busy = true;
-	ui_inflight_add(ui);
 }
 
 void ui_poll_host(struct ui_hoststate *hs)

@@ -180,8 +180,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	ui_poll_round(arg);
 }
 
-/* SIGINT/SIGTERM: stop serving, let the calls in flight end (each within
- * its deadline), then leave the loop. */
+/* SIGINT/SIGTERM: stop serving and polling; the loop ends once the
+ * requests in flight (each with its deadline) have ended and no event is
+ * left. */
 static void on_signal(evutil_socket_t fd, short what, void *arg)
 {
 	struct ui *ui = arg;
@@ -192,12 +193,12 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
 		return;
 	ui->stopping = true;
 	evtimer_del(ui->tick);
+	evsignal_del(ui->sigint);
+	evsignal_del(ui->sigterm);
 	if (ui->http) {
 		evhttp_free(ui->http);
 		ui->http = NULL;
 	}
-	if (ui->inflight == 0)
-		event_base_loopbreak(ui->base);
 }
 
 /* The CN of the operator's certificate, shown on the page. */

@@ -72,7 +72,6 @@ struct ui {
 	struct ui_hoststate *hosts;
 	size_t nhosts;
 	struct ui_hoststate *controller; /* NULL without one */
-	unsigned inflight;   /* requests to hosts not yet ended */
 	bool stopping;
 };
 
@@ -87,11 +86,6 @@ void ui_poll_host(struct ui_hoststate *hs);
 
 /* The host named name, or NULL. */
 struct ui_hoststate *ui_host_state(struct ui *ui, const char *name);
-
-/* Count a request to a host in and out of flight; when stopping and none
- * is left, the loop ends. */
-void ui_inflight_add(struct ui *ui);
-void ui_inflight_done(struct ui *ui);
 
 /* Free what the poller holds. */
 void ui_poll_free(struct ui *ui);
