@@ -165,14 +165,18 @@ static int start(struct call *c, struct ui_hoststate *hs, const char *method,
 	return 0;
 }
 
-/* The browser's body for a migration: {"to": HOST, "mode": ...}. The
+/* The browser's body for a migration: {"to": HOST, "mode": ...,
+ * "bandwidth_mibps": N}. The
  * destination's address and port come from the client config, never from
  * the page. */
 static json_t *migrate_body(struct call *c, const json_t *body,
 			    struct ferr *err)
 {
-	static const char *const fields[] = { "to", "mode", NULL };
+	static const char *const fields[] = { "to", "mode", "bandwidth_mibps",
+					      NULL };
 	const char *to = NULL, *mode = "live";
+	uint64_t bw = 0;
+	json_t *out;
 
 	if (!body)
 		return ferr_set(err, FERR_INVALID, "a migration needs a body "
@@ -180,7 +184,9 @@ static json_t *migrate_body(struct call *c, const json_t *body,
 	if (json_check_fields(body, fields, "request body", err) < 0 ||
 	    json_get_string(body, "to", "request body", FERRY_NAME_MAX, &to,
 			    err) < 0 ||
-	    json_get_string(body, "mode", "request body", 16, &mode, err) < 0)
+	    json_get_string(body, "mode", "request body", 16, &mode, err) < 0 ||
+	    json_get_u64(body, "bandwidth_mibps", "request body", 1, 1000000,
+			 &bw, err) < 0)
 		return NULL;
 	if (!to || !(c->to = ui_host_state(c->ui, to)))
 		return ferr_set(err, FERR_INVALID, "\"to\" must name a host of "
@@ -191,9 +197,13 @@ static json_t *migrate_body(struct call *c, const json_t *body,
 	    strcmp(mode, "postcopy"))
 		return ferr_set(err, FERR_INVALID, "mode must be live, offline "
 				"or postcopy"), NULL;
-	return json_pack("{s:s, s:s, s:i, s:s}", "to", c->to->host->name,
-			 "address", c->to->host->address, "port",
-			 (int)c->to->host->port, "mode", mode);
+	out = json_pack("{s:s, s:s, s:i, s:s}", "to", c->to->host->name,
+			"address", c->to->host->address, "port",
+			(int)c->to->host->port, "mode", mode);
+	if (bw)
+		json_object_set_new(out, "bandwidth_mibps",
+				    json_integer((json_int_t)bw));
+	return out;
 }
 
 /* The body of a VM action: stop takes {"force": bool}, the others none. */

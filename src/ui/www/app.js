@@ -167,10 +167,13 @@ function migrateDialog(vm) {
   const mode = el("select", { id: "migrate-mode" },
     el("option", { value: "live", text: "live (pre-copy)" }), el("option", { value: "postcopy", text: "post-copy" }),
     el("option", { value: "offline", text: "offline" }));
+  const bw = el("input", { id: "migrate-bandwidth", type: "number", min: "1", placeholder: "no limit", size: "8" });
   confirmDialog("Migrate " + vm.name, "Move " + vm.name + " (" + fmtMiB(vm.memory_mib) + ") from " + vm.host + " to:",
-    [{ label: "destination", el: to }, { label: "mode", el: mode }], "Migrate",
+    [{ label: "destination", el: to }, { label: "mode", el: mode }, { label: "bandwidth limit (MiB/s)", el: bw }], "Migrate",
     async () => {
-      await api("POST", vmPath(vm.host, vm.name) + "/migrate", { to: to.value, mode: mode.value });
+      const body = { to: to.value, mode: mode.value };
+      if (bw.value) body.bandwidth_mibps = +bw.value;
+      await api("POST", vmPath(vm.host, vm.name) + "/migrate", body);
       location.hash = "#migrations";
     });
 }
@@ -328,9 +331,16 @@ async function pollConsole() {
   } finally { consoleBusy = false; }
 }
 
-function progressOf(m) { return m.progress || {}; }
+function progressOf(m) {
+  if (m.outcome === "completed") return Object.assign({}, m.progress, { percent: 100, ram_remaining: 0 });
+  return m.progress || {};
+}
+// A migration that ended in the last RECENT_MS stays in the running table
+// with its outcome, so its end is seen even between two polls.
+const RECENT_MS = 15000;
 function renderMigrations() {
-  const run = state.migrations.running;
+  const run = state.migrations.running.concat(state.migrations.history.filter((m) =>
+    m.ended_at && state.now - m.ended_at < RECENT_MS && m.role === "source"));
   sync($("#running-table tbody"), run, (m) => m.id, (m) => {
     const tr = el("tr");
     const c = cells(tr, 12);
@@ -344,7 +354,9 @@ function renderMigrations() {
     const c = tr.cells, p = progressOf(m);
     setText(c[0], m.vm);
     setText(c[1], m.source + " → " + m.destination);
-    setText(c[2], m.phase);
+    setText(c[2], m.outcome === "running" ? m.phase : m.outcome);
+    setClass(c[2], m.outcome === "running" ? "" : m.outcome === "completed" ? "s-ok" : "s-bad");
+    c[11].firstChild.disabled = m.outcome !== "running";
     c[3].children[0].set(p.percent);
     setText(c[3].children[1], (num(p.percent) || 0).toFixed(1) + "%");
     // the same numbers as `ferry migrate`'s bar (src/cli/cmd_migrate.c)
