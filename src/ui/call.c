@@ -23,7 +23,7 @@ struct call {
 	struct ui_hoststate *to;    /* and the other one, e.g. a destination */
 	enum ui_route_kind kind;
 	EVP_PKEY *key;              /* verify: the host's audit key */
-	char path[160];
+	char path[sizeof(((struct ui_route *)0)->query) + 96];
 };
 
 /* Stop watching the browser's connection (before answering on it). */
@@ -113,8 +113,9 @@ static void on_key(int status, json_t *r, const struct ferr *err, void *arg)
 		reply_error(c, err);
 	} else if (status != 200) {
 		reply(c, status, json_incref(r));
-	} else if (!pem || !(c->key = audit_pem_key(pem, strlen(pem), false, "audit key",
-						     &e))) {
+	} else if (!pem ||
+		   !(c->key = audit_pem_key(pem, strlen(pem), false,
+					    "audit key", &e))) {
 		ferr_set(&e, FERR_UNAVAILABLE,
 			 "host %s sent no usable audit public key",
 			 c->hs->host->name);
@@ -238,10 +239,11 @@ static int build(struct call *c, const struct ui_route *r, const json_t *body,
 			 r->query[0] ? "&" : "?", CONSOLE_CHUNK);
 		return 0;
 	case UI_R_AUDIT:
-		snprintf(c->path, sizeof(c->path), "/v1/audit%s%s", r->query,
-			 strstr(r->query, "limit=") ? ""
-			 : r->query[0]		    ? "&limit=200"
-						    : "?limit=200");
+		snprintf(c->path, sizeof(c->path), "/v1/audit%s", r->query);
+		if (!strstr(r->query, "limit="))
+			snprintf(c->path + strlen(c->path),
+				 sizeof(c->path) - strlen(c->path), "%climit=%d",
+				 r->query[0] ? '&' : '?', AUDIT_LIMIT_DEFAULT);
 		return 0;
 	case UI_R_VERIFY:
 		snprintf(c->path, sizeof(c->path), "/v1/audit/key");

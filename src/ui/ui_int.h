@@ -98,9 +98,8 @@ json_t *ui_state_json(struct ui *ui);
 
 /* ---- alarms.c ---- */
 
-/* Append every alarm of the current state to alarms (an array), most
- * severe first within each source. vms and migs are the merged lists
- * ui_state_json built. */
+/* Append every alarm of the current state to alarms (an array), source by
+ * source. vms and migs are the merged lists ui_state_json built. */
 void ui_alarms(struct ui *ui, const json_t *vms, const json_t *migs,
 	       json_t *alarms);
 
