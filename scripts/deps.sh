@@ -14,6 +14,9 @@ PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static cpio gzip
   # system tests
   python3 python3-pytest iproute2 procps
+  # the dashboard's browser tests (tests/system/test_ui*.py): headless
+  # Chromium driven by selenium through chromium-driver
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

@@ -61,6 +61,7 @@ enum cli_exit {
 #define OPT_ACTOR (UINT64_C(1) << 27)
 #define OPT_ACTION (UINT64_C(1) << 28)
 #define OPT_LIMIT (UINT64_C(1) << 29)
+#define OPT_PORT (UINT64_C(1) << 30)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
@@ -96,6 +97,7 @@ struct cli_opts {
 	const char *actor;
 	const char *action;
 	uint64_t limit;
+	unsigned port;          /* ui: 0 takes any free port */
 };
 
 struct cli_host {
@@ -185,6 +187,7 @@ int cmd_pki(const struct cli_opts *o, int argc, char **argv);
 int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 int cmd_audit(const struct cli_opts *o, int argc, char **argv);
 int cmd_balance(const struct cli_opts *o, int argc, char **argv);
+int cmd_ui(const struct cli_opts *o, int argc, char **argv);
 
 /* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
 int cmd_host_drain(const struct cli_opts *o, const char *verb,

@@ -26,6 +26,7 @@ static void usage(FILE *f)
 		"     [--until T] [--vm NAME] [--actor ID] [--action A] [--limit "
 		"N]\n"
 		"  policy reload\n"
+		"  ui [--port N]       the web dashboard (docs/dashboard.md)\n"
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
 		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
 		"3 host unreachable or TLS refused, 4 not found\n");
@@ -39,7 +40,7 @@ static const struct {
 	{ "host", cmd_host },       { "vm", cmd_vm },
 	{ "pki", cmd_pki },         { "migrate", cmd_migrate },
 	{ "audit", cmd_audit },     { "policy", cmd_policy },
-	{ "balance", cmd_balance },
+	{ "balance", cmd_balance }, { "ui", cmd_ui },
 };
 
 int main(int argc, char **argv)
