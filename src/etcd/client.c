@@ -110,6 +110,7 @@ int etcd_config_check(const struct etcd_config *cfg, struct ferr *err)
 struct etcd *etcd_open(const struct etcd_config *cfg, struct ferr *err)
 {
 	const char *files[] = { cfg->ca_file, cfg->cert_file, cfg->key_file };
+	json_t *probe;
 	struct etcd *e;
 
 	if (etcd_config_check(cfg, err) < 0)
@@ -133,6 +134,14 @@ struct etcd *etcd_open(const struct etcd_config *cfg, struct ferr *err)
 	}
 	e->cfg = *cfg;
 	pthread_mutex_init(&e->lock, NULL);
+	probe = etcd_req_range(cfg->prefix, "probe", false, 1, err);
+	e->probe = probe ? json_dumps(probe, JSON_COMPACT) : NULL;
+	json_decref(probe);
+	if (!e->probe) {
+		ferr_set(err, FERR_INTERNAL, "out of memory");
+		etcd_close(e);
+		return NULL;
+	}
 	return e;
 }
 
@@ -148,6 +157,7 @@ void etcd_close(struct etcd *e)
 		free(c);
 	}
 	pthread_mutex_destroy(&e->lock);
+	free(e->probe);
 	free(e);
 }
 
@@ -353,8 +363,26 @@ int etcd_attempt(struct etcd *e, struct etcd_conn *c, unsigned idx,
 	}
 	ret = parse_answer(e, idx, &b, stream, reply, retry, err);
 out:
+	if (ret < 0 && *retry)
+		__atomic_store_n(&e->verified[idx], 0, __ATOMIC_SEQ_CST);
 	free(b.data);
 	return ret;
+}
+
+int etcd_probe(struct etcd *e, struct etcd_conn *c, unsigned idx,
+	       uint64_t budget_ms, struct ferr *err)
+{
+	json_t *reply = NULL;
+	bool retry;
+
+	if (__atomic_load_n(&e->verified[idx], __ATOMIC_SEQ_CST))
+		return 0;
+	if (etcd_attempt(e, c, idx, ETCD_PATH_RANGE, e->probe, budget_ms, false,
+			 &reply, &retry, err) < 0)
+		return -1;
+	json_decref(reply);
+	__atomic_store_n(&e->verified[idx], 1, __ATOMIC_SEQ_CST);
+	return 0;
 }
 
 int etcd_call(struct etcd *e, const char *path, json_t *body,
@@ -398,10 +426,16 @@ int etcd_call(struct etcd *e, const char *path, json_t *body,
 		if (budget > e->cfg.member_timeout_ms)
 			budget = e->cfg.member_timeout_ms;
 		idx = (first + tries++) % n;
-		if (etcd_attempt(e, c, idx, path, text, budget, stream, reply,
-				 &retry, &last) == 0) {
-			rc = 0;
-			goto out;
+		retry = true;
+		if (etcd_probe(e, c, idx, budget, &last) == 0) {
+			uint64_t spent = now_ms() - now;
+
+			if (spent < budget &&
+			    etcd_attempt(e, c, idx, path, text, budget - spent,
+					 stream, reply, &retry, &last) == 0) {
+				rc = 0;
+				goto out;
+			}
 		}
 		if (!retry) {
 			if (err)

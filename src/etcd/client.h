@@ -21,6 +21,8 @@ struct etcd {
 	struct etcd_conn *pool;    /* idle handles */
 	unsigned preferred;        /* atomic: the endpoint tried first */
 	uint64_t cluster_id;       /* atomic: pinned by the first answer */
+	int verified[ETCD_ENDPOINTS_MAX]; /* atomic: probed, no failure since */
+	char *probe;               /* body of the probe request */
 };
 
 /* A response body being received, bounded by cap. */
@@ -46,10 +48,17 @@ int etcd_check_header(struct etcd *e, const json_t *resp, unsigned idx,
 /* POST body (compact JSON text) to `path` on endpoint idx once, within
  * budget_ms. stream: the answer is one {"result": ...} line, unwrapped
  * into *reply. On failure *retry says whether another member may do
- * better. Thread-safe. */
+ * better (and idx must be probed again). Thread-safe. */
 int etcd_attempt(struct etcd *e, struct etcd_conn *c, unsigned idx,
 		 const char *path, const char *body, uint64_t budget_ms,
 		 bool stream, json_t **reply, bool *retry, struct ferr *err);
+
+/* Make sure endpoint idx is a healthy member of our cluster before it
+ * gets a request: unless it answered since its last failure, send it a
+ * linearizable read of <prefix>/probe (which needs a quorum) and check
+ * the answer's cluster id. 0, or -1 with *err. Thread-safe. */
+int etcd_probe(struct etcd *e, struct etcd_conn *c, unsigned idx,
+	       uint64_t budget_ms, struct ferr *err);
 
 /* POST body to `path` with fail-over across the endpoints until deadline
  * (0: the config's default); *reply gets the answer (header checked). The

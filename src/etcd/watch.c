@@ -131,25 +131,14 @@ static size_t on_data(char *data, size_t size, size_t n, void *arg)
 /* Is member idx still serving? A linearizable read needs its quorum. */
 static bool probe(struct etcd_watch *w, unsigned idx)
 {
-	json_t *req = etcd_req_range(w->e->cfg.prefix, "probe", false, 1, NULL);
-	struct etcd_conn *c = etcd_conn_get(w->e, NULL);
-	json_t *reply = NULL;
-	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
-	struct ferr err;
-	bool retry, ok = false;
+	struct etcd_conn *c = etcd_conn_get(w->e, &w->why);
+	bool ok;
 
-	if (c && text)
-		ok = etcd_attempt(w->e, c, idx, ETCD_PATH_RANGE, text,
-				  w->e->cfg.member_timeout_ms, false, &reply,
-				  &retry, &err) == 0;
-	if (!ok)
-		ferr_set(&w->why, FERR_UNAVAILABLE, "etcd watch: %s silent "
-			 "and its probe failed", w->e->cfg.endpoints[idx]);
+	__atomic_store_n(&w->e->verified[idx], 0, __ATOMIC_SEQ_CST);
+	ok = c && etcd_probe(w->e, c, idx, w->e->cfg.member_timeout_ms,
+			     &w->why) == 0;
 	if (c)
 		etcd_conn_put(w->e, c);
-	json_decref(reply);
-	json_decref(req);
-	free(text);
 	return ok;
 }
 
@@ -169,6 +158,11 @@ static void run_connection(struct etcd_watch *w, CURL *curl, unsigned idx)
 	w->state = W_RUNNING;
 	w->line.len = 0;
 	w->got_data = false;
+	if (!__atomic_load_n(&w->e->verified[idx], __ATOMIC_SEQ_CST) &&
+	    !probe(w, idx)) {
+		w->state = W_RECONNECT;
+		goto out;
+	}
 	hdrs = curl_slist_append(NULL, "Content-Type: application/json");
 	h2 = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
 	h3 = h2 ? curl_slist_append(h2, ETCD_HDR_REQUIRE_LEADER) : NULL;

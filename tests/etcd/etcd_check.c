@@ -456,6 +456,7 @@ static int scenario_watch(struct etcd *e, const char *how)
 		CHECK(now_ms() - t0 < 30000, "watch saw %zu of %d events",
 		      s.n, WATCH_OPS);
 	CHECK(!ended, "the watch ended: %s", s.why.msg);
+	printf("watch_connects=%u\n", etcd_watch_connects(w));
 	t0 = now_ms();
 	etcd_watch_stop(w);
 	printf("watch_stop_ms=%" PRIu64 "\n", now_ms() - t0);
