@@ -20,6 +20,7 @@ struct etcd_watch {
 	void *arg;
 	pthread_t thread;
 	CURLM *multi;
+	CURL *curl;             /* the stream's handle */
 	int stop;               /* atomic: etcd_watch_stop was called */
 	int64_t next_rev;       /* atomic: where a new connection starts */
 	unsigned connects;      /* atomic */
@@ -85,8 +86,19 @@ static size_t on_data(char *data, size_t size, size_t n, void *arg)
 	struct etcd_watch *w = arg;
 	size_t len = size * n, used = 0;
 
+	long status = 0;
+	bool retry;
+
 	w->last_data = now_ms();
 	w->got_data = true;
+	curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200) {
+		/* refused before the stream began: an error object (small
+		 * enough to come in one piece) */
+		etcd_parse_error(status, data, len, &retry, &w->why);
+		w->state = retry ? W_RECONNECT : W_FINAL;
+		return 0;
+	}
 	while (used < len && w->state == W_RUNNING) {
 		char *nl = memchr(data + used, '\n', len - used);
 		size_t chunk = nl ? (size_t)(nl - (data + used)) : len - used;
@@ -143,8 +155,9 @@ static bool probe(struct etcd_watch *w, unsigned idx)
 }
 
 /* One connection to member idx, until it ends. */
-static void run_connection(struct etcd_watch *w, CURL *curl, unsigned idx)
+static void run_connection(struct etcd_watch *w, unsigned idx)
 {
+	CURL *curl = w->curl;
 	char url[ETCD_URL_MAX + 32], ebuf[CURL_ERROR_SIZE] = "";
 	struct curl_slist *hdrs = NULL, *h2, *h3;
 	int64_t start = __atomic_load_n(&w->next_rev, __ATOMIC_SEQ_CST);
@@ -226,15 +239,15 @@ static void *watch_thread(void *arg)
 	unsigned n = w->e->cfg.n_endpoints, failed = 0;
 	unsigned idx = __atomic_load_n(&w->e->preferred, __ATOMIC_SEQ_CST);
 	uint64_t pause = ETCD_RETRY_MIN_MS;
-	CURL *curl = curl_easy_init();
 
-	if (!curl || etcd_curl_init(w->e, curl, &w->why) < 0) {
-		if (!curl)
+	w->curl = curl_easy_init();
+	if (!w->curl || etcd_curl_init(w->e, w->curl, &w->why) < 0) {
+		if (!w->curl)
 			ferr_set(&w->why, FERR_INTERNAL, "out of memory");
 		w->state = W_FINAL;
 	}
 	while (w->state != W_FINAL && !stopping(w)) {
-		run_connection(w, curl, idx);
+		run_connection(w, idx);
 		if (w->state == W_FINAL || stopping(w))
 			break;
 		log_info("%s; resuming from revision %" PRId64, w->why.msg,
@@ -251,7 +264,7 @@ static void *watch_thread(void *arg)
 							      : ETCD_RETRY_MAX_MS;
 		}
 	}
-	curl_easy_cleanup(curl);
+	curl_easy_cleanup(w->curl);
 	if (w->state == W_FINAL && !stopping(w) && w->ops.ended)
 		w->ops.ended(w->arg, &w->why);
 	return NULL;
