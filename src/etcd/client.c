@@ -298,8 +298,10 @@ static int parse_answer(struct etcd *e, unsigned idx, const struct etcd_buf *b,
 					 "etcd answer", err), *res = root;
 
 	*retry = true; /* a broken answer: another member may do better */
-	if (!root)
+	if (!root) {
+		err->code = FERR_IO;
 		return ferr_wrap(err, "%s", e->cfg.endpoints[idx]);
+	}
 	if (stream && etcd_stream_result(root, &res, retry, err) < 0)
 		goto fail;
 	if (etcd_check_header(e, res, idx, err) < 0)

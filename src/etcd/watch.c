@@ -29,7 +29,7 @@ struct etcd_watch {
 	enum watch_end state;
 	struct ferr why;        /* the reason of W_RECONNECT or W_FINAL */
 	uint64_t last_data;
-	bool got_data;          /* this connection delivered something */
+	bool got_data;          /* this connection brought a valid line */
 };
 
 static bool stopping(struct etcd_watch *w)
@@ -50,6 +50,7 @@ static void on_line(struct etcd_watch *w, const char *text, size_t len)
 		w->state = retry ? W_RECONNECT : W_FINAL;
 		return;
 	}
+	w->got_data = !m.canceled;
 	if (m.compact_revision) {
 		ferr_set(&w->why, FERR_CONFLICT,
 			 "etcd watch: revision %" PRId64 " was compacted "
@@ -85,12 +86,10 @@ static size_t on_data(char *data, size_t size, size_t n, void *arg)
 {
 	struct etcd_watch *w = arg;
 	size_t len = size * n, used = 0;
-
 	long status = 0;
 	bool retry;
 
 	w->last_data = now_ms();
-	w->got_data = true;
 	curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
 	if (status != 200) {
 		/* refused before the stream began: an error object (small
@@ -171,11 +170,6 @@ static void run_connection(struct etcd_watch *w, unsigned idx)
 	w->state = W_RUNNING;
 	w->line.len = 0;
 	w->got_data = false;
-	if (!__atomic_load_n(&w->e->verified[idx], __ATOMIC_SEQ_CST) &&
-	    !probe(w, idx)) {
-		w->state = W_RECONNECT;
-		goto out;
-	}
 	hdrs = curl_slist_append(NULL, "Content-Type: application/json");
 	h2 = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
 	h3 = h2 ? curl_slist_append(h2, ETCD_HDR_REQUIRE_LEADER) : NULL;
@@ -183,6 +177,11 @@ static void run_connection(struct etcd_watch *w, unsigned idx)
 		if (body)
 			ferr_set(&w->why, FERR_INTERNAL, "out of memory");
 		w->state = W_FINAL;
+		goto out;
+	}
+	if (!__atomic_load_n(&w->e->verified[idx], __ATOMIC_SEQ_CST) &&
+	    !probe(w, idx)) {
+		w->state = W_RECONNECT;
 		goto out;
 	}
 	snprintf(url, sizeof(url), "%s%s", w->e->cfg.endpoints[idx],
