@@ -11,6 +11,9 @@ the etcd client and of everything built on it (HA, controller, demo).
         ec.move_leader(2)                    # make member 2 the leader
         ec.etcdctl("get", "/ferry", "--prefix")
 
+In pytest, conftest's `make_etcd(n=3, pki=None)` fixture gives a started
+cluster that is closed after the test.
+
 Members are etcd-0, etcd-1, ... on 127.0.1.1, 127.0.1.2, ... (distinct
 loopback hosts), each with a client and a peer port from one block picked
 like ferrylib's. Their certificates come from `ferry pki` (a CA of their
