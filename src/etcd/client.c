@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include "client.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -17,94 +16,6 @@ static CURLcode curl_init_rc;
 static void curl_init_once(void)
 {
 	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-void etcd_config_defaults(struct etcd_config *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	snprintf(cfg->prefix, sizeof(cfg->prefix), "%s", ETCD_PREFIX_DEFAULT);
-	cfg->timeout_ms = ETCD_TIMEOUT_MS_DEFAULT;
-	cfg->member_timeout_ms = ETCD_MEMBER_TIMEOUT_MS_DEFAULT;
-	cfg->lease_ttl_s = ETCD_LEASE_TTL_S_DEFAULT;
-}
-
-int etcd_endpoint_check(const char *url, struct ferr *err)
-{
-	char host[INET6_ADDRSTRLEN + 2];
-	unsigned char addr[16];
-	const char *h, *colon;
-	uint64_t port;
-	size_t hlen;
-
-	if (strncmp(url, "https://", 8))
-		return ferr_set(err, FERR_INVALID,
-				"etcd endpoint \"%.80s\" must start with "
-				"https://", url);
-	h = url + 8;
-	colon = h[0] == '[' ? strstr(h, "]:") : strchr(h, ':');
-	if (colon && h[0] == '[')
-		colon++;
-	hlen = colon ? (size_t)(colon - h) : 0;
-	if (!colon || hlen == 0 || hlen >= sizeof(host) ||
-	    parse_u64(colon + 1, 1, 65535, &port) < 0 ||
-	    colon[1] == '0')
-		return ferr_set(err, FERR_INVALID,
-				"etcd endpoint \"%.80s\" must be "
-				"https://ADDRESS:PORT (numeric address, port "
-				"1-65535, no path)", url);
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	if (h[0] == '[') {
-		host[hlen - 1] = '\0';
-		if (inet_pton(AF_INET6, host + 1, addr) != 1)
-			return ferr_set(err, FERR_INVALID,
-					"etcd endpoint \"%.80s\": bad IPv6 "
-					"address", url);
-	} else if (inet_pton(AF_INET, host, addr) != 1) {
-		return ferr_set(err, FERR_INVALID,
-				"etcd endpoint \"%.80s\": the address must be "
-				"numeric IPv4 or [IPv6]", url);
-	}
-	return 0;
-}
-
-int etcd_config_check(const struct etcd_config *cfg, struct ferr *err)
-{
-	if (cfg->n_endpoints == 0 || cfg->n_endpoints > ETCD_ENDPOINTS_MAX)
-		return ferr_set(err, FERR_INVALID,
-				"etcd.endpoints must list 1 to %d members",
-				ETCD_ENDPOINTS_MAX);
-	for (unsigned i = 0; i < cfg->n_endpoints; i++) {
-		if (strnlen(cfg->endpoints[i], ETCD_URL_MAX) >= ETCD_URL_MAX)
-			return ferr_set(err, FERR_INVALID,
-					"etcd.endpoints[%u] is too long", i);
-		if (etcd_endpoint_check(cfg->endpoints[i], err) < 0)
-			return ferr_wrap(err, "etcd.endpoints[%u]", i);
-		for (unsigned j = 0; j < i; j++)
-			if (!strcmp(cfg->endpoints[i], cfg->endpoints[j]))
-				return ferr_set(err, FERR_INVALID,
-						"etcd.endpoints[%u] repeats "
-						"%s", i, cfg->endpoints[j]);
-	}
-	if (!cfg->ca_file[0] || !cfg->cert_file[0] || !cfg->key_file[0])
-		return ferr_set(err, FERR_INVALID,
-				"etcd needs ca, cert and key files");
-	if (etcd_prefix_check(cfg->prefix, err) < 0)
-		return ferr_wrap(err, "etcd.prefix");
-	if (cfg->timeout_ms < ETCD_MEMBER_TIMEOUT_MS_MIN ||
-	    cfg->timeout_ms > ETCD_TIMEOUT_MS_MAX ||
-	    cfg->member_timeout_ms < ETCD_MEMBER_TIMEOUT_MS_MIN ||
-	    cfg->member_timeout_ms > cfg->timeout_ms)
-		return ferr_set(err, FERR_INVALID,
-				"etcd.timeout_ms must be %d..%d and "
-				"etcd.member_timeout_ms %d..timeout_ms",
-				ETCD_MEMBER_TIMEOUT_MS_MIN, ETCD_TIMEOUT_MS_MAX,
-				ETCD_MEMBER_TIMEOUT_MS_MIN);
-	if (cfg->lease_ttl_s < 2 || cfg->lease_ttl_s > ETCD_LEASE_TTL_S_MAX)
-		return ferr_set(err, FERR_INVALID,
-				"etcd.lease_ttl_s must be 2..%d",
-				ETCD_LEASE_TTL_S_MAX);
-	return 0;
 }
 
 struct etcd *etcd_open(const struct etcd_config *cfg, struct ferr *err)
