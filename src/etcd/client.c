@@ -148,7 +148,8 @@ void etcd_skip_endpoint(struct etcd *e, unsigned idx)
 				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
-void etcd_sleep_ms(uint64_t ms)
+/* Sleep ms milliseconds (bounded retry pacing). */
+static void sleep_ms(uint64_t ms)
 {
 	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
 
@@ -156,8 +157,10 @@ void etcd_sleep_ms(uint64_t ms)
 		;
 }
 
-int etcd_check_header(struct etcd *e, const json_t *resp, unsigned idx,
-		      struct ferr *err)
+/* Check an answer's header: a member of another cluster than the one the
+ * client first talked to is refused (FERR_UNAVAILABLE). */
+static int check_header(struct etcd *e, const json_t *resp, unsigned idx,
+			struct ferr *err)
 {
 	struct etcd_header h;
 	uint64_t pinned = 0;
@@ -215,7 +218,7 @@ static int parse_answer(struct etcd *e, unsigned idx, const struct etcd_buf *b,
 	}
 	if (stream && etcd_stream_result(root, &res, retry, err) < 0)
 		goto fail;
-	if (etcd_check_header(e, res, idx, err) < 0)
+	if (check_header(e, res, idx, err) < 0)
 		goto fail;
 	json_incref(res);
 	json_decref(root);
@@ -328,7 +331,7 @@ int etcd_call(struct etcd *e, const char *path, json_t *body,
 
 		if (tries && tries % n == 0) {
 			/* every member failed this round: pause, then again */
-			etcd_sleep_ms(pause < deadline - now ? pause
+			sleep_ms(pause < deadline - now ? pause
 							     : deadline - now);
 			pause = pause * 2 < ETCD_RETRY_MAX_MS ? pause * 2
 							      : ETCD_RETRY_MAX_MS;

@@ -40,11 +40,6 @@ int etcd_curl_init(const struct etcd *e, CURL *curl, struct ferr *err);
 struct etcd_conn *etcd_conn_get(struct etcd *e, struct ferr *err);
 void etcd_conn_put(struct etcd *e, struct etcd_conn *c);
 
-/* Check an answer's header: a member of another cluster than the one the
- * client first talked to is refused (FERR_UNAVAILABLE). Thread-safe. */
-int etcd_check_header(struct etcd *e, const json_t *resp, unsigned idx,
-		      struct ferr *err);
-
 /* POST body (compact JSON text) to `path` on endpoint idx once, within
  * budget_ms. stream: the answer is one {"result": ...} line, unwrapped
  * into *reply. On failure *retry says whether another member may do
@@ -70,8 +65,5 @@ int etcd_call(struct etcd *e, const char *path, json_t *body,
 /* The endpoint after idx becomes preferred, unless another thread moved
  * it already. Thread-safe. */
 void etcd_skip_endpoint(struct etcd *e, unsigned idx);
-
-/* Sleep ms milliseconds (bounded retry pacing). */
-void etcd_sleep_ms(uint64_t ms);
 
 #endif

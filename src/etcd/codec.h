@@ -76,8 +76,6 @@ json_t *etcd_req_watch(const char *prefix, const char *key, bool is_prefix,
  * must lie under prefix and come back relative to it. */
 int etcd_parse_header(const json_t *resp, struct etcd_header *h,
 		      struct ferr *err);
-int etcd_parse_kv(const json_t *obj, const char *prefix, struct etcd_kv *kv,
-		  struct ferr *err);
 int etcd_parse_range(const json_t *resp, const char *prefix,
 		     struct etcd_kvs *out, struct ferr *err);
 int etcd_parse_put(const json_t *resp, int64_t *revision, struct ferr *err);

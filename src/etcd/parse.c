@@ -204,12 +204,6 @@ fail:
 	return -1;
 }
 
-int etcd_parse_kv(const json_t *obj, const char *prefix, struct etcd_kv *kv,
-		  struct ferr *err)
-{
-	return parse_kv(obj, prefix, false, kv, err);
-}
-
 /* The body of a range answer read at store revision rev. */
 static int parse_range_body(const json_t *resp, const char *prefix,
 			    int64_t rev, struct etcd_kvs *out,
@@ -319,14 +313,18 @@ int etcd_parse_txn(const json_t *resp, const char *prefix,
 		json_t *e = json_array_get(arr, r.n_ops), *inner = NULL;
 
 		o->type = ops[r.n_ops].type;
-		if (!json_is_object(e) || o->type > ETCD_OP_DELETE ||
+		if (o->type > ETCD_OP_DELETE) {
+			ferr_set(err, FERR_INVALID, "bad txn op type");
+			goto fail;
+		}
+		if (!json_is_object(e) ||
 		    get_obj(e, names[o->type], "txn response", &inner, err) < 0 ||
 		    !inner) {
 			ferr_set(err, FERR_IO, "txn: responses[%zu] is not a %s",
-				 r.n_ops, names[o->type % 3]);
+				 r.n_ops, names[o->type]);
 			goto fail;
 		}
-			/* an empty sub-answer may come as {} (defaults omitted) */
+		/* an empty sub-answer may come as {} (defaults omitted) */
 		if ((o->type == ETCD_OP_GET &&
 		     parse_range_body(inner, prefix, r.revision, &o->kvs,
 				      err) < 0) ||
