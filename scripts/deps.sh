@@ -10,6 +10,9 @@ PACKAGES=(
   gcc libc6-dev make meson ninja-build pkg-config clang libclang-rt-14-dev
   # libraries
   libssl-dev libjansson-dev libevent-dev libcmocka-dev libzstd-dev
+  libcurl4-openssl-dev
+  # cluster state (docs/etcd.md): etcd server for tests and the demo, etcdctl
+  etcd-server etcd-client
   # hypervisor and guest
   qemu-system-x86 qemu-utils busybox-static cpio gzip
   # system tests

@@ -71,6 +71,74 @@ static int parse_limits(const json_t *obj, struct guard_limits *l,
 	return 0;
 }
 
+/* The optional "etcd" section (docs/etcd.md). ca, cert and key default to
+ * the host's own tls files. */
+static int parse_etcd(const json_t *obj, const char *base,
+		      const struct ferryd_config *cfg, struct etcd_config *e,
+		      struct ferr *err)
+{
+	static const char *const fields[] = {
+		"endpoints", "ca", "cert", "key", "prefix", "lease_ttl_s",
+		"timeout_ms", "member_timeout_ms", NULL
+	};
+	json_t *eps = json_object_get(obj, "endpoints"), *v;
+	const char *s = NULL;
+	uint64_t ttl, t, mt;
+	size_t i;
+
+	etcd_config_defaults(e);
+	ttl = e->lease_ttl_s;
+	t = e->timeout_ms;
+	mt = e->member_timeout_ms;
+	if (json_check_fields(obj, fields, "etcd", err) < 0)
+		return -1;
+	if (!json_is_array(eps) || json_array_size(eps) == 0 ||
+	    json_array_size(eps) > ETCD_ENDPOINTS_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"etcd.endpoints must be a list of 1 to %d "
+				"\"https://ADDRESS:PORT\" strings",
+				ETCD_ENDPOINTS_MAX);
+	json_array_foreach(eps, i, v) {
+		if (!json_is_string(v) ||
+		    json_string_length(v) >= ETCD_URL_MAX)
+			return ferr_set(err, FERR_INVALID,
+					"etcd.endpoints[%zu] must be a string "
+					"of less than %d bytes", i,
+					ETCD_URL_MAX);
+		snprintf(e->endpoints[i], ETCD_URL_MAX, "%s",
+			 json_string_value(v));
+	}
+	e->n_endpoints = (unsigned)json_array_size(eps);
+	memcpy(e->ca_file, cfg->ca_file, sizeof(e->ca_file));
+	memcpy(e->cert_file, cfg->cert_file, sizeof(e->cert_file));
+	memcpy(e->key_file, cfg->key_file, sizeof(e->key_file));
+	if ((json_object_get(obj, "ca") &&
+	     get_path(obj, "ca", "etcd", base, e->ca_file, sizeof(e->ca_file),
+		      err) < 0) ||
+	    (json_object_get(obj, "cert") &&
+	     get_path(obj, "cert", "etcd", base, e->cert_file,
+		      sizeof(e->cert_file), err) < 0) ||
+	    (json_object_get(obj, "key") &&
+	     get_path(obj, "key", "etcd", base, e->key_file,
+		      sizeof(e->key_file), err) < 0) ||
+	    json_get_string(obj, "prefix", "etcd", ETCD_PREFIX_MAX - 1, &s,
+			    err) < 0 ||
+	    json_get_u64(obj, "lease_ttl_s", "etcd", 2, ETCD_LEASE_TTL_S_MAX,
+			 &ttl, err) < 0 ||
+	    json_get_u64(obj, "timeout_ms", "etcd", ETCD_MEMBER_TIMEOUT_MS_MIN,
+			 ETCD_TIMEOUT_MS_MAX, &t, err) < 0 ||
+	    json_get_u64(obj, "member_timeout_ms", "etcd",
+			 ETCD_MEMBER_TIMEOUT_MS_MIN, ETCD_TIMEOUT_MS_MAX, &mt,
+			 err) < 0)
+		return -1;
+	if (s)
+		snprintf(e->prefix, sizeof(e->prefix), "%s", s);
+	e->lease_ttl_s = (unsigned)ttl;
+	e->timeout_ms = (unsigned)t;
+	e->member_timeout_ms = (unsigned)mt;
+	return etcd_config_check(e, err);
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -78,7 +146,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
-		"capacity", "balancer", NULL
+		"capacity", "balancer", "etcd", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = { "port", "advertise_address",
@@ -284,6 +352,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 			goto wrap;
 		}
 	}
+	if (json_object_get(root, "etcd") &&
+	    parse_etcd(json_object_get(root, "etcd"), base_dir, cfg, &cfg->etcd,
+		       err) < 0)
+		goto wrap;
 	if (cfg->migration_port == cfg->listen_port) {
 		ferr_set(err, FERR_INVALID,
 			 "migration.port must differ from listen.port");

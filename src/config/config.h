@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "etcd.h"
 #include "guard.h"
 
 enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
@@ -38,6 +39,7 @@ struct ferryd_config {
 	char config_dir[FERRY_PATH_MAX];   /* resolves relative paths */
 	json_t *balancer;                  /* controller mode (balancer.md), or
 					      NULL; owned, see config_clear */
+	struct etcd_config etcd;           /* n_endpoints 0: no etcd section */
 };
 
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves
