@@ -65,6 +65,9 @@
 #define FERRY_MIG_INCOMING_DEFAULT 2
 #define FERRY_MIG_OUTGOING_DEFAULT 2
 #define FERRY_MIG_CONCURRENT_MAX 64
+#define FERRY_MIG_PEER_TIMEOUT_S 30    /* one control call to the peer */
+#define FERRY_MIG_CONFIRM_TIMEOUT_S 60 /* settle a finish, then the resolver */
+#define FERRY_MIG_STALL_TIMEOUT_S 15   /* no progress for this long: cancel */
 
 /* Flood protection defaults (config "limits") */
 #define FERRY_GUARD_CONNS_PER_ADDR 32    /* unauthenticated, per source */

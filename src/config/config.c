@@ -149,9 +149,11 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		"capacity", "balancer", "etcd", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
-	static const char *const mig_fields[] = { "port", "advertise_address",
-						  "advertise_port", "max_incoming",
-						  "max_outgoing", NULL };
+	static const char *const mig_fields[] = {
+		"port", "advertise_address", "advertise_port", "max_incoming",
+		"max_outgoing", "peer_timeout_s", "confirm_timeout_s",
+		"stall_timeout_s", NULL
+	};
 	static const char *const listen_fields[] = { "address", "port", NULL };
 	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
 	json_t *root = NULL, *listen, *tls;
@@ -166,6 +168,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	cfg->accel = ACCEL_AUTO;
 	cfg->max_incoming = FERRY_MIG_INCOMING_DEFAULT;
 	cfg->max_outgoing = FERRY_MIG_OUTGOING_DEFAULT;
+	cfg->peer_timeout_s = FERRY_MIG_PEER_TIMEOUT_S;
+	cfg->confirm_timeout_s = FERRY_MIG_CONFIRM_TIMEOUT_S;
+	cfg->stall_timeout_s = FERRY_MIG_STALL_TIMEOUT_S;
 	cfg->limits = (struct guard_limits){
 		.conns_per_addr = FERRY_GUARD_CONNS_PER_ADDR,
 		.conns_total = FERRY_GUARD_CONNS_TOTAL,
@@ -291,7 +296,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	if (json_object_get(root, "migration")) {
 		json_t *mig = json_object_get(root, "migration");
 		uint64_t aport = 0, in = cfg->max_incoming,
-			 out = cfg->max_outgoing;
+			 out = cfg->max_outgoing, pt = cfg->peer_timeout_s,
+			 ct = cfg->confirm_timeout_s,
+			 st = cfg->stall_timeout_s;
 
 		s = NULL;
 		if (json_check_fields(mig, mig_fields, "migration", err) < 0 ||
@@ -304,10 +311,19 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		    json_get_u64(mig, "max_incoming", "migration", 1,
 				 FERRY_MIG_CONCURRENT_MAX, &in, err) < 0 ||
 		    json_get_u64(mig, "max_outgoing", "migration", 1,
-				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0)
+				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0 ||
+		    json_get_u64(mig, "peer_timeout_s", "migration", 1, 600,
+				 &pt, err) < 0 ||
+		    json_get_u64(mig, "confirm_timeout_s", "migration", 1,
+				 3600, &ct, err) < 0 ||
+		    json_get_u64(mig, "stall_timeout_s", "migration", 1, 3600,
+				 &st, err) < 0)
 			goto wrap;
 		cfg->max_incoming = (unsigned)in;
 		cfg->max_outgoing = (unsigned)out;
+		cfg->peer_timeout_s = (unsigned)pt;
+		cfg->confirm_timeout_s = (unsigned)ct;
+		cfg->stall_timeout_s = (unsigned)st;
 		if (s) {
 			if (inet_pton(AF_INET, s, addrbuf) != 1 &&
 			    inet_pton(AF_INET6, s, addrbuf) != 1) {

@@ -32,6 +32,10 @@ struct ferryd_config {
 	uint16_t advertise_port;
 	unsigned max_incoming;             /* migrations received at once */
 	unsigned max_outgoing;             /* migrations sent at once */
+	unsigned peer_timeout_s;           /* one control call to a peer */
+	unsigned confirm_timeout_s;        /* source: settle a finish before
+					      handing it to the resolver */
+	unsigned stall_timeout_s;          /* no progress: cancel */
 	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
 	struct guard_limits limits;        /* flood protection */
 	uint64_t capacity_cpus;            /* reported to the balancer; 0: the */

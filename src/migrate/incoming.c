@@ -4,6 +4,7 @@
  * to the loop and the API's answer follows through a mig_reply_fn. */
 #define _GNU_SOURCE
 #include "migrate_int.h"
+#include "fault.h"
 #include "audit.h"
 #include "policy.h"
 #include "worker.h"
@@ -240,6 +241,7 @@ static void on_dest_ready(void *arg, struct vm *vm, int rc,
 		prep_fail(p, &e2);
 		return;
 	}
+	fault_point("dst.prepared");
 	hex_encode(s->key, sizeof(s->key), keyhex);
 	reply = json_pack("{s:s, s:s, s:s, s:i}", "id", s->id, "key", keyhex,
 			  "data_address", m->cfg->advertise_addr, "data_port",
@@ -547,6 +549,7 @@ static void on_committed(void *arg, struct vm *vm, int rc,
 	session_end(&m->sessions, s, IN_COMMITTED);
 	history_in(m, s, "completed", rc < 0 && err ? err->msg : NULL);
 	vm_release(vm, s->id);
+	fault_point("dst.committed");
 	reply = vm_to_json(vm);
 	json_object_set_new(reply, "committed", json_true());
 	fin_end(f, 0, reply, NULL);
@@ -584,6 +587,7 @@ static void on_loaded(void *arg, struct vm *vm, int rc,
 		return;
 	}
 	s->committing = true;
+	fault_point("dst.committing");
 	if (vmm_incoming_commit(m->vmm, vm, f->resume, on_committed, f,
 				&e2) < 0) {
 		/* nothing was queued: QEMU was not asked to resume */
@@ -717,6 +721,7 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 	}
 	*f = (struct fin){ .m = m, .s = s, .resume = resume, .fn = fn,
 			   .ctx = ctx };
+	fault_point("dst.loading");
 	if (vm_run_qmp(vm, "load", wait_loaded, f, on_loaded, err) < 0) {
 		session_advance(&m->sessions, s, IN_FINISHING, IN_PREPARED,
 				&e2);

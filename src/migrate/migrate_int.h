@@ -37,10 +37,6 @@
 #define MIG_CHANNELS_DEFAULT 2       /* multifd channels */
 #define MIG_POLL_INTERVAL_MS 100     /* source: query-migrate period */
 #define MIG_DATA_CONNS_MAX 64        /* data-plane channel threads at once */
-#define MIG_STALL_MS 15000           /* no progress for this long: cancel */
-#define MIG_PEER_TIMEOUT_S 30        /* one control call to the peer */
-#define MIG_CONFIRM_TIMEOUT_MS 60000 /* driver: resolve an unanswered
-					finish before handing it over */
 #define MIG_FINISH_WAIT_MS 30000     /* destination: wait for the load */
 #define MIG_SESSION_GRACE_S 120      /* destination session lifetime beyond
 					max_time_s without a finish */

@@ -3,6 +3,7 @@
  * acceptor of QEMU's channels and one relay thread per channel. */
 #define _GNU_SOURCE
 #include "migrate_int.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -520,6 +521,8 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 		if (xfer != last_xfer) {
 			last_xfer = xfer;
 			last_move = now;
+			if (!strcmp(st, "active"))
+				fault_point("src.precopy");
 		}
 		if (!strcmp(st, "postcopy-active")) {
 			set_phase(g, "postcopy");
@@ -530,12 +533,12 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 				if (journal_phase(g, "postcopy") == 0 &&
 				    peer_settle(g->m, &g->peer, g->session,
 						true,
-						now_ms() +
-							MIG_CONFIRM_TIMEOUT_MS,
+						now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s,
 						&g->m->stop,
-						err) == PEER_COMMITTED)
+						err) == PEER_COMMITTED) {
 					*dest_running = true;
-				else
+					fault_point("src.postcopy");
+				} else
 					rec_error(g, "post-copy: %s", err->msg);
 			}
 		} else if (!strcmp(st, "active")) {
@@ -547,11 +550,12 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 
 			if (atomic_load(&g->cancel)) {
 				why = "cancelled by request";
-			} else if (now - last_move > MIG_STALL_MS) {
+			} else if (now - last_move >
+				   1000ULL * g->m->cfg->stall_timeout_s) {
 				snprintf(buf, sizeof(buf),
 					 "the data path stalled: no progress "
-					 "for %d s",
-					 MIG_STALL_MS / 1000);
+					 "for %u s",
+					 g->m->cfg->stall_timeout_s);
 				why = buf;
 			} else if (now >= c->deadline) {
 				snprintf(buf, sizeof(buf),
@@ -716,6 +720,7 @@ void *mig_driver(void *arg)
 	prepared = true;
 	if (journal_phase(g, "prepared") < 0)
 		goto fail;
+	fault_point("src.prepared");
 
 	set_phase(g, "setup");
 	if (fmt_checked(g->out_sock, sizeof(g->out_sock), &err, "socket path",
@@ -765,14 +770,16 @@ void *mig_driver(void *arg)
 
 			/* the source VM is stopped: from here it resumes
 			 * only on the destination's explicit "never" */
-			if (journal_phase(g, "switchover") == 0)
+			if (journal_phase(g, "switchover") == 0) {
+				fault_point("src.switchover");
 				o = peer_settle(g->m, &g->peer, g->session,
 						g->was_running,
-						now_ms() +
-							MIG_CONFIRM_TIMEOUT_MS,
+						now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s,
 						&g->m->stop, &err);
+			}
 			if (o == PEER_COMMITTED) {
 				dest_running = true;
+				fault_point("src.committed");
 			} else if (o == PEER_NOT_COMMITTED) {
 				rec_error(g, "%s did not take the VM: %s",
 					  g->peer.name, err.msg);

@@ -57,7 +57,7 @@ int peer_prepare(struct migrator *m, const struct peer_target *t,
 	int status = 0, rc = -1;
 
 	httpc_of(m, t, &p);
-	if (httpc_request(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST",
+	if (httpc_request(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST",
 			  "/v1/incoming", body, &status, &reply, err) < 0)
 		return -1;
 	if (status < 200 || status >= 300) {
@@ -105,7 +105,7 @@ enum peer_outcome peer_finish(struct migrator *m, const struct peer_target *t,
 
 	httpc_of(m, t, &p);
 	snprintf(path, sizeof(path), "/v1/incoming/%s/finish", session);
-	rc = httpc_request(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST", path,
+	rc = httpc_request(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST", path,
 			   body, &status, &reply, err);
 	json_decref(body);
 	if (rc < 0)
@@ -135,7 +135,7 @@ enum peer_outcome peer_query(struct migrator *m, const struct peer_target *t,
 
 	httpc_of(m, t, &p);
 	snprintf(path, sizeof(path), "/v1/incoming/%s", session);
-	if (httpc_request(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "GET", path,
+	if (httpc_request(m->client_ctx, &p, m->cfg->peer_timeout_s, "GET", path,
 			  NULL, &status, &reply, err) < 0)
 		return PEER_UNKNOWN;
 	o = json_string_value(json_object_get(reply, "outcome"));
@@ -171,7 +171,7 @@ int peer_abort(struct migrator *m, const struct peer_target *t,
 
 	httpc_of(m, t, &p);
 	snprintf(path, sizeof(path), "/v1/incoming/%s/abort", session);
-	rc = httpc_call(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST", path,
+	rc = httpc_call(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST", path,
 			NULL, &reply, err);
 	json_decref(reply);
 	return rc;
