@@ -170,6 +170,8 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
+	req.have_exporter =
+		tls_exporter(ssl, req.tls_exporter, &err) == 0;
 	action = api_route_action(req.route);
 	if (!policy_permits(*ctx->policy, identity, api_route_perm(req.route),
 			    &d)) {

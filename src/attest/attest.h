@@ -154,6 +154,14 @@ int attest_verify(const json_t *blob, const struct attest_record *rec,
 		  const struct attest_expect *x, json_t **report,
 		  struct ferr *err);
 
+/* Judge each event of log against refs (as attest_verify does): verdict[i]
+ * gets "allowed", "not allowed", or "superseded" (a policy event before
+ * the last one). 0 when none is "not allowed"; otherwise -1 with
+ * FERR_FORBIDDEN naming the first such event, host and scope. */
+int attest_log_judge(const struct attest_log *log, const json_t *refs,
+		     const char *host, const char *scope, const char **verdict,
+		     struct ferr *err);
+
 /* Build a quote blob from the TPM's output and the log. */
 json_t *attest_blob_new(const uint8_t *attest, size_t attest_len,
 			const uint8_t *sig, size_t sig_len,

@@ -33,6 +33,8 @@ struct attest_host {
 	EVP_PKEY *authority;              /* with sealing */
 	uint8_t kek[ATTEST_STORAGE_KEY_LEN];
 	EVP_PKEY *tls_key, *audit_key;    /* unsealed, with sealing */
+	bool policy_unmeasured;           /* a reloaded policy that could not
+					     be measured is in force */
 	struct attest_ops ops;
 	char summary[FERRY_ERR_MSG_MAX];
 };
@@ -584,7 +586,12 @@ static int op_quote(void *ctx, const uint8_t nonce[ATTEST_NONCE_LEN],
 	int rc = -1;
 
 	pthread_mutex_lock(&h->lock);
-	if (attest_tpm_quote(h->tpm, nonce,
+	if (h->policy_unmeasured)
+		ferr_set(err, FERR_CONFLICT,
+			 "the policy in force could not be measured (see the "
+			 "log); this host cannot be attested until a reload "
+			 "or restart measures it");
+	else if (attest_tpm_quote(h->tpm, nonce,
 			     (1u << h->cfg.pcr) | (1u << h->cfg.policy_pcr),
 			     att, &alen, sig, &slen, err) == 0) {
 		*blob = attest_blob_new(att, alen, sig, slen, h->log);
@@ -702,6 +709,7 @@ static int op_policy_accepted(void *ctx, const char *path, struct ferr *err)
 		    err) == 0 &&
 	    (!h->cfg.seal || write_policy_mac(h, file, err) == 0))
 		rc = 0;
+	h->policy_unmeasured = rc < 0;
 	pthread_mutex_unlock(&h->lock);
 	return rc;
 }

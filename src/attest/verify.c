@@ -215,7 +215,6 @@ static int check_quote(struct vstate *v, struct ferr *err)
 	const char *scope = v->x->scope ? v->x->scope : rec->host;
 	uint32_t want = (1u << rec->pcr) | (1u << rec->policy_pcr);
 	uint8_t both[2 * ATTEST_DIGEST_LEN], digest[ATTEST_DIGEST_LEN];
-	char hex[ATTEST_DIGEST_HEX_LEN + 1];
 
 	if (v->att.magic != TPM2_GENERATED_VALUE ||
 	    v->att.type != TPM2_ST_ATTEST_QUOTE)
@@ -275,30 +274,40 @@ static int check_quote(struct vstate *v, struct ferr *err)
 					"event log",
 					rec->host,
 					attest_kind_name((enum attest_kind)k));
-	/* judge every event (all of them, so the report is complete), and
+	return attest_log_judge(v->log, v->x->refs, rec->host, scope,
+				v->verdict, err);
+}
+
+int attest_log_judge(const struct attest_log *log, const json_t *refs,
+		     const char *host, const char *scope, const char **verdict,
+		     struct ferr *err)
+{
+	char hex[ATTEST_DIGEST_HEX_LEN + 1];
+
+	/* judge every event (all of them, so a report is complete), then
 	 * fail on the first one outside the reference values */
-	for (unsigned i = 0; i < v->log->n; i++) {
-		const struct attest_event *e = &v->log->ev[i];
+	for (unsigned i = 0; i < log->n; i++) {
+		const struct attest_event *e = &log->ev[i];
 
 		if (e->kind == ATTEST_KIND_POLICY &&
-		    e != attest_log_latest(v->log, ATTEST_KIND_POLICY))
-			v->verdict[i] = "superseded";
-		else if (ref_allows(v->x->refs, e->kind, e->sha256))
-			v->verdict[i] = "allowed";
+		    e != attest_log_latest(log, ATTEST_KIND_POLICY))
+			verdict[i] = "superseded";
+		else if (ref_allows(refs, e->kind, e->sha256))
+			verdict[i] = "allowed";
 		else
-			v->verdict[i] = "not allowed";
+			verdict[i] = "not allowed";
 	}
-	for (unsigned i = 0; i < v->log->n; i++) {
-		const struct attest_event *e = &v->log->ev[i];
+	for (unsigned i = 0; i < log->n; i++) {
+		const struct attest_event *e = &log->ev[i];
 
-		if (strcmp(v->verdict[i], "not allowed") != 0)
+		if (strcmp(verdict[i], "not allowed") != 0)
 			continue;
 		attest_hex(e->sha256, ATTEST_DIGEST_LEN, hex);
 		return ferr_set(err, FERR_FORBIDDEN,
 				"host %s: %s digest %.*s\u2026 (%.96s) is not "
 				"in the allowlist for %s",
-				rec->host, attest_kind_name(e->kind),
-				SHORT_HEX, hex, e->path, scope);
+				host, attest_kind_name(e->kind), SHORT_HEX, hex,
+				e->path, scope);
 	}
 	return 0;
 }

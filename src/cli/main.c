@@ -13,6 +13,9 @@ static void usage(FILE *f)
 		"usage: ferry [--config FILE] [--host NAME] [--json] COMMAND\n"
 		"commands:\n"
 		"  host info | host drain HOST | host undrain HOST\n"
+		"  host enroll HOST | host attest HOST   (--dir PKI --policy "
+		"FILE)\n"
+		"  host reseal --ferryd FERRYD_JSON --dir PKI\n"
 		"  balance status | balance plan | balance mode "
 		"off|recommend|auto\n"
 		"  vm list | define FILE | info NAME | start NAME | stop NAME\n"
@@ -25,7 +28,7 @@ static void usage(FILE *f)
 		"  audit verify [--log FILE --key FILE] | audit show [--since T]\n"
 		"     [--until T] [--vm NAME] [--actor ID] [--action A] [--limit "
 		"N]\n"
-		"  policy reload\n"
+		"  policy reload | policy digest FILE\n"
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
 		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
 		"3 host unreachable or TLS refused, 4 not found\n");

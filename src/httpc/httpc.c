@@ -24,6 +24,10 @@ struct pending {
 	char *body;
 	size_t len;
 	bool too_large;
+	unsigned char *exporter; /* wanted: filled when the handshake is done
+				    (evhttp may reset the TLS session before
+				    on_done runs) */
+	bool have_exporter;
 };
 
 static void on_error(enum evhttp_request_error e, void *arg)
@@ -59,6 +63,19 @@ static void on_done(struct evhttp_request *r, void *arg)
 	p->len = len;
 }
 
+/* The handshake is done: take the exporter when it is wanted. */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+	struct pending *p = SSL_get_app_data(ssl);
+	struct ferr err;
+
+	(void)ret;
+	if ((where & SSL_CB_HANDSHAKE_DONE) && p && p->exporter &&
+	    !p->have_exporter)
+		p->have_exporter =
+			tls_exporter((SSL *)ssl, p->exporter, &err) == 0;
+}
+
 static const char *request_error_name(enum evhttp_request_error e)
 {
 	switch (e) {
@@ -89,6 +106,15 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 		  const json_t *body, int *status, json_t **reply,
 		  struct ferr *err)
 {
+	return httpc_request_x(ctx, host, timeout_s, method, path, body,
+			       status, reply, NULL, err);
+}
+
+int httpc_request_x(SSL_CTX *ctx, const struct httpc_peer *host,
+		    unsigned timeout_s, const char *method, const char *path,
+		    const json_t *body, int *status, json_t **reply,
+		    unsigned char *exporter, struct ferr *err)
+{
 	struct pending p = { 0 };
 	struct event_base *base = NULL;
 	struct bufferevent *bev = NULL;
@@ -102,6 +128,7 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 
 	base = event_base_new();
 	p.base = base;
+	p.exporter = exporter;
 	ssl = SSL_new(ctx);
 	if (!base || !ssl) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
@@ -110,6 +137,10 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 	if (tls_client_expect(ssl, host->address,
 			      host->check_name ? host->name : NULL, err) < 0)
 		goto out;
+	if (exporter) {
+		SSL_set_app_data(ssl, &p);
+		SSL_set_info_callback(ssl, on_tls_info);
+	}
 	bev = bufferevent_openssl_socket_new(base, -1, ssl,
 					     BUFFEREVENT_SSL_CONNECTING,
 					     BEV_OPT_CLOSE_ON_FREE |
@@ -184,6 +215,12 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 			 "bytes", host->name, FERRY_API_REPLY_MAX);
 		goto out;
 	}
+	if (exporter && !p.have_exporter) {
+		ferr_set(err, FERR_UNAVAILABLE,
+			 "host %s: no TLS exporter for this connection",
+			 host->name);
+		goto out;
+	}
 	*reply = json_parse_object(p.body ? p.body : "", p.len, "reply", err);
 	if (!*reply && p.status >= 300) {
 		/* an error page that is not ours (e.g. from the HTTP layer) */
@@ -236,12 +273,21 @@ int httpc_call(SSL_CTX *ctx, const struct httpc_peer *host, unsigned timeout_s,
 	       const char *method, const char *path, const json_t *body,
 	       json_t **reply, struct ferr *err)
 {
+	return httpc_call_x(ctx, host, timeout_s, method, path, body, reply,
+			    NULL, err);
+}
+
+int httpc_call_x(SSL_CTX *ctx, const struct httpc_peer *host,
+		 unsigned timeout_s, const char *method, const char *path,
+		 const json_t *body, json_t **reply, unsigned char *exporter,
+		 struct ferr *err)
+{
 	json_t *r = NULL;
 	int status = 0;
 	const char *msg;
 
-	if (httpc_request(ctx, host, timeout_s, method, path, body, &status, &r,
-			  err) < 0)
+	if (httpc_request_x(ctx, host, timeout_s, method, path, body, &status,
+			    &r, exporter, err) < 0)
 		return -1;
 	if (status >= 200 && status < 300) {
 		*reply = r;
