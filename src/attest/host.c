@@ -317,14 +317,15 @@ static int explain(struct attest_host *h, const json_t *approvals,
 			continue;
 		attest_hex(was->sha256, ATTEST_DIGEST_LEN, a1);
 		attest_hex(now->sha256, ATTEST_DIGEST_LEN, a2);
+		ferr_set(err, FERR_FORBIDDEN,
+			 "sealed storage: the %s executable changed since the "
+			 "seal was approved (%.80s: approved %.16s\u2026, now "
+			 "%.16s\u2026 at %.80s); if the change is approved, "
+			 "run `ferry host reseal`",
+			 attest_kind_name((enum attest_kind)k), was->path, a1,
+			 a2, now->path);
 		free(old);
-		return ferr_set(err, FERR_FORBIDDEN,
-				"sealed storage: the %s executable changed "
-				"since the seal was approved (%.80s: approved "
-				"%.16s\u2026, now %.16s\u2026 at %.80s); if the "
-				"change is approved, run `ferry host reseal`",
-				attest_kind_name((enum attest_kind)k),
-				was->path, a1, a2, now->path);
+		return -1;
 	}
 	free(old);
 	return ferr_set(err, FERR_FORBIDDEN,
