@@ -29,6 +29,13 @@
 #include "attest_format.h"
 #include "common.h"
 
+/* tss2 logs every error to stderr, expected ones too (a missing persistent
+ * key, a malformed quote from a peer); ferry reports what matters itself.
+ * Programs set this in their environment at start, before any thread
+ * (setenv(..., 0): a TSS2_LOG already set wins). */
+#define ATTEST_TSS2_LOG_ENV "TSS2_LOG"
+#define ATTEST_TSS2_LOG_QUIET "all+NONE"
+
 /* ---- helpers -------------------------------------------------------- */
 
 /* Lowercase hex of n bytes into out (2n + 1 bytes). */

@@ -91,10 +91,6 @@ int attest_tpm_open(const char *tcti, struct attest_tpm **out,
 	*out = NULL;
 	if (!t)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	/* tss2 logs every TPM error to stderr, expected ones too (a missing
-	 * persistent key); ferry reports what matters itself. TSS2_LOG in the
-	 * environment still wins. Called at start, before threads. */
-	setenv("TSS2_LOG", "all+NONE", 0);
 	pthread_mutex_init(&t->lock, NULL);
 	t->ak = ESYS_TR_NONE;
 	rc = Tss2_TctiLdr_Initialize(tcti, &t->tcti);

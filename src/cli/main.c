@@ -1,9 +1,11 @@
 /* ferry - command line client of ferryd. */
 #define _GNU_SOURCE
+#include "attest.h"
 #include "cli.h"
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -51,6 +53,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	signal(SIGPIPE, SIG_IGN);
+	setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 	rc = cli_parse_opts(argc, argv, &o, usage);
 	if (rc >= 0)
 		return rc;

@@ -163,6 +163,7 @@ int main(int argc, char **argv)
 		return rc;
 	rc = 1;
 	signal(SIGPIPE, SIG_IGN);
+	setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 	raise_fd_limit();
 	if (config_load(config_path, &cfg, &err) < 0)
 		goto fail;

@@ -23,12 +23,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_t *blob, *report = NULL;
 
 	if (!key) {
+		setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 		key = soft_key_fixed();
 		if (!key || soft_record(key, "host-b", &rec) < 0)
 			abort();
 		refs = json_pack("{s:[s], s:[], s:[]}", "ferryd",
 				 "1111111111111111111111111111111111111111111111"
-				 "111111111111111111");
+				 "111111111111111111",
+				 "qemu", "policy");
 	}
 	x.refs = refs;
 	blob = json_parse_object((const char *)data, size, "fuzz", &err);
