@@ -10,6 +10,9 @@ PACKAGES=(
   gcc libc6-dev make meson ninja-build pkg-config clang libclang-rt-14-dev
   # libraries
   libssl-dev libjansson-dev libevent-dev libcmocka-dev libzstd-dev
+  # TPM 2.0: tss2 ESYS (ferryd), software TPMs for tests and the demo,
+  # tpm2-tools for debugging by hand (docs/attestation.md)
+  libtss2-dev swtpm swtpm-tools tpm2-tools
   # hypervisor and guest
   qemu-system-x86 qemu-utils busybox-static cpio gzip
   # system tests

@@ -5,6 +5,7 @@
 #include "attest_tpm.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ struct attest_host {
 	struct attest_config cfg;
 	char host[FERRY_NAME_MAX + 1];
 	char dir[FERRY_PATH_MAX];         /* <state_dir>/attest */
-	char policy_path[FERRY_PATH_MAX]; /* "" without a policy */
+	char policy_path[PATH_MAX];       /* real path; "" without a policy */
 	struct attest_log *log;
 	uint8_t ak_pub[ATTEST_PUBLIC_MAX];
 	size_t ak_pub_len;
@@ -201,11 +202,20 @@ static int policy_digests(const char *path, uint8_t file[ATTEST_DIGEST_LEN],
 	return rc < 0 ? ferr_wrap(err, "%s", path) : 0;
 }
 
+/* The canonical absolute path of p (events name files by it). */
+static int real_path(const char *p, char out[PATH_MAX], struct ferr *err)
+{
+	if (!realpath(p, out))
+		return ferr_set(err, FERR_NOT_FOUND, "attest: cannot measure %s: %s",
+				p, strerror(errno));
+	return 0;
+}
+
 /* Measure ferryd, QEMU and the policy (what is not measured yet). */
 static int measure_all(struct attest_host *h, const struct ferryd_config *cfg,
 		       struct ferr *err)
 {
-	char exe[ATTEST_PATH_MAX + 1];
+	char exe[ATTEST_PATH_MAX + 1], qemu[PATH_MAX];
 	uint8_t d[ATTEST_DIGEST_LEN], file[ATTEST_DIGEST_LEN];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
@@ -216,9 +226,9 @@ static int measure_all(struct attest_host *h, const struct ferryd_config *cfg,
 	exe[n] = '\0';
 	if (attest_file_sha256("/proc/self/exe", d, err) < 0 ||
 	    measure(h, cfg->attest.pcr, ATTEST_KIND_FERRYD, exe, d, err) < 0 ||
-	    attest_file_sha256(cfg->qemu_binary, d, err) < 0 ||
-	    measure(h, cfg->attest.pcr, ATTEST_KIND_QEMU, cfg->qemu_binary, d,
-		    err) < 0)
+	    real_path(cfg->qemu_binary, qemu, err) < 0 ||
+	    attest_file_sha256(qemu, d, err) < 0 ||
+	    measure(h, cfg->attest.pcr, ATTEST_KIND_QEMU, qemu, d, err) < 0)
 		return -1;
 	if (!h->policy_path[0])
 		return 0;
@@ -702,8 +712,12 @@ static int op_policy_accepted(void *ctx, const char *path, struct ferr *err)
 {
 	struct attest_host *h = ctx;
 	uint8_t file[ATTEST_DIGEST_LEN], canon[ATTEST_DIGEST_LEN];
+	char real[PATH_MAX];
 	int rc = -1;
 
+	if (real_path(path, real, err) < 0)
+		return -1;
+	path = real;
 	pthread_mutex_lock(&h->lock);
 	if (policy_digests(path, file, canon, err) == 0 &&
 	    measure(h, h->cfg.policy_pcr, ATTEST_KIND_POLICY, path, canon,
@@ -731,9 +745,10 @@ int attest_host_open(const struct ferryd_config *cfg, struct attest_host **out,
 	pthread_mutex_init(&h->lock, NULL);
 	h->cfg = cfg->attest;
 	snprintf(h->host, sizeof(h->host), "%s", cfg->host);
-	snprintf(h->policy_path, sizeof(h->policy_path), "%s",
-		 cfg->policy_file);
 	h->ak_pub_len = sizeof(h->ak_pub);
+	if (cfg->policy_file[0] &&
+	    real_path(cfg->policy_file, h->policy_path, err) < 0)
+		goto fail;
 	if (fmt_checked(h->dir, sizeof(h->dir), err, "path", "%s/%s",
 			cfg->state_dir, ATTEST_DIR_NAME) < 0 ||
 	    mkdir_p(h->dir, 0700, err) < 0 ||

@@ -28,6 +28,7 @@ static int setup(void **state)
 	bool created = false;
 
 	(void)state;
+	setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 	if (swtpm_start(&sw) < 0) {
 		fprintf(stderr, "swtpm is not available: skipping\n");
 		swtpm_stop(&sw);
