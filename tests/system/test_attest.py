@@ -226,3 +226,12 @@ def test_policy_changed_offline_refuses_start(make_tpm_cluster):
     r = admin(c, "host", "reseal", "--ferryd", str(a.config))
     assert "resealed host-a" in r.stdout
     c.start_host("host-a")
+    # removing the accepted policy's MAC does not make an edit pass
+    c.stop_host("host-a")
+    (a.state_dir / "attest" / "policy.mac").unlink()
+    p["roles"]["auditor"] = ["admin", "x"]
+    c.write_policy("host-a", with_references(c, p))
+    h = c.start_host("host-a", wait=False)
+    assert tpmlib.wait_gone(h.proc) == 1
+    assert "changed since it was accepted" in ferrylib.tail(a.log, 3)
+    c.kill_host("host-a")
