@@ -69,7 +69,8 @@ int attest_tpm_activate(struct attest_tpm *t, const uint8_t *blob,
  * primary key, with authPolicy `policy` (attest_authorize_policy) and no
  * password use. Gives the marshalled TPM2B_PUBLIC and TPM2B_PRIVATE
  * (lengths in: buffer sizes). */
-int attest_tpm_seal(struct attest_tpm *t, const uint8_t policy[ATTEST_DIGEST_LEN],
+int attest_tpm_seal(struct attest_tpm *t,
+		    const uint8_t policy[ATTEST_DIGEST_LEN],
 		    const uint8_t *data, size_t len, uint8_t *pub,
 		    size_t *pub_len, uint8_t *priv, size_t *priv_len,
 		    struct ferr *err);

@@ -16,7 +16,7 @@
 
 /* <h->dir>/name */
 int host_path_in(const struct attest_host *h, const char *name, char *out,
-		   struct ferr *err)
+		 struct ferr *err)
 {
 	return fmt_checked(out, FERRY_PATH_MAX, err, "path", "%s/%s", h->dir,
 			   name);
@@ -24,7 +24,7 @@ int host_path_in(const struct attest_host *h, const char *name, char *out,
 
 /* Write a JSON document atomically (mode 0600) into h->dir. */
 int host_save_json(const struct attest_host *h, const char *name,
-		     json_t *doc, struct ferr *err)
+		   json_t *doc, struct ferr *err)
 {
 	char path[FERRY_PATH_MAX];
 	char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS)
@@ -42,7 +42,7 @@ int host_save_json(const struct attest_host *h, const char *name,
 /* Read a JSON document of h->dir; *doc is NULL (and 0 returned) when the
  * file does not exist. */
 int host_load_json(const struct attest_host *h, const char *name,
-		     json_t **doc, struct ferr *err)
+		   json_t **doc, struct ferr *err)
 {
 	char path[FERRY_PATH_MAX], *text = NULL;
 	size_t len = 0;
@@ -162,7 +162,7 @@ static int measure(struct attest_host *h, unsigned pcr, enum attest_kind k,
 
 /* SHA-256 of the whole policy file and its measured (canonical) digest. */
 int host_policy_digests(const char *path, uint8_t file[ATTEST_DIGEST_LEN],
-			  uint8_t canon[ATTEST_DIGEST_LEN], struct ferr *err)
+			uint8_t canon[ATTEST_DIGEST_LEN], struct ferr *err)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -180,8 +180,9 @@ int host_policy_digests(const char *path, uint8_t file[ATTEST_DIGEST_LEN],
 static int real_path(const char *p, char out[PATH_MAX], struct ferr *err)
 {
 	if (!realpath(p, out))
-		return ferr_set(err, FERR_NOT_FOUND, "attest: cannot measure %s: %s",
-				p, strerror(errno));
+		return ferr_set(err, FERR_NOT_FOUND,
+				"attest: cannot measure %s: %s", p,
+				strerror(errno));
 	return 0;
 }
 
@@ -193,10 +194,11 @@ static int measure_all(struct attest_host *h, const struct ferryd_config *cfg,
 	uint8_t d[ATTEST_DIGEST_LEN], file[ATTEST_DIGEST_LEN];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
-	if (n <= 0)
+	if (n <= 0 || (size_t)n >= sizeof(exe) - 1)
 		return ferr_set(err, FERR_IO,
-				"attest: cannot read /proc/self/exe: %s",
-				strerror(errno));
+				"attest: cannot read /proc/self/exe (or its "
+				"path is longer than %d bytes)",
+				ATTEST_PATH_MAX);
 	exe[n] = '\0';
 	if (attest_file_sha256("/proc/self/exe", d, err) < 0 ||
 	    measure(h, cfg->attest.pcr, ATTEST_KIND_FERRYD, exe, d, err) < 0 ||
@@ -229,8 +231,9 @@ static int op_quote(void *ctx, const uint8_t nonce[ATTEST_NONCE_LEN],
 			 "log); this host cannot be attested until a reload "
 			 "or restart measures it");
 	else if (attest_tpm_quote(h->tpm, nonce,
-			     (1u << h->cfg.pcr) | (1u << h->cfg.policy_pcr),
-			     att, &alen, sig, &slen, err) == 0) {
+				  (1u << h->cfg.pcr) |
+					  (1u << h->cfg.policy_pcr),
+				  att, &alen, sig, &slen, err) == 0) {
 		*blob = attest_blob_new(att, alen, sig, slen, h->log);
 		rc = *blob ? 0 : ferr_set(err, FERR_INTERNAL, "out of memory");
 	}

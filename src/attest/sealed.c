@@ -19,7 +19,8 @@
 #define SEALED_MAX 2048           /* bytes of a marshalled sealed object */
 #define INTEGRITY_TAG "ferry-policy-integrity-v1"
 
-/* The key of the policy integrity MAC, derived from the storage key. */
+/* The integrity MAC of a policy file's SHA-256, under a key derived from
+ * the storage key. */
 static void integrity_mac(const struct attest_host *h,
 			  const uint8_t file[ATTEST_DIGEST_LEN],
 			  uint8_t out[ATTEST_DIGEST_LEN])
@@ -34,8 +35,7 @@ static void integrity_mac(const struct attest_host *h,
 }
 
 int host_policy_mac(struct attest_host *h,
-			    const uint8_t file[ATTEST_DIGEST_LEN],
-			    struct ferr *err)
+		    const uint8_t file[ATTEST_DIGEST_LEN], struct ferr *err)
 {
 	char path[FERRY_PATH_MAX], hex[ATTEST_DIGEST_HEX_LEN + 2];
 	uint8_t mac[ATTEST_DIGEST_LEN];
@@ -49,7 +49,8 @@ int host_policy_mac(struct attest_host *h,
 }
 
 /* What pending.json says for `ferry host reseal`, and the start error. */
-static int refuse(struct attest_host *h, const uint8_t pcr_value[ATTEST_DIGEST_LEN],
+static int refuse(struct attest_host *h,
+		  const uint8_t pcr_value[ATTEST_DIGEST_LEN],
 		  const uint8_t *policy_file, struct ferr *err)
 {
 	char vhex[ATTEST_DIGEST_HEX_LEN + 1], phex[ATTEST_DIGEST_HEX_LEN + 1];

@@ -20,7 +20,7 @@ const TPM2B_DATA tpm_no_data;
 const TPML_PCR_SELECTION tpm_no_pcrs;
 
 int tpm_fail(struct attest_tpm *t, TSS2_RC rc, enum ferr_code code,
-		    struct ferr *err, const char *what)
+	     struct ferr *err, const char *what)
 {
 	if (t->broken)
 		return ferr_set(err, FERR_TIMEOUT,

@@ -441,7 +441,8 @@ static void test_approvals(void **state)
 
 static void test_envelope(void **state)
 {
-	uint8_t key[ATTEST_STORAGE_KEY_LEN] = { 1 }, other[ATTEST_STORAGE_KEY_LEN] = { 2 };
+	uint8_t key[ATTEST_STORAGE_KEY_LEN] = { 1 },
+		other[ATTEST_STORAGE_KEY_LEN] = { 2 };
 	const char *secret = "-----BEGIN PRIVATE KEY-----...";
 	uint8_t *env = NULL, *out = NULL;
 	size_t elen = 0, olen = 0;
