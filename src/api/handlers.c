@@ -1,5 +1,6 @@
 /* handlers.c - API operations on the host's VMs. */
 #include "api.h"
+#include "attest.h"
 #include "audit.h"
 #include "controller.h"
 #include "load.h"
@@ -128,6 +129,14 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 				"no policy file is configured (ferryd.json: "
 				"policy)");
 	rc = policy_reload(ctx->policy, ctx->policy_path, err);
+	/* the new policy is measured and becomes the accepted one; a policy
+	 * that cannot be measured stays in force (refusing it now would
+	 * leave the old one running unmeasured) but attestation reports it */
+	if (rc == 0 && ctx->attest && ctx->attest->policy_accepted &&
+	    ctx->attest->policy_accepted(ctx->attest->ctx, ctx->policy_path,
+					 &aerr) < 0)
+		log_error("attest: the reloaded policy is not measured: %s",
+			  aerr.msg);
 	if (audit_log(ctx->audit, identity, "policy.reload", ctx->policy_path,
 		      rc == 0 ? "ok" : "error",
 		      rc == 0 ? json_pack("{s:I}", "rules",
@@ -385,6 +394,12 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 	case ROUTE_AUDIT_KEY:
 		rc = audit_reply(ctx, call, req, reply, &err);
 		return rc < 0 ? fail(&err, reply) : rc;
+	case ROUTE_ATTEST_IDENTITY:
+	case ROUTE_ATTEST_QUOTE:
+	case ROUTE_ATTEST_ACTIVATE:
+	case ROUTE_ATTEST_APPROVE:
+		rc = api_attest(ctx, req, reply, &err);
+		break;
 	case ROUTE_POLICY_RELOAD:
 		rc = api_policy_reload(ctx, identity, &err);
 		if (rc == 0)

@@ -63,6 +63,12 @@ static const struct route_def routes[] = {
 	{ ROUTE_BAL_DRAIN, "POST", 2, "balance", "drain", BODY_OBJECT },
 	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
 	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
+	{ ROUTE_ATTEST_IDENTITY, "GET", 2, "attest", "identity", BODY_NONE },
+	{ ROUTE_ATTEST_QUOTE, "POST", 2, "attest", "quote", BODY_OBJECT },
+	{ ROUTE_ATTEST_ACTIVATE, "POST", 2, "attest", "activate",
+	  BODY_OBJECT },
+	{ ROUTE_ATTEST_APPROVE, "POST", 2, "attest", "approvals",
+	  BODY_OBJECT },
 };
 
 enum perm api_route_perm(enum api_route r)
@@ -103,6 +109,12 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_BAL_DRAIN:
 	case ROUTE_BAL_UNDRAIN:
 		return PERM_BALANCE_WRITE;
+	case ROUTE_ATTEST_IDENTITY:
+	case ROUTE_ATTEST_QUOTE:
+		return PERM_ATTEST_READ;
+	case ROUTE_ATTEST_ACTIVATE:
+	case ROUTE_ATTEST_APPROVE:
+		return PERM_ATTEST_ADMIN;
 	default:
 		return PERM_VM_WRITE; /* define, delete, start, stop, ... */
 	}
@@ -145,6 +157,10 @@ const char *api_route_action(enum api_route r)
 		return "balance.drain";
 	case ROUTE_BAL_UNDRAIN:
 		return "balance.undrain";
+	case ROUTE_ATTEST_ACTIVATE:
+		return "attest.activate";
+	case ROUTE_ATTEST_APPROVE:
+		return "attest.approve";
 	default:
 		return NULL;
 	}

@@ -157,7 +157,7 @@ static void on_request(struct evhttp_request *r, void *arg)
 	struct policy_decision d;
 	struct api_request req;
 	struct api_call *call;
-	struct ferr err = { 0 };
+	struct ferr err = { 0 }, xerr;
 	size_t len = evbuffer_get_length(in);
 	const char *action;
 	json_t *reply = NULL;
@@ -187,6 +187,7 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
+	req.have_exporter = tls_exporter(ssl, req.tls_exporter, &xerr) == 0;
 	action = api_route_action(req.route);
 	if (!policy_permits(*ctx->policy, identity, api_route_perm(req.route),
 			    &d)) {

@@ -77,6 +77,13 @@
 #define FERRY_GUARD_REQUESTS_PER_S 100   /* per identity */
 #define FERRY_GUARD_REQUEST_BURST 200
 
+/* Attestation (attest_format.h has its formats): PCRs 0-15 only */
+#define FERRY_ATTEST_PCR_MAX 15
+#define FERRY_ATTEST_PCR_DEFAULT 15         /* software: ferryd, QEMU */
+#define FERRY_ATTEST_POLICY_PCR_DEFAULT 13  /* the policy in force */
+#define FERRY_ATTEST_TCTI_MAX 255
+#define FERRY_ATTEST_TCTI_DEFAULT "device:/dev/tpmrm0"
+
 /* Certificates */
 #define FERRY_CERT_DAYS_DEFAULT 825
 #define FERRY_CERT_DAYS_MAX 3650
