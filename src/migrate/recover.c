@@ -340,6 +340,8 @@ static void on_recommitted(void *arg, struct vm *vm, int rc,
 	char *id = arg;
 
 	if (vm)
+		vm_release(vm, id);
+	if (vm)
 		log_info("incoming migration %s: commit finished after the "
 			 "restart%s%s",
 			 id, rc < 0 ? ": " : "", rc < 0 && err ? err->msg : "");
@@ -351,12 +353,15 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 {
 	const char *phase = jstr(rec, "phase");
 	struct vm *vm = vmm_find_uuid(m->vmm, jstr(rec, "uuid"));
+	bool queued = false;
 	struct ferr err;
 
 	if (!strcmp(phase, "aborted"))
 		return; /* kept to answer the source */
 	if (!strcmp(phase, "committed") || !strcmp(phase, "committing")) {
 		if (vm && vm->incoming) {
+			/* ours to finish: not an orphan for the sweep below */
+			vm_hold(vm, jstr(rec, "id"), "", false);
 			if (vm->state == VM_PAUSED &&
 			    !strcmp(phase, "committing") &&
 			    json_is_true(json_object_get(rec, "resume"))) {
@@ -370,6 +375,8 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 							&err) < 0) {
 					free(id);
 					vmm_incoming_adopt(m->vmm, vm, &err);
+				} else {
+					queued = true; /* released when done */
 				}
 			} else {
 				if (vm->state == VM_SHUTOFF)
@@ -383,7 +390,7 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 				vmm_incoming_adopt(m->vmm, vm, &err);
 			}
 		}
-		if (vm)
+		if (vm && !queued)
 			vm_release(vm, jstr(rec, "id"));
 		if (strcmp(phase, "committed") != 0) {
 			dest_phase(m, rec, "committed");
@@ -518,7 +525,7 @@ void recover_all(struct migrator *m)
 	 * start and the first record): never committed */
 	for (struct vm *vm = vmm_first(m->vmm), *next; vm; vm = next) {
 		next = vm->next;
-		if (vm->incoming && !vm->leaving) {
+		if (vm->incoming && !vm->leaving && !vm->hold.owner[0]) {
 			log_info("vm %s: an incoming migration without a "
 				 "journal record; discarding it",
 				 vm->def.name);
