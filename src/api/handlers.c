@@ -344,10 +344,13 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			unsigned a, q, u;
 
 			migrator_counts(ctx->mig, &a, &q, &u);
-			json_object_set_new(*reply, "migrations",
-					    json_pack("{s:i, s:i, s:i}",
-						      "active", a, "queued", q,
-						      "unresolved", u));
+			json_object_set_new(
+				*reply, "migrations",
+				json_pack("{s:i, s:i, s:i, s:I}", "active", a,
+					  "queued", q, "unresolved", u,
+					  "data_conns_accepted",
+					  (json_int_t)migrator_conns_accepted(
+						  ctx->mig)));
 		}
 		return 200;
 	case ROUTE_LOAD:

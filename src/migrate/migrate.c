@@ -568,3 +568,8 @@ void migrator_free(struct migrator *m)
 	session_table_destroy(&m->sessions);
 	free(m);
 }
+
+uint64_t migrator_conns_accepted(struct migrator *m)
+{
+	return atomic_load(&m->conns_accepted);
+}

@@ -117,6 +117,9 @@ int migrator_incoming_get(struct migrator *m, const char *id,
 void migrator_annotate_vm(struct migrator *m, const struct vm *vm,
 			  json_t *obj);
 
+/* TCP connections the data-plane port accepted since the start. */
+uint64_t migrator_conns_accepted(struct migrator *m);
+
 /* Outgoing migrations running and queued, and unresolved ones. */
 void migrator_counts(struct migrator *m, unsigned *active, unsigned *queued,
 		     unsigned *unresolved);

@@ -574,6 +574,7 @@ struct migrator {
 	bool listener_started;
 	atomic_bool stop;
 	atomic_int chan_threads;  /* destination channel threads alive */
+	_Atomic uint64_t conns_accepted; /* data-plane TCP connections */
 	/* their sockets, fd + 1 (0: free slot), so that a stop can shut them
 	 * and the threads end before m goes (sessions.lock) */
 	int chan_fds[MIG_DATA_CONNS_MAX];
