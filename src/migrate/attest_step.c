@@ -112,6 +112,7 @@ int mig_attest_check(struct mig *g, struct ferr *err)
 				   "verified", 0);
 	if (rc < 0)
 		json_object_set_new(report, "reason", json_string(err->msg));
+	json_object_set_new(report, "scope", json_string(g->att.scope));
 	json_object_set_new(report, "verify_ms",
 			    json_integer((json_int_t)(now_ms() - t0)));
 	if (json_is_integer(quote_ms))
@@ -119,7 +120,7 @@ int mig_attest_check(struct mig *g, struct ferr *err)
 	mig_rec_set(g, "attestation", json_incref(report));
 	mig_audit(m, g->requester, "migration.attest", g->def.name,
 		  rc < 0 ? "refused" : "verified",
-		  json_pack("{s:s, s:s, s:s, s:s?}", "id", g->id, "host",
+		  json_pack("{s:s, s:s, s:s, s:s*}", "id", g->id, "host",
 			    g->peer.name, "scope", g->att.scope, "reason",
 			    rc < 0 ? err->msg : NULL));
 	json_decref(report);
