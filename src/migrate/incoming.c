@@ -779,7 +779,7 @@ int migrator_abort(struct migrator *m, const char *id, const json_t *body,
 
 	if (body && (json_check_fields(body, fields, "abort", err) < 0 ||
 		     json_get_string(body, "reason", "abort",
-				     FERRY_ERR_MSG_MAX - 64, &reason, err) < 0))
+				     FERRY_ERR_MSG_MAX, &reason, err) < 0))
 		return -1;
 	snprintf(why, sizeof(why), "aborted by the source%s%s",
 		 reason ? ": " : "", reason ? reason : "");
