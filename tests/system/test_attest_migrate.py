@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(not tpmlib.available(),
 
 A, B, C = "host-a", "host-b", "host-c"
 VM = "mig"
+NONCE = "host host-b: the quote's nonce is not this attestation's"
 
 
 def admin(c, *args, check=True):
@@ -196,6 +197,8 @@ class FakeHost:
                 "attestation": attestation}
 
     def close(self):
+        if self.stop:
+            return
         self.stop = True
         self.http.shutdown()
         self.http.server_close()
@@ -232,8 +235,10 @@ def test_replayed_and_relayed_quotes_refused(make_tpm_cluster, request):
         return answer
 
     # relay: host-c's quote, relayed by "host-b": not host-b's AK
+    fakes = []
+    request.addfinalizer(lambda: [f.close() for f in fakes])
     fake = FakeHost(c, B, relay_from(C))
-    request.addfinalizer(fake.close)
+    fakes.append(fake)
     rec = migrate_api(c, B, fake.address, fake.port)
     assert_refused_untouched(c, rec, None, 0, seq,
                              "signature does not verify with its enrolled AK")
@@ -244,8 +249,9 @@ def test_replayed_and_relayed_quotes_refused(make_tpm_cluster, request):
     # host-b's own quote, relayed from another TLS session: not this nonce
     recorded.clear()
     fake = FakeHost(c, B, relay_from(B))
+    fakes.append(fake)
     rec = migrate_api(c, B, fake.address, fake.port)
-    assert_refused_untouched(c, rec, None, 0, seq, "nonce")
+    assert_refused_untouched(c, rec, None, 0, seq, NONCE)
     assert fake.data_conns == 0
 
     # replay: the quote host-b made for that earlier migration, answered
@@ -253,8 +259,9 @@ def test_replayed_and_relayed_quotes_refused(make_tpm_cluster, request):
     old = recorded["quote"]
     fake.close()
     fake = FakeHost(c, B, lambda body: (201, fake.session(old)))
+    fakes.append(fake)
     rec = migrate_api(c, B, fake.address, fake.port)
-    assert_refused_untouched(c, rec, None, 0, seq, "nonce")
+    assert_refused_untouched(c, rec, None, 0, seq, NONCE)
     assert fake.data_conns == 0
 
 
