@@ -15,7 +15,6 @@ server with host-b's own certificate and key (a compromised host-b) that
 answers prepare with a quote it did not make for this migration.
 """
 
-import http.client
 import http.server
 import json
 import secrets
@@ -26,7 +25,7 @@ import threading
 import pytest
 
 import tpmlib
-from test_attest import QEMU, make_tpm_cluster, reference_policy  # noqa: F401
+from test_attest import QEMU, make_tpm_cluster  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not tpmlib.available(),
                                 reason="swtpm is not installed (scripts/deps.sh)")
