@@ -115,7 +115,9 @@ int mig_attest_check(struct mig *g, struct ferr *err)
 	json_object_set_new(report, "scope", json_string(g->att.scope));
 	json_object_set_new(report, "verify_ms",
 			    json_integer((json_int_t)(now_ms() - t0)));
-	if (json_is_integer(quote_ms))
+	/* the peer's word, for the record only */
+	if (json_is_integer(quote_ms) && json_integer_value(quote_ms) >= 0 &&
+	    json_integer_value(quote_ms) <= ATTEST_TPM_TIMEOUT_MS)
 		json_object_set(report, "quote_ms", (json_t *)quote_ms);
 	mig_rec_set(g, "attestation", json_incref(report));
 	mig_audit(m, g->requester, "migration.attest", g->def.name,
