@@ -154,7 +154,9 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 	       const char *identity, const struct api_request *req,
 	       json_t **reply);
 
-/* The /v1/attest routes (attest.c): *reply on success, -1 with err. */
+/* The /v1/attest routes (attest.c): *reply on success, -1 with err. They
+ * wait for the TPM: handlers run them on a worker thread (thread-safe:
+ * they touch only ctx->attest, whose operations are serialized). */
 int api_attest(struct api_ctx *ctx, const struct api_request *req,
 	       json_t **reply, struct ferr *err);
 

@@ -49,7 +49,7 @@ static const struct route_def routes[] = {
 	{ ROUTE_IN_PREPARE, "POST", 1, "incoming", NULL, BODY_OBJECT },
 	{ ROUTE_IN_INFO, "GET", 2, "incoming", NULL, BODY_NONE },
 	{ ROUTE_IN_FINISH, "POST", 3, "incoming", "finish", BODY_OPT_OBJECT },
-	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_EMPTY },
+	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_OPT_OBJECT },
 	{ ROUTE_AUDIT_QUERY, "GET", 1, "audit", NULL, BODY_NONE },
 	{ ROUTE_AUDIT_LOG, "GET", 2, "audit", "log", BODY_NONE },
 	{ ROUTE_AUDIT_KEY, "GET", 2, "audit", "key", BODY_NONE },

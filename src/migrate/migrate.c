@@ -49,6 +49,7 @@ static void mig_free(struct mig *g)
 	if (g->done_ev)
 		event_free(g->done_ev);
 	json_decref(g->rec);
+	mig_attest_clear(&g->att);
 	pthread_mutex_destroy(&g->lock);
 	OPENSSL_cleanse(g->key, sizeof(g->key));
 	free(g);
@@ -185,6 +186,7 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 	struct mig *g;
 	unsigned active = 0, queued = 0;
 	uint8_t rnd[MIG_SESSION_ID_LEN];
+	bool rule_attest = false;
 
 	if (m->stopping)
 		return ferr_set(err, FERR_UNAVAILABLE,
@@ -239,8 +241,11 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 			ferr_set(err, FERR_FORBIDDEN, "%s", d.reason);
 			goto fail;
 		}
+		rule_attest = d.attest;
 	}
 	g->def = vm->def;
+	if (mig_attest_plan(m, g, rule_attest, err) < 0)
+		goto fail;
 	if (!g->opts.max_downtime_ms ||
 	    g->opts.max_downtime_ms > vm->def.max_downtime_ms)
 		g->opts.max_downtime_ms = vm->def.max_downtime_ms;
@@ -284,6 +289,8 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		(json_int_t)wall_ms(), "outcome", "running", "phase",
 		"queued", "escalation");
 	g->done_ev = event_new(m->base, -1, 0, on_mig_done, g);
+	if (g->rec)
+		json_object_set_new(g->rec, "attest", json_boolean(g->att.on));
 	if (!g->rec || !g->done_ev) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto fail;
@@ -560,4 +567,9 @@ void migrator_free(struct migrator *m)
 	history_close(&m->history);
 	session_table_destroy(&m->sessions);
 	free(m);
+}
+
+uint64_t migrator_conns_accepted(struct migrator *m)
+{
+	return atomic_load(&m->conns_accepted);
 }

@@ -636,13 +636,17 @@ static int prepare_dest(struct mig *g, const json_t *files,
 	int rc;
 
 	body = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I, s:b, s:b, s:O}",
-			 "version", "1.0", "migration", g->id, "vm",
+			 "version", "1.1", "migration", g->id, "vm",
 			 vmdef_to_json(&g->def), "source", g->m->cfg->host,
 			 "requester", g->requester, "multifd",
 			 (json_int_t)g->multifd, "postcopy", g->postcopy_cap,
 			 "insecure", g->opts.insecure, "files", files);
 	if (!body)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	if (mig_attest_body(g, body, err) < 0) {
+		json_decref(body);
+		return -1;
+	}
 	for (;;) {
 		rc = peer_prepare(g->m, &g->peer, body, &ps, err);
 		if (rc == 0 || err->code != FERR_RATE)
@@ -678,6 +682,8 @@ static int prepare_dest(struct mig *g, const json_t *files,
 			 ps.data_addr);
 		g->data_port = ps.data_port;
 		mig_rec_set(g, "session", json_string(g->session));
+		g->att.answer = ps.attestation;
+		memcpy(g->att.exporter, ps.exporter, sizeof(g->att.exporter));
 	}
 	OPENSSL_cleanse(ps.key, sizeof(ps.key));
 	return rc;
@@ -693,6 +699,7 @@ void *mig_driver(void *arg)
 	bool prepared = false, paused = false;
 	bool dest_running = false, changed = false;
 	uint64_t pause_at = 0, t_done, t_end = 0, downtime = 0, t_migrate = 0;
+	uint64_t t_prepare = 0;
 	const char *outcome = "failed";
 	const char *st;
 
@@ -712,12 +719,18 @@ void *mig_driver(void *arg)
 	if (source_running(q, &g->was_running, &err) < 0)
 		goto fail;
 	files = mig_files_identity(g->m->cfg->shared_dir, &g->def, &err);
+	t_prepare = now_ms();
 	/* journalled before the destination can start anything, so that a
 	 * restart can abort it there */
 	if (!files || journal_phase(g, "preparing") < 0 ||
 	    prepare_dest(g, files, c.deadline, &err) < 0)
 		goto fail;
 	prepared = true;
+	/* the destination's attestation, before a single data-plane byte */
+	if (mig_attest_check(g, &err) < 0)
+		goto fail;
+	mig_rec_set(g, "prepare_ms", json_integer((json_int_t)(now_ms() -
+								 t_prepare)));
 	if (journal_phase(g, "prepared") < 0)
 		goto fail;
 	fault_point("src.prepared");
@@ -840,7 +853,8 @@ end:
 		if (prepared) {
 			struct ferr e2;
 
-			if (peer_abort(g->m, &g->peer, g->session, &e2) < 0)
+			if (peer_abort(g->m, &g->peer, g->session,
+				       err.code ? err.msg : NULL, &e2) < 0)
 				log_warn("migration %s: abort at %s: %s",
 					 g->id, g->peer.name, e2.msg);
 		}

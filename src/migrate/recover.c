@@ -110,7 +110,7 @@ static void abort_work(void *arg)
 	struct abort_job *j = arg;
 	struct ferr err;
 
-	if (peer_abort(j->m, &j->t, j->session, &err) < 0)
+	if (peer_abort(j->m, &j->t, j->session, NULL, &err) < 0)
 		log_info("migration session %s at %s: abort: %s (it expires "
 			 "there by itself)",
 			 j->session, j->t.name, err.msg);
