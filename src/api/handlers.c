@@ -316,6 +316,14 @@ static int start_prepare(struct api_ctx *ctx, const struct api_request *req,
 				on_mig_reply, l, err);
 }
 
+static int start_recover(struct api_ctx *ctx, const struct api_request *req,
+			 const char *identity, struct later *l,
+			 struct ferr *err)
+{
+	return migrator_recover(ctx->mig, req->vm, identity, on_mig_reply, l,
+				err);
+}
+
 static int start_finish(struct api_ctx *ctx, const struct api_request *req,
 			const char *identity, struct later *l,
 			struct ferr *err)
@@ -433,6 +441,11 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 		rc = migrator_abort(ctx->mig, req->vm, req->body, identity,
 				    reply, &err);
 		break;
+	case ROUTE_IN_RECOVER:
+		if (defer_mig(ctx, call, 200, start_recover, req, identity,
+			      &err) < 0)
+			return fail(&err, reply);
+		return API_DEFERRED;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:

@@ -95,6 +95,8 @@ static void session_abort(struct migrator *m, struct in_session *s,
 	unlink(s->in_sock);
 	log_info("incoming migration %s of vm %s: %s: %s", s->id, s->vm,
 		 in_state_name(st), why);
+	if (s->recovery)
+		return; /* it carried a committed VM's stream: nothing to undo */
 	if (journal_in(m, s, "aborted", false, &err) < 0)
 		log_error("incoming migration %s: %s", s->id, err.msg);
 	history_in(m, s, "failed", why);
@@ -702,6 +704,22 @@ static void on_now_reply(evutil_socket_t fd, short what, void *arg)
 	free(r);
 }
 
+/* Answer reply (taken) through fn from the loop, after this returns. */
+static int now_reply(struct migrator *m, mig_reply_fn fn, void *ctx,
+		     json_t *reply, struct ferr *err)
+{
+	struct now_reply *r = calloc(1, sizeof(*r));
+
+	if (!r || event_base_once(m->base, -1, EV_TIMEOUT, on_now_reply, r,
+				  &(struct timeval){ 0 }) < 0) {
+		free(r);
+		json_decref(reply);
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
+	*r = (struct now_reply){ fn, ctx, reply };
+	return 0;
+}
+
 int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 		    const char *peer, mig_reply_fn fn, void *ctx,
 		    struct ferr *err)
@@ -720,28 +738,33 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 		return -1;
 	}
 	if (!s) {
-		struct now_reply *r;
 		json_t *reply = NULL;
 
 		if (e2.code)
 			return ferr_set(err, e2.code, "%s", e2.msg);
 		if (ended_reply(m, id, peer, true, &reply, err) < 0)
 			return -1;
-		r = calloc(1, sizeof(*r));
-		if (!r || event_base_once(m->base, -1, EV_TIMEOUT,
-					  on_now_reply, r,
-					  &(struct timeval){ 0 }) < 0) {
-			free(r);
-			json_decref(reply);
-			return ferr_set(err, FERR_INTERNAL, "out of memory");
-		}
-		*r = (struct now_reply){ fn, ctx, reply };
-		return 0;
+		return now_reply(m, fn, ctx, reply, err);
 	}
 	if (session_advance(&m->sessions, s, IN_PREPARED, IN_FINISHING, err) <
 	    0) {
 		session_put(&m->sessions, s);
 		return -1;
+	}
+	if (s->recovery) {
+		/* a post-copy recovery's stream ended: its VM was committed
+		 * long ago; the session just ends */
+		struct vm *rvm = vmm_find_uuid(m->vmm, s->uuid);
+		json_t *reply = rvm ? vm_to_json(rvm) : json_object();
+
+		if (s->timer) {
+			event_free(s->timer);
+			s->timer = NULL;
+		}
+		session_end(&m->sessions, s, IN_COMMITTED);
+		session_put(&m->sessions, s);
+		json_object_set_new(reply, "committed", json_true());
+		return now_reply(m, fn, ctx, reply, err);
 	}
 	vm = session_vm(m, s);
 	f = calloc(1, sizeof(*f));

@@ -103,6 +103,13 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 		    const char *peer, mig_reply_fn fn, void *ctx,
 		    struct ferr *err);
 
+/* API (peer hosts): the post-copy stream of committed session id broke
+ * (QEMU paused the migration): listen again for a new channel (QEMU's
+ * migrate-recover) and answer like prepare, with a new session to carry
+ * it. Like migrator_prepare. */
+int migrator_recover(struct migrator *m, const char *id, const char *peer,
+		     mig_reply_fn fn, void *ctx, struct ferr *err);
+
 /* API (peer hosts): abort an uncommitted session (a committed one is
  * FERR_CONFLICT; body: NULL or {"reason"}, recorded and audited), and
  * say where a session stands: {"id", "vm", "state",

@@ -9,6 +9,7 @@
  *   outgoing.c  the source's driver thread, acceptor and channel threads
  *   incoming.c  the destination's prepare / finish / abort (loop thread)
  *   inchan.c    the destination's data-plane listener and channel threads
+ *   postcopy.c  recovery of a post-copy migration whose stream broke
  *   peer.c      the source's calls to the destination (blocking, threads)
  *   session.c   the destination's session table and its state machine
  *   journal.c   the durable record of every migration in flight
@@ -273,6 +274,13 @@ enum peer_outcome peer_finish(struct migrator *m, const struct peer_target *t,
 enum peer_outcome peer_query(struct migrator *m, const struct peer_target *t,
 			     const char *session, struct ferr *err);
 
+/* POST /v1/incoming/ID/recover: a new session to carry a post-copy
+ * stream again (postcopy.c). FERR_NOT_FOUND or FERR_FORBIDDEN when the
+ * destination cannot (the VM is gone there). */
+int peer_recover(struct migrator *m, const struct peer_target *t,
+		 const char *session, struct peer_session *out,
+		 struct ferr *err);
+
 /* POST /v1/incoming/ID/abort, with {"reason"} when reason is not NULL
  * (the destination records and audits it). 0 when the destination aborted
  * it or never had it. */
@@ -338,6 +346,8 @@ struct in_session {
 	uint64_t created_wall_ms;
 	uint64_t max_time_s;
 	bool committing;          /* loop: QEMU was asked to resume the VM */
+	bool recovery;            /* carries a post-copy stream again: ends
+				     by a finish, never commits anything */
 	struct migrator *m;
 	struct event *timer;      /* loop: lifetime without a finish */
 	struct in_session *next;  /* the table (lock) */
@@ -504,6 +514,10 @@ struct mig {
 	struct migrator *m;
 	char id[MIG_ID_HEX_LEN + 1];     /* ours, in records and the API */
 	char session[MIG_ID_HEX_LEN + 1]; /* the destination's */
+	char rsession[MIG_ID_HEX_LEN + 1]; /* a post-copy recovery's, or "" */
+	unsigned recoveries;      /* post-copy recoveries so far */
+	bool resume_only;         /* adopted after a restart: only resume its
+				     post-copy (recover.c) */
 	uint8_t sid[MIG_SESSION_ID_LEN];
 	uint8_t key[MIG_KEY_LEN]; /* from the destination; wiped at the end */
 	struct vm_def def;
@@ -587,6 +601,27 @@ void mig_audit(struct migrator *m, const char *actor, const char *action,
 
 /* outgoing.c: run the driver of g (a thread). */
 void *mig_driver(void *arg);
+
+/* outgoing.c: listen on g's unix socket and start the acceptor of the
+ * g->nchan channels QEMU opens there (each relayed to g's session). */
+int channels_start(struct mig *g, struct ferr *err);
+
+/* outgoing.c: let the channels end (or stop them), join their threads,
+ * remove the socket. */
+void channels_finish(struct mig *g);
+
+/* postcopy.c: the post-copy stream of g broke (its QEMU reports
+ * postcopy-paused): have the destination listen again, carry a new
+ * channel and resume QEMU's migration; retries with backoff until the
+ * migrator stops. -1 when the destination cannot take it any more. Driver
+ * thread. */
+int pc_resume(struct mig *g, struct qmp *q, struct ferr *err);
+
+/* migrate.c: run a driver that only resumes the broken post-copy
+ * migration of jrec (a source journal record at phase "postcopy") for vm,
+ * after a restart. */
+int mig_resume_postcopy(struct migrator *m, struct vm *vm,
+			const json_t *jrec, struct ferr *err);
 
 /* outgoing.c: set a field of g's record under its lock (steals val). */
 void mig_rec_set(struct mig *g, const char *key, json_t *val);

@@ -164,6 +164,47 @@ enum peer_outcome peer_query(struct migrator *m, const struct peer_target *t,
 	return out;
 }
 
+int peer_recover(struct migrator *m, const struct peer_target *t,
+		 const char *session, struct peer_session *out,
+		 struct ferr *err)
+{
+	struct httpc_peer p;
+	char path[128];
+	json_t *reply = NULL;
+	const char *id, *key, *addr;
+	json_int_t port;
+	int rc = -1;
+
+	httpc_of(m, t, &p);
+	snprintf(path, sizeof(path), "/v1/incoming/%s/recover", session);
+	if (httpc_call(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST",
+		       path, NULL, &reply, err) < 0)
+		return -1;
+	id = json_string_value(json_object_get(reply, "id"));
+	key = json_string_value(json_object_get(reply, "key"));
+	addr = json_string_value(json_object_get(reply, "data_address"));
+	port = json_integer_value(json_object_get(reply, "data_port"));
+	if (!id || strlen(id) != MIG_ID_HEX_LEN ||
+	    hex_decode(id, (uint8_t[MIG_SESSION_ID_LEN]){ 0 },
+		       MIG_SESSION_ID_LEN) < 0 ||
+	    !key || strlen(key) != 2 * MIG_KEY_LEN ||
+	    hex_decode(key, out->key, MIG_KEY_LEN) < 0 || !addr ||
+	    strlen(addr) >= sizeof(out->data_addr) || port < 1 ||
+	    port > 65535) {
+		ferr_set(err, FERR_UNAVAILABLE,
+			 "%s's recover reply is malformed", t->name);
+		goto out;
+	}
+	snprintf(out->id, sizeof(out->id), "%s", id);
+	snprintf(out->data_addr, sizeof(out->data_addr), "%s", addr);
+	out->data_port = (uint16_t)port;
+	rc = 0;
+out:
+	wipe_key(reply);
+	json_decref(reply);
+	return rc;
+}
+
 int peer_abort(struct migrator *m, const struct peer_target *t,
 	       const char *session, const char *reason, struct ferr *err)
 {

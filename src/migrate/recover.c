@@ -477,6 +477,28 @@ static void source_failed(struct migrator *m, struct vm *vm,
 	settle_record(m, rec, "failed", why);
 }
 
+/* At start-up (blocking, with deadlines): the status of the source QEMU's
+ * outgoing migration, from its migration monitor, into out. */
+static void source_migration(struct migrator *m, struct vm *vm, char *out,
+			     size_t len)
+{
+	struct vm_paths p;
+	struct qmp *q = NULL;
+	struct ferr err;
+	json_t *ret = NULL;
+
+	snprintf(out, len, "none");
+	if (vm_paths_get(m->cfg, &vm->def, &p, &err) < 0 ||
+	    qmp_connect(p.mqmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0)
+		return;
+	if (qmp_command(q, "query-migrate", NULL, &ret, &err) == 0)
+		snprintf(out, len, "%s",
+			 json_string_value(json_object_get(ret, "status"))
+				 ?: "none");
+	json_decref(ret);
+	qmp_close(q);
+}
+
 static void recover_source(struct migrator *m, json_t *rec)
 {
 	const char *phase = jstr(rec, "phase");
@@ -501,6 +523,27 @@ static void recover_source(struct migrator *m, json_t *rec)
 					"gone: the VM crashed");
 		json_decref(rec);
 		return;
+	}
+	if (!strcmp(phase, "postcopy") && vm && vm->qmp) {
+		char st[32];
+		struct ferr err;
+
+		source_migration(m, vm, st, sizeof(st));
+		if (!strcmp(st, "postcopy-paused") ||
+		    !strcmp(st, "postcopy-active") ||
+		    !strcmp(st, "postcopy-recover")) {
+			/* the VM runs on the destination and needs the pages
+			 * this QEMU still holds: carry the stream again */
+			log_info("migration %s of vm %s: post-copy was %s; "
+				 "resuming it",
+				 jstr(rec, "id"), vm->def.name, st);
+			if (mig_resume_postcopy(m, vm, rec, &err) == 0) {
+				json_decref(rec);
+				return;
+			}
+			log_error("migration %s: %s", jstr(rec, "id"),
+				  err.msg);
+		}
 	}
 	/* switchover or later, or QEMU completed: only the destination
 	 * knows where the VM is */

@@ -127,8 +127,8 @@ def fresh_vm(c, postcopy):
             c.wait_vm_state(h, VM, "shutoff", 30)
         if fl.vm_on(c, h, VM):
             c.api_ok(h, "DELETE", f"/v1/vms/{VM}")
-    vm = c.define_vm(A, VM, allow_postcopy=postcopy, **SMALL) if postcopy else \
-        c.define_vm(A, VM, **SMALL)
+    vm = c.define_vm(A, VM, migration={"allow_postcopy": True}, **SMALL) \
+        if postcopy else c.define_vm(A, VM, **SMALL)
     c.start_vm(A, VM)
     c.wait_heartbeats(A, VM, 2, after_seq=0)
     return vm["uuid"]
