@@ -172,9 +172,22 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 				vmm_migrated_away(m->vmm, vm);
 		}
 		history_add(&m->history, rec);
-		if (journal_remove(m->journal_dir, JOURNAL_SOURCE, g->id,
-				   &err) < 0)
+		if (g->abort_pending) {
+			/* the journal keeps it until the destination
+			 * confirms the abort */
+			json_t *jrec = mig_journal_rec(g, "aborting");
+
+			if (jrec && journal_write(m->journal_dir,
+						  JOURNAL_SOURCE, g->id, jrec,
+						  &err) == 0)
+				recover_abort(m, jrec, true);
+			else
+				recover_abort(m, jrec, false);
+			json_decref(jrec);
+		} else if (journal_remove(m->journal_dir, JOURNAL_SOURCE,
+					  g->id, &err) < 0) {
 			log_error("migration %s: %s", g->id, err.msg);
+		}
 	}
 	json_decref(rec);
 	mig_free(g);

@@ -45,6 +45,7 @@
 #define MIG_RESOLVE_MIN_S 1          /* resolver backoff, first retry */
 #define MIG_RESOLVE_MAX_S 60         /* resolver backoff, at most */
 #define MIG_QUEUE_MAX 64             /* outgoing migrations waiting */
+#define MIG_ABORT_RETRY_S 900        /* retry an unconfirmed abort */
 #define MIG_DEST_BUSY_RETRY_MS 2000  /* destination at its limit: retry */
 #define MIG_UNLIMITED_BW (1ULL << 40) /* "no cap" for max-bandwidth */
 #define MIG_STOP_WAIT_MS 10000       /* stop: channel threads to end */
@@ -546,6 +547,8 @@ struct mig {
 	json_t *rec;              /* the record (lock) */
 	enum mig_state state;     /* loop */
 	bool unresolved;          /* driver's verdict: outcome unknown */
+	bool abort_pending;       /* driver: the destination did not confirm
+				     its abort */
 	struct event *done_ev;    /* driver -> loop */
 	struct mig *next;         /* loop: active and queued lists */
 };
@@ -553,6 +556,8 @@ struct mig {
 /* A migration whose outcome the destination has not told yet: its VM is
  * held paused (state "unresolved"), and the loop keeps asking with
  * backoff. */
+struct aborter;
+
 struct unresolved {
 	struct migrator *m;
 	json_t *jrec;             /* its journal record (loop) */
@@ -580,6 +585,7 @@ struct migrator {
 	struct mig *active;       /* loop */
 	struct mig *queued;       /* loop, oldest first */
 	struct unresolved *unresolved; /* loop */
+	struct aborter *aborters; /* loop: unconfirmed aborts (recover.c) */
 	bool stopping;            /* loop */
 	/* destination side */
 	struct session_table sessions;
@@ -647,6 +653,11 @@ void recover_all(struct migrator *m);
  * resolver: its VM is held paused as "unresolved", and the loop keeps
  * asking the destination (jrec: its journal record, taken). */
 void recover_unresolved(struct migrator *m, json_t *jrec);
+
+/* recover.c: abort the destination's session of a source record (a
+ * failed migration), retrying with backoff until the destination confirms;
+ * journalled: the record stays in the journal ("aborting") until then. */
+void recover_abort(struct migrator *m, const json_t *rec, bool journalled);
 
 /* recover.c: stop the resolver (at stop). */
 void recover_stop(struct migrator *m);

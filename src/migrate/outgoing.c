@@ -885,9 +885,13 @@ end:
 			struct ferr e2;
 
 			if (peer_abort(g->m, &g->peer, g->session,
-				       err.code ? err.msg : NULL, &e2) < 0)
-				log_warn("migration %s: abort at %s: %s",
+				       err.code ? err.msg : NULL, &e2) < 0 &&
+			    e2.code != FERR_NOT_FOUND) {
+				log_warn("migration %s: abort at %s: %s; "
+					 "retrying",
 					 g->id, g->peer.name, e2.msg);
+				g->abort_pending = true;
+			}
 		}
 	}
 	if (!t_end)
