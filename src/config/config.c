@@ -228,7 +228,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const mig_fields[] = {
 		"port", "advertise_address", "advertise_port", "max_incoming",
 		"max_outgoing", "peer_timeout_s", "confirm_timeout_s",
-		"stall_timeout_s", NULL
+		"stall_timeout_s", "allow_plaintext", NULL
 	};
 	static const char *const listen_fields[] = { "address", "port", NULL };
 	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
@@ -397,7 +397,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		    json_get_u64(mig, "confirm_timeout_s", "migration", 1,
 				 3600, &ct, err) < 0 ||
 		    json_get_u64(mig, "stall_timeout_s", "migration", 1, 3600,
-				 &st, err) < 0)
+				 &st, err) < 0 ||
+		    json_get_bool(mig, "allow_plaintext", "migration",
+				  &cfg->allow_plaintext, err) < 0)
 			goto wrap;
 		cfg->max_incoming = (unsigned)in;
 		cfg->max_outgoing = (unsigned)out;

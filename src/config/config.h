@@ -53,6 +53,8 @@ struct ferryd_config {
 	unsigned confirm_timeout_s;        /* source: settle a finish before
 					      handing it to the resolver */
 	unsigned stall_timeout_s;          /* no progress: cancel */
+	bool allow_plaintext;              /* plaintext migrations at all (the
+					      policy must allow each too) */
 	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
 	struct guard_limits limits;        /* flood protection */
 	uint64_t capacity_cpus;            /* reported to the balancer; 0: the */

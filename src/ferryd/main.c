@@ -164,6 +164,7 @@ int main(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	rc = 1;
+	json_wipe_on_free();
 	signal(SIGPIPE, SIG_IGN);
 	setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 	raise_fd_limit();

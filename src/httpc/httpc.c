@@ -13,6 +13,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 /* State of one request while it runs. */
@@ -68,6 +69,23 @@ static const char *request_error_name(enum evhttp_request_error e)
 	}
 }
 
+/* Overwrite the bytes of buf in place, then drain it. */
+static void wipe_buffer(struct evbuffer *buf)
+{
+	struct evbuffer_iovec v[16];
+	int n;
+
+	while ((n = evbuffer_peek(buf, -1, NULL, v, 16)) > 0) {
+		size_t done = 0;
+
+		for (int i = 0; i < n && i < 16; i++) {
+			OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
+			done += v[i].iov_len;
+		}
+		evbuffer_drain(buf, done);
+	}
+}
+
 /* The reply of a finished request: 0 with *status and *reply, or -1. */
 static int take_reply(struct pending *p, struct evhttp_request *r,
 		      int *status, json_t **reply, struct ferr *err)
@@ -103,9 +121,13 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 	body = malloc(len + 1);
 	if (!body)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	evbuffer_remove(in, body, len);
+	evbuffer_copyout(in, body, len);
 	body[len] = '\0';
+	wipe_buffer(in);
 	*reply = json_parse_object(body, len, "reply", err);
+	/* replies may carry a migration session key: no copy stays behind
+	 * (the caller wipes the one in *reply) */
+	OPENSSL_cleanse(body, len);
 	free(body);
 	if (!*reply && code >= 300) {
 		/* an error page that is not ours (e.g. from the HTTP layer) */

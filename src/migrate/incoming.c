@@ -423,6 +423,26 @@ static int prepare_check(struct migrator *m, const json_t *body,
 			return ferr_set(err, FERR_FORBIDDEN,
 					"host %s refuses: %s", m->cfg->host,
 					d.reason);
+		if (insecure && (!m->cfg->allow_plaintext || !d.plaintext)) {
+			ferr_set(err, FERR_FORBIDDEN,
+				 "host %s refuses a plaintext migration: %s",
+				 m->cfg->host,
+				 !m->cfg->allow_plaintext
+					 ? "its migration.allow_plaintext is "
+					   "off"
+					 : "the rule that allows this move "
+					   "does not say \"plaintext\": "
+					   "\"allow\"");
+			mig_audit(m, peer, "migration.refused", p->def.name,
+				  "plaintext",
+				  json_pack("{s:s}", "reason", err->msg));
+			return -1;
+		}
+		if (insecure)
+			mig_audit(m, peer, "migration.plaintext", p->def.name,
+				  "allow",
+				  json_pack("{s:s, s:s}", "from", source,
+					    "rule", d.rule));
 	}
 	/* 1.1: attestation in prepare, and the VM's own constraints */
 	p->quote = json_object_get(body, "attest") != NULL;

@@ -256,6 +256,29 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 			goto fail;
 		}
 		rule_attest = d.attest;
+		/* plaintext: only when this host's config and the rule that
+		 * allows the move both say so (the destination checks its
+		 * own the same way) */
+		if (g->opts.insecure &&
+		    (!m->cfg->allow_plaintext || !d.plaintext)) {
+			ferr_set(err, FERR_FORBIDDEN,
+				 "plaintext migration is not allowed here: %s",
+				 !m->cfg->allow_plaintext
+					 ? "ferryd.json's migration."
+					   "allow_plaintext is off"
+					 : "the rule that allows this move "
+					   "does not say \"plaintext\": "
+					   "\"allow\"");
+			mig_audit(m, requester, "migration.refused",
+				  vm->def.name, "plaintext",
+				  json_pack("{s:s}", "reason", err->msg));
+			goto fail;
+		}
+		if (g->opts.insecure)
+			mig_audit(m, requester, "migration.plaintext",
+				  vm->def.name, "allow",
+				  json_pack("{s:s, s:s}", "to", g->opts.to,
+					    "rule", d.rule));
 	}
 	g->def = vm->def;
 	if (mig_attest_plan(m, g, rule_attest, err) < 0)

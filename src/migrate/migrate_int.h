@@ -85,11 +85,13 @@ struct mig_hello {
 	uint8_t session[MIG_SESSION_ID_LEN];
 };
 
-/* The exporter value of a TLS connection for (session, channel); 32 zero
- * bytes when ssl is NULL (plaintext channels). */
-int mig_exporter(SSL *ssl, const uint8_t sid[MIG_SESSION_ID_LEN],
-		 uint16_t channel, uint8_t out[MIG_EXPORTER_LEN],
-		 struct ferr *err);
+/* The value a channel's HELLO and ACK MACs are bound to: the TLS exporter
+ * of the connection for (session, channel); for a plaintext channel, an
+ * HMAC of (MIG_PLAINTEXT_LABEL, session, channel) under the session key.
+ */
+int mig_exporter(SSL *ssl, const uint8_t key[MIG_KEY_LEN],
+		 const uint8_t sid[MIG_SESSION_ID_LEN], uint16_t channel,
+		 uint8_t out[MIG_EXPORTER_LEN], struct ferr *err);
 
 /* Encode a HELLO with its MAC. */
 void mig_hello_build(uint8_t out[MIG_HELLO_LEN], const struct mig_hello *h,

@@ -218,7 +218,8 @@ static int check_rule(const json_t *rule, size_t idx, const json_t *groups,
 {
 	static const char *const fields[] = { "name", "vms", "migrate_out",
 					      "to", "accept_from",
-					      "migrate_in", "attest", NULL };
+					      "migrate_in", "attest", "plaintext",
+					      NULL };
 	char what[POLICY_WHAT_MAX], sub[POLICY_WHAT_MAX];
 	const char *name = NULL;
 	json_t *v;
@@ -238,6 +239,13 @@ static int check_rule(const json_t *rule, size_t idx, const json_t *groups,
 	      strcmp(json_string_value(v), "optional") != 0)))
 		return ferr_set(err, FERR_INVALID,
 				"%s.attest: \"required\" or \"optional\"",
+				what);
+	if ((v = json_object_get(rule, "plaintext")) &&
+	    (!json_is_string(v) ||
+	     (strcmp(json_string_value(v), "allow") != 0 &&
+	      strcmp(json_string_value(v), "deny") != 0)))
+		return ferr_set(err, FERR_INVALID,
+				"%s.plaintext: \"allow\" or \"deny\"",
 				what);
 	v = json_object_get(rule, "vms");
 	if (!v)
@@ -639,6 +647,7 @@ static void check_migration(const struct policy *p, bool out,
 
 	d->allow = false;
 	d->attest = false;
+	d->plaintext = false;
 	snprintf(d->rule, sizeof(d->rule), "%s", "default-deny");
 	if (!p) {
 		snprintf(d->reason, sizeof(d->reason),
@@ -660,6 +669,11 @@ static void check_migration(const struct policy *p, bool out,
 			    !strcmp(json_string_value(
 					    json_object_get(rule, "attest")),
 				    "required");
+		d->plaintext =
+			json_is_string(json_object_get(rule, "plaintext")) &&
+			!strcmp(json_string_value(
+					json_object_get(rule, "plaintext")),
+				"allow");
 		snprintf(d->rule, sizeof(d->rule), "%s",
 			 json_string_value(json_object_get(rule, "name")));
 		snprintf(d->reason, sizeof(d->reason),

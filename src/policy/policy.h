@@ -60,6 +60,8 @@ struct policy_decision {
 	bool allow;
 	bool attest;    /* the allowing rule requires the destination's
 			   attestation ("attest": "required") */
+	bool plaintext; /* the allowing rule lets this migration cross in
+			   plaintext ("plaintext": "allow"); default no */
 	char rule[FERRY_NAME_MAX + 1];
 	char reason[FERRY_ERR_MSG_MAX];
 };
