@@ -170,6 +170,7 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 				vmm_migrated_away(m->vmm, vm);
 		}
 		history_add(&m->history, rec);
+		mig_stats_note(m, rec);
 		if (journal_remove(m->journal_dir, JOURNAL_SOURCE, g->id,
 				   &err) < 0)
 			log_error("migration %s: %s", g->id, err.msg);
