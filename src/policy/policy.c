@@ -15,8 +15,8 @@ struct policy {
 };
 
 static const char *const role_names[] = { "admin", "operator", "auditor",
-					   "controller", "host" };
-#define ROLE_COUNT 5
+					   "controller", "host", "monitor" };
+#define ROLE_COUNT 6
 
 /* Roles that hold each permission. */
 static const unsigned perm_roles[PERM__COUNT] = {
@@ -38,6 +38,8 @@ static const unsigned perm_roles[PERM__COUNT] = {
 	[PERM_ATTEST_READ] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
 			     ROLE_CONTROLLER | ROLE_HOST,
 	[PERM_ATTEST_ADMIN] = ROLE_ADMIN,
+	[PERM_METRICS] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
+			 ROLE_MONITOR,
 };
 
 static const char *const perm_names[PERM__COUNT] = {
@@ -54,6 +56,7 @@ static const char *const perm_names[PERM__COUNT] = {
 	[PERM_BALANCE_WRITE] = "balance.write",
 	[PERM_ATTEST_READ] = "attest.read",
 	[PERM_ATTEST_ADMIN] = "attest.admin",
+	[PERM_METRICS] = "metrics",
 };
 
 const char *perm_name(enum perm perm)
