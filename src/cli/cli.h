@@ -218,6 +218,11 @@ int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
 int cli_parse_opts(int argc, char **argv, struct cli_opts *o,
 		   void (*usage)(FILE *));
 
+/* Print every option of the table, with a placeholder for its value
+ * (--help ends with it, so the list is complete by construction; the man
+ * page describes each, and a test checks it names every one). */
+void cli_usage_options(FILE *f);
+
 /* Shared by commands: load config, pick the host, init a client. */
 int cli_connect(const struct cli_opts *o, struct cli_config *cfg,
 		const struct cli_host **host, struct client *c,

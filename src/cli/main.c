@@ -35,6 +35,7 @@ static void usage(FILE *f)
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
 		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
 		"3 host unreachable or TLS refused, 4 not found\n");
+	cli_usage_options(f);
 }
 
 /* The command groups: the first word after the options. */
