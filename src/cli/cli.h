@@ -200,6 +200,7 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 int cmd_audit(const struct cli_opts *o, int argc, char **argv);
 int cmd_balance(const struct cli_opts *o, int argc, char **argv);
 int cmd_ui(const struct cli_opts *o, int argc, char **argv);
+int cmd_complete(const struct cli_opts *o, int argc, char **argv);
 
 /* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
 int cmd_host_drain(const struct cli_opts *o, const char *verb,
