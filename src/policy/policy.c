@@ -210,7 +210,8 @@ static int check_who(const json_t *who, const char *what, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"%s[%zu]: unknown role \"%s\" (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					sub, i, json_string_value(r));
 	}
 	return 0;
@@ -377,7 +378,8 @@ static int check_policy(const json_t *root, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"roles.%.64s: unknown role (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					key);
 		snprintf(sub, sizeof(sub), "roles.%s", key);
 		if (check_names(v, sub, err) < 0)
