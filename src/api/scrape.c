@@ -13,7 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VM_STATE_SLOTS (VM_UNKNOWN + 2) /* every enum vm_state, incoming */
+/* every enum vm_state (VM_UNKNOWN is the last), then "incoming" */
+#define VM_STATE_SLOTS (VM_UNKNOWN + 2)
 
 struct scrape {
 	struct api_call *call;
@@ -167,7 +168,8 @@ static void scrape_work(void *arg)
 	migrations(m, &s->mig);
 	metrics_family(m, "ferry_refusals_total", METRIC_COUNTER,
 		       "Refused connections and requests since ferryd started, "
-		       "by kind (the audit action of their coalesced records).");
+		       "by kind (the audit action of their coalesced "
+		       "records).");
 	for (size_t i = 0; i < s->nrefusals; i++) {
 		l = (struct metric_label){ "kind", s->refusals[i].action };
 		metrics_sample(m, &l, 1, (double)s->refusals[i].count);

@@ -282,7 +282,8 @@ void api_call_reply_text(struct api_call *call, const char *content_type,
 		  call->method, evhttp_request_get_uri(call->r), len);
 	evhttp_add_header(evhttp_request_get_output_headers(call->r),
 			  "Content-Type", content_type);
-	if (!out || evbuffer_add_reference(out, text, len, free_text, NULL) < 0) {
+	if (!out ||
+	    evbuffer_add_reference(out, text, len, free_text, NULL) < 0) {
 		free(text);
 		if (out)
 			evbuffer_free(out);

@@ -34,9 +34,9 @@ int cmd_complete(const struct cli_opts *o, int argc, char **argv)
 		client_free(&c);
 		return cli_fail(&err);
 	}
-	json_array_foreach(json_object_get(reply, "vms"), i, vm)
-	{
-		const char *name = json_string_value(json_object_get(vm, "name"));
+	json_array_foreach(json_object_get(reply, "vms"), i, vm) {
+		const char *name =
+			json_string_value(json_object_get(vm, "name"));
 
 		/* names from the host are hostile: print valid ones only */
 		if (name && name_is_valid(name))

@@ -229,8 +229,7 @@ static void strip_comments(json_t *v)
 			strip_comments(val);
 		return;
 	}
-	json_object_foreach_safe(v, tmp, key, val)
-	{
+	json_object_foreach_safe(v, tmp, key, val) {
 		if (key[0] == CONFIG_COMMENT_PREFIX)
 			json_object_del(v, key);
 		else
