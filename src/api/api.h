@@ -44,6 +44,7 @@ enum api_route {
 	ROUTE_IN_INFO,    /* GET    /v1/incoming/ID       (peer hosts) */
 	ROUTE_IN_FINISH,  /* POST   /v1/incoming/ID/finish (peer hosts) */
 	ROUTE_IN_ABORT,   /* POST   /v1/incoming/ID/abort  (peer hosts) */
+	ROUTE_IN_RECOVER, /* POST   /v1/incoming/ID/recover (peer hosts) */
 	ROUTE_AUDIT_QUERY,   /* GET  /v1/audit?since&until&vm&actor&action&limit */
 	ROUTE_AUDIT_LOG,     /* GET  /v1/audit/log: the raw log, to verify */
 	ROUTE_AUDIT_KEY,     /* GET  /v1/audit/key: the host's public key */
@@ -166,7 +167,9 @@ void api_call_reply_text(struct api_call *call, const char *content_type,
 int api_metrics(struct api_ctx *ctx, struct api_call *call,
 		struct ferr *err);
 
-/* The /v1/attest routes (attest.c): *reply on success, -1 with err. */
+/* The /v1/attest routes (attest.c): *reply on success, -1 with err. They
+ * wait for the TPM: handlers run them on a worker thread (thread-safe:
+ * they touch only ctx->attest, whose operations are serialized). */
 int api_attest(struct api_ctx *ctx, const struct api_request *req,
 	       json_t **reply, struct ferr *err);
 

@@ -210,6 +210,10 @@ int cmd_policy(const struct cli_opts *o, int argc, char **argv);
 /* `ferry host enroll|attest|reseal` (cmd_attest.c); argv[0] is the verb. */
 int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
 
+/* `ferry vm sign FILE --dir PKI` (cmd_attest.c): the definition with its
+ * constraints signed by the attestation authority, on stdout. */
+int cmd_vm_sign(const struct cli_opts *o, const char *file);
+
 /* ---- opts.c: options and connection set-up shared by every command ---- */
 
 /* Parse the options in argv (getopt_long, any order) into *o. Returns -1

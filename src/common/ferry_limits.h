@@ -30,6 +30,9 @@
 #define FERRY_VM_CMDLINE_MAX 2048
 #define FERRY_VM_MAX 1024                       /* VMs per host */
 #define FERRY_VM_LABELS_MAX 16                  /* labels per VM */
+#define FERRY_VM_DEST_LABELS_MAX 16   /* constraints: allowed key=value pairs */
+#define FERRY_VM_ROLES_MAX 8          /* constraints: allowed roles */
+#define FERRY_VM_SIG_LEN 64           /* constraints: ECDSA P-256 r || s */
 
 /* REST API */
 #define FERRY_API_PORT_DEFAULT 8443

@@ -235,7 +235,9 @@ int main(int argc, char **argv)
 				       .refusals = refusals,
 				       .guard = guard,
 				       .policy = &policy,
-				       .pool = pool };
+				       .pool = pool,
+				       .attest = attest ? attest_host_ops(attest)
+							: NULL };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
 	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)

@@ -231,6 +231,7 @@ static void *listener_main(void *arg)
 		}
 		a->m = m;
 		a->fd = fd;
+		atomic_fetch_add(&m->conns_accepted, 1);
 		if (ss.ss_family == AF_INET)
 			inet_ntop(AF_INET,
 				  &((struct sockaddr_in *)&ss)->sin_addr,

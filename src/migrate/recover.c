@@ -111,7 +111,7 @@ static void abort_work(void *arg)
 	struct abort_job *j = arg;
 	struct ferr err;
 
-	if (peer_abort(j->m, &j->t, j->session, &err) < 0)
+	if (peer_abort(j->m, &j->t, j->session, NULL, &err) < 0)
 		log_info("migration session %s at %s: abort: %s (it expires "
 			 "there by itself)",
 			 j->session, j->t.name, err.msg);
@@ -341,6 +341,8 @@ static void on_recommitted(void *arg, struct vm *vm, int rc,
 	char *id = arg;
 
 	if (vm)
+		vm_release(vm, id);
+	if (vm)
 		log_info("incoming migration %s: commit finished after the "
 			 "restart%s%s",
 			 id, rc < 0 ? ": " : "", rc < 0 && err ? err->msg : "");
@@ -352,12 +354,15 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 {
 	const char *phase = jstr(rec, "phase");
 	struct vm *vm = vmm_find_uuid(m->vmm, jstr(rec, "uuid"));
+	bool queued = false;
 	struct ferr err;
 
 	if (!strcmp(phase, "aborted"))
 		return; /* kept to answer the source */
 	if (!strcmp(phase, "committed") || !strcmp(phase, "committing")) {
 		if (vm && vm->incoming) {
+			/* ours to finish: not an orphan for the sweep below */
+			vm_hold(vm, jstr(rec, "id"), "", false);
 			if (vm->state == VM_PAUSED &&
 			    !strcmp(phase, "committing") &&
 			    json_is_true(json_object_get(rec, "resume"))) {
@@ -371,6 +376,8 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 							&err) < 0) {
 					free(id);
 					vmm_incoming_adopt(m->vmm, vm, &err);
+				} else {
+					queued = true; /* released when done */
 				}
 			} else {
 				if (vm->state == VM_SHUTOFF)
@@ -384,7 +391,7 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 				vmm_incoming_adopt(m->vmm, vm, &err);
 			}
 		}
-		if (vm)
+		if (vm && !queued)
 			vm_release(vm, jstr(rec, "id"));
 		if (strcmp(phase, "committed") != 0) {
 			dest_phase(m, rec, "committed");
@@ -471,6 +478,28 @@ static void source_failed(struct migrator *m, struct vm *vm,
 	settle_record(m, rec, "failed", why);
 }
 
+/* At start-up (blocking, with deadlines): the status of the source QEMU's
+ * outgoing migration, from its migration monitor, into out. */
+static void source_migration(struct migrator *m, struct vm *vm, char *out,
+			     size_t len)
+{
+	struct vm_paths p;
+	struct qmp *q = NULL;
+	struct ferr err;
+	json_t *ret = NULL;
+
+	snprintf(out, len, "none");
+	if (vm_paths_get(m->cfg, &vm->def, &p, &err) < 0 ||
+	    qmp_connect(p.mqmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0)
+		return;
+	if (qmp_command(q, "query-migrate", NULL, &ret, &err) == 0)
+		snprintf(out, len, "%s",
+			 json_string_value(json_object_get(ret, "status"))
+				 ?: "none");
+	json_decref(ret);
+	qmp_close(q);
+}
+
 static void recover_source(struct migrator *m, json_t *rec)
 {
 	const char *phase = jstr(rec, "phase");
@@ -496,6 +525,27 @@ static void recover_source(struct migrator *m, json_t *rec)
 		json_decref(rec);
 		return;
 	}
+	if (!strcmp(phase, "postcopy") && vm && vm->qmp) {
+		char st[32];
+		struct ferr err;
+
+		source_migration(m, vm, st, sizeof(st));
+		if (!strcmp(st, "postcopy-paused") ||
+		    !strcmp(st, "postcopy-active") ||
+		    !strcmp(st, "postcopy-recover")) {
+			/* the VM runs on the destination and needs the pages
+			 * this QEMU still holds: carry the stream again */
+			log_info("migration %s of vm %s: post-copy was %s; "
+				 "resuming it",
+				 jstr(rec, "id"), vm->def.name, st);
+			if (mig_resume_postcopy(m, vm, rec, &err) == 0) {
+				json_decref(rec);
+				return;
+			}
+			log_error("migration %s: %s", jstr(rec, "id"),
+				  err.msg);
+		}
+	}
 	/* switchover or later, or QEMU completed: only the destination
 	 * knows where the VM is */
 	recover_unresolved(m, rec);
@@ -519,7 +569,7 @@ void recover_all(struct migrator *m)
 	 * start and the first record): never committed */
 	for (struct vm *vm = vmm_first(m->vmm), *next; vm; vm = next) {
 		next = vm->next;
-		if (vm->incoming && !vm->leaving) {
+		if (vm->incoming && !vm->leaving && !vm->hold.owner[0]) {
 			log_info("vm %s: an incoming migration without a "
 				 "journal record; discarding it",
 				 vm->def.name);

@@ -400,9 +400,10 @@ def test_kill_destination_ferryd(cluster):
     # the source runs it again while host-b is down
     assert c.vm_info(A, VM)["state"] == "running"
     c.start_host(B)
-    # the restarted ferryd cleaned up the unfinished incoming migration
-    status, reply = c.api(B, "GET", f"/v1/vms/{VM}")
-    assert status == 404, reply
+    # the restarted ferryd cleans up the unfinished incoming migration (its
+    # journal says it was never committed), off the loop: soon, not at once
+    wait_until(lambda: c.api(B, "GET", f"/v1/vms/{VM}")[0] == 404, 30, 0.2,
+               "host-b to discard the unfinished incoming VM")
     assert not qemu_running(dest_pid, uuid)
     assert not c.vm_dir(B, VM).exists()
     assert_single_copy(c, A, uuid, seq)
