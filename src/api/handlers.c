@@ -110,32 +110,21 @@ static int audit_query_reply(struct api_ctx *ctx,
 	return 0;
 }
 
-/* GET /v1/audit/log and /v1/audit/key. */
-static int audit_file_reply(struct api_ctx *ctx, bool key, json_t **reply,
-			    struct ferr *err)
+/* GET /v1/audit/key. (GET /v1/audit/log is streamed: stream.c.) */
+static int audit_key_reply(struct api_ctx *ctx, json_t **reply,
+			   struct ferr *err)
 {
-	char path[FERRY_PATH_MAX], hash[AUDIT_HASH_HEX_LEN + 1];
+	char path[FERRY_PATH_MAX];
 	const char *log = audit_path(ctx->audit);
 	char *text = NULL;
 	size_t len = 0;
-	uint64_t seq = 0;
 	size_t dirlen = strlen(log) - strlen(AUDIT_LOG_NAME);
 
-	if (key) {
-		if (fmt_checked(path, sizeof(path), err, "path", "%.*s%s",
-				(int)dirlen, log, AUDIT_PUB_NAME) < 0 ||
-		    file_read_all(path, AUDIT_KEY_FILE_MAX, &text, &len, err) <
-			    0)
-			return -1;
-		*reply = json_pack("{s:s}", "public_key", text);
-	} else {
-		if (audit_snapshot(ctx->audit, &text, &len, err) < 0)
-			return -1;
-		audit_head(ctx->audit, &seq, hash);
-		*reply = json_pack("{s:s%, s:{s:I, s:s}}", "log", text, len,
-				   "head", "seq", (json_int_t)seq, "hash",
-				   hash);
-	}
+	if (fmt_checked(path, sizeof(path), err, "path", "%.*s%s", (int)dirlen,
+			log, AUDIT_PUB_NAME) < 0 ||
+	    file_read_all(path, AUDIT_KEY_FILE_MAX, &text, &len, err) < 0)
+		return -1;
+	*reply = json_pack("{s:s}", "public_key", text);
 	free(text);
 	return *reply ? 0 : ferr_set(err, FERR_INTERNAL, "out of memory");
 }
@@ -237,10 +226,8 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 	case ROUTE_AUDIT_QUERY:
 		rc = audit_query_reply(ctx, req, reply, &err);
 		break;
-	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:
-		rc = audit_file_reply(ctx, req->route == ROUTE_AUDIT_KEY, reply,
-				      &err);
+		rc = audit_key_reply(ctx, reply, &err);
 		break;
 	case ROUTE_POLICY_RELOAD:
 		rc = api_policy_reload(ctx, identity, &err);

@@ -176,6 +176,7 @@ int main(int argc, char **argv)
 	}
 	if (mkdir_p(cfg.state_dir, 0700, &err) < 0 ||
 	    audit_open(cfg.state_dir, cfg.host, &audit, &err) < 0 ||
+	    audit_set_rotate(audit, cfg.audit_rotate_kib * 1024, &err) < 0 ||
 	    audit_refusals_new(audit, &refusals, &err) < 0 ||
 	    guard_new(&cfg.limits, &guard, &err) < 0)
 		goto fail;
