@@ -229,8 +229,8 @@ struct audit_report {
 	char head_hash[AUDIT_HASH_HEX_LEN + 1]; /* hash of the last good line;
 						   64 zeros if none */
 	uint64_t files;            /* files of the series read */
-	char file[AUDIT_FILE_NAME_MAX]; /* file of the bad line ("" in
-					   memory) */
+	char file[AUDIT_FILE_NAME_MAX]; /* file of the bad line in a series
+					   of several files, else "" */
 	uint64_t first_bad_line;   /* 1-based within file; 0 when ok */
 	uint64_t first_bad_seq;    /* seq the bad line claims; 0 if unknown */
 	uint64_t expected_seq;     /* seq due at the bad line; 0 if unknown */

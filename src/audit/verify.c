@@ -524,6 +524,7 @@ struct verify {
 	struct audit_report *rep;
 	uint64_t expected;  /* seq due next; 0 before the first record */
 	uint64_t file_first_seq; /* seq of the file's first record, or 0 */
+	bool multi;         /* a series of several files: name them */
 };
 
 /* A line with a bad signature: modified, unless the next line chains to
@@ -764,7 +765,8 @@ static int verify_text(struct verify *v, const char *text, size_t len,
 	v->text = text;
 	v->len = len;
 	v->file_first_seq = 0;
-	snprintf(rep->file, sizeof(rep->file), "%s", name ? name : "");
+	snprintf(rep->file, sizeof(rep->file), "%s",
+		 name && v->multi ? name : "");
 	rep->files++;
 	while ((more = cursor_next(&c, &line, &llen)) != 0) {
 		enum audit_fault fault;
@@ -858,6 +860,7 @@ int audit_verify_path(const char *path, EVP_PKEY *pub,
 	if (audit_series_from_path(path, &s, &err) < 0)
 		return report_bad(rep, AUDIT_TAMPER_ERROR, 0, 0, 0,
 				  "cannot verify: %s", err.msg);
+	v.multi = s.n > 1;
 	for (size_t i = 0; i < s.n; i++) {
 		uint64_t size = 0;
 		void *map = NULL;
