@@ -275,7 +275,8 @@ static int dest_setup(struct vm *vm, const struct in_session *s,
 		   json_pack("{s:i}", "multifd-channels", (int)multifd), NULL,
 		   err) < 0)
 		return -1;
-	snprintf(uri, sizeof(uri), "unix:%s", s->in_sock);
+	/* QEMU runs in the run folder: the socket's name there (vm.h) */
+	snprintf(uri, sizeof(uri), "unix:%s", vm_run_name(s->in_sock));
 	return vm_qmp(vm, "migrate-incoming", json_pack("{s:s}", "uri", uri),
 		      NULL, err);
 }

@@ -239,10 +239,10 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 {
 	struct vm_paths p;
 	struct strv argv = { 0 };
+	struct qemu_fds fds = { 0 };
 	struct qmp *q = NULL;
 	uint64_t free_mib;
 	pid_t pid = 0;
-	int fd;
 
 	if (vmm_check_files(m, &vm->def, err) < 0)
 		return -1;
@@ -254,18 +254,17 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 				vm->def.name,
 				(unsigned long long)vm->def.memory_mib,
 				m->cfg->host, (unsigned long long)free_mib);
+	/* confine.c: ferryd opens QEMU's files and hands them over */
 	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0 ||
-	    qemu_build_argv(m->cfg, m->accel, &vm->def, &p, extra, &argv,
-			    err) < 0)
+	    qemu_fds_open(m->cfg, &vm->def, &p, &fds, err) < 0)
 		return -1;
-	unlink(p.qmp);
-	unlink(p.mqmp);
-	/* a new boot starts a new console log */
-	fd = open(p.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		close(fd);
-	if (qemu_spawn(&argv, p.log, &pid, err) < 0)
+	if (qemu_build_argv(m->cfg, m->accel, &vm->def, &p, &fds, extra,
+			    &argv, err) < 0 ||
+	    qemu_spawn(&argv, &p, &fds, &m->qemu_user, &pid, err) < 0) {
+		qemu_fds_close(&fds);
 		goto fail;
+	}
+	qemu_fds_close(&fds);
 	vm->pid = pid;
 	vm->state = VM_STARTING;
 	if (qemu_wait_ready(pid, p.qmp, p.log, &q, err) < 0)

@@ -16,6 +16,7 @@ struct vmm {
 	size_t count;
 	vmm_exit_hook exit_hook;
 	void *exit_hook_arg;
+	struct qemu_user qemu_user; /* what QEMU runs as (confine.c) */
 };
 
 /* ---- vmm.c ---- */

@@ -43,6 +43,7 @@ CORRUPTION_RE = re.compile(r"^memload: CORRUPTION .*$", re.M)
 HB_FIELDS = ("seq", "verified", "dirtied", "errors", "passes")
 
 # `ferry` exit codes (src/cli/cli.h)
+QEMU_USER = "ferry-qemu"  # scripts/deps.sh creates it
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 PORT_MIN, PORT_MAX = 20000, 60000
@@ -262,6 +263,7 @@ class Cluster:
             "shared_dir": "../shared",
             "accel": self.accel,
             "policy": "policy.json",
+            "qemu_user": QEMU_USER,
         }
         cfg.update(self.ferryd_extra)
         return cfg
