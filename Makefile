@@ -2,9 +2,10 @@
 # installs what it needs first (scripts/deps.sh is idempotent).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check bench fuzz clean
+.PHONY: all deps build asan tsan analyze guest demo check bench fuzz clean
 
 all: build
 
@@ -22,13 +23,24 @@ asan: deps
 		-Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C $(ASAN_BUILD)
 
+# ThreadSanitizer build; `make check` runs the unit tests and the migration
+# system tests against it.
+tsan: deps
+	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) \
+		-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false
+	ninja -C $(TSAN_BUILD)
+
+# clang's static analyzer (scan-build) over the tree; `make check` runs it.
+analyze: deps
+	bash scripts/analyze.sh
+
 guest: deps
 	bash guest/build.sh $(GUEST)
 
 demo: build guest
 	bash scripts/demo.sh
 
-check: build asan guest
+check: build asan tsan guest
 	bash scripts/check.sh
 
 # Migration benchmark: QEMU's own transports against ferry, side by side
@@ -43,4 +55,4 @@ fuzz: deps
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) build-fuzz build-scan

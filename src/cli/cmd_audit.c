@@ -117,7 +117,7 @@ static int verify(const struct cli_opts *o, struct ferr *err)
 	struct cli_config cfg;
 	const struct cli_host *h = NULL;
 	struct client c = { 0 };
-	struct audit_report rep;
+	struct audit_report rep = { 0 };
 	EVP_PKEY *key = NULL;
 	int rc = -1;
 

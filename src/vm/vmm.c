@@ -102,7 +102,7 @@ static int meminfo_read(uint64_t *total_mib, uint64_t *avail_mib,
 
 uint64_t vmm_memory_free_mib(const struct vmm *m)
 {
-	uint64_t total, avail, committed = vmm_committed_mib(m), room;
+	uint64_t total = 0, avail = 0, committed = vmm_committed_mib(m), room;
 	struct ferr err;
 
 	if (meminfo_read(&total, &avail, &err) < 0)

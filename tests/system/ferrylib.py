@@ -813,10 +813,10 @@ class Cluster:
         assert not stuck, f"ferryd {stuck} did not exit within 30 s of SIGTERM"
 
     SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                       "runtime error:")
+                       "runtime error:", "WARNING: ThreadSanitizer")
 
     def sanitizer_reports(self):
-        """Excerpts of ASan/LSan/UBSan reports in every ferryd log."""
+        """Excerpts of ASan/LSan/UBSan/TSan reports in every ferryd log."""
         found = []
         for h in self.hosts.values():
             try:
