@@ -106,16 +106,14 @@ def test_rotation_and_stream(make_cluster, tmp_path):
 
 def test_large_log_streamed(make_cluster):
     """A log past 1 GiB (GET /v1/audit/log refused it before) is sent whole
-    while ferryd's memory stays bounded."""
-    c = make_cluster(hosts=1, start=False)
-    state = c.hosts[A].state_dir
-    state.mkdir(parents=True, exist_ok=True)
+    while ferryd's memory stays bounded. The bulk is a rotated file (sparse,
+    one huge line): what is sent is not verified here."""
+    c = make_cluster(hosts=1)
     big = (1 << 30) + (1 << 20)
-    with open(state / "audit.log", "wb") as f:  # sparse: one huge bad line
+    with open(c.hosts[A].state_dir / "audit.log.1", "wb") as f:
         f.truncate(big - 1)
         f.seek(big - 1)
         f.write(b"\n")
-    c.start_all()
     pid = c.hosts[A].pid
 
     def hwm_kib():
@@ -131,4 +129,7 @@ def test_large_log_streamed(make_cluster):
     grew = hwm_kib() - before
     assert status == 200, (status, hdrs)
     assert n >= total, (n, total)
-    assert grew < 64 * 1024, f"ferryd's peak memory grew by {grew} KiB"
+    # bounded, not in proportion to the log (which used to be copied 3-4
+    # times): a normal build grows by a few MiB; ASan keeps freed chunks in
+    # its quarantine (256 MiB by default)
+    assert grew < 320 * 1024, f"ferryd's peak memory grew by {grew} KiB"
