@@ -21,6 +21,7 @@
 #define T_THREADS 4
 #define T_PER_THREAD 200
 #define T_TORN_BYTES 40
+#define T_LOG_MAX (4 << 20) /* bytes of a test log (file_read_all allocates it) */
 
 /* A temporary folder per test, removed afterwards. */
 static int setup_dir(void **state)
@@ -81,7 +82,7 @@ static char *read_log(const char *dir, size_t *len)
 	char *text = NULL;
 
 	path_in(path, sizeof(path), dir, AUDIT_LOG_NAME);
-	if (file_read_all(path, 1 << 30, &text, len, &err) < 0)
+	if (file_read_all(path, T_LOG_MAX, &text, len, &err) < 0)
 		fail_msg("file_read_all: %s", err.msg);
 	return text;
 }
