@@ -215,12 +215,11 @@ static int listen_at(const char *path, struct ferr *err)
 }
 
 /* Keep fd for QEMU; *slot gets the number it will have there. */
-static int keep(struct qemu_fds *f, int fd, int *slot)
+static void keep(struct qemu_fds *f, int fd, int *slot)
 {
 	f->fd[f->n] = fd;
 	*slot = QEMU_FD_BASE + (int)f->n;
 	f->n++;
-	return 0;
 }
 
 int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
@@ -233,9 +232,12 @@ int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
 	memset(f, 0, sizeof(*f));
 	f->kernel = f->initrd = f->disk = f->backing = -1;
 	_Static_assert(QEMU_FDS_MAX >= 7, "room for every descriptor");
-	if ((fd = listen_at(p->qmp, err)) < 0 || keep(f, fd, &f->qmp) < 0 ||
-	    (fd = listen_at(p->mqmp, err)) < 0 || keep(f, fd, &f->mqmp) < 0)
+	if ((fd = listen_at(p->qmp, err)) < 0)
 		goto fail;
+	keep(f, fd, &f->qmp);
+	if ((fd = listen_at(p->mqmp, err)) < 0)
+		goto fail;
+	keep(f, fd, &f->mqmp);
 	/* a new boot starts a new console log */
 	fd = open(p->console, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND |
 				      O_CLOEXEC | O_NOFOLLOW,

@@ -183,13 +183,11 @@ static int add_format_node(struct strv *a, enum disk_format fmt,
 }
 
 int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
-		    const struct vm_def *def, const struct vm_paths *paths,
-		    const struct qemu_fds *f, const char *const *extra,
-		    struct strv *a, struct ferr *err)
+		    const struct vm_def *def, const struct qemu_fds *f,
+		    const char *const *extra, struct strv *a, struct ferr *err)
 {
 	int bad = 0;
 
-	(void)paths;
 	bad |= strv_add(a, "%s", cfg->qemu_binary);
 	bad |= strv_add(a, "-name") | strv_add(a, "guest=%s,debug-threads=on",
 						def->name);

@@ -258,8 +258,8 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0 ||
 	    qemu_fds_open(m->cfg, &vm->def, &p, &fds, err) < 0)
 		return -1;
-	if (qemu_build_argv(m->cfg, m->accel, &vm->def, &p, &fds, extra,
-			    &argv, err) < 0 ||
+	if (qemu_build_argv(m->cfg, m->accel, &vm->def, &fds, extra, &argv,
+			    err) < 0 ||
 	    qemu_spawn(&argv, &p, &fds, &m->qemu_user, &pid, err) < 0) {
 		qemu_fds_close(&fds);
 		goto fail;

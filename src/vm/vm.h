@@ -212,9 +212,9 @@ void strv_free(struct strv *s);
  * null unless def names a backing image. Network, sandboxed. extra
  * (NULL-terminated, may be NULL) is appended, e.g. "-incoming" "defer". */
 int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
-		    const struct vm_def *def, const struct vm_paths *paths,
-		    const struct qemu_fds *f, const char *const *extra,
-		    struct strv *argv, struct ferr *err);
+		    const struct vm_def *def, const struct qemu_fds *f,
+		    const char *const *extra, struct strv *argv,
+		    struct ferr *err);
 
 /* Launch QEMU with argv as a child in its own session (so it outlives
  * ferryd), stdin from /dev/null, stdout/stderr to paths->log (truncated),

@@ -184,7 +184,7 @@ static void test_argv(void **state)
 	assert_string_equal(p.qmp,
 			    "/st/run/0123abcd-0000-4000-8000-00000000beef.qmp");
 	assert_int_equal(
-		qemu_build_argv(&cfg, ACCEL_TCG, &d, &p, &f, extra, &a, &err), 0);
+		qemu_build_argv(&cfg, ACCEL_TCG, &d, &f, extra, &a, &err), 0);
 	assert_string_equal(a.v[0], "/usr/bin/qemu-system-x86_64");
 	assert_null(a.v[a.n]);
 	i = find_arg(&a, "-accel");
@@ -212,7 +212,7 @@ static void test_argv(void **state)
 	assert_string_equal(a.v[a.n - 1], "defer");
 	strv_free(&a);
 	assert_int_equal(
-		qemu_build_argv(&cfg, ACCEL_KVM, &d, &p, &f, NULL, &a, &err), 0);
+		qemu_build_argv(&cfg, ACCEL_KVM, &d, &f, NULL, &a, &err), 0);
 	i = find_arg(&a, "-accel");
 	assert_string_equal(a.v[i + 1], "kvm");
 	i = find_arg(&a, "-cpu");
@@ -237,7 +237,6 @@ static void test_argv_disks(void **state)
 {
 	struct ferryd_config cfg = { 0 };
 	struct vm_def d;
-	struct vm_paths p;
 	struct strv a = { 0 };
 	struct ferr err = { 0 };
 	struct qemu_fds f = { .qmp = 3, .mqmp = 4, .console = 5, .kernel = -1,
@@ -252,8 +251,7 @@ static void test_argv_disks(void **state)
 				  "\"format\": \"qcow2\"}}",
 				  &d, &err),
 			 0);
-	assert_int_equal(vm_paths_get(&cfg, &d, &p, &err), 0);
-	assert_int_equal(qemu_build_argv(&cfg, ACCEL_TCG, &d, &p, &f, NULL, &a,
+	assert_int_equal(qemu_build_argv(&cfg, ACCEL_TCG, &d, &f, NULL, &a,
 					 &err),
 			 0);
 	assert_true(has_arg(&a, "fd=6,set=6"));
@@ -275,7 +273,7 @@ static void test_argv_disks(void **state)
 			 0);
 	assert_int_equal(d.backing_format, DISK_RAW);
 	f.backing = 7;
-	assert_int_equal(qemu_build_argv(&cfg, ACCEL_TCG, &d, &p, &f, NULL, &a,
+	assert_int_equal(qemu_build_argv(&cfg, ACCEL_TCG, &d, &f, NULL, &a,
 					 &err),
 			 0);
 	assert_true(has_arg(&a, "{\"driver\":\"file\",\"filename\":"
