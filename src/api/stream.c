@@ -10,8 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
-#include <event2/event.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 
 #define UTF8_SEQ_MAX 4
@@ -164,15 +166,6 @@ static int next_piece(struct stream *st, struct evbuffer *out, bool *end)
 
 static void on_sent(struct evhttp_connection *conn, void *arg);
 
-/* Drop a connection from the loop's next turn (not inside evhttp's own
- * callbacks); its request goes with it. */
-static void drop_later(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	evhttp_connection_free(arg);
-}
-
 /* Send the next chunk, or end the reply. A read error drops the
  * connection mid-reply, so the client sees a cut body, not a complete
  * (shorter) log. */
@@ -180,23 +173,22 @@ static void send_next(struct stream *st)
 {
 	struct evbuffer *out = evbuffer_new();
 	struct evhttp_connection *conn;
-	struct timeval now = { 0, 0 };
 	bool end = false;
 
 	if (!out || next_piece(st, out, &end) < 0) {
-		struct evhttp_request *r = st->r;
-
-		conn = evhttp_request_get_connection(r);
 		if (out)
 			evbuffer_free(out);
-		stream_free(st);
+		conn = evhttp_request_get_connection(st->r);
 		if (!conn) { /* detached: ours to free */
-			evhttp_send_reply_end(r);
+			evhttp_send_reply_end(st->r);
+			stream_free(st);
 			return;
 		}
-		evhttp_connection_set_closecb(conn, NULL, NULL);
-		event_base_once(evhttp_connection_get_base(conn), -1, EV_TIMEOUT,
-				drop_later, conn, &now);
+		/* evhttp sees the end of the connection and frees it (on_close
+		 * frees the rest); never inside its own callbacks */
+		shutdown(bufferevent_getfd(evhttp_connection_get_bufferevent(
+				 conn)),
+			 SHUT_RDWR);
 		return;
 	}
 	if (end && !st->raw)
