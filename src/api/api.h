@@ -173,6 +173,22 @@ int api_metrics(struct api_ctx *ctx, struct api_call *call,
 int api_attest(struct api_ctx *ctx, const struct api_request *req,
 	       json_t **reply, struct ferr *err);
 
+struct evhttp_request;
+
+/* The media type of GET /v1/audit/log as stored (one record per line). */
+#define API_NDJSON "application/x-ndjson"
+
+/* GET /v1/audit/log (stream.c): start a chunked 200 reply with the audit
+ * log's series as it is now (audit_series_snapshot), sent piece by piece
+ * as the client reads, header Ferry-Audit-Head "SEQ HASH". With
+ * "Accept: application/x-ndjson" the body is the log's bytes; otherwise
+ * {"head": {"hash", "seq"}, "log": "<the log as a JSON string>"} (bytes
+ * that are not UTF-8 arrive as '?'). A read error mid-reply drops the
+ * connection, so a cut log never looks complete. -1 (nothing sent) when
+ * the snapshot fails. */
+int api_audit_log_stream(struct api_ctx *ctx, struct evhttp_request *r,
+			 struct ferr *err);
+
 /* The error reply object for err. */
 json_t *api_error_json(const struct ferr *err);
 

@@ -69,7 +69,6 @@ struct later {
 	/* an audit job */
 	struct api_request req;  /* a copy of the filters */
 	char path[FERRY_PATH_MAX];
-	bool log;                /* the raw log, not a query */
 	json_t *reply;
 	int rc;
 	struct ferr err;
@@ -154,40 +153,25 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 	return rc;
 }
 
-/* Worker: GET /v1/audit (filtered records) or /v1/audit/log (the raw
- * log): reads of a file that may be large. */
+/* Worker: GET /v1/audit, filtered records (the log may be large; its
+ * rotated files are read too). */
 static void audit_work(void *arg)
 {
 	struct later *l = arg;
 	const struct api_request *req = &l->req;
+	struct audit_filter f = {
+		.since_ms = req->since,
+		.until_ms = req->until,
+		.target = req->q_vm[0] ? req->q_vm : NULL,
+		.actor = req->q_actor[0] ? req->q_actor : NULL,
+		.action = req->q_action[0] ? req->q_action : NULL,
+		.limit = (unsigned)req->limit,
+	};
+	json_t *recs = audit_query(l->path, &f, &l->err);
 
-	if (l->log) {
-		char *text = NULL;
-		size_t len = 0;
-
-		l->rc = audit_snapshot(l->ctx->audit, &text, &len, &l->err);
-		if (l->rc == 0) {
-			l->reply = json_pack("{s:s%}", "log", text, len);
-			if (!l->reply)
-				l->rc = ferr_set(&l->err, FERR_INTERNAL,
-						 "out of memory");
-		}
-		free(text);
-	} else {
-		struct audit_filter f = {
-			.since_ms = req->since,
-			.until_ms = req->until,
-			.target = req->q_vm[0] ? req->q_vm : NULL,
-			.actor = req->q_actor[0] ? req->q_actor : NULL,
-			.action = req->q_action[0] ? req->q_action : NULL,
-			.limit = (unsigned)req->limit,
-		};
-		json_t *recs = audit_query(l->path, &f, &l->err);
-
-		l->rc = recs ? 0 : -1;
-		if (recs)
-			l->reply = json_pack("{s:o}", "records", recs);
-	}
+	l->rc = recs ? 0 : -1;
+	if (recs)
+		l->reply = json_pack("{s:o}", "records", recs);
 }
 
 /* Loop: add the head (the newest record) and answer. */
@@ -210,7 +194,8 @@ static void audit_done(void *arg)
 	free(l);
 }
 
-/* GET /v1/audit and /v1/audit/log on a worker; /v1/audit/key at once. */
+/* GET /v1/audit on a worker; /v1/audit/key at once. (GET /v1/audit/log
+ * is streamed by the transport: stream.c.) */
 static int audit_reply(struct api_ctx *ctx, struct api_call *call,
 		       const struct api_request *req, json_t **reply,
 		       struct ferr *err)
@@ -239,7 +224,6 @@ static int audit_reply(struct api_ctx *ctx, struct api_call *call,
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	l->req = *req;
 	l->req.body = NULL;
-	l->log = req->route == ROUTE_AUDIT_LOG;
 	snprintf(l->path, sizeof(l->path), "%s", log);
 	if (worker_submit(ctx->pool, audit_work, audit_done, l, err) < 0) {
 		free(l);

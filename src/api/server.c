@@ -227,6 +227,13 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
+	if (req.route == ROUTE_AUDIT_LOG) { /* a read, streamed */
+		api_request_clear(&req);
+		if (api_audit_log_stream(ctx, r, &err) < 0)
+			send_json(r, ferr_http_status(err.code),
+				  api_error_json(&err));
+		return;
+	}
 	call = calloc(1, sizeof(*call));
 	if (!call) {
 		api_request_clear(&req);

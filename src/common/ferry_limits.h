@@ -44,6 +44,10 @@
 #define FERRY_API_REPLY_MAX (64 * 1024 * 1024)  /* reply bytes the CLI reads */
 #define FERRY_AUDIT_QUERY_DEFAULT 1000          /* records per audit query */
 #define FERRY_AUDIT_QUERY_MAX 10000
+#define FERRY_AUDIT_ROTATE_KIB_DEFAULT 65536    /* audit.log rotation size */
+#define FERRY_AUDIT_ROTATE_KIB_MIN 32           /* = AUDIT_ROTATE_MIN */
+#define FERRY_AUDIT_ROTATE_KIB_MAX (1024 * 1024 * 1024) /* 1 TiB */
+#define FERRY_USER_NAME_MAX 32                  /* qemu_user */
 
 /* QMP */
 #define FERRY_QMP_LINE_MAX (1024 * 1024)        /* one QMP message */

@@ -237,6 +237,33 @@ static void strip_comments(json_t *v)
 	}
 }
 
+
+/* The optional "qemu_user": a user name ([a-z_][a-z0-9_-]*, at most
+ * FERRY_USER_NAME_MAX bytes), not root. */
+static int get_qemu_user(const json_t *root, struct ferryd_config *cfg,
+			 struct ferr *err)
+{
+	const char *s = NULL;
+
+	if (json_get_string(root, "qemu_user", "config", FERRY_USER_NAME_MAX,
+			    &s, err) < 0)
+		return -1;
+	if (!s)
+		return 0;
+	for (const char *p = s; *p; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || *p == '_' ||
+		      (p > s && ((*p >= '0' && *p <= '9') || *p == '-'))))
+			return ferr_set(err, FERR_INVALID,
+					"qemu_user \"%.32s\" is not a user "
+					"name ([a-z_][a-z0-9_-]*)", s);
+	}
+	if (!*s || !strcmp(s, "root"))
+		return ferr_set(err, FERR_INVALID,
+				"qemu_user must name an unprivileged user");
+	snprintf(cfg->qemu_user, sizeof(cfg->qemu_user), "%s", s);
+	return 0;
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -244,7 +271,8 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
-		"capacity", "balancer", "etcd", "attestation", NULL
+		"capacity", "balancer", "etcd", "attestation", "qemu_user",
+		"audit_rotate_kib", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = {
@@ -282,6 +310,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	cfg->attest.policy_pcr = FERRY_ATTEST_POLICY_PCR_DEFAULT;
 	snprintf(cfg->attest.tcti, sizeof(cfg->attest.tcti), "%s",
 		 FERRY_ATTEST_TCTI_DEFAULT);
+	cfg->audit_rotate_kib = FERRY_AUDIT_ROTATE_KIB_DEFAULT;
 	snprintf(cfg->qemu_binary, sizeof(cfg->qemu_binary), "%s",
 		 "/usr/bin/qemu-system-x86_64");
 
@@ -464,6 +493,18 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 				 FERRY_VM_MEM_MAX_MIB * 64,
 				 &cfg->capacity_memory_mib, err) < 0)
 			goto wrap;
+	}
+	if (get_qemu_user(root, cfg, err) < 0 ||
+	    json_get_u64(root, "audit_rotate_kib", "config", 0,
+			 FERRY_AUDIT_ROTATE_KIB_MAX, &cfg->audit_rotate_kib,
+			 err) < 0)
+		goto wrap;
+	if (cfg->audit_rotate_kib &&
+	    cfg->audit_rotate_kib < FERRY_AUDIT_ROTATE_KIB_MIN) {
+		ferr_set(err, FERR_INVALID,
+			 "audit_rotate_kib must be 0 (never) or at least %d",
+			 FERRY_AUDIT_ROTATE_KIB_MIN);
+		goto wrap;
 	}
 	if (json_object_get(root, "balancer")) {
 		cfg->balancer = json_deep_copy(json_object_get(root, "balancer"));

@@ -41,6 +41,10 @@ struct ferryd_config {
 	char state_dir[FERRY_PATH_MAX];    /* VM definitions and runtime files */
 	char shared_dir[FERRY_PATH_MAX];   /* shared storage: kernels, disks */
 	char qemu_binary[FERRY_PATH_MAX];
+	char qemu_user[FERRY_USER_NAME_MAX + 1]; /* QEMU runs as this user;
+						    "": as ferryd's own */
+	uint64_t audit_rotate_kib;         /* rotate audit.log past this;
+					      0: never */
 	enum accel_mode accel;
 	uint64_t memory_reserve_mib;       /* kept free for the host itself */
 	/* migration data plane */

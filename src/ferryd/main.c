@@ -211,6 +211,7 @@ int main(int argc, char **argv)
 		goto fail;
 	if (audit_open_key(cfg.state_dir, cfg.host,
 			   attest_host_audit_key(attest), &audit, &err) < 0 ||
+	    audit_set_rotate(audit, cfg.audit_rotate_kib * 1024, &err) < 0 ||
 	    audit_refusals_new(audit, &refusals, &err) < 0 ||
 	    guard_new(&cfg.limits, &guard, &err) < 0)
 		goto fail;

@@ -72,7 +72,8 @@ int unix_listen(const char *path, struct ferr *err)
 		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
 	unlink(path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(path, 0600) < 0 || listen(fd, MIG_CHANNELS_MAX) < 0) {
+	    chmod(path, MIG_SOCK_MODE) < 0 ||
+	    listen(fd, MIG_CHANNELS_MAX) < 0) {
 		ferr_set(err, FERR_IO, "cannot listen on %s: %s", path,
 			 strerror(errno));
 		close(fd);

@@ -186,7 +186,11 @@ void socket_set_timeouts(int fd, unsigned ms);
 /* Connect a unix stream socket to path. */
 int unix_connect(const char *path, struct ferr *err);
 
-/* Create a listening unix stream socket at path (mode 0600). */
+/* Mode of the unix sockets QEMU connects to: the run folder gives them
+ * QEMU's group (vm.h, qemu_run_dir_prepare). */
+#define MIG_SOCK_MODE 0660
+
+/* Create a listening unix stream socket at path (mode MIG_SOCK_MODE). */
 int unix_listen(const char *path, struct ferr *err);
 
 /* ---- journal.c: the durable record of migrations in flight ----

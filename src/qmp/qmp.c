@@ -310,6 +310,23 @@ int qmp_poll_events(struct qmp *q, struct ferr *err)
 	return rc;
 }
 
+int qmp_from_fd(int fd, struct qmp **out, struct ferr *err)
+{
+	struct qmp *q = calloc(1, sizeof(*q));
+
+	if (!q || !(q->events = json_array())) {
+		free(q);
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
+	q->fd = fd;
+	if (fd_set_nonblock(fd) < 0) {
+		qmp_close(q);
+		return ferr_set(err, FERR_IO, "fcntl: %s", strerror(errno));
+	}
+	*out = q;
+	return 0;
+}
+
 int qmp_connect(const char *path, int timeout_ms, struct qmp **out,
 		struct ferr *err)
 {

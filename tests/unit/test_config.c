@@ -242,6 +242,45 @@ static void test_etcd(void **state)
 	}
 }
 
+/* qemu_user and audit_rotate_kib (security.md). */
+static void test_qemu_user_and_rotation(void **state)
+{
+#define BASE_CFG                                                               \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"::1\"}, \"tls\": "        \
+	"{\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, \"state_dir\": "     \
+	"\"/s\", \"shared_dir\": \"/d\""
+	static const struct {
+		const char *text;
+		const char *needle;
+	} bad[] = {
+		{ BASE_CFG ", \"qemu_user\": \"root\"}", "unprivileged user" },
+		{ BASE_CFG ", \"qemu_user\": \"\"}", "unprivileged user" },
+		{ BASE_CFG ", \"qemu_user\": \"a b\"}", "not a user name" },
+		{ BASE_CFG ", \"qemu_user\": \"9q\"}", "not a user name" },
+		{ BASE_CFG ", \"audit_rotate_kib\": 8}", "at least 32" },
+	};
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse(BASE_CFG "}", &cfg, &err), 0);
+	assert_string_equal(cfg.qemu_user, "");
+	assert_int_equal(cfg.audit_rotate_kib, FERRY_AUDIT_ROTATE_KIB_DEFAULT);
+	assert_int_equal(parse(BASE_CFG ", \"qemu_user\": \"ferry-qemu\", "
+				       "\"audit_rotate_kib\": 0}",
+			       &cfg, &err),
+			 0);
+	assert_string_equal(cfg.qemu_user, "ferry-qemu");
+	assert_int_equal(cfg.audit_rotate_kib, 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(parse(bad[i].text, &cfg, &err), -1);
+		if (!strstr(err.msg, bad[i].needle))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
+				 bad[i].needle);
+	}
+#undef BASE_CFG
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -250,6 +289,7 @@ int main(void)
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_etcd),
 		cmocka_unit_test(test_attestation),
+		cmocka_unit_test(test_qemu_user_and_rotation),
 		cmocka_unit_test(test_comments),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
