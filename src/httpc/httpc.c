@@ -164,10 +164,17 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 	sslerr = bufferevent_get_openssl_error(
 		evhttp_connection_get_bufferevent(conn));
 	if (!p.done || p.status == 0) {
+		SSL *s = bufferevent_openssl_get_ssl(
+			evhttp_connection_get_bufferevent(conn));
+		long vr = s ? SSL_get_verify_result(s) : X509_V_OK;
 		char ebuf[256] = "";
 
 		if (sslerr)
 			ERR_error_string_n(sslerr, ebuf, sizeof(ebuf));
+		/* say why the server's certificate failed (e.g. revoked) */
+		if (sslerr && vr != X509_V_OK)
+			snprintf(ebuf + strlen(ebuf), sizeof(ebuf) - strlen(ebuf),
+				 ": %s", X509_verify_cert_error_string(vr));
 		ferr_set(err,
 			 p.have_error && p.error == EVREQ_HTTP_TIMEOUT
 				 ? FERR_TIMEOUT
