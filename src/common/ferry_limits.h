@@ -35,9 +35,9 @@
 #define FERRY_API_PORT_DEFAULT 8443
 #define FERRY_API_MAX_BODY (64 * 1024)          /* request body bytes */
 #define FERRY_API_MAX_HEADERS (16 * 1024)       /* request header bytes */
-#define FERRY_API_TIMEOUT_S 10                  /* idle read/write timeout
-							   (the deadline of a
-							   request: limits) */
+#define FERRY_API_TIMEOUT_S 10                  /* idle read/write timeout;
+							   the absolute one is
+							   limits.deadline_s */
 #define FERRY_API_CONSOLE_MAX (256 * 1024)      /* console bytes per reply */
 #define FERRY_API_REPLY_MAX (64 * 1024 * 1024)  /* reply bytes the CLI reads */
 #define FERRY_AUDIT_QUERY_DEFAULT 1000          /* records per audit query */
