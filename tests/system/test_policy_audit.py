@@ -1040,12 +1040,14 @@ def test_flood(make_cluster):
     assert t_flood <= 2 * t_unloaded, figures
     assert rss_peak - rss_before < 64 * MiB_KIB, figures
     assert rss_after - rss_before < 64 * MiB_KIB, figures
-    # descriptors: the connections each source may hold at once (two
-    # sources, conns_per_addr each), the migration's, and the refused ones
-    # on their way out, not one per slow client
-    assert fds_peak - max(quiet.fds) <= 2 * 32 + 64, figures
-    # no slow-loris client outlived the deadline
-    assert slow.stats["longest_s"] <= DEADLINE_S + 3, figures
+    # descriptors: bounded by the unauthenticated connections held at once
+    # (conns_total, 256; two sources hold conns_per_addr each) and the
+    # refused ones on their way out, not one per slow client (without the
+    # deadline: 800 after 23 s, growing)
+    assert fds_peak - max(quiet.fds) <= 256, figures
+    # no slow-loris client outlived the deadline (give or take a loaded
+    # machine's lag)
+    assert slow.stats["longest_s"] <= DEADLINE_S + 5, figures
     assert_runs_only_on(c, B, "vm1", uuid, [A])
 
     # the refusals were audited, coalesced, and none hit the real source

@@ -240,7 +240,7 @@ static void test_attestation(void **state)
 				    json_object_get(refs, "qemu"), 0)),
 			    DB);
 	json_decref(refs);
-	assert_true(policy_permits(p, "alice", PERM_ATTEST_ADMIN, &d));
+	assert_true(policy_permits(p, "alice", ID_USER, PERM_ATTEST_ADMIN, &d));
 	policy_free(p);
 }
 
