@@ -134,10 +134,8 @@ struct relay_counters {
 	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
 };
 
-/* Read / write exactly len bytes on a blocking connection (its socket
- * timeouts bound the wait). */
-int conn_read_full(struct mig_conn *c, void *buf, size_t len,
-		   struct ferr *err);
+/* Write exactly len bytes on a blocking connection (its socket timeouts
+ * bound the wait). */
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err);
 
