@@ -5,6 +5,7 @@
 #include "controller.h"
 #include "load.h"
 #include "migrate.h"
+#include "tls.h"
 #include "worker.h"
 
 #include <stdlib.h>
@@ -117,16 +118,42 @@ static void on_mig_reply(void *arg, int rc, json_t *reply,
 	free(l);
 }
 
+int api_crl_reload(struct api_ctx *ctx, const char *identity,
+		   struct ferr *err)
+{
+	struct ferr aerr;
+	size_t n = 0;
+	int rc = tls_crl_load(ctx->crl_path, ctx->ca_path, &n, err);
+
+	if (rc == 0)
+		ctx->crl_revoked = n;
+	if (audit_log(ctx->audit, identity, "crl.reload", ctx->crl_path,
+		      rc == 0 ? "ok" : "error",
+		      rc == 0 ? json_pack("{s:I}", "revoked", (json_int_t)n)
+			      : json_pack("{s:s}", "error", err->msg),
+		      &aerr) < 0)
+		log_error("audit: %s", aerr.msg);
+	if (rc == 0)
+		log_info("tls: revocation list %s loaded (%zu revoked)",
+			 ctx->crl_path, n);
+	else
+		log_warn("tls: revocation list refused, the old one stays: %s",
+			 err->msg);
+	return rc;
+}
+
 int api_policy_reload(struct api_ctx *ctx, const char *identity,
 		      struct ferr *err)
 {
-	struct ferr aerr;
+	struct ferr aerr, cerr;
 	int rc;
 
-	if (!ctx->policy_path)
-		return ferr_set(err, FERR_CONFLICT,
-				"no policy file is configured (ferryd.json: "
-				"policy)");
+	if (!ctx->policy_path) {
+		rc = ferr_set(err, FERR_CONFLICT,
+			      "no policy file is configured (ferryd.json: "
+			      "policy)");
+		goto crl;
+	}
 	rc = policy_reload(ctx->policy, ctx->policy_path, err);
 	/* the new policy is measured and becomes the accepted one; a policy
 	 * that cannot be measured stays in force (refusing it now would
@@ -150,6 +177,12 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 	else
 		log_warn("policy: reload refused, the old policy stays: %s",
 			 err->msg);
+crl:
+	if (ctx->crl_path && api_crl_reload(ctx, identity, &cerr) < 0 &&
+	    rc == 0) {
+		*err = cerr;
+		rc = -1;
+	}
 	return rc;
 }
 
@@ -451,6 +484,10 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 					   ctx->policy_path, "rules",
 					   (json_int_t)policy_rule_count(
 						   *ctx->policy));
+		if (rc == 0 && ctx->crl_path)
+			json_object_set_new(*reply, "crl_revoked",
+					    json_integer((json_int_t)
+								 ctx->crl_revoked));
 		break;
 	default:
 		return -2;

@@ -322,6 +322,10 @@ static int parse_line(const char *line, size_t len, json_t **out,
 		json_decref(rec);
 		return ferr_set(err, FERR_INVALID, "not a JSON object");
 	}
+	if (json_check_depth(rec, "record", err) < 0) {
+		json_decref(rec);
+		return -1;
+	}
 	if (check_fields(rec, fault, err) < 0) {
 		json_decref(rec);
 		return -1;

@@ -363,6 +363,11 @@ int cmd_policy(const struct cli_opts *o, int argc, char **argv)
 		       json_string_value(json_object_get(reply, "policy")),
 		       (long long)json_integer_value(
 			       json_object_get(reply, "rules")));
+	if (!o->json && json_object_get(reply, "crl_revoked"))
+		printf("host %s: revocation list reloaded (%lld revoked)\n",
+		       h->name,
+		       (long long)json_integer_value(
+			       json_object_get(reply, "crl_revoked")));
 out:
 	json_decref(reply);
 	client_free(&c);

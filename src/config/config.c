@@ -64,19 +64,24 @@ static int parse_limits(const json_t *obj, struct guard_limits *l,
 {
 	static const char *const fields[] = {
 		"conns_per_addr", "conns_total", "handshakes_per_s",
-		"handshake_burst", "requests_per_s", "request_burst", NULL
+		"handshake_burst", "requests_per_s", "request_burst",
+		"deadline_s", NULL
 	};
 	unsigned *dst[] = { &l->conns_per_addr,   &l->conns_total,
 			    &l->handshakes_per_s, &l->handshake_burst,
-			    &l->requests_per_s,   &l->request_burst };
+			    &l->requests_per_s,   &l->request_burst,
+			    &l->deadline_s };
 
 	if (json_check_fields(obj, fields, "limits", err) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
 		uint64_t v = *dst[i];
 
-		if (json_get_u64(obj, fields[i], "limits", 1, 1000000, &v,
-				 err) < 0)
+		if (json_get_u64(obj, fields[i], "limits", 1,
+				 dst[i] == &l->deadline_s
+					 ? FERRY_GUARD_DEADLINE_S_MAX
+					 : 1000000,
+				 &v, err) < 0)
 			return -1;
 		*dst[i] = (unsigned)v;
 	}
@@ -281,7 +286,8 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		"stall_timeout_s", "allow_plaintext", NULL
 	};
 	static const char *const listen_fields[] = { "address", "port", NULL };
-	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
+	static const char *const tls_fields[] = { "ca", "cert", "key", "crl",
+						  NULL };
 	json_t *root = NULL, *listen, *tls;
 	const char *s = NULL;
 	unsigned char addrbuf[16];
@@ -304,6 +310,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		.handshake_burst = FERRY_GUARD_HANDSHAKE_BURST,
 		.requests_per_s = FERRY_GUARD_REQUESTS_PER_S,
 		.request_burst = FERRY_GUARD_REQUEST_BURST,
+		.deadline_s = FERRY_GUARD_DEADLINE_S,
 	};
 	cfg->memory_reserve_mib = 256;
 	cfg->attest.pcr = FERRY_ATTEST_PCR_DEFAULT;
@@ -373,7 +380,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	    get_path(tls, "cert", "tls", base_dir, cfg->cert_file,
 		     sizeof(cfg->cert_file), err) < 0 ||
 	    get_path(tls, "key", "tls", base_dir, cfg->key_file,
-		     sizeof(cfg->key_file), err) < 0)
+		     sizeof(cfg->key_file), err) < 0 ||
+	    (json_object_get(tls, "crl") &&
+	     get_path(tls, "crl", "tls", base_dir, cfg->crl_file,
+		      sizeof(cfg->crl_file), err) < 0))
 		goto wrap;
 
 	if (get_path(root, "state_dir", "config", base_dir, cfg->state_dir,

@@ -38,6 +38,7 @@ struct ferryd_config {
 	char ca_file[FERRY_PATH_MAX];      /* cluster CA certificate */
 	char cert_file[FERRY_PATH_MAX];    /* this host's certificate */
 	char key_file[FERRY_PATH_MAX];     /* this host's private key */
+	char crl_file[FERRY_PATH_MAX];     /* revoked certificates, or "" */
 	char state_dir[FERRY_PATH_MAX];    /* VM definitions and runtime files */
 	char shared_dir[FERRY_PATH_MAX];   /* shared storage: kernels, disks */
 	char qemu_binary[FERRY_PATH_MAX];

@@ -145,13 +145,17 @@ static void *chan_in_main(void *arg)
 	bool ok = false;
 	int qfd = -1;
 
-	if (dataplane_accept(m->server_ctx, a->fd, &c, hello, peer,
-			     sizeof(peer), &err) < 0) {
+	if (dataplane_accept(m->server_ctx, a->fd,
+			     1000u * m->cfg->limits.deadline_s, &c, hello,
+			     peer, sizeof(peer), &err) < 0) {
 		chan_fd_track(m, a->fd, false);
 		close(a->fd);
 		log_warn("migration channel from %s refused: %s", a->from,
 			 err.msg);
-		audit_refused(m->deps.refusals, "migration.channel_refused",
+		audit_refused(m->deps.refusals,
+			      err.code == FERR_TIMEOUT
+				      ? "conn.timeout"
+				      : "migration.channel_refused",
 			      a->from, err.msg);
 		goto out;
 	}

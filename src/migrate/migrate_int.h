@@ -139,10 +139,8 @@ struct relay_counters {
 	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
 };
 
-/* Read / write exactly len bytes on a blocking connection (its socket
- * timeouts bound the wait). */
-int conn_read_full(struct mig_conn *c, void *buf, size_t len,
-		   struct ferr *err);
+/* Write exactly len bytes on a blocking connection (its socket timeouts
+ * bound the wait). */
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err);
 
@@ -164,8 +162,9 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 
 /* Source: connect from local_addr (this host's address, or NULL) to the
  * destination's migration port, authenticate it as peer_name (TLS unless
- * plaintext), send the HELLO for channel and check the ACK. On success
- * *out is a blocking connection ready to relay. */
+ * plaintext), send the HELLO for channel and check the ACK, the handshake
+ * and the ACK within MIG_HANDSHAKE_TIMEOUT_MS. On success *out is a
+ * blocking connection ready to relay. */
 int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
 		   bool plaintext,
@@ -174,11 +173,13 @@ int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
 
 /* Destination: after accept(), run the TLS handshake (unless the first
- * bytes are a plaintext HELLO), read the HELLO and report the peer's
- * identity. The caller then looks up the session and answers. */
-int dataplane_accept(SSL_CTX *ctx, int fd, struct mig_conn *out,
-		     uint8_t hello[MIG_HELLO_LEN], char *peer, size_t peer_len,
-		     struct ferr *err);
+ * bytes are a plaintext HELLO), refuse a peer without a host certificate
+ * (FERR_FORBIDDEN), read the HELLO and report the peer's identity, all
+ * within deadline_ms of the call (FERR_TIMEOUT). The caller then looks up
+ * the session and answers. */
+int dataplane_accept(SSL_CTX *ctx, int fd, unsigned deadline_ms,
+		     struct mig_conn *out, uint8_t hello[MIG_HELLO_LEN],
+		     char *peer, size_t peer_len, struct ferr *err);
 
 /* Set SO_RCVTIMEO/SO_SNDTIMEO (0 clears them) and TCP_NODELAY. */
 void socket_set_timeouts(int fd, unsigned ms);

@@ -94,7 +94,8 @@ static int take_line(struct qmp *q, json_t **msg, struct ferr *err)
 	*msg = json_loadb(q->buf, linelen, JSON_REJECT_DUPLICATES, &jerr);
 	memmove(q->buf, nl + 1, q->len - linelen - 1);
 	q->len -= linelen + 1;
-	if (!*msg || !json_is_object(*msg)) {
+	if (!*msg || !json_is_object(*msg) ||
+	    json_check_depth(*msg, "QMP message", err) < 0) {
 		json_decref(*msg);
 		*msg = NULL;
 		return ferr_set(err, FERR_UNAVAILABLE,

@@ -865,6 +865,20 @@ def expect_tls_refused(fn):
     raise AssertionError(f"expected a TLS refusal, got an HTTP answer: {r}")
 
 
+def client_hello(ctx):
+    """The first flight of a TLS client with ctx (its ClientHello), made by an
+    in-memory handshake: bytes to send slowly, or not at all."""
+    out = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = out.read()
+    assert hello[:1] == b"\x16", hello[:8]
+    return hello
+
+
 def kvm_expected():
     """What accel=auto should resolve to here: KVM only with a usable
     /dev/kvm and vmx or svm in the CPU flags (see accel_resolve)."""
