@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan tsan analyze guest demo check bench fuzz package clean
+.PHONY: all deps build asan tsan analyze guest demo check bench faults fuzz package clean
 
 all: build
 
@@ -48,6 +48,17 @@ check: build asan tsan guest
 # (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+
+# The fault matrix (docs/reliability.md): every fault at every phase of a
+# migration, FAULT_TRIALS times per cell, against the sanitizer build; the
+# table is printed at the end. `make check` runs one trial of a few cells.
+FAULT_TRIALS ?= 3
+faults: asan guest
+	rm -f $(ASAN_BUILD)/faults.jsonl
+	FAULT_TRIALS=$(FAULT_TRIALS) FERRY_BUILD=$(CURDIR)/$(ASAN_BUILD) \
+	  FERRY_GUEST_DIR=$(CURDIR)/$(BUILD)/guest \
+	  /usr/bin/python3 -m pytest -q -ra tests/faults $(FAULT_ARGS); \
+	  rc=$$?; /usr/bin/python3 tests/faults/report.py $(ASAN_BUILD)/faults.jsonl; exit $$rc
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.

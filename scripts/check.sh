@@ -5,8 +5,9 @@
 #   2. clang's static analyzer (scripts/analyze.sh);
 #   3. each libFuzzer target for a short while (make fuzz runs longer);
 #   4. system tests (pytest) with real ferryd hosts and QEMU guests, run
-#      against the sanitizer build so memory errors in ferryd fail them,
-#      and the migration system tests against the ThreadSanitizer build.
+#      against the sanitizer build so memory errors in ferryd fail them;
+#   5. one trial of a few cells of the fault matrix (make faults runs all);
+#   6. the core migration system tests against the ThreadSanitizer build.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -28,13 +29,19 @@ echo "== static analysis (scan-build)"
 bash scripts/analyze.sh
 
 echo "== fuzz targets, briefly (libFuzzer, clang, ASan + UBSan)"
-bash scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-20}"
+bash scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-10}"
 
 echo "== system tests (ferryd from build-asan)"
 FERRY_BUILD="$ROOT/build-asan" FERRY_GUEST_DIR="$ROOT/build/guest" \
   /usr/bin/python3 -m pytest -q -ra tests/system "$@"
 
-echo "== migration system tests (ferryd from build-tsan)"
+echo "== fault matrix, smoke (one trial of a few cells; make faults runs all)"
+FAULT_CELLS=smoke FAULT_TRIALS=1 FAULT_RESULTS="$ROOT/build-asan/faults-smoke.jsonl" \
+  FERRY_BUILD="$ROOT/build-asan" FERRY_GUEST_DIR="$ROOT/build/guest" \
+  /usr/bin/python3 -m pytest -q -ra tests/faults
+
+echo "== core migration system tests (ferryd from build-tsan)"
 TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1 \
   FERRY_BUILD="$ROOT/build-tsan" FERRY_GUEST_DIR="$ROOT/build/guest" \
-  /usr/bin/python3 -m pytest -q -ra tests/system/test_migrate.py
+  /usr/bin/python3 -m pytest -q -ra tests/system/test_migrate.py \
+  -k "live_migration or postcopy_migration or cancel_mid_stream or kill_destination_ferryd or tampering"
