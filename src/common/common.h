@@ -56,6 +56,14 @@ int ferr_set(struct ferr *err, enum ferr_code code, const char *fmt, ...)
 int ferr_wrap(struct ferr *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+#ifdef __clang_analyzer__
+/* Tell the static analyzer what the contracts above say: both return -1
+ * (it analyses one file at a time and would otherwise take `return
+ * ferr_set(...)` for a success that leaves outputs unset). */
+#define ferr_set(...) ({ (void)ferr_set(__VA_ARGS__); -1; })
+#define ferr_wrap(...) ({ (void)ferr_wrap(__VA_ARGS__); -1; })
+#endif
+
 /* Clear *err to FERR_OK with an empty message. */
 void ferr_clear(struct ferr *err);
 

@@ -215,7 +215,7 @@ static void *listener_main(void *arg)
 
 	while (!atomic_load(&m->stop)) {
 		struct pollfd pfd = { .fd = m->listen_fd, .events = POLLIN };
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof(ss);
 		char why[FERRY_ERR_MSG_MAX];
 		struct chan_in *a;
