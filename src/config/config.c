@@ -1,6 +1,7 @@
 /* config.c - strict parser for ferryd.json. */
 #define _GNU_SOURCE
 #include "config.h"
+#include "netdev.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -71,6 +72,71 @@ static int parse_limits(const json_t *obj, struct guard_limits *l,
 	return 0;
 }
 
+const struct bridge_map *config_bridge(const struct ferryd_config *cfg,
+				       const char *name)
+{
+	for (unsigned i = 0; i < cfg->nbridges; i++)
+		if (!strcmp(cfg->bridges[i].name, name))
+			return &cfg->bridges[i];
+	return NULL;
+}
+
+const char *config_dataplane_addr(const struct ferryd_config *cfg)
+{
+	return cfg->migration_netns[0] ? cfg->advertise_addr
+				       : cfg->listen_addr;
+}
+
+/* The optional "bridges" object: {"NAME": {"device": "br0", "netns": ...}}
+ * maps the bridge names of VM definitions to this host's bridges. */
+static int parse_bridges(const json_t *obj, struct ferryd_config *cfg,
+			 struct ferr *err)
+{
+	static const char *const fields[] = { "device", "netns", NULL };
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(obj))
+		return ferr_set(err, FERR_INVALID,
+				"bridges must be an object of NAME: "
+				"{\"device\": ..., \"netns\": ...}");
+	if (json_object_size(obj) > FERRY_BRIDGES_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"bridges has more than %d entries",
+				FERRY_BRIDGES_MAX);
+	json_object_foreach((json_t *)obj, k, v) {
+		struct bridge_map *b = &cfg->bridges[cfg->nbridges];
+		const char *dev = NULL, *ns = NULL;
+
+		if (!name_is_valid(k))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%.64s: not a valid name "
+					"([a-z0-9][a-z0-9._-]*)", k);
+		if (!json_is_object(v))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s must be an object", k);
+		if (json_check_fields(v, fields, "bridges entry", err) < 0 ||
+		    json_get_string(v, "device", "bridges entry",
+				    sizeof(b->device) - 1, &dev, err) < 0 ||
+		    json_get_string(v, "netns", "bridges entry",
+				    sizeof(b->netns) - 1, &ns, err) < 0)
+			return ferr_wrap(err, "bridges.%s", k);
+		if (!dev || !ifname_is_valid(dev))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s.device must be an "
+					"interface name (1-15 characters)", k);
+		if (ns && !netns_name_is_valid(ns))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s.netns \"%s\" is not a "
+					"network namespace name", k, ns);
+		snprintf(b->name, sizeof(b->name), "%s", k);
+		snprintf(b->device, sizeof(b->device), "%s", dev);
+		snprintf(b->netns, sizeof(b->netns), "%s", ns ? ns : "");
+		cfg->nbridges++;
+	}
+	return 0;
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -78,12 +144,12 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
-		"capacity", "balancer", NULL
+		"capacity", "balancer", "bridges", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = { "port", "advertise_address",
 						  "advertise_port", "max_incoming",
-						  "max_outgoing", NULL };
+						  "max_outgoing", "netns", NULL };
 	static const char *const listen_fields[] = { "address", "port", NULL };
 	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
 	json_t *root = NULL, *listen, *tls;
@@ -224,6 +290,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		json_t *mig = json_object_get(root, "migration");
 		uint64_t aport = 0, in = cfg->max_incoming,
 			 out = cfg->max_outgoing;
+		const char *ns = NULL;
 
 		s = NULL;
 		if (json_check_fields(mig, mig_fields, "migration", err) < 0 ||
@@ -236,8 +303,27 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		    json_get_u64(mig, "max_incoming", "migration", 1,
 				 FERRY_MIG_CONCURRENT_MAX, &in, err) < 0 ||
 		    json_get_u64(mig, "max_outgoing", "migration", 1,
-				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0)
+				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0 ||
+		    json_get_string(mig, "netns", "migration",
+				    sizeof(cfg->migration_netns) - 1, &ns,
+				    err) < 0)
 			goto wrap;
+		if (ns && !netns_name_is_valid(ns)) {
+			ferr_set(err, FERR_INVALID,
+				 "migration.netns \"%s\" is not a network "
+				 "namespace name", ns);
+			goto wrap;
+		}
+		/* the data plane then listens on the advertised address, in
+		 * that namespace */
+		if (ns && !s) {
+			ferr_set(err, FERR_INVALID,
+				 "migration.netns needs "
+				 "migration.advertise_address");
+			goto wrap;
+		}
+		snprintf(cfg->migration_netns, sizeof(cfg->migration_netns),
+			 "%s", ns ? ns : "");
 		cfg->max_incoming = (unsigned)in;
 		cfg->max_outgoing = (unsigned)out;
 		if (s) {
@@ -276,6 +362,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 				 &cfg->capacity_memory_mib, err) < 0)
 			goto wrap;
 	}
+	if (json_object_get(root, "bridges") &&
+	    parse_bridges(json_object_get(root, "bridges"), cfg, err) < 0)
+		goto wrap;
 	if (json_object_get(root, "balancer")) {
 		cfg->balancer = json_deep_copy(json_object_get(root, "balancer"));
 		if (!json_is_object(cfg->balancer)) {

@@ -13,6 +13,16 @@
 
 enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
 
+#define FERRY_BRIDGES_MAX 16
+
+/* A VM network ("bridge" in a VM definition) mapped to this host's Linux
+ * bridge, in a network namespace or ferryd's own (netns empty). */
+struct bridge_map {
+	char name[FERRY_NAME_MAX + 1];
+	char device[16];
+	char netns[64];
+};
+
 struct ferryd_config {
 	char host[FERRY_NAME_MAX + 1];     /* this host's name */
 	char listen_addr[64];              /* numeric IPv4 or IPv6 address */
@@ -31,6 +41,9 @@ struct ferryd_config {
 	uint16_t advertise_port;
 	unsigned max_incoming;             /* migrations received at once */
 	unsigned max_outgoing;             /* migrations sent at once */
+	char migration_netns[64];          /* data plane's namespace, or "" */
+	struct bridge_map bridges[FERRY_BRIDGES_MAX];
+	unsigned nbridges;
 	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
 	struct guard_limits limits;        /* flood protection */
 	uint64_t capacity_cpus;            /* reported to the balancer; 0: the */
@@ -53,6 +66,15 @@ void config_clear(struct ferryd_config *cfg);
 
 /* Read and parse the config file at path (see config_parse). */
 int config_load(const char *path, struct ferryd_config *cfg, struct ferr *err);
+
+/* The bridge map named name, or NULL. */
+const struct bridge_map *config_bridge(const struct ferryd_config *cfg,
+				       const char *name);
+
+/* The address the migration data plane binds to, listening and dialling:
+ * migration.advertise_address inside migration.netns when that is set,
+ * else listen.address. */
+const char *config_dataplane_addr(const struct ferryd_config *cfg);
 
 /* "auto", "kvm" or "tcg". */
 const char *accel_mode_name(enum accel_mode m);

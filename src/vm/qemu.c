@@ -212,6 +212,14 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 				def->disk,
 				def->disk_format == DISK_QCOW2 ? "qcow2"
 							       : "raw");
+	if (def->net == NET_BRIDGE) {
+		/* the tap ferryd opened (vm_net_open), passed as this fd */
+		bad |= strv_add(a, "-netdev") |
+		       strv_add(a, "tap,id=net0,fd=%d", QEMU_TAP_FD);
+		bad |= strv_add(a, "-device") |
+		       strv_add(a, "virtio-net-pci,netdev=net0,mac=%s",
+				def->mac);
+	}
 	if (def->net == NET_USER) {
 		/* restrict=on: the guest cannot reach the host or beyond */
 		bad |= strv_add(a, "-netdev") |
@@ -258,8 +266,8 @@ static void log_tail(const char *path, char *out, size_t len)
 	snprintf(out, len, "%s", buf);
 }
 
-int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid_out,
-	       struct ferr *err)
+int qemu_spawn(const struct strv *argv, const char *log_path, int tap_fd,
+	       pid_t *pid_out, struct ferr *err)
 {
 	int logfd, nullfd;
 	pid_t pid;
@@ -291,7 +299,16 @@ int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid_out,
 		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 ||
 		    dup2(logfd, 2) < 0)
 			_exit(127);
-		close_range(3, ~0U, 0);
+		if (tap_fd >= 0) {
+			/* dup2 clears close-on-exec; same fd: clear it */
+			if (tap_fd == QEMU_TAP_FD
+				    ? fcntl(tap_fd, F_SETFD, 0) < 0
+				    : dup2(tap_fd, QEMU_TAP_FD) < 0)
+				_exit(127);
+			close_range(QEMU_TAP_FD + 1, ~0U, 0);
+		} else {
+			close_range(3, ~0U, 0);
+		}
 		execv(argv->v[0], argv->v);
 		dprintf(2, "ferryd: cannot execute %s: %s\n", argv->v[0],
 			strerror(errno));

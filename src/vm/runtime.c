@@ -2,6 +2,7 @@
  * re-attachment after a ferryd restart, stop, pause, resume, reaping. */
 #define _GNU_SOURCE
 #include "vm_internal.h"
+#include "netdev.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -240,6 +241,7 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	struct vm_paths p;
 	struct strv argv = { 0 };
 	struct qmp *q = NULL;
+	struct tap tap = { .fd = -1 };
 	uint64_t free_mib;
 	pid_t pid = 0;
 	int fd;
@@ -264,8 +266,14 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	fd = open(p.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd >= 0)
 		close(fd);
-	if (qemu_spawn(&argv, p.log, &pid, err) < 0)
+	/* bridged networking: the tap goes to QEMU, which then owns it */
+	if (vm_net_open(m->cfg, &vm->def, &tap, err) < 0 ||
+	    qemu_spawn(&argv, p.log, tap.fd, &pid, err) < 0)
 		goto fail;
+	if (tap.fd >= 0)
+		close(tap.fd);
+	tap.fd = -1;
+	snprintf(vm->tap, sizeof(vm->tap), "%s", tap.ifname);
 	vm->pid = pid;
 	vm->state = VM_STARTING;
 	if (qemu_wait_ready(pid, p.qmp, p.log, &q, err) < 0)
@@ -280,6 +288,8 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	return 0;
 fail:
 	strv_free(&argv);
+	if (tap.fd >= 0)
+		close(tap.fd);
 	if (vm->pid > 0) {
 		kill(vm->pid, SIGKILL);
 		waitpid(vm->pid, NULL, 0);

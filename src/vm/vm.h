@@ -21,7 +21,7 @@
 #include "qmp.h"
 
 enum disk_format { DISK_RAW, DISK_QCOW2 };
-enum net_mode { NET_NONE, NET_USER };
+enum net_mode { NET_NONE, NET_USER, NET_BRIDGE };
 
 struct vm_def {
 	char name[FERRY_NAME_MAX + 1];
@@ -35,7 +35,9 @@ struct vm_def {
 	char disk[FERRY_PATH_MAX];
 	enum disk_format disk_format;
 	enum net_mode net;
-	char mac[18];
+	char bridge[FERRY_NAME_MAX + 1]; /* NET_BRIDGE: a name in ferryd.json's
+					    bridges, mapped by each host */
+	char mac[18];                    /* lowercase; kept by migrations */
 	/* migration settings */
 	uint64_t max_downtime_ms; /* highest downtime limit escalation may use */
 	uint64_t max_time_s;      /* a migration of this VM ends within this */
@@ -68,6 +70,8 @@ struct vm {
 	bool stop_forced;         /* quit already sent */
 	uint64_t started_wall_ms;
 	char last_error[FERRY_ERR_MSG_MAX];
+	char tap[16];             /* NET_BRIDGE: the tap's name when this
+				     ferryd started QEMU, else "" */
 	bool incoming;            /* being received by a migration: not ours yet */
 	char incoming_id[FERRY_NAME_MAX + 1];
 	struct mig *mig_out;      /* outgoing migration in progress, or NULL */
@@ -134,11 +138,25 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 		    const char *const *extra, struct strv *argv,
 		    struct ferr *err);
 
+/* The fd number a bridged VM's tap has in QEMU (-netdev tap,fd=3). */
+#define QEMU_TAP_FD 3
+
 /* Launch QEMU with argv as a child in its own session (so it outlives
- * ferryd), stdin from /dev/null, stdout/stderr to log_path (truncated).
- * Returns at once with its pid; see qemu_wait_ready. */
-int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid,
-	       struct ferr *err);
+ * ferryd), stdin from /dev/null, stdout/stderr to log_path (truncated),
+ * tap_fd (when >= 0) as QEMU_TAP_FD and no other fd. Returns at once with
+ * its pid; see qemu_wait_ready. */
+int qemu_spawn(const struct strv *argv, const char *log_path, int tap_fd,
+	       pid_t *pid, struct ferr *err);
+
+/* ---- bridged networking (net.c) ---- */
+
+/* For a NET_BRIDGE definition, create its tap on this host's bridge of
+ * that name (cfg->bridges, in the bridge's namespace) into *tap; other
+ * definitions get tap->fd = -1. A bridge this host does not map is
+ * FERR_CONFLICT naming it. The caller closes tap->fd once QEMU holds it. */
+struct tap;
+int vm_net_open(const struct ferryd_config *cfg, const struct vm_def *def,
+		struct tap *tap, struct ferr *err);
 
 /* Wait until the QEMU child pid answers on its QMP socket, and return the
  * connection. If QEMU exits first, the tail of log_path is in the error; if
