@@ -107,6 +107,7 @@ static int parse_bridges(const json_t *obj, struct ferryd_config *cfg,
 	json_object_foreach((json_t *)obj, k, v) {
 		struct bridge_map *b = &cfg->bridges[cfg->nbridges];
 		const char *dev = NULL, *ns = NULL;
+		char what[FERRY_NAME_MAX + 16];
 
 		if (!name_is_valid(k))
 			return ferr_set(err, FERR_INVALID,
@@ -115,12 +116,13 @@ static int parse_bridges(const json_t *obj, struct ferryd_config *cfg,
 		if (!json_is_object(v))
 			return ferr_set(err, FERR_INVALID,
 					"bridges.%s must be an object", k);
-		if (json_check_fields(v, fields, "bridges entry", err) < 0 ||
-		    json_get_string(v, "device", "bridges entry",
-				    sizeof(b->device) - 1, &dev, err) < 0 ||
-		    json_get_string(v, "netns", "bridges entry",
-				    sizeof(b->netns) - 1, &ns, err) < 0)
-			return ferr_wrap(err, "bridges.%s", k);
+		snprintf(what, sizeof(what), "bridges.%s", k);
+		if (json_check_fields(v, fields, what, err) < 0 ||
+		    json_get_string(v, "device", what, sizeof(b->device) - 1,
+				    &dev, err) < 0 ||
+		    json_get_string(v, "netns", what, sizeof(b->netns) - 1, &ns,
+				    err) < 0)
+			return -1;
 		if (!dev || !ifname_is_valid(dev))
 			return ferr_set(err, FERR_INVALID,
 					"bridges.%s.device must be an "

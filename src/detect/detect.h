@@ -43,7 +43,7 @@ enum det_signal {
 
 struct det_params {
 	unsigned interval_ms;  /* probe interval (default 50) */
-	unsigned stall_ms;     /* no answer this long is a stall (300) */
+	unsigned stall_ms;     /* no answer this long is a stall (150) */
 	double cusum_k;        /* CUSUM slack, ln of the RTT ratio (ln 2) */
 	double cusum_h;        /* CUSUM threshold (4) */
 	double alpha;          /* baseline EWMA weight per probe (0.02) */

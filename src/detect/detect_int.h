@@ -36,18 +36,21 @@ int probe_open(const char *ns, struct probe_sock *ps, struct ferr *err);
 /* Send echo request seq to addr (network order). 0 or -1. */
 int probe_send(struct probe_sock *ps, uint32_t addr, uint16_t seq);
 
-/* Read one echo reply: 2 with *addr, *seq and *at_ms (wall clock of the
- * kernel's receive time, 0 if unknown), 1 to retry, 0 when nothing is
+/* Wall clock in microseconds. */
+uint64_t wall_us(void);
+
+/* Read one echo reply: 2 with *addr, *seq and *at_us (wall clock of the
+ * kernel's receive time, us; 0 if unknown), 1 to retry, 0 when nothing is
  * left. */
 int probe_recv(struct probe_sock *ps, uint32_t *addr, uint16_t *seq,
-	       uint64_t *at_ms);
+	       uint64_t *at_us);
 
 /* An AF_PACKET socket bound to ifname in namespace ns: every frame. */
 int packet_open(const char *ns, const char *ifname, struct ferr *err);
 
 /* Read frames until one that frame_parse recognises: 2 with *fi and
- * *at_ms, 1 to retry, 0 when nothing is left. */
-int packet_recv(int fd, struct frame_info *fi, uint64_t *at_ms);
+ * *at_us (as probe_recv), 1 to retry, 0 when nothing is left. */
+int packet_recv(int fd, struct frame_info *fi, uint64_t *at_us);
 
 /* ---- hosts.c: the API thread ---- */
 

@@ -26,7 +26,7 @@ static void usage(FILE *f)
 		"  --local VM           read VM's own probes from its console\n"
 		"  --interval MS        probe interval (50)\n"
 		"  --timeout MS         a probe is lost after this (1000)\n"
-		"  --stall-ms MS        no answer this long is a stall (300)\n"
+		"  --stall-ms MS        no answer this long is a stall (150)\n"
 		"  --cusum-h X          CUSUM threshold (4)\n"
 		"  --quiet-ms MS        an event ends after this long quiet "
 		"(3000)\n"

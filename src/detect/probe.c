@@ -18,9 +18,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t ts_ms(const struct timespec *ts)
+static uint64_t ts_us(const struct timespec *ts)
 {
-	return (uint64_t)ts->tv_sec * 1000u + (uint64_t)ts->tv_nsec / 1000000u;
+	return (uint64_t)ts->tv_sec * 1000000u + (uint64_t)ts->tv_nsec / 1000u;
+}
+
+uint64_t wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts_us(&ts);
 }
 
 static uint16_t csum(const void *p, size_t n)
@@ -78,7 +86,7 @@ int probe_send(struct probe_sock *ps, uint32_t addr, uint16_t seq)
 }
 
 int probe_recv(struct probe_sock *ps, uint32_t *addr, uint16_t *seq,
-	       uint64_t *at_ms)
+	       uint64_t *at_us)
 {
 	uint8_t buf[1500], cbuf[256];
 	struct sockaddr_in from;
@@ -110,7 +118,7 @@ int probe_recv(struct probe_sock *ps, uint32_t *addr, uint16_t *seq,
 			continue;
 		*addr = from.sin_addr.s_addr;
 		*seq = ntohs(h.un.echo.sequence);
-		*at_ms = 0;
+		*at_us = 0;
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c;
 		     c = CMSG_NXTHDR(&mh, c))
 			if (c->cmsg_level == SOL_SOCKET &&
@@ -119,7 +127,7 @@ int probe_recv(struct probe_sock *ps, uint32_t *addr, uint16_t *seq,
 				struct timespec ts;
 
 				memcpy(&ts, CMSG_DATA(c), sizeof(ts));
-				*at_ms = ts_ms(&ts);
+				*at_us = ts_us(&ts);
 			}
 		return 2;
 	}
@@ -160,7 +168,7 @@ int packet_open(const char *ns, const char *ifname, struct ferr *err)
 	return fd;
 }
 
-int packet_recv(int fd, struct frame_info *fi, uint64_t *at_ms)
+int packet_recv(int fd, struct frame_info *fi, uint64_t *at_us)
 {
 	uint8_t buf[2048], cbuf[256];
 	struct iovec iov = { buf, sizeof(buf) };
@@ -175,7 +183,7 @@ int packet_recv(int fd, struct frame_info *fi, uint64_t *at_ms)
 			return errno == EINTR ? 1 : 0;
 		if (frame_parse(buf, (size_t)n, fi) == FRAME_OTHER)
 			continue;
-		*at_ms = 0;
+		*at_us = 0;
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c;
 		     c = CMSG_NXTHDR(&mh, c))
 			if (c->cmsg_level == SOL_SOCKET &&
@@ -184,7 +192,7 @@ int packet_recv(int fd, struct frame_info *fi, uint64_t *at_ms)
 				struct timespec ts;
 
 				memcpy(&ts, CMSG_DATA(c), sizeof(ts));
-				*at_ms = ts_ms(&ts);
+				*at_us = ts_us(&ts);
 			}
 		return 2;
 	}

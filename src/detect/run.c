@@ -32,7 +32,7 @@ struct target {
 	unsigned local_idx;
 	struct det det;
 	uint32_t next_seq, oldest;
-	uint64_t sent[DT_WINDOW];
+	uint64_t sent[DT_WINDOW];  /* us */
 	bool answered[DT_WINDOW];
 	int64_t guest_offset;     /* local: wall - guest clock, min seen */
 	bool have_offset;
@@ -563,6 +563,8 @@ static void sample(struct run *r, struct target *t, uint64_t send_ms,
 static void probe_tick(struct run *r, struct probe_sock *ps, uint64_t now,
 		       bool send)
 {
+	uint64_t now_us = wall_us();
+
 	for (unsigned i = 0; i < r->nt; i++) {
 		struct target *t = &r->t[i];
 
@@ -573,16 +575,17 @@ static void probe_tick(struct run *r, struct probe_sock *ps, uint64_t now,
 			unsigned s = t->oldest % DT_WINDOW;
 
 			if (!t->answered[s]) {
-				if (now < t->sent[s] + r->o->timeout_ms)
+				if (now_us < t->sent[s] +
+						     r->o->timeout_ms * 1000ULL)
 					break;
-				sample(r, t, t->sent[s], -1, now);
+				sample(r, t, t->sent[s] / 1000, -1, now);
 			}
 			t->oldest++;
 		}
 		if (send && t->next_seq - t->oldest < DT_WINDOW) {
 			unsigned s = t->next_seq % DT_WINDOW;
 
-			t->sent[s] = now;
+			t->sent[s] = now_us;
 			t->answered[s] = false;
 			if (probe_send(ps, t->addr, (uint16_t)t->next_seq) < 0)
 				log_debug("probe %s: %s", t->addr_s,
@@ -595,7 +598,7 @@ static void probe_tick(struct run *r, struct probe_sock *ps, uint64_t now,
 }
 
 static void on_reply(struct run *r, uint32_t addr, uint16_t seq16,
-		     uint64_t at)
+		     uint64_t at_us)
 {
 	for (unsigned i = 0; i < r->nt; i++) {
 		struct target *t = &r->t[i];
@@ -609,8 +612,10 @@ static void on_reply(struct run *r, uint32_t addr, uint16_t seq16,
 		if (seq >= t->next_seq || t->answered[s])
 			continue;
 		t->answered[s] = true;
-		sample(r, t, t->sent[s],
-		       at > t->sent[s] ? (double)(at - t->sent[s]) : 0.0, at);
+		sample(r, t, t->sent[s] / 1000,
+		       at_us > t->sent[s] ? (double)(at_us - t->sent[s]) / 1000.0
+					  : 0.0,
+		       at_us / 1000);
 	}
 }
 
@@ -853,9 +858,9 @@ int dt_run(const struct dt_opts *o, struct ferr *err)
 
 		poll(pf, 3, wait < TICK_MS ? wait : TICK_MS);
 		while (probe_recv(&ps, &addr, &seq, &at) > 0)
-			on_reply(r, addr, seq, at ? at : wall_ms());
+			on_reply(r, addr, seq, at ? at : wall_us());
 		while (pkt >= 0 && packet_recv(pkt, &fi, &at) > 0)
-			on_frame(r, &fi, at ? at : wall_ms());
+			on_frame(r, &fi, (at ? at : wall_us()) / 1000);
 		now = wall_ms();
 		probe_tick(r, &ps, now, now >= next_probe);
 		if (now >= next_probe) {

@@ -16,7 +16,7 @@ void det_params_default(struct det_params *p)
 {
 	*p = (struct det_params){
 		.interval_ms = 50,
-		.stall_ms = 300,
+		.stall_ms = 150,
 		.cusum_k = 0.6931471805599453, /* ln 2 */
 		.cusum_h = 4.0,
 		.alpha = 0.02,
@@ -87,17 +87,22 @@ static bool warm(const struct det *d)
 	return d->nsamples >= d->p.warmup;
 }
 
+static void ensure_open(struct det *d, uint64_t at_ms)
+{
+	if (d->open)
+		return;
+	memset(&d->ev, 0, sizeof(d->ev));
+	d->open = true;
+	d->reported = false;
+	d->ev.start_ms = at_ms;
+	d->ev.rtt_before_ms = exp(d->base);
+}
+
 /* Add signals to the event (opening it at at_ms if needed) and report it
  * once its confidence reaches the minimum. */
 static void sign(struct det *d, unsigned sig, uint64_t at_ms, uint64_t now)
 {
-	if (!d->open) {
-		memset(&d->ev, 0, sizeof(d->ev));
-		d->open = true;
-		d->reported = false;
-		d->ev.start_ms = at_ms;
-		d->ev.rtt_before_ms = exp(d->base);
-	}
+	ensure_open(d, at_ms);
 	if (at_ms && at_ms < d->ev.start_ms)
 		d->ev.start_ms = at_ms;
 	if (at_ms > d->ev.end_ms)
@@ -198,17 +203,17 @@ void det_sample(struct det *d, uint64_t send_ms, double rtt_ms, uint64_t now)
 void det_announce(struct det *d, unsigned kind, uint64_t at_ms)
 {
 	bool first = !d->open || !(d->ev.signals & (DET_SIG_RARP | DET_SIG_GARP));
+	uint64_t st = d->last_stall_start_ms;
 
-	sign(d, kind & (DET_SIG_RARP | DET_SIG_GARP), at_ms, at_ms);
-	if (first) {
-		uint64_t st = d->last_stall_start_ms;
-
+	ensure_open(d, at_ms);
+	/* the switchover is the stop just before, or the announce itself */
+	if (first)
 		set_switchover(d, st && st <= at_ms &&
 					  at_ms - st <= ANNOUNCE_STALL_MS
 				  ? st
 				  : at_ms,
 			       at_ms);
-	}
+	sign(d, kind & (DET_SIG_RARP | DET_SIG_GARP), at_ms, at_ms);
 }
 
 /* The event ended: report it and start from a fresh baseline. */
@@ -257,11 +262,13 @@ void det_tick(struct det *d, uint64_t now)
 		    (rising && d->open &&
 		     first_unanswered >= d->cusum_start_ms + d->p.precopy_ms))
 			sig |= DET_SIG_PATTERN;
-		sign(d, sig, first_unanswered, now);
+		ensure_open(d, first_unanswered);
 		d->ev.stalls++;
 		d->last_stall_start_ms = first_unanswered;
+		/* the last stop before any announce is the switchover */
 		if (!(d->ev.signals & (DET_SIG_RARP | DET_SIG_GARP)))
 			set_switchover(d, first_unanswered, now);
+		sign(d, sig, first_unanswered, now);
 	}
 	if (d->stalled)
 		d->last_sign_ms = now;
