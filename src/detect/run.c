@@ -18,7 +18,9 @@
 
 #define TICK_MS 10
 #define STATE_EVERY_MS 1000
-#define MATCH_SLACK_MS 5000   /* audit records this far around an event */
+#define MATCH_SLACK_MS 5000   /* coverage: records this far around an event */
+#define MATCH_BEFORE_MS 1000  /* a switchover this far before a migration's */
+#define MATCH_AFTER_MS 2000   /* first record, or after its last, matches */
 #define ALARM_MERGE_MS 30000  /* one alarm per VM and switchover */
 #define LOCAL_LOST_MS 2000    /* netprobe's timeout */
 #define STATE_VERSION 1
@@ -366,7 +368,7 @@ static void cross_check(struct run *r)
 	for (unsigned i = 0; i < r->nev; i++) {
 		struct event *e = &r->ev[i];
 		const struct target *t = &r->t[e->target];
-		uint64_t lo, hi;
+		uint64_t at;
 		char untrusted[256] = "";
 		bool found = false;
 
@@ -374,10 +376,9 @@ static void cross_check(struct run *r)
 			continue;
 		if (!e->vm[0] && t->vm[0])
 			scopy(e->vm, sizeof(e->vm), t->vm);
-		lo = e->ev.start_ms > MATCH_SLACK_MS
-			     ? e->ev.start_ms - MATCH_SLACK_MS
-			     : 0;
-		hi = (e->closed ? e->ev.end_ms : wall_ms()) + MATCH_SLACK_MS;
+		/* a migration's records (one id) span its request to its end:
+		 * the switchover must fall inside, give or take the slack */
+		at = e->ev.switchover_ms ? e->ev.switchover_ms : e->ev.start_ms;
 		for (unsigned h = 0; h < v->nhosts && !found; h++) {
 			const struct dt_host *dh = &v->hosts[h];
 
@@ -389,18 +390,28 @@ static void cross_check(struct run *r)
 					 dh->audit_msg);
 				continue;
 			}
-			for (unsigned k = 0; k < dh->nrecs; k++)
-				if (e->vm[0] && !strcmp(dh->recs[k].vm, e->vm) &&
-				    dh->recs[k].ts >= lo &&
-				    dh->recs[k].ts <= hi) {
+			for (unsigned k = 0; k < dh->nrecs && !found; k++) {
+				const struct dt_mig_rec *m = &dh->recs[k];
+				uint64_t lo = m->ts, hi = m->ts;
+
+				if (!e->vm[0] || strcmp(m->vm, e->vm) || !m->id[0])
+					continue;
+				for (unsigned j = 0; j < dh->nrecs; j++)
+					if (!strcmp(dh->recs[j].id, m->id)) {
+						lo = dh->recs[j].ts < lo
+							     ? dh->recs[j].ts
+							     : lo;
+						hi = dh->recs[j].ts > hi
+							     ? dh->recs[j].ts
+							     : hi;
+					}
+				if (at + MATCH_BEFORE_MS >= lo &&
+				    at <= hi + MATCH_AFTER_MS) {
 					found = true;
-					snprintf(e->explained_by,
-						 sizeof(e->explained_by), "%s",
-						 dh->recs[k].id[0]
-							 ? dh->recs[k].id
-							 : dh->recs[k].action);
-					break;
+					scopy(e->explained_by,
+					      sizeof(e->explained_by), m->id);
 				}
+			}
 		}
 		if (found) {
 			e->state = EV_EXPLAINED;
@@ -894,13 +905,16 @@ int dt_run(const struct dt_opts *o, struct ferr *err)
 	}
 	rc = 0;
 out:
-	api_stop(&r->api);
+	r->api.stop = 1; /* ends within a refresh; the view stays valid */
 	if (rc == 0) {
+		pthread_mutex_lock(&r->view.mu);
 		sync_events(r);
 		write_state(r);
+		pthread_mutex_unlock(&r->view.mu);
 		audit_log(r->audit, "ferry-detect", "detect.stop", "-", "ok",
 			  NULL, err);
 	}
+	api_stop(&r->api);
 	client_free(&r->api.client);
 	if (ps.fd >= 0)
 		close(ps.fd);

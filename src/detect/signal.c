@@ -190,12 +190,13 @@ void det_sample(struct det *d, uint64_t send_ms, double rtt_ms, uint64_t now)
 	if (d->cusum > 2 * d->p.cusum_h)
 		d->cusum = 2 * d->p.cusum_h;
 	if (d->cusum >= d->p.cusum_h) {
-		/* a rise extends the event only until its first stall: after
-		 * a switchover the new path may keep the RTT up */
-		if (!d->open || !(d->ev.signals & DET_SIG_STALL) ||
-		    !(d->ev.signals & DET_SIG_RISE))
+		/* a rise extends the event only until a stop or an announce:
+		 * after a switchover the new path may keep the RTT up */
+		unsigned after = DET_SIG_STALL | DET_SIG_RARP | DET_SIG_GARP;
+
+		if (!d->open || !(d->ev.signals & DET_SIG_RISE))
 			sign(d, DET_SIG_RISE, d->cusum_start_ms, now);
-		if (d->open && !(d->ev.signals & DET_SIG_STALL))
+		else if (!(d->ev.signals & after))
 			d->last_sign_ms = now;
 	}
 }

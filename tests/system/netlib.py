@@ -30,6 +30,7 @@ namespaces left by a process that died are removed by the next Lan.
 """
 
 import ctypes
+import json
 import os
 import re
 import subprocess
@@ -196,6 +197,11 @@ class Lan:
         """Names of the taps on host's bridge."""
         out = sh("ip", "-n", self.netns[host], "-o", "link", "show", "master", "br0").stdout
         return [m for m in re.findall(r"^\d+: ([^:@]+)", out, re.M) if m != "up0"]
+
+    def rx_bytes(self, host):
+        """Bytes host's uplink has received."""
+        out = sh("ip", "-n", self.netns[host], "-j", "-s", "link", "show", "up0").stdout
+        return json.loads(out)[0]["stats64"]["rx"]["bytes"]
 
     def close(self):
         """Delete every namespace this Lan created (their devices go with

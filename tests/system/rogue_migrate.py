@@ -5,7 +5,8 @@ It drives both QEMUs over QMP itself and never talks to ferryd:
   1. starts a destination QEMU inside the destination host's namespace with
      the source's own command line (same machine, memory, devices, MAC and
      uuid), a tap of its own on that host's bridge, and -incoming tcp:ADDR:PORT;
-  2. relays the source QEMU's `migrate unix:...` stream into a TCP
+  2. turns off the source's migration capabilities (one plain stream) and
+     relays its `migrate unix:...` stream into a TCP
      connection made inside the source host's namespace, so the stream
      crosses the shared link like a real migration;
   3. waits until the source reports "completed": the VM then runs on the
@@ -90,6 +91,12 @@ def destination_argv(src_pid, workdir, dst_addr):
     }
     while i < len(args):
         a = args[i]
+        if a == "-S":  # a ferry destination's: ours runs at once
+            i += 1
+            continue
+        if a == "-incoming":
+            i += 2
+            continue
         if a in repl and i + 1 < len(args):
             out += [a, repl[a](args[i + 1])]
             i += 2
@@ -158,6 +165,12 @@ def rogue_migrate(src_pid, src_mqmp, workdir, src_ns, dst_ns, dst_addr,
         threading.Thread(target=_relay, args=(listener, src_ns, dst_addr, done),
                          daemon=True).start()
         sq = Qmp(src_mqmp)
+        # one plain stream: turn off what ferry may have left on (multifd,
+        # return-path, ...), since the destination does not expect it
+        on = [c["capability"] for c in sq.cmd("query-migrate-capabilities") if c["state"]]
+        if on:
+            sq.cmd("migrate-set-capabilities",
+                   capabilities=[{"capability": c, "state": False} for c in on])
         sq.cmd("migrate", uri=f"unix:{relay_path}")
         deadline = time.monotonic() + timeout
         while True:
@@ -174,7 +187,8 @@ def rogue_migrate(src_pid, src_mqmp, workdir, src_ns, dst_ns, dst_addr,
         deadline = time.monotonic() + QMP_TIMEOUT
         while dq.cmd("query-status").get("status") != "running":
             if time.monotonic() > deadline:
-                raise RuntimeError("the rogue destination does not run")
+                raise RuntimeError("the rogue destination does not run: "
+                                   + str(dq.cmd("query-status")))
             time.sleep(0.05)
         dq.close()
         return int((workdir / "rogue.pid").read_text().strip())
