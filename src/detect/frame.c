@@ -49,20 +49,18 @@ enum frame_kind frame_parse(const uint8_t *buf, size_t len,
 	op = be16(a + 6);
 	memcpy(&spa, a + 14, 4);
 	memcpy(&tpa, a + 24, 4);
+	if (type == ETHERTYPE_RARP && op == ARP_OP_RREQUEST)
+		out->kind = FRAME_RARP;
+	else if (type == ETHERTYPE_ARP &&
+		 (op == ARP_OP_REQUEST || op == ARP_OP_REPLY) && spa &&
+		 spa == tpa)
+		out->kind = FRAME_GARP;
+	else if (type == ETHERTYPE_ARP && op == ARP_OP_REPLY && spa)
+		out->kind = FRAME_ARP_REPLY;
+	else
+		return FRAME_OTHER; /* *out stays zeroed */
 	memcpy(out->mac, a + 8, 6);
-	if (type == ETHERTYPE_RARP) {
-		if (op != ARP_OP_RREQUEST)
-			return FRAME_OTHER;
-		return out->kind = FRAME_RARP;
-	}
-	if ((op == ARP_OP_REQUEST || op == ARP_OP_REPLY) && spa && spa == tpa) {
+	if (out->kind != FRAME_RARP)
 		out->ip = spa;
-		return out->kind = FRAME_GARP;
-	}
-	if (op == ARP_OP_REPLY && spa) {
-		out->ip = spa;
-		return out->kind = FRAME_ARP_REPLY;
-	}
-	memset(out, 0, sizeof(*out));
-	return FRAME_OTHER;
+	return out->kind;
 }
