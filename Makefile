@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check bench fuzz clean
+.PHONY: all deps build asan guest demo check bench bench-detect fuzz clean
 
 all: build
 
@@ -35,6 +35,14 @@ check: build asan guest
 # (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+
+# ferry-detect's evaluation (docs/detection.md): ferry migrations on a
+# shared link between network namespaces, remote and local detection under
+# low and high guest load, and the negatives. Needs root. The figure:
+# bench/detect_plot.py. BENCH_DETECT_ARGS="--runs 10" to tune.
+bench-detect: build guest
+	/usr/bin/python3 bench/detect_bench.py $(BENCH_DETECT_ARGS)
+	/usr/bin/python3 bench/detect_plot.py build/detect-bench
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.

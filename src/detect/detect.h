@@ -7,8 +7,9 @@
  * signatures online:
  *   - rise:     a CUSUM on the log of the RTT's running median (5 probes)
  *               against a slow baseline: the pre-copy raises the RTT;
- *   - stall:    the VM answers nothing for stall_ms (probes lost or late):
- *               QEMU's setup and the stop-and-copy stop it;
+ *   - stall:    the VM answers nothing promptly for stall_ms (probes lost
+ *               or late): QEMU's set-up and the stop-and-copy stop it;
+ *   - pattern:  the pre-copy then the switchover (DET_SIG_PATTERN);
  *   - announce: a RARP self-announcement from the VM's MAC, or a
  *               gratuitous ARP for its address (QEMU and the guest announce
  *               the VM on the destination right after the switchover);
@@ -16,7 +17,8 @@
  *               path changed).
  * An event opens at the first signal and closes after quiet_ms without
  * one. Its confidence (see det_confidence) decides whether it is reported
- * as a migration.
+ * as a migration; with require_announce (ferry-detect listening for
+ * announcements) only an event with a RARP or GARP is.
  *
  * Everything here is pure: times are passed in (ms), nothing does I/O.
  */
@@ -36,9 +38,14 @@ enum det_signal {
 	DET_SIG_STALL = 1u << 1,
 	DET_SIG_RARP = 1u << 2,
 	DET_SIG_GARP = 1u << 3,
-	DET_SIG_PATTERN = 1u << 4, /* a rise or stall >= precopy_ms before
-				      the last stall: pre-copy then stop */
+	DET_SIG_PATTERN = 1u << 4, /* a short stop (at most max_stop_ms) that
+				      follows a rise or QEMU's set-up stall
+				      by >= precopy_ms: pre-copy, then the
+				      switchover */
 	DET_SIG_SHIFT = 1u << 5,
+	DET_SIG_LONGSTOP = 1u << 6, /* a stop longer than max_stop_ms: a
+				       pause, not a live switchover; no
+				       pattern in this event */
 };
 
 struct det_params {
@@ -51,7 +58,9 @@ struct det_params {
 	unsigned quiet_ms;     /* an event ends after this long quiet (3000) */
 	unsigned precopy_ms;   /* see DET_SIG_PATTERN (400) */
 	double shift_ratio;    /* baseline change counted as a shift (1.5) */
+	unsigned max_stop_ms;  /* longest stop taken for a switchover (1500) */
 	double min_confidence; /* reported as a migration from this (0.5) */
+	bool require_announce; /* only with a RARP or GARP (false) */
 };
 
 /* Defaults (the values in the comments above). */
@@ -65,7 +74,7 @@ struct det_event {
 	uint64_t detected_ms;   /* when the confidence reached the minimum */
 	uint64_t switchover_known_ms; /* when switchover_ms was first set */
 	unsigned signals;       /* enum det_signal bits */
-	unsigned stalls;        /* stalls seen */
+	unsigned stalls;        /* stops seen (prompt answers between) */
 	double confidence;
 	double rtt_before_ms;   /* baseline before and after */
 	double rtt_after_ms;
@@ -86,7 +95,7 @@ struct det {
 	void *cb_arg;
 	/* series */
 	uint64_t nsamples;
-	double win[DET_MEDIAN_N]; /* last RTTs (ms), lost = stall_ms * 4 */
+	double win[DET_MEDIAN_N]; /* last answered RTTs (ms) */
 	unsigned nwin;
 	double base;              /* baseline: EWMA of ln(median) */
 	double cusum;
@@ -96,6 +105,12 @@ struct det {
 	bool stalled;
 	uint64_t stall_start_ms;
 	uint64_t last_stall_start_ms;
+	uint64_t prev_stall_start_ms; /* the stall before the current one */
+	uint64_t rise_start_ms;   /* of a rise going on when it began */
+	bool rising;              /* cusum at or above its threshold */
+	uint64_t rise_from_ms;    /* the current or last rise: start */
+	uint64_t rise_to_ms;      /* and end (0 while it goes on) */
+	uint64_t loss_run_ms;     /* first loss since the last prompt answer */
 	uint64_t first_sign_ms;   /* of the current rise or first stall */
 	/* current event */
 	bool open;

@@ -156,6 +156,13 @@ struct dt_opts {
  * *err when it could not start. */
 int dt_run(const struct dt_opts *o, struct ferr *err);
 
+/* Replay the series of target (NULL: any) from source ("remote" or
+ * "local") in a series.csv through a detector with params p, printing its
+ * reports as JSON lines. */
+int dt_replay(const char *csv, const char *target, const char *source,
+	      const struct det_params *p, unsigned timeout_ms,
+	      struct ferr *err);
+
 /* Print the alarms of the state file in state_dir (JSON with json). */
 int dt_alarms(const char *state_dir, bool json, struct ferr *err);
 

@@ -14,13 +14,18 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ferry-detect run|watch [options]\n"
 		"       ferry-detect alarms [--state-dir DIR] [--json]\n"
+		"       ferry-detect replay --csv FILE [--source remote|local]\n"
+		"                    [--target ADDR] [detector options]\n"
 		"options of run and watch:\n"
 		"  --config FILE        client.json with an auditor identity\n"
 		"  --state-dir DIR      state.json, events.jsonl, series.csv,\n"
 		"                       audit/ (default ./ferry-detect)\n"
 		"  --netns NAME         probe and listen in this network "
 		"namespace\n"
-		"  --iface IF           listen for RARP/ARP announcements on IF\n"
+		"  --iface IF           listen for RARP/ARP announcements on IF;\n"
+		"                       a migration then needs one\n"
+		"  --icmp-suffices      with --iface: ICMP signatures alone may\n"
+		"                       still report a migration\n"
 		"  --target ADDR[=VM]   ping ADDR (repeatable)\n"
 		"  --from-hosts         also every bridged VM with ferry.ip=\n"
 		"  --local VM           read VM's own probes from its console\n"
@@ -31,6 +36,8 @@ static void usage(FILE *f)
 		"  --quiet-ms MS        an event ends after this long quiet "
 		"(3000)\n"
 		"  --min-confidence X   report migrations from this (0.5)\n"
+		"  --max-stop-ms MS     longest stop taken for a switchover "
+		"(1500)\n"
 		"  --api-interval MS    read the hosts this often (1000)\n"
 		"  --grace MS           wait this long for audit records (2000)\n"
 		"  --duration S         stop after S seconds (0: on a signal)\n"
@@ -80,13 +87,18 @@ int main(int argc, char **argv)
 		{ "duration", required_argument, 0, 'D' },
 		{ "json", no_argument, 0, 'j' },
 		{ "log-level", required_argument, 0, 'l' },
+		{ "csv", required_argument, 0, 'C' },
+		{ "source", required_argument, 0, 'R' },
+		{ "max-stop-ms", required_argument, 0, 'P' },
+		{ "icmp-suffices", no_argument, 0, 'X' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
 	struct dt_opts o = { .state_dir = "ferry-detect", .timeout_ms = 1000,
 			     .api_interval_ms = 1000, .grace_ms = 2000 };
 	struct ferr err = { 0 };
-	const char *cmd;
+	const char *cmd, *csv = NULL, *source = "remote";
+	bool icmp_suffices = false;
 	int c, bad = 0;
 
 	det_params_default(&o.det);
@@ -125,6 +137,10 @@ int main(int argc, char **argv)
 		case 'G': bad |= num(optarg, 0, 600000, &o.grace_ms); break;
 		case 'D': bad |= num(optarg, 0, 86400 * 365, &o.duration_s); break;
 		case 'j': o.json = true; break;
+		case 'C': csv = optarg; break;
+		case 'X': icmp_suffices = true; break;
+		case 'R': source = optarg; break;
+		case 'P': bad |= num(optarg, 100, 600000, &o.det.max_stop_ms); break;
 		case 'l':
 			if (!strcmp(optarg, "debug"))
 				log_set_level(LOG_DEBUG);
@@ -157,11 +173,26 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
+	if (!strcmp(cmd, "replay")) {
+		if (!csv || o.ntargets > 1) {
+			usage(stderr);
+			return 2;
+		}
+		if (dt_replay(csv, o.ntargets ? o.targets[0] : NULL, source,
+			      &o.det, o.timeout_ms, &err) < 0) {
+			fprintf(stderr, "ferry-detect: %s\n", err.msg);
+			return 1;
+		}
+		return 0;
+	}
 	if (strcmp(cmd, "run") && strcmp(cmd, "watch")) {
 		usage(stderr);
 		return 2;
 	}
 	o.watch = !strcmp(cmd, "watch");
+	/* listening for announcements: a migration needs one (ICMP alone is
+	 * ambiguous under host CPU load and link floods, detection.md) */
+	o.det.require_announce = o.iface && !icmp_suffices;
 	if (dt_run(&o, &err) < 0) {
 		fprintf(stderr, "ferry-detect: %s\n", err.msg);
 		return 1;

@@ -6,7 +6,8 @@
 #include <string.h>
 
 #define RTT_FLOOR_MS 0.05       /* below this the log is noise */
-#define LOST_FACTOR 4.0         /* a lost probe counts as 4 x stall_ms */
+#define RISE_HOLD_MS 500        /* a loss this soon after a rise ended
+				   still belongs to it */
 #define FAST_ALPHA 0.2          /* the recent level, for shifts */
 #define EVENT_MAX_MS 120000ULL  /* an event longer than this is closed */
 #define ANNOUNCE_STALL_MS 3000  /* a stall this close before an announce is
@@ -24,6 +25,7 @@ void det_params_default(struct det_params *p)
 		.quiet_ms = 3000,
 		.precopy_ms = 400,
 		.shift_ratio = 1.5,
+		.max_stop_ms = 1500,
 		.min_confidence = 0.5,
 	};
 }
@@ -47,8 +49,9 @@ double det_confidence(unsigned s)
 
 void det_signals_str(unsigned s, char *out, size_t len)
 {
-	static const char *const names[] = { "rise", "stall", "rarp",
-					     "garp", "pattern", "shift" };
+	static const char *const names[] = { "rise",    "stall", "rarp",
+					     "garp",    "pattern", "shift",
+					     "longstop" };
 	size_t off = 0;
 
 	if (len)
@@ -110,7 +113,9 @@ static void sign(struct det *d, unsigned sig, uint64_t at_ms, uint64_t now)
 	d->ev.signals |= sig;
 	d->ev.confidence = det_confidence(d->ev.signals);
 	d->last_sign_ms = now;
-	if (!d->reported && d->ev.confidence >= d->p.min_confidence) {
+	if (!d->reported && d->ev.confidence >= d->p.min_confidence &&
+	    (!d->p.require_announce ||
+	     (d->ev.signals & (DET_SIG_RARP | DET_SIG_GARP)))) {
 		d->reported = true;
 		d->ev.detected_ms = now;
 		if (d->cb)
@@ -140,6 +145,26 @@ static double median(const double *v, unsigned n)
 	return s[n / 2];
 }
 
+/* A probe lost while the RTT has been up for precopy_ms: the switchover
+ * of a migration whose stop is too short for a stall (or seen from inside
+ * the guest, whose clock stops with it: only the probe in flight is lost). */
+static void lost_in_rise(struct det *d, uint64_t send_ms, uint64_t now)
+{
+	/* losses are known a timeout late: was the RTT up when it was sent,
+	 * since well before the losses began? */
+	if (!d->loss_run_ms || send_ms < d->loss_run_ms)
+		d->loss_run_ms = send_ms;
+	if (!warm(d) || !d->open || !d->rise_from_ms ||
+	    d->loss_run_ms < d->rise_from_ms + d->p.precopy_ms ||
+	    (d->rise_to_ms && send_ms > d->rise_to_ms + RISE_HOLD_MS) ||
+	    (d->ev.signals & (DET_SIG_LONGSTOP | DET_SIG_PATTERN)) ||
+	    d->ev.stalls > 2)
+		return;
+	if (!(d->ev.signals & (DET_SIG_RARP | DET_SIG_GARP)))
+		set_switchover(d, send_ms, now);
+	sign(d, DET_SIG_PATTERN, send_ms, now);
+}
+
 void det_sent(struct det *d, uint64_t send_ms)
 {
 	if (send_ms > d->last_sent_ms)
@@ -148,9 +173,24 @@ void det_sent(struct det *d, uint64_t send_ms)
 		d->last_answer_ms = send_ms; /* nothing to wait for before */
 }
 
-static void stall_end(struct det *d)
+/* The VM answers promptly again. A short stop after QEMU's set-up stop or
+ * after a rise that began well before it is the pre-copy's end: the
+ * switchover. A long one is a pause, not a live migration. */
+static void stall_end(struct det *d, uint64_t now)
 {
+	uint64_t st = d->stall_start_ms, prev = d->prev_stall_start_ms;
+
 	d->stalled = false;
+	if (!d->open || (d->ev.signals & DET_SIG_LONGSTOP))
+		return;
+	if (now - st > d->p.max_stop_ms) {
+		d->ev.signals |= DET_SIG_LONGSTOP;
+		return;
+	}
+	if (d->ev.stalls <= 2 &&
+	    ((prev && st >= prev + d->p.precopy_ms) ||
+	     (d->rise_start_ms && st >= d->rise_start_ms + d->p.precopy_ms)))
+		sign(d, DET_SIG_PATTERN, st, now);
 }
 
 void det_sample(struct det *d, uint64_t send_ms, double rtt_ms, uint64_t now)
@@ -158,13 +198,21 @@ void det_sample(struct det *d, uint64_t send_ms, double rtt_ms, uint64_t now)
 	double v, med, x;
 
 	if (rtt_ms >= 0) {
-		if (send_ms > d->last_answer_ms)
+		/* only a prompt answer shows the VM responsive: the late
+		 * answers of probes queued during a stop do not */
+		if (rtt_ms < d->p.stall_ms && send_ms > d->last_answer_ms) {
 			d->last_answer_ms = send_ms;
-		if (d->stalled && send_ms >= d->stall_start_ms)
-			stall_end(d);
+			d->loss_run_ms = 0;
+		}
+		if (d->stalled && rtt_ms < d->p.stall_ms &&
+		    send_ms >= d->stall_start_ms)
+			stall_end(d, now);
 		v = rtt_ms;
 	} else {
-		v = LOST_FACTOR * d->p.stall_ms;
+		/* losses are stalls' business: the level is the answers' */
+		lost_in_rise(d, send_ms, now);
+		d->nsamples++;
+		return;
 	}
 	d->win[d->nwin++ % DET_MEDIAN_N] = v;
 	med = median(d->win, d->nwin < DET_MEDIAN_N ? d->nwin : DET_MEDIAN_N);
@@ -189,6 +237,14 @@ void det_sample(struct det *d, uint64_t send_ms, double rtt_ms, uint64_t now)
 	}
 	if (d->cusum > 2 * d->p.cusum_h)
 		d->cusum = 2 * d->p.cusum_h;
+	if (d->cusum >= d->p.cusum_h && !d->rising) {
+		d->rising = true;
+		d->rise_from_ms = d->cusum_start_ms;
+		d->rise_to_ms = 0;
+	} else if (d->cusum < d->p.cusum_h && d->rising) {
+		d->rising = false;
+		d->rise_to_ms = send_ms;
+	}
 	if (d->cusum >= d->p.cusum_h) {
 		/* a rise extends the event only until a stop or an announce:
 		 * after a switchover the new path may keep the RTT up */
@@ -235,6 +291,8 @@ static void close_event(struct det *d, uint64_t now)
 		d->base = level;
 		d->cusum = 0;
 	}
+	d->rising = false;
+	d->rise_from_ms = d->rise_to_ms = 0;
 	d->ev.rtt_after_ms = exp(d->base);
 	d->open = false;
 	if (d->cb)
@@ -249,30 +307,29 @@ void det_tick(struct det *d, uint64_t now)
 	if (warm(d) && !d->stalled && d->last_answer_ms &&
 	    d->last_sent_ms >= first_unanswered + 2 * d->p.interval_ms &&
 	    now >= first_unanswered + d->p.stall_ms) {
-		uint64_t prev = d->open && (d->ev.signals & DET_SIG_STALL)
-					? d->last_stall_start_ms
-					: 0;
-		bool rising = d->cusum >= d->p.cusum_h;
-		unsigned sig = DET_SIG_STALL;
-
+		d->prev_stall_start_ms = d->open && (d->ev.signals &
+						     DET_SIG_STALL)
+						 ? d->last_stall_start_ms
+						 : 0;
+		d->rise_start_ms = d->open && (d->ev.signals & DET_SIG_RISE) &&
+					   d->cusum >= d->p.cusum_h
+				   ? d->cusum_start_ms
+				   : 0;
 		d->stalled = true;
 		d->stall_start_ms = first_unanswered;
-		/* pre-copy, then the stop: a rise or an earlier stall (QEMU's
-		 * set-up) well before this one */
-		if ((prev && first_unanswered >= prev + d->p.precopy_ms) ||
-		    (rising && d->open &&
-		     first_unanswered >= d->cusum_start_ms + d->p.precopy_ms))
-			sig |= DET_SIG_PATTERN;
 		ensure_open(d, first_unanswered);
 		d->ev.stalls++;
 		d->last_stall_start_ms = first_unanswered;
 		/* the last stop before any announce is the switchover */
 		if (!(d->ev.signals & (DET_SIG_RARP | DET_SIG_GARP)))
 			set_switchover(d, first_unanswered, now);
-		sign(d, sig, first_unanswered, now);
+		sign(d, DET_SIG_STALL, first_unanswered, now);
 	}
-	if (d->stalled)
+	if (d->stalled) {
 		d->last_sign_ms = now;
+		if (d->open && now - d->stall_start_ms > d->p.max_stop_ms)
+			d->ev.signals |= DET_SIG_LONGSTOP;
+	}
 	if (d->open && (now >= d->last_sign_ms + d->p.quiet_ms ||
 			now >= d->ev.start_ms + EVENT_MAX_MS))
 		close_event(d, now);
