@@ -260,6 +260,12 @@ static void refresh_console(struct dt_api *a, unsigned k, struct dt_vm *vms,
 	}
 	a->console_off[k] = (uint64_t)json_integer_value(
 		json_object_get(reply, "next"));
+	/* a console shorter than what we read is a new boot's */
+	if ((uint64_t)json_integer_value(json_object_get(reply, "size")) <
+	    a->console_off[k]) {
+		a->console_off[k] = 0;
+		a->partial[k][0] = '\0';
+	}
 	json_decref(reply);
 }
 
