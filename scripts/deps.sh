@@ -10,10 +10,21 @@ PACKAGES=(
   gcc libc6-dev make meson ninja-build pkg-config clang libclang-rt-14-dev
   # libraries
   libssl-dev libjansson-dev libevent-dev libcmocka-dev libzstd-dev
+  libcurl4-openssl-dev
+  # cluster state (docs/etcd.md): etcd server for tests and the demo, etcdctl
+  etcd-server etcd-client
+  # TPM 2.0: tss2 ESYS (ferryd), software TPMs for tests and the demo,
+  # tpm2-tools for debugging by hand (docs/attestation.md)
+  libtss2-dev swtpm swtpm-tools tpm2-tools
   # hypervisor and guest
   qemu-system-x86 qemu-utils busybox-static cpio gzip
   # system tests
   python3 python3-pytest iproute2 procps
+  # ferry-detect's figure (bench/detect_plot.py, make bench-detect)
+  python3-matplotlib
+  # the dashboard's browser tests (tests/system/test_ui*.py): headless
+  # Chromium driven by selenium through chromium-driver
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

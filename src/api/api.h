@@ -20,6 +20,7 @@
 #include "common.h"
 #include "config.h"
 #include "policy.h"
+#include "tls.h"
 #include "vm.h"
 
 #define API_PREFIX "/v1"
@@ -56,6 +57,11 @@ enum api_route {
 	ROUTE_BAL_DRAIN,     /* POST /v1/balance/drain {"host"} */
 	ROUTE_BAL_UNDRAIN,   /* POST /v1/balance/undrain {"host"} */
 	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
+	ROUTE_ATTEST_IDENTITY, /* GET  /v1/attest/identity: EK cert, AK */
+	ROUTE_ATTEST_QUOTE,    /* POST /v1/attest/quote {"challenge"} */
+	ROUTE_ATTEST_ACTIVATE, /* POST /v1/attest/activate {credential,
+				  secret} (enrolment) */
+	ROUTE_ATTEST_APPROVE,  /* POST /v1/attest/approvals: seal approvals */
 };
 
 /* A validated request. */
@@ -65,7 +71,7 @@ struct api_request {
 	json_t *body;                /* routes whose handler validates an
 					object: define, migrate, prepare,
 					finish (NULL when empty) */
-	bool force;                  /* ROUTE_VM_STOP */
+	bool force;                  /* ROUTE_VM_STOP, ROUTE_VM_RESUME */
 	unsigned timeout_s;          /* ROUTE_VM_STOP, graceful */
 	uint64_t offset;             /* ROUTE_VM_CONSOLE */
 	uint64_t limit;              /* ROUTE_VM_CONSOLE, ROUTE_AUDIT_QUERY */
@@ -73,6 +79,10 @@ struct api_request {
 	char q_vm[FERRY_NAME_MAX + 1];     /* ROUTE_AUDIT_QUERY filters, */
 	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
 	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
+	/* set by the transport, not the parser: the connection's attestation
+	 * exporter (tls_exporter), to bind nonces to this TLS session */
+	bool have_exporter;
+	unsigned char tls_exporter[TLS_EXPORTER_LEN];
 };
 
 /* The permission (policy.h) a route requires. */
@@ -94,11 +104,13 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 void api_request_clear(struct api_request *req);
 
 struct migrator;
+struct attest_ops;
 struct load;
 struct controller;
 struct audit;
 struct audit_refusals;
 struct guard;
+struct worker_pool;
 
 /* What the handlers act on. All but the guard and the refusal counter are
  * used on the main thread only. */
@@ -112,6 +124,8 @@ struct api_ctx {
 	struct guard *guard;
 	struct load *load;
 	struct controller *ctl;   /* NULL unless in controller mode */
+	struct worker_pool *pool; /* blocking work off the loop */
+	const struct attest_ops *attest; /* NULL when attestation is off */
 };
 
 /* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):
@@ -119,10 +133,30 @@ struct api_ctx {
 int api_policy_reload(struct api_ctx *ctx, const char *identity,
 		      struct ferr *err);
 
+/* One request being answered (server.c). A handler that must wait (for
+ * QEMU, a peer, the disk) keeps it and answers later with api_call_reply;
+ * the transport stays open until then. */
+struct api_call;
+
+/* api_handle's status when the answer comes later through
+ * api_call_reply. */
+#define API_DEFERRED 0
+
+/* Answer a deferred call with status and reply (taken): audit it when the
+ * route changes state, send it, free the call. Loop thread, exactly once
+ * per deferred call. */
+void api_call_reply(struct api_call *call, int status, json_t *reply);
+
 /* Run a validated request against the host; identity is the caller.
- * Returns the HTTP status and sets *reply (a JSON object). */
-int api_handle(struct api_ctx *ctx, const char *identity,
-	       const struct api_request *req, json_t **reply);
+ * Returns the HTTP status and sets *reply (a JSON object), or returns
+ * API_DEFERRED after arranging for exactly one api_call_reply(call). */
+int api_handle(struct api_ctx *ctx, struct api_call *call,
+	       const char *identity, const struct api_request *req,
+	       json_t **reply);
+
+/* The /v1/attest routes (attest.c): *reply on success, -1 with err. */
+int api_attest(struct api_ctx *ctx, const struct api_request *req,
+	       json_t **reply, struct ferr *err);
 
 /* The error reply object for err. */
 json_t *api_error_json(const struct ferr *err);
@@ -137,7 +171,8 @@ int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 		     SSL_CTX *ctx, struct api_ctx *actx,
 		     struct api_server **out, struct ferr *err);
 
-/* Stop listening, close connections and free the server. */
+/* Stop listening, close connections and free the server. Deferred calls
+ * still open (their work never ended) are answered 503 first. */
 void api_server_free(struct api_server *s);
 
 #endif

@@ -1,9 +1,11 @@
 /* handlers.c - API operations on the host's VMs. */
 #include "api.h"
+#include "attest.h"
 #include "audit.h"
 #include "controller.h"
 #include "load.h"
 #include "migrate.h"
+#include "worker.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -38,23 +40,82 @@ static int fail(const struct ferr *err, json_t **reply)
 }
 
 /* A VM object for replies, with its migration if one is active. */
-static json_t *vm_json(const struct vm *vm)
+static json_t *vm_json(struct api_ctx *ctx, const struct vm *vm)
 {
 	json_t *o = vm_to_json(vm);
 
 	if (o)
-		migrator_annotate_vm(vm, o);
+		migrator_annotate_vm(ctx->mig, vm, o);
 	return o;
 }
 
 /* GET /v1/vms */
-static json_t *vm_list(struct vmm *vmm)
+static json_t *vm_list(struct api_ctx *ctx)
 {
 	json_t *arr = json_array();
 
-	for (struct vm *vm = vmm_first(vmm); vm; vm = vm->next)
-		json_array_append_new(arr, vm_json(vm));
+	for (struct vm *vm = vmm_first(ctx->vmm); vm; vm = vm->next)
+		json_array_append_new(arr, vm_json(ctx, vm));
 	return json_pack("{s:o}", "vms", arr);
+}
+
+/* ---- deferred answers ---- */
+
+/* A deferred call and what its answer needs. */
+struct later {
+	struct api_ctx *ctx;
+	struct api_call *call;
+	int ok;                  /* the status of success */
+	/* an audit job */
+	struct api_request req;  /* a copy of the filters */
+	char path[FERRY_PATH_MAX];
+	bool log;                /* the raw log, not a query */
+	json_t *reply;
+	int rc;
+	struct ferr err;
+};
+
+static struct later *later_new(struct api_ctx *ctx, struct api_call *call,
+			       int ok)
+{
+	struct later *l = calloc(1, sizeof(*l));
+
+	if (l) {
+		l->ctx = ctx;
+		l->call = call;
+		l->ok = ok;
+	}
+	return l;
+}
+
+/* A VM operation ended: answer with the VM or the error. */
+static void on_vm_done(void *arg, struct vm *vm, int rc,
+		       const struct ferr *err)
+{
+	struct later *l = arg;
+
+	if (rc < 0)
+		api_call_reply(l->call, ferr_http_status(err->code),
+			       api_error_json(err));
+	else if (!vm)
+		api_call_reply(l->call, 200, json_object());
+	else
+		api_call_reply(l->call, l->ok, vm_json(l->ctx, vm));
+	free(l);
+}
+
+/* A migration step ended: answer with its reply or the error. */
+static void on_mig_reply(void *arg, int rc, json_t *reply,
+			 const struct ferr *err)
+{
+	struct later *l = arg;
+
+	if (rc < 0)
+		api_call_reply(l->call, ferr_http_status(err->code),
+			       api_error_json(err));
+	else
+		api_call_reply(l->call, l->ok, reply);
+	free(l);
 }
 
 int api_policy_reload(struct api_ctx *ctx, const char *identity,
@@ -68,6 +129,14 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 				"no policy file is configured (ferryd.json: "
 				"policy)");
 	rc = policy_reload(ctx->policy, ctx->policy_path, err);
+	/* the new policy is measured and becomes the accepted one; a policy
+	 * that cannot be measured stays in force (refusing it now would
+	 * leave the old one running unmeasured) but attestation reports it */
+	if (rc == 0 && ctx->attest && ctx->attest->policy_accepted &&
+	    ctx->attest->policy_accepted(ctx->attest->ctx, ctx->policy_path,
+					 &aerr) < 0)
+		log_error("attest: the reloaded policy is not measured: %s",
+			  aerr.msg);
 	if (audit_log(ctx->audit, identity, "policy.reload", ctx->policy_path,
 		      rc == 0 ? "ok" : "error",
 		      rc == 0 ? json_pack("{s:I}", "rules",
@@ -85,66 +154,142 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 	return rc;
 }
 
-/* GET /v1/audit: filtered records and the head. */
-static int audit_query_reply(struct api_ctx *ctx,
-			     const struct api_request *req, json_t **reply,
-			     struct ferr *err)
+/* Worker: GET /v1/audit (filtered records) or /v1/audit/log (the raw
+ * log): reads of a file that may be large. */
+static void audit_work(void *arg)
 {
-	struct audit_filter f = {
-		.since_ms = req->since,
-		.until_ms = req->until,
-		.target = req->q_vm[0] ? req->q_vm : NULL,
-		.actor = req->q_actor[0] ? req->q_actor : NULL,
-		.action = req->q_action[0] ? req->q_action : NULL,
-		.limit = (unsigned)req->limit,
-	};
-	char hash[AUDIT_HASH_HEX_LEN + 1];
-	uint64_t seq = 0;
-	json_t *recs = audit_query(audit_path(ctx->audit), &f, err);
+	struct later *l = arg;
+	const struct api_request *req = &l->req;
 
-	if (!recs)
-		return -1;
-	audit_head(ctx->audit, &seq, hash);
-	*reply = json_pack("{s:o, s:{s:I, s:s}}", "records", recs, "head",
-			   "seq", (json_int_t)seq, "hash", hash);
-	return 0;
+	if (l->log) {
+		char *text = NULL;
+		size_t len = 0;
+
+		l->rc = audit_snapshot(l->ctx->audit, &text, &len, &l->err);
+		if (l->rc == 0) {
+			l->reply = json_pack("{s:s%}", "log", text, len);
+			if (!l->reply)
+				l->rc = ferr_set(&l->err, FERR_INTERNAL,
+						 "out of memory");
+		}
+		free(text);
+	} else {
+		struct audit_filter f = {
+			.since_ms = req->since,
+			.until_ms = req->until,
+			.target = req->q_vm[0] ? req->q_vm : NULL,
+			.actor = req->q_actor[0] ? req->q_actor : NULL,
+			.action = req->q_action[0] ? req->q_action : NULL,
+			.limit = (unsigned)req->limit,
+		};
+		json_t *recs = audit_query(l->path, &f, &l->err);
+
+		l->rc = recs ? 0 : -1;
+		if (recs)
+			l->reply = json_pack("{s:o}", "records", recs);
+	}
 }
 
-/* GET /v1/audit/log and /v1/audit/key. */
-static int audit_file_reply(struct api_ctx *ctx, bool key, json_t **reply,
-			    struct ferr *err)
+/* Loop: add the head (the newest record) and answer. */
+static void audit_done(void *arg)
 {
-	char path[FERRY_PATH_MAX], hash[AUDIT_HASH_HEX_LEN + 1];
-	const char *log = audit_path(ctx->audit);
-	char *text = NULL;
-	size_t len = 0;
+	struct later *l = arg;
+	char hash[AUDIT_HASH_HEX_LEN + 1];
 	uint64_t seq = 0;
-	size_t dirlen = strlen(log) - strlen(AUDIT_LOG_NAME);
 
-	if (key) {
+	if (l->rc < 0) {
+		api_call_reply(l->call, ferr_http_status(l->err.code),
+			       api_error_json(&l->err));
+	} else {
+		audit_head(l->ctx->audit, &seq, hash);
+		json_object_set_new(l->reply, "head",
+				    json_pack("{s:I, s:s}", "seq",
+					      (json_int_t)seq, "hash", hash));
+		api_call_reply(l->call, 200, l->reply);
+	}
+	free(l);
+}
+
+/* GET /v1/audit and /v1/audit/log on a worker; /v1/audit/key at once. */
+static int audit_reply(struct api_ctx *ctx, struct api_call *call,
+		       const struct api_request *req, json_t **reply,
+		       struct ferr *err)
+{
+	const char *log = audit_path(ctx->audit);
+	size_t dirlen = strlen(log) - strlen(AUDIT_LOG_NAME);
+	struct later *l;
+
+	if (req->route == ROUTE_AUDIT_KEY) {
+		char path[FERRY_PATH_MAX];
+		char *text = NULL;
+		size_t len = 0;
+
 		if (fmt_checked(path, sizeof(path), err, "path", "%.*s%s",
 				(int)dirlen, log, AUDIT_PUB_NAME) < 0 ||
 		    file_read_all(path, AUDIT_KEY_FILE_MAX, &text, &len, err) <
 			    0)
 			return -1;
 		*reply = json_pack("{s:s}", "public_key", text);
-	} else {
-		if (audit_snapshot(ctx->audit, &text, &len, err) < 0)
-			return -1;
-		audit_head(ctx->audit, &seq, hash);
-		*reply = json_pack("{s:s%, s:{s:I, s:s}}", "log", text, len,
-				   "head", "seq", (json_int_t)seq, "hash",
-				   hash);
+		free(text);
+		return *reply ? 200
+			      : ferr_set(err, FERR_INTERNAL, "out of memory");
 	}
-	free(text);
-	return *reply ? 0 : ferr_set(err, FERR_INTERNAL, "out of memory");
+	l = later_new(ctx, call, 200);
+	if (!l)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	l->req = *req;
+	l->req.body = NULL;
+	l->log = req->route == ROUTE_AUDIT_LOG;
+	snprintf(l->path, sizeof(l->path), "%s", log);
+	if (worker_submit(ctx->pool, audit_work, audit_done, l, err) < 0) {
+		free(l);
+		return -1;
+	}
+	return API_DEFERRED;
 }
 
-/* Routes that do not name a VM: host, list, define, migrations and the
- * peer side of migrations. Returns the status, or 0 when the route names
- * a VM. */
-static int handle_other(struct api_ctx *ctx, const char *identity,
-			const struct api_request *req, json_t **reply)
+/* Start a migration step that answers later; l is freed by the answer. */
+static int defer_mig(struct api_ctx *ctx, struct api_call *call, int ok,
+		     int (*start)(struct api_ctx *ctx,
+				  const struct api_request *req,
+				  const char *identity, struct later *l,
+				  struct ferr *err),
+		     const struct api_request *req, const char *identity,
+		     struct ferr *err)
+{
+	struct later *l = later_new(ctx, call, ok);
+
+	if (!l)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	if (start(ctx, req, identity, l, err) < 0) {
+		free(l);
+		return -1;
+	}
+	return API_DEFERRED;
+}
+
+static int start_prepare(struct api_ctx *ctx, const struct api_request *req,
+			 const char *identity, struct later *l,
+			 struct ferr *err)
+{
+	return migrator_prepare(ctx->mig, req->body, identity, on_mig_reply,
+				l, err);
+}
+
+static int start_finish(struct api_ctx *ctx, const struct api_request *req,
+			const char *identity, struct later *l,
+			struct ferr *err)
+{
+	return migrator_finish(ctx->mig, req->vm, req->body, identity,
+			       on_mig_reply, l, err);
+}
+
+/* Routes that do not name a VM: host, list, define, migrations, the peer
+ * side of migrations, audit, policy, balancer. Returns the status,
+ * API_DEFERRED, or -2 when the route names a VM. */
+static int handle_other(struct api_ctx *ctx, struct api_call *call,
+			const char *identity, const struct api_request *req,
+			json_t **reply)
 {
 	struct ferr err = { 0 };
 	struct vm *vm = NULL;
@@ -155,6 +300,15 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 		*reply = vmm_host_info(ctx->vmm);
 		json_object_set_new(*reply, "draining",
 				    json_boolean(load_draining(ctx->load)));
+		{
+			unsigned a, q, u;
+
+			migrator_counts(ctx->mig, &a, &q, &u);
+			json_object_set_new(*reply, "migrations",
+					    json_pack("{s:i, s:i, s:i}",
+						      "active", a, "queued", q,
+						      "unresolved", u));
+		}
 		return 200;
 	case ROUTE_LOAD:
 		*reply = load_report(ctx->load);
@@ -194,13 +348,13 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 					   load_draining(ctx->load));
 		break;
 	case ROUTE_VM_LIST:
-		*reply = vm_list(ctx->vmm);
+		*reply = vm_list(ctx);
 		return 200;
 	case ROUTE_VM_DEFINE:
 		if (vmm_define(ctx->vmm, req->body, &vm, &err) < 0)
 			return fail(&err, reply);
 		log_info("api: %s defined vm %s", identity, vm->def.name);
-		*reply = vm_json(vm);
+		*reply = vm_json(ctx, vm);
 		return 201;
 	case ROUTE_MIG_LIST:
 		*reply = migrator_list(ctx->mig);
@@ -219,28 +373,32 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 			rc = -1;
 			break;
 		}
-		rc = migrator_prepare(ctx->mig, req->body, identity, reply,
-				      &err);
-		ok = 201;
-		break;
+		if (defer_mig(ctx, call, 201, start_prepare, req, identity,
+			      &err) < 0)
+			return fail(&err, reply);
+		return API_DEFERRED;
 	case ROUTE_IN_INFO:
 		rc = migrator_incoming_get(ctx->mig, req->vm, identity, reply,
 					   &err);
 		break;
 	case ROUTE_IN_FINISH:
-		rc = migrator_finish(ctx->mig, req->vm, req->body, identity,
-				     reply, &err);
-		break;
+		if (defer_mig(ctx, call, 200, start_finish, req, identity,
+			      &err) < 0)
+			return fail(&err, reply);
+		return API_DEFERRED;
 	case ROUTE_IN_ABORT:
 		rc = migrator_abort(ctx->mig, req->vm, identity, reply, &err);
 		break;
 	case ROUTE_AUDIT_QUERY:
-		rc = audit_query_reply(ctx, req, reply, &err);
-		break;
 	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:
-		rc = audit_file_reply(ctx, req->route == ROUTE_AUDIT_KEY, reply,
-				      &err);
+		rc = audit_reply(ctx, call, req, reply, &err);
+		return rc < 0 ? fail(&err, reply) : rc;
+	case ROUTE_ATTEST_IDENTITY:
+	case ROUTE_ATTEST_QUOTE:
+	case ROUTE_ATTEST_ACTIVATE:
+	case ROUTE_ATTEST_APPROVE:
+		rc = api_attest(ctx, req, reply, &err);
 		break;
 	case ROUTE_POLICY_RELOAD:
 		rc = api_policy_reload(ctx, identity, &err);
@@ -251,7 +409,7 @@ static int handle_other(struct api_ctx *ctx, const char *identity,
 						   *ctx->policy));
 		break;
 	default:
-		return 0;
+		return -2;
 	}
 	return rc < 0 ? fail(&err, reply) : ok;
 }
@@ -276,62 +434,60 @@ static int console(struct vmm *vmm, struct vm *vm,
 	return 0;
 }
 
-int api_handle(struct api_ctx *ctx, const char *identity,
-	       const struct api_request *req, json_t **reply)
+/* May the route change a VM in its state? A VM held by a migration
+ * changes only through it, except that one left unresolved may be resumed
+ * or stopped by force (vm.h, struct vm_hold). */
+static int check_held(const struct vm *vm, const struct api_request *req,
+		      struct ferr *err)
+{
+	if (req->route == ROUTE_VM_INFO || req->route == ROUTE_VM_CONSOLE)
+		return 0;
+	if (vm->hold.resume_guard &&
+	    (req->route == ROUTE_VM_RESUME || req->route == ROUTE_VM_STOP))
+		return 0; /* vmm_resume / vmm_stop want force */
+	if (vm->incoming || vm->hold.owner[0])
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s is migrating; wait for the migration "
+				"to end or cancel it",
+				req->vm);
+	return 0;
+}
+
+int api_handle(struct api_ctx *ctx, struct api_call *call,
+	       const char *identity, const struct api_request *req,
+	       json_t **reply)
 {
 	struct vmm *vmm = ctx->vmm;
 	struct ferr err = { 0 };
+	struct later *l = NULL;
 	struct vm *vm = NULL;
-	int status;
+	int rc = 0, status;
 
 	*reply = NULL;
-	status = handle_other(ctx, identity, req, reply);
-	if (status)
+	status = handle_other(ctx, call, identity, req, reply);
+	if (status != -2)
 		return status;
-	status = 200;
 	vm = vmm_find(vmm, req->vm);
 	if (!vm) {
 		ferr_set(&err, FERR_NOT_FOUND, "no VM named %s on this host",
 			 req->vm);
 		return fail(&err, reply);
 	}
-	if ((vm->incoming || vm->mig_out) && req->route != ROUTE_VM_INFO &&
-	    req->route != ROUTE_VM_CONSOLE) {
-		ferr_set(&err, FERR_CONFLICT,
-			 "vm %s is migrating; wait for the migration to end "
-			 "or cancel it",
-			 req->vm);
+	if (check_held(vm, req, &err) < 0)
 		return fail(&err, reply);
-	}
 	switch (req->route) {
 	case ROUTE_VM_INFO:
-		break;
+		*reply = vm_json(ctx, vm);
+		return 200;
+	case ROUTE_VM_CONSOLE:
+		if (console(vmm, vm, req, reply, &err) < 0)
+			return fail(&err, reply);
+		return 200;
 	case ROUTE_VM_DELETE:
 		if (vmm_delete(vmm, vm, &err) < 0)
 			return fail(&err, reply);
 		log_info("api: %s deleted vm %s", identity, req->vm);
 		*reply = json_pack("{s:s}", "deleted", req->vm);
-		return 200;
-	case ROUTE_VM_START:
-		if (vmm_start(vmm, vm, &err) < 0)
-			return fail(&err, reply);
-		break;
-	case ROUTE_VM_STOP:
-		if (vmm_stop(vmm, vm, req->force, req->timeout_s, &err) < 0)
-			return fail(&err, reply);
-		status = 202;
-		break;
-	case ROUTE_VM_PAUSE:
-		if (vmm_pause(vmm, vm, &err) < 0)
-			return fail(&err, reply);
-		break;
-	case ROUTE_VM_RESUME:
-		if (vmm_resume(vmm, vm, &err) < 0)
-			return fail(&err, reply);
-		break;
-	case ROUTE_VM_CONSOLE:
-		if (console(vmm, vm, req, reply, &err) < 0)
-			return fail(&err, reply);
 		return 200;
 	case ROUTE_VM_MIGRATE:
 		if (migrator_start(ctx->mig, vm, req->body, identity, reply,
@@ -339,12 +495,37 @@ int api_handle(struct api_ctx *ctx, const char *identity,
 			return fail(&err, reply);
 		return 202;
 	default:
-		ferr_set(&err, FERR_INTERNAL, "unhandled route");
+		break;
+	}
+	/* the rest waits for QEMU: answered when it is done */
+	l = later_new(ctx, call, req->route == ROUTE_VM_STOP ? 202 : 200);
+	if (!l) {
+		ferr_set(&err, FERR_INTERNAL, "out of memory");
 		return fail(&err, reply);
 	}
-	if (req->route != ROUTE_VM_INFO)
-		log_info("api: %s: vm %s is now %s", identity, req->vm,
-			 vm_state_name(vm->state));
-	*reply = vm_json(vm);
-	return status;
+	switch (req->route) {
+	case ROUTE_VM_START:
+		rc = vmm_start(vmm, vm, on_vm_done, l, &err);
+		break;
+	case ROUTE_VM_STOP:
+		rc = vmm_stop(vmm, vm, req->force, req->timeout_s, on_vm_done,
+			      l, &err);
+		break;
+	case ROUTE_VM_PAUSE:
+		rc = vmm_pause(vmm, vm, on_vm_done, l, &err);
+		break;
+	case ROUTE_VM_RESUME:
+		rc = vmm_resume(vmm, vm, req->force, on_vm_done, l, &err);
+		break;
+	default:
+		rc = ferr_set(&err, FERR_INTERNAL, "unhandled route");
+		break;
+	}
+	if (rc < 0) {
+		free(l);
+		return fail(&err, reply);
+	}
+	log_info("api: %s: vm %s: %s requested", identity, req->vm,
+		 api_route_action(req->route));
+	return API_DEFERRED;
 }

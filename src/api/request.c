@@ -16,6 +16,7 @@ enum body_kind {
 	BODY_NONE,   /* no body */
 	BODY_EMPTY,  /* none or {} */
 	BODY_STOP,   /* none or {"force", "timeout_s"} */
+	BODY_FORCE,  /* none or {"force"} */
 	BODY_OBJECT, /* a JSON object, validated by the handler */
 	BODY_OPT_OBJECT, /* none, or a JSON object validated by the handler */
 };
@@ -39,7 +40,7 @@ static const struct route_def routes[] = {
 	{ ROUTE_VM_START, "POST", 3, "vms", "start", BODY_EMPTY },
 	{ ROUTE_VM_STOP, "POST", 3, "vms", "stop", BODY_STOP },
 	{ ROUTE_VM_PAUSE, "POST", 3, "vms", "pause", BODY_EMPTY },
-	{ ROUTE_VM_RESUME, "POST", 3, "vms", "resume", BODY_EMPTY },
+	{ ROUTE_VM_RESUME, "POST", 3, "vms", "resume", BODY_FORCE },
 	{ ROUTE_VM_CONSOLE, "GET", 3, "vms", "console", BODY_NONE },
 	{ ROUTE_VM_MIGRATE, "POST", 3, "vms", "migrate", BODY_OBJECT },
 	{ ROUTE_MIG_LIST, "GET", 1, "migrations", NULL, BODY_NONE },
@@ -62,6 +63,12 @@ static const struct route_def routes[] = {
 	{ ROUTE_BAL_DRAIN, "POST", 2, "balance", "drain", BODY_OBJECT },
 	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
 	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
+	{ ROUTE_ATTEST_IDENTITY, "GET", 2, "attest", "identity", BODY_NONE },
+	{ ROUTE_ATTEST_QUOTE, "POST", 2, "attest", "quote", BODY_OBJECT },
+	{ ROUTE_ATTEST_ACTIVATE, "POST", 2, "attest", "activate",
+	  BODY_OBJECT },
+	{ ROUTE_ATTEST_APPROVE, "POST", 2, "attest", "approvals",
+	  BODY_OBJECT },
 };
 
 enum perm api_route_perm(enum api_route r)
@@ -102,6 +109,12 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_BAL_DRAIN:
 	case ROUTE_BAL_UNDRAIN:
 		return PERM_BALANCE_WRITE;
+	case ROUTE_ATTEST_IDENTITY:
+	case ROUTE_ATTEST_QUOTE:
+		return PERM_ATTEST_READ;
+	case ROUTE_ATTEST_ACTIVATE:
+	case ROUTE_ATTEST_APPROVE:
+		return PERM_ATTEST_ADMIN;
 	default:
 		return PERM_VM_WRITE; /* define, delete, start, stop, ... */
 	}
@@ -144,6 +157,10 @@ const char *api_route_action(enum api_route r)
 		return "balance.drain";
 	case ROUTE_BAL_UNDRAIN:
 		return "balance.undrain";
+	case ROUTE_ATTEST_ACTIVATE:
+		return "attest.activate";
+	case ROUTE_ATTEST_APPROVE:
+		return "attest.approve";
 	default:
 		return NULL;
 	}
@@ -201,6 +218,7 @@ static int parse_body(struct api_request *req, enum body_kind kind,
 		      const char *body, size_t len, struct ferr *err)
 {
 	static const char *const stop_fields[] = { "force", "timeout_s", NULL };
+	static const char *const force_fields[] = { "force", NULL };
 	static const char *const none[] = { NULL };
 	json_t *obj;
 	uint64_t t = FERRY_STOP_TIMEOUT_S_DEFAULT;
@@ -227,14 +245,18 @@ static int parse_body(struct api_request *req, enum body_kind kind,
 		req->body = obj;
 		return 0;
 	}
-	if (json_check_fields(obj, kind == BODY_STOP ? stop_fields : none,
+	if (json_check_fields(obj,
+			      kind == BODY_STOP	   ? stop_fields
+			      : kind == BODY_FORCE ? force_fields
+						   : none,
 			      "request body", err) < 0)
 		goto out;
+	if ((kind == BODY_STOP || kind == BODY_FORCE) &&
+	    json_get_bool(obj, "force", "request body", &req->force, err) < 0)
+		goto out;
 	if (kind == BODY_STOP &&
-	    (json_get_bool(obj, "force", "request body", &req->force, err) <
-		     0 ||
-	     json_get_u64(obj, "timeout_s", "request body", 1,
-			  FERRY_STOP_TIMEOUT_S_MAX, &t, err) < 0))
+	    json_get_u64(obj, "timeout_s", "request body", 1,
+			 FERRY_STOP_TIMEOUT_S_MAX, &t, err) < 0)
 		goto out;
 	req->timeout_s = (unsigned)t;
 	rc = 0;

@@ -5,6 +5,8 @@
 #include "guard.h"
 #include "tls.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -17,6 +19,18 @@ struct api_server {
 	SSL_CTX *ctx;
 	struct api_ctx *actx;
 	struct tls_gate gate;
+	struct api_call *pending; /* deferred calls not yet answered */
+};
+
+struct api_call {
+	struct api_server *s;
+	struct evhttp_request *r;
+	char identity[FERRY_NAME_MAX + 1];
+	const char *action;       /* audit action, or NULL for a read */
+	const char *method;
+	struct api_request req;
+	struct api_call *next;    /* s->pending */
+	struct api_call **pprev;
 };
 
 /* TLS gate callbacks: the guard counts unauthenticated connections per
@@ -112,6 +126,8 @@ static int audit_request(struct api_server *s, const char *identity,
 
 	if (e)
 		json_object_set(detail, "error", json_object_get(e, "message"));
+	if (req->force)
+		json_object_set_new(detail, "force", json_true());
 	if (json_object_get(reply, "id"))
 		json_object_set(detail, "migration",
 				json_object_get(reply, "id"));
@@ -140,7 +156,8 @@ static void on_request(struct evhttp_request *r, void *arg)
 	char identity[FERRY_NAME_MAX + 1], why[FERRY_ERR_MSG_MAX];
 	struct policy_decision d;
 	struct api_request req;
-	struct ferr err = { 0 };
+	struct api_call *call;
+	struct ferr err = { 0 }, xerr;
 	size_t len = evbuffer_get_length(in);
 	const char *action;
 	json_t *reply = NULL;
@@ -170,6 +187,7 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
+	req.have_exporter = tls_exporter(ssl, req.tls_exporter, &xerr) == 0;
 	action = api_route_action(req.route);
 	if (!policy_permits(*ctx->policy, identity, api_route_perm(req.route),
 			    &d)) {
@@ -190,9 +208,43 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
-	status = api_handle(ctx, identity, &req, &reply);
-	if (action && audit_request(s, identity, &req, action, status, reply) <
-			      0) {
+	call = calloc(1, sizeof(*call));
+	if (!call) {
+		api_request_clear(&req);
+		ferr_set(&err, FERR_INTERNAL, "out of memory");
+		send_json(r, ferr_http_status(err.code), api_error_json(&err));
+		return;
+	}
+	call->s = s;
+	call->r = r;
+	call->action = action;
+	call->method = method;
+	call->req = req; /* the call owns what req holds now */
+	snprintf(call->identity, sizeof(call->identity), "%s", identity);
+	status = api_handle(ctx, call, call->identity, &call->req, &reply);
+	if (status == API_DEFERRED) {
+		call->next = s->pending;
+		if (s->pending)
+			s->pending->pprev = &call->next;
+		call->pprev = &s->pending;
+		s->pending = call;
+		return;
+	}
+	api_call_reply(call, status, reply);
+}
+
+void api_call_reply(struct api_call *call, int status, json_t *reply)
+{
+	struct api_server *s = call->s;
+	struct ferr err;
+
+	if (call->pprev) {
+		*call->pprev = call->next;
+		if (call->next)
+			call->next->pprev = call->pprev;
+	}
+	if (call->action && audit_request(s, call->identity, &call->req,
+					  call->action, status, reply) < 0) {
 		json_decref(reply);
 		ferr_set(&err, FERR_IO,
 			 "the action was carried out but its audit record "
@@ -200,9 +252,11 @@ static void on_request(struct evhttp_request *r, void *arg)
 		reply = api_error_json(&err);
 		status = ferr_http_status(err.code);
 	}
-	api_request_clear(&req);
-	log_debug("api: %s %s %s -> %d", identity, method, uri, status);
-	send_json(r, status, reply);
+	log_debug("api: %s %s %s -> %d", call->identity, call->method,
+		  evhttp_request_get_uri(call->r), status);
+	api_request_clear(&call->req);
+	send_json(call->r, status, reply);
+	free(call);
 }
 
 int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
@@ -258,6 +312,19 @@ void api_server_free(struct api_server *s)
 {
 	if (!s)
 		return;
+	/* before evhttp_free, which frees the requests of its connections */
+	while (s->pending) {
+		struct ferr err;
+
+		ferr_set(&err, FERR_UNAVAILABLE,
+			 "ferryd is shutting down; the outcome of this "
+			 "request is not known");
+		log_error("api: %s %s: unanswered at shutdown",
+			  s->pending->identity,
+			  evhttp_request_get_uri(s->pending->r));
+		api_call_reply(s->pending, ferr_http_status(err.code),
+			       api_error_json(&err));
+	}
 	if (s->http)
 		evhttp_free(s->http);
 	free(s);

@@ -63,7 +63,7 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 {
 	static const char *const fields[] = { "ca", "cert", "key", "hosts",
 					      "default_host", "controller",
-					      NULL };
+					      "detector_state", NULL };
 	const char *key, *def = NULL;
 	json_t *root, *hosts, *h;
 	int rc = -1;
@@ -114,6 +114,11 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 		if (!cli_host_find(cfg, def, err))
 			goto wrap;
 	}
+	/* ferry-detect's state file, which `ferry ui` shows alarms from */
+	if (json_object_get(root, "detector_state") &&
+	    get_path(root, "detector_state", base_dir, cfg->detector_state,
+		     sizeof(cfg->detector_state), err) < 0)
+		goto wrap;
 	rc = 0;
 	goto out;
 wrap:
@@ -216,4 +221,18 @@ int client_call(struct client *c, const struct cli_host *host,
 
 	return httpc_call(c->ctx, &p, c->timeout_s, method, path, body, reply,
 			  err);
+}
+
+int client_call_bound(struct client *c, const struct cli_host *host,
+		      const char *method, const char *path,
+		      const json_t *body, json_t **reply,
+		      unsigned char *exporter, struct ferr *err)
+{
+	struct httpc_peer p = { .name = host->name,
+				.address = host->address,
+				.port = host->port,
+				.check_name = true };
+
+	return httpc_call_x(c->ctx, &p, c->timeout_s, method, path, body,
+			    reply, exporter, err);
 }

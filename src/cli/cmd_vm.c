@@ -16,7 +16,8 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: ferry vm list\n"
 		"       ferry vm define FILE|-\n"
-		"       ferry vm info|start|pause|resume|delete NAME\n"
+		"       ferry vm info|start|pause|delete NAME\n"
+		"       ferry vm resume NAME [--force]\n"
 		"       ferry vm stop NAME [--force] [--timeout S] [--no-wait]\n"
 		"       ferry vm console NAME [--follow] [--offset N]\n"
 		"  (all take --host NAME --json --config FILE)\n");
@@ -91,12 +92,19 @@ static int vm_list(const struct cli_opts *o, struct client *c,
 		print_json(reply);
 	} else {
 		json_array_foreach(vms, i, vm) {
+			const char *st = json_string_value(
+				json_object_get(vm, "state"));
 			char mem[32];
 
 			fmt_mib((uint64_t)json_integer_value(
 					json_object_get(vm, "memory_mib")),
 				mem, sizeof(mem));
 			json_object_set_new(vm, "memory", json_string(mem));
+			/* left paused by a migration of unknown outcome */
+			if (st && !strcmp(st, "unresolved"))
+				json_object_set_new(
+					vm, "state",
+					json_string("migrating (unresolved)"));
 		}
 		print_table(vms, cols, heads);
 	}
@@ -192,9 +200,12 @@ int cmd_vm(const struct cli_opts *o, int argc, char **argv)
 	} else if (!strcmp(verb, "console")) {
 		if (cli_check_opts(o, OPT_FOLLOW | OPT_OFFSET, "vm console"))
 			return EXIT_USAGE;
+	} else if (!strcmp(verb, "resume")) {
+		if (cli_check_opts(o, OPT_FORCE, "vm resume"))
+			return EXIT_USAGE;
 	} else if (!strcmp(verb, "define") || !strcmp(verb, "info") ||
 		   !strcmp(verb, "start") || !strcmp(verb, "pause") ||
-		   !strcmp(verb, "resume") || !strcmp(verb, "delete")) {
+		   !strcmp(verb, "delete")) {
 		if (cli_check_opts(o, 0, verb))
 			return EXIT_USAGE;
 	} else {
@@ -268,7 +279,9 @@ int cmd_vm(const struct cli_opts *o, int argc, char **argv)
 		char vpath[300];
 
 		snprintf(vpath, sizeof(vpath), "%s/%s", path, verb);
-		if (client_call(&c, h, "POST", vpath, NULL, &reply, &err) < 0)
+		if (o->force)
+			body = json_pack("{s:b}", "force", 1);
+		if (client_call(&c, h, "POST", vpath, body, &reply, &err) < 0)
 			goto fail;
 		print_state(o, reply);
 	}

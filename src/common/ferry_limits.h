@@ -51,6 +51,7 @@
 #define FERRY_STOP_TIMEOUT_S_DEFAULT 30         /* graceful stop, then force */
 #define FERRY_STOP_TIMEOUT_S_MAX 3600
 #define FERRY_KILL_WAIT_MS 5000                 /* after quit, before SIGKILL */
+#define FERRY_VM_OPS_MAX 16                     /* operations queued per VM */
 
 /* Migration settings of a VM */
 #define FERRY_MIG_DOWNTIME_MS_DEFAULT 300ULL
@@ -64,6 +65,9 @@
 #define FERRY_MIG_INCOMING_DEFAULT 2
 #define FERRY_MIG_OUTGOING_DEFAULT 2
 #define FERRY_MIG_CONCURRENT_MAX 64
+#define FERRY_MIG_PEER_TIMEOUT_S 30    /* one control call to the peer */
+#define FERRY_MIG_CONFIRM_TIMEOUT_S 60 /* settle a finish, then the resolver */
+#define FERRY_MIG_STALL_TIMEOUT_S 15   /* no progress for this long: cancel */
 
 /* Flood protection defaults (config "limits") */
 #define FERRY_GUARD_CONNS_PER_ADDR 32    /* unauthenticated, per source */
@@ -72,6 +76,13 @@
 #define FERRY_GUARD_HANDSHAKE_BURST 100
 #define FERRY_GUARD_REQUESTS_PER_S 100   /* per identity */
 #define FERRY_GUARD_REQUEST_BURST 200
+
+/* Attestation (attest_format.h has its formats): PCRs 0-15 only */
+#define FERRY_ATTEST_PCR_MAX 15
+#define FERRY_ATTEST_PCR_DEFAULT 15         /* software: ferryd, QEMU */
+#define FERRY_ATTEST_POLICY_PCR_DEFAULT 13  /* the policy in force */
+#define FERRY_ATTEST_TCTI_MAX 255
+#define FERRY_ATTEST_TCTI_DEFAULT "device:/dev/tpmrm0"
 
 /* Certificates */
 #define FERRY_CERT_DAYS_DEFAULT 825

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "etcd.h"
 #include "guard.h"
 
 enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
@@ -21,6 +22,23 @@ struct bridge_map {
 	char name[FERRY_NAME_MAX + 1];
 	char device[16];
 	char netns[64];
+};
+
+/* Attestation (docs/attestation.md): off (no TPM), optional (measure and
+ * quote; destinations are attested when a policy rule requires it) or
+ * required (ferryd needs its TPM to start, and attests every destination
+ * before it sends guest memory). */
+enum attest_mode { ATTEST_MODE_OFF, ATTEST_MODE_OPTIONAL, ATTEST_MODE_REQUIRED };
+
+struct attest_config {
+	enum attest_mode mode;
+	char tcti[FERRY_ATTEST_TCTI_MAX + 1]; /* tss2 TCTI configuration */
+	unsigned pcr;                      /* ferryd and QEMU are measured here */
+	unsigned policy_pcr;               /* the policy in force, here */
+	bool seal;                         /* TLS and audit keys sealed to the
+					      TPM (default: mode required) */
+	char registrar[FERRY_PATH_MAX];    /* enrolled hosts and the authority's
+					      public key ("" when unset) */
 };
 
 struct ferryd_config {
@@ -44,6 +62,10 @@ struct ferryd_config {
 	char migration_netns[64];          /* data plane's namespace, or "" */
 	struct bridge_map bridges[FERRY_BRIDGES_MAX];
 	unsigned nbridges;
+	unsigned peer_timeout_s;           /* one control call to a peer */
+	unsigned confirm_timeout_s;        /* source: settle a finish before
+					      handing it to the resolver */
+	unsigned stall_timeout_s;          /* no progress: cancel */
 	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
 	struct guard_limits limits;        /* flood protection */
 	uint64_t capacity_cpus;            /* reported to the balancer; 0: the */
@@ -51,6 +73,8 @@ struct ferryd_config {
 	char config_dir[FERRY_PATH_MAX];   /* resolves relative paths */
 	json_t *balancer;                  /* controller mode (balancer.md), or
 					      NULL; owned, see config_clear */
+	struct etcd_config etcd;           /* n_endpoints 0: no etcd section */
+	struct attest_config attest;       /* "attestation" */
 };
 
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves
@@ -75,6 +99,8 @@ const struct bridge_map *config_bridge(const struct ferryd_config *cfg,
  * migration.advertise_address inside migration.netns when that is set,
  * else listen.address. */
 const char *config_dataplane_addr(const struct ferryd_config *cfg);
+/* "off", "optional" or "required". */
+const char *attest_mode_name(enum attest_mode m);
 
 /* "auto", "kvm" or "tcg". */
 const char *accel_mode_name(enum accel_mode m);

@@ -69,6 +69,7 @@ void det_params_default(struct det_params *p);
 /* One detected event. Times are in the caller's clock (ms); 0 = none. */
 struct det_event {
 	uint64_t start_ms;      /* first sign */
+	uint64_t opened_ms;     /* when that sign was seen */
 	uint64_t switchover_ms; /* the stop (stall start) or announce */
 	uint64_t end_ms;        /* last sign */
 	uint64_t detected_ms;   /* when the confidence reached the minimum */

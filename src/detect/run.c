@@ -24,6 +24,7 @@
 #define ALARM_MERGE_MS 30000  /* one alarm per VM and switchover */
 #define LOCAL_LOST_MS 2000    /* netprobe's timeout */
 #define STATE_VERSION 1
+#define OFFSET_READS 10       /* console reads the guest clock maps from */
 
 struct target {
 	char addr_s[INET_ADDRSTRLEN];
@@ -36,8 +37,11 @@ struct target {
 	uint32_t next_seq, oldest;
 	uint64_t sent[DT_WINDOW];  /* us */
 	bool answered[DT_WINDOW];
-	int64_t guest_offset;     /* local: wall - guest clock, min seen */
-	bool have_offset;
+	/* local: wall - guest clock, the smallest (read time - guest time) of
+	 * each of the last OFFSET_READS reads; their minimum is the offset.
+	 * Recent reads only: the guest's clock stops whenever the VM does */
+	int64_t offsets[OFFSET_READS];
+	unsigned noffsets;
 	/* last second's statistics */
 	unsigned n_ok, n_lost;
 	double sum_rtt, last_rtt;
@@ -116,11 +120,12 @@ static json_t *event_json(const struct run *r, const struct event *e)
 	static const char *const st[] = { "pending", "explained", "alarmed" };
 
 	det_signals_str(e->ev.signals, sig, sizeof(sig));
-	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, "
-			 "s:f, s:b, s:s, s:s, s:f, s:f, s:f, s:i}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:s, s:f, s:b, s:s, s:s, s:f, s:f, s:f, s:i}",
 			 "target", t->addr_s, "source",
 			 t->local ? "local" : "remote", "vm", e->vm, "mac",
 			 t->mac, "start_ms", (json_int_t)e->ev.start_ms,
+			 "opened_ms", (json_int_t)e->ev.opened_ms,
 			 "switchover_ms", (json_int_t)e->ev.switchover_ms,
 			 "end_ms", (json_int_t)e->ev.end_ms, "detected_ms",
 			 (json_int_t)e->ev.detected_ms, "switchover_known_ms",
@@ -657,27 +662,40 @@ static void on_frame(struct run *r, const struct frame_info *fi, uint64_t at)
 /* Local samples from the API thread, in guest-time order per VM. */
 static void take_local(struct run *r)
 {
-	for (unsigned i = 0; i < r->view.nlocal; i++) {
-		const struct dt_local *l = &r->view.local[i];
-		struct target *t = NULL;
-		int64_t off = (int64_t)l->read_ms - (int64_t)l->guest_ms;
-		uint64_t send, done;
+	for (unsigned i = 0; i < r->nt; i++) {
+		struct target *t = &r->t[i];
+		int64_t off = INT64_MAX;
+		bool any = false;
 
-		for (unsigned k = 0; k < r->nt && !t; k++)
-			if (r->t[k].local && r->t[k].local_idx == l->vm)
-				t = &r->t[k];
-		if (!t)
+		if (!t->local)
 			continue;
-		if (!t->have_offset || off < t->guest_offset) {
-			t->guest_offset = off;
-			t->have_offset = true;
+		for (unsigned k = 0; k < r->view.nlocal; k++) {
+			const struct dt_local *l = &r->view.local[k];
+			int64_t o = (int64_t)l->read_ms - (int64_t)l->guest_ms;
+
+			if (l->vm == t->local_idx && o < off)
+				off = o;
+			any |= l->vm == t->local_idx;
 		}
-		send = (uint64_t)((int64_t)l->guest_ms + t->guest_offset);
-		done = send + (uint64_t)(l->rtt_ms < 0 ? LOCAL_LOST_MS
-						      : l->rtt_ms);
-		det_sent(&t->det, send);
-		sample(r, t, send, l->rtt_ms, done);
-		det_tick(&t->det, done);
+		if (!any)
+			continue;
+		t->offsets[t->noffsets++ % OFFSET_READS] = off;
+		for (unsigned k = 0; k < OFFSET_READS && k < t->noffsets; k++)
+			if (t->offsets[k] < off)
+				off = t->offsets[k];
+		for (unsigned k = 0; k < r->view.nlocal; k++) {
+			const struct dt_local *l = &r->view.local[k];
+			uint64_t send, done;
+
+			if (l->vm != t->local_idx)
+				continue;
+			send = (uint64_t)((int64_t)l->guest_ms + off);
+			done = send + (uint64_t)(l->rtt_ms < 0 ? LOCAL_LOST_MS
+							      : l->rtt_ms);
+			det_sent(&t->det, send);
+			sample(r, t, send, l->rtt_ms, done);
+			det_tick(&t->det, done);
+		}
 	}
 	r->view.nlocal = 0;
 }

@@ -90,7 +90,7 @@ static bool warm(const struct det *d)
 	return d->nsamples >= d->p.warmup;
 }
 
-static void ensure_open(struct det *d, uint64_t at_ms)
+static void ensure_open(struct det *d, uint64_t at_ms, uint64_t now)
 {
 	if (d->open)
 		return;
@@ -98,6 +98,7 @@ static void ensure_open(struct det *d, uint64_t at_ms)
 	d->open = true;
 	d->reported = false;
 	d->ev.start_ms = at_ms;
+	d->ev.opened_ms = now;
 	d->ev.rtt_before_ms = exp(d->base);
 }
 
@@ -105,7 +106,7 @@ static void ensure_open(struct det *d, uint64_t at_ms)
  * once its confidence reaches the minimum. */
 static void sign(struct det *d, unsigned sig, uint64_t at_ms, uint64_t now)
 {
-	ensure_open(d, at_ms);
+	ensure_open(d, at_ms, now);
 	if (at_ms && at_ms < d->ev.start_ms)
 		d->ev.start_ms = at_ms;
 	if (at_ms > d->ev.end_ms)
@@ -262,7 +263,7 @@ void det_announce(struct det *d, unsigned kind, uint64_t at_ms)
 	bool first = !d->open || !(d->ev.signals & (DET_SIG_RARP | DET_SIG_GARP));
 	uint64_t st = d->last_stall_start_ms;
 
-	ensure_open(d, at_ms);
+	ensure_open(d, at_ms, at_ms);
 	/* the switchover is the stop just before, or the announce itself */
 	if (first)
 		set_switchover(d, st && st <= at_ms &&
@@ -317,7 +318,7 @@ void det_tick(struct det *d, uint64_t now)
 				   : 0;
 		d->stalled = true;
 		d->stall_start_ms = first_unanswered;
-		ensure_open(d, first_unanswered);
+		ensure_open(d, first_unanswered, now);
 		d->ev.stalls++;
 		d->last_stall_start_ms = first_unanswered;
 		/* the last stop before any announce is the switchover */

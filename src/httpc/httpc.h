@@ -1,12 +1,14 @@
-/* httpc.h - a blocking HTTPS/JSON client over mutual TLS 1.3 (libevent evhttp
- * on an OpenSSL bufferevent, one private event loop per request). Used by the
- * CLI and by ferryd to call its peers.
+/* httpc.h - an HTTPS/JSON client over mutual TLS 1.3 (libevent evhttp on an
+ * OpenSSL bufferevent): asynchronous on the caller's event loop, or blocking
+ * on a private loop per request. Used by the CLI, by ferryd to call its
+ * peers and by the dashboard (src/ui) to poll every host at once.
  */
 #ifndef FERRY_HTTPC_H
 #define FERRY_HTTPC_H
 
 #include <stdint.h>
 
+#include <event2/event.h>
 #include <jansson.h>
 #include <openssl/ssl.h>
 
@@ -31,10 +33,40 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *peer,
 		  const json_t *body, int *status, json_t **reply,
 		  struct ferr *err);
 
+/* The end of an asynchronous request: on a reply, status and reply (a new
+ * reference the callback owns) with err NULL; on a failure, status 0, reply
+ * NULL and err as httpc_request would set it. */
+typedef void (*httpc_done_fn)(int status, json_t *reply,
+			      const struct ferr *err, void *arg);
+
+/* Start the request of httpc_request on base and return at once: done(arg)
+ * is called exactly once, later, from base's loop (connection, TLS and
+ * reply within timeout_s each). The connection is freed by an event at the
+ * loop's next turn after done, so run base until it has no events left
+ * before freeing it. -1 with *err when it could not be started (done is
+ * then never called). */
+int httpc_start(struct event_base *base, SSL_CTX *ctx,
+		const struct httpc_peer *peer, unsigned timeout_s,
+		const char *method, const char *path, const json_t *body,
+		httpc_done_fn done, void *arg, struct ferr *err);
+/* httpc_request that also gives the connection's attestation exporter
+ * (tls_exporter, TLS_EXPORTER_LEN bytes) in exporter when not NULL, to
+ * bind an attestation nonce to this TLS session. */
+int httpc_request_x(SSL_CTX *ctx, const struct httpc_peer *peer,
+		    unsigned timeout_s, const char *method, const char *path,
+		    const json_t *body, int *status, json_t **reply,
+		    unsigned char *exporter, struct ferr *err);
+
 /* Like httpc_request, but a non-2xx status is -1 with *err built from the
  * reply's error object (its message, and a code from the status). */
 int httpc_call(SSL_CTX *ctx, const struct httpc_peer *peer, unsigned timeout_s,
 	       const char *method, const char *path, const json_t *body,
 	       json_t **reply, struct ferr *err);
+
+/* httpc_call with the exporter of httpc_request_x. */
+int httpc_call_x(SSL_CTX *ctx, const struct httpc_peer *peer,
+		 unsigned timeout_s, const char *method, const char *path,
+		 const json_t *body, json_t **reply, unsigned char *exporter,
+		 struct ferr *err);
 
 #endif

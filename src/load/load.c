@@ -24,6 +24,7 @@ struct track {
 	double dirty_mibps; /* the last dirty-rate measurement */
 	bool dirty_known;   /* dirty_mibps holds one */
 	bool dirty_pending; /* a calc-dirty-rate was started */
+	bool dirty_busy;    /* a round runs on a worker thread */
 };
 
 struct load {
@@ -95,16 +96,26 @@ static struct track *track_of(struct load *l, pid_t pid)
 	return NULL;
 }
 
-/* Collect the measurement t's QEMU made since the last round (QMP
+/* One dirty-rate round of one QEMU, on a worker thread. */
+struct dirty_job {
+	struct load *l;
+	pid_t pid;
+	bool was_pending;   /* a calc-dirty-rate was started last round */
+	bool measured;      /* out: rate holds a measurement */
+	double rate;
+	bool pending;       /* out: the next measurement was started */
+};
+
+/* Collect the measurement the QEMU made since the last round (QMP
  * query-dirty-rate; an answer that is not a sane number is ignored), then
  * start the next one. Failures only leave the figure unknown. */
-static void dirty_round(struct vm *vm, struct track *t)
+static int dirty_work(struct qmp *q, void *arg, struct ferr *err)
 {
+	struct dirty_job *j = arg;
 	json_t *ret = NULL;
-	struct ferr err;
 
-	if (t->dirty_pending &&
-	    vm_qmp(vm, "query-dirty-rate", NULL, &ret, &err) == 0) {
+	if (j->was_pending &&
+	    qmp_command(q, "query-dirty-rate", NULL, &ret, err) == 0) {
 		json_t *rate = json_object_get(ret, "dirty-rate");
 		const char *st = json_string_value(json_object_get(ret,
 								   "status"));
@@ -112,20 +123,62 @@ static void dirty_round(struct vm *vm, struct track *t)
 		if (st && !strcmp(st, "measured") && json_is_integer(rate) &&
 		    json_integer_value(rate) >= 0 &&
 		    json_integer_value(rate) <= LOAD_DIRTY_MIBPS_MAX) {
-			t->dirty_mibps = (double)json_integer_value(rate);
-			t->dirty_known = true;
+			j->rate = (double)json_integer_value(rate);
+			j->measured = true;
 		}
 	}
 	json_decref(ret);
 	ret = NULL;
-	t->dirty_pending =
-		vm_qmp(vm, "calc-dirty-rate",
-		       json_pack("{s:i, s:i}", "calc-time", LOAD_DIRTY_CALC_S,
-				 "sample-pages", LOAD_DIRTY_SAMPLES),
-		       &ret, &err) == 0;
-	if (!t->dirty_pending)
-		log_debug("vm %s: calc-dirty-rate: %s", vm->def.name, err.msg);
+	j->pending =
+		qmp_command(q, "calc-dirty-rate",
+			    json_pack("{s:i, s:i}", "calc-time",
+				      LOAD_DIRTY_CALC_S, "sample-pages",
+				      LOAD_DIRTY_SAMPLES),
+			    &ret, err) == 0;
 	json_decref(ret);
+	return 0;
+}
+
+static void dirty_done(void *arg, struct vm *vm, int rc,
+		       const struct ferr *err)
+{
+	struct dirty_job *j = arg;
+	struct track *t = track_of(j->l, j->pid);
+
+	(void)vm;
+	(void)rc;
+	(void)err;
+	if (t) {
+		if (j->measured) {
+			t->dirty_mibps = j->rate;
+			t->dirty_known = true;
+		}
+		t->dirty_pending = j->pending;
+		t->dirty_busy = false;
+	}
+	free(j);
+}
+
+/* Start a dirty-rate round for vm's QEMU unless one is under way. */
+static void dirty_round(struct load *l, struct vm *vm, struct track *t)
+{
+	struct dirty_job *j;
+	struct ferr err;
+
+	if (t->dirty_busy)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	*j = (struct dirty_job){ .l = l, .pid = t->pid,
+				 .was_pending = t->dirty_pending };
+	if (vm_run_qmp(vm, "dirty-rate", dirty_work, j, dirty_done, &err) <
+	    0) {
+		log_debug("vm %s: dirty rate: %s", vm->def.name, err.msg);
+		free(j);
+		return;
+	}
+	t->dirty_busy = true;
 }
 
 /* One sample: every VM's QEMU and the machine. */
@@ -162,9 +215,10 @@ static void sample(struct load *l)
 			t->ticks = ticks;
 		}
 		t->seen = true;
+		/* not while the VM is busy: its own operations go first */
 		if (dirty && vm->state == VM_RUNNING && !vm->incoming &&
-		    !vm->mig_out && vm->qmp)
-			dirty_round(vm, t);
+		    !vm->hold.owner[0] && vm->qmp && !vm_busy(vm))
+			dirty_round(l, vm, t);
 	}
 	if (dirty)
 		l->dirty_ms = now;
@@ -292,7 +346,7 @@ json_t *load_report(struct load *l)
 			      t && t->dirty_known ? json_real(t->dirty_mibps)
 						  : json_null(),
 			      "labels", labels,
-			      "migrating", vm->incoming || vm->mig_out);
+			      "migrating", vm->incoming || vm->hold.owner[0]);
 		if (t && t->measured)
 			vm_cores += t->cores;
 		json_array_append_new(vms, o);

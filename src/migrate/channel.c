@@ -1,6 +1,6 @@
 /* channel.c - HELLO/ACK encoding and the HMAC binding of a data-plane
  * connection to its migration session (wire.h). */
-#include "migrate.h"
+#include "migrate_int.h"
 
 #include <string.h>
 

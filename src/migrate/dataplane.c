@@ -1,6 +1,6 @@
 /* dataplane.c - TCP, TLS and unix-socket set-up of migration channels. */
 #define _GNU_SOURCE
-#include "migrate.h"
+#include "migrate_int.h"
 #include "netdev.h"
 #include "tls.h"
 

@@ -1,188 +1,22 @@
-/* migrate.c - the host's migrations: options, records and history, the
- * API entry points of both sides, and file identities for shared storage. */
+/* migrate.c - the host's migrations: the migrator's lifecycle, outgoing
+ * requests (started, or queued behind migration.max_outgoing), their
+ * records, the audit. */
 #define _GNU_SOURCE
-#include "migrate.h"
+#include "migrate_int.h"
 #include "audit.h"
 #include "policy.h"
 #include "tls.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
-
-#define FP_CHUNK (1024 * 1024)
-
-const char *mig_mode_name(enum mig_mode m)
-{
-	switch (m) {
-	case MIG_OFFLINE:
-		return "offline";
-	case MIG_POSTCOPY:
-		return "postcopy";
-	default:
-		return "live";
-	}
-}
-
-int mig_opts_from_json(const json_t *body, struct mig_opts *o,
-		       struct ferr *err)
-{
-	static const char *const fields[] = {
-		"to", "address", "port", "mode", "max_downtime_ms",
-		"bandwidth_mibps", "channels", "max_time_s", "insecure", NULL
-	};
-	const char *s = NULL, *mode = NULL;
-	unsigned char buf[16];
-	uint64_t port = FERRY_API_PORT_DEFAULT;
-
-	memset(o, 0, sizeof(*o));
-	if (!body)
-		return ferr_set(err, FERR_INVALID,
-				"a migration request needs a body naming the "
-				"destination");
-	if (json_check_fields(body, fields, "migration", err) < 0 ||
-	    json_get_string(body, "to", "migration", FERRY_NAME_MAX, &s, err) <
-		    0)
-		return -1;
-	if (!s || !name_is_valid(s))
-		return ferr_set(err, FERR_INVALID,
-				"migration.to must name the destination host");
-	snprintf(o->to, sizeof(o->to), "%s", s);
-	s = NULL;
-	if (json_get_string(body, "address", "migration", 63, &s, err) < 0)
-		return -1;
-	if (!s || (inet_pton(AF_INET, s, buf) != 1 &&
-		   inet_pton(AF_INET6, s, buf) != 1))
-		return ferr_set(err, FERR_INVALID,
-				"migration.address must be the destination's "
-				"numeric IP address");
-	snprintf(o->address, sizeof(o->address), "%s", s);
-	if (json_get_u64(body, "port", "migration", 1, 65535, &port, err) < 0 ||
-	    json_get_string(body, "mode", "migration", 16, &mode, err) < 0 ||
-	    json_get_u64(body, "max_downtime_ms", "migration",
-			 FERRY_MIG_DOWNTIME_MS_MIN, FERRY_MIG_DOWNTIME_MS_MAX,
-			 &o->max_downtime_ms, err) < 0 ||
-	    json_get_u64(body, "bandwidth_mibps", "migration", 1, 1000000,
-			 &o->bandwidth_mibps, err) < 0 ||
-	    json_get_u64(body, "channels", "migration", 1, MIG_MULTIFD_MAX,
-			 &o->channels, err) < 0 ||
-	    json_get_u64(body, "max_time_s", "migration", FERRY_MIG_TIME_S_MIN,
-			 FERRY_MIG_TIME_S_MAX, &o->max_time_s, err) < 0 ||
-	    json_get_bool(body, "insecure", "migration", &o->insecure, err) < 0)
-		return -1;
-	o->port = (uint16_t)port;
-	if (!mode || !strcmp(mode, "live"))
-		o->mode = MIG_LIVE;
-	else if (!strcmp(mode, "offline"))
-		o->mode = MIG_OFFLINE;
-	else if (!strcmp(mode, "postcopy"))
-		o->mode = MIG_POSTCOPY;
-	else
-		return ferr_set(err, FERR_INVALID,
-				"migration.mode must be \"live\", \"offline\" "
-				"or \"postcopy\"");
-	return 0;
-}
-
-/* ---- file identities ---- */
-
-/* SHA-256 of len bytes of fd from off, fed into ctx. */
-static int hash_range(int fd, EVP_MD_CTX *ctx, uint64_t off, uint64_t len)
-{
-	static __thread unsigned char buf[FP_CHUNK];
-
-	while (len > 0) {
-		size_t want = len > sizeof(buf) ? sizeof(buf) : (size_t)len;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-
-		if (n <= 0)
-			return -1;
-		if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
-			return -1;
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	return 0;
-}
-
-/* Identity of one shared-storage file: size and sha256 (see migrate.h). */
-static json_t *file_identity(const char *shared, const char *rel,
-			     struct ferr *err)
-{
-	char path[FERRY_PATH_MAX], hex[2 * EVP_MAX_MD_SIZE + 1];
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx = NULL;
-	struct stat st;
-	json_t *out = NULL;
-	uint64_t size;
-	int fd;
-
-	if (fmt_checked(path, sizeof(path), err, "path", "%s/%s", shared,
-			rel) < 0)
-		return NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ferr_set(err, FERR_CONFLICT,
-			 "%s is not a file in shared storage", rel);
-		goto out;
-	}
-	size = (uint64_t)st.st_size;
-	ctx = EVP_MD_CTX_new();
-	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-		goto fail;
-	if (size <= MIG_FINGERPRINT_FULL) {
-		if (hash_range(fd, ctx, 0, size) < 0)
-			goto fail;
-	} else if (hash_range(fd, ctx, 0, FP_CHUNK) < 0 ||
-		   hash_range(fd, ctx, size - FP_CHUNK, FP_CHUNK) < 0) {
-		goto fail;
-	}
-	if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1)
-		goto fail;
-	hex_encode(md, mdlen, hex);
-	out = json_pack("{s:s, s:I, s:s}", "path", rel, "size",
-			(json_int_t)size, "sha256", hex);
-	goto out;
-fail:
-	ferr_set(err, FERR_IO, "cannot read %s", path);
-out:
-	EVP_MD_CTX_free(ctx);
-	if (fd >= 0)
-		close(fd);
-	return out;
-}
-
-json_t *mig_files_identity(struct migrator *m, const struct vm_def *def,
-			   struct ferr *err)
-{
-	const char *const names[] = { "kernel", "initrd", "disk" };
-	const char *const rels[] = { def->kernel, def->initrd, def->disk };
-	json_t *files = json_object();
-
-	for (int i = 0; i < 3 && files; i++) {
-		json_t *id;
-
-		if (!rels[i][0])
-			continue;
-		id = file_identity(m->cfg->shared_dir, rels[i], err);
-		if (!id) {
-			json_decref(files);
-			return NULL;
-		}
-		json_object_set_new(files, names[i], id);
-	}
-	return files;
-}
 
 void mig_audit(struct migrator *m, const char *actor, const char *action,
 	       const char *target, const char *outcome, json_t *detail)
@@ -195,69 +29,7 @@ void mig_audit(struct migrator *m, const char *actor, const char *action,
 			  err.msg);
 }
 
-/* Audit a policy decision about a migration. */
-static void audit_decision(struct migrator *m, const char *actor,
-			   const char *vm, const char *check,
-			   const char *host, const struct policy_decision *d)
-{
-	mig_audit(m, actor, "policy.decision", vm, d->allow ? "allow" : "deny",
-		  json_pack("{s:s, s:s, s:s, s:s}", "check", check, "host",
-			    host, "rule", d->rule, "reason", d->reason));
-}
-
-/* ---- history ---- */
-
-/* Load the newest MIG_HISTORY_MAX records of the history file. */
-static void history_load(struct migrator *m)
-{
-	char *text = NULL;
-	size_t len = 0;
-	struct ferr err;
-
-	m->history = json_array();
-	if (file_read_all(m->history_path, MIG_HISTORY_FILE_MAX, &text, &len,
-			  &err) < 0) {
-		if (err.code != FERR_NOT_FOUND)
-			log_warn("migration history: %s", err.msg);
-		return;
-	}
-	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-		json_t *rec = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
-
-		if (!json_is_object(rec)) {
-			json_decref(rec);
-			log_warn("migration history: skipping a bad line");
-			continue;
-		}
-		json_array_append_new(m->history, rec);
-		if (json_array_size(m->history) > MIG_HISTORY_MAX)
-			json_array_remove(m->history, 0);
-	}
-	free(text);
-}
-
-void mig_history_add(struct migrator *m, json_t *rec)
-{
-	char *line = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
-	int fd;
-
-	json_array_append(m->history, rec);
-	if (json_array_size(m->history) > MIG_HISTORY_MAX)
-		json_array_remove(m->history, 0);
-	if (!line)
-		return;
-	fd = open(m->history_path,
-		  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, line, strlen(line)) < 0 ||
-	    write(fd, "\n", 1) < 0 || fsync(fd) < 0)
-		log_warn("cannot append to %s: %s", m->history_path,
-			 strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	free(line);
-}
-
-/* ---- outgoing: start, progress, end ---- */
+/* ---- records ---- */
 
 /* A snapshot of g's record. */
 static json_t *mig_snapshot(struct mig *g)
@@ -282,48 +54,142 @@ static void mig_free(struct mig *g)
 	free(g);
 }
 
-/* Main loop: the driver of g has finished. */
+/* Unlink g from list. */
+static void mig_unlink(struct mig **list, struct mig *g)
+{
+	for (struct mig **pp = list; *pp; pp = &(*pp)->next) {
+		if (*pp == g) {
+			*pp = g->next;
+			return;
+		}
+	}
+}
+
+/* The queue's positions (1 = next) into the queued records. */
+static void queue_renumber(struct migrator *m)
+{
+	unsigned pos = 1;
+
+	for (struct mig *g = m->queued; g; g = g->next)
+		mig_rec_set(g, "queue_position", json_integer(pos++));
+}
+
+/* Start g's driver (loop). On failure g ends at once as failed. */
+static void mig_launch(struct migrator *m, struct mig *g)
+{
+	struct vm *vm = vmm_find(m->vmm, g->def.name);
+
+	g->state = MIG_RUNNING;
+	g->next = m->active;
+	m->active = g;
+	pthread_mutex_lock(&g->lock);
+	json_object_del(g->rec, "queue_position");
+	json_object_set_new(g->rec, "phase", json_string("prepare"));
+	pthread_mutex_unlock(&g->lock);
+	if (!vm || strcmp(vm->def.uuid, g->def.uuid) != 0 ||
+	    (vm->state != VM_RUNNING && vm->state != VM_PAUSED) ||
+	    vm_paths_get(m->cfg, &vm->def, &g->paths, &(struct ferr){ 0 }) <
+		    0 ||
+	    pthread_create(&g->driver, NULL, mig_driver, g) != 0) {
+		pthread_mutex_lock(&g->lock);
+		json_object_set_new(g->rec, "outcome", json_string("failed"));
+		json_object_set_new(g->rec, "phase", json_string("done"));
+		json_object_set_new(g->rec, "error",
+				    json_string("the VM was not running or "
+						"paused when its turn came"));
+		pthread_mutex_unlock(&g->lock);
+		g->state = MIG_ENDED;
+		event_active(g->done_ev, EV_TIMEOUT, 0);
+		return;
+	}
+	log_info("migration %s: vm %s to %s (%s), requested by %s", g->id,
+		 g->def.name, g->opts.to, mig_mode_name(g->opts.mode),
+		 g->requester);
+}
+
+/* Start queued migrations while slots are free. */
+static void queue_run(struct migrator *m)
+{
+	unsigned active = 0;
+
+	for (struct mig *g = m->active; g; g = g->next)
+		active++;
+	while (m->queued && active < m->cfg->max_outgoing && !m->stopping) {
+		struct mig *g = m->queued;
+
+		m->queued = g->next;
+		mig_launch(m, g);
+		active++;
+	}
+	queue_renumber(m);
+}
+
+/* Loop: the driver of g has finished (or g never started). */
 static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 {
 	struct mig *g = arg;
 	struct migrator *m = g->m;
+	const char *outcome;
 	struct vm *vm;
+	struct ferr err;
 	json_t *rec;
 
 	(void)fd;
 	(void)what;
-	pthread_join(g->driver, NULL);
-	for (struct mig **pp = &m->active; *pp; pp = &(*pp)->next) {
-		if (*pp == g) {
-			*pp = g->next;
-			break;
-		}
-	}
+	if (g->state == MIG_RUNNING)
+		pthread_join(g->driver, NULL);
+	mig_unlink(&m->active, g);
+	mig_unlink(&m->queued, g);
 	rec = mig_snapshot(g);
+	outcome = json_string_value(json_object_get(rec, "outcome")) ?: "";
 	vm = vmm_find(m->vmm, g->def.name);
-	if (vm && !strcmp(vm->def.uuid, g->def.uuid)) {
-		vm->mig_out = NULL;
-		if (!strcmp(json_string_value(json_object_get(rec, "outcome"))
-				    ?: "",
-			    "completed"))
-			vmm_migrated_away(m->vmm, vm);
-	}
+	if (vm && strcmp(vm->def.uuid, g->def.uuid) != 0)
+		vm = NULL;
 	log_info("migration %s of vm %s to %s: %s%s%s", g->id, g->def.name,
-		 g->opts.to, json_string_value(json_object_get(rec, "outcome")),
+		 g->opts.to, outcome,
 		 json_object_get(rec, "error") ? ": " : "",
 		 json_string_value(json_object_get(rec, "error")) ?: "");
-	mig_history_add(m, rec);
+	if (g->unresolved) {
+		/* the journal stays; the resolver takes it from here */
+		json_t *jrec = journal_read(m->journal_dir, JOURNAL_SOURCE,
+					    g->id, &err);
+
+		if (vm)
+			vm_release(vm, g->id);
+		if (jrec)
+			recover_unresolved(m, jrec);
+		else
+			log_error("migration %s: unresolved, but its journal "
+				  "record is unreadable (%s): vm %s stays "
+				  "paused for the operator",
+				  g->id, err.msg, g->def.name);
+	} else {
+		if (vm) {
+			vm_release(vm, g->id);
+			if (!strcmp(outcome, "completed"))
+				vmm_migrated_away(m->vmm, vm);
+		}
+		history_add(&m->history, rec);
+		if (journal_remove(m->journal_dir, JOURNAL_SOURCE, g->id,
+				   &err) < 0)
+			log_error("migration %s: %s", g->id, err.msg);
+	}
 	json_decref(rec);
 	mig_free(g);
+	queue_run(m);
 }
 
 int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		   const char *requester, json_t **reply, struct ferr *err)
 {
 	struct mig *g;
-	uint8_t sid[MIG_SESSION_ID_LEN];
+	unsigned active = 0, queued = 0;
+	uint8_t rnd[MIG_SESSION_ID_LEN];
 
-	if (vm->incoming || vm->mig_out)
+	if (m->stopping)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"ferryd is shutting down");
+	if (vm->incoming || vm->hold.owner[0])
 		return ferr_set(err, FERR_CONFLICT, "vm %s is already migrating",
 				vm->def.name);
 	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED)
@@ -331,22 +197,18 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 				"vm %s is %s; only a running or paused VM can "
 				"migrate",
 				vm->def.name, vm_state_name(vm->state));
-	{
-		unsigned active = 0;
-
-		for (struct mig *o = m->active; o; o = o->next)
-			active++;
-		if (active >= m->cfg->max_outgoing) {
-			ferr_set(err, FERR_RATE,
-				 "host %s already runs %u outgoing "
-				 "migration(s) (migration.max_outgoing); try "
-				 "again when one ends",
-				 m->cfg->host, active);
-			mig_audit(m, requester, "migration.refused",
-				  vm->def.name, "limit",
-				  json_pack("{s:s}", "reason", err->msg));
-			return -1;
-		}
+	for (struct mig *o = m->active; o; o = o->next)
+		active++;
+	for (struct mig *o = m->queued; o; o = o->next)
+		queued++;
+	if (queued >= MIG_QUEUE_MAX) {
+		ferr_set(err, FERR_RATE,
+			 "host %s has %u migrations queued already; try again "
+			 "later",
+			 m->cfg->host, queued);
+		mig_audit(m, requester, "migration.refused", vm->def.name,
+			  "limit", json_pack("{s:s}", "reason", err->msg));
+		return -1;
 	}
 	g = calloc(1, sizeof(*g));
 	if (!g)
@@ -368,8 +230,11 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 
 		policy_check_out(*m->deps.policy, requester, &pvm, g->opts.to,
 				 &d);
-		audit_decision(m, requester, vm->def.name, "migrate_out",
-			       g->opts.to, &d);
+		mig_audit(m, requester, "policy.decision", vm->def.name,
+			  d.allow ? "allow" : "deny",
+			  json_pack("{s:s, s:s, s:s, s:s}", "check",
+				    "migrate_out", "host", g->opts.to, "rule",
+				    d.rule, "reason", d.reason));
 		if (!d.allow) {
 			ferr_set(err, FERR_FORBIDDEN, "%s", d.reason);
 			goto fail;
@@ -395,20 +260,19 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 							  ? g->opts.channels
 							  : MIG_CHANNELS_DEFAULT);
 	g->nchan = 1 + g->multifd;
-	if (RAND_bytes(sid, sizeof(sid)) != 1) {
+	snprintf(g->peer.name, sizeof(g->peer.name), "%s", g->opts.to);
+	snprintf(g->peer.address, sizeof(g->peer.address), "%s",
+		 g->opts.address);
+	g->peer.port = g->opts.port;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
 		ferr_set(err, FERR_INTERNAL, "no randomness");
 		goto fail;
 	}
-	memcpy(g->sid, sid, sizeof(sid));
-	hex_encode(sid, sizeof(sid), g->id);
+	hex_encode(rnd, sizeof(rnd), g->id);
 	snprintf(g->requester, sizeof(g->requester), "%s", requester);
-	if (vm_paths_get(m->cfg, &vm->def, &g->paths, err) < 0 ||
-	    fmt_checked(g->out_sock, sizeof(g->out_sock), err, "socket path",
-			"%s/run/%.16s.out", m->cfg->state_dir, g->id) < 0)
-		goto fail;
 	g->rec = json_pack(
 		"{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, "
-		"s:I, s:I, s:s, s:[]}",
+		"s:I, s:I, s:s, s:s, s:[]}",
 		"id", g->id, "role", "source", "vm", vm->def.name, "uuid",
 		vm->def.uuid, "source", m->cfg->host, "destination",
 		g->opts.to, "requester", requester, "mode",
@@ -417,26 +281,31 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		(json_int_t)g->opts.max_downtime_ms, "bandwidth_mibps",
 		(json_int_t)g->opts.bandwidth_mibps, "max_time_s",
 		(json_int_t)g->opts.max_time_s, "started_at",
-		(json_int_t)wall_ms(), "outcome", "running", "escalation");
+		(json_int_t)wall_ms(), "outcome", "running", "phase",
+		"queued", "escalation");
 	g->done_ev = event_new(m->base, -1, 0, on_mig_done, g);
 	if (!g->rec || !g->done_ev) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
-		goto fail;
-	}
-	if (pthread_create(&g->driver, NULL, mig_driver, g) != 0) {
-		ferr_set(err, FERR_INTERNAL, "cannot start the migration");
 		goto fail;
 	}
 	if (g->opts.insecure)
 		log_warn("migration %s of vm %s: --insecure: guest memory "
 			 "crosses the network in plaintext",
 			 g->id, vm->def.name);
-	log_info("migration %s: vm %s to %s (%s), requested by %s", g->id,
-		 vm->def.name, g->opts.to, mig_mode_name(g->opts.mode),
-		 requester);
-	vm->mig_out = g;
-	g->next = m->active;
-	m->active = g;
+	vm_hold(vm, g->id, "", false);
+	g->state = MIG_QUEUED;
+	if (active < m->cfg->max_outgoing && !m->queued) {
+		mig_launch(m, g);
+	} else {
+		struct mig **pp = &m->queued;
+
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = g;
+		queue_renumber(m);
+		log_info("migration %s: vm %s to %s queued (%u running)",
+			 g->id, vm->def.name, g->opts.to, active);
+	}
 	*reply = mig_snapshot(g);
 	return 0;
 fail:
@@ -444,10 +313,13 @@ fail:
 	return -1;
 }
 
-/* Active migration by id, or NULL. */
-static struct mig *find_active(struct migrator *m, const char *id)
+/* Active or queued migration by id, or NULL. */
+static struct mig *find_mig(struct migrator *m, const char *id)
 {
 	for (struct mig *g = m->active; g; g = g->next)
+		if (!strcmp(g->id, id))
+			return g;
+	for (struct mig *g = m->queued; g; g = g->next)
 		if (!strcmp(g->id, id))
 			return g;
 	return NULL;
@@ -456,21 +328,25 @@ static struct mig *find_active(struct migrator *m, const char *id)
 int migrator_get(struct migrator *m, const char *id, json_t **reply,
 		 struct ferr *err)
 {
-	struct mig *g = find_active(m, id);
-	size_t i;
-	json_t *rec;
+	struct mig *g = find_mig(m, id);
 
 	if (g) {
 		*reply = mig_snapshot(g);
 		return 0;
 	}
-	json_array_foreach(m->history, i, rec) {
-		if (!strcmp(json_string_value(json_object_get(rec, "id")) ?: "",
-			    id)) {
-			*reply = json_deep_copy(rec);
+	for (struct unresolved *u = m->unresolved; u; u = u->next) {
+		if (!strcmp(u->id, id)) {
+			*reply = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id",
+					   u->id, "vm", u->vm, "outcome",
+					   "unresolved", "phase", "unresolved",
+					   "attempts",
+					   (json_int_t)u->attempts);
 			return 0;
 		}
 	}
+	*reply = history_find(&m->history, id);
+	if (*reply)
+		return 0;
 	return ferr_set(err, FERR_NOT_FOUND, "no migration %s on this host",
 			id);
 }
@@ -478,12 +354,20 @@ int migrator_get(struct migrator *m, const char *id, json_t **reply,
 json_t *migrator_list(struct migrator *m)
 {
 	json_t *arr = json_array();
+	json_t *hist = m->history.recs;
 
 	for (struct mig *g = m->active; g; g = g->next)
 		json_array_append_new(arr, mig_snapshot(g));
-	for (size_t i = json_array_size(m->history); i > 0; i--)
+	for (struct mig *g = m->queued; g; g = g->next)
+		json_array_append_new(arr, mig_snapshot(g));
+	for (struct unresolved *u = m->unresolved; u; u = u->next)
+		json_array_append_new(
+			arr, json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", u->id,
+				       "role", "source", "vm", u->vm, "outcome",
+				       "unresolved", "phase", "unresolved"));
+	for (size_t i = json_array_size(hist); i > 0; i--)
 		json_array_append_new(arr,
-				      json_deep_copy(json_array_get(m->history,
+				      json_deep_copy(json_array_get(hist,
 								    i - 1)));
 	return json_pack("{s:o}", "migrations", arr);
 }
@@ -491,30 +375,63 @@ json_t *migrator_list(struct migrator *m)
 int migrator_cancel(struct migrator *m, const char *id, json_t **reply,
 		    struct ferr *err)
 {
-	struct mig *g = find_active(m, id);
+	struct mig *g = find_mig(m, id);
 
 	if (!g)
 		return ferr_set(err, FERR_NOT_FOUND,
-				"no active migration %s on this host", id);
+				"no active or queued migration %s on this "
+				"host",
+				id);
 	atomic_store(&g->cancel, true);
 	log_info("migration %s: cancel requested", id);
+	if (g->state == MIG_QUEUED) {
+		mig_unlink(&m->queued, g);
+		pthread_mutex_lock(&g->lock);
+		json_object_set_new(g->rec, "outcome",
+				    json_string("cancelled"));
+		json_object_set_new(g->rec, "phase", json_string("done"));
+		json_object_set_new(g->rec, "ended_at",
+				    json_integer((json_int_t)wall_ms()));
+		json_object_del(g->rec, "queue_position");
+		pthread_mutex_unlock(&g->lock);
+		g->state = MIG_ENDED;
+		*reply = mig_snapshot(g);
+		mig_audit(m, g->requester, "migration.end", g->def.name,
+			  "cancelled",
+			  json_pack("{s:s, s:s, s:s}", "id", g->id, "role",
+				    "source", "to", g->opts.to));
+		event_active(g->done_ev, EV_TIMEOUT, 0);
+		queue_renumber(m);
+		return 0;
+	}
 	*reply = mig_snapshot(g);
 	return 0;
 }
 
-void migrator_annotate_vm(const struct vm *vm, json_t *obj)
+void migrator_annotate_vm(struct migrator *m, const struct vm *vm,
+			  json_t *obj)
 {
-	if (vm->mig_out)
+	(void)m;
+	if (vm->hold.owner[0])
 		json_object_set_new(obj, "active_migration",
-				    json_string(vm->mig_out->id));
-	else if (vm->incoming)
-		json_object_set_new(obj, "active_migration",
-				    json_string(vm->incoming_id));
+				    json_string(vm->hold.owner));
+}
+
+void migrator_counts(struct migrator *m, unsigned *active, unsigned *queued,
+		     unsigned *unresolved)
+{
+	*active = *queued = *unresolved = 0;
+	for (struct mig *g = m->active; g; g = g->next)
+		(*active)++;
+	for (struct mig *g = m->queued; g; g = g->next)
+		(*queued)++;
+	for (struct unresolved *u = m->unresolved; u; u = u->next)
+		(*unresolved)++;
 }
 
 /* ---- the migrator ---- */
 
-/* At start-up no migration is in progress: remove the channel sockets
+/* At start-up no channel is in use: remove the channel sockets
  * (state/run/ID.in, ID.out) that a ferryd or QEMU killed mid-migration left
  * behind. */
 static void sweep_channel_sockets(const struct ferryd_config *cfg)
@@ -566,12 +483,11 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 	m->vmm = vmm;
 	m->deps = *deps;
 	m->listen_fd = -1;
-	pthread_mutex_init(&m->lock, NULL);
-	pthread_cond_init(&m->cond, NULL);
-	if (fmt_checked(m->history_path, sizeof(m->history_path), err, "path",
-			"%s/migrations.jsonl", cfg->state_dir) < 0)
+	session_table_init(&m->sessions);
+	if (history_open(&m->history, cfg->state_dir, err) < 0 ||
+	    journal_init(cfg->state_dir, m->journal_dir,
+			 sizeof(m->journal_dir), err) < 0)
 		goto fail;
-	history_load(m);
 	sweep_channel_sockets(cfg);
 	m->client_ctx = tls_client_ctx_new(cfg->ca_file, cfg->cert_file,
 					   cfg->key_file, err);
@@ -581,33 +497,67 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 					   cfg->key_file, err);
 	if (!m->server_ctx)
 		goto fail;
-	if (incoming_listen(m, err) < 0)
-		goto fail;
 	vmm_set_exit_hook(vmm, on_vm_exit, m);
+	recover_all(m);
+	if (inchan_listen(m, err) < 0)
+		goto fail;
 	*out = m;
 	return 0;
 fail:
+	migrator_stop(m);
 	migrator_free(m);
 	return -1;
+}
+
+void migrator_stop(struct migrator *m)
+{
+	if (!m || m->stopping)
+		return;
+	m->stopping = true;
+	atomic_store(&m->stop, true);
+	/* queued ones end at once; running drivers see the cancel and end
+	 * within their deadlines (an unresolved one keeps its journal) */
+	while (m->queued) {
+		struct ferr err;
+		json_t *reply = NULL;
+
+		migrator_cancel(m, m->queued->id, &reply, &err);
+		json_decref(reply);
+	}
+	for (struct mig *g = m->active; g; g = g->next)
+		atomic_store(&g->cancel, true);
+	while (m->active) {
+		struct mig *g = m->active;
+
+		/* joins the driver here: its deadlines bound the wait */
+		if (g->state == MIG_RUNNING)
+			pthread_join(g->driver, NULL);
+		g->state = MIG_ENDED;
+		event_del(g->done_ev);
+		on_mig_done(-1, 0, g);
+	}
+	recover_stop(m);
+	incoming_abort_all(m);
+	inchan_stop(m);
 }
 
 void migrator_free(struct migrator *m)
 {
 	if (!m)
 		return;
-	/* cancel outgoing migrations and wait for their drivers */
-	for (struct mig *g = m->active; g; g = g->next)
-		atomic_store(&g->cancel, true);
-	while (m->active)
-		on_mig_done(-1, 0, m->active); /* joins the driver */
-	incoming_abort_all(m);
-	incoming_stop(m);
+	if (atomic_load(&m->chan_threads) > 0) {
+		/* a channel thread still uses m: leak it rather than free
+		 * it under the thread */
+		log_error("migration: %d channel thread(s) still running; "
+			  "not freeing the migrator",
+			  atomic_load(&m->chan_threads));
+		return;
+	}
 	if (m->vmm)
 		vmm_set_exit_hook(m->vmm, NULL, NULL);
 	SSL_CTX_free(m->client_ctx);
 	SSL_CTX_free(m->server_ctx);
-	json_decref(m->history);
-	pthread_cond_destroy(&m->cond);
-	pthread_mutex_destroy(&m->lock);
+	history_close(&m->history);
+	session_table_destroy(&m->sessions);
 	free(m);
 }

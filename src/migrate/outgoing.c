@@ -2,8 +2,8 @@
  * QEMU set-up, progress, convergence escalation, finish or roll back), the
  * acceptor of QEMU's channels and one relay thread per channel. */
 #define _GNU_SOURCE
-#include "migrate.h"
-#include "httpc.h"
+#include "migrate_int.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -81,6 +81,41 @@ static void set_phase(struct mig *g, const char *phase)
 				    "source", "to", g->opts.to));
 }
 
+json_t *mig_journal_rec(struct mig *g, const char *phase)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:i}, s:s, s:s, "
+			 "s:b, s:I}",
+			 "phase", phase, "session", g->session, "vm",
+			 g->def.name, "uuid", g->def.uuid, "peer", "name",
+			 g->peer.name, "address", g->peer.address, "port",
+			 (int)g->peer.port, "mode", mig_mode_name(g->opts.mode),
+			 "requester", g->requester, "was_running",
+			 g->was_running, "started_at",
+			 (json_int_t)json_integer_value(
+				 json_object_get(g->rec, "started_at")));
+}
+
+/* Journal g at phase; a failure is recorded on g and makes the caller
+ * stop before the step the record should have covered. */
+static int journal_phase(struct mig *g, const char *phase)
+{
+	struct ferr err;
+	json_t *rec;
+	int rc;
+
+	pthread_mutex_lock(&g->lock);
+	rec = mig_journal_rec(g, phase);
+	pthread_mutex_unlock(&g->lock);
+	if (!rec)
+		return ferr_set(&err, FERR_INTERNAL, "out of memory");
+	rc = journal_write(g->m->journal_dir, JOURNAL_SOURCE, g->id, rec,
+			   &err);
+	json_decref(rec);
+	if (rc < 0)
+		rec_error(g, "%s", err.msg);
+	return rc;
+}
+
 /* ---- channels ---- */
 
 struct chan_arg {
@@ -148,157 +183,6 @@ static void *acceptor_main(void *arg)
 		idx++;
 	}
 	return NULL;
-}
-
-/* ---- the peer ---- */
-
-static void peer_of(const struct mig *g, struct httpc_peer *p)
-{
-	p->name = g->opts.to;
-	p->address = g->opts.address;
-	p->port = g->opts.port;
-	p->check_name = true;
-	p->local = g->m->cfg->listen_addr;
-}
-
-static int peer_call(struct mig *g, const char *method, const char *path,
-		     const json_t *body, json_t **reply, struct ferr *err)
-{
-	struct httpc_peer p;
-
-	peer_of(g, &p);
-	return httpc_call(g->m->client_ctx, &p, MIG_PEER_TIMEOUT_S, method,
-			  path, body, reply, err);
-}
-
-/* POST /v1/incoming: the destination validates and starts its QEMU. */
-static int peer_prepare(struct mig *g, const json_t *files, struct ferr *err)
-{
-	json_t *body, *reply = NULL;
-	const char *key, *addr;
-	json_int_t port;
-	int rc = -1;
-
-	body = json_pack("{s:s, s:o, s:s, s:s, s:I, s:b, s:b, s:O}", "id",
-			 g->id, "vm", vmdef_to_json(&g->def), "source",
-			 g->m->cfg->host, "requester", g->requester, "multifd",
-			 (json_int_t)g->multifd, "postcopy", g->postcopy_cap,
-			 "insecure", g->opts.insecure, "files", files);
-	if (!body)
-		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	if (peer_call(g, "POST", "/v1/incoming", body, &reply, err) < 0)
-		goto out;
-	key = json_string_value(json_object_get(reply, "key"));
-	addr = json_string_value(json_object_get(reply, "data_address"));
-	port = json_integer_value(json_object_get(reply, "data_port"));
-	if (!key || hex_decode(key, g->key, MIG_KEY_LEN) < 0 || !addr ||
-	    strlen(addr) >= sizeof(g->data_addr) || port < 1 ||
-	    port > 65535) {
-		ferr_set(err, FERR_UNAVAILABLE,
-			 "the destination's prepare reply is malformed");
-		goto out;
-	}
-	snprintf(g->data_addr, sizeof(g->data_addr), "%s", addr);
-	g->data_port = (uint16_t)port;
-	rc = 0;
-out:
-	if (reply && json_object_get(reply, "key")) {
-		/* wipe the key's hex copy before freeing the reply */
-		json_t *k = json_object_get(reply, "key");
-		char *s = (char *)json_string_value(k);
-
-		if (s)
-			OPENSSL_cleanse(s, strlen(s));
-	}
-	json_decref(reply);
-	json_decref(body);
-	return rc;
-}
-
-/* Outcome of asking the destination to finish. */
-enum finish_result { FINISH_RUNNING, FINISH_REFUSED, FINISH_NO_ANSWER };
-
-/* POST /v1/incoming/ID/finish. */
-static enum finish_result peer_finish(struct mig *g, bool resume,
-				      struct ferr *err)
-{
-	struct httpc_peer p;
-	char path[128];
-	json_t *body = json_pack("{s:b}", "resume", resume), *reply = NULL;
-	int status = 0, rc;
-
-	peer_of(g, &p);
-	snprintf(path, sizeof(path), "/v1/incoming/%s/finish", g->id);
-	rc = httpc_request(g->m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST",
-			   path, body, &status, &reply, err);
-	json_decref(body);
-	if (rc < 0)
-		return FINISH_NO_ANSWER;
-	if (status >= 200 && status < 300) {
-		json_decref(reply);
-		return FINISH_RUNNING;
-	}
-	ferr_set(err, FERR_UNAVAILABLE, "the destination refused to finish: %s",
-		 json_string_value(json_object_get(
-			 json_object_get(reply, "error"), "message")) ?: "?");
-	json_decref(reply);
-	return FINISH_REFUSED;
-}
-
-/* After a finish without an answer: ask the destination whether the VM
- * runs there, retrying for MIG_CONFIRM_TIMEOUT_MS. */
-static enum finish_result peer_resolve(struct mig *g, bool resume,
-				       struct ferr *err)
-{
-	uint64_t deadline = now_ms() + MIG_CONFIRM_TIMEOUT_MS;
-	char path[128];
-
-	snprintf(path, sizeof(path), "/v1/vms/%s", g->def.name);
-	while (now_ms() < deadline) {
-		struct httpc_peer p;
-		json_t *reply = NULL;
-		int status = 0;
-		struct ferr e2;
-
-		peer_of(g, &p);
-		if (httpc_request(g->m->client_ctx, &p, MIG_PEER_TIMEOUT_S,
-				  "GET", path, NULL, &status, &reply,
-				  &e2) == 0) {
-			const char *uuid = json_string_value(
-				json_object_get(reply, "uuid"));
-			const char *st = json_string_value(
-				json_object_get(reply, "state"));
-			bool ours = status == 200 && uuid &&
-				    !strcmp(uuid, g->def.uuid);
-
-			json_decref(reply);
-			if (!ours)
-				return FINISH_REFUSED; /* not there */
-			if (st && strcmp(st, "incoming") != 0)
-				return FINISH_RUNNING;
-			/* still incoming: the finish never arrived */
-			return peer_finish(g, resume, err);
-		}
-		sleep(1);
-	}
-	ferr_set(err, FERR_TIMEOUT,
-		 "the destination did not answer after the switchover; the "
-		 "source VM stays paused so it never runs twice");
-	return FINISH_NO_ANSWER;
-}
-
-/* POST /v1/incoming/ID/abort, best effort. */
-static void peer_abort(struct mig *g)
-{
-	char path[128];
-	json_t *reply = NULL;
-	struct ferr err;
-
-	snprintf(path, sizeof(path), "/v1/incoming/%s/abort", g->id);
-	if (peer_call(g, "POST", path, NULL, &reply, &err) < 0)
-		log_warn("migration %s: abort at %s: %s", g->id, g->opts.to,
-			 err.msg);
-	json_decref(reply);
 }
 
 /* ---- QEMU ---- */
@@ -592,10 +476,13 @@ static void rec_final(struct mig *g, json_t *qm, const char *outcome,
 			   "source", "to", g->opts.to, "total_ms",
 			   (json_int_t)total, "error",
 			   json_object_get(g->rec, "error"));
-	g->done = true;
 	pthread_mutex_unlock(&g->lock);
-	mig_audit(g->m, g->requester, "migration.end", g->def.name, outcome,
-		  detail);
+	/* an unresolved migration has not ended: the resolver audits its
+	 * end when the destination answers */
+	mig_audit(g->m, g->requester,
+		  strcmp(outcome, "unresolved") ? "migration.end"
+						: "migration.unresolved",
+		  g->def.name, outcome, detail);
 }
 
 /* Poll the source QEMU until the migration reaches a final state; cancel
@@ -635,6 +522,8 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 		if (xfer != last_xfer) {
 			last_xfer = xfer;
 			last_move = now;
+			if (!strcmp(st, "active"))
+				fault_point("src.precopy");
 		}
 		if (!strcmp(st, "postcopy-active")) {
 			set_phase(g, "postcopy");
@@ -642,10 +531,16 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 				/* the VM must run on the destination while
 				 * its pages are pulled: the point of no
 				 * return */
-				if (peer_finish(g, true, err) != FINISH_RUNNING)
-					rec_error(g, "post-copy: %s", err->msg);
-				else
+				if (journal_phase(g, "postcopy") == 0 &&
+				    peer_settle(g->m, &g->peer, g->session,
+						true,
+						now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s,
+						&g->m->stop,
+						err) == PEER_COMMITTED) {
 					*dest_running = true;
+					fault_point("src.postcopy");
+				} else
+					rec_error(g, "post-copy: %s", err->msg);
 			}
 		} else if (!strcmp(st, "active")) {
 			set_phase(g, *paused ? "offline" : "precopy");
@@ -656,11 +551,12 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 
 			if (atomic_load(&g->cancel)) {
 				why = "cancelled by request";
-			} else if (now - last_move > MIG_STALL_MS) {
+			} else if (now - last_move >
+				   1000ULL * g->m->cfg->stall_timeout_s) {
 				snprintf(buf, sizeof(buf),
 					 "the data path stalled: no progress "
-					 "for %d s",
-					 MIG_STALL_MS / 1000);
+					 "for %u s",
+					 g->m->cfg->stall_timeout_s);
 				why = buf;
 			} else if (now >= c->deadline) {
 				snprintf(buf, sizeof(buf),
@@ -730,6 +626,64 @@ static void source_resume(struct mig *g, struct qmp *q, bool was_running)
 			 g->def.name);
 }
 
+/* Prepare the destination, waiting while it is at its limit of incoming
+ * migrations (the record shows it), until cancelled or the time bound. */
+static int prepare_dest(struct mig *g, const json_t *files,
+			uint64_t deadline, struct ferr *err)
+{
+	struct peer_session ps = { 0 };
+	json_t *body;
+	bool waiting = false;
+	int rc;
+
+	body = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I, s:b, s:b, s:O}",
+			 "version", "1.0", "migration", g->id, "vm",
+			 vmdef_to_json(&g->def), "source", g->m->cfg->host,
+			 "requester", g->requester, "multifd",
+			 (json_int_t)g->multifd, "postcopy", g->postcopy_cap,
+			 "insecure", g->opts.insecure, "files", files);
+	if (!body)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	for (;;) {
+		rc = peer_prepare(g->m, &g->peer, body, &ps, err);
+		if (rc == 0 || err->code != FERR_RATE)
+			break;
+		if (!waiting) {
+			waiting = true;
+			set_phase(g, "waiting");
+			mig_rec_set(g, "waiting", json_string(err->msg));
+		}
+		for (uint64_t until = now_ms() + MIG_DEST_BUSY_RETRY_MS;
+		     now_ms() < until;)
+			usleep(50 * 1000);
+		if (atomic_load(&g->cancel) || now_ms() >= deadline) {
+			if (!atomic_load(&g->cancel))
+				ferr_set(err, FERR_TIMEOUT,
+					 "%s stayed at its limit of incoming "
+					 "migrations",
+					 g->peer.name);
+			break;
+		}
+	}
+	if (waiting) {
+		pthread_mutex_lock(&g->lock);
+		json_object_del(g->rec, "waiting");
+		pthread_mutex_unlock(&g->lock);
+	}
+	json_decref(body);
+	if (rc == 0) {
+		memcpy(g->session, ps.id, sizeof(g->session));
+		hex_decode(ps.id, g->sid, sizeof(g->sid));
+		memcpy(g->key, ps.key, sizeof(g->key));
+		snprintf(g->data_addr, sizeof(g->data_addr), "%s",
+			 ps.data_addr);
+		g->data_port = ps.data_port;
+		mig_rec_set(g, "session", json_string(g->session));
+	}
+	OPENSSL_cleanse(ps.key, sizeof(ps.key));
+	return rc;
+}
+
 void *mig_driver(void *arg)
 {
 	struct mig *g = arg;
@@ -737,7 +691,7 @@ void *mig_driver(void *arg)
 	struct qmp *q = NULL;
 	struct converge c = { 0 };
 	json_t *files = NULL, *qm = NULL;
-	bool prepared = false, was_running = false, paused = false;
+	bool prepared = false, paused = false;
 	bool dest_running = false, changed = false;
 	uint64_t pause_at = 0, t_done, t_end = 0, downtime = 0, t_migrate = 0;
 	const char *outcome = "failed";
@@ -756,14 +710,23 @@ void *mig_driver(void *arg)
 	if (qmp_connect(g->paths.mqmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0)
 		goto fail;
 	qmp_set_event_cb(q, on_event, &changed);
-	if (source_running(q, &was_running, &err) < 0)
+	if (source_running(q, &g->was_running, &err) < 0)
 		goto fail;
-	files = mig_files_identity(g->m, &g->def, &err);
-	if (!files || peer_prepare(g, files, &err) < 0)
+	files = mig_files_identity(g->m->cfg->shared_dir, &g->def, &err);
+	/* journalled before the destination can start anything, so that a
+	 * restart can abort it there */
+	if (!files || journal_phase(g, "preparing") < 0 ||
+	    prepare_dest(g, files, c.deadline, &err) < 0)
 		goto fail;
 	prepared = true;
+	if (journal_phase(g, "prepared") < 0)
+		goto fail;
+	fault_point("src.prepared");
 
 	set_phase(g, "setup");
+	if (fmt_checked(g->out_sock, sizeof(g->out_sock), &err, "socket path",
+			"%s/run/%s.out", g->m->cfg->state_dir, g->id) < 0)
+		goto fail;
 	g->listen_fd = unix_listen(g->out_sock, &err);
 	if (g->listen_fd < 0)
 		goto fail;
@@ -774,7 +737,7 @@ void *mig_driver(void *arg)
 	g->acceptor_started = true;
 	if (source_setup(g, q, c.downtime, &err) < 0)
 		goto fail;
-	if (g->opts.mode == MIG_OFFLINE && was_running) {
+	if (g->opts.mode == MIG_OFFLINE && g->was_running) {
 		if (qmp_simple(q, "stop", NULL, &err) < 0)
 			goto fail;
 		paused = true;
@@ -783,6 +746,8 @@ void *mig_driver(void *arg)
 		rec_step(g, c.t0, "offline", "offline mode: VM paused for the "
 					     "whole transfer");
 	}
+	if (journal_phase(g, "migrating") < 0)
+		goto fail;
 	{
 		char uri[FERRY_SOCK_PATH_MAX + 8];
 
@@ -802,20 +767,33 @@ void *mig_driver(void *arg)
 	if (!strcmp(st, "completed")) {
 		set_phase(g, "switchover");
 		if (!dest_running) {
-			enum finish_result fr = peer_finish(g, was_running,
-							    &err);
+			enum peer_outcome o = PEER_UNKNOWN;
 
-			if (fr == FINISH_NO_ANSWER)
-				fr = peer_resolve(g, was_running, &err);
-			if (fr == FINISH_RUNNING)
+			/* the source VM is stopped: from here it resumes
+			 * only on the destination's explicit "never" */
+			if (journal_phase(g, "switchover") == 0) {
+				fault_point("src.switchover");
+				o = peer_settle(g->m, &g->peer, g->session,
+						g->was_running,
+						now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s,
+						&g->m->stop, &err);
+			}
+			if (o == PEER_COMMITTED) {
 				dest_running = true;
-			else if (fr == FINISH_NO_ANSWER) {
-				/* unknown: never resume the source */
-				rec_error(g, "%s", err.msg);
-				was_running = false;
-				prepared = false;
+				fault_point("src.committed");
+			} else if (o == PEER_NOT_COMMITTED) {
+				rec_error(g, "%s did not take the VM: %s",
+					  g->peer.name, err.msg);
+				prepared = false; /* nothing left to abort */
 			} else {
-				rec_error(g, "%s", err.msg);
+				/* unknown: never resume on a guess */
+				rec_error(g,
+					  "%s gave no answer after the "
+					  "switchover (%s); the source VM "
+					  "stays paused and ferryd keeps "
+					  "asking",
+					  g->peer.name, err.msg);
+				g->unresolved = true;
 			}
 		}
 		t_end = now_ms();
@@ -826,6 +804,8 @@ void *mig_driver(void *arg)
 						      json_object_get(
 							      qm, "downtime")) +
 						      (t_end - t_done);
+		} else if (g->unresolved) {
+			outcome = "unresolved";
 		}
 	} else if (atomic_load(&g->cancel) &&
 		   (!strcmp(st, "cancelled") || !strcmp(st, "failed"))) {
@@ -841,7 +821,10 @@ void *mig_driver(void *arg)
 	}
 	goto end;
 fail:
-	rec_error(g, "%s", err.msg);
+	if (atomic_load(&g->cancel) && !prepared)
+		outcome = "cancelled";
+	else
+		rec_error(g, "%s", err.msg);
 	if (q && qm == NULL) {
 		/* a failure after `migrate` was sent: stop QEMU's side */
 		struct ferr e2;
@@ -853,10 +836,15 @@ end:
 		rec_error(g, "the migration failed after the switch to "
 			     "post-copy; the VM's state is split between the "
 			     "hosts");
-	if (!dest_running) {
-		source_resume(g, q, was_running);
-		if (prepared)
-			peer_abort(g);
+	if (!dest_running && !g->unresolved) {
+		source_resume(g, q, g->was_running);
+		if (prepared) {
+			struct ferr e2;
+
+			if (peer_abort(g->m, &g->peer, g->session, &e2) < 0)
+				log_warn("migration %s: abort at %s: %s",
+					 g->id, g->peer.name, e2.msg);
+		}
 	}
 	if (!t_end)
 		t_end = now_ms();

@@ -8,7 +8,7 @@
  * relay's CPU time per byte).
  */
 #define _GNU_SOURCE
-#include "migrate.h"
+#include "migrate_int.h"
 
 #include <errno.h>
 #include <fcntl.h>

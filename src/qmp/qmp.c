@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #define QMP_READ_CHUNK 65536
+#define QMP_EVENTS_MAX 256 /* queued events; older ones are dropped */
 
 struct qmp {
 	int fd;
@@ -18,7 +19,8 @@ struct qmp {
 	size_t len;
 	size_t cap;
 	uint64_t next_id;
-	json_t *events;  /* queued events (array) */
+	json_t *events;  /* queued events (array), at most QMP_EVENTS_MAX */
+	uint64_t dropped; /* events dropped because the queue was full */
 	qmp_event_cb cb;
 	void *cb_arg;
 };
@@ -182,10 +184,21 @@ out:
 	return rc;
 }
 
-/* Queue an event message for qmp_poll_events. */
+/* Queue an event message for qmp_poll_events. A full queue drops its
+ * oldest event (and counts it): a burst of events never makes a QEMU look
+ * broken, and whoever tracks state re-reads it (qmp_events_dropped). */
 static void queue_event(struct qmp *q, json_t *msg)
 {
+	if (json_array_size(q->events) >= QMP_EVENTS_MAX) {
+		json_array_remove(q->events, 0);
+		q->dropped++;
+	}
 	json_array_append(q->events, msg);
+}
+
+uint64_t qmp_events_dropped(const struct qmp *q)
+{
+	return q->dropped;
 }
 
 int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
@@ -255,34 +268,33 @@ out:
 int qmp_poll_events(struct qmp *q, struct ferr *err)
 {
 	int rc = 0;
+	bool eof = false;
 
-	for (;;) {
+	/* read and parse in turns, so the buffer holds at most one partial
+	 * message however many events QEMU has sent */
+	while (!eof) {
 		ssize_t n = fill(q);
 
 		if (n == 0) {
-			rc = ferr_set(err, FERR_UNAVAILABLE, "QEMU closed QMP");
-			break;
-		}
-		if (n < 0) {
+			eof = true;
+		} else if (n < 0) {
 			if (errno != EAGAIN)
 				rc = ferr_set(err, FERR_UNAVAILABLE,
 					      "QMP read: %s", strerror(errno));
 			break;
 		}
-	}
-	for (;;) {
-		json_t *msg = NULL;
-		int r = take_line(q, &msg, err);
+		for (;;) {
+			json_t *msg = NULL;
+			int r = take_line(q, &msg, err);
 
-		if (r < 0) {
-			rc = -1;
-			break;
+			if (r < 0)
+				return -1;
+			if (r == 0)
+				break;
+			if (json_object_get(msg, "event"))
+				queue_event(q, msg);
+			json_decref(msg);
 		}
-		if (r == 0)
-			break;
-		if (json_object_get(msg, "event"))
-			queue_event(q, msg);
-		json_decref(msg);
 	}
 	while (json_array_size(q->events) > 0) {
 		json_t *ev = json_incref(json_array_get(q->events, 0));
@@ -293,6 +305,8 @@ int qmp_poll_events(struct qmp *q, struct ferr *err)
 			q->cb(q, name, json_object_get(ev, "data"), q->cb_arg);
 		json_decref(ev);
 	}
+	if (eof && rc == 0)
+		rc = ferr_set(err, FERR_UNAVAILABLE, "QEMU closed QMP");
 	return rc;
 }
 

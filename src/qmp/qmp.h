@@ -7,6 +7,8 @@
 #ifndef FERRY_QMP_H
 #define FERRY_QMP_H
 
+#include <stdint.h>
+
 #include <jansson.h>
 
 #include "common.h"
@@ -39,6 +41,11 @@ void qmp_set_event_cb(struct qmp *q, qmp_event_cb cb, void *arg);
  * that arrive meanwhile are queued. */
 int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
 		struct ferr *err);
+
+/* Events dropped so far because more than the queue's bound arrived
+ * between two dispatches (the oldest go first). Whoever tracks QEMU's
+ * state from events should re-read it when this grows. */
+uint64_t qmp_events_dropped(const struct qmp *q);
 
 /* Read what is available without blocking and dispatch every queued event.
  * Returns -1 (FERR_UNAVAILABLE) when QEMU closed the socket or sent

@@ -53,9 +53,10 @@ void vm_incoming_discard_later(struct vm *vm)
 }
 
 /* At start-up, a folder with incoming.json and no vm.json is a migration
- * into this host that was cut short by a ferryd restart. If its QEMU runs
- * (the source confirmed and the VM was resumed before the restart), the VM
- * is adopted; otherwise its QEMU is stopped and its files removed. */
+ * into this host that a ferryd restart cut short. The VM is listed as
+ * incoming (re-attached when its QEMU still runs); the migration
+ * component's recovery decides, from its journal, whether it is adopted or
+ * discarded. */
 void vmm_load_incoming(struct vmm *m, const char *name)
 {
 	char path[FERRY_PATH_MAX];
@@ -78,20 +79,49 @@ void vmm_load_incoming(struct vmm *m, const char *name)
 	vm->incoming = true;
 	vmm_link(m, vm);
 	vm_reattach(vm);
-	if (vm->state == VM_RUNNING && vmm_incoming_commit(m, vm, false,
-							   &err) == 0) {
-		log_info("vm %s: adopted a completed incoming migration",
-			 name);
-		return;
+}
+
+/* The incoming VM's folder and definition (loop). */
+static void remove_incoming_files(struct vm *vm)
+{
+	struct vm_paths p;
+	struct ferr err;
+
+	if (vm_paths_get(vm->vmm->cfg, &vm->def, &p, &err) == 0 &&
+	    rmtree(p.dir, &err) < 0)
+		log_warn("vm %s: %s", vm->def.name, err.msg);
+}
+
+/* What a start of an incoming VM reports back. */
+struct start_in {
+	vm_done_fn done;
+	void *ctx;
+};
+
+static void on_started_in(void *arg, struct vm *vm, int rc,
+			  const struct ferr *err)
+{
+	struct start_in *si = arg;
+
+	if (rc < 0 && vm) {
+		/* nothing runs (vm_launch): drop what was made for it */
+		remove_incoming_files(vm);
+		log_info("vm %s: incoming migration discarded",
+			 vm->def.name);
+		vm_retire(vm);
+		vm = NULL;
 	}
-	log_info("vm %s: discarding an unfinished incoming migration", name);
-	vmm_incoming_discard(m, vm);
+	if (si->done)
+		si->done(si->ctx, vm, rc, err);
+	free(si);
 }
 
 int vmm_start_incoming(struct vmm *m, const struct vm_def *def,
-		       const char *id, const char *const *extra,
-		       struct vm **out, struct ferr *err)
+		       const char *owner, const char *const *extra,
+		       vm_done_fn done, void *ctx, struct vm **out,
+		       struct ferr *err)
 {
+	struct start_in *si = NULL;
 	struct vm_paths p;
 	struct vm *vm = NULL;
 	char *text = NULL;
@@ -106,19 +136,22 @@ int vmm_start_incoming(struct vmm *m, const struct vm_def *def,
 				FERRY_VM_MAX);
 	text = def_text(def);
 	vm = vm_new(m, def);
-	if (!text || !vm) {
+	si = calloc(1, sizeof(*si));
+	if (!text || !vm || !si) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto fail;
 	}
+	si->done = done;
+	si->ctx = ctx;
 	vm->incoming = true;
-	snprintf(vm->incoming_id, sizeof(vm->incoming_id), "%s", id);
+	vm_hold(vm, owner, "", false);
 	if (mkdir(p.dir, 0700) < 0) {
 		ferr_set(err, FERR_IO, "cannot create %s: %s", p.dir,
 			 strerror(errno));
 		goto fail;
 	}
 	if (file_write_atomic(p.incoming, text, strlen(text), 0600, err) < 0 ||
-	    vm_launch(m, vm, extra, err) < 0) {
+	    vm_launch(m, vm, extra, on_started_in, si, err) < 0) {
 		rmtree(p.dir, &ignored);
 		goto fail;
 	}
@@ -127,66 +160,190 @@ int vmm_start_incoming(struct vmm *m, const struct vm_def *def,
 	*out = vm;
 	return 0;
 fail:
+	free(si);
 	free(text);
-	free(vm);
+	vm_free(vm);
 	return -1;
 }
 
-int vmm_incoming_commit(struct vmm *m, struct vm *vm, bool resume,
-			struct ferr *err)
+/* Retry persisting a committed VM's definition until it succeeds. */
+static void on_persist_retry(evutil_socket_t fd, short what, void *arg);
+
+/* Make the committed VM this host's: incoming.json becomes vm.json. A
+ * failure is retried with backoff, never undone: the VM runs here. */
+static void persist_committed(struct vm *vm)
 {
 	struct vm_paths p;
+	struct ferr err;
+	struct timeval tv = { 0 };
 
+	if (vm_paths_get(vm->vmm->cfg, &vm->def, &p, &err) == 0 &&
+	    (rename(p.incoming, p.def) == 0 ||
+	     (errno == ENOENT && access(p.def, F_OK) == 0))) {
+		if (vm->persist_retry_s)
+			log_info("vm %s: definition saved after retries",
+				 vm->def.name);
+		vm->persist_retry_s = 0;
+		if (!strncmp(vm->last_error, "cannot save", 11))
+			vm->last_error[0] = '\0';
+		return;
+	}
+	vm->persist_retry_s = vm->persist_retry_s
+				      ? (vm->persist_retry_s * 2 > 30
+						 ? 30
+						 : vm->persist_retry_s * 2)
+				      : 1;
+	snprintf(vm->last_error, sizeof(vm->last_error),
+		 "cannot save the definition of this committed VM (%s): %s; "
+		 "retrying every %u s",
+		 p.def, strerror(errno), vm->persist_retry_s);
+	log_error("vm %s: %s", vm->def.name, vm->last_error);
+	if (!vm->persist_ev)
+		vm->persist_ev = evtimer_new(vm->vmm->base, on_persist_retry,
+					     vm);
+	tv.tv_sec = vm->persist_retry_s;
+	if (vm->persist_ev)
+		evtimer_add(vm->persist_ev, &tv);
+}
+
+static void on_persist_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	persist_committed(arg);
+}
+
+/* The loop side of a commit: the VM is ours once QEMU may run it. */
+static void commit_now(struct vm *vm)
+{
+	vm->incoming = false;
+	persist_committed(vm);
+	log_info("vm %s: now runs on this host", vm->def.name);
+}
+
+/* A commit in progress. */
+struct commit {
+	bool resume;
+	bool maybe_running; /* cont failed but QEMU may run the VM */
+	vm_done_fn done;
+	void *ctx;
+};
+
+/* Worker: resume the vCPUs. When cont fails, ask whether the VM runs
+ * anyway: an answer we do not have counts as "it may". */
+static int commit_work(struct qmp *q, void *arg, struct ferr *err)
+{
+	struct commit *c = arg;
+	struct ferr e2;
+	json_t *ret = NULL;
+	const char *st;
+
+	if (!c->resume || qmp_command(q, "cont", NULL, NULL, err) == 0)
+		return 0;
+	if (qmp_command(q, "query-status", NULL, &ret, &e2) < 0) {
+		c->maybe_running = true;
+		return -1;
+	}
+	st = json_string_value(json_object_get(ret, "status"));
+	c->maybe_running = st && !strcmp(st, "running");
+	json_decref(ret);
+	return c->maybe_running ? 0 : -1;
+}
+
+static void on_committed(void *arg, struct vm *vm, int rc,
+			 const struct ferr *err)
+{
+	struct commit *c = arg;
+
+	if (vm && (rc == 0 || c->maybe_running)) {
+		if (c->resume && vm->state == VM_PAUSED && rc == 0)
+			vm->state = VM_RUNNING;
+		commit_now(vm);
+		if (rc < 0)
+			log_error("vm %s: resuming it failed (%s), but QEMU "
+				  "may run it: it is kept as this host's VM",
+				  vm->def.name, err ? err->msg : "?");
+	}
+	if (c->done)
+		c->done(c->ctx, vm, vm && (rc == 0 || c->maybe_running) ? 0 : -1,
+			err);
+	free(c);
+}
+
+int vmm_incoming_commit(struct vmm *m, struct vm *vm, bool resume,
+			vm_done_fn done, void *ctx, struct ferr *err)
+{
+	struct commit *c;
+
+	(void)m;
 	if (!vm->incoming)
 		return ferr_set(err, FERR_CONFLICT, "vm %s is not incoming",
 				vm->def.name);
-	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0)
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	c->resume = resume;
+	c->done = done;
+	c->ctx = ctx;
+	if (vm_run_qmp(vm, "commit", commit_work, c, on_committed, err) < 0) {
+		free(c);
 		return -1;
-	/* resume first: a crash after it leaves a running QEMU with
-	 * incoming.json, which the next ferryd adopts */
-	if (resume && vm_qmp(vm, "cont", NULL, NULL, err) < 0)
-		return -1;
-	if (vm->state == VM_SHUTOFF)
-		return ferr_set(err, FERR_UNAVAILABLE,
-				"vm %s: QEMU exited", vm->def.name);
-	if (rename(p.incoming, p.def) < 0)
-		return ferr_set(err, FERR_IO, "cannot rename %s: %s",
-				p.incoming, strerror(errno));
-	vm->incoming = false;
-	vm->incoming_id[0] = '\0';
-	if (resume && vm->state == VM_PAUSED)
-		vm->state = VM_RUNNING;
-	log_info("vm %s: now runs on this host", vm->def.name);
+	}
 	return 0;
+}
+
+int vmm_incoming_adopt(struct vmm *m, struct vm *vm, struct ferr *err)
+{
+	(void)m;
+	if (!vm->incoming)
+		return ferr_set(err, FERR_CONFLICT, "vm %s is not incoming",
+				vm->def.name);
+	commit_now(vm);
+	return 0;
+}
+
+static void after_discard(struct vm *vm)
+{
+	remove_incoming_files(vm);
+	log_info("vm %s: incoming migration discarded", vm->def.name);
+	vm_retire(vm);
 }
 
 void vmm_incoming_discard(struct vmm *m, struct vm *vm)
 {
-	struct vm_paths p;
 	struct ferr err;
 
-	vm_kill_now(vm);
-	if (vm_paths_get(m->cfg, &vm->def, &p, &err) == 0 &&
-	    rmtree(p.dir, &err) < 0)
-		log_warn("vm %s: %s", vm->def.name, err.msg);
-	log_info("vm %s: incoming migration discarded", vm->def.name);
-	vmm_unlink(m, vm);
-	vm_free(vm);
+	(void)m;
+	if (vm->leaving)
+		return;
+	vm->leaving = true;
+	if (vm_quit(vm, after_discard, &err) < 0)
+		log_error("vm %s: cannot discard: %s", vm->def.name, err.msg);
 }
 
-void vmm_migrated_away(struct vmm *m, struct vm *vm)
+static void after_migrated_away(struct vm *vm)
 {
 	struct vm_paths p;
 	struct ferr err;
 
-	vm_kill_now(vm);
-	if (vm_paths_get(m->cfg, &vm->def, &p, &err) == 0) {
+	if (vm_paths_get(vm->vmm->cfg, &vm->def, &p, &err) == 0) {
 		unlink(p.def);
 		if (rmtree(p.dir, &err) < 0)
 			log_warn("vm %s: %s", vm->def.name, err.msg);
 	}
 	log_info("vm %s: migrated away; removed from this host",
 		 vm->def.name);
-	vmm_unlink(m, vm);
-	vm_free(vm);
+	vm_retire(vm);
+}
+
+void vmm_migrated_away(struct vmm *m, struct vm *vm)
+{
+	struct ferr err;
+
+	(void)m;
+	if (vm->leaving)
+		return;
+	vm->leaving = true;
+	if (vm_quit(vm, after_migrated_away, &err) < 0)
+		log_error("vm %s: cannot remove: %s", vm->def.name, err.msg);
 }

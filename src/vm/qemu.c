@@ -331,6 +331,14 @@ int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
 		int status;
 		pid_t r = waitpid(pid, &status, WNOHANG);
 
+		if (r < 0 && errno == ECHILD && kill(pid, 0) < 0 &&
+		    errno == ESRCH) {
+			/* reaped by the loop's SIGCHLD handler already */
+			log_tail(log_path, tail, sizeof(tail));
+			return ferr_set(err, FERR_UNAVAILABLE,
+					"QEMU exited during start-up: %s",
+					tail[0] ? tail : "no output");
+		}
 		if (r == pid) {
 			log_tail(log_path, tail, sizeof(tail));
 			return ferr_set(err, FERR_UNAVAILABLE,

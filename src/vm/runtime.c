@@ -1,10 +1,12 @@
-/* runtime.c - QEMU processes of the host's VMs: launch, QMP events,
- * re-attachment after a ferryd restart, stop, pause, resume, reaping. */
+/* runtime.c - QEMU processes of the host's VMs: operations (one at a time
+ * per VM, each on a worker thread with the VM's monitor lent to it), QMP
+ * events, launch, re-attachment after a ferryd restart, stop, pause,
+ * resume, reaping. The loop never waits for QEMU (vm.h). */
 #define _GNU_SOURCE
 #include "vm_internal.h"
 #include "netdev.h"
+#include "worker.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,7 +19,49 @@
 
 #define PIDFILE_MAX 64
 
-/* Remove a VM's runtime files (QMP socket, pidfile). */
+/* One operation on a VM: work() on a worker thread, apply() then done()
+ * on the loop. */
+struct vm_op {
+	struct vm *vm;
+	const char *what;       /* names it in messages */
+	bool lend_qmp;          /* work() gets the VM's monitor in op->q */
+	bool need_qmp;          /* ... and fails without one */
+	struct qmp *q;
+	int (*work)(struct vm_op *op);
+	void (*apply)(struct vm_op *op);
+	vm_done_fn done;
+	void *ctx;
+	int rc;
+	struct ferr err;
+	/* vm_run_qmp */
+	vm_qmp_fn fn;
+	void *fn_ctx;
+	/* quit: what follows on the loop */
+	void (*after)(struct vm *vm);
+	/* one QMP command (pause, resume, stop) */
+	const char *cmd;
+	bool force;
+	/* launch */
+	struct strv argv;
+	struct tap tap;         /* a bridged VM's (fd -1 without) */
+	char log[FERRY_PATH_MAX];
+	char qmp_path[FERRY_SOCK_PATH_MAX + 1];
+	struct qmp *newq;
+	/* launch, reap */
+	pid_t pid;
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	char status[32];        /* QEMU's run state after a launch */
+	char why[FERRY_ERR_MSG_MAX]; /* reap: why QMP closed */
+	struct vm_op *next;
+};
+
+static void op_start(struct vm *vm);
+static struct vm_op *op_new(struct vm *vm, const char *what,
+			    struct ferr *err);
+
+/* ---- QMP events and run states ---- */
+
+/* Remove a VM's runtime files (QMP sockets, pidfile). */
 static void vm_remove_runtime(struct vm *vm)
 {
 	struct vm_paths p;
@@ -28,62 +72,6 @@ static void vm_remove_runtime(struct vm *vm)
 	unlink(p.qmp);
 	unlink(p.mqmp);
 	unlink(p.pidfile);
-}
-
-/* QEMU closed QMP: give it FERRY_KILL_WAIT_MS to finish exiting (it may be
- * flushing a disk), then SIGKILL it. Reaps it when it is our child. */
-static void qemu_reap(pid_t pid, const char *uuid)
-{
-	uint64_t deadline = now_ms() + FERRY_KILL_WAIT_MS;
-
-	for (;;) {
-		pid_t r = waitpid(pid, NULL, WNOHANG);
-
-		if (r == pid || !qemu_process_matches(pid, uuid))
-			return;
-		if (now_ms() >= deadline)
-			break;
-		usleep(10 * 1000);
-	}
-	log_warn("QEMU pid %d closed QMP but did not exit; killing it",
-		 (int)pid);
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, WNOHANG);
-}
-
-/* QEMU is gone (QMP closed): back to shut off. */
-static void vm_qemu_gone(struct vm *vm, const char *why)
-{
-	bool expected = vm->state == VM_STOPPING || vm->incoming;
-	struct vmm *m = vm->vmm;
-
-	if (vm->qmp_ev) {
-		event_free(vm->qmp_ev);
-		vm->qmp_ev = NULL;
-	}
-	if (vm->stop_timer) {
-		event_free(vm->stop_timer);
-		vm->stop_timer = NULL;
-	}
-	qmp_close(vm->qmp);
-	vm->qmp = NULL;
-	if (vm->pid > 0)
-		qemu_reap(vm->pid, vm->def.uuid);
-	vm_remove_runtime(vm);
-	if (!expected) {
-		snprintf(vm->last_error, sizeof(vm->last_error),
-			 "QEMU exited unexpectedly: %s", why);
-		log_warn("vm %s: %s", vm->def.name, vm->last_error);
-	} else {
-		log_info("vm %s: stopped", vm->def.name);
-	}
-	if (m->exit_hook)
-		m->exit_hook(vm, m->exit_hook_arg);
-	vm->state = VM_SHUTOFF;
-	vm->pid = 0;
-	vm->stop_forced = false;
-	if (vm->incoming)
-		vm_incoming_discard_later(vm);
 }
 
 /* Map a QMP run state onto ours. */
@@ -122,33 +110,175 @@ static void on_qmp_event(struct qmp *q, const char *name, json_t *data,
 	}
 }
 
-/* The QMP socket is readable: dispatch events, notice QEMU's exit. */
-static void on_qmp_readable(evutil_socket_t fd, short what, void *arg)
-{
-	struct vm *vm = arg;
-	struct ferr err;
-
-	(void)fd;
-	(void)what;
-	if (qmp_poll_events(vm->qmp, &err) < 0)
-		vm_qemu_gone(vm, err.msg);
-}
-
-/* Ask QEMU for its run state and set vm->state from it. */
-static int vm_refresh_status(struct vm *vm, struct ferr *err)
+/* QEMU's run state ("running", "postmigrate", ...) into out. */
+static int query_status(struct qmp *q, char *out, size_t len,
+			struct ferr *err)
 {
 	json_t *ret = NULL;
+	const char *st;
 
-	if (qmp_command(vm->qmp, "query-status", NULL, &ret, err) < 0)
+	if (qmp_command(q, "query-status", NULL, &ret, err) < 0)
 		return -1;
-	vm->state = state_from_status(
-		json_string_value(json_object_get(ret, "status")));
+	st = json_string_value(json_object_get(ret, "status"));
+	snprintf(out, len, "%s", st ? st : "");
 	json_decref(ret);
 	return 0;
 }
 
-/* Take over a QMP connection for vm and start watching it. */
-static int vm_attach(struct vm *vm, struct qmp *q, struct ferr *err)
+/* Reap a QEMU whose monitor closed (worker thread): give it
+ * FERRY_KILL_WAIT_MS to finish exiting (it may be flushing a disk), then
+ * SIGKILL it. */
+static void qemu_reap(pid_t pid, const char *uuid)
+{
+	uint64_t deadline = now_ms() + FERRY_KILL_WAIT_MS;
+
+	if (pid <= 0)
+		return;
+	for (;;) {
+		pid_t r = waitpid(pid, NULL, WNOHANG);
+
+		if (r == pid || !qemu_process_matches(pid, uuid))
+			return;
+		if (now_ms() >= deadline)
+			break;
+		usleep(10 * 1000);
+	}
+	log_warn("QEMU pid %d closed QMP but did not exit; killing it",
+		 (int)pid);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, WNOHANG);
+}
+
+static int reap_work(struct vm_op *op)
+{
+	qemu_reap(op->pid, op->uuid);
+	return 0;
+}
+
+/* The QEMU is gone: back to shut off. */
+static void reap_apply(struct vm_op *op)
+{
+	struct vm *vm = op->vm;
+	struct vmm *m = vm->vmm;
+	bool expected = vm->state == VM_STOPPING || vm->incoming;
+
+	if (vm->pid != op->pid)
+		return; /* a new QEMU was started meanwhile: not ours */
+	vm_remove_runtime(vm);
+	if (!expected) {
+		snprintf(vm->last_error, sizeof(vm->last_error),
+			 "QEMU exited unexpectedly: %s", op->why);
+		log_warn("vm %s: %s", vm->def.name, vm->last_error);
+	} else {
+		log_info("vm %s: stopped", vm->def.name);
+	}
+	if (m->exit_hook)
+		m->exit_hook(vm, m->exit_hook_arg);
+	vm->state = VM_SHUTOFF;
+	vm->pid = 0;
+	vm->stop_forced = false;
+	vm->qemu_status[0] = '\0';
+	if (vm->stop_timer)
+		evtimer_del(vm->stop_timer);
+	if (vm->incoming)
+		vm_incoming_discard_later(vm);
+}
+
+/* QMP closed: detach at once, reap the process in an operation. */
+static void vm_qemu_gone(struct vm *vm, const char *why)
+{
+	struct vm_op *op;
+
+	if (vm->qmp_ev) {
+		event_free(vm->qmp_ev);
+		vm->qmp_ev = NULL;
+	}
+	qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	if (vm->state != VM_SHUTOFF && vm->state != VM_STOPPING &&
+	    !vm->incoming) {
+		/* unexpected: keep the reason until the reap says so */
+		snprintf(vm->last_error, sizeof(vm->last_error),
+			 "QEMU exited unexpectedly: %s", why);
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		/* no memory: reap inline rather than lose track */
+		struct vm_op tmp = { .vm = vm, .pid = vm->pid };
+
+		snprintf(tmp.uuid, sizeof(tmp.uuid), "%s", vm->def.uuid);
+		snprintf(tmp.why, sizeof(tmp.why), "%s", why);
+		reap_work(&tmp);
+		reap_apply(&tmp);
+		return;
+	}
+	op->what = "reap";
+	op->work = reap_work;
+	op->apply = reap_apply;
+	op->pid = vm->pid;
+	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
+	snprintf(op->why, sizeof(op->why), "%s", why);
+	vm_op_submit(vm, op);
+}
+
+static int status_work(struct vm_op *op)
+{
+	return query_status(op->q, op->status, sizeof(op->status), &op->err);
+}
+
+static void status_apply(struct vm_op *op)
+{
+	struct vm *vm = op->vm;
+
+	if (op->rc < 0 || vm->state == VM_STOPPING)
+		return;
+	vm->state = state_from_status(op->status);
+	snprintf(vm->qemu_status, sizeof(vm->qemu_status), "%s", op->status);
+}
+
+/* Dispatch the VM's queued QMP events; notice QEMU's exit. When events
+ * were dropped (a burst beyond the queue's bound), re-read the run state
+ * rather than trust what is left. Loop. */
+static void vm_dispatch(struct vm *vm)
+{
+	struct vm_op *op;
+	struct ferr err;
+
+	if (!vm->qmp)
+		return;
+	if (qmp_poll_events(vm->qmp, &err) < 0) {
+		vm_qemu_gone(vm, err.msg);
+		return;
+	}
+	if (qmp_events_dropped(vm->qmp) == vm->events_dropped)
+		return;
+	log_warn("vm %s: %llu QMP events dropped in a burst; re-reading its "
+		 "state",
+		 vm->def.name,
+		 (unsigned long long)(qmp_events_dropped(vm->qmp) -
+				      vm->events_dropped));
+	vm->events_dropped = qmp_events_dropped(vm->qmp);
+	op = op_new(vm, "query-status", &err);
+	if (!op)
+		return;
+	op->lend_qmp = op->need_qmp = true;
+	op->work = status_work;
+	op->apply = status_apply;
+	vm_op_submit(vm, op);
+}
+
+/* The QMP socket is readable: dispatch events, notice QEMU's exit. */
+static void on_qmp_readable(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	vm_dispatch(arg);
+}
+
+/* Take over a QMP connection for vm and start watching it; status is
+ * QEMU's run state. */
+static int vm_attach(struct vm *vm, struct qmp *q, const char *status,
+		     struct ferr *err)
 {
 	vm->qmp = q;
 	qmp_set_event_cb(q, on_qmp_event, vm);
@@ -159,31 +289,223 @@ static int vm_attach(struct vm *vm, struct qmp *q, struct ferr *err)
 		vm->qmp = NULL;
 		return ferr_set(err, FERR_INTERNAL, "cannot watch QMP");
 	}
-	if (vm_refresh_status(vm, err) < 0)
-		return -1;
+	vm->state = state_from_status(status);
+	snprintf(vm->qemu_status, sizeof(vm->qemu_status), "%s",
+		 status ? status : "");
 	return 0;
 }
 
-int vm_qmp(struct vm *vm, const char *cmd, json_t *args, json_t **ret,
-	   struct ferr *err)
-{
-	int rc;
 
-	if (!vm->qmp) {
-		json_decref(args);
-		return ferr_set(err, FERR_UNAVAILABLE,
-				"vm %s: QEMU's monitor is not connected",
-				vm->def.name);
-	}
-	rc = qmp_command(vm->qmp, cmd, args, ret, err);
-	/* events queued meanwhile; QEMU's exit shows up here too */
-	{
-		struct ferr perr;
-		if (qmp_poll_events(vm->qmp, &perr) < 0)
-			vm_qemu_gone(vm, perr.msg);
-	}
-	return rc;
+/* ---- the operation queue ---- */
+
+unsigned vm_busy(const struct vm *vm)
+{
+	return vm->nops;
 }
+
+static void op_free(struct vm_op *op)
+{
+	strv_free(&op->argv);
+	if (op->newq)
+		qmp_close(op->newq);
+	if (op->tap.fd >= 0)
+		close(op->tap.fd); /* QEMU has its own copy */
+	free(op);
+}
+
+static void op_work(void *arg)
+{
+	struct vm_op *op = arg;
+
+	if (op->need_qmp && !op->q)
+		op->rc = ferr_set(&op->err, FERR_CONFLICT,
+				  "vm %s: QEMU is not running",
+				  op->vm->def.name);
+	else
+		op->rc = op->work(op);
+}
+
+/* Loop: the running operation of a VM ended. */
+static void op_done(void *arg)
+{
+	struct vm_op *op = arg;
+	struct vm *vm = op->vm;
+
+	vm->ops = op->next;
+	if (!vm->ops)
+		vm->ops_tail = NULL;
+	vm->nops--;
+	vm->op_running = false;
+	vm->in_callback++;
+	if (vm->qmp && vm->qmp_ev)
+		event_add(vm->qmp_ev, NULL);
+	if (op->apply)
+		op->apply(op);
+	vm_dispatch(vm);
+	if (op->done)
+		op->done(op->ctx, vm->gone ? NULL : vm, op->rc,
+			 op->rc < 0 ? &op->err : NULL);
+	op_free(op);
+	vm->in_callback--;
+	if (!vm->op_running && vm->ops)
+		op_start(vm);
+	if (vm->gone && !vm->ops && !vm->in_callback)
+		vm_free(vm);
+}
+
+/* An operation that could not be run: end it from the loop. */
+static void op_fail_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	op_done(arg);
+}
+
+/* Start the VM's first queued operation. Loop. */
+static void op_start(struct vm *vm)
+{
+	struct vm_op *op = vm->ops;
+	struct timeval now = { 0 };
+
+	vm->op_running = true;
+	if (vm->gone && op->work != reap_work) {
+		op->rc = ferr_set(&op->err, FERR_NOT_FOUND,
+				  "vm %s is gone", vm->def.name);
+		goto fail;
+	}
+	if (op->lend_qmp) {
+		op->q = vm->qmp;
+		if (vm->qmp_ev)
+			event_del(vm->qmp_ev);
+	}
+	op->rc = 0;
+	if (worker_submit(vm->vmm->pool, op_work, op_done, op, &op->err) ==
+	    0)
+		return;
+	op->rc = -1;
+	if (vm->qmp && vm->qmp_ev)
+		event_add(vm->qmp_ev, NULL);
+fail:
+	if (event_base_once(vm->vmm->base, -1, EV_TIMEOUT, op_fail_cb, op,
+			    &now) < 0) {
+		/* cannot even defer: finish it here (done is documented to
+		 * follow submission; this is out of memory) */
+		log_error("vm %s: %s: cannot schedule", vm->def.name,
+			  op->what);
+		op_done(op);
+	}
+}
+
+void vm_op_submit(struct vm *vm, struct vm_op *op)
+{
+	op->vm = vm;
+	op->next = NULL;
+	if (vm->ops_tail)
+		vm->ops_tail->next = op;
+	else
+		vm->ops = op;
+	vm->ops_tail = op;
+	vm->nops++;
+	if (!vm->op_running)
+		op_start(vm);
+}
+
+/* A new operation or NULL (FERR_INTERNAL in err). Refused when the VM
+ * has FERRY_VM_OPS_MAX queued already. */
+static struct vm_op *op_new(struct vm *vm, const char *what,
+			    struct ferr *err)
+{
+	struct vm_op *op;
+
+	if (vm->nops >= FERRY_VM_OPS_MAX) {
+		ferr_set(err, FERR_RATE,
+			 "vm %s has %u operations waiting; try again when "
+			 "they are done",
+			 vm->def.name, vm->nops);
+		return NULL;
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		ferr_set(err, FERR_INTERNAL, "out of memory");
+		return NULL;
+	}
+	op->what = what;
+	op->tap.fd = -1;
+	return op;
+}
+
+/* ---- running QMP for others ---- */
+
+static int run_qmp_work(struct vm_op *op)
+{
+	return op->fn(op->q, op->fn_ctx, &op->err);
+}
+
+int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
+	       vm_done_fn done, struct ferr *err)
+{
+	struct vm_op *op = op_new(vm, what, err);
+
+	if (!op)
+		return -1;
+	op->lend_qmp = op->need_qmp = true;
+	op->work = run_qmp_work;
+	op->fn = fn;
+	op->fn_ctx = ctx;
+	op->done = done;
+	op->ctx = ctx;
+	vm_op_submit(vm, op);
+	return 0;
+}
+
+/* One QMP command of op->cmd, no arguments. */
+static int cmd_work(struct vm_op *op)
+{
+	return qmp_command(op->q, op->cmd, NULL, NULL, &op->err);
+}
+
+/* Queue op->cmd for vm; apply runs after it. */
+static int submit_cmd(struct vm *vm, const char *cmd, bool force,
+		      void (*apply)(struct vm_op *op), vm_done_fn done,
+		      void *ctx, struct ferr *err)
+{
+	struct vm_op *op = op_new(vm, cmd, err);
+
+	if (!op)
+		return -1;
+	op->lend_qmp = op->need_qmp = true;
+	op->work = cmd_work;
+	op->cmd = cmd;
+	op->force = force;
+	op->apply = apply;
+	op->done = done;
+	op->ctx = ctx;
+	vm_op_submit(vm, op);
+	return 0;
+}
+
+static int noop_work(struct vm_op *op)
+{
+	(void)op;
+	return 0;
+}
+
+/* Queue nothing but done, after the VM's earlier operations. */
+static int submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
+		       struct ferr *err)
+{
+	struct vm_op *op = op_new(vm, "wait", err);
+
+	if (!op)
+		return -1;
+	op->work = noop_work;
+	op->done = done;
+	op->ctx = ctx;
+	vm_op_submit(vm, op);
+	return 0;
+}
+
+/* ---- re-attach at start-up ---- */
 
 /* Read the pid in a pidfile; 0 when absent or unreadable. */
 static pid_t pidfile_read(const char *path)
@@ -203,9 +525,9 @@ static pid_t pidfile_read(const char *path)
 	return (pid_t)v;
 }
 
-/* At start-up: find vm's QEMU if it still runs and re-attach to it. */
 void vm_reattach(struct vm *vm)
 {
+	char status[32] = "";
 	struct vm_paths p;
 	struct qmp *q = NULL;
 	struct ferr err;
@@ -220,8 +542,12 @@ void vm_reattach(struct vm *vm)
 		return;
 	}
 	vm->pid = pid;
+	/* at start-up, before the API listens: blocking with deadlines */
 	if (qmp_connect(p.qmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0 ||
-	    vm_attach(vm, q, &err) < 0) {
+	    query_status(q, status, sizeof(status), &err) < 0 ||
+	    vm_attach(vm, q, status, &err) < 0) {
+		if (q && !vm->qmp)
+			qmp_close(q);
 		vm->state = VM_UNKNOWN;
 		snprintf(vm->last_error, sizeof(vm->last_error),
 			 "cannot re-attach to QEMU pid %d: %s", (int)pid,
@@ -229,21 +555,59 @@ void vm_reattach(struct vm *vm)
 		log_error("vm %s: %s", vm->def.name, vm->last_error);
 		return;
 	}
+	vm->started_wall_ms = wall_ms();
 	log_info("vm %s: re-attached to QEMU pid %d (%s)", vm->def.name,
-		 (int)pid, vm_state_name(vm->state));
+		 (int)pid, status);
 }
 
-/* Check memory, launch QEMU for vm with extra arguments and attach its
- * QMP. On failure nothing is left running and vm is shut off. */
+/* ---- launch ---- */
+
+static int launch_work(struct vm_op *op)
+{
+	if (qemu_spawn(&op->argv, op->log, op->tap.fd, &op->pid, &op->err) <
+		    0 ||
+	    qemu_wait_ready(op->pid, op->qmp_path, op->log, &op->newq,
+			    &op->err) < 0 ||
+	    query_status(op->newq, op->status, sizeof(op->status), &op->err) <
+		    0) {
+		if (op->pid > 0 && qemu_process_matches(op->pid, op->uuid)) {
+			kill(op->pid, SIGKILL);
+			waitpid(op->pid, NULL, 0);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+static void launch_apply(struct vm_op *op)
+{
+	struct vm *vm = op->vm;
+
+	if (op->rc == 0 && vm_attach(vm, op->newq, op->status, &op->err) == 0) {
+		op->newq = NULL; /* the VM's now */
+		vm->pid = op->pid;
+		snprintf(vm->tap, sizeof(vm->tap), "%s", op->tap.ifname);
+		vm->started_wall_ms = wall_ms();
+		vm->last_error[0] = '\0';
+		log_info("vm %s: QEMU pid %d started (%s%s)", vm->def.name,
+			 (int)op->pid, accel_mode_name(vm->vmm->accel),
+			 vm->incoming ? ", incoming" : "");
+		return;
+	}
+	op->rc = -1;
+	vm->state = VM_SHUTOFF;
+	vm->pid = 0;
+	vm_remove_runtime(vm);
+	snprintf(vm->last_error, sizeof(vm->last_error), "%s", op->err.msg);
+	ferr_wrap(&op->err, "cannot start vm %s", vm->def.name);
+}
+
 int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
-		     struct ferr *err)
+	      vm_done_fn done, void *ctx, struct ferr *err)
 {
 	struct vm_paths p;
-	struct strv argv = { 0 };
-	struct qmp *q = NULL;
-	struct tap tap = { .fd = -1 };
+	struct vm_op *op;
 	uint64_t free_mib;
-	pid_t pid = 0;
 	int fd;
 
 	if (vmm_check_files(m, &vm->def, err) < 0)
@@ -256,87 +620,101 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 				vm->def.name,
 				(unsigned long long)vm->def.memory_mib,
 				m->cfg->host, (unsigned long long)free_mib);
-	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0 ||
-	    qemu_build_argv(m->cfg, m->accel, &vm->def, &p, extra, &argv,
-			    err) < 0)
+	op = op_new(vm, "start", err);
+	if (!op)
 		return -1;
+	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0 ||
+	    qemu_build_argv(m->cfg, m->accel, &vm->def, &p, extra, &op->argv,
+			    err) < 0) {
+		op_free(op);
+		return -1;
+	}
+	snprintf(op->log, sizeof(op->log), "%s", p.log);
+	snprintf(op->qmp_path, sizeof(op->qmp_path), "%s", p.qmp);
+	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	unlink(p.qmp);
 	unlink(p.mqmp);
 	/* a new boot starts a new console log */
 	fd = open(p.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd >= 0)
 		close(fd);
-	/* bridged networking: the tap goes to QEMU, which then owns it */
-	if (vm_net_open(m->cfg, &vm->def, &tap, err) < 0 ||
-	    qemu_spawn(&argv, p.log, tap.fd, &pid, err) < 0)
-		goto fail;
-	if (tap.fd >= 0)
-		close(tap.fd);
-	tap.fd = -1;
-	snprintf(vm->tap, sizeof(vm->tap), "%s", tap.ifname);
-	vm->pid = pid;
-	vm->state = VM_STARTING;
-	if (qemu_wait_ready(pid, p.qmp, p.log, &q, err) < 0)
-		goto fail;
-	if (vm_attach(vm, q, err) < 0)
-		goto fail;
-	vm->started_wall_ms = wall_ms();
-	vm->last_error[0] = '\0';
-	strv_free(&argv);
-	log_info("vm %s: QEMU pid %d started (%s%s)", vm->def.name, (int)pid,
-		 accel_mode_name(m->accel), extra ? ", incoming" : "");
+	/* bridged networking: a tap for QEMU, which then owns it */
+	if (vm_net_open(m->cfg, &vm->def, &op->tap, err) < 0) {
+		op_free(op);
+		return ferr_wrap(err, "cannot start vm %s", vm->def.name);
+	}
+	vm->state = VM_STARTING; /* counts its memory from now on */
+	op->work = launch_work;
+	op->apply = launch_apply;
+	op->done = done;
+	op->ctx = ctx;
+	vm_op_submit(vm, op);
 	return 0;
-fail:
-	strv_free(&argv);
-	if (tap.fd >= 0)
-		close(tap.fd);
-	if (vm->pid > 0) {
-		kill(vm->pid, SIGKILL);
-		waitpid(vm->pid, NULL, 0);
-	}
-	if (vm->qmp_ev) {
-		event_free(vm->qmp_ev);
-		vm->qmp_ev = NULL;
-	}
-	qmp_close(vm->qmp);
-	vm->qmp = NULL;
-	vm->state = VM_SHUTOFF;
-	vm->pid = 0;
-	vm_remove_runtime(vm);
-	snprintf(vm->last_error, sizeof(vm->last_error), "%s", err->msg);
-	return ferr_wrap(err, "cannot start vm %s", vm->def.name);
 }
 
-int vmm_start(struct vmm *m, struct vm *vm, struct ferr *err)
+int vmm_start(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
+	      struct ferr *err)
 {
 	if (vm->state != VM_SHUTOFF)
 		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not shutoff",
 				vm->def.name, vm_state_name(vm->state));
-	return vm_launch(m, vm, NULL, err);
+	return vm_launch(m, vm, NULL, done, ctx, err);
 }
 
-/* Quit vm's QEMU (SIGKILL after FERRY_KILL_WAIT_MS), detach and forget it. */
-void vm_kill_now(struct vm *vm)
-{
-	struct ferr err;
+/* ---- quit (discard, migrated away) ---- */
 
-	if (vm->qmp && vm->state != VM_SHUTOFF) {
-		vm->state = VM_STOPPING;
-		vm_qmp(vm, "quit", NULL, NULL, &err);
-	}
-	if (vm->pid > 0) {
-		qemu_reap(vm->pid, vm->def.uuid);
-		vm->pid = 0;
-	}
+static int quit_work(struct vm_op *op)
+{
+	struct ferr ignored;
+
+	if (op->q)
+		qmp_command(op->q, "quit", NULL, NULL, &ignored);
+	qemu_reap(op->pid, op->uuid);
+	return 0;
+}
+
+static void quit_apply(struct vm_op *op)
+{
+	struct vm *vm = op->vm;
+
 	if (vm->qmp_ev) {
 		event_free(vm->qmp_ev);
 		vm->qmp_ev = NULL;
 	}
 	qmp_close(vm->qmp);
 	vm->qmp = NULL;
+	if (vm->stop_timer)
+		evtimer_del(vm->stop_timer);
 	vm_remove_runtime(vm);
 	vm->state = VM_SHUTOFF;
+	vm->pid = 0;
+	vm->qemu_status[0] = '\0';
+	if (op->after)
+		op->after(vm);
 }
+
+int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err)
+{
+	struct vm_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	/* not subject to FERRY_VM_OPS_MAX: removing a VM must not fail */
+	op->what = "quit";
+	op->work = quit_work;
+	op->apply = quit_apply;
+	/* a VM without a monitor is still reaped */
+	op->lend_qmp = true;
+	op->pid = vm->pid;
+	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
+	op->after = after;
+	if (vm->state != VM_SHUTOFF)
+		vm->state = VM_STOPPING;
+	vm_op_submit(vm, op);
+	return 0;
+}
+
+/* ---- stop, pause, resume ---- */
 
 /* Stop timer: first the graceful deadline (then quit), then the quit
  * deadline (then SIGKILL). */
@@ -352,7 +730,7 @@ static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
 		log_info("vm %s: graceful stop timed out, quitting QEMU",
 			 vm->def.name);
 		vm->stop_forced = true;
-		if (vm_qmp(vm, "quit", NULL, NULL, &err) < 0)
+		if (submit_cmd(vm, "quit", true, NULL, NULL, NULL, &err) < 0)
 			log_warn("vm %s: quit: %s", vm->def.name, err.msg);
 		if (vm->state != VM_SHUTOFF && vm->stop_timer)
 			evtimer_add(vm->stop_timer, &tv);
@@ -365,8 +743,23 @@ static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* A VM whose hold guards it changes only with force. */
+static int check_guard(const struct vm *vm, bool force, const char *verb,
+		       struct ferr *err)
+{
+	if (vm->hold.owner[0] && vm->hold.resume_guard && !force)
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s was left paused by migration %s, whose "
+				"outcome is not known yet: it may run on the "
+				"other host already. %s it only if you know it "
+				"does not (--force); ferryd keeps asking the "
+				"other host",
+				vm->def.name, vm->hold.owner, verb);
+	return 0;
+}
+
 int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
-	     struct ferr *err)
+	     vm_done_fn done, void *ctx, struct ferr *err)
 {
 	struct timeval tv = { 0 };
 
@@ -374,56 +767,86 @@ int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
 	if (vm->state == VM_SHUTOFF)
 		return ferr_set(err, FERR_CONFLICT, "vm %s is not running",
 				vm->def.name);
-	if (vm->state == VM_STOPPING && !force)
-		return 0; /* already on its way */
+	if (check_guard(vm, force, "Stop", err) < 0)
+		return -1;
 	if (!vm->stop_timer) {
 		vm->stop_timer = evtimer_new(vm->vmm->base, on_stop_timer, vm);
 		if (!vm->stop_timer)
 			return ferr_set(err, FERR_INTERNAL, "out of memory");
 	}
-	evtimer_del(vm->stop_timer);
-	vm->state = VM_STOPPING;
+	if (vm->state == VM_STOPPING && !force) {
+		/* already on its way: nothing to queue */
+		return submit_noop(vm, done, ctx, err);
+	}
 	if (force || !vm->qmp) {
+		if (vm->qmp) {
+			if (submit_cmd(vm, "quit", true, NULL, done, ctx,
+				       err) < 0)
+				return -1;
+		} else {
+			if (vm->pid > 0)
+				kill(vm->pid, SIGTERM);
+			if (submit_noop(vm, done, ctx, err) < 0)
+				return -1;
+		}
 		vm->stop_forced = true;
-		if (vm->qmp)
-			vm_qmp(vm, "quit", NULL, NULL, err);
-		else if (vm->pid > 0)
-			kill(vm->pid, SIGTERM);
 		tv.tv_sec = FERRY_KILL_WAIT_MS / 1000;
 	} else {
-		if (vm_qmp(vm, "system_powerdown", NULL, NULL, err) < 0)
+		if (submit_cmd(vm, "system_powerdown", false, NULL, done, ctx,
+			       err) < 0)
 			return -1;
 		tv.tv_sec = timeout_s;
 	}
-	if (vm->state != VM_SHUTOFF && vm->stop_timer)
-		evtimer_add(vm->stop_timer, &tv);
+	if (force && vm->hold.resume_guard)
+		memset(&vm->hold, 0, sizeof(vm->hold));
+	evtimer_del(vm->stop_timer);
+	vm->state = VM_STOPPING;
+	evtimer_add(vm->stop_timer, &tv);
 	log_info("vm %s: %s stop requested", vm->def.name,
 		 force ? "forced" : "graceful");
 	return 0;
 }
 
-int vmm_pause(struct vmm *m, struct vm *vm, struct ferr *err)
+static void pause_apply(struct vm_op *op)
+{
+	if (op->rc == 0 && op->vm->state == VM_RUNNING)
+		op->vm->state = VM_PAUSED;
+}
+
+static void resume_apply(struct vm_op *op)
+{
+	struct vm *vm = op->vm;
+
+	if (op->rc < 0)
+		return;
+	if (vm->state == VM_PAUSED)
+		vm->state = VM_RUNNING;
+	if (op->force && vm->hold.resume_guard) {
+		log_warn("vm %s: resumed by force, although migration %s had "
+			 "left it paused",
+			 vm->def.name, vm->hold.owner);
+		memset(&vm->hold, 0, sizeof(vm->hold));
+	}
+}
+
+int vmm_pause(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
+	      struct ferr *err)
 {
 	(void)m;
 	if (vm->state != VM_RUNNING)
 		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not running",
 				vm->def.name, vm_state_name(vm->state));
-	if (vm_qmp(vm, "stop", NULL, NULL, err) < 0)
-		return -1;
-	if (vm->state == VM_RUNNING)
-		vm->state = VM_PAUSED;
-	return 0;
+	return submit_cmd(vm, "stop", false, pause_apply, done, ctx, err);
 }
 
-int vmm_resume(struct vmm *m, struct vm *vm, struct ferr *err)
+int vmm_resume(struct vmm *m, struct vm *vm, bool force, vm_done_fn done,
+	       void *ctx, struct ferr *err)
 {
 	(void)m;
 	if (vm->state != VM_PAUSED)
 		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not paused",
 				vm->def.name, vm_state_name(vm->state));
-	if (vm_qmp(vm, "cont", NULL, NULL, err) < 0)
+	if (check_guard(vm, force, "Resume", err) < 0)
 		return -1;
-	if (vm->state == VM_PAUSED)
-		vm->state = VM_RUNNING;
-	return 0;
+	return submit_cmd(vm, "cont", force, resume_apply, done, ctx, err);
 }

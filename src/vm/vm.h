@@ -56,15 +56,26 @@ enum vm_state {
 	VM_UNKNOWN,  /* a QEMU process exists but QMP is unreachable */
 };
 
-struct mig;
-
 struct vmm;
+struct vm_op;
+struct worker_pool;
+
+/* Another component's claim on a VM (a migration, by its id): while a VM
+ * is held, the API refuses to change it. A VM left paused by a migration
+ * whose outcome is not known yet is held in state "unresolved": resuming it
+ * then needs force, since it may run on another host already. */
+struct vm_hold {
+	char owner[40];     /* empty: not held */
+	char state[16];     /* shown instead of the QEMU state, or empty */
+	bool resume_guard;  /* resume / stop only with force */
+};
 
 struct vm {
 	struct vm_def def;
 	enum vm_state state;
 	pid_t pid;
-	struct qmp *qmp;
+	struct qmp *qmp;          /* the main monitor; lent to an operation's
+				     thread while it runs */
 	struct event *qmp_ev;     /* QMP socket readable */
 	struct event *stop_timer; /* graceful-stop deadline, then SIGKILL */
 	bool stop_forced;         /* quit already sent */
@@ -72,9 +83,20 @@ struct vm {
 	char last_error[FERRY_ERR_MSG_MAX];
 	char tap[16];             /* NET_BRIDGE: the tap's name when this
 				     ferryd started QEMU, else "" */
-	bool incoming;            /* being received by a migration: not ours yet */
-	char incoming_id[FERRY_NAME_MAX + 1];
-	struct mig *mig_out;      /* outgoing migration in progress, or NULL */
+	bool incoming;            /* arriving by migration: not ours yet
+				     (incoming.json, not vm.json) */
+	char qemu_status[32];     /* QEMU's run state when last asked */
+	uint64_t events_dropped;  /* QMP events dropped, as last seen */
+	struct vm_hold hold;
+	struct vm_op *ops;        /* queued operations, the first running */
+	struct vm_op *ops_tail;
+	unsigned nops;
+	bool op_running;
+	unsigned in_callback;     /* apply/done of an operation running */
+	bool leaving;             /* being discarded or migrated away */
+	bool gone;                /* unlinked; freed when its queue empties */
+	struct event *persist_ev; /* retrying to save a committed VM */
+	unsigned persist_retry_s;
 	struct vmm *vmm;
 	struct vm *next;
 };
@@ -170,11 +192,14 @@ bool qemu_process_matches(pid_t pid, const char *uuid);
 /* ---- the host's VMs (vmm.c) ---- */
 
 /* Create the manager: make state dirs, load every definition and
- * re-attach to every QEMU still running. */
+ * re-attach to every QEMU still running (this blocks, with deadlines: it
+ * runs at start-up, before the API listens). Operations run on pool. */
 int vmm_new(const struct ferryd_config *cfg, struct event_base *base,
-	    enum accel_mode accel, struct vmm **out, struct ferr *err);
+	    enum accel_mode accel, struct worker_pool *pool,
+	    struct vmm **out, struct ferr *err);
 
-/* Detach from every QEMU (they keep running) and free the manager. */
+/* Detach from every QEMU (they keep running) and free the manager. The
+ * pool must be drained first (worker_drain): no operation may run. */
 void vmm_free(struct vmm *m);
 
 /* First VM (iterate with ->next), or NULL. */
@@ -184,6 +209,9 @@ size_t vmm_count(const struct vmm *m);
 /* Find a VM by name or NULL. */
 struct vm *vmm_find(struct vmm *m, const char *name);
 
+/* Find a VM by uuid or NULL. */
+struct vm *vmm_find_uuid(struct vmm *m, const char *uuid);
+
 /* Memory (MiB) of every VM that has a QEMU process. */
 uint64_t vmm_committed_mib(const struct vmm *m);
 
@@ -191,25 +219,6 @@ uint64_t vmm_committed_mib(const struct vmm *m);
  * uuid already defined is FERR_CONFLICT. Nothing changes on error. */
 int vmm_define(struct vmm *m, const json_t *obj, struct vm **out,
 	       struct ferr *err);
-
-/* Start a shut-off VM: check its files exist in shared storage and that
- * the host has the memory, launch QEMU, attach QMP. */
-int vmm_start(struct vmm *m, struct vm *vm, struct ferr *err);
-
-/* Stop a VM: graceful (ACPI power button, then quit after timeout_s) or
- * forced (quit now, SIGKILL if QEMU does not exit). Returns at once; the VM
- * reaches VM_SHUTOFF when QEMU has exited. */
-int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
-	     struct ferr *err);
-
-/* Pause / resume the vCPUs. */
-int vmm_pause(struct vmm *m, struct vm *vm, struct ferr *err);
-int vmm_resume(struct vmm *m, struct vm *vm, struct ferr *err);
-
-/* Run a QMP command on the VM's main monitor (main thread only) and
- * dispatch the events it queued. */
-int vm_qmp(struct vm *vm, const char *cmd, json_t *args, json_t **ret,
-	   struct ferr *err);
 
 /* Memory (MiB) a new VM may still use on this host. */
 uint64_t vmm_memory_free_mib(const struct vmm *m);
@@ -222,30 +231,6 @@ int vmm_check_unique(struct vmm *m, const struct vm_def *def,
 /* Check that the definition's shared-storage files exist. */
 int vmm_check_files(struct vmm *m, const struct vm_def *def, struct ferr *err);
 
-/* Start QEMU for an incoming migration of def, with extra arguments
- * (e.g. "-incoming", "defer", "-S"). The VM is listed with incoming set and
- * is persisted only as incoming.json until vmm_incoming_commit. */
-int vmm_start_incoming(struct vmm *m, const struct vm_def *def,
-		       const char *id, const char *const *extra,
-		       struct vm **out, struct ferr *err);
-
-/* The migration into vm succeeded: resume its vCPUs when resume, then make
- * it this host's VM (vm.json). */
-int vmm_incoming_commit(struct vmm *m, struct vm *vm, bool resume,
-			struct ferr *err);
-
-/* Throw away an incoming VM: stop its QEMU, remove its files, free it. */
-void vmm_incoming_discard(struct vmm *m, struct vm *vm);
-
-/* The VM now runs on another host: quit its (paused) QEMU, remove its
- * definition and free it. */
-void vmm_migrated_away(struct vmm *m, struct vm *vm);
-
-/* Called (main thread) when a VM's QEMU has exited, before its state is
- * reset; incoming VMs are discarded right after the call. */
-typedef void (*vmm_exit_hook)(struct vm *vm, void *arg);
-void vmm_set_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg);
-
 /* Delete a shut-off VM's definition and files. */
 int vmm_delete(struct vmm *m, struct vm *vm, struct ferr *err);
 
@@ -255,7 +240,8 @@ int vmm_console_read(struct vmm *m, struct vm *vm, uint64_t offset,
 		     size_t max, char **data, size_t *len, uint64_t *size,
 		     struct ferr *err);
 
-/* The VM as JSON: definition plus state, pid, uptime, last error. */
+/* The VM as JSON: definition plus state, pid, uptime, last error; a held
+ * VM shows its hold's state when it has one, and "hold": owner. */
 json_t *vm_to_json(const struct vm *vm);
 
 /* "shutoff", "running", ... */
@@ -263,5 +249,89 @@ const char *vm_state_name(enum vm_state s);
 
 /* Host facts for the API: name, accel, CPUs, memory. */
 json_t *vmm_host_info(struct vmm *m);
+
+/* Called (loop thread) when a VM's QEMU has exited, before its state is
+ * reset; incoming VMs are discarded right after the call. */
+typedef void (*vmm_exit_hook)(struct vm *vm, void *arg);
+void vmm_set_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg);
+
+/* Hold vm for owner (see struct vm_hold) / release it (only owner's). */
+void vm_hold(struct vm *vm, const char *owner, const char *state,
+	     bool resume_guard);
+void vm_release(struct vm *vm, const char *owner);
+
+/* ---- operations (runtime.c) ----
+ *
+ * The loop never waits for QEMU. Every operation that talks to QEMU runs
+ * on a worker thread (worker.h) with the VM's QMP monitor lent to it; a
+ * VM's operations run one at a time, in the order they were asked for.
+ * Each function below checks what it can at once: on an error (-1) nothing
+ * was queued and done is never called. Otherwise done(ctx, vm, rc, err)
+ * runs on the loop exactly once when the operation ended, with vm NULL when
+ * the VM was removed meanwhile, and err set when rc < 0. done may be NULL.
+ */
+typedef void (*vm_done_fn)(void *ctx, struct vm *vm, int rc,
+			   const struct ferr *err);
+
+/* Start a shut-off VM: check its files exist in shared storage and that
+ * the host has the memory, launch QEMU, attach QMP. */
+int vmm_start(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
+	      struct ferr *err);
+
+/* Stop a VM: graceful (ACPI power button, then quit after timeout_s) or
+ * forced (quit now, SIGKILL if QEMU does not exit). done follows once the
+ * request reached QEMU; the VM reaches VM_SHUTOFF when QEMU has exited. A
+ * held VM with a resume guard needs force. */
+int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
+	     vm_done_fn done, void *ctx, struct ferr *err);
+
+/* Pause / resume the vCPUs. Resuming a VM whose hold guards resumption
+ * (left paused by a migration of unknown outcome) needs force, which also
+ * releases the hold. */
+int vmm_pause(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
+	      struct ferr *err);
+int vmm_resume(struct vmm *m, struct vm *vm, bool force, vm_done_fn done,
+	       void *ctx, struct ferr *err);
+
+/* Run fn(q, ctx, err) on a worker thread with the VM's main QMP monitor,
+ * after the VM's earlier operations (what names it in messages). The VM's
+ * QMP events that arrive meanwhile are dispatched on the loop afterwards. */
+typedef int (*vm_qmp_fn)(struct qmp *q, void *ctx, struct ferr *err);
+int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
+	       vm_done_fn done, struct ferr *err);
+
+/* Operations queued or running on vm. */
+unsigned vm_busy(const struct vm *vm);
+
+/* ---- VMs arriving or leaving by migration (incoming.c) ---- */
+
+/* Start QEMU for an incoming migration of def, with extra arguments
+ * (e.g. "-incoming", "defer", "-S"). The VM is listed at once (*out), with
+ * incoming set and held by owner, persisted only as incoming.json until
+ * vmm_incoming_commit; done follows when QEMU answers on QMP (on failure
+ * the VM is discarded by then and done gets vm NULL). */
+int vmm_start_incoming(struct vmm *m, const struct vm_def *def,
+		       const char *owner, const char *const *extra,
+		       vm_done_fn done, void *ctx, struct vm **out,
+		       struct ferr *err);
+
+/* The migration into vm succeeded: resume its vCPUs when resume (an
+ * operation), then make it this host's VM (vm.json). Once QEMU resumed the
+ * VM, it is never discarded: a failure to rename the definition is retried
+ * until it succeeds, and reported. */
+int vmm_incoming_commit(struct vmm *m, struct vm *vm, bool resume,
+			vm_done_fn done, void *ctx, struct ferr *err);
+
+/* Make an incoming VM whose QEMU already runs this host's VM (vm.json),
+ * without touching QEMU (recovery of a commit cut short). */
+int vmm_incoming_adopt(struct vmm *m, struct vm *vm, struct ferr *err);
+
+/* Throw away an incoming VM: stop its QEMU, remove its files, free it
+ * (after the VM's queued operations). */
+void vmm_incoming_discard(struct vmm *m, struct vm *vm);
+
+/* The VM now runs on another host: quit its (paused) QEMU, remove its
+ * definition and free it (after the VM's queued operations). */
+void vmm_migrated_away(struct vmm *m, struct vm *vm);
 
 #endif

@@ -16,6 +16,7 @@ struct vmm {
 	size_t count;
 	vmm_exit_hook exit_hook;
 	void *exit_hook_arg;
+	struct worker_pool *pool;  /* where operations run */
 };
 
 /* ---- vmm.c ---- */
@@ -23,8 +24,12 @@ struct vmm {
 /* A new shut-off VM for def (not linked), or NULL out of memory. */
 struct vm *vm_new(struct vmm *m, const struct vm_def *def);
 
-/* Free vm and what it holds (it must be unlinked). */
+/* Free vm and what it holds (it must be unlinked and have no operation).
+ * Use vm_retire for a listed VM. */
 void vm_free(struct vm *vm);
+
+/* Unlink vm and free it as soon as its operations are done. */
+void vm_retire(struct vm *vm);
 
 /* Insert vm into the list (sorted by name) / remove it. */
 void vmm_link(struct vmm *m, struct vm *vm);
@@ -38,16 +43,24 @@ char *def_text(const struct vm_def *def);
 
 /* ---- runtime.c ---- */
 
-/* Check memory, launch QEMU for vm with extra arguments and attach its
- * QMP. On failure nothing is left running and vm is shut off. */
-int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
-	      struct ferr *err);
+struct vm_op;
 
-/* At start-up: find vm's QEMU if it still runs and re-attach to it. */
+/* Queue op on vm (see vm.h, "operations"). */
+void vm_op_submit(struct vm *vm, struct vm_op *op);
+
+/* Check files and memory, then queue the launch of QEMU for vm with extra
+ * arguments and the attachment of its QMP. On failure (at once, or in
+ * done) nothing is left running and vm is shut off. */
+int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
+	      vm_done_fn done, void *ctx, struct ferr *err);
+
+/* At start-up: find vm's QEMU if it still runs and re-attach to it
+ * (blocking, with deadlines: the loop is not running yet). */
 void vm_reattach(struct vm *vm);
 
-/* Quit vm's QEMU (SIGKILL after FERRY_KILL_WAIT_MS), detach and forget it. */
-void vm_kill_now(struct vm *vm);
+/* Queue: quit vm's QEMU (SIGKILL after FERRY_KILL_WAIT_MS), detach, then
+ * after(vm) on the loop (may be NULL). */
+int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err);
 
 /* ---- incoming.c ---- */
 

@@ -58,6 +58,14 @@ struct vm *vmm_find(struct vmm *m, const char *name)
 	return NULL;
 }
 
+struct vm *vmm_find_uuid(struct vmm *m, const char *uuid)
+{
+	for (struct vm *vm = m->head; vm; vm = vm->next)
+		if (!strcmp(vm->def.uuid, uuid))
+			return vm;
+	return NULL;
+}
+
 /* Does the VM have a QEMU process? */
 static bool vm_has_process(const struct vm *vm)
 {
@@ -135,8 +143,34 @@ void vm_free(struct vm *vm)
 		event_free(vm->qmp_ev);
 	if (vm->stop_timer)
 		event_free(vm->stop_timer);
+	if (vm->persist_ev)
+		event_free(vm->persist_ev);
 	qmp_close(vm->qmp);
 	free(vm);
+}
+
+void vm_retire(struct vm *vm)
+{
+	if (vm->gone)
+		return;
+	vmm_unlink(vm->vmm, vm);
+	vm->gone = true;
+	if (!vm->ops && !vm->in_callback)
+		vm_free(vm);
+}
+
+void vm_hold(struct vm *vm, const char *owner, const char *state,
+	     bool resume_guard)
+{
+	snprintf(vm->hold.owner, sizeof(vm->hold.owner), "%s", owner);
+	snprintf(vm->hold.state, sizeof(vm->hold.state), "%s", state);
+	vm->hold.resume_guard = resume_guard;
+}
+
+void vm_release(struct vm *vm, const char *owner)
+{
+	if (!strcmp(vm->hold.owner, owner))
+		memset(&vm->hold, 0, sizeof(vm->hold));
 }
 
 void vmm_link(struct vmm *m, struct vm *vm)
@@ -225,7 +259,8 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 }
 
 int vmm_new(const struct ferryd_config *cfg, struct event_base *base,
-	    enum accel_mode accel, struct vmm **out, struct ferr *err)
+	    enum accel_mode accel, struct worker_pool *pool,
+	    struct vmm **out, struct ferr *err)
 {
 	char path[FERRY_PATH_MAX];
 	struct vmm *m;
@@ -238,6 +273,7 @@ int vmm_new(const struct ferryd_config *cfg, struct event_base *base,
 	m->cfg = cfg;
 	m->base = base;
 	m->accel = accel;
+	m->pool = pool;
 	if (fmt_checked(path, sizeof(path), err, "path", "%s/vms",
 			cfg->state_dir) < 0 ||
 	    mkdir_p(path, 0700, err) < 0)
@@ -395,6 +431,10 @@ int vmm_delete(struct vmm *m, struct vm *vm, struct ferr *err)
 		return ferr_set(err, FERR_CONFLICT,
 				"vm %s is %s; stop it before deleting it",
 				vm->def.name, vm_state_name(vm->state));
+	if (vm->nops)
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s has operations in progress",
+				vm->def.name);
 	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0)
 		return -1;
 	/* the definition goes first, so a crash cannot leave half a VM */
@@ -404,8 +444,7 @@ int vmm_delete(struct vmm *m, struct vm *vm, struct ferr *err)
 	if (rmtree(p.dir, err) < 0)
 		log_warn("vm %s: %s", vm->def.name, err->msg);
 	log_info("vm %s: deleted", vm->def.name);
-	vmm_unlink(m, vm);
-	vm_free(vm);
+	vm_retire(vm);
 	return 0;
 }
 
@@ -464,8 +503,12 @@ json_t *vm_to_json(const struct vm *vm)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "state",
-			    json_string(vm->incoming ? "incoming"
-						     : vm_state_name(vm->state)));
+			    json_string(vm->hold.state[0] ? vm->hold.state
+					: vm->incoming
+						? "incoming"
+						: vm_state_name(vm->state)));
+	if (vm->hold.owner[0])
+		json_object_set_new(o, "hold", json_string(vm->hold.owner));
 	json_object_set_new(o, "pid", json_integer(vm->pid));
 	if (vm->state != VM_SHUTOFF && vm->started_wall_ms)
 		json_object_set_new(

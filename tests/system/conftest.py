@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import etcdlib  # noqa: E402
 import ferrylib  # noqa: E402
 
 
@@ -79,6 +80,20 @@ def make_module_cluster(request, ferry_build, guest_dir):
 def cluster(make_cluster):
     """Two running hosts, host-a (127.0.0.2) and host-b (127.0.0.3)."""
     return make_cluster(hosts=2)
+
+
+@pytest.fixture
+def make_etcd(request, ferry_build):
+    """Factory: make_etcd(n=3, pki=None) -> etcdlib.EtcdCluster of n
+    members on loopback with TLS, started and healthy (pki: an existing
+    ferry PKI dir, e.g. a Cluster's, to issue the members' certificates
+    from). Every member is killed and its dir removed after the test."""
+    def make(n=3, pki=None):
+        ec = etcdlib.EtcdCluster(n=n, ferry_build=ferry_build, pki=pki)
+        request.addfinalizer(ec.close)
+        return ec.start()
+
+    return make
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -117,6 +117,49 @@ static void test_network(void **state)
 	}
 }
 
+/* GOOD with an "attestation" member */
+#define WITH_ATTEST(a) \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.1\"}, " \
+	"\"tls\": {\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, "  \
+	"\"state_dir\": \"/s\", \"shared_dir\": \"/d\", "                 \
+	"\"attestation\": " a "}"
+
+static void test_attestation(void **state)
+{
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	/* off by default */
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_OFF);
+	assert_false(cfg.attest.seal);
+	/* the short form: a mode; required seals by default */
+	assert_int_equal(parse(WITH_ATTEST("\"optional\""), &cfg, &err), 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_OPTIONAL);
+	assert_false(cfg.attest.seal);
+	assert_string_equal(cfg.attest.tcti, "device:/dev/tpmrm0");
+	assert_int_equal(cfg.attest.pcr, 15);
+	assert_int_equal(cfg.attest.policy_pcr, 13);
+	assert_int_equal(parse(WITH_ATTEST("{\"mode\": \"required\", "
+					   "\"tcti\": \"swtpm:port=2321\", "
+					   "\"pcr\": 12, \"policy_pcr\": 11, "
+					   "\"registrar\": \"pki/attest\"}"),
+			       &cfg, &err),
+			 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_REQUIRED);
+	assert_true(cfg.attest.seal);
+	assert_string_equal(cfg.attest.tcti, "swtpm:port=2321");
+	assert_int_equal(cfg.attest.pcr, 12);
+	assert_int_equal(cfg.attest.policy_pcr, 11);
+	assert_string_equal(cfg.attest.registrar, "/etc/ferry/pki/attest");
+	assert_int_equal(parse(WITH_ATTEST("{\"mode\": \"required\", "
+					   "\"seal\": false}"),
+			       &cfg, &err),
+			 0);
+	assert_false(cfg.attest.seal);
+}
+
 /* Each bad config must fail with a message naming the problem. */
 static void test_bad(void **state)
 {
@@ -151,6 +194,17 @@ static void test_bad(void **state)
 		  "sun_path/x\", \"shared_dir\": \"/d\"}",
 		  "sun_path" },
 		{ "{\"host\": \"h\", \"host\": \"h\"}", "malformed JSON" },
+		{ WITH_ATTEST("\"sometimes\""), "attestation.mode must be" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"pcr\": 16}"),
+		  "attestation.pcr" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"pcr\": 13}"),
+		  "pcr and policy_pcr must differ" },
+		{ WITH_ATTEST("{\"mode\": \"required\"}"),
+		  "attestation.seal needs attestation.registrar" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"tcti\": \"a b\"}"),
+		  "attestation.tcti" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"extra\": 1}"),
+		  "unknown field \"extra\"" },
 	};
 
 	(void)state;
@@ -167,6 +221,68 @@ static void test_bad(void **state)
 	}
 }
 
+/* The etcd section: ca/cert/key default to the host's tls files, every
+ * other field has a default, and bad values are refused naming them. */
+#define BASE_NO_END                                                            \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.1\"}, "          \
+	"\"tls\": {\"ca\": \"pki/ca.crt\", \"cert\": \"h.crt\", \"key\": "      \
+	"\"h.key\"}, \"state_dir\": \"/s\", \"shared_dir\": \"/d\", "           \
+	"\"etcd\": "
+
+static void test_etcd(void **state)
+{
+	static const struct {
+		const char *etcd;
+		const char *needle;
+	} bad[] = {
+		{ "{}", "etcd.endpoints must be a list" },
+		{ "{\"endpoints\": []}", "etcd.endpoints must be a list" },
+		{ "{\"endpoints\": [1]}", "etcd.endpoints[0] must be a string" },
+		{ "{\"endpoints\": [\"http://127.0.0.1:2379\"]}", "https://" },
+		{ "{\"endpoints\": [\"https://etcd:2379\"]}", "numeric" },
+		{ "{\"endpoints\": [\"https://127.0.0.1:2379\"], \"prefix\": "
+		  "\"ferry\"}",
+		  "etcd.prefix" },
+		{ "{\"endpoints\": [\"https://127.0.0.1:2379\"], "
+		  "\"lease_ttl_s\": 1}",
+		  "etcd.lease_ttl_s" },
+		{ "{\"endpoints\": [\"https://127.0.0.1:2379\"], "
+		  "\"timeout_ms\": 500, \"member_timeout_ms\": 600}",
+		  "member_timeout_ms" },
+		{ "{\"endpoints\": [\"https://127.0.0.1:2379\"], \"ttl\": 5}",
+		  "unknown field \"ttl\"" },
+	};
+	char text[1024];
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	snprintf(text, sizeof(text), "%s%s}", BASE_NO_END,
+		 "{\"endpoints\": [\"https://127.0.0.1:2379\", "
+		 "\"https://[::1]:2380\"], \"key\": \"/etc/etcd/c.key\", "
+		 "\"prefix\": \"/ferry/prod\", \"lease_ttl_s\": 5}");
+	assert_int_equal(parse(text, &cfg, &err), 0);
+	assert_int_equal(cfg.etcd.n_endpoints, 2);
+	assert_string_equal(cfg.etcd.endpoints[1], "https://[::1]:2380");
+	assert_string_equal(cfg.etcd.ca_file, "/etc/ferry/pki/ca.crt");
+	assert_string_equal(cfg.etcd.cert_file, "/etc/ferry/h.crt");
+	assert_string_equal(cfg.etcd.key_file, "/etc/etcd/c.key");
+	assert_string_equal(cfg.etcd.prefix, "/ferry/prod");
+	assert_int_equal(cfg.etcd.lease_ttl_s, 5);
+	assert_int_equal(cfg.etcd.timeout_ms, ETCD_TIMEOUT_MS_DEFAULT);
+	config_clear(&cfg);
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_int_equal(cfg.etcd.n_endpoints, 0); /* no section: no etcd */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "%s%s}", BASE_NO_END, bad[i].etcd);
+		assert_int_equal(parse(text, &cfg, &err), -1);
+		assert_int_equal(err.code, FERR_INVALID);
+		if (!strstr(err.msg, bad[i].needle))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
+				 bad[i].needle);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -174,6 +290,8 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_network),
+		cmocka_unit_test(test_etcd),
+		cmocka_unit_test(test_attestation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "migrate.h"
+#include "migrate_int.h"
 #include "tls.h"
 
 static const uint8_t KEY[MIG_KEY_LEN] = { 1, 2, 3, 4, 5 };

@@ -1,0 +1,551 @@
+/* migrate_int.h - what the files of the migrate component share. Other
+ * components use migrate.h.
+ *
+ * Files, from the top down:
+ *   migrate.c   the migrator: lifecycle, outgoing requests, the queue,
+ *               records, audit
+ *   recover.c   start-up recovery and the resolver of unresolved
+ *               migrations (the confirm protocol)
+ *   outgoing.c  the source's driver thread, acceptor and channel threads
+ *   incoming.c  the destination's prepare / finish / abort (loop thread)
+ *   inchan.c    the destination's data-plane listener and channel threads
+ *   peer.c      the source's calls to the destination (blocking, threads)
+ *   session.c   the destination's session table and its state machine
+ *   journal.c   the durable record of every migration in flight
+ *   history.c   finished migrations (migrations.jsonl)
+ *   identity.c  identities of shared-storage files
+ *   options.c   migrate request options
+ *   channel.c   HELLO/ACK and the session binding (wire.h)
+ *   relay.c     one channel's bytes
+ *   dataplane.c TCP, TLS and unix socket set-up
+ */
+#ifndef FERRY_MIGRATE_INT_H
+#define FERRY_MIGRATE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "migrate.h"
+#include "wire.h"
+
+#define MIG_ID_HEX_LEN (MIG_SESSION_ID_LEN * 2)
+
+#define MIG_CHANNELS_DEFAULT 2       /* multifd channels */
+#define MIG_POLL_INTERVAL_MS 100     /* source: query-migrate period */
+#define MIG_DATA_CONNS_MAX 64        /* data-plane channel threads at once */
+#define MIG_FINISH_WAIT_MS 30000     /* destination: wait for the load */
+#define MIG_SESSION_GRACE_S 120      /* destination session lifetime beyond
+					max_time_s without a finish */
+#define MIG_RESOLVE_MIN_S 1          /* resolver backoff, first retry */
+#define MIG_RESOLVE_MAX_S 60         /* resolver backoff, at most */
+#define MIG_QUEUE_MAX 64             /* outgoing migrations waiting */
+#define MIG_DEST_BUSY_RETRY_MS 2000  /* destination at its limit: retry */
+#define MIG_UNLIMITED_BW (1ULL << 40) /* "no cap" for max-bandwidth */
+#define MIG_STOP_WAIT_MS 10000       /* stop: channel threads to end */
+
+/* ---- options.c ---- */
+
+enum mig_mode { MIG_LIVE, MIG_OFFLINE, MIG_POSTCOPY };
+
+/* Options of one outgoing migration, validated (mig_opts_from_json). */
+struct mig_opts {
+	enum mig_mode mode;
+	char to[FERRY_NAME_MAX + 1]; /* destination host name (its identity) */
+	char address[64];            /* destination API address */
+	uint16_t port;               /* destination API port */
+	uint64_t max_downtime_ms;    /* 0: the VM's setting */
+	uint64_t bandwidth_mibps;    /* 0: unlimited */
+	uint64_t channels;           /* multifd channels; 0: the default */
+	uint64_t max_time_s;         /* 0: the VM's setting */
+	bool insecure;               /* plaintext data plane (benchmarks) */
+};
+
+/* Parse a migrate request body: {"to", "address", "port", "mode",
+ * "max_downtime_ms", "bandwidth_mibps", "channels", "max_time_s",
+ * "insecure"}. Unknown fields, wrong types and bad values are FERR_INVALID
+ * naming the field. */
+int mig_opts_from_json(const json_t *body, struct mig_opts *o,
+		       struct ferr *err);
+
+const char *mig_mode_name(enum mig_mode m);
+
+/* ---- channel.c: HELLO/ACK messages and the session binding ---- */
+
+struct mig_hello {
+	uint16_t flags;
+	uint16_t channel;
+	uint16_t nchan;
+	uint8_t session[MIG_SESSION_ID_LEN];
+};
+
+/* The exporter value of a TLS connection for (session, channel); 32 zero
+ * bytes when ssl is NULL (plaintext channels). */
+int mig_exporter(SSL *ssl, const uint8_t sid[MIG_SESSION_ID_LEN],
+		 uint16_t channel, uint8_t out[MIG_EXPORTER_LEN],
+		 struct ferr *err);
+
+/* Encode a HELLO with its MAC. */
+void mig_hello_build(uint8_t out[MIG_HELLO_LEN], const struct mig_hello *h,
+		     const uint8_t key[MIG_KEY_LEN],
+		     const uint8_t exporter[MIG_EXPORTER_LEN]);
+
+/* Decode a HELLO's fields and check magic, version, flags, reserved bytes
+ * and channel numbers (not the MAC: the key is found by the session id). */
+int mig_hello_parse(const uint8_t in[MIG_HELLO_LEN], struct mig_hello *h,
+		    struct ferr *err);
+
+/* Is the HELLO's MAC right for key and exporter (constant time)? */
+bool mig_hello_mac_ok(const uint8_t in[MIG_HELLO_LEN],
+		      const uint8_t key[MIG_KEY_LEN],
+		      const uint8_t exporter[MIG_EXPORTER_LEN]);
+
+/* Encode an ACK. A refusal (status != MIG_ACK_OK) carries a zero MAC. */
+void mig_ack_build(uint8_t out[MIG_ACK_LEN], uint16_t status,
+		   uint16_t channel, const uint8_t key[MIG_KEY_LEN],
+		   const uint8_t exporter[MIG_EXPORTER_LEN]);
+
+/* Check an ACK for channel: format, status OK and MAC. */
+int mig_ack_check(const uint8_t in[MIG_ACK_LEN], uint16_t channel,
+		  const uint8_t key[MIG_KEY_LEN],
+		  const uint8_t exporter[MIG_EXPORTER_LEN], struct ferr *err);
+
+/* Lowercase hex of len bytes into out (2*len+1). */
+void hex_encode(const uint8_t *in, size_t len, char *out);
+
+/* Exactly 2*len lowercase or uppercase hex characters into len bytes. */
+int hex_decode(const char *in, uint8_t *out, size_t len);
+
+/* ---- relay.c: one channel's bytes between QEMU and the network ---- */
+
+/* The network end of a channel: TLS (ssl != NULL) or plaintext. */
+struct mig_conn {
+	int fd;
+	SSL *ssl;
+};
+
+/* Byte counts of one session, updated by its relays. */
+struct relay_counters {
+	_Atomic uint64_t to_remote;   /* application bytes sent to the peer */
+	_Atomic uint64_t from_remote; /* application bytes from the peer */
+	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
+};
+
+/* Read / write exactly len bytes on a blocking connection (its socket
+ * timeouts bound the wait). */
+int conn_read_full(struct mig_conn *c, void *buf, size_t len,
+		   struct ferr *err);
+int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
+		    struct ferr *err);
+
+/* Close the connection: clean sends TLS close_notify first; otherwise the
+ * socket is reset so the peer sees an error, not an end of stream. Adds
+ * the connection's TCP byte counts to ctr when not NULL. */
+void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr);
+
+/* Relay between the local QEMU socket and the network connection in both
+ * directions until both are closed (0), an error (-1: a TLS record that
+ * fails authentication, a reset, an end of stream without close_notify), or
+ * *stop becomes true (-1, FERR_UNAVAILABLE "cancelled"). An end of stream
+ * on one side is passed on as a half-close. Both fds are made non-blocking;
+ * neither is closed here. */
+int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
+	      struct relay_counters *ctr, struct ferr *err);
+
+/* ---- dataplane.c: TCP and TLS set-up of channels ---- */
+
+/* Source: connect from local_addr (this host's address, or NULL), in
+ * network namespace netns (NULL or "": ferryd's own), to the
+ * destination's migration port, authenticate it as peer_name (TLS unless
+ * plaintext), send the HELLO for channel and check the ACK. On success
+ * *out is a blocking connection ready to relay. */
+int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
+		   const char *peer_name, const char *addr, uint16_t port,
+		   bool plaintext,
+		   const uint8_t sid[MIG_SESSION_ID_LEN],
+		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
+		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
+
+/* Destination: after accept(), run the TLS handshake (unless the first
+ * bytes are a plaintext HELLO), read the HELLO and report the peer's
+ * identity. The caller then looks up the session and answers. */
+int dataplane_accept(SSL_CTX *ctx, int fd, struct mig_conn *out,
+		     uint8_t hello[MIG_HELLO_LEN], char *peer, size_t peer_len,
+		     struct ferr *err);
+
+/* Set SO_RCVTIMEO/SO_SNDTIMEO (0 clears them) and TCP_NODELAY. */
+void socket_set_timeouts(int fd, unsigned ms);
+
+/* Connect a unix stream socket to path. */
+int unix_connect(const char *path, struct ferr *err);
+
+/* Create a listening unix stream socket at path (mode 0600). */
+int unix_listen(const char *path, struct ferr *err);
+
+/* ---- journal.c: the durable record of migrations in flight ----
+ *
+ * One file per migration, <state>/journal/<role>-<id>.json, written
+ * atomically (fsync'd) at each phase that changes what recovery must do
+ * (docs/migration-protocol.md, "Journal"). Records are JSON objects with a
+ * "version" "MAJOR.MINOR": a newer minor version is read, another major
+ * version is refused (and the file kept). Thread-safe: file operations
+ * only. */
+#define JOURNAL_VERSION_MAJOR 1
+#define JOURNAL_VERSION_MINOR 0
+#define JOURNAL_FILE_MAX (64 * 1024)
+#define JOURNAL_RECORDS_MAX 4096     /* files read at start-up */
+#define JOURNAL_KEEP_MS (14ULL * 24 * 3600 * 1000) /* terminal records */
+
+enum journal_role { JOURNAL_SOURCE, JOURNAL_DEST };
+
+/* The journal folder under state_dir into dir (created). */
+int journal_init(const char *state_dir, char *dir, size_t len,
+		 struct ferr *err);
+
+/* Write rec (stamped with the version) as the record of (role, id). */
+int journal_write(const char *dir, enum journal_role role, const char *id,
+		  json_t *rec, struct ferr *err);
+
+/* Remove the record of (role, id); a missing one is fine. */
+int journal_remove(const char *dir, enum journal_role role, const char *id,
+		   struct ferr *err);
+
+/* The record of (role, id), or NULL (FERR_NOT_FOUND when there is none;
+ * FERR_INVALID for a broken or foreign-version one). */
+json_t *journal_read(const char *dir, enum journal_role role, const char *id,
+		     struct ferr *err);
+
+/* Every readable record, {"source": [...], "destination": [...]}; broken
+ * ones are logged and left in place. Terminal destination records older
+ * than JOURNAL_KEEP_MS are removed on the way. */
+json_t *journal_load(const char *dir, struct ferr *err);
+
+/* Check a record read from disk: an object whose "version" has our major
+ * version and whose "id" is 32 hex digits. */
+int journal_check(const json_t *rec, struct ferr *err);
+
+/* ---- peer.c: the source's calls to the destination ----
+ * Blocking, with deadlines: driver and worker threads only. */
+
+struct peer_target {
+	char name[FERRY_NAME_MAX + 1]; /* its identity */
+	char address[64];
+	uint16_t port;
+};
+
+/* Where an incoming session stands, as the destination says. */
+enum peer_outcome {
+	PEER_COMMITTED,     /* the VM is the destination's */
+	PEER_NOT_COMMITTED, /* explicit and final: never committed */
+	PEER_PENDING,       /* prepared, not finished: finish or abort it */
+	PEER_UNKNOWN,       /* no usable answer (unreachable, 4xx, 5xx) */
+};
+
+const char *peer_outcome_name(enum peer_outcome o);
+
+/* What prepare answers. */
+struct peer_session {
+	char id[MIG_ID_HEX_LEN + 1];     /* the destination's session id */
+	uint8_t key[MIG_KEY_LEN];        /* wiped by the caller */
+	char data_addr[64];
+	uint16_t data_port;
+};
+
+/* POST /v1/incoming. FERR_RATE when the destination is at its limit. */
+int peer_prepare(struct migrator *m, const struct peer_target *t,
+		 const json_t *body, struct peer_session *out,
+		 struct ferr *err);
+
+/* POST /v1/incoming/ID/finish: PEER_COMMITTED on success, else
+ * PEER_UNKNOWN (ask peer_query). */
+enum peer_outcome peer_finish(struct migrator *m, const struct peer_target *t,
+			      const char *session, bool resume,
+			      struct ferr *err);
+
+/* GET /v1/incoming/ID: the destination's explicit outcome, or
+ * PEER_UNKNOWN for anything else. */
+enum peer_outcome peer_query(struct migrator *m, const struct peer_target *t,
+			     const char *session, struct ferr *err);
+
+/* POST /v1/incoming/ID/abort. 0 when the destination aborted it or never
+ * had it. */
+int peer_abort(struct migrator *m, const struct peer_target *t,
+	       const char *session, struct ferr *err);
+
+/* Drive a session to an outcome after a switchover: finish it while it is
+ * pending, until committed, explicitly not committed, or deadline_ms
+ * passes (PEER_UNKNOWN). *stop (may be NULL) cuts it short. */
+enum peer_outcome peer_settle(struct migrator *m, const struct peer_target *t,
+			      const char *session, bool resume,
+			      uint64_t deadline_ms, const atomic_bool *stop,
+			      struct ferr *err);
+
+/* ---- session.c: the destination's sessions ----
+ *
+ * A session is found by its id (for the API, loop thread) or its binary
+ * id (for the data plane, channel threads). Its lifetime is counted: the
+ * table holds one reference while the session is live, and every other
+ * holder (a channel thread, an operation in flight on the loop) one more;
+ * the session is freed with its key wiped when the last goes. States:
+ *
+ *   PREPARING -> PREPARED -> FINISHING -> COMMITTED
+ *        |           |           |
+ *        +-----------+-----------+-------> ABORTED / FAILED
+ *
+ * Ending a session takes it out of the table; an ended session that is not
+ * COMMITTED has its channels stopped (a committed post-copy session keeps
+ * them: the destination pulls pages over them).
+ */
+enum in_state {
+	IN_PREPARING, /* QEMU starting, not yet receiving */
+	IN_PREPARED,  /* receiving channels */
+	IN_FINISHING, /* a finish is loading / resuming the VM */
+	IN_COMMITTED,
+	IN_ABORTED,
+	IN_FAILED,
+};
+
+const char *in_state_name(enum in_state s);
+
+struct in_session {
+	char id[MIG_ID_HEX_LEN + 1];
+	uint8_t sid[MIG_SESSION_ID_LEN];
+	uint8_t key[MIG_KEY_LEN];
+	char migration[MIG_ID_HEX_LEN + 1]; /* the source's migration id */
+	char source[FERRY_NAME_MAX + 1];    /* identity that prepared it */
+	char requester[FERRY_NAME_MAX + 1];
+	char vm[FERRY_NAME_MAX + 1];
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	char in_sock[FERRY_SOCK_PATH_MAX + 1];
+	uint16_t nchan;
+	bool insecure;
+	bool postcopy;
+	uint32_t seen;            /* channel indexes accepted (lock) */
+	unsigned next_index;      /* next channel to connect to QEMU (lock) */
+	enum in_state state;      /* written under the lock */
+	int fds[2 * MIG_CHANNELS_MAX]; /* live sockets, for a stop (lock) */
+	unsigned refs;            /* lock */
+	bool in_table;            /* lock */
+	atomic_bool stop;
+	struct relay_counters ctr;
+	uint64_t created_wall_ms;
+	uint64_t max_time_s;
+	bool committing;          /* loop: QEMU was asked to resume the VM */
+	struct migrator *m;
+	struct event *timer;      /* loop: lifetime without a finish */
+	struct in_session *next;  /* the table (lock) */
+};
+
+struct session_table {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;      /* a session changed state or channels */
+	struct in_session *head;
+	unsigned live;            /* sessions in the table */
+};
+
+void session_table_init(struct session_table *t);
+void session_table_destroy(struct session_table *t);
+
+/* A new session in state PREPARING with a fresh random id and key,
+ * holding one reference for the caller and one for the table, or NULL
+ * (err). */
+struct in_session *session_new(struct session_table *t, struct ferr *err);
+
+/* The live session with this hex id / binary id, with a reference taken
+ * for the caller, or NULL. */
+struct in_session *session_get(struct session_table *t, const char *id);
+struct in_session *session_get_sid(struct session_table *t,
+				   const uint8_t sid[MIG_SESSION_ID_LEN]);
+
+/* Take one more reference on s (the caller holds one already). */
+void session_ref(struct session_table *t, struct in_session *s);
+
+/* Drop a reference; the last one frees s (key wiped). */
+void session_put(struct session_table *t, struct in_session *s);
+
+/* Move s from one live state to another; -1 (FERR_CONFLICT) when s is
+ * not in state from. */
+int session_advance(struct session_table *t, struct in_session *s,
+		    enum in_state from, enum in_state to, struct ferr *err);
+
+/* End s in a final state (COMMITTED, ABORTED, FAILED): out of the table,
+ * channels stopped unless COMMITTED. Returns false (and does nothing) when
+ * s had ended already. */
+bool session_end(struct session_table *t, struct in_session *s,
+		 enum in_state final);
+
+/* Live sessions in states PREPARING..FINISHING. */
+unsigned session_count(struct session_table *t);
+
+/* The first live session, with a reference, or NULL (to end them all). */
+struct in_session *session_first(struct session_table *t);
+
+/* Channel threads: record / forget a live socket of s, so that ending s
+ * wakes its threads (t->lock held). */
+void session_fd_track_locked(struct in_session *s, int fd, bool add);
+
+/* ---- history.c: finished migrations (migrations.jsonl) ---- */
+
+#define MIG_HISTORY_MAX 200                   /* records kept in memory */
+#define MIG_HISTORY_ROTATE (8 * 1024 * 1024)  /* bytes, then .1 */
+#define MIG_HISTORY_TAIL (1024 * 1024)        /* bytes read at start */
+
+struct history {
+	char path[FERRY_PATH_MAX];
+	json_t *recs;             /* newest last (loop thread) */
+};
+
+/* Load the newest records from the tail of path (never the whole file). */
+int history_open(struct history *h, const char *state_dir, struct ferr *err);
+void history_close(struct history *h);
+
+/* Append a finished record (fsync'd), rotating the file past
+ * MIG_HISTORY_ROTATE bytes. Loop thread. */
+void history_add(struct history *h, const json_t *rec);
+
+/* The record with this id (a new reference) or NULL. */
+json_t *history_find(struct history *h, const char *id);
+
+/* ---- identity.c ---- */
+
+/* Identity of def's shared-storage files, {"kernel": {"path", "size",
+ * "sha256"}, ...}, where sha256 covers the whole file up to
+ * MIG_FINGERPRINT_FULL bytes, else its first and last MiB. Blocking file
+ * I/O: threads only. */
+#define MIG_FINGERPRINT_FULL (64ULL * 1024 * 1024)
+json_t *mig_files_identity(const char *shared_dir, const struct vm_def *def,
+			   struct ferr *err);
+
+/* Compare the source's identities with ours (FERR_CONFLICT naming the
+ * first file that differs). */
+int mig_files_compare(const json_t *ours, const json_t *theirs,
+		      struct ferr *err);
+
+/* ---- the migrator ---- */
+
+enum mig_state {
+	MIG_QUEUED,     /* waiting for a free slot (loop) */
+	MIG_RUNNING,    /* the driver runs */
+	MIG_ENDED,      /* the driver ended; the loop finishes up */
+};
+
+/* An outgoing migration. The driver thread owns everything but `rec`
+ * (guarded by lock, read by the API) and the fields marked loop. */
+struct mig {
+	struct migrator *m;
+	char id[MIG_ID_HEX_LEN + 1];     /* ours, in records and the API */
+	char session[MIG_ID_HEX_LEN + 1]; /* the destination's */
+	uint8_t sid[MIG_SESSION_ID_LEN];
+	uint8_t key[MIG_KEY_LEN]; /* from the destination; wiped at the end */
+	struct vm_def def;
+	struct vm_paths paths;
+	struct mig_opts opts;
+	struct peer_target peer;
+	char requester[FERRY_NAME_MAX + 1];
+	char data_addr[64];
+	uint16_t data_port;
+	char out_sock[FERRY_SOCK_PATH_MAX + 1];
+	unsigned multifd;         /* multifd channels, 0 when off */
+	unsigned nchan;           /* connections QEMU opens */
+	bool postcopy_cap;
+	bool was_running;         /* the VM ran when the driver started */
+	atomic_bool cancel;       /* set by the API */
+	atomic_bool relay_stop;   /* tells channel threads to give up */
+	struct relay_counters ctr;
+	int listen_fd;
+	pthread_t driver;
+	pthread_t acceptor;
+	bool acceptor_started;
+	pthread_t chan_thread[MIG_CHANNELS_MAX];
+	unsigned nthreads;
+	pthread_mutex_t lock;
+	json_t *rec;              /* the record (lock) */
+	enum mig_state state;     /* loop */
+	bool unresolved;          /* driver's verdict: outcome unknown */
+	struct event *done_ev;    /* driver -> loop */
+	struct mig *next;         /* loop: active and queued lists */
+};
+
+/* A migration whose outcome the destination has not told yet: its VM is
+ * held paused (state "unresolved"), and the loop keeps asking with
+ * backoff. */
+struct unresolved {
+	struct migrator *m;
+	json_t *jrec;             /* its journal record (loop) */
+	char id[MIG_ID_HEX_LEN + 1];
+	char vm[FERRY_NAME_MAX + 1];
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	unsigned backoff_s;
+	unsigned attempts;
+	bool asking;              /* a query runs on a worker thread */
+	enum peer_outcome answer; /* the worker's result */
+	struct ferr err;
+	struct event *timer;
+	struct unresolved *next;
+};
+
+struct migrator {
+	const struct ferryd_config *cfg;
+	struct event_base *base;
+	struct vmm *vmm;
+	struct migrator_deps deps;
+	SSL_CTX *server_ctx;      /* ours: data-plane accept */
+	SSL_CTX *client_ctx;      /* ours: calls and channels to peers */
+	char journal_dir[FERRY_PATH_MAX];
+	struct history history;   /* loop */
+	struct mig *active;       /* loop */
+	struct mig *queued;       /* loop, oldest first */
+	struct unresolved *unresolved; /* loop */
+	bool stopping;            /* loop */
+	/* destination side */
+	struct session_table sessions;
+	int listen_fd;
+	pthread_t listener;
+	bool listener_started;
+	atomic_bool stop;
+	atomic_int chan_threads;  /* destination channel threads alive */
+	/* their sockets, fd + 1 (0: free slot), so that a stop can shut them
+	 * and the threads end before m goes (sessions.lock) */
+	int chan_fds[MIG_DATA_CONNS_MAX];
+};
+
+/* migrate.c: write an audit record, logging (not failing) on error.
+ * Thread-safe. detail is stolen. */
+void mig_audit(struct migrator *m, const char *actor, const char *action,
+	       const char *target, const char *outcome, json_t *detail);
+
+/* outgoing.c: run the driver of g (a thread). */
+void *mig_driver(void *arg);
+
+/* outgoing.c: set a field of g's record under its lock (steals val). */
+void mig_rec_set(struct mig *g, const char *key, json_t *val);
+
+/* outgoing.c: the source's journal record of g at phase (a new object). */
+json_t *mig_journal_rec(struct mig *g, const char *phase);
+
+/* incoming.c: a VM's QEMU exited (loop thread). */
+void incoming_vm_exited(struct migrator *m, struct vm *vm);
+
+/* incoming.c: abort every live session (loop thread, at stop). */
+void incoming_abort_all(struct migrator *m);
+
+/* inchan.c: start / stop the data-plane listener thread. */
+int inchan_listen(struct migrator *m, struct ferr *err);
+void inchan_stop(struct migrator *m);
+
+/* recover.c: resolve every journalled migration and every VM QEMU left in
+ * a migration state (at start-up, before the API listens). */
+void recover_all(struct migrator *m);
+
+/* recover.c: hand a source migration whose outcome is unknown to the
+ * resolver: its VM is held paused as "unresolved", and the loop keeps
+ * asking the destination (jrec: its journal record, taken). */
+void recover_unresolved(struct migrator *m, json_t *jrec);
+
+/* recover.c: stop the resolver (at stop). */
+void recover_stop(struct migrator *m);
+
+#endif
