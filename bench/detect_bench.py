@@ -22,8 +22,12 @@ bursts (ferry.burst), host CPU load (two busy loops), background traffic on
 the link (a TCP flood from the VM's host to the other), and pausing and
 resuming the VM.
 
-Ground truth: each migration's start and end from `ferry migrate`'s summary,
-the switchover from the source ferryd's log (the QMP STOP event).
+Ground truth, from the source ferryd's log and `ferry migrate`'s summary:
+the migration's start is QEMU's (its first MIGRATION event, after ferry's
+prepare), its switchover the source's QMP STOP event, its end the summary's.
+Delays: "start seen" is when the event's first sign was seen, "reported"
+when it became a migration, "switchover" when its switchover time (within
+1 s of the true one) was known and reported, all after the true instant.
 Prints a markdown table (precision, recall, delays per scenario) and
 writes --out DIR/results.json plus the detectors' series and events (for
 bench/detect_plot.py). Everything (namespaces, QEMU, ferryd) is removed at
@@ -59,7 +63,7 @@ LOADS = {
 SETTLE_S = 8          # quiet time between migrations
 MATCH_BEFORE_MS = 1000
 MATCH_AFTER_MS = 3000
-STOP_RE = re.compile(r"^(\S+Z) debug: vm (\S+): QMP event STOP$", re.M)
+EVENT_RE = re.compile(r"^(\S+Z) debug: vm (\S+): QMP event (STOP|MIGRATION)$", re.M)
 
 
 def log(msg):
@@ -75,10 +79,11 @@ def parse_log_ts(s):
                .replace(tzinfo=timezone.utc).timestamp() * 1000)
 
 
-def stop_times(host):
-    """Wall-clock ms of every QMP STOP event of VM in host's ferryd log."""
+def qmp_events(host, name):
+    """Wall-clock ms of every QMP event `name` of VM in host's ferryd log."""
     text = host.log.read_text(errors="replace")
-    return [parse_log_ts(m.group(1)) for m in STOP_RE.finditer(text) if m.group(2) == VM]
+    return [parse_log_ts(m.group(1)) for m in EVENT_RE.finditer(text)
+            if m.group(2) == VM and m.group(3) == name]
 
 
 class Detector:
@@ -214,15 +219,18 @@ def run(args):
             where = 0
             for i in range(args.runs):
                 src, dst = hosts[where], hosts[1 - where]
-                stops_before = len(stop_times(c.hosts[src]))
                 r = c.migrate(src, VM, dst)
                 if r.returncode != 0:
                     raise RuntimeError(f"migration {i} failed: {r.stderr}")
                 s = r.summary
-                stops = [t for t in stop_times(c.hosts[src])[stops_before:]
-                         if s["started_at"] <= t <= s["ended_at"]]
+                window = lambda ts: [t for t in ts if s["started_at"] <= t <= s["ended_at"]]  # noqa: E731
+                stops = window(qmp_events(c.hosts[src], "STOP"))
+                # QEMU's migration starts (its first MIGRATION event) after
+                # ferry's prepare: the guest sees nothing before
+                qstart = window(qmp_events(c.hosts[src], "MIGRATION"))
                 migrations.append({"load": load, "n": i, "from": src, "to": dst,
                                    "started_at": s["started_at"], "ended_at": s["ended_at"],
+                                   "qemu_start_ms": qstart[0] if qstart else s["started_at"],
                                    "stop_ms": stops[-1] if stops else None,
                                    "downtime_ms": s["downtime_ms"], "total_ms": s["total_ms"]})
                 log(f"load {load}: migration {i + 1}/{args.runs} {src} -> {dst}: "
@@ -271,6 +279,9 @@ def run(args):
             p.kill()
         for d in dets:
             d.stop()
+        for h in c.hosts.values():  # the ground truth, for later analysis
+            if h.log.exists():
+                shutil.copy(h.log, out / f"{h.name}-ferryd.log")
         try:
             c.close()
         finally:
@@ -300,7 +311,7 @@ def evaluate(dets, migrations, negatives):
                 lo = min(m["started_at"] for m in ms) - MATCH_BEFORE_MS
                 hi = max(m["ended_at"] for m in ms) + MATCH_AFTER_MS
                 window = [e for e in evs if overlaps(e, lo, hi)]
-                hit, start_d, sw_d, used = 0, [], [], set()
+                hit, seen_d, conf_d, sw_d, used = 0, [], [], [], set()
                 for m in ms:
                     match = [e for e in window if overlaps(
                         e, m["started_at"] - MATCH_BEFORE_MS, m["ended_at"] + MATCH_AFTER_MS)]
@@ -309,7 +320,9 @@ def evaluate(dets, migrations, negatives):
                     hit += 1
                     e = match[0]
                     used.update(id(x) for x in match)
-                    start_d.append(e["detected_ms"] - m["started_at"])
+                    q0 = m["qemu_start_ms"]
+                    seen_d.append(max(0, e.get("opened_ms", e["detected_ms"]) - q0))
+                    conf_d.append(max(0, e["detected_ms"] - q0))
                     if m["stop_ms"] and e.get("switchover_ms") and \
                             abs(e["switchover_ms"] - m["stop_ms"]) <= 1000:
                         # known = set and reported as a migration
@@ -323,8 +336,10 @@ def evaluate(dets, migrations, negatives):
                     "recall": hit / len(ms) if ms else None,
                     "precision": tp_events / len(window) if window else None,
                     "false_events": len(false),
-                    "start_delay_ms": statistics.median(start_d) if start_d else None,
-                    "start_delay_max_ms": max(start_d) if start_d else None,
+                    "start_seen_ms": statistics.median(seen_d) if seen_d else None,
+                    "start_seen_max_ms": max(seen_d) if seen_d else None,
+                    "confirmed_ms": statistics.median(conf_d) if conf_d else None,
+                    "confirmed_max_ms": max(conf_d) if conf_d else None,
                     "switchover_found": len(sw_d),
                     "switchover_delay_ms": statistics.median(sw_d) if sw_d else None,
                     "switchover_delay_max_ms": max(sw_d) if sw_d else None,
@@ -344,14 +359,16 @@ def fmt(v, pct=False):
 
 
 def table(res):
-    lines = ["| detector | scenario | migrations | recall | precision | start delay "
-             "median / max (ms) | switchover found | switchover delay median / max (ms) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| detector | scenario | migrations | recall | precision | start seen after, "
+             "median / max (ms) | reported as a migration after (ms) | switchover found | "
+             "switchover delay median / max (ms) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         lines.append(
             f"| {r['detector']} | {r['source']}, {r['load']} load | {r['migrations']} | "
             f"{fmt(r['recall'], True)} | {fmt(r['precision'], True)} | "
-            f"{fmt(r['start_delay_ms'])} / {fmt(r['start_delay_max_ms'])} | "
+            f"{fmt(r['start_seen_ms'])} / {fmt(r['start_seen_max_ms'])} | "
+            f"{fmt(r['confirmed_ms'])} / {fmt(r['confirmed_max_ms'])} | "
             f"{r['switchover_found']}/{r['detected']} | {fmt(r['switchover_delay_ms'])} / "
             f"{fmt(r['switchover_delay_max_ms'])} |")
     lines += ["", "| negative | detections (full) | detections (icmp) |", "|---|---|---|"]

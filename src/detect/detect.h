@@ -107,7 +107,7 @@ struct det {
 	uint64_t stall_start_ms;
 	uint64_t last_stall_start_ms;
 	uint64_t prev_stall_start_ms; /* the stall before the current one */
-	uint64_t rise_start_ms;   /* of a rise going on when it began */
+	bool precopy_at_stall;    /* a pre-copy-like rise ended at the stall */
 	bool rising;              /* cusum at or above its threshold */
 	uint64_t rise_from_ms;    /* the current or last rise: start */
 	uint64_t rise_to_ms;      /* and end (0 while it goes on) */

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #define RTT_FLOOR_MS 0.05       /* below this the log is noise */
-#define RISE_HOLD_MS 500        /* a loss this soon after a rise ended
-				   still belongs to it */
+#define RISE_HOLD_MS 1000       /* a stop this soon after a rise ended
+				   still ends a pre-copy */
 #define FAST_ALPHA 0.2          /* the recent level, for shifts */
 #define EVENT_MAX_MS 120000ULL  /* an event longer than this is closed */
 #define ANNOUNCE_STALL_MS 3000  /* a stall this close before an announce is
@@ -146,6 +146,16 @@ static double median(const double *v, unsigned n)
 	return s[n / 2];
 }
 
+/* Did a rise of this event begin at least precopy_ms before t, and go on
+ * until at least RISE_HOLD_MS before it (a pre-copy that ends at t)? */
+static bool precopy_before(const struct det *d, uint64_t t)
+{
+	return d->open && d->rise_from_ms &&
+	       d->rise_from_ms >= d->ev.start_ms &&
+	       t >= d->rise_from_ms + d->p.precopy_ms &&
+	       (!d->rise_to_ms || d->rise_to_ms + RISE_HOLD_MS >= t);
+}
+
 /* A probe lost while the RTT has been up for precopy_ms: the switchover
  * of a migration whose stop is too short for a stall (or seen from inside
  * the guest, whose clock stops with it: only the probe in flight is lost). */
@@ -155,9 +165,7 @@ static void lost_in_rise(struct det *d, uint64_t send_ms, uint64_t now)
 	 * since well before the losses began? */
 	if (!d->loss_run_ms || send_ms < d->loss_run_ms)
 		d->loss_run_ms = send_ms;
-	if (!warm(d) || !d->open || !d->rise_from_ms ||
-	    d->loss_run_ms < d->rise_from_ms + d->p.precopy_ms ||
-	    (d->rise_to_ms && send_ms > d->rise_to_ms + RISE_HOLD_MS) ||
+	if (!warm(d) || !precopy_before(d, d->loss_run_ms) ||
 	    (d->ev.signals & (DET_SIG_LONGSTOP | DET_SIG_PATTERN)) ||
 	    d->ev.stalls > 2)
 		return;
@@ -189,8 +197,7 @@ static void stall_end(struct det *d, uint64_t now)
 		return;
 	}
 	if (d->ev.stalls <= 2 &&
-	    ((prev && st >= prev + d->p.precopy_ms) ||
-	     (d->rise_start_ms && st >= d->rise_start_ms + d->p.precopy_ms)))
+	    ((prev && st >= prev + d->p.precopy_ms) || d->precopy_at_stall))
 		sign(d, DET_SIG_PATTERN, st, now);
 }
 
@@ -247,9 +254,9 @@ void det_sample(struct det *d, uint64_t send_ms, double rtt_ms, uint64_t now)
 		d->rise_to_ms = send_ms;
 	}
 	if (d->cusum >= d->p.cusum_h) {
-		/* a rise extends the event only until a stop or an announce:
-		 * after a switchover the new path may keep the RTT up */
-		unsigned after = DET_SIG_STALL | DET_SIG_RARP | DET_SIG_GARP;
+		/* a rise extends the event only until the switchover: after
+		 * it the new path may keep the RTT up */
+		unsigned after = DET_SIG_PATTERN | DET_SIG_RARP | DET_SIG_GARP;
 
 		if (!d->open || !(d->ev.signals & DET_SIG_RISE))
 			sign(d, DET_SIG_RISE, d->cusum_start_ms, now);
@@ -312,10 +319,7 @@ void det_tick(struct det *d, uint64_t now)
 						     DET_SIG_STALL)
 						 ? d->last_stall_start_ms
 						 : 0;
-		d->rise_start_ms = d->open && (d->ev.signals & DET_SIG_RISE) &&
-					   d->cusum >= d->p.cusum_h
-				   ? d->cusum_start_ms
-				   : 0;
+		d->precopy_at_stall = precopy_before(d, first_unanswered);
 		d->stalled = true;
 		d->stall_start_ms = first_unanswered;
 		ensure_open(d, first_unanswered, now);
