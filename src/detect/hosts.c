@@ -18,8 +18,6 @@
 
 #define CONSOLE_CHUNK (64 * 1024)
 
-static EVP_PKEY *g_keys[DT_HOSTS_MAX]; /* pinned audit keys, by host index */
-
 uint32_t cmdline_ip(const char *cmdline)
 {
 	const char *p = cmdline;
@@ -137,7 +135,7 @@ static void refresh_audit(struct dt_api *a, unsigned i, struct dt_host *out)
 
 	out->audit_ok = false;
 	out->nrecs = 0;
-	if (!g_keys[i] && !(g_keys[i] = fetch_key(a, h, &err))) {
+	if (!a->keys[i] && !(a->keys[i] = fetch_key(a, h, &err))) {
 		snprintf(out->audit_msg, sizeof(out->audit_msg),
 			 "cannot get the audit key: %s", err.msg);
 		return;
@@ -155,7 +153,7 @@ static void refresh_audit(struct dt_api *a, unsigned i, struct dt_host *out)
 			 "the host sent no audit log");
 		goto out;
 	}
-	audit_verify(log, len, g_keys[i], &rep);
+	audit_verify(log, len, a->keys[i], &rep);
 	out->audit_records = rep.records;
 	if (!rep.ok) {
 		/* never trust a log that fails: say so */
@@ -182,8 +180,12 @@ static void refresh_audit(struct dt_api *a, unsigned i, struct dt_host *out)
 		tgt = json_string_value(json_object_get(rec, "target"));
 		det = json_object_get(rec, "detail");
 		id = json_string_value(json_object_get(det, "id"));
-		if (act && tgt && !strncmp(act, "migration.", 10) &&
-		    out->nrecs < DT_MIG_RECS_MAX) {
+		if (act && tgt && !strncmp(act, "migration.", 10)) {
+			if (out->nrecs == DT_MIG_RECS_MAX) { /* keep the newest */
+				memmove(out->recs, out->recs + DT_MIG_RECS_MAX / 2,
+					DT_MIG_RECS_MAX / 2 * sizeof(*r));
+				out->nrecs = DT_MIG_RECS_MAX / 2;
+			}
 			r = &out->recs[out->nrecs++];
 			r->ts = (uint64_t)json_integer_value(
 				json_object_get(rec, "ts"));
@@ -271,17 +273,18 @@ static void refresh_console(struct dt_api *a, unsigned k, struct dt_vm *vms,
 
 void api_refresh(struct dt_api *a)
 {
-	static struct dt_vm vms[DT_VMS_MAX];
-	static struct dt_local q[DT_LOCAL_MAX];
-	static struct dt_host hosts[DT_HOSTS_MAX];
-	static struct dt_mig_rec recs[DT_HOSTS_MAX][DT_MIG_RECS_MAX];
+	struct dt_vm *vms = a->vms;
+	struct dt_local *q = a->q;
+	struct dt_host *hosts = a->work;
 	struct dt_view *v = a->view;
 	unsigned nvms = 0, nq = 0;
 	uint64_t started = wall_ms();
 
-	for (unsigned i = 0; i < a->cfg.nhosts && i < DT_HOSTS_MAX; i++) {
+	for (unsigned i = 0; i < a->nhosts; i++) {
+		struct dt_mig_rec *recs = hosts[i].recs;
+
 		memset(&hosts[i], 0, sizeof(hosts[i]));
-		hosts[i].recs = recs[i];
+		hosts[i].recs = recs;
 		snprintf(hosts[i].name, sizeof(hosts[i].name), "%s",
 			 a->cfg.hosts[i].name);
 		refresh_vms(a, i, vms, &nvms, &hosts[i].reached);
@@ -294,8 +297,7 @@ void api_refresh(struct dt_api *a)
 	for (unsigned k = 0; k < a->nlocal_vms; k++)
 		refresh_console(a, k, vms, nvms, q, &nq);
 	pthread_mutex_lock(&v->mu);
-	v->nhosts = a->cfg.nhosts < DT_HOSTS_MAX ? (unsigned)a->cfg.nhosts
-						 : DT_HOSTS_MAX;
+	v->nhosts = a->nhosts;
 	for (unsigned i = 0; i < v->nhosts; i++) {
 		struct dt_mig_rec *keep = v->hosts[i].recs;
 
@@ -322,11 +324,11 @@ static void *api_main(void *arg)
 {
 	struct dt_api *a = arg;
 
-	while (!a->stop) {
+	while (!atomic_load(&a->stop)) {
 		uint64_t next = now_ms() + a->interval_ms;
 
 		api_refresh(a);
-		while (!a->stop && now_ms() < next)
+		while (!atomic_load(&a->stop) && now_ms() < next)
 			poll(NULL, 0, 20);
 	}
 	return NULL;
@@ -334,12 +336,16 @@ static void *api_main(void *arg)
 
 int api_start(struct dt_api *a, struct ferr *err)
 {
-	for (unsigned i = 0; i < DT_HOSTS_MAX; i++)
-		if (!a->view->hosts[i].recs &&
-		    !(a->view->hosts[i].recs =
-			      calloc(DT_MIG_RECS_MAX,
-				     sizeof(struct dt_mig_rec))))
+	a->nhosts = a->cfg.nhosts < DT_HOSTS_MAX ? (unsigned)a->cfg.nhosts
+						 : DT_HOSTS_MAX;
+	for (unsigned i = 0; i < a->nhosts; i++) {
+		a->work[i].recs = calloc(DT_MIG_RECS_MAX,
+					 sizeof(struct dt_mig_rec));
+		a->view->hosts[i].recs = calloc(DT_MIG_RECS_MAX,
+						sizeof(struct dt_mig_rec));
+		if (!a->work[i].recs || !a->view->hosts[i].recs)
 			return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
 	if (pthread_create(&a->thread, NULL, api_main, a) != 0)
 		return ferr_set(err, FERR_INTERNAL, "cannot start a thread");
 	a->started = true;
@@ -348,15 +354,15 @@ int api_start(struct dt_api *a, struct ferr *err)
 
 void api_stop(struct dt_api *a)
 {
-	if (!a->started)
-		return;
-	a->stop = 1;
-	pthread_join(a->thread, NULL);
+	atomic_store(&a->stop, true);
+	if (a->started)
+		pthread_join(a->thread, NULL);
 	a->started = false;
 	for (unsigned i = 0; i < DT_HOSTS_MAX; i++) {
+		free(a->work[i].recs);
 		free(a->view->hosts[i].recs);
-		a->view->hosts[i].recs = NULL;
-		EVP_PKEY_free(g_keys[i]);
-		g_keys[i] = NULL;
+		a->work[i].recs = a->view->hosts[i].recs = NULL;
+		EVP_PKEY_free(a->keys[i]);
+		a->keys[i] = NULL;
 	}
 }

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
@@ -133,10 +134,25 @@ int probe_recv(struct probe_sock *ps, uint32_t *addr, uint16_t *seq,
 	}
 }
 
+/* Only ARP, RARP and VLAN-tagged frames reach the socket (a flood on the
+ * link never does). */
+static struct sock_filter announce_only[] = {
+	BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12), /* the ethertype */
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_ARP, 3, 0),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_RARP, 2, 0),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_8021Q, 1, 0),
+	BPF_STMT(BPF_RET | BPF_K, 0),
+	BPF_STMT(BPF_RET | BPF_K, 0xffff),
+};
+
 int packet_open(const char *ns, const char *ifname, struct ferr *err)
 {
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET,
 				   .sll_protocol = htons(ETH_P_ALL) };
+	struct sock_fprog prog = {
+		.len = sizeof(announce_only) / sizeof(announce_only[0]),
+		.filter = announce_only,
+	};
 	int one = 1, fd;
 
 	fd = netns_socket(ns, AF_PACKET, SOCK_RAW | SOCK_CLOEXEC |
@@ -158,7 +174,9 @@ int packet_open(const char *ns, const char *ifname, struct ferr *err)
 		}
 		sll.sll_ifindex = ifr.ifr_ifindex;
 	}
-	if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog,
+		       sizeof(prog)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
 		ferr_set(err, FERR_IO, "bind to %s: %s", ifname,
 			 strerror(errno));
 		close(fd);
