@@ -61,6 +61,7 @@ LOADS = {
     "high": "memload.rate=2000 memload.duty=100",
 }
 SETTLE_S = 8          # quiet time between migrations
+CLI_ERRORS = []       # `ferry migrate` failures of completed migrations
 MATCH_BEFORE_MS = 1000
 MATCH_AFTER_MS = 3000
 EVENT_RE = re.compile(r"^(\S+Z) debug: vm (\S+): QMP event (STOP|MIGRATION)$", re.M)
@@ -169,6 +170,19 @@ def flood(lan, src, dst, seconds):
     return threads
 
 
+def completed_record(c, src, r):
+    """The source's record of VM's last migration when `ferry migrate`
+    failed on its own connection (not the migration): seen under heavy
+    load as a TLS error while polling; anything else is fatal."""
+    recs = [m for m in c.migrations(src) if m.get("vm") == VM and m.get("role") == "source"]
+    rec = recs[0] if recs else {}
+    if rec.get("outcome") != "completed":
+        raise RuntimeError(f"migration failed: {r.stderr}; record: {rec}")
+    log(f"ferry migrate failed ({r.stderr.strip()}) but the migration completed")
+    CLI_ERRORS.append(r.stderr.strip())
+    return rec
+
+
 def boot(c, lan, host, extra):
     c.define_vm(host, VM, memory_mib=128, mib=16, rate=0,
                 extra=f"{lan.vm_cmdline(0, probe=True)} {extra}",
@@ -220,9 +234,7 @@ def run(args):
             for i in range(args.runs):
                 src, dst = hosts[where], hosts[1 - where]
                 r = c.migrate(src, VM, dst)
-                if r.returncode != 0:
-                    raise RuntimeError(f"migration {i} failed: {r.stderr}")
-                s = r.summary
+                s = r.summary if r.returncode == 0 else completed_record(c, src, r)
                 window = lambda ts: [t for t in ts if s["started_at"] <= t <= s["ended_at"]]  # noqa: E731
                 stops = window(qmp_events(c.hosts[src], "STOP"))
                 # QEMU's migration starts (its first MIGRATION event) after
@@ -289,6 +301,7 @@ def run(args):
     elapsed = time.monotonic() - t_begin
     results = evaluate(dets, migrations, negatives)
     results.update({"elapsed_s": round(elapsed), "runs": args.runs, "rate": args.rate,
+                    "cli_errors": CLI_ERRORS,
                     "migrations": migrations, "negatives": negatives})
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
