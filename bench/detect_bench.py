@@ -404,6 +404,8 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("detect_bench.py: needs root (network namespaces)")
+    # SIGTERM cleans up like Ctrl-C: namespaces, hosts, QEMU
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return run(args)
 
 
