@@ -300,6 +300,10 @@ def run(args):
             lan.close()
     elapsed = time.monotonic() - t_begin
     results = evaluate(dets, migrations, negatives)
+    # every migration here went through ferry: none may raise an alarm
+    st = dets[0].state() or {}
+    results["alarms"] = st.get("alarms", [])
+    results["coverage"] = st.get("coverage", {})
     results.update({"elapsed_s": round(elapsed), "runs": args.runs, "rate": args.rate,
                     "cli_errors": CLI_ERRORS,
                     "migrations": migrations, "negatives": negatives})
@@ -389,8 +393,14 @@ def table(res):
         d = n.get("detections", {})
         cell = lambda k: ", ".join(f"{x['source']}: {x['signals']}" for x in d.get(k, [])) or "none"  # noqa: E731
         lines.append(f"| {n['name']} | {cell('full')} | {cell('icmp')} |")
-    lines.append(f"\n{len(res['migrations'])} migrations, {res['elapsed_s']} s in all, "
-                 f"link {res['rate']}")
+    cov = res.get("coverage", {})
+    lines.append(f"\n{len(res['migrations'])} migrations through ferry, {res['elapsed_s']} s in "
+                 f"all, link {res['rate']}; alarms raised by the full detector: "
+                 f"{len(res.get('alarms', []))}; its coverage of the audit logs' migrations: "
+                 f"{cov.get('detected', '?')}/{cov.get('recorded', '?')}")
+    if res.get("cli_errors"):
+        lines.append(f"`ferry migrate` lost its connection on {len(res['cli_errors'])} "
+                     f"completed migration(s): {res['cli_errors'][0]}")
     return "\n".join(lines)
 
 

@@ -128,8 +128,10 @@ def test_detect_smoke(lan, lan_cluster):
         assert ev["start_ms"] <= r.summary["ended_at"]
         assert ev["switchover_ms"] >= r.summary["started_at"]
         assert not st["alarms"], st["alarms"]
-        wait_until(lambda: all(e["closed"] for e in _state(sd)["events"]), 20,
-                   what="the event to end")
+        st = wait_until(lambda: (lambda s: s if all(e["closed"] for e in s["events"]) and
+                                 s["coverage"]["recorded"] else None)(_state(sd)),
+                        20, what="the event to end")
+        assert st["coverage"]["recorded"] == st["coverage"]["detected"] == 1, st["coverage"]
         # 2. behind ferry's back: an alarm within 5 s of the switchover
         info = c.vm_info("host-b", VM)
         rogue = rogue_migrate(info["pid"],

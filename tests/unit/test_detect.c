@@ -45,22 +45,32 @@ static double noisy(double base, unsigned *rng)
 }
 
 /* Probe from t0 for ms milliseconds: rtt_fn gives the RTT at send time t
- * (< 0: lost, i.e. the VM does not answer). */
+ * (< 0: lost, i.e. the VM does not answer). Answers come back before the
+ * next probe; losses are reported TIMEOUT_MS after their send, as
+ * ferry-detect does; ticks every 10 ms in between, so stalls are seen
+ * online. */
+#define TIMEOUT_MS 1000
+#define LOST_MAX 1024
+
 static uint64_t run(struct det *d, uint64_t t0, uint64_t ms,
 		    double (*rtt_fn)(uint64_t t, unsigned *rng), unsigned *rng)
 {
-	uint64_t t;
+	uint64_t lost[LOST_MAX], t;
+	size_t nlost = 0, done = 0;
 
 	for (t = t0; t < t0 + ms; t += IV) {
 		double r = rtt_fn(t, rng);
 
 		det_sent(d, t);
-		/* answers come back before the next probe, losses after 1 s:
-		 * tick in between so stalls are seen online */
-		for (uint64_t u = t; u < t + IV; u += 10)
+		for (uint64_t u = t; u < t + IV; u += 10) {
+			while (done < nlost && lost[done] + TIMEOUT_MS <= u)
+				det_sample(d, lost[done++], -1, u);
 			det_tick(d, u);
+		}
 		if (r >= 0)
 			det_sample(d, t, r, t + (uint64_t)r);
+		else if (nlost < LOST_MAX)
+			lost[nlost++] = t;
 	}
 	return t;
 }
@@ -77,6 +87,16 @@ static double migration(uint64_t t, unsigned *rng)
 	if (t >= 10000 && t < 13000)
 		return noisy(8.0, rng);
 	if (t >= 13000 && t < 13250)
+		return -1;
+	return noisy(0.8, rng);
+}
+
+/* High guest load: the switchover loses one probe, no stall. */
+static double short_stop(uint64_t t, unsigned *rng)
+{
+	if (t >= 10000 && t < 13000)
+		return noisy(8.0, rng);
+	if (t == 13000)
 		return -1;
 	return noisy(0.8, rng);
 }
@@ -125,6 +145,42 @@ static void test_migration_icmp_only(void **state)
 	assert_true(s.last.switchover_known_ms - 13000 < 1000);
 	assert_int_equal(s.closed, 1);
 	assert_true(s.last.end_ms >= 13000);
+}
+
+static void test_loss_during_rise(void **state)
+{
+	struct det d;
+	struct seen s = { 0 };
+	unsigned rng = 7;
+
+	(void)state;
+	det_init(&d, NULL, cb, &s);
+	run(&d, 0, 20000, short_stop, &rng);
+	assert_int_equal(s.detected, 1);
+	assert_true(s.first.signals & DET_SIG_PATTERN);
+	assert_false(s.first.signals & DET_SIG_STALL);
+	assert_int_equal(s.last.switchover_ms, 13000);
+}
+
+/* Listening for announcements, ICMP alone never reports a migration; the
+ * announcement does, with the stop before it as the switchover. */
+static void test_require_announce(void **state)
+{
+	struct det_params p;
+	struct det d;
+	struct seen s = { 0 };
+	unsigned rng = 8;
+
+	(void)state;
+	det_params_default(&p);
+	p.require_announce = true;
+	det_init(&d, &p, cb, &s);
+	run(&d, 0, 13400, migration, &rng);
+	assert_int_equal(s.detected, 0);
+	det_announce(&d, DET_SIG_RARP, 13450);
+	assert_int_equal(s.detected, 1);
+	assert_int_equal(s.first.switchover_ms, 13000);
+	assert_true(s.first.opened_ms >= 10000 && s.first.opened_ms < 11000);
 }
 
 static void test_pause_is_not_a_migration(void **state)
@@ -265,6 +321,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_quiet_series),
 		cmocka_unit_test(test_migration_icmp_only),
+		cmocka_unit_test(test_loss_during_rise),
+		cmocka_unit_test(test_require_announce),
 		cmocka_unit_test(test_pause_is_not_a_migration),
 		cmocka_unit_test(test_rise_alone_is_not_a_migration),
 		cmocka_unit_test(test_announce),
