@@ -296,6 +296,10 @@ int qemu_spawn(const struct strv *argv, const char *log_path, int tap_fd,
 		sigprocmask(SIG_SETMASK, &all, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		setsid();
+		/* a tap on fd 0-2 would be lost to the dup2s below */
+		if (tap_fd >= 0 && tap_fd <= 2 &&
+		    (tap_fd = fcntl(tap_fd, F_DUPFD, 3)) < 0)
+			_exit(127);
 		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 ||
 		    dup2(logfd, 2) < 0)
 			_exit(127);

@@ -308,8 +308,10 @@ static void op_free(struct vm_op *op)
 	strv_free(&op->argv);
 	if (op->newq)
 		qmp_close(op->newq);
-	if (op->tap.fd >= 0)
-		close(op->tap.fd); /* QEMU has its own copy */
+	/* a launch's tap (QEMU has its own copy); ops made without op_new
+	 * have a zeroed tap: no name, nothing to close */
+	if (op->tap.ifname[0] && op->tap.fd >= 0)
+		close(op->tap.fd);
 	free(op);
 }
 
