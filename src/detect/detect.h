@@ -106,6 +106,7 @@ struct det {
 	bool stalled;
 	uint64_t stall_start_ms;
 	uint64_t last_stall_start_ms;
+	uint64_t last_stall_end_ms;   /* when the VM answered again */
 	uint64_t prev_stall_start_ms; /* the stall before the current one */
 	bool precopy_at_stall;    /* a pre-copy-like rise ended at the stall */
 	bool rising;              /* cusum at or above its threshold */

@@ -19,6 +19,7 @@
 #define TICK_MS 10
 #define STATE_EVERY_MS 1000
 #define LOCAL_LOST_MS 2000    /* netprobe's timeout */
+#define LOCAL_LAG_MS 5000     /* local samples arrive at most this late */
 
 static volatile sig_atomic_t g_stop;
 
@@ -362,6 +363,13 @@ int dt_run(const struct dt_opts *o, struct ferr *err)
 		}
 		if (now >= next_state) {
 			next_state = now + STATE_EVERY_MS;
+			/* local series advance with their samples; a VM that
+			 * stopped sending (gone, rebooting) must still see its
+			 * events end */
+			for (unsigned i = 0; i < r->nt; i++)
+				if (r->t[i].local)
+					det_tick(&r->t[i].det,
+						 now - LOCAL_LAG_MS);
 			dt_sync_events(r);
 			if (o->watch)
 				dt_stats_line(r);

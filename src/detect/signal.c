@@ -10,7 +10,8 @@
 				   still ends a pre-copy */
 #define FAST_ALPHA 0.2          /* the recent level, for shifts */
 #define EVENT_MAX_MS 120000ULL  /* an event longer than this is closed */
-#define ANNOUNCE_STALL_MS 3000  /* a stall this close before an announce is
+#define ANNOUNCE_STALL_MS 500   /* a stop that ended this soon before an
+				   announce (or goes on) is
 				   its switchover */
 
 void det_params_default(struct det_params *p)
@@ -190,6 +191,7 @@ static void stall_end(struct det *d, uint64_t now)
 	uint64_t st = d->stall_start_ms, prev = d->prev_stall_start_ms;
 
 	d->stalled = false;
+	d->last_stall_end_ms = now;
 	if (!d->open || (d->ev.signals & DET_SIG_LONGSTOP))
 		return;
 	if (now - st > d->p.max_stop_ms) {
@@ -268,16 +270,17 @@ void det_sample(struct det *d, uint64_t send_ms, double rtt_ms, uint64_t now)
 void det_announce(struct det *d, unsigned kind, uint64_t at_ms)
 {
 	bool first = !d->open || !(d->ev.signals & (DET_SIG_RARP | DET_SIG_GARP));
-	uint64_t st = d->last_stall_start_ms;
+	/* the VM announces itself right after it resumes on the destination:
+	 * the switchover is the stop still going on (remote probes are
+	 * answered again once the switches learned the new port) or just
+	 * ended; an older one was QEMU's set-up. Else the announce itself */
+	bool stop = d->stalled ||
+		    (d->last_stall_end_ms && d->last_stall_end_ms <= at_ms &&
+		     at_ms - d->last_stall_end_ms <= ANNOUNCE_STALL_MS);
 
 	ensure_open(d, at_ms, at_ms);
-	/* the switchover is the stop just before, or the announce itself */
 	if (first)
-		set_switchover(d, st && st <= at_ms &&
-					  at_ms - st <= ANNOUNCE_STALL_MS
-				  ? st
-				  : at_ms,
-			       at_ms);
+		set_switchover(d, stop ? d->last_stall_start_ms : at_ms, at_ms);
 	sign(d, kind & (DET_SIG_RARP | DET_SIG_GARP), at_ms, at_ms);
 }
 

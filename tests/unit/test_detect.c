@@ -101,6 +101,16 @@ static double short_stop(uint64_t t, unsigned *rng)
 	return noisy(0.8, rng);
 }
 
+/* QEMU's set-up stop, a pre-copy, and a switchover too short to see. */
+static double setup_then_precopy(uint64_t t, unsigned *rng)
+{
+	if (t >= 10000 && t < 10400)
+		return -1;
+	if (t >= 10400 && t < 13000)
+		return noisy(8.0, rng);
+	return noisy(0.8, rng);
+}
+
 static double pause_resume(uint64_t t, unsigned *rng)
 {
 	return t >= 10000 && t < 12000 ? -1 : noisy(0.8, rng);
@@ -246,6 +256,21 @@ static void test_switchover_from_stall_before_announce(void **state)
 	assert_int_equal(s.last.switchover_ms, 13000);
 }
 
+/* ... but QEMU's set-up stop long before it is not the switchover. */
+static void test_setup_stall_is_not_the_switchover(void **state)
+{
+	struct det d;
+	struct seen s = { 0 };
+	unsigned rng = 9;
+
+	(void)state;
+	det_init(&d, NULL, cb, &s);
+	run(&d, 0, 13000, setup_then_precopy, &rng);
+	det_announce(&d, DET_SIG_RARP, 13050);
+	assert_int_equal(s.last.switchover_ms, 13050);
+	assert_true(s.last.start_ms >= 10000 && s.last.start_ms <= 10100);
+}
+
 static void test_confidence(void **state)
 {
 	char buf[64];
@@ -327,6 +352,7 @@ int main(void)
 		cmocka_unit_test(test_rise_alone_is_not_a_migration),
 		cmocka_unit_test(test_announce),
 		cmocka_unit_test(test_switchover_from_stall_before_announce),
+		cmocka_unit_test(test_setup_stall_is_not_the_switchover),
 		cmocka_unit_test(test_confidence),
 		cmocka_unit_test(test_frames),
 	};
