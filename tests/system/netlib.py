@@ -144,18 +144,34 @@ class Lan:
         for i, h in enumerate(self.hosts):
             ns, peer = self.netns[h], f"p{i}"
             self._ns(ns)
-            self._bridge(ns, f"{self.address[h]}/{PREFIX_LEN}")
+            self._bridge(ns, f"{self.address[h]}/{PREFIX_LEN}", self.host_mac(i))
             sh("ip", "-n", ns, "link", "add", "up0", "type", "veth", "peer", "name", peer,
                "netns", self.switch)
             self._port(ns, "up0")
             self._port(self.switch, peer)
             self._shape(ns, "up0", burst, latency)
             self._shape(self.switch, peer, burst, latency)
+        # hosts know each other's MACs, as with a static ARP table: a
+        # migration saturating an uplink would otherwise starve the ARP
+        # probes of the data plane's next connection (seen: "No route to
+        # host"). VMs' addresses are learnt as usual: migrations move them.
+        for i, h in enumerate(self.hosts):
+            for j, other in enumerate(self.hosts):
+                if i != j:
+                    sh("ip", "-n", self.netns[h], "neigh", "replace", self.address[other],
+                       "lladdr", self.host_mac(j), "dev", "br0", "nud", "permanent")
 
-    def _bridge(self, ns, addr):
+    @staticmethod
+    def host_mac(i):
+        """The fixed MAC of host i's bridge (so ports never change it)."""
+        return f"02:66:72:00:00:{i + 1:02x}"
+
+    def _bridge(self, ns, addr, mac=None):
         # forward at once (no STP listening/learning delay)
         sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge", "forward_delay", "0",
            "stp_state", "0")
+        if mac:
+            sh("ip", "-n", ns, "link", "set", "br0", "address", mac)
         if addr:
             sh("ip", "-n", ns, "addr", "add", addr, "dev", "br0")
         sh("ip", "-n", ns, "link", "set", "br0", "up")
