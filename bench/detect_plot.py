@@ -3,7 +3,7 @@
 bench/detect_bench.py run in OUT: RTT over time around one migration of
 each load, remote (the observer pinging the VM) and local (the guest's own
 probes), the paper's four panels. Lost probes are the red marks at the
-bottom. Lines: the migration's start, its switchover (the source's QMP STOP)
+bottom. Lines: the migration's start (QEMU's first MIGRATION event), its switchover (the source's QMP STOP)
 and its end (ground truth, grey); the event ferry-detect reported (the
 full detector: start and switchover, blue; ICMP alone: orange).
 
@@ -50,7 +50,7 @@ def pick(migrations, load):
 
 
 def panel(ax, series, events, m, source, title):
-    t0 = m["started_at"]
+    t0 = m.get("qemu_start_ms", m["started_at"])
     pts = [(t, r, lost) for t, r, lost in series[source]
            if t0 - BEFORE_S * 1000 <= t <= m["ended_at"] + AFTER_S * 1000]
     xs = [(t - t0) / 1000 for t, r, lost in pts if not lost]
@@ -101,7 +101,7 @@ def main():
                   f"{source} detection, {load} guest load: {m['from']} -> {m['to']}, "
                   f"downtime {m['downtime_ms']} ms")
     for ax in axes[1]:
-        ax.set_xlabel("s since the migration's start (grey: start, switchover --, end ..)")
+        ax.set_xlabel("s since QEMU's migration started (grey: start, switchover --, end ..)")
     for ax in axes[:, 0]:
         ax.set_ylabel("RTT (ms, log)")
     handles, labels = axes[0][0].get_legend_handles_labels()
