@@ -12,6 +12,7 @@
 #include <time.h>
 
 #define STATE_VERSION 1
+#define STATE_READ_MAX (16 * 1024 * 1024) /* state.json read by `alarms` */
 
 void dt_copy(char *dst, size_t n, const char *src)
 {
@@ -217,6 +218,14 @@ int dt_open_outputs(struct run *r, struct ferr *err)
 	return 0;
 }
 
+/* A string field of o, or "-". */
+static const char *str_or_dash(const json_t *o, const char *key)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+
+	return v && *v ? v : "-";
+}
+
 int dt_alarms(const char *state_dir, bool json, struct ferr *err)
 {
 	char path[FERRY_PATH_MAX], *text = NULL, ts[16];
@@ -225,10 +234,12 @@ int dt_alarms(const char *state_dir, bool json, struct ferr *err)
 
 	if (fmt_checked(path, sizeof(path), err, "path", "%s/state.json",
 			state_dir) < 0 ||
-	    file_read_all(path, 64 * 1024 * 1024, &text, &len, err) < 0)
+	    file_read_all(path, STATE_READ_MAX, &text, &len, err) < 0)
 		return -1;
-	st = json_loadb(text, len, 0, NULL);
+	st = json_parse_object(text, len, path, err);
 	free(text);
+	if (!st)
+		return -1;
 	alarms = json_object_get(st, "alarms");
 	if (!json_is_array(alarms)) {
 		json_decref(st);
@@ -240,14 +251,12 @@ int dt_alarms(const char *state_dir, bool json, struct ferr *err)
 	else
 		json_array_foreach(alarms, i, a) {
 			dt_fmt_time((uint64_t)json_integer_value(
-					 json_object_get(a, "at_ms")),
-				 ts, sizeof(ts));
+					    json_object_get(a, "at_ms")),
+				    ts, sizeof(ts));
 			printf("%s %s vm=%s host=%s %s\n", ts,
-			       json_string_value(json_object_get(a, "kind")),
-			       json_string_value(json_object_get(a, "vm")),
-			       json_string_value(json_object_get(a, "host")),
-			       json_string_value(
-				       json_object_get(a, "message")));
+			       str_or_dash(a, "kind"), str_or_dash(a, "vm"),
+			       str_or_dash(a, "host"),
+			       str_or_dash(a, "message"));
 		}
 	json_decref(st);
 	return 0;
