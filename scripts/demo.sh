@@ -134,6 +134,7 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   "tls": {"ca": "../pki/ca.crt", "cert": "../pki/hosts/$name.crt",
           "key": "../pki/hosts/$name.key"},
   "state_dir": "state",
+  "qemu_user": "ferry-qemu",
   "shared_dir": "../shared",
   "accel": "auto",
   "policy": "../policy.json",
@@ -198,7 +199,7 @@ last=$($FERRY --host host-a vm console demo | grep 'memload: hb' | tail -1)
 say "attestation of the destination: host-b's quote, verified against its enrolled AK and the reference values"
 $FERRY host attest host-b --dir "$D/pki" --policy "$D/policy.json"
 
-say "secure live migration of 'demo' from host-a to host-b (TLS 1.3, AES-256-GCM)"
+say "secure live migration of 'demo' from host-a to host-b (TLS 1.3, AES-256-GCM); host-a attests host-b again in prepare, with a nonce bound to this migration and TLS session, before any memory moves"
 $FERRY --host host-a migrate demo --to host-b
 $FERRY --host host-b vm list
 

@@ -73,6 +73,13 @@ int attest_nonce(const uint8_t challenge[ATTEST_CHALLENGE_LEN],
 		 const uint8_t exporter[ATTEST_EXPORTER_LEN],
 		 uint8_t out[ATTEST_NONCE_LEN], struct ferr *err);
 
+/* The digest the attestation authority signs (attest_sign) for a VM's
+ * migration constraints: SHA-256(ATTEST_CONSTRAINTS_TAG "\0" || uuid "\0"
+ * || cons serialized compact with sorted keys), cons being the constraints
+ * without their signature (vm_constraints_to_json(c, false)). */
+int attest_constraints_digest(const char *uuid, const json_t *cons,
+			      uint8_t out[ATTEST_DIGEST_LEN], struct ferr *err);
+
 /* ---- the event log (eventlog.c) -------------------------------------- */
 
 struct attest_event {
@@ -310,6 +317,12 @@ struct attest_ops {
 	/* Host: the policy file changed and was accepted (reload): measure
 	 * it and record it as accepted. */
 	int (*policy_accepted)(void *ctx, const char *path, struct ferr *err);
+	/* Host, with sealed storage: keep data in an envelope under the
+	 * storage key (name binds it, at most ATTEST_ENVELOPE_NAME_MAX bytes)
+	 * as <state_dir>/attest/<file>, written atomically. FERR_CONFLICT
+	 * when sealing is off. Thread-safe (file I/O: not on the loop). */
+	int (*store)(void *ctx, const char *name, const char *file,
+		     const uint8_t *data, size_t len, struct ferr *err);
 };
 
 /* The verify operation over a registrar folder (records in dir/hosts):

@@ -91,6 +91,13 @@ enum attest_kind {
 #define ATTEST_ID_OBJECT_MAX 256       /* credential blob bytes */
 #define ATTEST_ENC_SECRET_MAX 512      /* encrypted seed bytes */
 
+/* VM-carried migration constraints (vm.h) are signed by the attestation
+ * authority over attest_constraints_digest, and kept at a destination as
+ * the envelope ATTEST_CONSTRAINTS_ENVELOPE in <state_dir>/attest/
+ * constraints-<uuid>.sealed. */
+#define ATTEST_CONSTRAINTS_TAG "ferry-vm-constraints-v1"
+#define ATTEST_CONSTRAINTS_ENVELOPE "vm-constraints"
+
 /* Seal approvals: the authority signs TPM2_PolicyAuthorize's aHash =
  * SHA-256(approvedPolicy || policyRef) with ECDSA P-256 (policyRef is
  * empty), and a policy acceptance as SHA-256(ATTEST_ACCEPT_TAG "\0" ||

@@ -358,6 +358,29 @@ static int op_policy_accepted(void *ctx, const char *path, struct ferr *err)
 	return rc;
 }
 
+static int op_store(void *ctx, const char *name, const char *file,
+		    const uint8_t *data, size_t len, struct ferr *err)
+{
+	struct attest_host *h = ctx;
+	char path[FERRY_PATH_MAX];
+	uint8_t *env = NULL;
+	size_t elen = 0;
+	int rc;
+
+	if (!h->cfg.seal)
+		return ferr_set(err, FERR_CONFLICT,
+				"sealed storage is off on this host "
+				"(attestation.seal)");
+	rc = host_path_in(h, file, path, err) < 0 ||
+			     attest_envelope_seal(h->kek, name, data, len, &env,
+						  &elen, err) < 0 ||
+			     file_write_atomic(path, env, elen, 0600, err) < 0
+		     ? -1
+		     : 0;
+	free(env);
+	return rc;
+}
+
 /* ---- life cycle ------------------------------------------------------- */
 
 int attest_host_open(const struct ferryd_config *cfg, struct attest_host **out,
@@ -395,7 +418,8 @@ int attest_host_open(const struct ferryd_config *cfg, struct attest_host **out,
 				      .identity = op_identity,
 				      .activate = op_activate,
 				      .approve = op_approve,
-				      .policy_accepted = op_policy_accepted };
+				      .policy_accepted = op_policy_accepted,
+				      .store = op_store };
 	snprintf(h->summary, sizeof(h->summary),
 		 "TPM %s, AK 0x%08x%s, PCRs %u/%u, %u events, sealed storage "
 		 "%s",

@@ -173,6 +173,26 @@ int attest_policy_digest(const char *text, size_t len,
 	return 0;
 }
 
+int attest_constraints_digest(const char *uuid, const json_t *cons,
+			      uint8_t out[ATTEST_DIGEST_LEN], struct ferr *err)
+{
+	char *canon = json_dumps(cons, JSON_COMPACT | JSON_SORT_KEYS);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int ok;
+
+	ok = canon && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+	     EVP_DigestUpdate(md, ATTEST_CONSTRAINTS_TAG,
+			      sizeof(ATTEST_CONSTRAINTS_TAG)) &&
+	     EVP_DigestUpdate(md, uuid, strlen(uuid) + 1) &&
+	     EVP_DigestUpdate(md, canon, strlen(canon)) &&
+	     EVP_DigestFinal_ex(md, out, NULL);
+	EVP_MD_CTX_free(md);
+	free(canon);
+	return ok ? 0
+		  : ferr_set(err, FERR_INTERNAL,
+			     "cannot hash the VM's constraints");
+}
+
 int attest_nonce(const uint8_t challenge[ATTEST_CHALLENGE_LEN],
 		 const char *context,
 		 const uint8_t exporter[ATTEST_EXPORTER_LEN],

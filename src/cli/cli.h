@@ -115,6 +115,7 @@ struct cli_config {
 	char ca[FERRY_PATH_MAX];
 	char cert[FERRY_PATH_MAX];
 	char key[FERRY_PATH_MAX];
+	char crl[FERRY_PATH_MAX];            /* revocation list, or "" */
 	char default_host[FERRY_NAME_MAX + 1];
 	char controller[FERRY_NAME_MAX + 1]; /* the balancer's host, or "" */
 	char detector_state[FERRY_PATH_MAX]; /* ferry-detect's state.json for
@@ -146,7 +147,8 @@ struct client {
 	unsigned timeout_s;
 };
 
-/* Create a client with the config's credentials. */
+/* Create a client with the config's credentials (and its revocation
+ * list: a host whose certificate it revokes is refused). */
 int client_init(struct client *c, const struct cli_config *cfg,
 		unsigned timeout_s, struct ferr *err);
 void client_free(struct client *c);
@@ -202,6 +204,7 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 int cmd_audit(const struct cli_opts *o, int argc, char **argv);
 int cmd_balance(const struct cli_opts *o, int argc, char **argv);
 int cmd_ui(const struct cli_opts *o, int argc, char **argv);
+int cmd_complete(const struct cli_opts *o, int argc, char **argv);
 
 /* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
 int cmd_host_drain(const struct cli_opts *o, const char *verb,
@@ -211,6 +214,10 @@ int cmd_policy(const struct cli_opts *o, int argc, char **argv);
 /* `ferry host enroll|attest|reseal` (cmd_attest.c); argv[0] is the verb. */
 int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
 
+/* `ferry vm sign FILE --dir PKI` (cmd_attest.c): the definition with its
+ * constraints signed by the attestation authority, on stdout. */
+int cmd_vm_sign(const struct cli_opts *o, const char *file);
+
 /* ---- opts.c: options and connection set-up shared by every command ---- */
 
 /* Parse the options in argv (getopt_long, any order) into *o. Returns -1
@@ -219,6 +226,11 @@ int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
  * prints the top-level usage. */
 int cli_parse_opts(int argc, char **argv, struct cli_opts *o,
 		   void (*usage)(FILE *));
+
+/* Print every option of the table, with a placeholder for its value
+ * (--help ends with it, so the list is complete by construction; the man
+ * page describes each, and a test checks it names every one). */
+void cli_usage_options(FILE *f);
 
 /* Shared by commands: load config, pick the host, init a client. */
 int cli_connect(const struct cli_opts *o, struct cli_config *cfg,

@@ -48,9 +48,14 @@ struct ferryd_config {
 	char ca_file[FERRY_PATH_MAX];      /* cluster CA certificate */
 	char cert_file[FERRY_PATH_MAX];    /* this host's certificate */
 	char key_file[FERRY_PATH_MAX];     /* this host's private key */
+	char crl_file[FERRY_PATH_MAX];     /* revoked certificates, or "" */
 	char state_dir[FERRY_PATH_MAX];    /* VM definitions and runtime files */
 	char shared_dir[FERRY_PATH_MAX];   /* shared storage: kernels, disks */
 	char qemu_binary[FERRY_PATH_MAX];
+	char qemu_user[FERRY_USER_NAME_MAX + 1]; /* QEMU runs as this user;
+						    "": as ferryd's own */
+	uint64_t audit_rotate_kib;         /* rotate audit.log past this;
+					      0: never */
 	enum accel_mode accel;
 	uint64_t memory_reserve_mib;       /* kept free for the host itself */
 	/* migration data plane */
@@ -66,6 +71,8 @@ struct ferryd_config {
 	unsigned confirm_timeout_s;        /* source: settle a finish before
 					      handing it to the resolver */
 	unsigned stall_timeout_s;          /* no progress: cancel */
+	bool allow_plaintext;              /* plaintext migrations at all (the
+					      policy must allow each too) */
 	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
 	struct guard_limits limits;        /* flood protection */
 	uint64_t capacity_cpus;            /* reported to the balancer; 0: the */
@@ -76,6 +83,11 @@ struct ferryd_config {
 	struct etcd_config etcd;           /* n_endpoints 0: no etcd section */
 	struct attest_config attest;       /* "attestation" */
 };
+
+/* A member whose key begins with this is a comment, ignored at any depth
+ * ("#listen": "why the API listens where it does"): JSON has no comments,
+ * and the default /etc/ferry/ferryd.json explains itself. */
+#define CONFIG_COMMENT_PREFIX '#'
 
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves
  * relative paths; `origin` names the file in error messages. Unknown fields,

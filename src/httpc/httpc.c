@@ -13,6 +13,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 /* State of one request while it runs. */
@@ -68,6 +69,23 @@ static const char *request_error_name(enum evhttp_request_error e)
 	}
 }
 
+/* Overwrite the bytes of buf in place, then drain it. */
+static void wipe_buffer(struct evbuffer *buf)
+{
+	struct evbuffer_iovec v[16];
+	int n;
+
+	while ((n = evbuffer_peek(buf, -1, NULL, v, 16)) > 0) {
+		size_t done = 0;
+
+		for (int i = 0; i < n && i < 16; i++) {
+			OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
+			done += v[i].iov_len;
+		}
+		evbuffer_drain(buf, done);
+	}
+}
+
 /* The reply of a finished request: 0 with *status and *reply, or -1. */
 static int take_reply(struct pending *p, struct evhttp_request *r,
 		      int *status, json_t **reply, struct ferr *err)
@@ -78,12 +96,19 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 	int code = r ? evhttp_request_get_response_code(r) : 0;
 
 	if (code == 0) {
-		unsigned long sslerr = bufferevent_get_openssl_error(
-			evhttp_connection_get_bufferevent(p->conn));
+		struct bufferevent *bev =
+			evhttp_connection_get_bufferevent(p->conn);
+		unsigned long sslerr = bufferevent_get_openssl_error(bev);
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
 		char ebuf[256] = "";
 
 		if (sslerr)
 			ERR_error_string_n(sslerr, ebuf, sizeof(ebuf));
+		/* say why the server's certificate failed (e.g. revoked) */
+		if (sslerr && vr != X509_V_OK)
+			snprintf(ebuf + strlen(ebuf), sizeof(ebuf) - strlen(ebuf),
+				 ": %s", X509_verify_cert_error_string(vr));
 		return ferr_set(err,
 				p->have_error && p->error == EVREQ_HTTP_TIMEOUT
 					? FERR_TIMEOUT
@@ -103,9 +128,13 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 	body = malloc(len + 1);
 	if (!body)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	evbuffer_remove(in, body, len);
+	evbuffer_copyout(in, body, len);
 	body[len] = '\0';
+	wipe_buffer(in);
 	*reply = json_parse_object(body, len, "reply", err);
+	/* replies may carry a migration session key: no copy stays behind
+	 * (the caller wipes the one in *reply) */
+	OPENSSL_cleanse(body, len);
 	free(body);
 	if (!*reply && code >= 300) {
 		/* an error page that is not ours (e.g. from the HTTP layer) */

@@ -107,7 +107,8 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 			 s->source);
 		goto fail;
 	}
-	if (mig_exporter(ssl, h->session, h->channel, exporter, err) < 0)
+	if (mig_exporter(ssl, s->key, h->session, h->channel, exporter,
+			 err) < 0)
 		goto fail;
 	if (!mig_hello_mac_ok(hello, s->key, exporter)) {
 		ferr_set(err, FERR_FORBIDDEN,
@@ -145,13 +146,17 @@ static void *chan_in_main(void *arg)
 	bool ok = false;
 	int qfd = -1;
 
-	if (dataplane_accept(m->server_ctx, a->fd, &c, hello, peer,
-			     sizeof(peer), &err) < 0) {
+	if (dataplane_accept(m->server_ctx, a->fd,
+			     1000u * m->cfg->limits.deadline_s, &c, hello,
+			     peer, sizeof(peer), &err) < 0) {
 		chan_fd_track(m, a->fd, false);
 		close(a->fd);
 		log_warn("migration channel from %s refused: %s", a->from,
 			 err.msg);
-		audit_refused(m->deps.refusals, "migration.channel_refused",
+		audit_refused(m->deps.refusals,
+			      err.code == FERR_TIMEOUT
+				      ? "conn.timeout"
+				      : "migration.channel_refused",
 			      a->from, err.msg);
 		goto out;
 	}
@@ -232,6 +237,7 @@ static void *listener_main(void *arg)
 		}
 		a->m = m;
 		a->fd = fd;
+		atomic_fetch_add(&m->conns_accepted, 1);
 		if (ss.ss_family == AF_INET)
 			inet_ntop(AF_INET,
 				  &((struct sockaddr_in *)&ss)->sin_addr,

@@ -15,8 +15,8 @@ struct policy {
 };
 
 static const char *const role_names[] = { "admin", "operator", "auditor",
-					   "controller", "host" };
-#define ROLE_COUNT 5
+					   "controller", "host", "monitor" };
+#define ROLE_COUNT 6
 
 /* Roles that hold each permission. */
 static const unsigned perm_roles[PERM__COUNT] = {
@@ -38,6 +38,8 @@ static const unsigned perm_roles[PERM__COUNT] = {
 	[PERM_ATTEST_READ] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
 			     ROLE_CONTROLLER | ROLE_HOST,
 	[PERM_ATTEST_ADMIN] = ROLE_ADMIN,
+	[PERM_METRICS] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
+			 ROLE_MONITOR,
 };
 
 static const char *const perm_names[PERM__COUNT] = {
@@ -54,6 +56,7 @@ static const char *const perm_names[PERM__COUNT] = {
 	[PERM_BALANCE_WRITE] = "balance.write",
 	[PERM_ATTEST_READ] = "attest.read",
 	[PERM_ATTEST_ADMIN] = "attest.admin",
+	[PERM_METRICS] = "metrics",
 };
 
 const char *perm_name(enum perm perm)
@@ -207,7 +210,8 @@ static int check_who(const json_t *who, const char *what, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"%s[%zu]: unknown role \"%s\" (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					sub, i, json_string_value(r));
 	}
 	return 0;
@@ -218,7 +222,8 @@ static int check_rule(const json_t *rule, size_t idx, const json_t *groups,
 {
 	static const char *const fields[] = { "name", "vms", "migrate_out",
 					      "to", "accept_from",
-					      "migrate_in", "attest", NULL };
+					      "migrate_in", "attest", "plaintext",
+					      NULL };
 	char what[POLICY_WHAT_MAX], sub[POLICY_WHAT_MAX];
 	const char *name = NULL;
 	json_t *v;
@@ -238,6 +243,13 @@ static int check_rule(const json_t *rule, size_t idx, const json_t *groups,
 	      strcmp(json_string_value(v), "optional") != 0)))
 		return ferr_set(err, FERR_INVALID,
 				"%s.attest: \"required\" or \"optional\"",
+				what);
+	if ((v = json_object_get(rule, "plaintext")) &&
+	    (!json_is_string(v) ||
+	     (strcmp(json_string_value(v), "allow") != 0 &&
+	      strcmp(json_string_value(v), "deny") != 0)))
+		return ferr_set(err, FERR_INVALID,
+				"%s.plaintext: \"allow\" or \"deny\"",
 				what);
 	v = json_object_get(rule, "vms");
 	if (!v)
@@ -374,7 +386,8 @@ static int check_policy(const json_t *root, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"roles.%.64s: unknown role (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					key);
 		snprintf(sub, sizeof(sub), "roles.%s", key);
 		if (check_names(v, sub, err) < 0)
@@ -526,9 +539,11 @@ unsigned policy_roles(const struct policy *p, const char *identity)
 }
 
 bool policy_permits(const struct policy *p, const char *identity,
-		    enum perm perm, struct policy_decision *d)
+		    enum id_class cls, enum perm perm,
+		    struct policy_decision *d)
 {
-	unsigned have = policy_roles(p, identity);
+	unsigned named = policy_roles(p, identity);
+	unsigned have = cls == ID_HOST ? named : named & ~(unsigned)ROLE_HOST;
 	unsigned need = (unsigned)perm < PERM__COUNT ? perm_roles[perm] : 0;
 
 	snprintf(d->rule, sizeof(d->rule), "%s", "roles");
@@ -539,6 +554,11 @@ bool policy_permits(const struct policy *p, const char *identity,
 	else if (d->allow)
 		snprintf(d->reason, sizeof(d->reason), "%s holds %s", identity,
 			 perm_name(perm));
+	else if (named & need)
+		snprintf(d->reason, sizeof(d->reason),
+			 "%s lacks %s: the host role needs a host certificate, "
+			 "and %s presented a user certificate",
+			 identity, perm_name(perm), identity);
 	else
 		snprintf(d->reason, sizeof(d->reason),
 			 "%s lacks %s (needs one of the roles that hold it)",
@@ -639,6 +659,7 @@ static void check_migration(const struct policy *p, bool out,
 
 	d->allow = false;
 	d->attest = false;
+	d->plaintext = false;
 	snprintf(d->rule, sizeof(d->rule), "%s", "default-deny");
 	if (!p) {
 		snprintf(d->reason, sizeof(d->reason),
@@ -660,6 +681,11 @@ static void check_migration(const struct policy *p, bool out,
 			    !strcmp(json_string_value(
 					    json_object_get(rule, "attest")),
 				    "required");
+		d->plaintext =
+			json_is_string(json_object_get(rule, "plaintext")) &&
+			!strcmp(json_string_value(
+					json_object_get(rule, "plaintext")),
+				"allow");
 		snprintf(d->rule, sizeof(d->rule), "%s",
 			 json_string_value(json_object_get(rule, "name")));
 		snprintf(d->reason, sizeof(d->reason),

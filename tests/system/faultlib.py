@@ -30,7 +30,7 @@ from ferrylib import (CORRUPTION_RE, parse_heartbeats, proc_state, qemu_running,
                       wait_until)
 
 # short timeouts, so that stalls and silences resolve within a test
-FAST_TIMEOUTS = {"peer_timeout_s": 5, "confirm_timeout_s": 8, "stall_timeout_s": 6}
+FAST_TIMEOUTS = {"peer_timeout_s": 15, "confirm_timeout_s": 10, "stall_timeout_s": 10}
 
 
 def fault_points_built(cluster):

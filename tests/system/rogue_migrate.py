@@ -78,6 +78,12 @@ class Qmp:
 def destination_argv(src_pid, workdir, dst_addr):
     """The source QEMU's argv, turned into a compatible destination."""
     args = [a.decode() for a in Path(f"/proc/{src_pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+
+    def real_path(v):
+        """A file QEMU got as a descriptor (/proc/self/fd/N) by its name."""
+        if v.startswith("/proc/self/fd/"):
+            return os.readlink(f"/proc/{src_pid}/fd/{v.rsplit('/', 1)[1]}")
+        return v
     out, i = [], 0
     repl = {
         "-chardev": lambda v: (
@@ -86,6 +92,8 @@ def destination_argv(src_pid, workdir, dst_addr):
             else f"file,id=serial0,path={workdir}/rogue-console.log,append=on" if v.startswith("file,id=serial0,")
             else v),
         "-pidfile": lambda v: f"{workdir}/rogue.pid",
+        "-kernel": real_path,
+        "-initrd": real_path,
         "-netdev": lambda v: (f"tap,id=net0,ifname={ROGUE_TAP},script=no,downscript=no"
                               if v.startswith("tap,") else v),
     }
@@ -94,7 +102,7 @@ def destination_argv(src_pid, workdir, dst_addr):
         if a == "-S":  # a ferry destination's: ours runs at once
             i += 1
             continue
-        if a == "-incoming":
+        if a in ("-incoming", "-add-fd", "-pidfile"):  # fd sets are ferryd's
             i += 2
             continue
         if a in repl and i + 1 < len(args):
@@ -103,7 +111,8 @@ def destination_argv(src_pid, workdir, dst_addr):
             continue
         out.append(a)
         i += 1
-    return out + ["-incoming", f"tcp:{dst_addr}:{ROGUE_PORT}"]
+    return out + ["-pidfile", f"{workdir}/rogue.pid",
+                  "-incoming", f"tcp:{dst_addr}:{ROGUE_PORT}"]
 
 
 def _relay(listener, src_ns, dst_addr, done):
@@ -154,11 +163,14 @@ def rogue_migrate(src_pid, src_mqmp, workdir, src_ns, dst_ns, dst_addr,
         dq = Qmp(workdir / "rogue.qmp")
         sh("ip", "-n", dst_ns, "link", "set", ROGUE_TAP, "master", "br0")
         sh("ip", "-n", dst_ns, "link", "set", ROGUE_TAP, "up")
-        relay_path = workdir / "rogue-relay.sock"
+        # beside the source's monitor: QEMU may run as its own user,
+        # confined to that folder
+        relay_path = Path(src_mqmp).parent / "rogue-relay.sock"
         if relay_path.exists():
             relay_path.unlink()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(relay_path))
+        os.chmod(relay_path, 0o666)
         listener.listen(1)
         listener.settimeout(QMP_TIMEOUT)
         done = threading.Event()
@@ -171,7 +183,9 @@ def rogue_migrate(src_pid, src_mqmp, workdir, src_ns, dst_ns, dst_addr,
         if on:
             sq.cmd("migrate-set-capabilities",
                    capabilities=[{"capability": c, "state": False} for c in on])
-        sq.cmd("migrate", uri=f"unix:{relay_path}")
+        # relative: a confined QEMU runs in that folder and may not reach
+        # it by its full path
+        sq.cmd("migrate", uri=f"unix:{relay_path.name}")
         deadline = time.monotonic() + timeout
         while True:
             st = sq.cmd("query-migrate").get("status")
@@ -183,6 +197,7 @@ def rogue_migrate(src_pid, src_mqmp, workdir, src_ns, dst_ns, dst_addr,
         sq.close()
         done.wait(QMP_TIMEOUT)
         listener.close()
+        relay_path.unlink()
         # the destination runs on its own after the stream (no -S)
         deadline = time.monotonic() + QMP_TIMEOUT
         while dq.cmd("query-status").get("status") != "running":

@@ -4,7 +4,7 @@ verifier, sealed TLS and audit keys, ferryd refusing to start after a
 change of the measured software, and `ferry host reseal`.
 
 The migration side (the quote in prepare, the check before the data
-plane) is tested with the migration tests.
+plane, the VM's own constraints) is in test_attest_migrate.py.
 """
 
 import json
