@@ -218,6 +218,17 @@ int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
  * constraints signed by the attestation authority, on stdout. */
 int cmd_vm_sign(const struct cli_opts *o, const char *file);
 
+/* cmd_firewall.c: `ferry vm firewall show|set|clear NAME`. */
+int cmd_vm_firewall(const struct cli_opts *o, int argc, char **argv);
+
+/* Print GET /v1/vms/NAME/firewall's answer: the rules with their
+ * counters. */
+void print_firewall(const json_t *fw);
+
+/* Read a JSON file ("-" is stdin) as a JSON object (at most
+ * FERRY_JSON_DEPTH_MAX deep). */
+json_t *cli_read_json(const char *path, struct ferr *err);
+
 /* ---- opts.c: options and connection set-up shared by every command ---- */
 
 /* Parse the options in argv (getopt_long, any order) into *o. Returns -1

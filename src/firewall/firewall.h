@@ -98,6 +98,27 @@ json_t *fw_policy_to_json(const struct fw_policy *p);
 void fw_policy_digest(const struct fw_policy *p,
 		      char out[FW_DIGEST_HEX + 1]);
 
+/* The cluster policy's "firewall" (docs/policy.md):
+ *   {"default": FIREWALL, "required": true|false,
+ *    "accept_default": "allow"|"deny"}
+ * every member optional. */
+struct fw_cluster {
+	struct fw_policy def;      /* .present: what VMs without rules get */
+	bool required;             /* a bridged VM without rules is refused */
+	bool deny_accept;          /* rules with "default": "accept" are */
+};
+
+/* Parse it (strict, like fw_policy_from_json; the default's origin is
+ * FW_ORIGIN_DEFAULT). */
+int fw_cluster_from_json(const json_t *obj, const char *what,
+			 struct fw_cluster *c, struct ferr *err);
+
+/* The rules a bridged VM gets on a host under c: own when present, else
+ * c's default; then c's checks. out->present is false when it gets none.
+ * A refusal is FERR_FORBIDDEN saying which check. */
+int fw_effective(const struct fw_cluster *c, const struct fw_policy *own,
+		 struct fw_policy *out, struct ferr *err);
+
 /* ---- enforcement (nft.c) ---- */
 
 /* The tag of a VM's flows (their ct mark): the first 29 bits of its

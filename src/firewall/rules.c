@@ -256,6 +256,54 @@ int fw_policy_from_json(const json_t *obj, const char *what,
 	return 0;
 }
 
+int fw_cluster_from_json(const json_t *obj, const char *what,
+			 struct fw_cluster *c, struct ferr *err)
+{
+	static const char *const fields[] = { "default", "required",
+					      "accept_default", NULL };
+	static const char *const allow_deny[] = { "allow", "deny" };
+	char dwhat[96];
+	int deny = 0;
+
+	memset(c, 0, sizeof(*c));
+	if (json_check_fields(obj, fields, what, err) < 0 ||
+	    json_get_bool(obj, "required", what, &c->required, err) < 0 ||
+	    get_enum(obj, "accept_default", what, allow_deny,
+		     NAMES(allow_deny), &deny, err) < 0)
+		return -1;
+	c->deny_accept = deny == 1;
+	if (json_object_get(obj, "default")) {
+		snprintf(dwhat, sizeof(dwhat), "%.64s.default", what);
+		if (fw_policy_from_json(json_object_get(obj, "default"), dwhat,
+					&c->def, err) < 0)
+			return -1;
+		c->def.origin = FW_ORIGIN_DEFAULT;
+		if (c->deny_accept && c->def.def == FW_ACCEPT)
+			return ferr_set(err, FERR_INVALID,
+					"%s.default has \"default\": \"accept\", "
+					"which accept_default \"deny\" refuses",
+					what);
+	}
+	return 0;
+}
+
+int fw_effective(const struct fw_cluster *c, const struct fw_policy *own,
+		 struct fw_policy *out, struct ferr *err)
+{
+	*out = own->present ? *own : c->def;
+	if (!out->present && c->required)
+		return ferr_set(err, FERR_FORBIDDEN,
+				"the policy requires firewall rules for "
+				"bridged VMs (firewall.required), and the VM "
+				"has none and there is no default");
+	if (out->present && out->def == FW_ACCEPT && c->deny_accept)
+		return ferr_set(err, FERR_FORBIDDEN,
+				"the policy refuses firewall rules whose "
+				"default is accept (firewall.accept_default: "
+				"deny)");
+	return 0;
+}
+
 /* The canonical text of a prefix: ADDR/BITS. */
 static void net_text(const struct fw_net *n, char *out, size_t len)
 {

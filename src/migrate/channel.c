@@ -219,3 +219,40 @@ int mig_ack_check(const uint8_t in[MIG_ACK_LEN], uint16_t channel,
 				"session key");
 	return 0;
 }
+
+void mig_ctx_reply_build(uint8_t out[MIG_CTX_REPLY_LEN], uint16_t status,
+			 uint32_t count, uint32_t ms, const char *reason)
+{
+	memset(out, 0, MIG_CTX_REPLY_LEN);
+	put32(out + MIG_CTX_REPLY_OFF_MAGIC, MIG_CTX_MAGIC);
+	put16(out + MIG_CTX_REPLY_OFF_VERSION, MIG_VERSION);
+	put16(out + MIG_CTX_REPLY_OFF_STATUS, status);
+	put32(out + MIG_CTX_REPLY_OFF_COUNT, count);
+	put32(out + MIG_CTX_REPLY_OFF_MS, ms);
+	if (reason)
+		strncpy((char *)out + MIG_CTX_REPLY_OFF_REASON, reason,
+			MIG_CTX_REASON_LEN - 1);
+}
+
+int mig_ctx_reply_parse(const uint8_t in[MIG_CTX_REPLY_LEN], uint32_t *count,
+			uint32_t *ms, struct ferr *err)
+{
+	char reason[MIG_CTX_REASON_LEN];
+
+	if (get32(in + MIG_CTX_REPLY_OFF_MAGIC) != MIG_CTX_MAGIC ||
+	    get16(in + MIG_CTX_REPLY_OFF_VERSION) != MIG_VERSION)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"the context reply is malformed");
+	*count = get32(in + MIG_CTX_REPLY_OFF_COUNT);
+	*ms = get32(in + MIG_CTX_REPLY_OFF_MS);
+	if (get16(in + MIG_CTX_REPLY_OFF_STATUS) == MIG_ACK_OK)
+		return 0;
+	memcpy(reason, in + MIG_CTX_REPLY_OFF_REASON, sizeof(reason));
+	reason[sizeof(reason) - 1] = '\0';
+	for (char *c = reason; *c; c++) /* the peer's text, for logs */
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	return ferr_set(err, FERR_UNAVAILABLE,
+			"the destination refused the VM's connection state: %s",
+			reason);
+}

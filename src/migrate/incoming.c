@@ -347,7 +347,7 @@ static int prepare_check(struct migrator *m, const json_t *body,
 {
 	static const char *const fields[] = {
 		"version", "migration", "vm", "source", "requester", "multifd",
-		"postcopy", "insecure", "files", "attest", NULL
+		"postcopy", "insecure", "files", "attest", "firewall", NULL
 	};
 	const char *version = NULL, *mig = NULL, *source = NULL;
 	const char *requester = NULL;
@@ -459,6 +459,10 @@ static int prepare_check(struct migrator *m, const json_t *body,
 				    err->msg));
 		return -1;
 	}
+	/* 1.2: the VM's firewall (its own or its source's default) */
+	if (mig_ctx_prepare(m, json_object_get(body, "firewall"), peer,
+			    &p->def, s, err) < 0)
+		return -1;
 	snprintf(s->migration, sizeof(s->migration), "%s", mig);
 	snprintf(s->source, sizeof(s->source), "%s", source);
 	snprintf(s->requester, sizeof(s->requester), "%s", requester);

@@ -20,6 +20,8 @@
  *   relay.c     one channel's bytes
  *   dataplane.c TCP, TLS and unix socket set-up
  *   attest_step.c attestation in prepare, the VM's own constraints
+ *   secctx.c    the VM's security context: its rules in prepare, its
+ *               tracked flows on the context channel
  */
 #ifndef FERRY_MIGRATE_INT_H
 #define FERRY_MIGRATE_INT_H
@@ -118,6 +120,15 @@ int mig_ack_check(const uint8_t in[MIG_ACK_LEN], uint16_t channel,
 		  const uint8_t key[MIG_KEY_LEN],
 		  const uint8_t exporter[MIG_EXPORTER_LEN], struct ferr *err);
 
+/* Encode a context reply (wire.h); reason (may be NULL) is cut to fit. */
+void mig_ctx_reply_build(uint8_t out[MIG_CTX_REPLY_LEN], uint16_t status,
+			 uint32_t count, uint32_t ms, const char *reason);
+
+/* Decode a context reply: 0 with the flows imported and the import's
+ * time, or FERR_UNAVAILABLE with the destination's reason. */
+int mig_ctx_reply_parse(const uint8_t in[MIG_CTX_REPLY_LEN], uint32_t *count,
+			uint32_t *ms, struct ferr *err);
+
 /* Lowercase hex of len bytes into out (2*len+1). */
 void hex_encode(const uint8_t *in, size_t len, char *out);
 
@@ -172,6 +183,20 @@ int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
+
+/* dataplane_dial with the HELLO's flags (MIG_FLAG_*) given. */
+int dataplane_dial_flags(SSL_CTX *ctx, const char *netns,
+			 const char *local_addr, const char *peer_name,
+			 const char *addr, uint16_t port, uint16_t flags,
+			 const uint8_t sid[MIG_SESSION_ID_LEN],
+			 const uint8_t key[MIG_KEY_LEN], uint16_t channel,
+			 uint16_t nchan, struct mig_conn *out,
+			 struct ferr *err);
+
+/* Read (rd) or write exactly len bytes on a connection by deadline
+ * (monotonic ms), however slowly the peer goes; what names it in errors. */
+int conn_io_deadline(struct mig_conn *c, bool rd, void *buf, size_t len,
+		     uint64_t deadline, const char *what, struct ferr *err);
 
 /* Destination: after accept(), run the TLS handshake (unless the first
  * bytes are a plaintext HELLO), refuse a peer without a host certificate
@@ -357,6 +382,10 @@ struct in_session {
 	bool committing;          /* loop: QEMU was asked to resume the VM */
 	bool recovery;            /* carries a post-copy stream again: ends
 				     by a finish, never commits anything */
+	bool ctx_on;              /* its VM has a firewall here: a context
+				     channel may bring its flows (secctx.c) */
+	bool ctx_claimed;         /* that channel came (lock) */
+	char ctx_ns[64];          /* the VM's bridge's namespace here */
 	struct migrator *m;
 	struct event *timer;      /* loop: lifetime without a finish */
 	struct in_session *next;  /* the table (lock) */
@@ -510,6 +539,33 @@ int mig_constraints_verify(const char *registrar, const struct vm_def *def,
  * on: <state_dir>/attest/constraints-<uuid>.sealed. */
 int mig_constraints_store(struct migrator *m, const struct vm_def *def,
 			  struct ferr *err);
+
+/* ---- secctx.c: the VM's security context in a migration ---- */
+
+/* Source, driver: add "firewall" (the rules on the VM's tap, its own or
+ * the default) to a prepare body (version 1.2) when it has any. */
+int mig_ctx_body(struct mig *g, json_t *body, struct ferr *err);
+
+/* Destination, loop: the prepare's "firewall" (NULL when absent) into
+ * def->fw, checked against the VM's own rules and this host's policy
+ * (audited as a policy decision); s learns whether a context may come. */
+int mig_ctx_prepare(struct migrator *m, const json_t *fw, const char *peer,
+		    struct vm_def *def, struct in_session *s,
+		    struct ferr *err);
+
+/* Source, driver, once the source QEMU completed (the VM is stopped):
+ * export the tracked flows of the VM, send them on the context channel
+ * and wait until the destination imported them; 0 at once when the VM has
+ * no firewall. On failure the migration must fail before its switchover.
+ * Records "context" ({flows, skipped, bytes, export_ms, import_ms, ms}). */
+int mig_ctx_send(struct mig *g, struct ferr *err);
+
+/* Destination, channel thread: the context channel of s (its HELLO
+ * checked): ACK, read the context, import it into the VM's namespace with
+ * the VM's tag, answer (audited as migration.context). */
+int mig_ctx_receive(struct migrator *m, struct in_session *s,
+		    struct mig_conn *c, const uint8_t exporter[MIG_EXPORTER_LEN],
+		    struct ferr *err);
 
 enum mig_state {
 	MIG_QUEUED,     /* waiting for a free slot (loop) */

@@ -52,6 +52,7 @@ struct vm_op {
 	char uuid[FERRY_UUID_STR_LEN + 1];
 	char status[32];        /* QEMU's run state after a launch */
 	char why[FERRY_ERR_MSG_MAX]; /* reap: why QMP closed */
+	struct vm_fwb fwb;      /* launch, reap, quit: the VM's firewall */
 	struct vm_op *next;
 };
 
@@ -152,6 +153,7 @@ static void qemu_reap(pid_t pid, const char *uuid)
 static int reap_work(struct vm_op *op)
 {
 	qemu_reap(op->pid, op->uuid);
+	vm_fwb_down(op->vm->vmm, &op->fwb);
 	return 0;
 }
 
@@ -178,6 +180,7 @@ static void reap_apply(struct vm_op *op)
 	vm->pid = 0;
 	vm->stop_forced = false;
 	vm->qemu_status[0] = '\0';
+	vm->fw.present = false;
 	if (vm->stop_timer)
 		evtimer_del(vm->stop_timer);
 	if (vm->incoming)
@@ -216,6 +219,7 @@ static void vm_qemu_gone(struct vm *vm, const char *why)
 	op->work = reap_work;
 	op->apply = reap_apply;
 	op->pid = vm->pid;
+	vm_fwb_init(vm, &op->fwb);
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	snprintf(op->why, sizeof(op->why), "%s", why);
 	vm_op_submit(vm, op);
@@ -457,6 +461,22 @@ int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
 	return 0;
 }
 
+int vm_run_work(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
+		vm_done_fn done, struct ferr *err)
+{
+	struct vm_op *op = op_new(vm, what, err);
+
+	if (!op)
+		return -1;
+	op->work = run_qmp_work; /* with op->q NULL: no monitor lent */
+	op->fn = fn;
+	op->fn_ctx = ctx;
+	op->done = done;
+	op->ctx = ctx;
+	vm_op_submit(vm, op);
+	return 0;
+}
+
 /* One QMP command of op->cmd, no arguments. */
 static int cmd_work(struct vm_op *op)
 {
@@ -541,6 +561,9 @@ void vm_reattach(struct vm *vm)
 		return;
 	}
 	vm->pid = pid;
+	if (vm->def.net == NET_BRIDGE && vm_net_find_tap(pid, vm->tap) < 0)
+		log_warn("vm %s: QEMU pid %d holds no tap", vm->def.name,
+			 (int)pid);
 	/* at start-up, before the API listens: blocking with deadlines */
 	if (qmp_connect(p.qmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0 ||
 	    query_status(q, status, sizeof(status), &err) < 0 ||
@@ -563,8 +586,16 @@ void vm_reattach(struct vm *vm)
 
 static int launch_work(struct vm_op *op)
 {
-	int rc = qemu_spawn(&op->argv, &op->paths, &op->fds, op->user,
-			    &op->pid, &op->err);
+	int rc;
+
+	/* the rules are on the tap before QEMU (and so the vCPUs) runs */
+	if (vm_fwb_up(op->vm->vmm, &op->fwb, &op->err) < 0) {
+		qemu_fds_close(&op->fds);
+		op->have_fds = false;
+		return -1;
+	}
+	rc = qemu_spawn(&op->argv, &op->paths, &op->fds, op->user, &op->pid,
+			&op->err);
 
 	/* QEMU holds its descriptors now (or never will) */
 	qemu_fds_close(&op->fds);
@@ -578,6 +609,7 @@ static int launch_work(struct vm_op *op)
 			kill(op->pid, SIGKILL);
 			waitpid(op->pid, NULL, 0);
 		}
+		vm_fwb_down(op->vm->vmm, &op->fwb);
 		return -1;
 	}
 	return 0;
@@ -591,6 +623,7 @@ static void launch_apply(struct vm_op *op)
 		op->newq = NULL; /* the VM's now */
 		vm->pid = op->pid;
 		snprintf(vm->tap, sizeof(vm->tap), "%s", op->fds.tap_name);
+		vm->fw = op->fwb.policy;
 		vm->started_wall_ms = wall_ms();
 		vm->last_error[0] = '\0';
 		log_info("vm %s: QEMU pid %d started (%s%s)", vm->def.name,
@@ -626,12 +659,14 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	if (!op)
 		return -1;
 	/* confine.c: ferryd opens QEMU's files and hands them over */
-	if (vm_paths_get(m->cfg, &vm->def, &op->paths, err) < 0 ||
+	if (vm_fwb_plan(m, vm, &op->fwb, err) < 0 ||
+	    vm_paths_get(m->cfg, &vm->def, &op->paths, err) < 0 ||
 	    qemu_fds_open(m->cfg, &vm->def, &op->paths, &op->fds, err) < 0) {
 		op_free(op);
 		return -1;
 	}
 	op->have_fds = true;
+	snprintf(op->fwb.tap, sizeof(op->fwb.tap), "%s", op->fds.tap_name);
 	if (qemu_build_argv(m->cfg, m->accel, &vm->def, &op->fds, extra,
 			    &op->argv, err) < 0) {
 		op_free(op);
@@ -667,6 +702,7 @@ static int quit_work(struct vm_op *op)
 	if (op->pid > 0 && qemu_process_matches(op->pid, op->uuid))
 		kill(op->pid, SIGKILL);
 	qemu_reap(op->pid, op->uuid);
+	vm_fwb_down(op->vm->vmm, &op->fwb);
 	return 0;
 }
 
@@ -686,6 +722,7 @@ static void quit_apply(struct vm_op *op)
 	vm->state = VM_SHUTOFF;
 	vm->pid = 0;
 	vm->qemu_status[0] = '\0';
+	vm->fw.present = false;
 	if (op->after)
 		op->after(vm);
 }
@@ -701,6 +738,7 @@ int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err)
 	op->work = quit_work;
 	op->apply = quit_apply;
 	op->pid = vm->pid;
+	vm_fwb_init(vm, &op->fwb);
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	op->after = after;
 	if (vm->state != VM_SHUTOFF)
