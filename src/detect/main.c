@@ -16,6 +16,7 @@ static void usage(FILE *f)
 		"       ferry-detect alarms [--state-dir DIR] [--json]\n"
 		"       ferry-detect replay --csv FILE [--source remote|local]\n"
 		"                    [--target ADDR] [detector options]\n"
+		"       ferry-detect --version\n"
 		"options of run and watch:\n"
 		"  --config FILE        client.json with an auditor identity\n"
 		"  --state-dir DIR      state.json, events.jsonl, series.csv,\n"
@@ -108,6 +109,10 @@ int main(int argc, char **argv)
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("ferry-detect %s\n", FERRY_VERSION);
+		return 0;
 	}
 	cmd = argv[1];
 	optind = 2;

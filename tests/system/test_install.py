@@ -431,8 +431,9 @@ def test_completion_detect(tree):
     t = tree
     opts = options_of(run([t.path("ferry-detect"), "--help"]).stdout)
     assert len(opts) > 20
-    assert complete(t, ["ferry-detect", ""]) == {"run", "watch", "alarms", "replay", "--help"}
-    assert complete(t, ["ferry-detect", "run", "--"]) == opts
+    assert complete(t, ["ferry-detect", ""]) == \
+        {"run", "watch", "alarms", "replay", "--help", "--version"}
+    assert complete(t, ["ferry-detect", "run", "--"]) == opts - {"--version"}
     assert complete(t, ["ferry-detect", "run", "--no-s"]) == {"--no-series"}
     assert complete(t, ["ferry-detect", "replay", "--source", ""]) == {"remote", "local"}
     assert complete(t, ["ferry-detect", "run", "--log-level", "d"]) == {"debug"}
