@@ -75,7 +75,8 @@ fuzz: deps
 
 # Debian packages ferryd, ferry and ferry-detect (debian/, docs/install.md)
 # built with dpkg-buildpackage from a copy of the tree into $(DEB_OUT), then
-# unpacked, # verified and checked by lintian (tests/package). Slow: not in `make check`.
+# unpacked, verified and checked by lintian (tests/package). Slow: not in
+# `make check`.
 DEB_OUT ?= build-deb
 package: deps
 	bash scripts/package.sh $(DEB_OUT)
