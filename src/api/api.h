@@ -56,6 +56,8 @@ enum api_route {
 	ROUTE_BAL_DRAIN,     /* POST /v1/balance/drain {"host"} */
 	ROUTE_BAL_UNDRAIN,   /* POST /v1/balance/undrain {"host"} */
 	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
+	ROUTE_BAL_PARAMS,    /* POST /v1/balance/params {"params"} */
+	ROUTE_HOST_FENCE,    /* POST /v1/host/fence {"fence"}: a leader's token */
 };
 
 /* A validated request. */

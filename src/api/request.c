@@ -63,6 +63,8 @@ static const struct route_def routes[] = {
 	{ ROUTE_BAL_DRAIN, "POST", 2, "balance", "drain", BODY_OBJECT },
 	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
 	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
+	{ ROUTE_BAL_PARAMS, "POST", 2, "balance", "params", BODY_OBJECT },
+	{ ROUTE_HOST_FENCE, "POST", 2, "host", "fence", BODY_OBJECT },
 };
 
 enum perm api_route_perm(enum api_route r)
@@ -102,7 +104,10 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_BAL_MODE:
 	case ROUTE_BAL_DRAIN:
 	case ROUTE_BAL_UNDRAIN:
+	case ROUTE_BAL_PARAMS:
 		return PERM_BALANCE_WRITE;
+	case ROUTE_HOST_FENCE:
+		return PERM_VM_MIGRATE; /* it fences migration requests */
 	default:
 		return PERM_VM_WRITE; /* define, delete, start, stop, ... */
 	}
@@ -145,6 +150,10 @@ const char *api_route_action(enum api_route r)
 		return "balance.drain";
 	case ROUTE_BAL_UNDRAIN:
 		return "balance.undrain";
+	case ROUTE_BAL_PARAMS:
+		return "balance.params";
+	case ROUTE_HOST_FENCE:
+		return "host.fence";
 	default:
 		return NULL;
 	}

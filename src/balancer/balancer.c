@@ -973,6 +973,30 @@ int bal_done(struct bal_cluster *c, size_t vm, bool ok, uint64_t now_s,
 	return 0;
 }
 
+int bal_vm_history(struct bal_cluster *c, size_t vm, size_t from,
+		   uint64_t start_s, uint64_t end_s, bool ok,
+		   struct ferr *err)
+{
+	struct bal_vm *v;
+	size_t here;
+
+	if (vm >= c->nvms || (from != BAL_NONE && from >= c->nhosts))
+		return ferr_set(err, FERR_NOT_FOUND,
+				"bal_vm_history: no such VM or host");
+	v = &c->vms[vm];
+	if (v->to != BAL_NONE)
+		return ferr_set(err, FERR_CONFLICT, "vm %s is migrating",
+				v->name);
+	here = v->host;
+	if (ok && from != BAL_NONE && from != here)
+		v->host = from; /* where it was, for the return ban */
+	start_move(&c->p, v, here, start_s);
+	finish_move(&c->p, v, v->host != here, end_s);
+	v->host = here;
+	v->to = BAL_NONE;
+	return 0;
+}
+
 /* ---- the planner ---- */
 
 const char *bal_trigger_name(enum bal_trigger t)

@@ -179,6 +179,31 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 	queue_run(m);
 }
 
+int migrator_fence(struct migrator *m, const json_t *body,
+		   const char *requester, json_t **reply, struct ferr *err)
+{
+	static const char *const fields[] = { "fence", NULL };
+	uint64_t token = 0;
+	int rc;
+
+	if (json_check_fields(body, fields, "fence", err) < 0 ||
+	    json_get_u64(body, "fence", "fence", 1, INT64_MAX, &token, err) < 0)
+		return -1;
+	if (!token)
+		return ferr_set(err, FERR_INVALID,
+				"fence.fence is required (a token)");
+	rc = fence_check(&m->fence, (int64_t)token, err);
+	mig_audit(m, requester, "migration.fence", m->cfg->host,
+		  rc == 0 ? "ok" : "refused",
+		  rc == 0 ? json_pack("{s:I}", "fence", (json_int_t)token)
+			  : json_pack("{s:I, s:s}", "fence", (json_int_t)token,
+				      "reason", err->msg));
+	if (rc == 0)
+		*reply = json_pack("{s:I}", "fence",
+				   (json_int_t)m->fence.highest);
+	return rc;
+}
+
 int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		   const char *requester, json_t **reply, struct ferr *err)
 {
@@ -239,6 +264,12 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 			ferr_set(err, FERR_FORBIDDEN, "%s", d.reason);
 			goto fail;
 		}
+	}
+	/* a controller's request: refused when a newer leader exists */
+	if (g->opts.fence && fence_check(&m->fence, g->opts.fence, err) < 0) {
+		mig_audit(m, requester, "migration.refused", vm->def.name,
+			  "fenced", json_pack("{s:s}", "reason", err->msg));
+		goto fail;
 	}
 	g->def = vm->def;
 	if (!g->opts.max_downtime_ms ||
@@ -485,6 +516,7 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 	m->listen_fd = -1;
 	session_table_init(&m->sessions);
 	if (history_open(&m->history, cfg->state_dir, err) < 0 ||
+	    fence_load(&m->fence, cfg->state_dir, err) < 0 ||
 	    journal_init(cfg->state_dir, m->journal_dir,
 			 sizeof(m->journal_dir), err) < 0)
 		goto fail;
