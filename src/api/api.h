@@ -75,6 +75,7 @@ struct api_request {
 	char q_vm[FERRY_NAME_MAX + 1];     /* ROUTE_AUDIT_QUERY filters, */
 	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
 	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
+	bool no_hosts;               /* ROUTE_BAL_STATUS ?hosts=0 */
 };
 
 /* The permission (policy.h) a route requires. */

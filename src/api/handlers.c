@@ -382,7 +382,7 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 				 "(ferryd.json: balancer)");
 			rc = -1;
 		} else if (req->route == ROUTE_BAL_STATUS) {
-			*reply = controller_status(ctx->ctl);
+			*reply = controller_status(ctx->ctl, !req->no_hosts);
 		} else if (req->route == ROUTE_BAL_PLAN) {
 			*reply = controller_plan(ctx->ctl);
 		} else if (req->route == ROUTE_BAL_DRAINS) {

@@ -284,6 +284,16 @@ static int query_param(struct api_request *req, const char *key,
 	uint64_t *num = NULL, max = INT64_MAX;
 	char *str = NULL;
 
+	if (req->route == ROUTE_BAL_STATUS) {
+		/* hosts=0: the figures without the (long) host list */
+		if (strcmp(key, "hosts") != 0 ||
+		    (strcmp(value, "0") && strcmp(value, "1")))
+			return ferr_set(err, FERR_INVALID,
+					"the only query parameter is hosts=0 "
+					"or hosts=1");
+		req->no_hosts = value[0] == '0';
+		return 0;
+	}
 	if (console && !strcmp(key, "offset")) {
 		num = &req->offset;
 	} else if (!strcmp(key, "limit")) {
@@ -320,8 +330,8 @@ static int query_param(struct api_request *req, const char *key,
 	return 0;
 }
 
-/* Parse the query string: only the console and the audit query take
- * parameters. */
+/* Parse the query string: only the console, the audit query and the
+ * balancer's status take parameters. */
 static int parse_query(struct api_request *req, const char *query,
 		       struct ferr *err)
 {
@@ -334,7 +344,8 @@ static int parse_query(struct api_request *req, const char *query,
 						     : FERRY_API_CONSOLE_MAX;
 	if (!query || !*query)
 		return 0;
-	if (req->route != ROUTE_VM_CONSOLE && req->route != ROUTE_AUDIT_QUERY)
+	if (req->route != ROUTE_VM_CONSOLE && req->route != ROUTE_AUDIT_QUERY &&
+	    req->route != ROUTE_BAL_STATUS)
 		return ferr_set(err, FERR_INVALID,
 				"this request takes no query parameters");
 	TAILQ_INIT(&params);

@@ -37,7 +37,7 @@ static const char *mode_now(struct controller *c)
 	return ctl_mode_names[i >= 0 ? i : (int)c->mode_default];
 }
 
-json_t *controller_status(struct controller *c)
+json_t *controller_status(struct controller *c, bool with_hosts)
 {
 	json_t *lead = ctl_lead_json(c), *hosts = json_array();
 	json_t *moves = ctl_store_list(c, CTL_KEY_MOVES), *inflight =
@@ -63,7 +63,7 @@ json_t *controller_status(struct controller *c)
 					  "state", out));
 	}
 	pthread_mutex_lock(&c->lock);
-	for (size_t i = 0; i < c->nview; i++)
+	for (size_t i = 0; with_hosts && i < c->nview; i++)
 		json_array_append_new(hosts, host_json(&c->view[i]));
 	s = c->status ? json_deep_copy(c->status)
 		      : json_pack("{s:I}", "round", (json_int_t)0);
@@ -80,7 +80,10 @@ json_t *controller_status(struct controller *c)
 			    params ? json_incref(json_object_get(params,
 								 "params"))
 				   : bal_params_json(&c->params_default));
-	json_object_set_new(s, "hosts", hosts);
+	if (with_hosts)
+		json_object_set_new(s, "hosts", hosts);
+	else
+		json_decref(hosts);
 	json_object_set_new(s, "inflight", inflight);
 	json_decref(lead);
 	json_decref(moves);

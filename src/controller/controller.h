@@ -58,9 +58,9 @@ int controller_new(const struct ferryd_config *cfg, struct audit *audit,
 void controller_free(struct controller *c);
 
 /* GET /v1/balance: this controller's role and the leader, mode,
- * parameters, round figures, hosts and their loads (the leader's), moves
- * in flight. */
-json_t *controller_status(struct controller *c);
+ * parameters, round figures, moves in flight and (with hosts) every host
+ * and its load (the leader's). */
+json_t *controller_status(struct controller *c, bool hosts);
 
 /* GET /v1/balance/plan: the latest plan with its reasons. */
 json_t *controller_plan(struct controller *c);

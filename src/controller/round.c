@@ -318,8 +318,10 @@ static void round_publish(struct controller *c, const struct bal_plan *plan)
 	json_decref(pj);
 }
 
-/* What the API shows of the hosts and the round. */
-static void round_view(struct controller *c)
+/* What the API shows of the hosts and the round (and how long its poll
+ * and the whole round took). */
+static void round_view(struct controller *c, uint64_t poll_ms,
+		       uint64_t round_ms)
 {
 	struct ctl_host_view *view = calloc(c->nhosts ? c->nhosts : 1,
 					    sizeof(*view));
@@ -348,12 +350,15 @@ static void round_view(struct controller *c)
 		snprintf(view[i].error, sizeof(view[i].error), "%s",
 			 h->up ? "" : h->error);
 	}
-	status = json_pack("{s:I, s:f, s:f, s:I, s:I, s:I}", "round",
-			   (json_int_t)c->round, "imbalance", st.imbalance,
-			   "mean_load", st.mean_load, "hosts_hot",
-			   (json_int_t)st.hosts_hot, "hosts_up",
+	status = json_pack("{s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I}",
+			   "round", (json_int_t)c->round, "imbalance",
+			   st.imbalance, "mean_load", st.mean_load,
+			   "hosts_hot", (json_int_t)st.hosts_hot, "hosts_up",
 			   (json_int_t)st.hosts_up, "vms",
-			   (json_int_t)bal_vm_count(c->bal));
+			   (json_int_t)bal_vm_count(c->bal), "poll_ms",
+			   (json_int_t)poll_ms, "round_ms",
+			   (json_int_t)round_ms, "round_at",
+			   (json_int_t)wall_ms());
 	pthread_mutex_lock(&c->lock);
 	if (view) {
 		free(c->view);
@@ -368,7 +373,7 @@ static void round_view(struct controller *c)
 
 void ctl_round(struct controller *c)
 {
-	uint64_t now_s = wall_ms() / 1000, t0 = now_ms();
+	uint64_t now_s = wall_ms() / 1000, t0 = now_ms(), t_poll;
 	struct bal_plan plan = { 0 };
 	struct bal_stats st;
 	struct ferr err;
@@ -380,7 +385,9 @@ void ctl_round(struct controller *c)
 	round_policy(c);
 	ctl_drains_flags(c);
 	bal_round_begin(c->bal, now_s);
+	t_poll = now_ms();
 	ctl_poll(c);
+	t_poll = now_ms() - t_poll;
 	bal_observe(c->bal);
 	prune_windows(c);
 	ctl_moves_settle(c, now_s);
@@ -399,7 +406,7 @@ void ctl_round(struct controller *c)
 		ctl_drains_progress(c, NULL);
 	}
 	ctl_moves_prune(c, now_s);
-	round_view(c);
+	round_view(c, t_poll, now_ms() - t0);
 	log_debug("controller: round %llu in %llu ms, %zu of %zu hosts up",
 		  (unsigned long long)c->round,
 		  (unsigned long long)(now_ms() - t0), st.hosts_up, c->nhosts);

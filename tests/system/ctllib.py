@@ -204,8 +204,8 @@ class CtlCluster:
         finally:
             conn.close()
 
-    def status(self, i):
-        st, body = self.api(i, "GET", "/v1/balance")
+    def status(self, i, hosts=False):
+        st, body = self.api(i, "GET", "/v1/balance" + ("" if hosts else "?hosts=0"))
         assert st == 200, body
         return body
 
