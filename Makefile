@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check bench fuzz clean
+.PHONY: all deps build asan guest demo check bench bench-controller fuzz clean
 
 all: build
 
@@ -35,6 +35,12 @@ check: build asan guest
 # (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+
+# The controller against 1,000, 5,000 and 10,000 simulated hosts with three
+# etcd members (docs/balancer.md, "Scale"); run on a quiet machine.
+# CTL_BENCH_ARGS="--hosts 1000 --rounds 3" to tune.
+bench-controller: build
+	/usr/bin/python3 bench/controller_bench.py $(CTL_BENCH_ARGS)
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.

@@ -219,7 +219,7 @@ int controller_drain(struct controller *c, const json_t *body, bool on,
 	}
 	/* a new drain, another pass of one (what moved stays), or its end */
 	v = json_pack("{s:s, s:s, s:I, s:s, s:O*, s:[], s:i, s:i}", "host",
-		      host, "state", on ? "starting" : "ending", "since",
+		      host, "state", on ? "starting" : "ending", "started_at",
 		      (json_int_t)wall_ms(), "by", identity, "moved",
 		      json_object_get(cur, "moved"), "blocked", "remaining",
 		      -1, "idle_rounds", 0);

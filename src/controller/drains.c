@@ -6,7 +6,7 @@
  * records: it sets the flag of a drain that starts or runs, clears it when
  * a drain ends, and adopts a flag set on a host directly as a drain.
  *
- * Record: {"host", "state", "since", "by", "moved": [{"vm", "to"}],
+ * Record: {"host", "state", "started_at", "by", "moved": [{"vm", "to"}],
  * "blocked": [{"vm", "reason"[, "code"]}], "remaining", "idle_rounds"}. */
 #include "ctl_int.h"
 
@@ -133,7 +133,7 @@ void ctl_drains_flags(struct controller *c)
 				json_pack("{s:{s:s, s:s, s:I, s:s, s:[], s:[], "
 					  "s:i, s:i}}",
 					  "v", "host", h->name, "state",
-					  "running", "since",
+					  "running", "started_at",
 					  (json_int_t)wall_ms(), "by", "host",
 					  "moved", "blocked", "remaining", -1,
 					  "idle_rounds", 0));
