@@ -210,6 +210,8 @@ struct controller {
 	bool deposed;             /* a host or etcd said a newer leader is */
 	uint64_t round;
 	unsigned pending;         /* requests running on base */
+	uint64_t phase;           /* requests sent since the last ctl_wait */
+	unsigned phase_pending;   /* ... still running */
 	unsigned connecting;      /* ... of them on a new connection */
 	size_t next_poll;         /* next host to ask this round */
 	bool polling;             /* reports go to the model */
@@ -291,7 +293,9 @@ typedef void (*ctl_reply_fn)(struct controller *c, struct ctl_host *h,
 int ctl_send(struct controller *c, struct ctl_host *h, const char *method,
 	     const char *path, const json_t *body, ctl_reply_fn fn,
 	     void *arg, struct ferr *err);
-/* Run the loop until no request is running or deadline (now_ms()). */
+/* Run the loop until every request sent since the last ctl_wait ended
+ * (those of earlier waits may still run: their answers come later), or
+ * deadline (now_ms()). */
 void ctl_wait(struct controller *c, uint64_t deadline);
 /* Ask every host for its load (announcing our token first where it is
  * new), feeding each report to the model as it arrives, until all

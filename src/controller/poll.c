@@ -20,6 +20,7 @@ struct req {
 	void *arg;
 	bool fresh;  /* on a new connection */
 	bool kept;   /* on the host's kept connection */
+	uint64_t phase; /* the ctl_wait it belongs to */
 };
 
 static void poll_more(struct controller *c);
@@ -31,6 +32,8 @@ static void on_reply(int status, json_t *reply, const struct ferr *err,
 	struct controller *c = r->c;
 
 	c->pending--;
+	if (r->phase == c->phase)
+		c->phase_pending--;
 	if (r->fresh)
 		c->connecting--;
 	if (r->kept) {
@@ -58,7 +61,9 @@ int ctl_send(struct controller *c, struct ctl_host *h, const char *method,
 
 	if (!r)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	*r = (struct req){ .c = c, .h = h, .fn = fn, .arg = arg };
+	*r = (struct req){
+		.c = c, .h = h, .fn = fn, .arg = arg, .phase = c->phase
+	};
 	if (!h->conn)
 		h->conn = httpc_conn_new(c->base, c->ctx, &p,
 					 c->poll_timeout_s, err);
@@ -79,6 +84,7 @@ int ctl_send(struct controller *c, struct ctl_host *h, const char *method,
 	if (r->kept)
 		h->kept_req = r;
 	c->pending++;
+	c->phase_pending++;
 	if (r->fresh)
 		c->connecting++;
 	return 0;
@@ -95,7 +101,8 @@ void ctl_wait(struct controller *c, uint64_t deadline)
 {
 	struct event *t = evtimer_new(c->base, on_deadline, c->base);
 
-	while ((c->pending || (c->polling && c->next_poll < c->nhosts)) &&
+	while ((c->phase_pending ||
+		(c->polling && c->next_poll < c->nhosts)) &&
 	       now_ms() < deadline && t) {
 		uint64_t left = deadline - now_ms();
 		struct timeval tv = { (time_t)(left / 1000),
@@ -107,6 +114,9 @@ void ctl_wait(struct controller *c, uint64_t deadline)
 	}
 	if (t)
 		event_free(t);
+	/* what is still running answers into no one's wait */
+	c->phase++;
+	c->phase_pending = 0;
 }
 
 /* The error a host's non-2xx answer carries. */
@@ -247,6 +257,8 @@ void ctl_poll_close(struct controller *c)
 		/* a request dropped with its connection never calls back */
 		if (r) {
 			c->pending--;
+			if (r->phase == c->phase)
+				c->phase_pending--;
 			if (r->fresh)
 				c->connecting--;
 			free(r);

@@ -215,8 +215,8 @@ static void round_policy(struct controller *c)
 		  NULL);
 }
 
-/* The mode and the parameters in force: the cluster's (its first leader
- * writes this controller's configured ones when there are none). */
+/* The mode and the parameters in force: the cluster's (with etcd its
+ * first leader writes its configured ones when there are none). */
 static void round_settings(struct controller *c)
 {
 	json_t *m = ctl_store_get(c, CTL_KEY_MODE, NULL);
@@ -227,7 +227,10 @@ static void round_settings(struct controller *c)
 			       json_object_get(m, "mode")))
 		     : -1;
 
-	if (!m || !p) {
+	/* with etcd, every controller follows the same settings from the
+	 * first leader's configuration on; alone, the configuration holds
+	 * until someone sets a mode or parameters */
+	if (c->etcd && (!m || !p)) {
 		json_t *dm = json_pack("{s:s, s:s, s:I}", "mode",
 				       ctl_mode_names[c->mode_default], "by",
 				       "config", "at", (json_int_t)wall_ms());

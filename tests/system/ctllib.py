@@ -231,12 +231,34 @@ class CtlCluster:
 
     # -- tear-down ---------------------------------------------------------
 
+    def sanitizer_reports(self):
+        """Excerpts of ASan/LSan/UBSan reports in the controllers' logs."""
+        found = []
+        for name in self.names:
+            path = self.dir / f"{name}.log"
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+            for i, line in enumerate(lines):
+                if any(m in line for m in ferrylib.Cluster.SANITIZER_MARKS):
+                    found.append(f"{name}: " + "\n".join(lines[i:i + 12]))
+                    break
+        return found
+
     def close(self):
-        for p in self.procs:
+        """Stop every controller with SIGTERM (a sanitizer build runs its
+        leak check), kill what remains, and fail on sanitizer reports or a
+        controller that does not stop."""
+        stuck = []
+        for i, p in enumerate(self.procs):
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGCONT)
-                p.kill()
-                p.wait(timeout=30)
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    stuck.append(self.names[i])
+                    p.kill()
+                    p.wait(timeout=30)
+        sanitizer = self.sanitizer_reports()
         if self.sim is not None and self.sim.poll() is None:
             self.sim.kill()
             self.sim.wait(timeout=30)
@@ -246,6 +268,8 @@ class CtlCluster:
             self.etcd.close()
         if os.environ.get("FERRY_KEEP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
+        assert not sanitizer, "sanitizer reports:\n" + "\n".join(sanitizer)
+        assert not stuck, f"controllers {stuck} did not stop within 30 s of SIGTERM"
 
     def __enter__(self):
         try:

@@ -25,9 +25,9 @@ from ctllib import wait_for
 
 TTL = 3          # etcd.lease_ttl_s of the controllers
 INTERVAL = 1     # balancer.interval_s
-MIG_MS = 2500    # a simulated migration
+MIG_MS = 1500    # a simulated migration
 DRAINED = "sim-00000"
-VMS = 6          # per simulated host
+VMS = 4          # per simulated host
 
 
 def accepted(cc, **match):
@@ -188,3 +188,28 @@ def test_host_fence_route(make_cluster):
                      {"to": "host-x", "address": "127.0.0.9", "fence": "9"})[:2]
     assert st == 400 and "migration.fence" in body["error"]["message"], body
     c.stop_vm(h.name, "v1", force=True)
+
+
+def test_dead_hosts_cost_one_timeout(ferry_build):
+    """Polling is concurrent: three stalled hosts (they accept TCP and never
+    answer) and three refusing ones cost a round one poll timeout, not one
+    each; the others stay up; the host list comes from a hosts file."""
+    timeout = 2
+    cc = ctllib.CtlCluster(controllers=1, hosts=30, vms=4, etcd=0, mode="recommend",
+                           interval_s=1, poll_timeout_s=timeout, stalled=3, down=3,
+                           build=ferry_build)
+    with cc:
+        cc.start_sim()
+        cc.start_controller(0)
+        s = wait_for(lambda: (x := cc.status(0, hosts=True))["round"] >= 3 and x,
+                     60, "three rounds")
+        hosts = {h["name"]: h for h in s["hosts"]}
+        assert s["hosts_configured"] == 36 and s["hosts_up"] == 30, s
+        for n in ("stall-000", "stall-001", "stall-002"):
+            assert not hosts[n]["reachable"] and hosts[n]["error"], hosts[n]
+        for n in ("down-000", "down-001", "down-002"):
+            assert not hosts[n]["reachable"] and hosts[n]["error"], hosts[n]
+        # serial polling would take 3 x the timeout for the stalled ones
+        assert s["poll_ms"] < (timeout + 1.5) * 1000, s["poll_ms"]
+        print(f"poll with 3 stalled and 3 refusing hosts: {s['poll_ms']} ms "
+              f"(timeout {timeout} s)")
