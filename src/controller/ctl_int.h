@@ -209,7 +209,6 @@ struct controller {
 	int64_t token;            /* leadership we act under (0: none) */
 	bool deposed;             /* a host or etcd said a newer leader is */
 	uint64_t round;
-	unsigned pending;         /* requests running on base */
 	uint64_t phase;           /* requests sent since the last ctl_wait */
 	unsigned phase_pending;   /* ... still running */
 	unsigned connecting;      /* ... of them on a new connection */

@@ -31,7 +31,6 @@ static void on_reply(int status, json_t *reply, const struct ferr *err,
 	struct req *r = arg;
 	struct controller *c = r->c;
 
-	c->pending--;
 	if (r->phase == c->phase)
 		c->phase_pending--;
 	if (r->fresh)
@@ -83,7 +82,6 @@ int ctl_send(struct controller *c, struct ctl_host *h, const char *method,
 	}
 	if (r->kept)
 		h->kept_req = r;
-	c->pending++;
 	c->phase_pending++;
 	if (r->fresh)
 		c->connecting++;
@@ -256,7 +254,6 @@ void ctl_poll_close(struct controller *c)
 
 		/* a request dropped with its connection never calls back */
 		if (r) {
-			c->pending--;
 			if (r->phase == c->phase)
 				c->phase_pending--;
 			if (r->fresh)

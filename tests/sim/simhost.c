@@ -21,8 +21,10 @@
  *
  * Output: --hosts-file FILE gets {"NAME": {"address", "port"}} for every
  * host (the controller's balancer.hosts_file); --log FILE gets one JSON
- * line per migrate, fence, drain request and migration end. The process
- * prints "ready" once it listens and runs until SIGTERM or SIGINT.
+ * line per migrate, fence, drain request and migration end. --idle-s: an
+ * idle connection is closed after this long (default 120; ferryd: 10).
+ * The process prints "ready" once it listens and runs until SIGTERM or
+ * SIGINT, then "served N requests, M handshakes".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -141,7 +143,8 @@ static void die(const char *what)
 	exit(1);
 }
 
-static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_line(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
 static void log_line(const char *fmt, ...)
 {
 	char buf[1024];
@@ -729,7 +732,8 @@ static void usage(void)
 		"usage: ferry-simhost --pki DIR --port P [--hosts N] [--vms N]\n"
 		"         [--address A] [--stalled N --stalled-port P]\n"
 		"         [--down N --down-port P] [--mig-ms MS] [--fail-pct N]\n"
-		"         [--seed N] [--hosts-file FILE] [--log FILE]\n");
+		"         [--seed N] [--idle-s S] [--hosts-file FILE] "
+		"[--log FILE]\n");
 	exit(2);
 }
 
@@ -750,11 +754,13 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 'r' },
 		{ "hosts-file", required_argument, NULL, 'H' },
 		{ "log", required_argument, NULL, 'l' },
+		{ "idle-s", required_argument, NULL, 'i' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *pki = NULL, *address = "127.0.0.1", *hosts_file = NULL;
 	unsigned long port = 0, nhosts = 50, vms = 10, stalled = 0,
-		      stalled_port = 0, down = 0, down_port = 0;
+		      stalled_port = 0, down = 0, down_port = 0,
+		      idle_s = IDLE_TIMEOUT_S;
 	struct evhttp *http;
 	struct evconnlistener *lst;
 	struct event *sig[2], *tk;
@@ -792,11 +798,13 @@ int main(int argc, char **argv)
 			case 'm': S.mig_ms = (unsigned)v; break;
 			case 'f': S.fail_pct = (unsigned)v; break;
 			case 'r': S.rng = v; break;
+			case 'i': idle_s = v; break;
 			default: usage();
 			}
 		}
 	}
 	if (!pki || !port || port > 65535 || nhosts > 99999 || vms > 1000 ||
+	    !idle_s || idle_s > 3600 ||
 	    (stalled && !stalled_port) || (down && !down_port) ||
 	    stalled > 999 || down > 999 || S.fail_pct > 100)
 		usage();
@@ -810,7 +818,7 @@ int main(int argc, char **argv)
 		die("cannot make the HTTP server");
 	evhttp_set_bevcb(http, on_bev, NULL);
 	evhttp_set_gencb(http, on_request, NULL);
-	evhttp_set_timeout(http, IDLE_TIMEOUT_S);
+	evhttp_set_timeout(http, (int)idle_s);
 	evhttp_set_max_body_size(http, BODY_MAX);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	lst = evconnlistener_new(S.base, NULL, NULL,

@@ -51,7 +51,7 @@ def proc_rss_kib(pid):
 class CtlCluster:
     def __init__(self, controllers=1, hosts=20, vms=10, etcd=0, mode="auto",
                  interval_s=2, params=None, poll_timeout_s=4, mig_ms=3000,
-                 stalled=0, down=0, build=None, lease_ttl_s=None):
+                 stalled=0, down=0, build=None, lease_ttl_s=None, idle_s=None):
         self.build = Path(build) if build else ferrylib.build_dir()
         self.dir = Path(tempfile.mkdtemp(prefix="ferry-ctl-", dir="/tmp"))
         self.pki = self.dir / "pki"
@@ -62,6 +62,7 @@ class CtlCluster:
         self.poll_timeout_s = poll_timeout_s
         self.mig_ms = mig_ms
         self.lease_ttl_s = lease_ttl_s
+        self.idle_s = idle_s
         self.netcd = etcd
         self.etcd = None
         self.sim = None
@@ -148,6 +149,8 @@ class CtlCluster:
                      str(self.stalled_port)]
         if self.down:
             argv += ["--down", str(self.down), "--down-port", str(self.down_port)]
+        if self.idle_s:
+            argv += ["--idle-s", str(self.idle_s)]
         self.sim = subprocess.Popen(argv, stdout=self.sim_out,
                                     stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)

@@ -213,3 +213,24 @@ def test_dead_hosts_cost_one_timeout(ferry_build):
         assert s["poll_ms"] < (timeout + 1.5) * 1000, s["poll_ms"]
         print(f"poll with 3 stalled and 3 refusing hosts: {s['poll_ms']} ms "
               f"(timeout {timeout} s)")
+
+
+def test_kept_connections_closed_by_hosts(ferry_build):
+    """A host closes a kept connection it found idle (ferryd after 10 s;
+    here the simulated hosts after 1 s, rounds every 2 s): the next round
+    opens a new one, every host stays up, and the handshakes (one per host
+    and round here) show the connections were reopened, not kept."""
+    cc = ctllib.CtlCluster(controllers=1, hosts=5, vms=2, etcd=0, mode="off",
+                           interval_s=2, idle_s=1, build=ferry_build)
+    with cc:
+        cc.start_sim()
+        cc.start_controller(0)
+        for r in range(2, 6):
+            s = wait_for(lambda: (x := cc.status(0))["round"] >= r and x, 30, f"round {r}")
+            assert s["hosts_up"] == 5, s
+        cc.kill_controller(0, signal.SIGTERM)
+        cc.sim.send_signal(signal.SIGTERM)
+        cc.sim.wait(timeout=30)
+        out = (cc.dir / "sim.out").read_text()
+        handshakes = int(out.split("requests, ")[1].split()[0])
+        assert handshakes >= 5 * 4, out
