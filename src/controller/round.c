@@ -67,10 +67,13 @@ static struct ctl_vm *vm_window(struct controller *c, const char *name,
 static void vm_labels(struct ctl_vm *v, const struct ctl_vm_report *vr)
 {
 	struct label *l;
+	unsigned same = 0;
 
-	if (v->nlabels == vr->nlabels &&
-	    (!vr->nlabels ||
-	     !memcmp(v->labels, vr->labels, vr->nlabels * sizeof(*l))))
+	while (v->nlabels == vr->nlabels && same < vr->nlabels &&
+	       !strcmp(v->labels[same].key, vr->labels[same].key) &&
+	       !strcmp(v->labels[same].value, vr->labels[same].value))
+		same++;
+	if (v->nlabels == vr->nlabels && same == vr->nlabels)
 		return;
 	l = vr->nlabels ? malloc(vr->nlabels * sizeof(*l)) : NULL;
 	if (vr->nlabels && !l)
