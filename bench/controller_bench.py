@@ -56,18 +56,21 @@ def one_case(hosts, a):
         while s["hosts_up"] < hosts:
             s = wait_round(cc, s["round"], 600)
         s = wait_round(cc, s["round"], 600)
-        rounds, polls = [], []
+        rounds, polls, up = [], [], []
         c0, e0, r0 = proc_cpu_s(pid), sum(map(proc_cpu_s, etcd_pids)), s["round"]
+        s0 = proc_cpu_s(cc.sim.pid)
         rss, erss = [], []
         for _ in range(a.rounds):
             s = wait_round(cc, s["round"], 600)
             rounds.append(s["round_ms"])
             polls.append(s["poll_ms"])
+            up.append(s["hosts_up"])
             rss.append(proc_rss_kib(pid))
             erss.append(sum(map(proc_rss_kib, etcd_pids)))
         n = s["round"] - r0
         cpu = (proc_cpu_s(pid) - c0) / n
         ecpu = (sum(map(proc_cpu_s, etcd_pids)) - e0) / n
+        scpu = (proc_cpu_s(cc.sim.pid) - s0) / n
         row = {
             "hosts": hosts, "vms": s["vms"], "load": load[0],
             "first_round_ms": first["round_ms"],
@@ -76,13 +79,16 @@ def one_case(hosts, a):
             "cpu_s": cpu, "rss_mib": max(rss) / 1024,
             "etcd_cpu_s": ecpu, "etcd_rss_mib": max(erss) / 1024,
             "moves": s.get("moves_total", 0), "sim_ready_s": sim_ready,
+            "hosts_up_min": min(up), "sim_cpu_s": scpu,
         }
         print(f"{hosts} hosts: round median {row['round_ms']} ms (max "
               f"{row['round_max_ms']}, poll {row['poll_ms']} ms, first round "
               f"{row['first_round_ms']} ms), controller {cpu:.3f} s CPU per "
               f"round, RSS {row['rss_mib']:.0f} MiB; etcd {ecpu:.3f} s CPU per "
               f"round, RSS {row['etcd_rss_mib']:.0f} MiB; {s['vms']} VMs, "
-              f"{row['moves']} moves; load average {load[0]:.2f}", flush=True)
+              f"{row['moves']} moves; hosts up at least {min(up)}; simulated "
+              f"hosts {scpu:.3f} s CPU per round; load average {load[0]:.2f}",
+              flush=True)
         return row
 
 

@@ -4,6 +4,7 @@
 #include "ctl_int.h"
 #include "policy.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -413,6 +414,9 @@ void ctl_round(struct controller *c)
 	}
 	ctl_moves_prune(c, now_s);
 	round_view(c, t_poll, now_ms() - t0);
+	/* a round parses a report per host and frees it: give the pages
+	 * back rather than keep the round's high-water mark resident */
+	malloc_trim(0);
 	log_debug("controller: round %llu in %llu ms, %zu of %zu hosts up",
 		  (unsigned long long)c->round,
 		  (unsigned long long)(now_ms() - t0), st.hosts_up, c->nhosts);
