@@ -194,10 +194,11 @@ static json_t *params_body(int argc, char **argv)
 		char key[64], *end = NULL;
 		double d;
 
-		if (!eq || eq == argv[i] || (size_t)(eq - argv[i]) >= sizeof(key) ||
-		    !eq[1])
+		if (!eq || eq == argv[i] || !eq[1] ||
+		    (size_t)(eq - argv[i]) >= sizeof(key))
 			goto bad;
-		snprintf(key, sizeof(key), "%.*s", (int)(eq - argv[i]), argv[i]);
+		snprintf(key, sizeof(key), "%.*s", (int)(eq - argv[i]),
+			 argv[i]);
 		if (strspn(eq + 1, "0123456789") == strlen(eq + 1)) {
 			uint64_t u;
 

@@ -223,6 +223,18 @@ class CtlCluster:
                     pass
         return None
 
+    def cli(self, i, *args):
+        """`ferry ARGS` against controller i as admin -> CompletedProcess."""
+        cfg = self.dir / "client.json"
+        cfg.write_text(json.dumps({
+            "ca": str(self.pki / "ca.crt"),
+            "cert": str(self.pki / "users" / "admin.crt"),
+            "key": str(self.pki / "users" / "admin.key"),
+            "hosts": {self.names[i]: {"address": self.addrs[i], "port": self.ports[i]}},
+            "default_host": self.names[i], "controller": self.names[i]}))
+        return subprocess.run([str(self.build / "ferry"), "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+
     def sim_log(self):
         path = self.dir / "sim.log"
         if not path.exists():

@@ -15,6 +15,7 @@ Run with Debian's interpreter:
     /usr/bin/python3 -m pytest -q tests/system/test_controller_ha.py
 """
 
+import json
 import signal
 import time
 
@@ -213,6 +214,16 @@ def test_dead_hosts_cost_one_timeout(ferry_build):
         assert s["poll_ms"] < (timeout + 1.5) * 1000, s["poll_ms"]
         print(f"poll with 3 stalled and 3 refusing hosts: {s['poll_ms']} ms "
               f"(timeout {timeout} s)")
+        # the CLI: status names the role, params change the cluster's
+        r = cc.cli(0, "balance", "status")
+        assert r.returncode == 0 and "controller ctl-1: leader" in r.stdout, r
+        r = cc.cli(0, "balance", "params", "max_cluster=4", "high=0.7")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["max_cluster"] == 4, r.stdout
+        assert cc.status(0)["params"]["high"] == 0.7
+        r = cc.cli(0, "balance", "params", "bogus=1")
+        assert r.returncode != 0 and "bogus" in r.stderr, r
+        assert cc.cli(0, "balance", "params", "high").returncode == 2
 
 
 def test_kept_connections_closed_by_hosts(ferry_build):
