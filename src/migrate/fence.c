@@ -2,7 +2,8 @@
  * "Fencing"): the highest token a controller presented, kept in
  * STATE_DIR/fence so that a restart keeps it. A migration request or an
  * announcement carrying a lower token comes from a deposed leader and is
- * refused. */
+ * refused. migrator_fence is the announcement's route; migrator_start
+ * checks a migration request's token. */
 #include "migrate_int.h"
 
 #include <stdio.h>
@@ -58,4 +59,29 @@ int fence_check(struct fence *f, int64_t token, struct ferr *err)
 		return -1; /* not kept: not accepted */
 	f->highest = token;
 	return 0;
+}
+
+int migrator_fence(struct migrator *m, const json_t *body,
+		   const char *requester, json_t **reply, struct ferr *err)
+{
+	static const char *const fields[] = { "fence", NULL };
+	uint64_t token = 0;
+	int rc;
+
+	if (json_check_fields(body, fields, "fence", err) < 0 ||
+	    json_get_u64(body, "fence", "fence", 1, INT64_MAX, &token, err) < 0)
+		return -1;
+	if (!token)
+		return ferr_set(err, FERR_INVALID,
+				"fence.fence is required (a token)");
+	rc = fence_check(&m->fence, (int64_t)token, err);
+	mig_audit(m, requester, "migration.fence", m->cfg->host,
+		  rc == 0 ? "ok" : "refused",
+		  rc == 0 ? json_pack("{s:I}", "fence", (json_int_t)token)
+			  : json_pack("{s:I, s:s}", "fence", (json_int_t)token,
+				      "reason", err->msg));
+	if (rc == 0)
+		*reply = json_pack("{s:I}", "fence",
+				   (json_int_t)m->fence.highest);
+	return rc;
 }

@@ -179,31 +179,6 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 	queue_run(m);
 }
 
-int migrator_fence(struct migrator *m, const json_t *body,
-		   const char *requester, json_t **reply, struct ferr *err)
-{
-	static const char *const fields[] = { "fence", NULL };
-	uint64_t token = 0;
-	int rc;
-
-	if (json_check_fields(body, fields, "fence", err) < 0 ||
-	    json_get_u64(body, "fence", "fence", 1, INT64_MAX, &token, err) < 0)
-		return -1;
-	if (!token)
-		return ferr_set(err, FERR_INVALID,
-				"fence.fence is required (a token)");
-	rc = fence_check(&m->fence, (int64_t)token, err);
-	mig_audit(m, requester, "migration.fence", m->cfg->host,
-		  rc == 0 ? "ok" : "refused",
-		  rc == 0 ? json_pack("{s:I}", "fence", (json_int_t)token)
-			  : json_pack("{s:I, s:s}", "fence", (json_int_t)token,
-				      "reason", err->msg));
-	if (rc == 0)
-		*reply = json_pack("{s:I}", "fence",
-				   (json_int_t)m->fence.highest);
-	return rc;
-}
-
 int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		   const char *requester, json_t **reply, struct ferr *err)
 {
