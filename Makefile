@@ -19,7 +19,8 @@ build: deps
 # the unit tests and the system tests against it.
 asan: deps
 	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) \
-		-Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+		-Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
+		-Dfault_points=true
 	ninja -C $(ASAN_BUILD)
 
 guest: deps

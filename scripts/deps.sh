@@ -13,6 +13,9 @@ PACKAGES=(
   libcurl4-openssl-dev
   # cluster state (docs/etcd.md): etcd server for tests and the demo, etcdctl
   etcd-server etcd-client
+  # TPM 2.0: tss2 ESYS (ferryd), software TPMs for tests and the demo,
+  # tpm2-tools for debugging by hand (docs/attestation.md)
+  libtss2-dev swtpm swtpm-tools tpm2-tools
   # hypervisor and guest
   qemu-system-x86 qemu-utils busybox-static cpio gzip
   # system tests

@@ -20,6 +20,7 @@
 #include "common.h"
 #include "config.h"
 #include "policy.h"
+#include "tls.h"
 #include "vm.h"
 
 #define API_PREFIX "/v1"
@@ -43,6 +44,7 @@ enum api_route {
 	ROUTE_IN_INFO,    /* GET    /v1/incoming/ID       (peer hosts) */
 	ROUTE_IN_FINISH,  /* POST   /v1/incoming/ID/finish (peer hosts) */
 	ROUTE_IN_ABORT,   /* POST   /v1/incoming/ID/abort  (peer hosts) */
+	ROUTE_IN_RECOVER, /* POST   /v1/incoming/ID/recover (peer hosts) */
 	ROUTE_AUDIT_QUERY,   /* GET  /v1/audit?since&until&vm&actor&action&limit */
 	ROUTE_AUDIT_LOG,     /* GET  /v1/audit/log: the raw log, to verify */
 	ROUTE_AUDIT_KEY,     /* GET  /v1/audit/key: the host's public key */
@@ -58,6 +60,11 @@ enum api_route {
 	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
 	ROUTE_BAL_PARAMS,    /* POST /v1/balance/params {"params"} */
 	ROUTE_HOST_FENCE,    /* POST /v1/host/fence {"fence"}: a leader's token */
+	ROUTE_ATTEST_IDENTITY, /* GET  /v1/attest/identity: EK cert, AK */
+	ROUTE_ATTEST_QUOTE,    /* POST /v1/attest/quote {"challenge"} */
+	ROUTE_ATTEST_ACTIVATE, /* POST /v1/attest/activate {credential,
+				  secret} (enrolment) */
+	ROUTE_ATTEST_APPROVE,  /* POST /v1/attest/approvals: seal approvals */
 };
 
 /* A validated request. */
@@ -76,6 +83,10 @@ struct api_request {
 	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
 	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
 	bool no_hosts;               /* ROUTE_BAL_STATUS ?hosts=0 */
+	/* set by the transport, not the parser: the connection's attestation
+	 * exporter (tls_exporter), to bind nonces to this TLS session */
+	bool have_exporter;
+	unsigned char tls_exporter[TLS_EXPORTER_LEN];
 };
 
 /* The permission (policy.h) a route requires. */
@@ -97,6 +108,7 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 void api_request_clear(struct api_request *req);
 
 struct migrator;
+struct attest_ops;
 struct load;
 struct controller;
 struct audit;
@@ -117,6 +129,7 @@ struct api_ctx {
 	struct load *load;
 	struct controller *ctl;   /* NULL unless in controller mode */
 	struct worker_pool *pool; /* blocking work off the loop */
+	const struct attest_ops *attest; /* NULL when attestation is off */
 };
 
 /* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):
@@ -144,6 +157,12 @@ void api_call_reply(struct api_call *call, int status, json_t *reply);
 int api_handle(struct api_ctx *ctx, struct api_call *call,
 	       const char *identity, const struct api_request *req,
 	       json_t **reply);
+
+/* The /v1/attest routes (attest.c): *reply on success, -1 with err. They
+ * wait for the TPM: handlers run them on a worker thread (thread-safe:
+ * they touch only ctx->attest, whose operations are serialized). */
+int api_attest(struct api_ctx *ctx, const struct api_request *req,
+	       json_t **reply, struct ferr *err);
 
 /* The error reply object for err. */
 json_t *api_error_json(const struct ferr *err);

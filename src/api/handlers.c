@@ -1,5 +1,6 @@
 /* handlers.c - API operations on the host's VMs. */
 #include "api.h"
+#include "attest.h"
 #include "audit.h"
 #include "controller.h"
 #include "load.h"
@@ -128,6 +129,14 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 				"no policy file is configured (ferryd.json: "
 				"policy)");
 	rc = policy_reload(ctx->policy, ctx->policy_path, err);
+	/* the new policy is measured and becomes the accepted one; a policy
+	 * that cannot be measured stays in force (refusing it now would
+	 * leave the old one running unmeasured) but attestation reports it */
+	if (rc == 0 && ctx->attest && ctx->attest->policy_accepted &&
+	    ctx->attest->policy_accepted(ctx->attest->ctx, ctx->policy_path,
+					 &aerr) < 0)
+		log_error("attest: the reloaded policy is not measured: %s",
+			  aerr.msg);
 	if (audit_log(ctx->audit, identity, "policy.reload", ctx->policy_path,
 		      rc == 0 ? "ok" : "error",
 		      rc == 0 ? json_pack("{s:I}", "rules",
@@ -304,6 +313,45 @@ static int defer_balance(struct api_ctx *ctx, struct api_call *call,
 	return API_DEFERRED;
 }
 
+/* Worker: a /v1/attest route (the TPM is slow, and its commands are
+ * serialized by the attest component). */
+static void attest_work(void *arg)
+{
+	struct later *l = arg;
+
+	l->rc = api_attest(l->ctx, &l->req, &l->reply, &l->err);
+}
+
+static void attest_done(void *arg)
+{
+	struct later *l = arg;
+
+	if (l->rc < 0)
+		api_call_reply(l->call, ferr_http_status(l->err.code),
+			       api_error_json(&l->err));
+	else
+		api_call_reply(l->call, 200, l->reply);
+	json_decref(l->req.body);
+	free(l);
+}
+
+static int attest_reply(struct api_ctx *ctx, struct api_call *call,
+			const struct api_request *req, struct ferr *err)
+{
+	struct later *l = later_new(ctx, call, 200);
+
+	if (!l)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	l->req = *req;
+	json_incref(l->req.body);
+	if (worker_submit(ctx->pool, attest_work, attest_done, l, err) < 0) {
+		json_decref(l->req.body);
+		free(l);
+		return -1;
+	}
+	return API_DEFERRED;
+}
+
 /* Start a migration step that answers later; l is freed by the answer. */
 static int defer_mig(struct api_ctx *ctx, struct api_call *call, int ok,
 		     int (*start)(struct api_ctx *ctx,
@@ -328,8 +376,17 @@ static int start_prepare(struct api_ctx *ctx, const struct api_request *req,
 			 const char *identity, struct later *l,
 			 struct ferr *err)
 {
-	return migrator_prepare(ctx->mig, req->body, identity, on_mig_reply,
-				l, err);
+	return migrator_prepare(ctx->mig, req->body, identity,
+				req->have_exporter ? req->tls_exporter : NULL,
+				on_mig_reply, l, err);
+}
+
+static int start_recover(struct api_ctx *ctx, const struct api_request *req,
+			 const char *identity, struct later *l,
+			 struct ferr *err)
+{
+	return migrator_recover(ctx->mig, req->vm, identity, on_mig_reply, l,
+				err);
 }
 
 static int start_finish(struct api_ctx *ctx, const struct api_request *req,
@@ -360,10 +417,13 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			unsigned a, q, u;
 
 			migrator_counts(ctx->mig, &a, &q, &u);
-			json_object_set_new(*reply, "migrations",
-					    json_pack("{s:i, s:i, s:i}",
-						      "active", a, "queued", q,
-						      "unresolved", u));
+			json_object_set_new(
+				*reply, "migrations",
+				json_pack("{s:i, s:i, s:i, s:I}", "active", a,
+					  "queued", q, "unresolved", u,
+					  "data_conns_accepted",
+					  (json_int_t)migrator_conns_accepted(
+						  ctx->mig)));
 		}
 		return 200;
 	case ROUTE_LOAD:
@@ -445,12 +505,24 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			return fail(&err, reply);
 		return API_DEFERRED;
 	case ROUTE_IN_ABORT:
-		rc = migrator_abort(ctx->mig, req->vm, identity, reply, &err);
+		rc = migrator_abort(ctx->mig, req->vm, req->body, identity,
+				    reply, &err);
 		break;
+	case ROUTE_IN_RECOVER:
+		if (defer_mig(ctx, call, 200, start_recover, req, identity,
+			      &err) < 0)
+			return fail(&err, reply);
+		return API_DEFERRED;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:
 		rc = audit_reply(ctx, call, req, reply, &err);
+		return rc < 0 ? fail(&err, reply) : rc;
+	case ROUTE_ATTEST_IDENTITY:
+	case ROUTE_ATTEST_QUOTE:
+	case ROUTE_ATTEST_ACTIVATE:
+	case ROUTE_ATTEST_APPROVE:
+		rc = attest_reply(ctx, call, req, &err);
 		return rc < 0 ? fail(&err, reply) : rc;
 	case ROUTE_POLICY_RELOAD:
 		rc = api_policy_reload(ctx, identity, &err);

@@ -13,6 +13,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
 
 struct api_server {
 	struct evhttp *http;
@@ -71,22 +72,40 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
 					      BEV_OPT_CLOSE_ON_FREE);
 }
 
-/* Send a JSON reply with status. Takes the reference to body. */
+/* evbuffer clean-up of a reply's text: wiped, then freed. */
+static void wipe_free(const void *data, size_t len, void *arg)
+{
+	(void)arg;
+	OPENSSL_cleanse((void *)data, len);
+	free((void *)data);
+}
+
+/* Send a JSON reply with status. Takes the reference to body. A reply's
+ * "key" member is a migration session key: its copies here (the JSON
+ * string, the text) are wiped once sent. */
 static void send_json(struct evhttp_request *r, int status, json_t *body)
 {
 	struct evbuffer *out = evbuffer_new();
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	const char *key = json_string_value(json_object_get(body, "key"));
 
+	if (key)
+		OPENSSL_cleanse((char *)key, strlen(key));
 	evhttp_add_header(evhttp_request_get_output_headers(r),
 			  "Content-Type", "application/json");
-	if (out && text) {
-		evbuffer_add(out, text, strlen(text));
+	if (out && text &&
+	    evbuffer_add_reference(out, text, strlen(text), wipe_free,
+				   NULL) == 0) {
+		text = NULL; /* the buffer frees it */
 		evbuffer_add(out, "\n", 1);
 	}
 	evhttp_send_reply(r, status, NULL, out);
 	if (out)
 		evbuffer_free(out);
-	free(text);
+	if (text) {
+		OPENSSL_cleanse(text, strlen(text));
+		free(text);
+	}
 	json_decref(body);
 }
 
@@ -157,7 +176,7 @@ static void on_request(struct evhttp_request *r, void *arg)
 	struct policy_decision d;
 	struct api_request req;
 	struct api_call *call;
-	struct ferr err = { 0 };
+	struct ferr err = { 0 }, xerr;
 	size_t len = evbuffer_get_length(in);
 	const char *action;
 	json_t *reply = NULL;
@@ -187,6 +206,7 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
+	req.have_exporter = tls_exporter(ssl, req.tls_exporter, &xerr) == 0;
 	action = api_route_action(req.route);
 	if (!policy_permits(*ctx->policy, identity, api_route_perm(req.route),
 			    &d)) {

@@ -914,8 +914,32 @@ static int log_open(struct audit *a, struct audit_tail *t, struct ferr *err)
 	return 0;
 }
 
+/* Use the caller's key (sealed storage) instead of <dir>/audit.key. */
+static int key_given(const char *dir, EVP_PKEY *given, EVP_PKEY **key,
+		     struct ferr *err)
+{
+	if (EVP_PKEY_get_base_id(given) != EVP_PKEY_ED25519)
+		return ferr_set(err, FERR_INVALID,
+				"the audit key given is not Ed25519");
+	if (EVP_PKEY_up_ref(given) != 1)
+		return ferr_set(err, FERR_INTERNAL, "cannot use the audit key");
+	*key = given;
+	if (pub_sync(dir, *key, err) < 0) {
+		EVP_PKEY_free(*key);
+		*key = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 int audit_open(const char *dir, const char *host, struct audit **out,
 	       struct ferr *err)
+{
+	return audit_open_key(dir, host, NULL, out, err);
+}
+
+int audit_open_key(const char *dir, const char *host, EVP_PKEY *key,
+		   struct audit **out, struct ferr *err)
 {
 	struct audit_tail *t = NULL;
 	struct audit *a = NULL;
@@ -948,7 +972,9 @@ int audit_open(const char *dir, const char *host, struct audit **out,
 	    fmt_checked(a->path, sizeof(a->path), err, "audit folder path",
 			"%s/" AUDIT_LOG_NAME, dir) < 0 ||
 	    mkdir_p(a->dir, AUDIT_DIR_MODE, err) < 0 ||
-	    key_open(a->dir, &a->key, err) < 0 || log_open(a, t, err) < 0)
+	    (key ? key_given(a->dir, key, &a->key, err)
+		 : key_open(a->dir, &a->key, err)) < 0 ||
+	    log_open(a, t, err) < 0)
 		goto out;
 	if (t->torn &&
 	    append_record(a, AUDIT_NO_VALUE, AUDIT_ACTION_TORN, AUDIT_LOG_NAME,

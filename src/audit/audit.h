@@ -106,6 +106,13 @@ struct audit;
 int audit_open(const char *dir, const char *host, struct audit **out,
 	       struct ferr *err);
 
+/* audit_open with the host key given (e.g. unsealed from the TPM, see
+ * attest_tpm.h) instead of <dir>/audit.key, which is then neither read
+ * nor created; audit.pub is kept in step as usual. key must be Ed25519;
+ * the log takes its own reference. NULL key is audit_open. */
+int audit_open_key(const char *dir, const char *host, EVP_PKEY *key,
+		   struct audit **out, struct ferr *err);
+
 /* Append one record and make it durable: builds it with the next seq, the
  * current wall clock and the previous line's hash, signs it, writes the
  * whole line including "\n" with ONE write() and fdatasync()s before

@@ -62,6 +62,8 @@ enum cli_exit {
 #define OPT_ACTION (UINT64_C(1) << 28)
 #define OPT_LIMIT (UINT64_C(1) << 29)
 #define OPT_PORT (UINT64_C(1) << 30)
+#define OPT_POLICY (UINT64_C(1) << 31)
+#define OPT_FERRYD (UINT64_C(1) << 32)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
@@ -98,6 +100,8 @@ struct cli_opts {
 	const char *action;
 	uint64_t limit;
 	unsigned port;          /* ui: 0 takes any free port */
+	const char *policy;     /* attest: the policy with reference values */
+	const char *ferryd;     /* host reseal: the host's ferryd.json */
 };
 
 struct cli_host {
@@ -159,6 +163,14 @@ int client_call(struct client *c, const struct cli_host *host,
 		const char *method, const char *path, const json_t *body,
 		json_t **reply, struct ferr *err);
 
+/* client_call to a host whose certificate must also name it, giving the
+ * connection's attestation exporter (TLS_EXPORTER_LEN bytes) in exporter
+ * (may be NULL): for `ferry host attest` and `enroll`. */
+int client_call_bound(struct client *c, const struct cli_host *host,
+		      const char *method, const char *path,
+		      const json_t *body, json_t **reply,
+		      unsigned char *exporter, struct ferr *err);
+
 /* ---- output.c ---- */
 
 /* Print a one-line error to stderr and return the exit code for it. */
@@ -193,6 +205,13 @@ int cmd_ui(const struct cli_opts *o, int argc, char **argv);
 int cmd_host_drain(const struct cli_opts *o, const char *verb,
 		   const char *host);
 int cmd_policy(const struct cli_opts *o, int argc, char **argv);
+
+/* `ferry host enroll|attest|reseal` (cmd_attest.c); argv[0] is the verb. */
+int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
+
+/* `ferry vm sign FILE --dir PKI` (cmd_attest.c): the definition with its
+ * constraints signed by the attestation authority, on stdout. */
+int cmd_vm_sign(const struct cli_opts *o, const char *file);
 
 /* ---- opts.c: options and connection set-up shared by every command ---- */
 

@@ -217,3 +217,17 @@ int client_call(struct client *c, const struct cli_host *host,
 	return httpc_call(c->ctx, &p, c->timeout_s, method, path, body, reply,
 			  err);
 }
+
+int client_call_bound(struct client *c, const struct cli_host *host,
+		      const char *method, const char *path,
+		      const json_t *body, json_t **reply,
+		      unsigned char *exporter, struct ferr *err)
+{
+	struct httpc_peer p = { .name = host->name,
+				.address = host->address,
+				.port = host->port,
+				.check_name = true };
+
+	return httpc_call_x(c->ctx, &p, c->timeout_s, method, path, body,
+			    reply, exporter, err);
+}

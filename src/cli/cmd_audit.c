@@ -1,5 +1,6 @@
 /* cmd_audit.c - `ferry audit verify|show` and `ferry policy reload`. */
 #define _GNU_SOURCE
+#include "attest.h"
 #include "cli.h"
 #include "audit.h"
 
@@ -256,6 +257,29 @@ int cmd_audit(const struct cli_opts *o, int argc, char **argv)
 	return rc < 0 ? cli_fail(&err) : EXIT_OK;
 }
 
+/* ferry policy digest FILE: the digest attestation measures of a policy
+ * file (attest_policy_digest), to list in reference values. */
+static int policy_digest(const struct cli_opts *o, const char *path)
+{
+	uint8_t d[ATTEST_DIGEST_LEN];
+	char hex[ATTEST_DIGEST_HEX_LEN + 1], *text = NULL;
+	struct ferr err = { 0 };
+	size_t len = 0;
+	int rc;
+
+	if (cli_check_opts(o, 0, "policy digest"))
+		return EXIT_USAGE;
+	if (file_read_all(path, 1024 * 1024, &text, &len, &err) < 0)
+		return cli_fail(&err);
+	rc = attest_policy_digest(text, len, d, &err);
+	free(text);
+	if (rc < 0)
+		return cli_fail(&err);
+	attest_hex(d, sizeof(d), hex);
+	printf("%s\n", hex);
+	return EXIT_OK;
+}
+
 int cmd_policy(const struct cli_opts *o, int argc, char **argv)
 {
 	struct cli_config cfg;
@@ -265,8 +289,11 @@ int cmd_policy(const struct cli_opts *o, int argc, char **argv)
 	json_t *reply = NULL;
 	int rc = EXIT_OK;
 
+	if (argc == 2 && !strcmp(argv[0], "digest"))
+		return policy_digest(o, argv[1]);
 	if (argc != 1 || strcmp(argv[0], "reload") != 0) {
-		fprintf(stderr, "usage: ferry policy reload [--host NAME]\n");
+		fprintf(stderr, "usage: ferry policy reload [--host NAME]\n"
+				"       ferry policy digest FILE\n");
 		return EXIT_USAGE;
 	}
 	if (cli_check_opts(o, 0, "policy reload"))

@@ -1,5 +1,6 @@
 /* cmd_pki.c - `ferry pki init|host|user`: the cluster CA and its
  * certificates, written under --dir (see docs/pki.md). */
+#include "attest.h"
 #include "cli.h"
 #include "tls.h"
 
@@ -19,6 +20,7 @@ static int usage(void)
 int cmd_pki(const struct cli_opts *o, int argc, char **argv)
 {
 	struct ferr err = { 0 };
+	char reg[FERRY_PATH_MAX], mfr[FERRY_PATH_MAX];
 	unsigned days;
 
 	if (argc < 1)
@@ -34,10 +36,20 @@ int cmd_pki(const struct cli_opts *o, int argc, char **argv)
 			return usage();
 		days = o->days ? o->days : FERRY_CA_DAYS_DEFAULT;
 		if (pki_init(o->dir, o->cluster ? o->cluster : "ferry", days,
-			     &err) < 0)
+			     &err) < 0 ||
+		    fmt_checked(reg, sizeof(reg), &err, "path", "%s/attest",
+				o->dir) < 0 ||
+		    attest_authority_create(reg, &err) < 0 ||
+		    fmt_checked(mfr, sizeof(mfr), &err, "path", "%s/%s", reg,
+				ATTEST_MANUFACTURERS_DIR) < 0 ||
+		    mkdir_p(mfr, 0755, &err) < 0)
 			return cli_fail(&err);
-		printf("created CA %s/ca.crt (key %s/ca.key, mode 0600)\n",
-		       o->dir, o->dir);
+		printf("created CA %s/ca.crt (key %s/ca.key, mode 0600)\n"
+		       "created the attestation authority %s/%s (key %s, "
+		       "mode 0600); put TPM manufacturer CA certificates in "
+		       "%s/\n",
+		       o->dir, o->dir, reg, ATTEST_AUTHORITY_PUB,
+		       ATTEST_AUTHORITY_KEY, mfr);
 		return EXIT_OK;
 	}
 	if (!strcmp(argv[0], "host") || !strcmp(argv[0], "user")) {

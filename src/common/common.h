@@ -135,6 +135,10 @@ int fd_set_nonblock(int fd);
 /* Overwrite a secret with zeros in a way the compiler keeps. */
 void secret_wipe(void *p, size_t len);
 
+/* Make jansson wipe every block it frees (call once, before any JSON is
+ * made): its strings and buffers hold session keys on their way. */
+void json_wipe_on_free(void);
+
 /* Strict JSON object checks. `allowed` is a NULL-terminated list of field
  * names; any other key in obj is FERR_INVALID naming the field. */
 int json_check_fields(const json_t *obj, const char *const *allowed,

@@ -30,6 +30,9 @@
 #define FERRY_VM_CMDLINE_MAX 2048
 #define FERRY_VM_MAX 1024                       /* VMs per host */
 #define FERRY_VM_LABELS_MAX 16                  /* labels per VM */
+#define FERRY_VM_DEST_LABELS_MAX 16   /* constraints: allowed key=value pairs */
+#define FERRY_VM_ROLES_MAX 8          /* constraints: allowed roles */
+#define FERRY_VM_SIG_LEN 64           /* constraints: ECDSA P-256 r || s */
 
 /* REST API */
 #define FERRY_API_PORT_DEFAULT 8443
@@ -65,6 +68,9 @@
 #define FERRY_MIG_INCOMING_DEFAULT 2
 #define FERRY_MIG_OUTGOING_DEFAULT 2
 #define FERRY_MIG_CONCURRENT_MAX 64
+#define FERRY_MIG_PEER_TIMEOUT_S 30    /* one control call to the peer */
+#define FERRY_MIG_CONFIRM_TIMEOUT_S 60 /* settle a finish, then the resolver */
+#define FERRY_MIG_STALL_TIMEOUT_S 15   /* no progress for this long: cancel */
 
 /* Flood protection defaults (config "limits") */
 #define FERRY_GUARD_CONNS_PER_ADDR 32    /* unauthenticated, per source */
@@ -73,6 +79,13 @@
 #define FERRY_GUARD_HANDSHAKE_BURST 100
 #define FERRY_GUARD_REQUESTS_PER_S 100   /* per identity */
 #define FERRY_GUARD_REQUEST_BURST 200
+
+/* Attestation (attest_format.h has its formats): PCRs 0-15 only */
+#define FERRY_ATTEST_PCR_MAX 15
+#define FERRY_ATTEST_PCR_DEFAULT 15         /* software: ferryd, QEMU */
+#define FERRY_ATTEST_POLICY_PCR_DEFAULT 13  /* the policy in force */
+#define FERRY_ATTEST_TCTI_MAX 255
+#define FERRY_ATTEST_TCTI_DEFAULT "device:/dev/tpmrm0"
 
 /* Certificates */
 #define FERRY_CERT_DAYS_DEFAULT 825

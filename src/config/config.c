@@ -20,6 +20,18 @@ const char *accel_mode_name(enum accel_mode m)
 	}
 }
 
+const char *attest_mode_name(enum attest_mode m)
+{
+	switch (m) {
+	case ATTEST_MODE_OPTIONAL:
+		return "optional";
+	case ATTEST_MODE_REQUIRED:
+		return "required";
+	default:
+		return "off";
+	}
+}
+
 int path_resolve(const char *base_dir, const char *p, char *out, size_t len,
 		 struct ferr *err)
 {
@@ -139,6 +151,70 @@ static int parse_etcd(const json_t *obj, const char *base,
 	return etcd_config_check(e, err);
 }
 
+/* "attestation": a mode string, or {"mode", "tcti", "pcr", "policy_pcr",
+ * "seal", "registrar"}. */
+static int parse_attest(const json_t *v, const char *base,
+			struct attest_config *a, struct ferr *err)
+{
+	static const char *const fields[] = { "mode", "tcti", "pcr",
+					      "policy_pcr", "seal",
+					      "registrar", NULL };
+	const char *mode = NULL, *tcti = NULL;
+	uint64_t pcr = a->pcr, ppcr = a->policy_pcr;
+	bool seal;
+
+	if (json_is_string(v)) {
+		mode = json_string_value(v);
+	} else if (json_check_fields(v, fields, "attestation", err) < 0 ||
+		   json_get_string(v, "mode", "attestation", 16, &mode,
+				   err) < 0 ||
+		   json_get_string(v, "tcti", "attestation",
+				   FERRY_ATTEST_TCTI_MAX, &tcti, err) < 0 ||
+		   json_get_u64(v, "pcr", "attestation", 0,
+				FERRY_ATTEST_PCR_MAX, &pcr, err) < 0 ||
+		   json_get_u64(v, "policy_pcr", "attestation", 0,
+				FERRY_ATTEST_PCR_MAX, &ppcr, err) < 0) {
+		return -1;
+	}
+	if (!mode || (strcmp(mode, "off") && strcmp(mode, "optional") &&
+		      strcmp(mode, "required")))
+		return ferr_set(err, FERR_INVALID,
+				"attestation.mode must be \"off\", "
+				"\"optional\" or \"required\"");
+	a->mode = !strcmp(mode, "required")   ? ATTEST_MODE_REQUIRED
+		  : !strcmp(mode, "optional") ? ATTEST_MODE_OPTIONAL
+					      : ATTEST_MODE_OFF;
+	seal = a->mode == ATTEST_MODE_REQUIRED;
+	if (json_is_object(v) &&
+	    json_get_bool(v, "seal", "attestation", &seal, err) < 0)
+		return -1;
+	a->seal = seal && a->mode != ATTEST_MODE_OFF;
+	if (pcr == ppcr)
+		return ferr_set(err, FERR_INVALID,
+				"attestation.pcr and policy_pcr must differ "
+				"(PCRs 0-%d)",
+				FERRY_ATTEST_PCR_MAX);
+	a->pcr = (unsigned)pcr;
+	a->policy_pcr = (unsigned)ppcr;
+	if (tcti) {
+		for (const char *c = tcti; *c; c++)
+			if (*c <= 0x20 || *c > 0x7e)
+				return ferr_set(err, FERR_INVALID,
+						"attestation.tcti: printable "
+						"characters without spaces");
+		snprintf(a->tcti, sizeof(a->tcti), "%s", tcti);
+	}
+	if (json_is_object(v) && json_object_get(v, "registrar") &&
+	    get_path(v, "registrar", "attestation", base, a->registrar,
+		     sizeof(a->registrar), err) < 0)
+		return -1;
+	if (a->seal && !a->registrar[0])
+		return ferr_set(err, FERR_INVALID,
+				"attestation.seal needs attestation.registrar "
+				"(the folder with the authority's public key)");
+	return 0;
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -146,12 +222,14 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
-		"capacity", "balancer", "etcd", NULL
+		"capacity", "balancer", "etcd", "attestation", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
-	static const char *const mig_fields[] = { "port", "advertise_address",
-						  "advertise_port", "max_incoming",
-						  "max_outgoing", NULL };
+	static const char *const mig_fields[] = {
+		"port", "advertise_address", "advertise_port", "max_incoming",
+		"max_outgoing", "peer_timeout_s", "confirm_timeout_s",
+		"stall_timeout_s", "allow_plaintext", NULL
+	};
 	static const char *const listen_fields[] = { "address", "port", NULL };
 	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
 	json_t *root = NULL, *listen, *tls;
@@ -166,6 +244,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	cfg->accel = ACCEL_AUTO;
 	cfg->max_incoming = FERRY_MIG_INCOMING_DEFAULT;
 	cfg->max_outgoing = FERRY_MIG_OUTGOING_DEFAULT;
+	cfg->peer_timeout_s = FERRY_MIG_PEER_TIMEOUT_S;
+	cfg->confirm_timeout_s = FERRY_MIG_CONFIRM_TIMEOUT_S;
+	cfg->stall_timeout_s = FERRY_MIG_STALL_TIMEOUT_S;
 	cfg->limits = (struct guard_limits){
 		.conns_per_addr = FERRY_GUARD_CONNS_PER_ADDR,
 		.conns_total = FERRY_GUARD_CONNS_TOTAL,
@@ -175,6 +256,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		.request_burst = FERRY_GUARD_REQUEST_BURST,
 	};
 	cfg->memory_reserve_mib = 256;
+	cfg->attest.pcr = FERRY_ATTEST_PCR_DEFAULT;
+	cfg->attest.policy_pcr = FERRY_ATTEST_POLICY_PCR_DEFAULT;
+	snprintf(cfg->attest.tcti, sizeof(cfg->attest.tcti), "%s",
+		 FERRY_ATTEST_TCTI_DEFAULT);
 	snprintf(cfg->qemu_binary, sizeof(cfg->qemu_binary), "%s",
 		 "/usr/bin/qemu-system-x86_64");
 
@@ -291,7 +376,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	if (json_object_get(root, "migration")) {
 		json_t *mig = json_object_get(root, "migration");
 		uint64_t aport = 0, in = cfg->max_incoming,
-			 out = cfg->max_outgoing;
+			 out = cfg->max_outgoing, pt = cfg->peer_timeout_s,
+			 ct = cfg->confirm_timeout_s,
+			 st = cfg->stall_timeout_s;
 
 		s = NULL;
 		if (json_check_fields(mig, mig_fields, "migration", err) < 0 ||
@@ -304,10 +391,21 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		    json_get_u64(mig, "max_incoming", "migration", 1,
 				 FERRY_MIG_CONCURRENT_MAX, &in, err) < 0 ||
 		    json_get_u64(mig, "max_outgoing", "migration", 1,
-				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0)
+				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0 ||
+		    json_get_u64(mig, "peer_timeout_s", "migration", 1, 600,
+				 &pt, err) < 0 ||
+		    json_get_u64(mig, "confirm_timeout_s", "migration", 1,
+				 3600, &ct, err) < 0 ||
+		    json_get_u64(mig, "stall_timeout_s", "migration", 1, 3600,
+				 &st, err) < 0 ||
+		    json_get_bool(mig, "allow_plaintext", "migration",
+				  &cfg->allow_plaintext, err) < 0)
 			goto wrap;
 		cfg->max_incoming = (unsigned)in;
 		cfg->max_outgoing = (unsigned)out;
+		cfg->peer_timeout_s = (unsigned)pt;
+		cfg->confirm_timeout_s = (unsigned)ct;
+		cfg->stall_timeout_s = (unsigned)st;
 		if (s) {
 			if (inet_pton(AF_INET, s, addrbuf) != 1 &&
 			    inet_pton(AF_INET6, s, addrbuf) != 1) {
@@ -355,6 +453,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	if (json_object_get(root, "etcd") &&
 	    parse_etcd(json_object_get(root, "etcd"), base_dir, cfg, &cfg->etcd,
 		       err) < 0)
+		goto wrap;
+	if (json_object_get(root, "attestation") &&
+	    parse_attest(json_object_get(root, "attestation"), base_dir,
+			 &cfg->attest, err) < 0)
 		goto wrap;
 	if (cfg->migration_port == cfg->listen_port) {
 		ferr_set(err, FERR_INVALID,

@@ -14,6 +14,23 @@
 
 enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
 
+/* Attestation (docs/attestation.md): off (no TPM), optional (measure and
+ * quote; destinations are attested when a policy rule requires it) or
+ * required (ferryd needs its TPM to start, and attests every destination
+ * before it sends guest memory). */
+enum attest_mode { ATTEST_MODE_OFF, ATTEST_MODE_OPTIONAL, ATTEST_MODE_REQUIRED };
+
+struct attest_config {
+	enum attest_mode mode;
+	char tcti[FERRY_ATTEST_TCTI_MAX + 1]; /* tss2 TCTI configuration */
+	unsigned pcr;                      /* ferryd and QEMU are measured here */
+	unsigned policy_pcr;               /* the policy in force, here */
+	bool seal;                         /* TLS and audit keys sealed to the
+					      TPM (default: mode required) */
+	char registrar[FERRY_PATH_MAX];    /* enrolled hosts and the authority's
+					      public key ("" when unset) */
+};
+
 struct ferryd_config {
 	char host[FERRY_NAME_MAX + 1];     /* this host's name */
 	char listen_addr[64];              /* numeric IPv4 or IPv6 address */
@@ -32,6 +49,12 @@ struct ferryd_config {
 	uint16_t advertise_port;
 	unsigned max_incoming;             /* migrations received at once */
 	unsigned max_outgoing;             /* migrations sent at once */
+	unsigned peer_timeout_s;           /* one control call to a peer */
+	unsigned confirm_timeout_s;        /* source: settle a finish before
+					      handing it to the resolver */
+	unsigned stall_timeout_s;          /* no progress: cancel */
+	bool allow_plaintext;              /* plaintext migrations at all (the
+					      policy must allow each too) */
 	char policy_file[FERRY_PATH_MAX];  /* empty: no policy, all denied */
 	struct guard_limits limits;        /* flood protection */
 	uint64_t capacity_cpus;            /* reported to the balancer; 0: the */
@@ -40,6 +63,7 @@ struct ferryd_config {
 	json_t *balancer;                  /* controller mode (balancer.md), or
 					      NULL; owned, see config_clear */
 	struct etcd_config etcd;           /* n_endpoints 0: no etcd section */
+	struct attest_config attest;       /* "attestation" */
 };
 
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves
@@ -55,6 +79,9 @@ void config_clear(struct ferryd_config *cfg);
 
 /* Read and parse the config file at path (see config_parse). */
 int config_load(const char *path, struct ferryd_config *cfg, struct ferr *err);
+
+/* "off", "optional" or "required". */
+const char *attest_mode_name(enum attest_mode m);
 
 /* "auto", "kvm" or "tcg". */
 const char *accel_mode_name(enum accel_mode m);

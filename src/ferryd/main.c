@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 
 #include "api.h"
+#include "attest_tpm.h"
 #include "audit.h"
 #include "common.h"
 #include "config.h"
@@ -153,6 +154,7 @@ int main(int argc, char **argv)
 	struct controller *ctl = NULL;
 	struct policy *policy = NULL;
 	struct worker_pool *pool = NULL;
+	struct attest_host *attest = NULL;
 	SSL_CTX *ctx = NULL;
 	enum accel_mode accel;
 	const char *config_path = NULL;
@@ -162,7 +164,9 @@ int main(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	rc = 1;
+	json_wipe_on_free();
 	signal(SIGPIPE, SIG_IGN);
+	setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 	raise_fd_limit();
 	if (config_load(config_path, &cfg, &err) < 0)
 		goto fail;
@@ -176,8 +180,22 @@ int main(int argc, char **argv)
 		log_warn("ferryd: no policy configured (ferryd.json: policy): "
 			 "every request will be denied");
 	}
-	if (mkdir_p(cfg.state_dir, 0700, &err) < 0 ||
-	    audit_open(cfg.state_dir, cfg.host, &audit, &err) < 0 ||
+	if (mkdir_p(cfg.state_dir, 0700, &err) < 0)
+		goto fail;
+	/* measure, and open sealed storage, before anything uses the keys */
+	if (cfg.attest.mode != ATTEST_MODE_OFF &&
+	    attest_host_open(&cfg, &attest, &err) < 0) {
+		if (cfg.attest.mode == ATTEST_MODE_REQUIRED || cfg.attest.seal)
+			goto fail;
+		log_warn("ferryd: attestation is optional and unavailable: %s",
+			 err.msg);
+	}
+	if (attest_host_tls_key(attest) &&
+	    tls_key_provide(cfg.key_file, attest_host_tls_key(attest), &err) <
+		    0)
+		goto fail;
+	if (audit_open_key(cfg.state_dir, cfg.host,
+			   attest_host_audit_key(attest), &audit, &err) < 0 ||
 	    audit_refusals_new(audit, &refusals, &err) < 0 ||
 	    guard_new(&cfg.limits, &guard, &err) < 0)
 		goto fail;
@@ -203,7 +221,9 @@ int main(int argc, char **argv)
 				       .refusals = refusals,
 				       .guard = guard,
 				       .policy = &policy,
-				       .pool = pool };
+				       .pool = pool,
+				       .attest = attest ? attest_host_ops(attest)
+							: NULL };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
 	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)
@@ -219,7 +239,9 @@ int main(int argc, char **argv)
 				   .guard = guard,
 				   .load = load,
 				   .ctl = ctl,
-				   .pool = pool };
+				   .pool = pool,
+				   .attest = attest ? attest_host_ops(attest)
+						    : NULL };
 	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
 		goto fail;
 	ev[0] = evsignal_new(d.base, SIGTERM, on_term, &d);
@@ -233,15 +255,20 @@ int main(int argc, char **argv)
 		}
 	}
 	if (audit_log(audit, "-", "ferryd.start", cfg.host, "ok",
-		      json_pack("{s:s, s:s, s:I}", "version", FERRY_VERSION,
-				"policy",
+		      json_pack("{s:s, s:s, s:I, s:s}", "version",
+				FERRY_VERSION, "policy",
 				cfg.policy_file[0] ? cfg.policy_file : "none",
-				"vms", (json_int_t)vmm_count(vmm)),
+				"vms", (json_int_t)vmm_count(vmm),
+				"attestation",
+				attest ? attest_host_summary(attest) : "off"),
 		      &err) < 0)
 		goto fail;
-	log_info("ferryd %s: host %s, accel %s (configured %s), %zu VMs",
+	log_info("ferryd %s: host %s, accel %s (configured %s), %zu VMs, "
+		 "attestation %s%s%s",
 		 FERRY_VERSION, cfg.host, accel_mode_name(accel),
-		 accel_mode_name(cfg.accel), vmm_count(vmm));
+		 accel_mode_name(cfg.accel), vmm_count(vmm),
+		 attest_mode_name(cfg.attest.mode), attest ? ": " : "",
+		 attest ? attest_host_summary(attest) : "");
 	event_base_dispatch(d.base);
 	rc = 0;
 	goto out;
@@ -277,6 +304,8 @@ out:
 	guard_free(guard);
 	policy_free(policy);
 	SSL_CTX_free(ctx);
+	tls_keys_clear();
+	attest_host_free(attest);
 	config_clear(&cfg);
 	return rc;
 }

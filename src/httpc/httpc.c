@@ -13,6 +13,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 /* State of one request while it runs. */
@@ -26,6 +27,10 @@ struct pending {
 	char name[FERRY_NAME_MAX + 1];
 	char address[64];
 	uint16_t port;
+	unsigned char *exporter; /* wanted: filled when the handshake is done
+				    (evhttp may reset the TLS session before
+				    on_done runs) */
+	bool *have_exporter;
 };
 
 /* A connection kept open between requests (httpc_conn_*). */
@@ -45,6 +50,19 @@ struct httpc_conn {
 	char *retry_path;        /* a GET sent on a used connection */
 	struct httpc_conn_stats stats;
 };
+
+/* The handshake is done: take the exporter when it is wanted. */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+	struct pending *p = SSL_get_app_data(ssl);
+	struct ferr err;
+
+	(void)ret;
+	if ((where & SSL_CB_HANDSHAKE_DONE) && p && p->exporter &&
+	    !*p->have_exporter)
+		*p->have_exporter =
+			tls_exporter((SSL *)ssl, p->exporter, &err) == 0;
+}
 
 static void on_error(enum evhttp_request_error e, void *arg)
 {
@@ -70,13 +88,30 @@ static const char *request_error_name(enum evhttp_request_error e)
 	}
 }
 
+/* Overwrite the bytes of buf in place, then drain it. */
+static void wipe_buffer(struct evbuffer *buf)
+{
+	struct evbuffer_iovec v[16];
+	int n;
+
+	while ((n = evbuffer_peek(buf, -1, NULL, v, 16)) > 0) {
+		size_t done = 0;
+
+		for (int i = 0; i < n && i < 16; i++) {
+			OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
+			done += v[i].iov_len;
+		}
+		evbuffer_drain(buf, done);
+	}
+}
+
 /* The reply of a finished request: 0 with *status and *reply, or -1. */
 static int take_reply(struct pending *p, struct evhttp_request *r,
 		      int *status, json_t **reply, struct ferr *err)
 {
 	struct evbuffer *in;
 	size_t len;
-	const char *body;
+	char *body;
 	int code = r ? evhttp_request_get_response_code(r) : 0;
 
 	if (code == 0) {
@@ -102,11 +137,17 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"host %s sent a reply over %d bytes", p->name,
 				FERRY_API_REPLY_MAX);
-	/* parsed in place (a poll reads thousands of these a round) */
-	body = len ? (const char *)evbuffer_pullup(in, (ev_ssize_t)len) : "";
+	body = malloc(len + 1);
 	if (!body)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	evbuffer_copyout(in, body, len);
+	body[len] = '\0';
+	wipe_buffer(in);
 	*reply = json_parse_object(body, len, "reply", err);
+	/* replies may carry a migration session key: no copy stays behind
+	 * (the caller wipes the one in *reply) */
+	OPENSSL_cleanse(body, len);
+	free(body);
 	if (!*reply && code >= 300) {
 		/* an error page that is not ours (e.g. from the HTTP layer) */
 		*reply = json_pack("{s:{s:s, s:s+}}", "error", "code",
@@ -214,11 +255,13 @@ static enum evhttp_cmd_type method_type(const char *m)
 }
 
 /* A new TLS connection to host on base (not yet connected: evhttp connects
- * with the first request). keep: it will serve several requests. */
+ * with the first request). keep: it will serve several requests;
+ * exporter_for: the request that wants the TLS exporter. */
 static struct evhttp_connection *conn_open(struct event_base *base,
 					   SSL_CTX *ctx,
 					   const struct httpc_peer *host,
 					   unsigned timeout_s, bool keep,
+					   struct pending *exporter_for,
 					   struct ferr *err)
 {
 	struct bufferevent *bev = NULL;
@@ -235,6 +278,10 @@ static struct evhttp_connection *conn_open(struct event_base *base,
 	if (tls_client_expect(ssl, host->address,
 			      host->check_name ? host->name : NULL, err) < 0)
 		goto fail;
+	if (exporter_for) {
+		SSL_set_app_data(ssl, exporter_for);
+		SSL_set_info_callback(ssl, on_tls_info);
+	}
 	bev = bufferevent_openssl_socket_new(base, -1, ssl,
 					     BUFFEREVENT_SSL_CONNECTING,
 					     BEV_OPT_CLOSE_ON_FREE |
@@ -318,16 +365,22 @@ static struct pending *pending_new(const struct httpc_peer *host,
 	return p;
 }
 
-int httpc_start(struct event_base *base, SSL_CTX *ctx,
-		const struct httpc_peer *host, unsigned timeout_s,
-		const char *method, const char *path, const json_t *body,
-		httpc_done_fn done, void *arg, struct ferr *err)
+/* httpc_start, with the TLS exporter of the connection into exporter
+ * (and *have_exporter set) when exporter is not NULL. */
+static int start_x(struct event_base *base, SSL_CTX *ctx,
+		   const struct httpc_peer *host, unsigned timeout_s,
+		   const char *method, const char *path, const json_t *body,
+		   httpc_done_fn done, void *arg, unsigned char *exporter,
+		   bool *have_exporter, struct ferr *err)
 {
 	struct pending *p = pending_new(host, done, arg);
 
 	if (!p)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	p->conn = conn_open(base, ctx, host, timeout_s, false, err);
+	p->exporter = exporter;
+	p->have_exporter = have_exporter;
+	p->conn = conn_open(base, ctx, host, timeout_s, false,
+			    exporter ? p : NULL, err);
 	if (!p->conn || send_request(p->conn, p, method, path, body, false,
 				     err) < 0) {
 		if (p->conn)
@@ -336,6 +389,15 @@ int httpc_start(struct event_base *base, SSL_CTX *ctx,
 		return -1;
 	}
 	return 0;
+}
+
+int httpc_start(struct event_base *base, SSL_CTX *ctx,
+		const struct httpc_peer *host, unsigned timeout_s,
+		const char *method, const char *path, const json_t *body,
+		httpc_done_fn done, void *arg, struct ferr *err)
+{
+	return start_x(base, ctx, host, timeout_s, method, path, body, done,
+		       arg, NULL, NULL, err);
 }
 
 /* ---- kept connections ---- */
@@ -389,7 +451,7 @@ static int conn_send(struct httpc_conn *hc, const char *method,
 	}
 	if (!hc->conn) {
 		hc->conn = conn_open(hc->base, hc->ctx, &peer, hc->timeout_s,
-				     true, err);
+				     true, NULL, err);
 		if (!hc->conn) {
 			free(p);
 			return -1;
@@ -488,13 +550,23 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 		  const json_t *body, int *status, json_t **reply,
 		  struct ferr *err)
 {
+	return httpc_request_x(ctx, host, timeout_s, method, path, body,
+			       status, reply, NULL, err);
+}
+
+int httpc_request_x(SSL_CTX *ctx, const struct httpc_peer *host,
+		    unsigned timeout_s, const char *method, const char *path,
+		    const json_t *body, int *status, json_t **reply,
+		    unsigned char *exporter, struct ferr *err)
+{
 	struct result r = { 0 };
 	struct event_base *base = event_base_new();
+	bool have_exporter = false;
 
 	if (!base)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	if (httpc_start(base, ctx, host, timeout_s, method, path, body,
-			on_result, &r, err) < 0) {
+	if (start_x(base, ctx, host, timeout_s, method, path, body, on_result,
+		    &r, exporter, &have_exporter, err) < 0) {
 		event_base_free(base);
 		return -1;
 	}
@@ -509,6 +581,12 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 	if (!r.reply) {
 		*err = r.err;
 		return -1;
+	}
+	if (exporter && !have_exporter) {
+		json_decref(r.reply);
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"host %s: no TLS exporter for this connection",
+				host->name);
 	}
 	*status = r.status;
 	*reply = r.reply;
@@ -542,12 +620,21 @@ int httpc_call(SSL_CTX *ctx, const struct httpc_peer *host, unsigned timeout_s,
 	       const char *method, const char *path, const json_t *body,
 	       json_t **reply, struct ferr *err)
 {
+	return httpc_call_x(ctx, host, timeout_s, method, path, body, reply,
+			    NULL, err);
+}
+
+int httpc_call_x(SSL_CTX *ctx, const struct httpc_peer *host,
+		 unsigned timeout_s, const char *method, const char *path,
+		 const json_t *body, json_t **reply, unsigned char *exporter,
+		 struct ferr *err)
+{
 	json_t *r = NULL;
 	int status = 0;
 	const char *msg;
 
-	if (httpc_request(ctx, host, timeout_s, method, path, body, &status, &r,
-			  err) < 0)
+	if (httpc_request_x(ctx, host, timeout_s, method, path, body, &status,
+			    &r, exporter, err) < 0)
 		return -1;
 	if (status >= 200 && status < 300) {
 		*reply = r;

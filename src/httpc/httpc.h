@@ -50,6 +50,13 @@ int httpc_start(struct event_base *base, SSL_CTX *ctx,
 		const struct httpc_peer *peer, unsigned timeout_s,
 		const char *method, const char *path, const json_t *body,
 		httpc_done_fn done, void *arg, struct ferr *err);
+/* httpc_request that also gives the connection's attestation exporter
+ * (tls_exporter, TLS_EXPORTER_LEN bytes) in exporter when not NULL, to
+ * bind an attestation nonce to this TLS session. */
+int httpc_request_x(SSL_CTX *ctx, const struct httpc_peer *peer,
+		    unsigned timeout_s, const char *method, const char *path,
+		    const json_t *body, int *status, json_t **reply,
+		    unsigned char *exporter, struct ferr *err);
 
 /* A connection kept open for many requests to one peer, one request at a
  * time (HTTP/1.1 keep-alive), so that a poller pays the TLS handshake once
@@ -98,5 +105,11 @@ void httpc_conn_free(struct httpc_conn *hc);
 int httpc_call(SSL_CTX *ctx, const struct httpc_peer *peer, unsigned timeout_s,
 	       const char *method, const char *path, const json_t *body,
 	       json_t **reply, struct ferr *err);
+
+/* httpc_call with the exporter of httpc_request_x. */
+int httpc_call_x(SSL_CTX *ctx, const struct httpc_peer *peer,
+		 unsigned timeout_s, const char *method, const char *path,
+		 const json_t *body, json_t **reply, unsigned char *exporter,
+		 struct ferr *err);
 
 #endif

@@ -202,7 +202,7 @@ int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 			goto fail;
 		}
 	}
-	if (mig_exporter(c.ssl, sid, channel, exporter, err) < 0)
+	if (mig_exporter(c.ssl, key, sid, channel, exporter, err) < 0)
 		goto fail;
 	mig_hello_build(hello, &h, key, exporter);
 	if (conn_write_full(&c, hello, sizeof(hello), err) < 0 ||

@@ -106,7 +106,8 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 			 s->source);
 		goto fail;
 	}
-	if (mig_exporter(ssl, h->session, h->channel, exporter, err) < 0)
+	if (mig_exporter(ssl, s->key, h->session, h->channel, exporter,
+			 err) < 0)
 		goto fail;
 	if (!mig_hello_mac_ok(hello, s->key, exporter)) {
 		ferr_set(err, FERR_FORBIDDEN,
@@ -231,6 +232,7 @@ static void *listener_main(void *arg)
 		}
 		a->m = m;
 		a->fd = fd;
+		atomic_fetch_add(&m->conns_accepted, 1);
 		if (ss.ss_family == AF_INET)
 			inet_ntop(AF_INET,
 				  &((struct sockaddr_in *)&ss)->sin_addr,

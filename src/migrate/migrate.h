@@ -36,6 +36,7 @@ struct audit_refusals;
 struct guard;
 struct policy;
 struct worker_pool;
+struct attest_ops;
 
 /* What the migrator uses from the rest of ferryd (all borrowed). */
 struct migrator_deps {
@@ -44,6 +45,7 @@ struct migrator_deps {
 	struct guard *guard;             /* data-plane connection limits */
 	struct policy **policy;          /* the policy in force */
 	struct worker_pool *pool;        /* blocking work off the loop */
+	const struct attest_ops *attest; /* this host's TPM (NULL: off) */
 };
 
 /* A deferred answer: rc 0 with reply (a new reference, taken), or -1 with
@@ -94,10 +96,12 @@ int migrator_cancel(struct migrator *m, const char *id, json_t **reply,
 		    struct ferr *err);
 
 /* API (peer hosts): prepare an incoming migration. Checks what it can at
- * once (-1: refused, nothing done); otherwise 0 and fn follows. */
+ * once (-1: refused, nothing done); otherwise 0 and fn follows. exporter
+ * (32 bytes, NULL when unknown) is the TLS exporter of the caller's
+ * connection, to which an attestation nonce is bound. */
 int migrator_prepare(struct migrator *m, const json_t *body,
-		     const char *peer, mig_reply_fn fn, void *ctx,
-		     struct ferr *err);
+		     const char *peer, const unsigned char *exporter,
+		     mig_reply_fn fn, void *ctx, struct ferr *err);
 
 /* API (peer hosts): finish an incoming session (resume the VM here,
  * irreversibly), like migrator_prepare. A repeated finish of a committed
@@ -106,18 +110,29 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 		    const char *peer, mig_reply_fn fn, void *ctx,
 		    struct ferr *err);
 
+/* API (peer hosts): the post-copy stream of committed session id broke
+ * (QEMU paused the migration): listen again for a new channel (QEMU's
+ * migrate-recover) and answer like prepare, with a new session to carry
+ * it. Like migrator_prepare. */
+int migrator_recover(struct migrator *m, const char *id, const char *peer,
+		     mig_reply_fn fn, void *ctx, struct ferr *err);
+
 /* API (peer hosts): abort an uncommitted session (a committed one is
- * FERR_CONFLICT), and say where a session stands: {"id", "vm", "state",
+ * FERR_CONFLICT; body: NULL or {"reason"}, recorded and audited), and
+ * say where a session stands: {"id", "vm", "state",
  * "outcome": "committed" | "not_committed" | "pending"}. "not_committed"
  * is final: this host never committed the session and never will. */
-int migrator_abort(struct migrator *m, const char *id, const char *peer,
-		   json_t **reply, struct ferr *err);
+int migrator_abort(struct migrator *m, const char *id, const json_t *body,
+		   const char *peer, json_t **reply, struct ferr *err);
 int migrator_incoming_get(struct migrator *m, const char *id,
 			  const char *peer, json_t **reply, struct ferr *err);
 
 /* Add the id of vm's active migration to a VM object. */
 void migrator_annotate_vm(struct migrator *m, const struct vm *vm,
 			  json_t *obj);
+
+/* TCP connections the data-plane port accepted since the start. */
+uint64_t migrator_conns_accepted(struct migrator *m);
 
 /* Outgoing migrations running and queued, and unresolved ones. */
 void migrator_counts(struct migrator *m, unsigned *active, unsigned *queued,

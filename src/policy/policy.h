@@ -40,6 +40,8 @@ enum perm {
 	PERM_POLICY_RELOAD,  /* reload the policy */
 	PERM_BALANCE_READ,   /* load reports, balancer status and plans */
 	PERM_BALANCE_WRITE,  /* balancer mode, host drain/undrain */
+	PERM_ATTEST_READ,    /* the host's TPM identity and quotes */
+	PERM_ATTEST_ADMIN,   /* enrolment (credential activation), approvals */
 	PERM__COUNT
 };
 
@@ -56,6 +58,10 @@ struct policy_vm {
  * "default-deny"), and a human reason. */
 struct policy_decision {
 	bool allow;
+	bool attest;    /* the allowing rule requires the destination's
+			   attestation ("attest": "required") */
+	bool plaintext; /* the allowing rule lets this migration cross in
+			   plaintext ("plaintext": "allow"); default no */
 	char rule[FERRY_NAME_MAX + 1];
 	char reason[FERRY_ERR_MSG_MAX];
 };
@@ -101,6 +107,15 @@ void policy_check_out(const struct policy *p, const char *requester,
 void policy_check_in(const struct policy *p, const char *requester,
 		     const struct policy_vm *vm, const char *from,
 		     struct policy_decision *d);
+
+/* Reference values for attesting host: the union of the lists of every
+ * "attestation.reference" entry whose selector matches the host, as a new
+ * object {"ferryd": [hex...], "qemu": [...], "policy": [...]} (empty
+ * lists when none match; NULL only when out of memory). scope gets where
+ * they come from for messages: the host's labels ("site=eu,tier=gold")
+ * or, without labels, "host NAME". */
+json_t *policy_attest_refs(const struct policy *p, const char *host,
+			   char *scope, size_t scope_len);
 
 /* Labels of a host from the policy (NULL when it has none). */
 const json_t *policy_host_labels(const struct policy *p, const char *host);

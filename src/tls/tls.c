@@ -37,6 +37,60 @@ const char *tls_error_string(char *buf, size_t len)
 	return buf;
 }
 
+/* Keys given by tls_key_provide, by key file path. */
+static struct {
+	char *path;
+	EVP_PKEY *key;
+} provided[TLS_PROVIDED_KEYS_MAX];
+
+int tls_key_provide(const char *key_file, EVP_PKEY *key, struct ferr *err)
+{
+	for (int i = 0; i < TLS_PROVIDED_KEYS_MAX; i++) {
+		if (provided[i].path)
+			continue;
+		provided[i].path = strdup(key_file);
+		if (!provided[i].path || EVP_PKEY_up_ref(key) != 1) {
+			free(provided[i].path);
+			provided[i].path = NULL;
+			return ferr_set(err, FERR_INTERNAL, "out of memory");
+		}
+		provided[i].key = key;
+		return 0;
+	}
+	return ferr_set(err, FERR_INTERNAL, "too many provided TLS keys");
+}
+
+void tls_keys_clear(void)
+{
+	for (int i = 0; i < TLS_PROVIDED_KEYS_MAX; i++) {
+		free(provided[i].path);
+		EVP_PKEY_free(provided[i].key);
+		provided[i].path = NULL;
+		provided[i].key = NULL;
+	}
+}
+
+static EVP_PKEY *provided_key(const char *key_file)
+{
+	for (int i = 0; i < TLS_PROVIDED_KEYS_MAX; i++)
+		if (provided[i].path && !strcmp(provided[i].path, key_file))
+			return provided[i].key;
+	return NULL;
+}
+
+int tls_exporter(SSL *ssl, unsigned char out[TLS_EXPORTER_LEN],
+		 struct ferr *err)
+{
+	if (!ssl ||
+	    SSL_export_keying_material(ssl, out, TLS_EXPORTER_LEN,
+				       TLS_EXPORTER_ATTEST,
+				       strlen(TLS_EXPORTER_ATTEST), NULL, 0,
+				       0) != 1)
+		return ferr_set(err, FERR_INTERNAL,
+				"no TLS exporter for this connection");
+	return 0;
+}
+
 /* Common part of server and client contexts. */
 static SSL_CTX *ctx_new(const SSL_METHOD *method, const char *ca_file,
 			const char *cert_file, const char *key_file,
@@ -70,7 +124,10 @@ static SSL_CTX *ctx_new(const SSL_METHOD *method, const char *ca_file,
 			 cert_file, tls_error_string(ebuf, sizeof(ebuf)));
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+	if (provided_key(key_file)
+		    ? SSL_CTX_use_PrivateKey(ctx, provided_key(key_file)) != 1
+		    : SSL_CTX_use_PrivateKey_file(ctx, key_file,
+						  SSL_FILETYPE_PEM) != 1) {
 		ferr_set(err, FERR_INVALID, "cannot load key %s: %s", key_file,
 			 tls_error_string(ebuf, sizeof(ebuf)));
 		goto fail;

@@ -30,6 +30,23 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *cert_file,
 int tls_client_expect(SSL *ssl, const char *ip, const char *name,
 		      struct ferr *err);
 
+/* Use key for every context made later with key_file as its key file,
+ * instead of reading that file (a key kept sealed by the TPM, see
+ * attest_tpm.h, whose file no longer exists). Takes a reference. Call
+ * before any thread makes contexts; tls_keys_clear() drops them all. At
+ * most TLS_PROVIDED_KEYS_MAX keys. */
+#define TLS_PROVIDED_KEYS_MAX 4
+int tls_key_provide(const char *key_file, EVP_PKEY *key, struct ferr *err);
+void tls_keys_clear(void);
+
+/* The TLS exporter (RFC 8446, 7.5) of a connection for attestation, with
+ * the label TLS_EXPORTER_ATTEST and no context: both ends of one TLS
+ * session get the same TLS_EXPORTER_LEN bytes, no other session does. */
+#define TLS_EXPORTER_ATTEST "EXPORTER-ferry-attest"
+#define TLS_EXPORTER_LEN 32
+int tls_exporter(SSL *ssl, unsigned char out[TLS_EXPORTER_LEN],
+		 struct ferr *err);
+
 /* Copy the verified peer's identity into out. -1 when the peer has no
  * verified certificate or its name is not a valid ferry name. */
 int tls_peer_identity(SSL *ssl, char *out, size_t len);

@@ -653,10 +653,11 @@ int vmm_start(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
 
 static int quit_work(struct vm_op *op)
 {
-	struct ferr ignored;
-
-	if (op->q)
-		qmp_command(op->q, "quit", NULL, NULL, &ignored);
+	/* the VM goes away (discarded, or running on another host): nothing
+	 * in this QEMU is worth a graceful quit, and a frozen QEMU must not
+	 * hold up its removal */
+	if (op->pid > 0 && qemu_process_matches(op->pid, op->uuid))
+		kill(op->pid, SIGKILL);
 	qemu_reap(op->pid, op->uuid);
 	return 0;
 }
@@ -691,8 +692,6 @@ int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err)
 	op->what = "quit";
 	op->work = quit_work;
 	op->apply = quit_apply;
-	/* a VM without a monitor is still reaped */
-	op->lend_qmp = true;
 	op->pid = vm->pid;
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	op->after = after;

@@ -23,6 +23,25 @@
 enum disk_format { DISK_RAW, DISK_QCOW2 };
 enum net_mode { NET_NONE, NET_USER };
 
+/* A VM's own migration constraints ("constraints" in its definition):
+ *   {"destinations": {"site": ["eu", "de"]}, "attest": "required",
+ *    "roles": ["operator"], "signature": "<128 hex>"}
+ * every member but the signature optional. A destination must carry, for
+ * each key, one of the listed values among its host labels (the cluster
+ * policy's "hosts"); "attest": "required" needs the destination's
+ * attestation; the requester must hold one of the roles. The signature is
+ * the attestation authority's ECDSA P-256 (r || s) over vm_constraints_tbs
+ * (attest_constraints_digest). */
+struct vm_constraints {
+	bool present;
+	bool attest;
+	struct label dest[FERRY_VM_DEST_LABELS_MAX]; /* key, allowed value */
+	unsigned ndest;
+	char roles[FERRY_VM_ROLES_MAX][FERRY_NAME_MAX + 1];
+	unsigned nroles;
+	uint8_t signature[FERRY_VM_SIG_LEN];
+};
+
 struct vm_def {
 	char name[FERRY_NAME_MAX + 1];
 	char uuid[FERRY_UUID_STR_LEN + 1];
@@ -43,7 +62,22 @@ struct vm_def {
 	/* labels, for the policy's rules (e.g. region=eu) */
 	struct label labels[FERRY_VM_LABELS_MAX];
 	unsigned nlabels;
+	/* migration constraints carried by the VM, signed by an admin
+	 * (constraints.c); checked by every host it lands on */
+	struct vm_constraints cons;
 };
+
+/* constraints.c: parse the "constraints" member of a VM definition
+ * (hostile input, strict; FERR_INVALID naming the field). The signature is
+ * checked by its users (it needs the authority's key). */
+int vm_constraints_from_json(const json_t *obj, struct vm_constraints *c,
+			     struct ferr *err);
+
+/* The constraints as JSON, with the signature (for the definition) or
+ * without it: the canonical content that is signed. NULL when absent or
+ * out of memory. */
+json_t *vm_constraints_to_json(const struct vm_constraints *c,
+			       bool with_signature);
 
 enum vm_state {
 	VM_SHUTOFF,  /* defined, no QEMU */

@@ -163,7 +163,8 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 {
 	static const char *const fields[] = {
 		"name", "uuid", "memory_mib", "vcpus", "kernel", "initrd",
-		"cmdline", "disk", "network", "migration", "labels", NULL
+		"cmdline", "disk", "network", "migration", "labels",
+		"constraints", NULL
 	};
 	const char *s = NULL;
 	json_t *disk;
@@ -243,6 +244,11 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 	    parse_labels(json_object_get(obj, "labels"), def, err) < 0)
 		return -1;
 
+	if (json_object_get(obj, "constraints") &&
+	    vm_constraints_from_json(json_object_get(obj, "constraints"),
+				     &def->cons, err) < 0)
+		return -1;
+
 	s = NULL;
 	if (json_get_string(obj, "network", "vm", 8, &s, err) < 0)
 		return -1;
@@ -289,6 +295,9 @@ json_t *vmdef_to_json(const struct vm_def *def)
 					    json_string(def->labels[i].value));
 		json_object_set_new(o, "labels", l);
 	}
+	if (def->cons.present)
+		json_object_set_new(o, "constraints",
+				    vm_constraints_to_json(&def->cons, true));
 	if (def->disk[0])
 		json_object_set_new(
 			o, "disk",

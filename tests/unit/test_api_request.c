@@ -197,6 +197,47 @@ static void test_bodies(void **state)
 	free(big);
 }
 
+static void test_attest_routes(void **state)
+{
+	struct api_request req;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse("GET", "/v1/attest/identity", NULL, &req, &err),
+			 0);
+	assert_int_equal(req.route, ROUTE_ATTEST_IDENTITY);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_READ);
+	assert_null(api_route_action(req.route)); /* a read */
+	assert_int_equal(parse("POST", "/v1/attest/quote",
+			       "{\"challenge\": \"00\"}", &req, &err),
+			 0);
+	assert_int_equal(req.route, ROUTE_ATTEST_QUOTE);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_READ);
+	assert_false(req.have_exporter); /* the transport sets it */
+	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/attest/activate", "{}", &req,
+			       &err),
+			 0);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_ADMIN);
+	assert_string_equal(api_route_action(req.route), "attest.activate");
+	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/attest/approvals", "{}", &req,
+			       &err),
+			 0);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_ADMIN);
+	assert_string_equal(api_route_action(req.route), "attest.approve");
+	api_request_clear(&req);
+	assert_int_equal(parse("GET", "/v1/attest/quote", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_METHOD);
+	assert_int_equal(parse("POST", "/v1/attest/quote", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	assert_int_equal(parse("GET", "/v1/attest/other", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_NOT_FOUND);
+}
+
 static void test_error_json(void **state)
 {
 	struct ferr err = { 0 };
@@ -224,6 +265,7 @@ int main(void)
 		cmocka_unit_test(test_balance_routes),
 		cmocka_unit_test(test_bodies),
 		cmocka_unit_test(test_error_json),
+		cmocka_unit_test(test_attest_routes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,6 +54,49 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.accel, ACCEL_AUTO);
 }
 
+/* GOOD with an "attestation" member */
+#define WITH_ATTEST(a) \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.1\"}, " \
+	"\"tls\": {\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, "  \
+	"\"state_dir\": \"/s\", \"shared_dir\": \"/d\", "                 \
+	"\"attestation\": " a "}"
+
+static void test_attestation(void **state)
+{
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	/* off by default */
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_OFF);
+	assert_false(cfg.attest.seal);
+	/* the short form: a mode; required seals by default */
+	assert_int_equal(parse(WITH_ATTEST("\"optional\""), &cfg, &err), 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_OPTIONAL);
+	assert_false(cfg.attest.seal);
+	assert_string_equal(cfg.attest.tcti, "device:/dev/tpmrm0");
+	assert_int_equal(cfg.attest.pcr, 15);
+	assert_int_equal(cfg.attest.policy_pcr, 13);
+	assert_int_equal(parse(WITH_ATTEST("{\"mode\": \"required\", "
+					   "\"tcti\": \"swtpm:port=2321\", "
+					   "\"pcr\": 12, \"policy_pcr\": 11, "
+					   "\"registrar\": \"pki/attest\"}"),
+			       &cfg, &err),
+			 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_REQUIRED);
+	assert_true(cfg.attest.seal);
+	assert_string_equal(cfg.attest.tcti, "swtpm:port=2321");
+	assert_int_equal(cfg.attest.pcr, 12);
+	assert_int_equal(cfg.attest.policy_pcr, 11);
+	assert_string_equal(cfg.attest.registrar, "/etc/ferry/pki/attest");
+	assert_int_equal(parse(WITH_ATTEST("{\"mode\": \"required\", "
+					   "\"seal\": false}"),
+			       &cfg, &err),
+			 0);
+	assert_false(cfg.attest.seal);
+}
+
 /* Each bad config must fail with a message naming the problem. */
 static void test_bad(void **state)
 {
@@ -88,6 +131,17 @@ static void test_bad(void **state)
 		  "sun_path/x\", \"shared_dir\": \"/d\"}",
 		  "sun_path" },
 		{ "{\"host\": \"h\", \"host\": \"h\"}", "malformed JSON" },
+		{ WITH_ATTEST("\"sometimes\""), "attestation.mode must be" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"pcr\": 16}"),
+		  "attestation.pcr" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"pcr\": 13}"),
+		  "pcr and policy_pcr must differ" },
+		{ WITH_ATTEST("{\"mode\": \"required\"}"),
+		  "attestation.seal needs attestation.registrar" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"tcti\": \"a b\"}"),
+		  "attestation.tcti" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"extra\": 1}"),
+		  "unknown field \"extra\"" },
 	};
 
 	(void)state;
@@ -173,6 +227,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_etcd),
+		cmocka_unit_test(test_attestation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,8 @@
 
 #include "migrate_int.h"
 #include "tls.h"
+#include "attest.h"
+#include "policy.h"
 
 static const uint8_t KEY[MIG_KEY_LEN] = { 1, 2, 3, 4, 5 };
 static const uint8_t EXP[MIG_EXPORTER_LEN] = { 9, 8, 7 };
@@ -412,6 +414,107 @@ static int teardown_pki(void **state)
 	return rmtree(g_pki, &err);
 }
 
+/* A VM definition with constraints, signed by key (NULL: a zero
+ * signature). */
+static void signed_def(struct vm_def *d, const char *cons, EVP_PKEY *key)
+{
+	char text[1024];
+	uint8_t dg[ATTEST_DIGEST_LEN];
+	struct ferr err = { 0 };
+	json_t *o, *tbs;
+
+	snprintf(text, sizeof(text),
+		 "{\"name\": \"vm1\", \"uuid\": "
+		 "\"5f0c3c1e-8d1a-4c47-9a55-0c6f1e0b7a21\", \"memory_mib\": 64, "
+		 "\"kernel\": \"k\", \"constraints\": {%s%s\"signature\": "
+		 "\"%0128d\"}}",
+		 cons, cons[0] ? ", " : "", 0);
+	o = json_loads(text, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(vmdef_from_json(o, d, &err), 0);
+	json_decref(o);
+	if (!key)
+		return;
+	tbs = vm_constraints_to_json(&d->cons, false);
+	assert_int_equal(attest_constraints_digest(d->uuid, tbs, dg, &err), 0);
+	assert_int_equal(attest_sign(key, dg, d->cons.signature, &err), 0);
+	json_decref(tbs);
+}
+
+static void test_constraints(void **state)
+{
+	static const char pol[] =
+		"{\"roles\": {\"admin\": [\"alice\"], \"operator\": [\"bob\"], "
+		"\"host\": [\"host-a\", \"host-b\"]}, "
+		"\"hosts\": {\"host-b\": {\"labels\": {\"site\": \"eu\", "
+		"\"tier\": \"gold\"}}}, \"rules\": []}";
+	char dir[] = "/tmp/ferry-cons-XXXXXX", path[256];
+	struct ferryd_config cfg = { 0 };
+	struct migrator m = { .cfg = &cfg };
+	struct policy *p = NULL;
+	struct vm_def d;
+	struct ferr err = { 0 };
+	EVP_PKEY *key;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(attest_authority_create(dir, &err), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, ATTEST_AUTHORITY_KEY);
+	key = attest_key_load(path, true, &err);
+	assert_non_null(key);
+	assert_int_equal(policy_parse(pol, strlen(pol), "p", &p, &err), 0);
+	m.deps.policy = &p;
+	snprintf(cfg.host, sizeof(cfg.host), "host-b");
+
+	/* the signature: the authority's, over these constraints and uuid */
+	signed_def(&d, "\"destinations\": {\"site\": [\"eu\"]}", key);
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), 0);
+	assert_int_equal(mig_constraints_verify("", &d, &err), -1);
+	assert_int_equal(err.code, FERR_FORBIDDEN);
+	snprintf(d.cons.dest[0].value, sizeof(d.cons.dest[0].value), "us");
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), -1);
+	assert_non_null(strstr(err.msg, "not signed by the attestation"));
+	signed_def(&d, "\"destinations\": {\"site\": [\"eu\"]}", key);
+	d.uuid[0] = '6';  /* another VM's */
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), -1);
+	signed_def(&d, "\"attest\": \"required\"", NULL);
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), -1);
+
+	/* the checks against this host and the requester */
+	signed_def(&d, "\"destinations\": {\"site\": [\"us\", \"eu\"], "
+		       "\"tier\": [\"gold\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err), 0);
+	signed_def(&d, "\"destinations\": {\"site\": [\"us\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_FORBIDDEN);
+	assert_non_null(strstr(err.msg, "its label site is eu, not one the VM "
+					"allows"));
+	signed_def(&d, "\"destinations\": {\"rack\": [\"r1\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_non_null(strstr(err.msg, "rack is unset"));
+	signed_def(&d, "\"attest\": \"required\"", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", true, &err), 0);
+	signed_def(&d, "\"roles\": [\"operator\"]", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "bob", false, &err), 0);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_non_null(strstr(err.msg, "refuse requester alice"));
+	/* another host's labels */
+	snprintf(cfg.host, sizeof(cfg.host), "host-a");
+	signed_def(&d, "\"destinations\": {\"site\": [\"eu\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+
+	EVP_PKEY_free(key);
+	policy_free(p);
+	snprintf(path, sizeof(path), "rm -rf %s", dir);
+	assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +527,7 @@ int main(void)
 		cmocka_unit_test(test_relay_plain),
 		cmocka_unit_test(test_relay_tls),
 		cmocka_unit_test(test_relay_errors),
+		cmocka_unit_test(test_constraints),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }

@@ -159,6 +159,18 @@ static void test_invalid(void **state)
 		  "\"migrate_out\": {\"roles\": [\"admin\"]}, \"to\": {\"all\": "
 		  "true}}]}",
 		  "used twice" },
+		{ "{\"roles\": {}, \"rules\": [{\"name\": \"r\", \"vms\": {\"all\":"
+		  " true}, \"migrate_out\": {\"roles\": [\"admin\"]}, \"to\": "
+		  "{\"all\": true}, \"attest\": \"maybe\"}]}",
+		  "rules[0] (r).attest" },
+		{ "{\"roles\": {}, \"attestation\": {\"reference\": [{\"ferryd\":"
+		  " []}]}}",
+		  "attestation.reference[0].hosts: required" },
+		{ "{\"roles\": {}, \"attestation\": {\"reference\": [{\"hosts\":"
+		  " {\"all\": true}, \"qemu\": [\"ABCD\"]}]}}",
+		  "attestation.reference[0].qemu[0]: not a SHA-256" },
+		{ "{\"roles\": {}, \"attestation\": {\"allow\": []}}",
+		  "unknown field \"allow\"" },
 	};
 
 	(void)state;
@@ -177,12 +189,62 @@ static void test_invalid(void **state)
 	}
 }
 
+#define DA "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define DB "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+/* "attest": "required" on the deciding rule; reference values per host. */
+static void test_attestation(void **state)
+{
+	struct policy *p = load(
+		"{\"roles\": {\"admin\": [\"alice\"]},"
+		" \"hosts\": {\"host-b\": {\"labels\": {\"site\": \"eu\"}}},"
+		" \"rules\": [{\"name\": \"strict\", \"vms\": {\"names\": "
+		"[\"db\"]}, \"migrate_out\": {\"roles\": [\"admin\"]}, \"to\": "
+		"{\"all\": true}, \"attest\": \"required\"},"
+		" {\"name\": \"lax\", \"vms\": {\"all\": true}, \"migrate_out\":"
+		" {\"roles\": [\"admin\"]}, \"to\": {\"all\": true}}],"
+		" \"attestation\": {\"reference\": ["
+		"  {\"hosts\": {\"labels\": {\"site\": \"eu\"}}, \"ferryd\": [\"" DA
+		"\"], \"qemu\": [\"" DA "\"]},"
+		"  {\"hosts\": {\"all\": true}, \"qemu\": [\"" DB "\"]}]}}");
+	struct policy_vm db = { "db", NULL, 0 }, web = { "web", NULL, 0 };
+	struct policy_decision d;
+	char scope[128];
+	json_t *refs;
+
+	(void)state;
+	policy_check_out(p, "alice", &db, "host-b", &d);
+	assert_true(d.allow);
+	assert_true(d.attest);
+	policy_check_out(p, "alice", &web, "host-b", &d);
+	assert_true(d.allow);
+	assert_false(d.attest);
+	/* host-b (site=eu) gets both entries' lists */
+	refs = policy_attest_refs(p, "host-b", scope, sizeof(scope));
+	assert_string_equal(scope, "site=eu");
+	assert_int_equal(json_array_size(json_object_get(refs, "ferryd")), 1);
+	assert_int_equal(json_array_size(json_object_get(refs, "qemu")), 2);
+	assert_int_equal(json_array_size(json_object_get(refs, "policy")), 0);
+	json_decref(refs);
+	/* host-c has no labels: only the "all" entry */
+	refs = policy_attest_refs(p, "host-c", scope, sizeof(scope));
+	assert_string_equal(scope, "host host-c");
+	assert_int_equal(json_array_size(json_object_get(refs, "ferryd")), 0);
+	assert_string_equal(json_string_value(json_array_get(
+				    json_object_get(refs, "qemu"), 0)),
+			    DB);
+	json_decref(refs);
+	assert_true(policy_permits(p, "alice", PERM_ATTEST_ADMIN, &d));
+	policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roles_and_permissions),
 		cmocka_unit_test(test_migration_rules),
 		cmocka_unit_test(test_invalid),
+		cmocka_unit_test(test_attestation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -244,12 +244,91 @@ static void test_accel(void **state)
 	unlink(cpuinfo);
 }
 
+#define VM_BASE "\"name\": \"vm1\", \"memory_mib\": 64, \"kernel\": \"k\""
+#define SIG "\"signature\": \"" \
+	"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" \
+	"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\""
+
+static void test_constraints(void **state)
+{
+	static const char *const bad[] = {
+		"{" SIG ", \"x\": 1}",                       /* unknown field */
+		"{\"attest\": \"maybe\", " SIG "}",
+		"{\"destinations\": {}, " SIG "}",
+		"{\"destinations\": {\"site\": []}, " SIG "}",
+		"{\"destinations\": {\"site\": [\"EU\"]}, " SIG "}",
+		"{\"destinations\": {\"Site\": [\"eu\"]}, " SIG "}",
+		"{\"destinations\": {\"site\": \"eu\"}, " SIG "}",
+		"{\"roles\": [], " SIG "}",
+		"{\"roles\": [1], " SIG "}",
+		"{\"roles\": \"admin\", " SIG "}",
+		"{\"roles\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"], " SIG "}",
+		"{\"attest\": \"required\"}",              /* unsigned */
+		"{\"signature\": \"00\"}",
+		"{\"signature\": \"0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}",
+		"[]",
+	};
+	char text[2048];
+	struct vm_def d;
+	struct ferr err = { 0 };
+	json_t *j, *c;
+
+	(void)state;
+	snprintf(text, sizeof(text),
+		 "{" VM_BASE ", \"constraints\": {\"destinations\": "
+		 "{\"site\": [\"eu\", \"de\"], \"tier\": [\"gold\"]}, "
+		 "\"attest\": \"required\", \"roles\": [\"operator\"], " SIG
+		 "}}");
+	assert_int_equal(def_from(text, &d, &err), 0);
+	assert_true(d.cons.present && d.cons.attest);
+	assert_int_equal(d.cons.ndest, 3);
+	assert_string_equal(d.cons.dest[1].key, "site");
+	assert_string_equal(d.cons.dest[1].value, "de");
+	assert_int_equal(d.cons.nroles, 1);
+	assert_int_equal(d.cons.signature[0], 0x01);
+	/* the definition carries them on, and reads back the same */
+	j = vmdef_to_json(&d);
+	c = json_object_get(j, "constraints");
+	assert_non_null(c);
+	assert_int_equal(json_array_size(json_object_get(
+				 json_object_get(c, "destinations"), "site")),
+			 2);
+	{
+		struct vm_def d2;
+
+		assert_int_equal(vmdef_from_json(j, &d2, &err), 0);
+		assert_memory_equal(&d.cons, &d2.cons, sizeof(d.cons));
+	}
+	json_decref(j);
+	/* what is signed has no signature */
+	c = vm_constraints_to_json(&d.cons, false);
+	assert_null(json_object_get(c, "signature"));
+	assert_string_equal(json_string_value(json_object_get(c, "attest")),
+			    "required");
+	json_decref(c);
+	/* without constraints: nothing */
+	snprintf(text, sizeof(text), "{" VM_BASE "}");
+	assert_int_equal(def_from(text, &d, &err), 0);
+	assert_false(d.cons.present);
+	assert_null(vm_constraints_to_json(&d.cons, true));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "{" VM_BASE ", \"constraints\": %s}",
+			 bad[i]);
+		err.code = 0;
+		assert_int_equal(def_from(text, &d, &err), -1);
+		assert_int_equal(err.code, FERR_INVALID);
+		assert_non_null(strstr(err.msg, "vm.constraints"));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid),   cmocka_unit_test(test_invalid),
 		cmocka_unit_test(test_paths),   cmocka_unit_test(test_argv),
 		cmocka_unit_test(test_accel),
+		cmocka_unit_test(test_constraints),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
