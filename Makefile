@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check bench bench-controller fuzz clean
+.PHONY: all deps build asan guest demo check bench bench-controller fuzz package clean
 
 all: build
 
@@ -49,5 +49,13 @@ FUZZ_SECONDS ?= 600
 fuzz: deps
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
+# Debian packages ferryd and ferry (debian/, docs/install.md) built with
+# dpkg-buildpackage from a copy of the tree into $(DEB_OUT), then unpacked,
+# verified and checked by lintian (tests/package). Slow: not in `make check`.
+DEB_OUT ?= build-deb
+package: deps
+	bash scripts/package.sh $(DEB_OUT)
+	FERRY_DEB_DIR=$(DEB_OUT) /usr/bin/python3 -m pytest -q tests/package
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz $(DEB_OUT)

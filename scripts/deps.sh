@@ -8,6 +8,12 @@ set -euo pipefail
 PACKAGES=(
   # build
   gcc libc6-dev make meson ninja-build pkg-config clang libclang-rt-14-dev
+  # systemd integration (sd_notify), man pages, and the tools the install
+  # tests use: systemd-analyze, systemd-sysusers, systemd-tmpfiles (the
+  # package installs them; nothing starts systemd), setpriv, man
+  libsystemd-dev systemd scdoc util-linux man-db
+  # Debian packages (make package, docs/install.md)
+  debhelper dpkg-dev fakeroot lintian
   # libraries
   libssl-dev libjansson-dev libevent-dev libcmocka-dev libzstd-dev
   libcurl4-openssl-dev

@@ -65,6 +65,7 @@ enum api_route {
 	ROUTE_ATTEST_ACTIVATE, /* POST /v1/attest/activate {credential,
 				  secret} (enrolment) */
 	ROUTE_ATTEST_APPROVE,  /* POST /v1/attest/approvals: seal approvals */
+	ROUTE_METRICS,         /* GET  /v1/metrics: Prometheus text */
 };
 
 /* A validated request. */
@@ -157,6 +158,17 @@ void api_call_reply(struct api_call *call, int status, json_t *reply);
 int api_handle(struct api_ctx *ctx, struct api_call *call,
 	       const char *identity, const struct api_request *req,
 	       json_t **reply);
+
+/* Answer a deferred call of a read route with status 200 and text (taken)
+ * of content_type instead of JSON. Loop thread, exactly once per call. */
+void api_call_reply_text(struct api_call *call, const char *content_type,
+			 char *text, size_t len);
+
+/* GET /v1/metrics (scrape.c): gathers what lives on the loop now, renders
+ * the Prometheus text on a worker (docs/metrics.md) and answers through
+ * api_call_reply_text. API_DEFERRED, or -1 with err (nothing started). */
+int api_metrics(struct api_ctx *ctx, struct api_call *call,
+		struct ferr *err);
 
 /* The /v1/attest routes (attest.c): *reply on success, -1 with err. They
  * wait for the TPM: handlers run them on a worker thread (thread-safe:

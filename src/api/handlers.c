@@ -524,6 +524,9 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 	case ROUTE_ATTEST_APPROVE:
 		rc = attest_reply(ctx, call, req, &err);
 		return rc < 0 ? fail(&err, reply) : rc;
+	case ROUTE_METRICS:
+		rc = api_metrics(ctx, call, &err);
+		return rc < 0 ? fail(&err, reply) : rc;
 	case ROUTE_POLICY_RELOAD:
 		rc = api_policy_reload(ctx, identity, &err);
 		if (rc == 0)

@@ -72,6 +72,7 @@ static const struct route_def routes[] = {
 	  BODY_OBJECT },
 	{ ROUTE_ATTEST_APPROVE, "POST", 2, "attest", "approvals",
 	  BODY_OBJECT },
+	{ ROUTE_METRICS, "GET", 1, "metrics", NULL, BODY_NONE },
 };
 
 enum perm api_route_perm(enum api_route r)
@@ -122,6 +123,8 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_ATTEST_ACTIVATE:
 	case ROUTE_ATTEST_APPROVE:
 		return PERM_ATTEST_ADMIN;
+	case ROUTE_METRICS:
+		return PERM_METRICS;
 	default:
 		return PERM_VM_WRITE; /* define, delete, start, stop, ... */
 	}

@@ -252,16 +252,22 @@ static void on_request(struct evhttp_request *r, void *arg)
 	api_call_reply(call, status, reply);
 }
 
-void api_call_reply(struct api_call *call, int status, json_t *reply)
+/* Take a deferred call off the server's pending list. */
+static void call_unlink(struct api_call *call)
 {
-	struct api_server *s = call->s;
-	struct ferr err;
-
 	if (call->pprev) {
 		*call->pprev = call->next;
 		if (call->next)
 			call->next->pprev = call->pprev;
 	}
+}
+
+void api_call_reply(struct api_call *call, int status, json_t *reply)
+{
+	struct api_server *s = call->s;
+	struct ferr err;
+
+	call_unlink(call);
 	if (call->action && audit_request(s, call->identity, &call->req,
 					  call->action, status, reply) < 0) {
 		json_decref(reply);
@@ -275,6 +281,37 @@ void api_call_reply(struct api_call *call, int status, json_t *reply)
 		  evhttp_request_get_uri(call->r), status);
 	api_request_clear(&call->req);
 	send_json(call->r, status, reply);
+	free(call);
+}
+
+static void free_text(const void *data, size_t len, void *arg)
+{
+	(void)len;
+	(void)arg;
+	free((void *)data);
+}
+
+void api_call_reply_text(struct api_call *call, const char *content_type,
+			 char *text, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	call_unlink(call);
+	log_debug("api: %s %s %s -> 200 (%zu bytes)", call->identity,
+		  call->method, evhttp_request_get_uri(call->r), len);
+	evhttp_add_header(evhttp_request_get_output_headers(call->r),
+			  "Content-Type", content_type);
+	if (!out ||
+	    evbuffer_add_reference(out, text, len, free_text, NULL) < 0) {
+		free(text);
+		if (out)
+			evbuffer_free(out);
+		evhttp_send_error(call->r, 500, NULL);
+	} else {
+		evhttp_send_reply(call->r, 200, NULL, out);
+		evbuffer_free(out);
+	}
+	api_request_clear(&call->req);
 	free(call);
 }
 

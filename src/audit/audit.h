@@ -322,4 +322,18 @@ int audit_refusals_flush(struct audit_refusals *r, struct ferr *err);
 /* Flush and free (NULL is fine). */
 void audit_refusals_free(struct audit_refusals *r);
 
+/* Refusals counted since r was created, per action (for /v1/metrics):
+ * the first AUDIT_REFUSAL_ACTIONS distinct actions by name, any later one
+ * under AUDIT_REFUSAL_OTHER. */
+#define AUDIT_REFUSAL_OTHER "other"
+struct audit_refusal_total {
+	char action[AUDIT_ACTION_MAX];
+	uint64_t count;
+};
+
+/* Copy the totals into out (room for AUDIT_REFUSAL_ACTIONS + 1) and
+ * return how many there are. Thread-safe; never blocks on I/O. */
+size_t audit_refusals_totals(struct audit_refusals *r,
+			     struct audit_refusal_total *out);
+
 #endif

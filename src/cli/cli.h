@@ -200,6 +200,7 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 int cmd_audit(const struct cli_opts *o, int argc, char **argv);
 int cmd_balance(const struct cli_opts *o, int argc, char **argv);
 int cmd_ui(const struct cli_opts *o, int argc, char **argv);
+int cmd_complete(const struct cli_opts *o, int argc, char **argv);
 
 /* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
 int cmd_host_drain(const struct cli_opts *o, const char *verb,
@@ -221,6 +222,11 @@ int cmd_vm_sign(const struct cli_opts *o, const char *file);
  * prints the top-level usage. */
 int cli_parse_opts(int argc, char **argv, struct cli_opts *o,
 		   void (*usage)(FILE *));
+
+/* Print every option of the table, with a placeholder for its value
+ * (--help ends with it, so the list is complete by construction; the man
+ * page describes each, and a test checks it names every one). */
+void cli_usage_options(FILE *f);
 
 /* Shared by commands: load config, pick the host, init a client. */
 int cli_connect(const struct cli_opts *o, struct cli_config *cfg,

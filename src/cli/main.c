@@ -33,8 +33,10 @@ static void usage(FILE *f)
 		"  policy reload | policy digest FILE\n"
 		"  ui [--port N]       the web dashboard (docs/dashboard.md)\n"
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
+		"  complete hosts | complete vms   names for shell completion\n"
 		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
 		"3 host unreachable or TLS refused, 4 not found\n");
+	cli_usage_options(f);
 }
 
 /* The command groups: the first word after the options. */
@@ -46,6 +48,7 @@ static const struct {
 	{ "pki", cmd_pki },         { "migrate", cmd_migrate },
 	{ "audit", cmd_audit },     { "policy", cmd_policy },
 	{ "balance", cmd_balance }, { "ui", cmd_ui },
+	{ "complete", cmd_complete },
 };
 
 int main(int argc, char **argv)

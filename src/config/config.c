@@ -215,6 +215,28 @@ static int parse_attest(const json_t *v, const char *base,
 	return 0;
 }
 
+/* Drop comment members (keys beginning with CONFIG_COMMENT_PREFIX) from
+ * every object in v, at any depth. */
+static void strip_comments(json_t *v)
+{
+	const char *key;
+	json_t *val;
+	void *tmp;
+	size_t i;
+
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, val)
+			strip_comments(val);
+		return;
+	}
+	json_object_foreach_safe(v, tmp, key, val) {
+		if (key[0] == CONFIG_COMMENT_PREFIX)
+			json_object_del(v, key);
+		else
+			strip_comments(val);
+	}
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -266,6 +288,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	root = json_parse_object(text, len, origin, err);
 	if (!root)
 		return -1;
+	strip_comments(root);
 	if (json_check_fields(root, top_fields, origin, err) < 0)
 		goto out;
 

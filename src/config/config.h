@@ -66,6 +66,11 @@ struct ferryd_config {
 	struct attest_config attest;       /* "attestation" */
 };
 
+/* A member whose key begins with this is a comment, ignored at any depth
+ * ("#listen": "why the API listens where it does"): JSON has no comments,
+ * and the default /etc/ferry/ferryd.json explains itself. */
+#define CONFIG_COMMENT_PREFIX '#'
+
 /* Parse the JSON text (len bytes) of a config into *cfg. base_dir resolves
  * relative paths; `origin` names the file in error messages. Unknown fields,
  * wrong types and bad values are FERR_INVALID naming the field. On error

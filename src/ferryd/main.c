@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <openssl/ssl.h>
+#include <systemd/sd-daemon.h>
 
 #include "api.h"
 #include "attest_tpm.h"
@@ -40,7 +42,9 @@ static void usage(FILE *f)
 		   "       ferryd --version\n");
 }
 
-/* SIGTERM/SIGINT: leave the loop; VMs keep running. */
+/* SIGTERM/SIGINT: leave the loop; VMs keep running. Under systemd
+ * (Type=notify, NOTIFY_SOCKET set) it hears STOPPING=1 first; without
+ * NOTIFY_SOCKET sd_notify does nothing. */
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
 	struct ferryd *d = arg;
@@ -48,18 +52,29 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	log_info("ferryd: signal %d, shutting down (VMs keep running)",
 		 (int)sig);
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping; the VMs keep running");
 	event_base_loopexit(d->base, NULL);
 }
 
-/* SIGHUP: reload the policy; a broken one leaves the old in force. */
+/* SIGHUP (systemctl reload): reload the policy; a broken one leaves the
+ * old in force. systemd hears RELOADING=1 (with the monotonic time it
+ * wants since version 253) before, READY=1 after. */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct ferryd *d = arg;
+	struct timespec ts;
 	struct ferr err;
+	int rc;
 
 	(void)sig;
 	(void)what;
-	api_policy_reload(&d->actx, "-", &err);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		   (unsigned long long)ts.tv_sec * 1000000ULL +
+			   (unsigned long long)ts.tv_nsec / 1000);
+	rc = api_policy_reload(&d->actx, "-", &err);
+	sd_notifyf(0, "READY=1\nSTATUS=policy %s", rc == 0
+		   ? "reloaded" : "reload refused, the old one stays");
 }
 
 /* Every AUDIT_REFUSAL_FLUSH_MS: write the coalesced refusals. */
@@ -269,6 +284,9 @@ int main(int argc, char **argv)
 		 accel_mode_name(cfg.accel), vmm_count(vmm),
 		 attest_mode_name(cfg.attest.mode), attest ? ": " : "",
 		 attest ? attest_host_summary(attest) : "");
+	/* the API listens: tell systemd (Type=notify) we are up */
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s port %u, %zu VMs",
+		   cfg.listen_addr, (unsigned)cfg.listen_port, vmm_count(vmm));
 	event_base_dispatch(d.base);
 	rc = 0;
 	goto out;

@@ -58,6 +58,7 @@ static void history_in(struct migrator *m, const struct in_session *s,
 		if (error)
 			json_object_set_new(rec, "error", json_string(error));
 		history_add(&m->history, rec);
+		mig_stats_note(m, rec);
 	}
 	json_decref(rec);
 	mig_audit(m, s->source, "migration.end", s->vm, outcome,

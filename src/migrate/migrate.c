@@ -172,6 +172,7 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 				vmm_migrated_away(m->vmm, vm);
 		}
 		history_add(&m->history, rec);
+		mig_stats_note(m, rec);
 		if (g->abort_pending) {
 			/* the journal keeps it until the destination
 			 * confirms the abort */

@@ -22,6 +22,7 @@
 #define FERRY_MIGRATE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -137,5 +138,46 @@ uint64_t migrator_conns_accepted(struct migrator *m);
 /* Outgoing migrations running and queued, and unresolved ones. */
 void migrator_counts(struct migrator *m, unsigned *active, unsigned *queued,
 		     unsigned *unresolved);
+
+/* ---- figures for /v1/metrics (stats.c) ---- */
+
+enum mig_stat_role { MIG_STAT_SOURCE, MIG_STAT_DEST, MIG_STAT_ROLES };
+enum mig_stat_outcome {
+	MIG_STAT_COMPLETED,
+	MIG_STAT_FAILED,
+	MIG_STAT_CANCELLED,
+	MIG_STAT_OUTCOMES
+};
+
+/* The histograms' finite buckets: upper bounds in seconds. */
+#define MIG_STAT_BUCKETS 11
+#define MIG_STAT_DURATION_BOUNDS \
+	{ 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800 }
+#define MIG_STAT_DOWNTIME_BOUNDS \
+	{ 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10 }
+
+/* A histogram: observations per bucket (not cumulative; the last one is
+ * above every bound) and their sum in ms. */
+struct mig_stat_hist {
+	uint64_t counts[MIG_STAT_BUCKETS + 1];
+	uint64_t sum_ms;
+};
+
+/* What this host's migrations did since ferryd started. Counted once per
+ * finished record (the history's), on both roles; recovered records count
+ * in `ended` only (their durations span the restart). */
+struct mig_stats {
+	uint64_t ended[MIG_STAT_ROLES][MIG_STAT_OUTCOMES];
+	struct mig_stat_hist duration[MIG_STAT_ROLES]; /* completed ones */
+	struct mig_stat_hist downtime;   /* source, completed: guest pause */
+	uint64_t ram_bytes;              /* source: RAM QEMU sent */
+	uint64_t wire_bytes[MIG_STAT_ROLES]; /* data-plane TCP payload, both
+						directions */
+	unsigned active, queued, unresolved; /* outgoing, now */
+	unsigned incoming;               /* incoming sessions, now */
+};
+
+/* Fill *out (loop thread; memory only, never waits). */
+void migrator_stats(struct migrator *m, struct mig_stats *out);
 
 #endif

@@ -617,6 +617,7 @@ struct migrator {
 	/* their sockets, fd + 1 (0: free slot), so that a stop can shut them
 	 * and the threads end before m goes (sessions.lock) */
 	int chan_fds[MIG_DATA_CONNS_MAX];
+	struct mig_stats stats;   /* loop: stats.c */
 };
 
 /* migrate.c: write an audit record, logging (not failing) on error.
@@ -680,5 +681,9 @@ void recover_abort(struct migrator *m, const json_t *rec, bool journalled);
 
 /* recover.c: stop the resolver (at stop). */
 void recover_stop(struct migrator *m);
+
+/* stats.c: count a finished record (the one the history gets) in
+ * m->stats. Loop thread. */
+void mig_stats_note(struct migrator *m, const json_t *rec);
 
 #endif

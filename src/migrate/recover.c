@@ -69,6 +69,7 @@ static void settle_record(struct migrator *m, const json_t *rec,
 		if (session[0])
 			json_object_set_new(h, "session", json_string(session));
 		history_add(&m->history, h);
+		mig_stats_note(m, h);
 	}
 	json_decref(h);
 	mig_audit(m, jstr(rec, "requester")[0] ? jstr(rec, "requester") : "-",

@@ -15,8 +15,8 @@ struct policy {
 };
 
 static const char *const role_names[] = { "admin", "operator", "auditor",
-					   "controller", "host" };
-#define ROLE_COUNT 5
+					   "controller", "host", "monitor" };
+#define ROLE_COUNT 6
 
 /* Roles that hold each permission. */
 static const unsigned perm_roles[PERM__COUNT] = {
@@ -38,6 +38,8 @@ static const unsigned perm_roles[PERM__COUNT] = {
 	[PERM_ATTEST_READ] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
 			     ROLE_CONTROLLER | ROLE_HOST,
 	[PERM_ATTEST_ADMIN] = ROLE_ADMIN,
+	[PERM_METRICS] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
+			 ROLE_MONITOR,
 };
 
 static const char *const perm_names[PERM__COUNT] = {
@@ -54,6 +56,7 @@ static const char *const perm_names[PERM__COUNT] = {
 	[PERM_BALANCE_WRITE] = "balance.write",
 	[PERM_ATTEST_READ] = "attest.read",
 	[PERM_ATTEST_ADMIN] = "attest.admin",
+	[PERM_METRICS] = "metrics",
 };
 
 const char *perm_name(enum perm perm)
@@ -207,7 +210,8 @@ static int check_who(const json_t *who, const char *what, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"%s[%zu]: unknown role \"%s\" (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					sub, i, json_string_value(r));
 	}
 	return 0;
@@ -382,7 +386,8 @@ static int check_policy(const json_t *root, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"roles.%.64s: unknown role (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					key);
 		snprintf(sub, sizeof(sub), "roles.%s", key);
 		if (check_names(v, sub, err) < 0)

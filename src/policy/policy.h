@@ -24,6 +24,7 @@ enum role {
 	ROLE_AUDITOR = 1u << 2,
 	ROLE_CONTROLLER = 1u << 3, /* the load balancer */
 	ROLE_HOST = 1u << 4,       /* a peer ferryd */
+	ROLE_MONITOR = 1u << 5,    /* a metrics scraper (Prometheus) */
 };
 
 /* The permission each API endpoint requires (docs/policy.md has the
@@ -42,6 +43,7 @@ enum perm {
 	PERM_BALANCE_WRITE,  /* balancer mode, host drain/undrain */
 	PERM_ATTEST_READ,    /* the host's TPM identity and quotes */
 	PERM_ATTEST_ADMIN,   /* enrolment (credential activation), approvals */
+	PERM_METRICS,        /* GET /v1/metrics */
 	PERM__COUNT
 };
 

@@ -238,6 +238,27 @@ static void test_attest_routes(void **state)
 	assert_int_equal(err.code, FERR_NOT_FOUND);
 }
 
+static void test_metrics_route(void **state)
+{
+	struct api_request req;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse("GET", "/v1/metrics", NULL, &req, &err), 0);
+	assert_int_equal(req.route, ROUTE_METRICS);
+	assert_int_equal(api_route_perm(req.route), PERM_METRICS);
+	assert_null(api_route_action(req.route)); /* a read */
+	assert_int_equal(parse("POST", "/v1/metrics", NULL, &req, &err), -1);
+	assert_int_equal(err.code, FERR_METHOD);
+	assert_int_equal(parse("GET", "/v1/metrics?x=1", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	assert_int_equal(parse("GET", "/v1/metrics", "{}", &req, &err), -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	assert_int_equal(parse("GET", "/metrics", NULL, &req, &err), -1);
+	assert_int_equal(err.code, FERR_NOT_FOUND);
+}
+
 static void test_error_json(void **state)
 {
 	struct ferr err = { 0 };
@@ -266,6 +287,7 @@ int main(void)
 		cmocka_unit_test(test_bodies),
 		cmocka_unit_test(test_error_json),
 		cmocka_unit_test(test_attest_routes),
+		cmocka_unit_test(test_metrics_route),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

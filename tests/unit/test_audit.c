@@ -1041,6 +1041,42 @@ static void test_wrong_key(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
 
+/* Refusal totals (for /v1/metrics) survive flushes; actions past
+ * AUDIT_REFUSAL_ACTIONS count under "other". */
+static void test_refusal_totals(void **state)
+{
+	struct audit_refusal_total t[AUDIT_REFUSAL_ACTIONS + 1];
+	struct audit *a = open_ok(*state);
+	struct audit_refusals *r = NULL;
+	struct ferr err = { 0 };
+	char action[32];
+
+	assert_int_equal(audit_refusals_new(a, &r, &err), 0);
+	assert_int_equal(audit_refusals_totals(r, t), 0);
+	for (int i = 0; i < 3; i++)
+		audit_refused(r, "auth.failed", "10.0.0.1", "no certificate");
+	audit_refused(r, "rate.limited", "alice", "too fast");
+	assert_int_equal(audit_refusals_flush(r, &err), 0);
+	audit_refused(r, "auth.failed", "10.0.0.2", "no certificate");
+	assert_int_equal(audit_refusals_totals(r, t), 2);
+	assert_string_equal(t[0].action, "auth.failed");
+	assert_int_equal(t[0].count, 4);
+	assert_string_equal(t[1].action, "rate.limited");
+	assert_int_equal(t[1].count, 1);
+	for (int i = 0; i < AUDIT_REFUSAL_ACTIONS; i++) {
+		snprintf(action, sizeof(action), "x.%d", i);
+		audit_refused(r, action, "-", "why");
+	}
+	assert_int_equal(audit_refusals_totals(r, t),
+			 AUDIT_REFUSAL_ACTIONS + 1);
+	assert_string_equal(t[AUDIT_REFUSAL_ACTIONS - 1].action, "x.5");
+	assert_string_equal(t[AUDIT_REFUSAL_ACTIONS].action,
+			    AUDIT_REFUSAL_OTHER);
+	assert_int_equal(t[AUDIT_REFUSAL_ACTIONS].count, 2);
+	audit_refusals_free(r);
+	audit_close(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1063,6 +1099,7 @@ int main(void)
 		T(test_parse_hostile),
 		T(test_query),
 		T(test_wrong_key),
+		T(test_refusal_totals),
 	};
 
 	log_set_level(LOG_ERROR);

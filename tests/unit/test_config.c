@@ -54,6 +54,28 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.accel, ACCEL_AUTO);
 }
 
+/* Members whose key begins with '#' are comments at any depth; other
+ * unknown members are still refused. */
+static void test_comments(void **state)
+{
+	const char *t =
+		"{\"#\": \"top\", \"host\": \"h\", \"#host\": \"why\","
+		" \"listen\": {\"#address\": [1, {\"x\": 2}],"
+		" \"address\": \"::1\"}, \"tls\": {\"ca\": \"a\", \"cert\": \"b\","
+		" \"key\": \"c\"}, \"state_dir\": \"/s\", \"shared_dir\": \"/d\","
+		" \"limits\": {\"#\": \"flood\", \"conns_total\": 9}}";
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse(t, &cfg, &err), 0);
+	assert_string_equal(cfg.host, "h");
+	assert_int_equal(cfg.limits.conns_total, 9);
+	config_clear(&cfg);
+	assert_int_equal(parse("{\"host\": \"h\", \"x#\": 1}", &cfg, &err), -1);
+	assert_non_null(strstr(err.msg, "x#"));
+}
+
 /* GOOD with an "attestation" member */
 #define WITH_ATTEST(a) \
 	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.1\"}, " \
@@ -228,6 +250,7 @@ int main(void)
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_etcd),
 		cmocka_unit_test(test_attestation),
+		cmocka_unit_test(test_comments),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -414,6 +414,62 @@ static int teardown_pki(void **state)
 	return rmtree(g_pki, &err);
 }
 
+/* Finished records counted for /v1/metrics: outcomes per role, the
+ * duration and downtime buckets (an observation on a bound falls in that
+ * bucket), bytes; recovered records count only as ended. */
+static void test_stats_note(void **state)
+{
+	struct migrator *m = calloc(1, sizeof(*m));
+	struct mig_stats *s;
+	json_t *recs[] = {
+		json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "role", "source",
+			  "outcome", "completed", "total_ms", 1000,
+			  "downtime_ms", 10, "ram_bytes", 1000, "wire_bytes",
+			  1100),
+		json_pack("{s:s, s:s, s:I, s:I}", "role", "source", "outcome",
+			  "completed", "total_ms", 1001, "downtime_ms", 11),
+		json_pack("{s:s, s:s, s:I}", "role", "source", "outcome",
+			  "cancelled", "wire_bytes", 5),
+		json_pack("{s:s, s:s}", "role", "source", "outcome", "failed"),
+		json_pack("{s:s, s:s, s:I, s:I, s:I}", "role", "destination",
+			  "outcome", "completed", "started_at", 5000,
+			  "ended_at", 9000, "wire_bytes", 1200),
+		json_pack("{s:s, s:s, s:I, s:I, s:b}", "role", "destination",
+			  "outcome", "completed", "started_at", 0, "ended_at",
+			  99999999, "recovered", 1),
+		json_pack("{s:s, s:s}", "role", "destination", "outcome",
+			  "bogus"),
+	};
+
+	(void)state;
+	assert_non_null(m);
+	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
+		assert_non_null(recs[i]);
+		mig_stats_note(m, recs[i]);
+		json_decref(recs[i]);
+	}
+	s = &m->stats;
+	assert_int_equal(s->ended[MIG_STAT_SOURCE][MIG_STAT_COMPLETED], 2);
+	assert_int_equal(s->ended[MIG_STAT_SOURCE][MIG_STAT_CANCELLED], 1);
+	assert_int_equal(s->ended[MIG_STAT_SOURCE][MIG_STAT_FAILED], 1);
+	assert_int_equal(s->ended[MIG_STAT_DEST][MIG_STAT_COMPLETED], 2);
+	assert_int_equal(s->ended[MIG_STAT_DEST][MIG_STAT_FAILED], 1);
+	/* durations: 1000 ms in the 1 s bucket, 1001 ms in the 2 s one */
+	assert_int_equal(s->duration[MIG_STAT_SOURCE].counts[0], 1);
+	assert_int_equal(s->duration[MIG_STAT_SOURCE].counts[1], 1);
+	assert_int_equal(s->duration[MIG_STAT_SOURCE].sum_ms, 2001);
+	/* the destination's 4 s (5 s bucket); the recovered one not */
+	assert_int_equal(s->duration[MIG_STAT_DEST].counts[2], 1);
+	assert_int_equal(s->duration[MIG_STAT_DEST].sum_ms, 4000);
+	assert_int_equal(s->downtime.counts[0], 1); /* 10 ms: le 0.01 */
+	assert_int_equal(s->downtime.counts[1], 1); /* 11 ms: le 0.025 */
+	assert_int_equal(s->downtime.sum_ms, 21);
+	assert_int_equal(s->ram_bytes, 1000);
+	assert_int_equal(s->wire_bytes[MIG_STAT_SOURCE], 1105);
+	assert_int_equal(s->wire_bytes[MIG_STAT_DEST], 1200);
+	free(m);
+}
+
 /* A VM definition with constraints, signed by key (NULL: a zero
  * signature). */
 static void signed_def(struct vm_def *d, const char *cons, EVP_PKEY *key)
@@ -528,6 +584,7 @@ int main(void)
 		cmocka_unit_test(test_relay_tls),
 		cmocka_unit_test(test_relay_errors),
 		cmocka_unit_test(test_constraints),
+		cmocka_unit_test(test_stats_note),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }

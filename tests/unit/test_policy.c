@@ -238,6 +238,32 @@ static void test_attestation(void **state)
 	policy_free(p);
 }
 
+/* The monitor role reads metrics and nothing else; the host and
+ * controller roles do not read metrics. */
+static void test_metrics_permission(void **state)
+{
+	struct policy *p = load("{\"version\": 1, \"roles\": {"
+				"\"monitor\": [\"prometheus\"],"
+				"\"auditor\": [\"carol\"],"
+				"\"host\": [\"host-a\"],"
+				"\"controller\": [\"balancer\"]}}");
+	struct policy_decision d;
+
+	(void)state;
+	assert_int_equal(policy_roles(p, "prometheus"), ROLE_MONITOR);
+	assert_string_equal(role_name(ROLE_MONITOR), "monitor");
+	assert_string_equal(perm_name(PERM_METRICS), "metrics");
+	assert_true(policy_permits(p, "prometheus", PERM_METRICS, &d));
+	assert_true(policy_permits(p, "carol", PERM_METRICS, &d));
+	assert_false(policy_permits(p, "host-a", PERM_METRICS, &d));
+	assert_false(policy_permits(p, "balancer", PERM_METRICS, &d));
+	for (int perm = 0; perm < PERM__COUNT; perm++)
+		if (perm != PERM_METRICS)
+			assert_false(policy_permits(p, "prometheus",
+						    (enum perm)perm, &d));
+	policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -245,6 +271,7 @@ int main(void)
 		cmocka_unit_test(test_migration_rules),
 		cmocka_unit_test(test_invalid),
 		cmocka_unit_test(test_attestation),
+		cmocka_unit_test(test_metrics_permission),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
