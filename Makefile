@@ -2,9 +2,10 @@
 # installs what it needs first (scripts/deps.sh is idempotent).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check bench bench-controller fuzz package clean
+.PHONY: all deps build asan tsan analyze guest demo check bench bench-controller faults fuzz package clean
 
 all: build
 
@@ -23,13 +24,24 @@ asan: deps
 		-Dfault_points=true
 	ninja -C $(ASAN_BUILD)
 
+# ThreadSanitizer build; `make check` runs the unit tests and the migration
+# system tests against it.
+tsan: deps
+	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) \
+		-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false
+	ninja -C $(TSAN_BUILD)
+
+# clang's static analyzer (scan-build) over the tree; `make check` runs it.
+analyze: deps
+	bash scripts/analyze.sh
+
 guest: deps
 	bash guest/build.sh $(GUEST)
 
 demo: build guest
 	bash scripts/demo.sh
 
-check: build asan guest
+check: build asan tsan guest
 	bash scripts/check.sh
 
 # Migration benchmark: QEMU's own transports against ferry, side by side
@@ -42,6 +54,17 @@ bench: build guest
 # CTL_BENCH_ARGS="--hosts 1000 --rounds 3" to tune.
 bench-controller: build
 	/usr/bin/python3 bench/controller_bench.py $(CTL_BENCH_ARGS)
+
+# The fault matrix (docs/reliability.md): every fault at every phase of a
+# migration, FAULT_TRIALS times per cell, against the sanitizer build; the
+# table is printed at the end. `make check` runs one trial of a few cells.
+FAULT_TRIALS ?= 3
+faults: asan guest
+	rm -f $(ASAN_BUILD)/faults.jsonl
+	FAULT_TRIALS=$(FAULT_TRIALS) FERRY_BUILD=$(CURDIR)/$(ASAN_BUILD) \
+	  FERRY_GUEST_DIR=$(CURDIR)/$(BUILD)/guest \
+	  /usr/bin/python3 -m pytest -q -ra tests/faults $(FAULT_ARGS); \
+	  rc=$$?; /usr/bin/python3 tests/faults/report.py $(ASAN_BUILD)/faults.jsonl; exit $$rc
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.
@@ -58,4 +81,4 @@ package: deps
 	FERRY_DEB_DIR=$(DEB_OUT) /usr/bin/python3 -m pytest -q tests/package
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz $(DEB_OUT)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) build-fuzz build-scan $(DEB_OUT)

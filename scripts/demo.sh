@@ -134,6 +134,7 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   "tls": {"ca": "../pki/ca.crt", "cert": "../pki/hosts/$name.crt",
           "key": "../pki/hosts/$name.key"},
   "state_dir": "state",
+  "qemu_user": "ferry-qemu",
   "shared_dir": "../shared",
   "accel": "auto",
   "policy": "../policy.json",

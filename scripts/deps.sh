@@ -31,6 +31,25 @@ PACKAGES=(
   chromium chromium-driver python3-selenium
 )
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+# The unprivileged user QEMU runs as (ferryd.json: qemu_user); in group kvm
+# when the host has one, so that it may open /dev/kvm.
+QEMU_USER=ferry-qemu
+ensure_qemu_user() {
+  if ! getent passwd "$QEMU_USER" >/dev/null; then
+    echo "deps: creating the system user $QEMU_USER"
+    $SUDO useradd --system --user-group --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin "$QEMU_USER"
+  fi
+  if getent group kvm >/dev/null && ! id -nG "$QEMU_USER" | grep -qw kvm; then
+    $SUDO usermod -a -G kvm "$QEMU_USER"
+  fi
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
@@ -39,12 +58,8 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
+  ensure_qemu_user
   exit 0
-fi
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
 fi
 
 echo "deps: installing ${missing[*]}"
@@ -53,3 +68,4 @@ if ! $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+ensure_qemu_user

@@ -108,6 +108,25 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 /* Release what a parsed request holds. */
 void api_request_clear(struct api_request *req);
 
+/* A watch on one request's header bytes as they arrive (hdrscan.c), for
+ * the framing error evhttp 2.1 does not answer: a Content-Length that
+ * does not fit in 63 bits, which evhttp saturates and then waits on.
+ * Zero it at the start of a request. */
+struct api_hdr_scan {
+	char line[128];   /* the current line (its start when long) */
+	size_t len;
+	size_t total;     /* bytes scanned */
+	bool long_line;   /* the current line did not fit */
+	bool started;     /* the request line is behind */
+	bool done;        /* the header block ended (or cannot be judged) */
+	bool seen_cl, last_was_cl, overflow;
+	bool seen_te, chunked;
+};
+
+/* Scan the next n bytes of the request. True once the header block has
+ * ended with a Content-Length evhttp would saturate (answer 400). */
+bool api_hdr_scan(struct api_hdr_scan *s, const char *p, size_t n);
+
 struct migrator;
 struct attest_ops;
 struct load;
@@ -124,6 +143,9 @@ struct api_ctx {
 	struct migrator *mig;
 	struct policy **policy;   /* the policy in force (swapped on reload) */
 	const char *policy_path;  /* NULL: no policy configured */
+	const char *crl_path;     /* NULL: no revocation list configured */
+	const char *ca_path;      /* the cluster CA, which signs the list */
+	size_t crl_revoked;       /* certificates the list in force revokes */
 	struct audit *audit;
 	struct audit_refusals *refusals;
 	struct guard *guard;
@@ -133,8 +155,16 @@ struct api_ctx {
 	const struct attest_ops *attest; /* NULL when attestation is off */
 };
 
-/* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):
- * the new one replaces the old only when valid. Audited either way. */
+/* Load the revocation list from ctx->crl_path (tls_crl_load) for identity
+ * ("-" at start and for SIGHUP): the new one replaces the old only when
+ * valid. Audited either way (crl.reload). */
+int api_crl_reload(struct api_ctx *ctx, const char *identity,
+		   struct ferr *err);
+
+/* Reload the policy from ctx->policy_path and the revocation list (when
+ * one is configured) for identity ("-" for SIGHUP): each new one replaces
+ * the old only when valid, and each is audited either way. The first
+ * failure is returned. */
 int api_policy_reload(struct api_ctx *ctx, const char *identity,
 		      struct ferr *err);
 
@@ -175,6 +205,22 @@ int api_metrics(struct api_ctx *ctx, struct api_call *call,
  * they touch only ctx->attest, whose operations are serialized). */
 int api_attest(struct api_ctx *ctx, const struct api_request *req,
 	       json_t **reply, struct ferr *err);
+
+struct evhttp_request;
+
+/* The media type of GET /v1/audit/log as stored (one record per line). */
+#define API_NDJSON "application/x-ndjson"
+
+/* GET /v1/audit/log (stream.c): start a chunked 200 reply with the audit
+ * log's series as it is now (audit_series_snapshot), sent piece by piece
+ * as the client reads, header Ferry-Audit-Head "SEQ HASH". With
+ * "Accept: application/x-ndjson" the body is the log's bytes; otherwise
+ * {"head": {"hash", "seq"}, "log": "<the log as a JSON string>"} (bytes
+ * that are not UTF-8 arrive as '?'). A read error mid-reply drops the
+ * connection, so a cut log never looks complete. -1 (nothing sent) when
+ * the snapshot fails. */
+int api_audit_log_stream(struct api_ctx *ctx, struct evhttp_request *r,
+			 struct ferr *err);
 
 /* The error reply object for err. */
 json_t *api_error_json(const struct ferr *err);

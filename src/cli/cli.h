@@ -115,6 +115,7 @@ struct cli_config {
 	char ca[FERRY_PATH_MAX];
 	char cert[FERRY_PATH_MAX];
 	char key[FERRY_PATH_MAX];
+	char crl[FERRY_PATH_MAX];            /* revocation list, or "" */
 	char default_host[FERRY_NAME_MAX + 1];
 	char controller[FERRY_NAME_MAX + 1]; /* the balancer's host, or "" */
 	struct cli_host hosts[CLI_HOSTS_MAX];
@@ -144,7 +145,8 @@ struct client {
 	unsigned timeout_s;
 };
 
-/* Create a client with the config's credentials. */
+/* Create a client with the config's credentials (and its revocation
+ * list: a host whose certificate it revokes is refused). */
 int client_init(struct client *c, const struct cli_config *cfg,
 		unsigned timeout_s, struct ferr *err);
 void client_free(struct client *c);

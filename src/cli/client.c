@@ -61,9 +61,9 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 		     const char *origin, struct cli_config *cfg,
 		     struct ferr *err)
 {
-	static const char *const fields[] = { "ca", "cert", "key", "hosts",
-					      "default_host", "controller",
-					      NULL };
+	static const char *const fields[] = { "ca", "cert", "key", "crl",
+					      "hosts", "default_host",
+					      "controller", NULL };
 	const char *key, *def = NULL;
 	json_t *root, *hosts, *h;
 	int rc = -1;
@@ -77,7 +77,10 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 	    get_path(root, "cert", base_dir, cfg->cert, sizeof(cfg->cert),
 		     err) < 0 ||
 	    get_path(root, "key", base_dir, cfg->key, sizeof(cfg->key), err) <
-		    0)
+		    0 ||
+	    (json_object_get(root, "crl") &&
+	     get_path(root, "crl", base_dir, cfg->crl, sizeof(cfg->crl),
+		      err) < 0))
 		goto wrap;
 	hosts = json_object_get(root, "hosts");
 	if (!json_is_object(hosts) || json_object_size(hosts) == 0) {
@@ -184,6 +187,8 @@ int client_init(struct client *c, const struct cli_config *cfg,
 	memset(c, 0, sizeof(*c));
 	c->cfg = cfg;
 	c->timeout_s = timeout_s ? timeout_s : CLI_TIMEOUT_S_DEFAULT;
+	if (cfg->crl[0] && tls_crl_load(cfg->crl, cfg->ca, NULL, err) < 0)
+		return -1;
 	c->ctx = tls_client_ctx_new(cfg->ca, cfg->cert, cfg->key, err);
 	return c->ctx ? 0 : -1;
 }

@@ -44,6 +44,10 @@ static json_t *read_definition(const char *path, struct ferr *err)
 			 jerr.text);
 		return NULL;
 	}
+	if (json_check_depth(obj, path, err) < 0) {
+		json_decref(obj);
+		return NULL;
+	}
 	return obj;
 }
 

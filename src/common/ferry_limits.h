@@ -38,12 +38,17 @@
 #define FERRY_API_PORT_DEFAULT 8443
 #define FERRY_API_MAX_BODY (64 * 1024)          /* request body bytes */
 #define FERRY_API_MAX_HEADERS (16 * 1024)       /* request header bytes */
-#define FERRY_API_TIMEOUT_S 10                  /* idle read/write timeout:
-							   cuts slow-loris clients */
+#define FERRY_API_TIMEOUT_S 10                  /* idle read/write timeout;
+							   the absolute one is
+							   limits.deadline_s */
 #define FERRY_API_CONSOLE_MAX (256 * 1024)      /* console bytes per reply */
 #define FERRY_API_REPLY_MAX (64 * 1024 * 1024)  /* reply bytes the CLI reads */
 #define FERRY_AUDIT_QUERY_DEFAULT 1000          /* records per audit query */
 #define FERRY_AUDIT_QUERY_MAX 10000
+#define FERRY_AUDIT_ROTATE_KIB_DEFAULT 65536    /* audit.log rotation size */
+#define FERRY_AUDIT_ROTATE_KIB_MIN 32           /* = AUDIT_ROTATE_MIN */
+#define FERRY_AUDIT_ROTATE_KIB_MAX (1024 * 1024 * 1024) /* 1 TiB */
+#define FERRY_USER_NAME_MAX 32                  /* qemu_user */
 
 /* QMP */
 #define FERRY_QMP_LINE_MAX (1024 * 1024)        /* one QMP message */
@@ -79,6 +84,10 @@
 #define FERRY_GUARD_HANDSHAKE_BURST 100
 #define FERRY_GUARD_REQUESTS_PER_S 100   /* per identity */
 #define FERRY_GUARD_REQUEST_BURST 200
+#define FERRY_GUARD_DEADLINE_S 10        /* accept -> TLS handshake and the
+					    request (API) or HELLO (data
+					    plane); slow-loris clients */
+#define FERRY_GUARD_DEADLINE_S_MAX 300
 
 /* Attestation (attest_format.h has its formats): PCRs 0-15 only */
 #define FERRY_ATTEST_PCR_MAX 15
@@ -91,5 +100,6 @@
 #define FERRY_CERT_DAYS_DEFAULT 825
 #define FERRY_CERT_DAYS_MAX 3650
 #define FERRY_CA_DAYS_DEFAULT 3650
+#define FERRY_CRL_MAX (1024 * 1024)     /* crl.pem bytes */
 
 #endif

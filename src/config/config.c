@@ -64,19 +64,24 @@ static int parse_limits(const json_t *obj, struct guard_limits *l,
 {
 	static const char *const fields[] = {
 		"conns_per_addr", "conns_total", "handshakes_per_s",
-		"handshake_burst", "requests_per_s", "request_burst", NULL
+		"handshake_burst", "requests_per_s", "request_burst",
+		"deadline_s", NULL
 	};
 	unsigned *dst[] = { &l->conns_per_addr,   &l->conns_total,
 			    &l->handshakes_per_s, &l->handshake_burst,
-			    &l->requests_per_s,   &l->request_burst };
+			    &l->requests_per_s,   &l->request_burst,
+			    &l->deadline_s };
 
 	if (json_check_fields(obj, fields, "limits", err) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
 		uint64_t v = *dst[i];
 
-		if (json_get_u64(obj, fields[i], "limits", 1, 1000000, &v,
-				 err) < 0)
+		if (json_get_u64(obj, fields[i], "limits", 1,
+				 dst[i] == &l->deadline_s
+					 ? FERRY_GUARD_DEADLINE_S_MAX
+					 : 1000000,
+				 &v, err) < 0)
 			return -1;
 		*dst[i] = (unsigned)v;
 	}
@@ -237,6 +242,33 @@ static void strip_comments(json_t *v)
 	}
 }
 
+
+/* The optional "qemu_user": a user name ([a-z_][a-z0-9_-]*, at most
+ * FERRY_USER_NAME_MAX bytes), not root. */
+static int get_qemu_user(const json_t *root, struct ferryd_config *cfg,
+			 struct ferr *err)
+{
+	const char *s = NULL;
+
+	if (json_get_string(root, "qemu_user", "config", FERRY_USER_NAME_MAX,
+			    &s, err) < 0)
+		return -1;
+	if (!s)
+		return 0;
+	for (const char *p = s; *p; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || *p == '_' ||
+		      (p > s && ((*p >= '0' && *p <= '9') || *p == '-'))))
+			return ferr_set(err, FERR_INVALID,
+					"qemu_user \"%.32s\" is not a user "
+					"name ([a-z_][a-z0-9_-]*)", s);
+	}
+	if (!*s || !strcmp(s, "root"))
+		return ferr_set(err, FERR_INVALID,
+				"qemu_user must name an unprivileged user");
+	snprintf(cfg->qemu_user, sizeof(cfg->qemu_user), "%s", s);
+	return 0;
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -244,7 +276,8 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
-		"capacity", "balancer", "etcd", "attestation", NULL
+		"capacity", "balancer", "etcd", "attestation", "qemu_user",
+		"audit_rotate_kib", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = {
@@ -253,7 +286,8 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		"stall_timeout_s", "allow_plaintext", NULL
 	};
 	static const char *const listen_fields[] = { "address", "port", NULL };
-	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
+	static const char *const tls_fields[] = { "ca", "cert", "key", "crl",
+						  NULL };
 	json_t *root = NULL, *listen, *tls;
 	const char *s = NULL;
 	unsigned char addrbuf[16];
@@ -276,12 +310,14 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		.handshake_burst = FERRY_GUARD_HANDSHAKE_BURST,
 		.requests_per_s = FERRY_GUARD_REQUESTS_PER_S,
 		.request_burst = FERRY_GUARD_REQUEST_BURST,
+		.deadline_s = FERRY_GUARD_DEADLINE_S,
 	};
 	cfg->memory_reserve_mib = 256;
 	cfg->attest.pcr = FERRY_ATTEST_PCR_DEFAULT;
 	cfg->attest.policy_pcr = FERRY_ATTEST_POLICY_PCR_DEFAULT;
 	snprintf(cfg->attest.tcti, sizeof(cfg->attest.tcti), "%s",
 		 FERRY_ATTEST_TCTI_DEFAULT);
+	cfg->audit_rotate_kib = FERRY_AUDIT_ROTATE_KIB_DEFAULT;
 	snprintf(cfg->qemu_binary, sizeof(cfg->qemu_binary), "%s",
 		 "/usr/bin/qemu-system-x86_64");
 
@@ -344,7 +380,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	    get_path(tls, "cert", "tls", base_dir, cfg->cert_file,
 		     sizeof(cfg->cert_file), err) < 0 ||
 	    get_path(tls, "key", "tls", base_dir, cfg->key_file,
-		     sizeof(cfg->key_file), err) < 0)
+		     sizeof(cfg->key_file), err) < 0 ||
+	    (json_object_get(tls, "crl") &&
+	     get_path(tls, "crl", "tls", base_dir, cfg->crl_file,
+		      sizeof(cfg->crl_file), err) < 0))
 		goto wrap;
 
 	if (get_path(root, "state_dir", "config", base_dir, cfg->state_dir,
@@ -464,6 +503,18 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 				 FERRY_VM_MEM_MAX_MIB * 64,
 				 &cfg->capacity_memory_mib, err) < 0)
 			goto wrap;
+	}
+	if (get_qemu_user(root, cfg, err) < 0 ||
+	    json_get_u64(root, "audit_rotate_kib", "config", 0,
+			 FERRY_AUDIT_ROTATE_KIB_MAX, &cfg->audit_rotate_kib,
+			 err) < 0)
+		goto wrap;
+	if (cfg->audit_rotate_kib &&
+	    cfg->audit_rotate_kib < FERRY_AUDIT_ROTATE_KIB_MIN) {
+		ferr_set(err, FERR_INVALID,
+			 "audit_rotate_kib must be 0 (never) or at least %d",
+			 FERRY_AUDIT_ROTATE_KIB_MIN);
+		goto wrap;
 	}
 	if (json_object_get(root, "balancer")) {
 		cfg->balancer = json_deep_copy(json_object_get(root, "balancer"));

@@ -38,9 +38,14 @@ struct ferryd_config {
 	char ca_file[FERRY_PATH_MAX];      /* cluster CA certificate */
 	char cert_file[FERRY_PATH_MAX];    /* this host's certificate */
 	char key_file[FERRY_PATH_MAX];     /* this host's private key */
+	char crl_file[FERRY_PATH_MAX];     /* revoked certificates, or "" */
 	char state_dir[FERRY_PATH_MAX];    /* VM definitions and runtime files */
 	char shared_dir[FERRY_PATH_MAX];   /* shared storage: kernels, disks */
 	char qemu_binary[FERRY_PATH_MAX];
+	char qemu_user[FERRY_USER_NAME_MAX + 1]; /* QEMU runs as this user;
+						    "": as ferryd's own */
+	uint64_t audit_rotate_kib;         /* rotate audit.log past this;
+					      0: never */
 	enum accel_mode accel;
 	uint64_t memory_reserve_mib;       /* kept free for the host itself */
 	/* migration data plane */

@@ -56,9 +56,9 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(d->base, NULL);
 }
 
-/* SIGHUP (systemctl reload): reload the policy; a broken one leaves the
- * old in force. systemd hears RELOADING=1 (with the monotonic time it
- * wants since version 253) before, READY=1 after. */
+/* SIGHUP (systemctl reload): reload the policy and the revocation list; a
+ * broken one leaves the old in force. systemd hears RELOADING=1 (with the
+ * monotonic time it wants since version 253) before, READY=1 after. */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct ferryd *d = arg;
@@ -173,6 +173,7 @@ int main(int argc, char **argv)
 	SSL_CTX *ctx = NULL;
 	enum accel_mode accel;
 	const char *config_path = NULL;
+	size_t revoked = 0;
 	struct ferr err = { 0 };
 	int rc = parse_args(argc, argv, &config_path);
 
@@ -211,12 +212,18 @@ int main(int argc, char **argv)
 		goto fail;
 	if (audit_open_key(cfg.state_dir, cfg.host,
 			   attest_host_audit_key(attest), &audit, &err) < 0 ||
+	    audit_set_rotate(audit, cfg.audit_rotate_kib * 1024, &err) < 0 ||
 	    audit_refusals_new(audit, &refusals, &err) < 0 ||
 	    guard_new(&cfg.limits, &guard, &err) < 0)
 		goto fail;
 	ctx = tls_server_ctx_new(cfg.ca_file, cfg.cert_file, cfg.key_file,
 				 &err);
 	if (!ctx)
+		goto fail;
+	/* before any listener: revoked peers are refused from the first
+	 * connection on */
+	if (cfg.crl_file[0] &&
+	    tls_crl_load(cfg.crl_file, cfg.ca_file, &revoked, &err) < 0)
 		goto fail;
 	/* migration threads wake the loop: libevent must be thread-safe */
 	if (evthread_use_pthreads() < 0) {
@@ -249,6 +256,10 @@ int main(int argc, char **argv)
 				   .policy_path = cfg.policy_file[0]
 							  ? cfg.policy_file
 							  : NULL,
+				   .crl_path = cfg.crl_file[0] ? cfg.crl_file
+							       : NULL,
+				   .ca_path = cfg.ca_file,
+				   .crl_revoked = revoked,
 				   .audit = audit,
 				   .refusals = refusals,
 				   .guard = guard,
@@ -270,12 +281,14 @@ int main(int argc, char **argv)
 		}
 	}
 	if (audit_log(audit, "-", "ferryd.start", cfg.host, "ok",
-		      json_pack("{s:s, s:s, s:I, s:s}", "version",
+		      json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "version",
 				FERRY_VERSION, "policy",
 				cfg.policy_file[0] ? cfg.policy_file : "none",
 				"vms", (json_int_t)vmm_count(vmm),
 				"attestation",
-				attest ? attest_host_summary(attest) : "off"),
+				attest ? attest_host_summary(attest) : "off",
+				"crl", cfg.crl_file[0] ? cfg.crl_file : "none",
+				"crl_revoked", (json_int_t)revoked),
 		      &err) < 0)
 		goto fail;
 	log_info("ferryd %s: host %s, accel %s (configured %s), %zu VMs, "
@@ -311,7 +324,7 @@ out:
 	}
 	/* before the guard and the audit go: the API's last connections are
 	 * freed here, and a connection still in its handshake releases its
-	 * count in the guard (tls.h, tls_ctx_set_gate) */
+	 * count in the guard (api.h, api_server_start) */
 	if (d.base)
 		event_base_free(d.base);
 	if (audit && rc == 0)

@@ -115,12 +115,19 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 	int code = r ? evhttp_request_get_response_code(r) : 0;
 
 	if (code == 0) {
-		unsigned long sslerr = bufferevent_get_openssl_error(
-			evhttp_connection_get_bufferevent(p->conn));
+		struct bufferevent *bev =
+			evhttp_connection_get_bufferevent(p->conn);
+		unsigned long sslerr = bufferevent_get_openssl_error(bev);
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
 		char ebuf[256] = "";
 
 		if (sslerr)
 			ERR_error_string_n(sslerr, ebuf, sizeof(ebuf));
+		/* say why the server's certificate failed (e.g. revoked) */
+		if (sslerr && vr != X509_V_OK)
+			snprintf(ebuf + strlen(ebuf), sizeof(ebuf) - strlen(ebuf),
+				 ": %s", X509_verify_cert_error_string(vr));
 		return ferr_set(err,
 				p->have_error && p->error == EVREQ_HTTP_TIMEOUT
 					? FERR_TIMEOUT

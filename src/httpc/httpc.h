@@ -111,5 +111,15 @@ int httpc_call_x(SSL_CTX *ctx, const struct httpc_peer *peer,
 		 unsigned timeout_s, const char *method, const char *path,
 		 const json_t *body, json_t **reply, unsigned char *exporter,
 		 struct ferr *err);
+/* GET path (download.c) with an Accept header (may be NULL), writing a 2xx
+ * body to fd as it arrives, at most max bytes (else FERR_TOO_LARGE). When
+ * header is not NULL, its value in the reply goes to value (vlen bytes,
+ * "" when absent). A non-2xx reply is -1 with *err from its error object;
+ * a reply cut short is FERR_UNAVAILABLE. timeout_s bounds each wait for
+ * the peer, not the whole transfer. */
+int httpc_download(SSL_CTX *ctx, const struct httpc_peer *peer,
+		   unsigned timeout_s, const char *path, const char *accept,
+		   int fd, uint64_t max, const char *header, char *value,
+		   size_t vlen, struct ferr *err);
 
 #endif

@@ -145,13 +145,17 @@ static void *chan_in_main(void *arg)
 	bool ok = false;
 	int qfd = -1;
 
-	if (dataplane_accept(m->server_ctx, a->fd, &c, hello, peer,
-			     sizeof(peer), &err) < 0) {
+	if (dataplane_accept(m->server_ctx, a->fd,
+			     1000u * m->cfg->limits.deadline_s, &c, hello,
+			     peer, sizeof(peer), &err) < 0) {
 		chan_fd_track(m, a->fd, false);
 		close(a->fd);
 		log_warn("migration channel from %s refused: %s", a->from,
 			 err.msg);
-		audit_refused(m->deps.refusals, "migration.channel_refused",
+		audit_refused(m->deps.refusals,
+			      err.code == FERR_TIMEOUT
+				      ? "conn.timeout"
+				      : "migration.channel_refused",
 			      a->from, err.msg);
 		goto out;
 	}
@@ -211,7 +215,7 @@ static void *listener_main(void *arg)
 
 	while (!atomic_load(&m->stop)) {
 		struct pollfd pfd = { .fd = m->listen_fd, .events = POLLIN };
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof(ss);
 		char why[FERRY_ERR_MSG_MAX];
 		struct chan_in *a;

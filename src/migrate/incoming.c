@@ -211,7 +211,8 @@ static int dest_setup(struct qmp *q, void *arg, struct ferr *err)
 				  (int)p->multifd),
 			NULL, err) < 0)
 		return -1;
-	snprintf(uri, sizeof(uri), "unix:%s", p->s->in_sock);
+	/* QEMU runs in the run folder: the socket's name there (vm.h) */
+	snprintf(uri, sizeof(uri), "unix:%s", vm_run_name(p->s->in_sock));
 	return qmp_command(q, "migrate-incoming",
 			   json_pack("{s:s}", "uri", uri), NULL, err);
 }

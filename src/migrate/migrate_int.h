@@ -140,10 +140,8 @@ struct relay_counters {
 	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
 };
 
-/* Read / write exactly len bytes on a blocking connection (its socket
- * timeouts bound the wait). */
-int conn_read_full(struct mig_conn *c, void *buf, size_t len,
-		   struct ferr *err);
+/* Write exactly len bytes on a blocking connection (its socket timeouts
+ * bound the wait). */
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err);
 
@@ -165,8 +163,9 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 
 /* Source: connect from local_addr (this host's address, or NULL) to the
  * destination's migration port, authenticate it as peer_name (TLS unless
- * plaintext), send the HELLO for channel and check the ACK. On success
- * *out is a blocking connection ready to relay. */
+ * plaintext), send the HELLO for channel and check the ACK, the handshake
+ * and the ACK within MIG_HANDSHAKE_TIMEOUT_MS. On success *out is a
+ * blocking connection ready to relay. */
 int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
 		   bool plaintext,
@@ -175,11 +174,13 @@ int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
 
 /* Destination: after accept(), run the TLS handshake (unless the first
- * bytes are a plaintext HELLO), read the HELLO and report the peer's
- * identity. The caller then looks up the session and answers. */
-int dataplane_accept(SSL_CTX *ctx, int fd, struct mig_conn *out,
-		     uint8_t hello[MIG_HELLO_LEN], char *peer, size_t peer_len,
-		     struct ferr *err);
+ * bytes are a plaintext HELLO), refuse a peer without a host certificate
+ * (FERR_FORBIDDEN), read the HELLO and report the peer's identity, all
+ * within deadline_ms of the call (FERR_TIMEOUT). The caller then looks up
+ * the session and answers. */
+int dataplane_accept(SSL_CTX *ctx, int fd, unsigned deadline_ms,
+		     struct mig_conn *out, uint8_t hello[MIG_HELLO_LEN],
+		     char *peer, size_t peer_len, struct ferr *err);
 
 /* Set SO_RCVTIMEO/SO_SNDTIMEO (0 clears them) and TCP_NODELAY. */
 void socket_set_timeouts(int fd, unsigned ms);
@@ -187,7 +188,11 @@ void socket_set_timeouts(int fd, unsigned ms);
 /* Connect a unix stream socket to path. */
 int unix_connect(const char *path, struct ferr *err);
 
-/* Create a listening unix stream socket at path (mode 0600). */
+/* Mode of the unix sockets QEMU connects to: the run folder gives them
+ * QEMU's group (vm.h, qemu_run_dir_prepare). */
+#define MIG_SOCK_MODE 0660
+
+/* Create a listening unix stream socket at path (mode MIG_SOCK_MODE). */
 int unix_listen(const char *path, struct ferr *err);
 
 /* ---- journal.c: the durable record of migrations in flight ----

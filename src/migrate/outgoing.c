@@ -793,7 +793,8 @@ void *mig_driver(void *arg)
 	{
 		char uri[FERRY_SOCK_PATH_MAX + 8];
 
-		snprintf(uri, sizeof(uri), "unix:%s", g->out_sock);
+		snprintf(uri, sizeof(uri), "unix:%s",
+			 vm_run_name(g->out_sock)); /* QEMU's folder: vm.h */
 		t_migrate = now_ms();
 		if (qmp_simple(q, "migrate", json_pack("{s:s}", "uri", uri),
 			       &err) < 0)

@@ -46,7 +46,7 @@ static int recover_setup(struct qmp *q, void *arg, struct ferr *err)
 	json_decref(ret);
 	if (rc < 0)
 		return -1;
-	snprintf(uri, sizeof(uri), "unix:%s", r->s->in_sock);
+	snprintf(uri, sizeof(uri), "unix:%s", vm_run_name(r->s->in_sock));
 	return qmp_command(q, "migrate-recover",
 			   json_pack("{s:s}", "uri", uri), NULL, err);
 }
@@ -212,7 +212,8 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 				 ps.data_addr);
 			g->data_port = ps.data_port;
 			g->nchan = 1;
-			snprintf(uri, sizeof(uri), "unix:%s", g->out_sock);
+			snprintf(uri, sizeof(uri), "unix:%s",
+				 vm_run_name(g->out_sock));
 			if (channels_start(g, err) == 0 &&
 			    qmp_command(q, "migrate",
 					json_pack("{s:s, s:b}", "uri", uri,

@@ -539,9 +539,11 @@ unsigned policy_roles(const struct policy *p, const char *identity)
 }
 
 bool policy_permits(const struct policy *p, const char *identity,
-		    enum perm perm, struct policy_decision *d)
+		    enum id_class cls, enum perm perm,
+		    struct policy_decision *d)
 {
-	unsigned have = policy_roles(p, identity);
+	unsigned named = policy_roles(p, identity);
+	unsigned have = cls == ID_HOST ? named : named & ~(unsigned)ROLE_HOST;
 	unsigned need = (unsigned)perm < PERM__COUNT ? perm_roles[perm] : 0;
 
 	snprintf(d->rule, sizeof(d->rule), "%s", "roles");
@@ -552,6 +554,11 @@ bool policy_permits(const struct policy *p, const char *identity,
 	else if (d->allow)
 		snprintf(d->reason, sizeof(d->reason), "%s holds %s", identity,
 			 perm_name(perm));
+	else if (named & need)
+		snprintf(d->reason, sizeof(d->reason),
+			 "%s lacks %s: the host role needs a host certificate, "
+			 "and %s presented a user certificate",
+			 identity, perm_name(perm), identity);
 	else
 		snprintf(d->reason, sizeof(d->reason),
 			 "%s lacks %s (needs one of the roles that hold it)",

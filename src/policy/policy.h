@@ -91,10 +91,17 @@ void policy_free(struct policy *p);
 /* Roles (enum role bits) granted to identity; 0 for none. */
 unsigned policy_roles(const struct policy *p, const char *identity);
 
-/* Does identity hold a role that carries perm? d gets the reason. A NULL
- * policy denies everything. */
+/* The kind of certificate an identity authenticated with (tls.h,
+ * tls_peer_is_host). Hosts and users share one name space in the policy,
+ * so the host role counts only for a host certificate: a user certificate
+ * named like a host is a user. */
+enum id_class { ID_USER, ID_HOST };
+
+/* Does identity, authenticated as cls, hold a role that carries perm? d
+ * gets the reason. A NULL policy denies everything. */
 bool policy_permits(const struct policy *p, const char *identity,
-		    enum perm perm, struct policy_decision *d);
+		    enum id_class cls, enum perm perm,
+		    struct policy_decision *d);
 
 /* Source side: may requester migrate vm out of this host to host `to`?
  * A rule must match the VM, list the requester under migrate_out and the

@@ -17,6 +17,7 @@ struct vmm {
 	vmm_exit_hook exit_hook;
 	void *exit_hook_arg;
 	struct worker_pool *pool;  /* where operations run */
+	struct qemu_user qemu_user; /* what QEMU runs as (confine.c) */
 };
 
 /* ---- vmm.c ---- */

@@ -85,26 +85,46 @@ static int get_rel_path(const json_t *obj, const char *key, const char *what,
 	return 0;
 }
 
+/* A disk format field: absent is raw. */
+static int get_format(const json_t *disk, const char *key,
+		      enum disk_format *out, struct ferr *err)
+{
+	const char *fmt = NULL;
+
+	if (json_get_string(disk, key, "vm.disk", 8, &fmt, err) < 0)
+		return -1;
+	if (!fmt || !strcmp(fmt, "raw"))
+		*out = DISK_RAW;
+	else if (!strcmp(fmt, "qcow2"))
+		*out = DISK_QCOW2;
+	else
+		return ferr_set(err, FERR_INVALID,
+				"vm.disk.%s must be \"raw\" or \"qcow2\"", key);
+	return 0;
+}
+
 /* Parse the optional "disk" object. */
 static int parse_disk(const json_t *disk, struct vm_def *def, struct ferr *err)
 {
-	static const char *const fields[] = { "path", "format", NULL };
-	const char *fmt = NULL;
+	static const char *const fields[] = { "path", "format", "backing",
+					      "backing_format", NULL };
 
 	if (json_check_fields(disk, fields, "vm.disk", err) < 0 ||
 	    get_rel_path(disk, "path", "vm.disk", def->disk, sizeof(def->disk),
 			 err) < 0 ||
-	    json_get_string(disk, "format", "vm.disk", 8, &fmt, err) < 0)
+	    get_format(disk, "format", &def->disk_format, err) < 0 ||
+	    get_rel_path(disk, "backing", "vm.disk", def->backing,
+			 sizeof(def->backing), err) < 0 ||
+	    get_format(disk, "backing_format", &def->backing_format, err) < 0)
 		return -1;
 	if (!def->disk[0])
 		return ferr_set(err, FERR_INVALID, "vm.disk.path is required");
-	if (!fmt || !strcmp(fmt, "raw"))
-		def->disk_format = DISK_RAW;
-	else if (!strcmp(fmt, "qcow2"))
-		def->disk_format = DISK_QCOW2;
-	else
+	if (def->backing[0] && def->disk_format != DISK_QCOW2)
 		return ferr_set(err, FERR_INVALID,
-				"vm.disk.format must be \"raw\" or \"qcow2\"");
+				"vm.disk.backing needs vm.disk.format qcow2");
+	if (!def->backing[0] && json_object_get(disk, "backing_format"))
+		return ferr_set(err, FERR_INVALID,
+				"vm.disk.backing_format needs vm.disk.backing");
 	return 0;
 }
 
@@ -298,11 +318,21 @@ json_t *vmdef_to_json(const struct vm_def *def)
 	if (def->cons.present)
 		json_object_set_new(o, "constraints",
 				    vm_constraints_to_json(&def->cons, true));
-	if (def->disk[0])
-		json_object_set_new(
-			o, "disk",
-			json_pack("{s:s, s:s}", "path", def->disk, "format",
-				  def->disk_format == DISK_QCOW2 ? "qcow2"
-								 : "raw"));
+	if (def->disk[0]) {
+		json_t *d = json_pack("{s:s, s:s}", "path", def->disk, "format",
+				      def->disk_format == DISK_QCOW2 ? "qcow2"
+								     : "raw");
+
+		if (d && def->backing[0]) {
+			json_object_set_new(d, "backing",
+					    json_string(def->backing));
+			json_object_set_new(
+				d, "backing_format",
+				json_string(def->backing_format == DISK_QCOW2
+						    ? "qcow2"
+						    : "raw"));
+		}
+		json_object_set_new(o, "disk", d);
+	}
 	return o;
 }

@@ -15,6 +15,7 @@ QEMU processes, sockets or files of no VM), audit (a log does not verify or
 misses the migration's end).
 """
 
+import json
 import os
 import signal
 import threading
@@ -25,7 +26,7 @@ import pytest
 
 import faultlib as fl
 from faultproxy import FaultProxy
-from ferrylib import parse_heartbeats
+from ferrylib import parse_heartbeats, wait_until
 
 A, B = "host-a", "host-b"
 VM = "fm"
@@ -182,7 +183,28 @@ def inject(c, api, data, fault, src, dst, trig, uid):
     raise AssertionError(f"unknown fault {fault}")
 
 
-def classify(c, name, uid, crash, probe, mig_id):
+def open_journals(c):
+    """Journal entries of migrations that are still open on either host:
+    a source's (its entry goes when the migration is resolved) or a
+    destination's not yet committed or aborted (decided ones stay, to
+    answer the source's confirm)."""
+    left = []
+    for h in (A, B):
+        jdir = c.hosts[h].state_dir / "journal"
+        for f in sorted(jdir.glob("*.json")) if jdir.is_dir() else []:
+            if f.name.startswith("src-"):
+                left.append(f"{h}:{f.name}")
+            elif f.name.startswith("dst-"):
+                try:
+                    phase = json.loads(f.read_text()).get("phase")
+                except (OSError, ValueError):
+                    phase = "unreadable"
+                if phase not in ("committed", "aborted"):
+                    left.append(f"{h}:{f.name}:{phase}")
+    return left
+
+
+def classify(c, name, uid, crash, probe, src, mig_id):
     """(outcome, detail) of a trial once the VM settled (or did not)."""
     twice = probe.twice()
     if twice:
@@ -201,6 +223,11 @@ def classify(c, name, uid, crash, probe, mig_id):
         except AssertionError as e:
             return "corrupt", str(e)[:300]
         outcome, detail = "ok", f"runs on {owner}"
+    try:
+        wait_until(lambda: not open_journals(c), 60, 0.5,
+                   "the migration's journal entries to close")
+    except AssertionError:
+        return "leaked", f"journal entries left: {open_journals(c)}"
     for h in (A, B):
         problems = c.leftovers(h)
         if problems:
@@ -210,6 +237,10 @@ def classify(c, name, uid, crash, probe, mig_id):
             return "leaked", f"{h}: {problems[:3]}"
     try:
         fl.check_audit(c, [A, B])
+        # the source recorded how the migration ended, even across a crash
+        wait_until(lambda: any(x["detail"].get("id") == mig_id for x in
+                               fl.audit_records(c, src, "migration.end")),
+                   30, 0.5, f"{src}'s migration.end of {mig_id}")
     except AssertionError as e:
         return "audit", str(e)[:300]
     return outcome, detail
@@ -243,7 +274,7 @@ def test_cell(rig, results, cell):
                 for h in (A, B):
                     if not c.hosts[h].running():
                         fl.restart(c, h)
-                outcome, detail = classify(c, VM, uid, crash, probe, rec["id"])
+                outcome, detail = classify(c, VM, uid, crash, probe, src, rec["id"])
             except AssertionError as e:
                 outcome, detail = "harness", str(e)[:300]
         results({"run": RUN, "phase": phase, "fault": fault, "trial": n,

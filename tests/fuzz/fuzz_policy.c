@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (policy_parse((const char *)data, size, "fuzz", &p, &err) < 0)
 		return 0;
-	policy_permits(p, "alice", PERM_VM_MIGRATE, &d);
+	policy_permits(p, "alice", ID_USER, PERM_VM_MIGRATE, &d);
 	policy_check_out(p, "alice", &vm, "host-b", &d);
 	policy_check_in(p, "alice", &vm, "host-a", &d);
 	json_decref(policy_attest_refs(p, "host-b", scope, sizeof(scope)));

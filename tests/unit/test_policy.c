@@ -50,19 +50,25 @@ static void test_roles_and_permissions(void **state)
 	assert_int_equal(policy_roles(p, "alice"), ROLE_ADMIN);
 	assert_int_equal(policy_roles(p, "host-b"), ROLE_HOST);
 	assert_int_equal(policy_roles(p, "mallory"), 0);
-	assert_true(policy_permits(p, "alice", PERM_VM_WRITE, &d));
-	assert_true(policy_permits(p, "bob", PERM_VM_WRITE, &d));
-	assert_false(policy_permits(p, "carol", PERM_VM_WRITE, &d));
+	assert_true(policy_permits(p, "alice", ID_USER, PERM_VM_WRITE, &d));
+	assert_true(policy_permits(p, "bob", ID_USER, PERM_VM_WRITE, &d));
+	assert_false(policy_permits(p, "carol", ID_USER, PERM_VM_WRITE, &d));
 	assert_non_null(strstr(d.reason, "lacks vm.write"));
-	assert_true(policy_permits(p, "carol", PERM_AUDIT_READ, &d));
-	assert_false(policy_permits(p, "bob", PERM_AUDIT_READ, &d));
-	assert_true(policy_permits(p, "host-a", PERM_MIG_PEER, &d));
-	assert_false(policy_permits(p, "alice", PERM_MIG_PEER, &d));
-	assert_false(policy_permits(p, "balancer", PERM_VM_WRITE, &d));
-	assert_true(policy_permits(p, "balancer", PERM_VM_MIGRATE, &d));
-	assert_false(policy_permits(p, "mallory", PERM_HOST_READ, &d));
+	assert_true(policy_permits(p, "carol", ID_USER, PERM_AUDIT_READ, &d));
+	assert_false(policy_permits(p, "bob", ID_USER, PERM_AUDIT_READ, &d));
+	assert_true(policy_permits(p, "host-a", ID_HOST, PERM_MIG_PEER, &d));
+	/* a user certificate named like a host does not get the host role */
+	assert_false(policy_permits(p, "host-a", ID_USER, PERM_MIG_PEER, &d));
+	assert_non_null(strstr(d.reason, "the host role needs a host "
+					 "certificate"));
+	assert_true(policy_permits(p, "host-a", ID_HOST, PERM_HOST_READ, &d));
+	assert_false(policy_permits(p, "host-a", ID_USER, PERM_HOST_READ, &d));
+	assert_false(policy_permits(p, "alice", ID_USER, PERM_MIG_PEER, &d));
+	assert_false(policy_permits(p, "balancer", ID_USER, PERM_VM_WRITE, &d));
+	assert_true(policy_permits(p, "balancer", ID_USER, PERM_VM_MIGRATE, &d));
+	assert_false(policy_permits(p, "mallory", ID_USER, PERM_HOST_READ, &d));
 	/* no policy: everything denied */
-	assert_false(policy_permits(NULL, "alice", PERM_HOST_READ, &d));
+	assert_false(policy_permits(NULL, "alice", ID_HOST, PERM_HOST_READ, &d));
 	assert_non_null(strstr(d.reason, "no policy"));
 	policy_free(p);
 }
@@ -234,7 +240,7 @@ static void test_attestation(void **state)
 				    json_object_get(refs, "qemu"), 0)),
 			    DB);
 	json_decref(refs);
-	assert_true(policy_permits(p, "alice", PERM_ATTEST_ADMIN, &d));
+	assert_true(policy_permits(p, "alice", ID_USER, PERM_ATTEST_ADMIN, &d));
 	policy_free(p);
 }
 
@@ -253,13 +259,13 @@ static void test_metrics_permission(void **state)
 	assert_int_equal(policy_roles(p, "prometheus"), ROLE_MONITOR);
 	assert_string_equal(role_name(ROLE_MONITOR), "monitor");
 	assert_string_equal(perm_name(PERM_METRICS), "metrics");
-	assert_true(policy_permits(p, "prometheus", PERM_METRICS, &d));
-	assert_true(policy_permits(p, "carol", PERM_METRICS, &d));
-	assert_false(policy_permits(p, "host-a", PERM_METRICS, &d));
-	assert_false(policy_permits(p, "balancer", PERM_METRICS, &d));
+	assert_true(policy_permits(p, "prometheus", ID_USER, PERM_METRICS, &d));
+	assert_true(policy_permits(p, "carol", ID_USER, PERM_METRICS, &d));
+	assert_false(policy_permits(p, "host-a", ID_HOST, PERM_METRICS, &d));
+	assert_false(policy_permits(p, "balancer", ID_USER, PERM_METRICS, &d));
 	for (int perm = 0; perm < PERM__COUNT; perm++)
 		if (perm != PERM_METRICS)
-			assert_false(policy_permits(p, "prometheus",
+			assert_false(policy_permits(p, "prometheus", ID_USER,
 						    (enum perm)perm, &d));
 	policy_free(p);
 }
