@@ -99,7 +99,7 @@ static void step_down(struct controller *c)
 {
 	c->leading = false;
 	c->token = 0;
-	ctl_poll_close(c);
+	ctl_poll_close(c, true);
 	ctl_round_reset(c);
 	pthread_mutex_lock(&c->lock);
 	c->nview = 0;
@@ -257,7 +257,7 @@ void controller_free(struct controller *c)
 		ctl_lead_stop(c);
 	if (c->store.kv)
 		ctl_store_close(c);
-	ctl_poll_close(c);
+	ctl_poll_close(c, true);
 	ctl_round_reset(c);
 	bal_cluster_free(c->bal);
 	free(c->vms);

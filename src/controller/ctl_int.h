@@ -42,6 +42,10 @@
 #define CTL_LEAD_MARGIN_MS 1000    /* a leader stops acting this long
 				      before its lease could have expired */
 #define CTL_STORE_RETRY_MS 1000
+/* ferryd closes a connection idle for its limits.deadline_s (10 s by
+ * default) and counts that as a refusal: with rounds this far apart the
+ * controller closes its connections after each round instead */
+#define CTL_KEEP_INTERVAL_MAX_S 8
 
 enum ctl_mode { CTL_MODE_OFF, CTL_MODE_RECOMMEND, CTL_MODE_AUTO };
 extern const char *const ctl_mode_names[3];
@@ -300,8 +304,9 @@ void ctl_wait(struct controller *c, uint64_t deadline);
  * new), feeding each report to the model as it arrives, until all
  * answered or the poll timeout passed. */
 void ctl_poll(struct controller *c);
-/* Drop every kept connection. */
-void ctl_poll_close(struct controller *c);
+/* Close every kept connection (forget_tokens: and which hosts have
+ * acknowledged our token, when leadership ends). */
+void ctl_poll_close(struct controller *c, bool forget_tokens);
 
 /* ---- the round (round.c, moves.c, drains.c), controller thread ---- */
 void ctl_round(struct controller *c);

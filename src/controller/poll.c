@@ -246,7 +246,7 @@ void ctl_poll(struct controller *c)
 	}
 }
 
-void ctl_poll_close(struct controller *c)
+void ctl_poll_close(struct controller *c, bool forget_tokens)
 {
 	for (size_t i = 0; i < c->nhosts; i++) {
 		struct ctl_host *h = &c->hosts[i];
@@ -264,7 +264,8 @@ void ctl_poll_close(struct controller *c)
 		httpc_conn_free(h->conn);
 		h->conn = NULL;
 		h->connected = false;
-		h->fenced = 0;
+		if (forget_tokens)
+			h->fenced = 0;
 	}
 	if (c->base)
 		event_base_loop(c->base, EVLOOP_NONBLOCK);

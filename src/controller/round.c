@@ -413,6 +413,8 @@ void ctl_round(struct controller *c)
 		ctl_drains_progress(c, NULL);
 	}
 	ctl_moves_prune(c, now_s);
+	if (c->interval_s > CTL_KEEP_INTERVAL_MAX_S)
+		ctl_poll_close(c, false);
 	round_view(c, t_poll, now_ms() - t0);
 	/* a round parses a report per host and frees it: give the pages
 	 * back rather than keep the round's high-water mark resident */
