@@ -117,7 +117,7 @@ class CtlCluster:
             "tls": {"ca": "../pki/ca.crt", "cert": f"../pki/hosts/{self.names[i]}.crt",
                     "key": f"../pki/hosts/{self.names[i]}.key"},
             "state_dir": "state", "shared_dir": "../shared", "accel": "tcg",
-            "policy": "policy.json",
+            "policy": "policy.json", "qemu_user": ferrylib.QEMU_USER,
             "balancer": {"mode": self.mode, "interval_s": self.interval_s,
                          "cert": "../pki/users/controller.crt",
                          "key": "../pki/users/controller.key",
