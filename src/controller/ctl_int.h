@@ -111,7 +111,6 @@ struct ctl_host {
 	uint64_t mem_mib, mem_committed_mib;
 	uint32_t nvms;            /* VMs it lists, incoming copies excepted */
 	int64_t fenced;           /* the token it acknowledged */
-	uint64_t asked_round;     /* round of its last load request */
 	char error[200];          /* why it is not up */
 };
 
@@ -231,8 +230,6 @@ struct controller {
 	struct ctl_host_view *view;
 	size_t nview;
 	json_t *status;           /* the round's figures, without hosts */
-	json_t *plan;             /* the latest plan */
-	uint64_t rounds_done;
 	uint64_t moves_total;
 };
 

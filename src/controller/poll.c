@@ -195,7 +195,6 @@ static void ask(struct controller *c, struct ctl_host *h)
 	struct ferr err;
 	json_t *body;
 
-	h->asked_round = c->round;
 	h->up = false;
 	h->error[0] = '\0';
 	if (!c->token || h->fenced == c->token) {

@@ -374,7 +374,6 @@ static void round_view(struct controller *c, uint64_t poll_ms,
 	}
 	json_decref(c->status);
 	c->status = status;
-	c->rounds_done++;
 	pthread_mutex_unlock(&c->lock);
 }
 
