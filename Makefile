@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan tsan analyze guest demo check bench bench-controller faults fuzz package clean
+.PHONY: all deps build asan tsan analyze guest demo check bench bench-controller bench-detect faults fuzz package clean
 
 all: build
 
@@ -65,6 +65,13 @@ faults: asan guest
 	  FERRY_GUEST_DIR=$(CURDIR)/$(BUILD)/guest \
 	  /usr/bin/python3 -m pytest -q -ra tests/faults $(FAULT_ARGS); \
 	  rc=$$?; /usr/bin/python3 tests/faults/report.py $(ASAN_BUILD)/faults.jsonl; exit $$rc
+# ferry-detect's evaluation (docs/detection.md): ferry migrations on a
+# shared link between network namespaces, remote and local detection under
+# low and high guest load, and the negatives. Needs root. The figure:
+# bench/detect_plot.py. BENCH_DETECT_ARGS="--runs 10" to tune.
+bench-detect: build guest
+	/usr/bin/python3 bench/detect_bench.py $(BENCH_DETECT_ARGS)
+	/usr/bin/python3 bench/detect_plot.py build/detect-bench
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.

@@ -26,6 +26,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static cpio gzip
   # system tests
   python3 python3-pytest iproute2 procps
+  # ferry-detect's figure (bench/detect_plot.py, make bench-detect)
+  python3-matplotlib
   # the dashboard's browser tests (tests/system/test_ui*.py): headless
   # Chromium driven by selenium through chromium-driver
   chromium chromium-driver python3-selenium

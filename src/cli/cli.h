@@ -118,6 +118,8 @@ struct cli_config {
 	char crl[FERRY_PATH_MAX];            /* revocation list, or "" */
 	char default_host[FERRY_NAME_MAX + 1];
 	char controller[FERRY_NAME_MAX + 1]; /* the balancer's host, or "" */
+	char detector_state[FERRY_PATH_MAX]; /* ferry-detect's state.json for
+						the dashboard, or "" */
 	struct cli_host hosts[CLI_HOSTS_MAX];
 	size_t nhosts;
 };

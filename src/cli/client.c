@@ -63,7 +63,8 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 {
 	static const char *const fields[] = { "ca", "cert", "key", "crl",
 					      "hosts", "default_host",
-					      "controller", NULL };
+					      "controller", "detector_state",
+					      NULL };
 	const char *key, *def = NULL;
 	json_t *root, *hosts, *h;
 	int rc = -1;
@@ -117,6 +118,11 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 		if (!cli_host_find(cfg, def, err))
 			goto wrap;
 	}
+	/* ferry-detect's state file, which `ferry ui` shows alarms from */
+	if (json_object_get(root, "detector_state") &&
+	    get_path(root, "detector_state", base_dir, cfg->detector_state,
+		     sizeof(cfg->detector_state), err) < 0)
+		goto wrap;
 	rc = 0;
 	goto out;
 wrap:

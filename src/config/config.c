@@ -1,6 +1,7 @@
 /* config.c - strict parser for ferryd.json. */
 #define _GNU_SOURCE
 #include "config.h"
+#include "netdev.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -84,6 +85,73 @@ static int parse_limits(const json_t *obj, struct guard_limits *l,
 				 &v, err) < 0)
 			return -1;
 		*dst[i] = (unsigned)v;
+	}
+	return 0;
+}
+
+const struct bridge_map *config_bridge(const struct ferryd_config *cfg,
+				       const char *name)
+{
+	for (unsigned i = 0; i < cfg->nbridges; i++)
+		if (!strcmp(cfg->bridges[i].name, name))
+			return &cfg->bridges[i];
+	return NULL;
+}
+
+const char *config_dataplane_addr(const struct ferryd_config *cfg)
+{
+	return cfg->migration_netns[0] ? cfg->advertise_addr
+				       : cfg->listen_addr;
+}
+
+/* The optional "bridges" object: {"NAME": {"device": "br0", "netns": ...}}
+ * maps the bridge names of VM definitions to this host's bridges. */
+static int parse_bridges(const json_t *obj, struct ferryd_config *cfg,
+			 struct ferr *err)
+{
+	static const char *const fields[] = { "device", "netns", NULL };
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(obj))
+		return ferr_set(err, FERR_INVALID,
+				"bridges must be an object of NAME: "
+				"{\"device\": ..., \"netns\": ...}");
+	if (json_object_size(obj) > FERRY_BRIDGES_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"bridges has more than %d entries",
+				FERRY_BRIDGES_MAX);
+	json_object_foreach((json_t *)obj, k, v) {
+		struct bridge_map *b = &cfg->bridges[cfg->nbridges];
+		const char *dev = NULL, *ns = NULL;
+		char what[FERRY_NAME_MAX + 16];
+
+		if (!name_is_valid(k))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%.64s: not a valid name "
+					"([a-z0-9][a-z0-9._-]*)", k);
+		if (!json_is_object(v))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s must be an object", k);
+		snprintf(what, sizeof(what), "bridges.%s", k);
+		if (json_check_fields(v, fields, what, err) < 0 ||
+		    json_get_string(v, "device", what, sizeof(b->device) - 1,
+				    &dev, err) < 0 ||
+		    json_get_string(v, "netns", what, sizeof(b->netns) - 1, &ns,
+				    err) < 0)
+			return -1;
+		if (!dev || !ifname_is_valid(dev))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s.device must be an "
+					"interface name (1-15 characters)", k);
+		if (ns && !netns_name_is_valid(ns))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s.netns \"%s\" is not a "
+					"network namespace name", k, ns);
+		snprintf(b->name, sizeof(b->name), "%s", k);
+		snprintf(b->device, sizeof(b->device), "%s", dev);
+		snprintf(b->netns, sizeof(b->netns), "%s", ns ? ns : "");
+		cfg->nbridges++;
 	}
 	return 0;
 }
@@ -277,13 +345,13 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
 		"capacity", "balancer", "etcd", "attestation", "qemu_user",
-		"audit_rotate_kib", NULL
+		"audit_rotate_kib", "bridges", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = {
 		"port", "advertise_address", "advertise_port", "max_incoming",
 		"max_outgoing", "peer_timeout_s", "confirm_timeout_s",
-		"stall_timeout_s", "allow_plaintext", NULL
+		"stall_timeout_s", "allow_plaintext", "netns", NULL
 	};
 	static const char *const listen_fields[] = { "address", "port", NULL };
 	static const char *const tls_fields[] = { "ca", "cert", "key", "crl",
@@ -441,6 +509,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 			 out = cfg->max_outgoing, pt = cfg->peer_timeout_s,
 			 ct = cfg->confirm_timeout_s,
 			 st = cfg->stall_timeout_s;
+		const char *ns = NULL;
 
 		s = NULL;
 		if (json_check_fields(mig, mig_fields, "migration", err) < 0 ||
@@ -461,8 +530,27 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		    json_get_u64(mig, "stall_timeout_s", "migration", 1, 3600,
 				 &st, err) < 0 ||
 		    json_get_bool(mig, "allow_plaintext", "migration",
-				  &cfg->allow_plaintext, err) < 0)
+				  &cfg->allow_plaintext, err) < 0 ||
+		    json_get_string(mig, "netns", "migration",
+				    sizeof(cfg->migration_netns) - 1, &ns,
+				    err) < 0)
 			goto wrap;
+		if (ns && !netns_name_is_valid(ns)) {
+			ferr_set(err, FERR_INVALID,
+				 "migration.netns \"%s\" is not a network "
+				 "namespace name", ns);
+			goto wrap;
+		}
+		/* the data plane then listens on the advertised address, in
+		 * that namespace */
+		if (ns && !s) {
+			ferr_set(err, FERR_INVALID,
+				 "migration.netns needs "
+				 "migration.advertise_address");
+			goto wrap;
+		}
+		snprintf(cfg->migration_netns, sizeof(cfg->migration_netns),
+			 "%s", ns ? ns : "");
 		cfg->max_incoming = (unsigned)in;
 		cfg->max_outgoing = (unsigned)out;
 		cfg->peer_timeout_s = (unsigned)pt;
@@ -504,6 +592,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 				 &cfg->capacity_memory_mib, err) < 0)
 			goto wrap;
 	}
+	if (json_object_get(root, "bridges") &&
+	    parse_bridges(json_object_get(root, "bridges"), cfg, err) < 0)
+		goto wrap;
 	if (get_qemu_user(root, cfg, err) < 0 ||
 	    json_get_u64(root, "audit_rotate_kib", "config", 0,
 			 FERRY_AUDIT_ROTATE_KIB_MAX, &cfg->audit_rotate_kib,

@@ -14,6 +14,16 @@
 
 enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
 
+#define FERRY_BRIDGES_MAX 16
+
+/* A VM network ("bridge" in a VM definition) mapped to this host's Linux
+ * bridge, in a network namespace or ferryd's own (netns empty). */
+struct bridge_map {
+	char name[FERRY_NAME_MAX + 1];
+	char device[16];
+	char netns[64];
+};
+
 /* Attestation (docs/attestation.md): off (no TPM), optional (measure and
  * quote; destinations are attested when a policy rule requires it) or
  * required (ferryd needs its TPM to start, and attests every destination
@@ -54,6 +64,9 @@ struct ferryd_config {
 	uint16_t advertise_port;
 	unsigned max_incoming;             /* migrations received at once */
 	unsigned max_outgoing;             /* migrations sent at once */
+	char migration_netns[64];          /* data plane's namespace, or "" */
+	struct bridge_map bridges[FERRY_BRIDGES_MAX];
+	unsigned nbridges;
 	unsigned peer_timeout_s;           /* one control call to a peer */
 	unsigned confirm_timeout_s;        /* source: settle a finish before
 					      handing it to the resolver */
@@ -90,6 +103,14 @@ void config_clear(struct ferryd_config *cfg);
 /* Read and parse the config file at path (see config_parse). */
 int config_load(const char *path, struct ferryd_config *cfg, struct ferr *err);
 
+/* The bridge map named name, or NULL. */
+const struct bridge_map *config_bridge(const struct ferryd_config *cfg,
+				       const char *name);
+
+/* The address the migration data plane binds to, listening and dialling:
+ * migration.advertise_address inside migration.netns when that is set,
+ * else listen.address. */
+const char *config_dataplane_addr(const struct ferryd_config *cfg);
 /* "off", "optional" or "required". */
 const char *attest_mode_name(enum attest_mode m);
 

@@ -1,6 +1,7 @@
 /* dataplane.c - TCP, TLS and unix-socket set-up of migration channels. */
 #define _GNU_SOURCE
 #include "migrate_int.h"
+#include "netdev.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -230,8 +231,8 @@ static int bind_local(int fd, int family, const char *local,
 
 /* TCP connect from local (may be NULL) to addr:port within
  * MIG_HANDSHAKE_TIMEOUT_MS. */
-static int tcp_connect(const char *local, const char *addr, uint16_t port,
-		       struct ferr *err)
+static int tcp_connect(const char *netns, const char *local,
+		       const char *addr, uint16_t port, struct ferr *err)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
@@ -253,10 +254,11 @@ static int tcp_connect(const char *local, const char *addr, uint16_t port,
 	} else {
 		return ferr_set(err, FERR_INVALID, "bad address %s", addr);
 	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-		    0);
+	/* in the data plane's network namespace, if it has one */
+	fd = netns_socket(netns, ss.ss_family,
+			  SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, err);
 	if (fd < 0)
-		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
+		return -1;
 	if (local && bind_local(fd, ss.ss_family, local, err) < 0)
 		goto fail;
 	if (connect(fd, (struct sockaddr *)&ss, sl) < 0 &&
@@ -285,7 +287,7 @@ fail:
 	return -1;
 }
 
-int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
+int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
 		   bool plaintext,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
@@ -301,7 +303,7 @@ int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 	uint64_t deadline = now_ms() + MIG_HANDSHAKE_TIMEOUT_MS;
 
 	memcpy(h.session, sid, MIG_SESSION_ID_LEN);
-	c.fd = tcp_connect(local_addr, addr, port, err);
+	c.fd = tcp_connect(netns, local_addr, addr, port, err);
 	if (c.fd < 0)
 		return -1;
 	fd_set_nonblock(c.fd);

@@ -161,12 +161,13 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 
 /* ---- dataplane.c: TCP and TLS set-up of channels ---- */
 
-/* Source: connect from local_addr (this host's address, or NULL) to the
+/* Source: connect from local_addr (this host's address, or NULL), in
+ * network namespace netns (NULL or "": ferryd's own), to the
  * destination's migration port, authenticate it as peer_name (TLS unless
  * plaintext), send the HELLO for channel and check the ACK, the handshake
  * and the ACK within MIG_HANDSHAKE_TIMEOUT_MS. On success *out is a
  * blocking connection ready to relay. */
-int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
+int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
 		   bool plaintext,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],

@@ -133,7 +133,8 @@ static void *chan_main(void *arg)
 	struct ferr err = { 0 };
 	int rc;
 
-	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->listen_addr,
+	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->migration_netns,
+			    config_dataplane_addr(g->m->cfg),
 			    g->opts.to, g->data_addr,
 			    g->data_port, g->opts.insecure, g->sid, g->key,
 			    (uint16_t)a->idx, (uint16_t)g->nchan, &c, &err);

@@ -4,6 +4,7 @@
  * over as descriptors so that QEMU itself opens nothing by name. */
 #define _GNU_SOURCE
 #include "vm.h"
+#include "netdev.h"
 #include "qcow2.h"
 
 #include <errno.h>
@@ -230,8 +231,8 @@ int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
 	int fd;
 
 	memset(f, 0, sizeof(*f));
-	f->kernel = f->initrd = f->disk = f->backing = -1;
-	_Static_assert(QEMU_FDS_MAX >= 7, "room for every descriptor");
+	f->kernel = f->initrd = f->disk = f->backing = f->tap = -1;
+	_Static_assert(QEMU_FDS_MAX >= 8, "room for every descriptor");
 	if ((fd = listen_at(p->qmp, err)) < 0)
 		goto fail;
 	keep(f, fd, &f->qmp);
@@ -269,6 +270,14 @@ int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
 				     O_RDONLY, err)) < 0)
 			goto fail;
 		keep(f, fd, &f->backing);
+	}
+	if (def->net == NET_BRIDGE) {
+		struct tap tap;
+
+		if (vm_net_open(cfg, def, &tap, err) < 0)
+			goto fail;
+		keep(f, tap.fd, &f->tap);
+		snprintf(f->tap_name, sizeof(f->tap_name), "%s", tap.ifname);
 	}
 	return 0;
 fail:

@@ -259,6 +259,20 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 		bad |= strv_add(a, "-device") |
 		       strv_add(a, "virtio-blk-pci,drive=disk0");
 	}
+	if (def->net == NET_BRIDGE) {
+		/* the tap ferryd created on the VM's bridge (vm_net_open) */
+		if (f->tap < 0) {
+			strv_free(a);
+			return ferr_set(err, FERR_INTERNAL,
+					"vm %s is bridged but has no tap",
+					def->name);
+		}
+		bad |= strv_add(a, "-netdev") |
+		       strv_add(a, "tap,id=net0,fd=%d", f->tap);
+		bad |= strv_add(a, "-device") |
+		       strv_add(a, "virtio-net-pci,netdev=net0,mac=%s",
+				def->mac);
+	}
 	if (def->net == NET_USER) {
 		/* restrict=on: the guest cannot reach the host or beyond */
 		bad |= strv_add(a, "-netdev") |

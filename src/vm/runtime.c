@@ -590,6 +590,7 @@ static void launch_apply(struct vm_op *op)
 	if (op->rc == 0 && vm_attach(vm, op->newq, op->status, &op->err) == 0) {
 		op->newq = NULL; /* the VM's now */
 		vm->pid = op->pid;
+		snprintf(vm->tap, sizeof(vm->tap), "%s", op->fds.tap_name);
 		vm->started_wall_ms = wall_ms();
 		vm->last_error[0] = '\0';
 		log_info("vm %s: QEMU pid %d started (%s%s)", vm->def.name,

@@ -21,7 +21,7 @@
 #include "qmp.h"
 
 enum disk_format { DISK_RAW, DISK_QCOW2 };
-enum net_mode { NET_NONE, NET_USER };
+enum net_mode { NET_NONE, NET_USER, NET_BRIDGE };
 
 /* A VM's own migration constraints ("constraints" in its definition):
  *   {"destinations": {"site": ["eu", "de"]}, "attest": "required",
@@ -58,7 +58,9 @@ struct vm_def {
 					  image names */
 	enum disk_format backing_format;
 	enum net_mode net;
-	char mac[18];
+	char bridge[FERRY_NAME_MAX + 1]; /* NET_BRIDGE: a name in ferryd.json's
+					    bridges, mapped by each host */
+	char mac[18];                    /* lowercase; kept by migrations */
 	/* migration settings */
 	uint64_t max_downtime_ms; /* highest downtime limit escalation may use */
 	uint64_t max_time_s;      /* a migration of this VM ends within this */
@@ -117,6 +119,8 @@ struct vm {
 	bool stop_forced;         /* quit already sent */
 	uint64_t started_wall_ms;
 	char last_error[FERRY_ERR_MSG_MAX];
+	char tap[16];             /* NET_BRIDGE: the tap's name when this
+				     ferryd started QEMU, else "" */
 	bool incoming;            /* arriving by migration: not ours yet
 				     (incoming.json, not vm.json) */
 	char qemu_status[32];     /* QEMU's run state when last asked */
@@ -207,6 +211,8 @@ struct qemu_fds {
 	int disk;            /* read-write; a qcow2 one passed
 				qcow2_header_check */
 	int backing;         /* read-only */
+	int tap;             /* a bridged VM's tap (vm_net_open) */
+	char tap_name[16];   /* its interface name, "" without */
 };
 
 /* Open what def's QEMU needs: the QMP sockets at p->qmp and p->mqmp
@@ -280,6 +286,16 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 int qemu_spawn(const struct strv *argv, const struct vm_paths *paths,
 	       const struct qemu_fds *f, const struct qemu_user *u,
 	       pid_t *pid, struct ferr *err);
+
+/* ---- bridged networking (net.c) ---- */
+
+/* For a NET_BRIDGE definition, create its tap on this host's bridge of
+ * that name (cfg->bridges, in the bridge's namespace) into *tap; other
+ * definitions get tap->fd = -1. A bridge this host does not map is
+ * FERR_CONFLICT naming it. The caller closes tap->fd once QEMU holds it. */
+struct tap;
+int vm_net_open(const struct ferryd_config *cfg, const struct vm_def *def,
+		struct tap *tap, struct ferr *err);
 
 /* Wait until the QEMU child pid answers on its QMP socket, and return the
  * connection. If QEMU exits first, the tail of log_path is in the error; if

@@ -1,5 +1,6 @@
 /* vmdef.c - strict validation of VM definitions. */
 #include "vm.h"
+#include "netdev.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -179,6 +180,53 @@ static int parse_migration(const json_t *mig, struct vm_def *def,
 	return 0;
 }
 
+/* The optional "network": "none", "user" or {"bridge": NAME, "mac": MAC}.
+ * def->mac already holds the uuid-derived default. */
+static int parse_network(const json_t *net, struct vm_def *def,
+			 struct ferr *err)
+{
+	static const char *const fields[] = { "bridge", "mac", NULL };
+	const char *br = NULL, *mac = NULL;
+	uint8_t m[6];
+
+	if (!net || (json_is_string(net) &&
+		     !strcmp(json_string_value(net), "none"))) {
+		def->net = NET_NONE;
+		return 0;
+	}
+	if (json_is_string(net) && !strcmp(json_string_value(net), "user")) {
+		def->net = NET_USER;
+		return 0;
+	}
+	if (!json_is_object(net))
+		return ferr_set(err, FERR_INVALID,
+				"vm.network must be \"none\", \"user\" or "
+				"{\"bridge\": NAME, \"mac\": MAC}");
+	if (json_check_fields(net, fields, "vm.network", err) < 0 ||
+	    json_get_string(net, "bridge", "vm.network", FERRY_NAME_MAX, &br,
+			    err) < 0 ||
+	    json_get_string(net, "mac", "vm.network", 17, &mac, err) < 0)
+		return -1;
+	if (!br)
+		return ferr_set(err, FERR_INVALID,
+				"vm.network.bridge is required");
+	if (!name_is_valid(br))
+		return ferr_set(err, FERR_INVALID,
+				"vm.network.bridge \"%.64s\" is not a valid "
+				"name ([a-z0-9][a-z0-9._-]*)", br);
+	if (mac) {
+		if (mac_parse(mac, m) < 0)
+			return ferr_set(err, FERR_INVALID,
+					"vm.network.mac \"%.20s\" is not a "
+					"unicast MAC address "
+					"(aa:bb:cc:dd:ee:ff)", mac);
+		mac_format(m, def->mac);
+	}
+	def->net = NET_BRIDGE;
+	snprintf(def->bridge, sizeof(def->bridge), "%s", br);
+	return 0;
+}
+
 int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 {
 	static const char *const fields[] = {
@@ -269,32 +317,31 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 				     &def->cons, err) < 0)
 		return -1;
 
-	s = NULL;
-	if (json_get_string(obj, "network", "vm", 8, &s, err) < 0)
-		return -1;
-	if (!s || !strcmp(s, "none"))
-		def->net = NET_NONE;
-	else if (!strcmp(s, "user"))
-		def->net = NET_USER;
-	else
-		return ferr_set(err, FERR_INVALID,
-				"vm.network must be \"none\" or \"user\"");
 	/* a stable locally administered MAC derived from the uuid */
 	snprintf(def->mac, sizeof(def->mac), "52:54:00:%.2s:%.2s:%.2s",
 		 def->uuid, def->uuid + 2, def->uuid + 4);
+	if (parse_network(json_object_get(obj, "network"), def, err) < 0)
+		return -1;
 	return 0;
 }
 
 json_t *vmdef_to_json(const struct vm_def *def)
 {
-	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s}", "name", def->name,
+	json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "name", def->name,
 			      "uuid", def->uuid, "memory_mib",
 			      (json_int_t)def->memory_mib, "vcpus",
-			      (json_int_t)def->vcpus, "network",
-			      def->net == NET_USER ? "user" : "none");
+			      (json_int_t)def->vcpus);
 
 	if (!o)
 		return NULL;
+	if (def->net == NET_BRIDGE)
+		json_object_set_new(o, "network",
+				    json_pack("{s:s, s:s}", "bridge",
+					      def->bridge, "mac", def->mac));
+	else
+		json_object_set_new(o, "network",
+				    json_string(def->net == NET_USER ? "user"
+								     : "none"));
 	if (def->kernel[0])
 		json_object_set_new(o, "kernel", json_string(def->kernel));
 	if (def->initrd[0])

@@ -522,6 +522,8 @@ json_t *vm_to_json(const struct vm *vm)
 	if (vm->last_error[0])
 		json_object_set_new(o, "last_error",
 				    json_string(vm->last_error));
+	if (vm->tap[0] && vm->state != VM_SHUTOFF)
+		json_object_set_new(o, "tap", json_string(vm->tap));
 	return o;
 }
 

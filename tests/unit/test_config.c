@@ -95,6 +95,69 @@ static void test_comments(void **state)
 	assert_non_null(strstr(err.msg, "x#"));
 }
 
+#define BASE                                                                  \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.2\"}, \"tls\": " \
+	"{\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, \"state_dir\": "   \
+	"\"/s\", \"shared_dir\": \"/d\", "
+
+/* Bridges and the data plane's namespace (docs/detection.md). */
+static void test_network(void **state)
+{
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+	static const struct {
+		const char *text;
+		const char *needle;
+	} bad[] = {
+		{ BASE "\"bridges\": {\"lan\": {}}}", "bridges.lan.device" },
+		{ BASE "\"bridges\": {\"lan\": {\"device\": "
+		       "\"a-very-long-bridge\"}}}",
+		  "bridges.lan.device" },
+		{ BASE "\"bridges\": {\"lan\": {\"device\": \"br0\", "
+		       "\"netns\": \"../x\"}}}",
+		  "bridges.lan.netns" },
+		{ BASE "\"bridges\": {\"Lan\": {\"device\": \"br0\"}}}",
+		  "bridges.Lan" },
+		{ BASE "\"bridges\": [1]}", "bridges must be an object" },
+		{ BASE "\"bridges\": {\"lan\": {\"device\": \"br0\", "
+		       "\"stp\": 1}}}",
+		  "unknown field \"stp\"" },
+		{ BASE "\"migration\": {\"netns\": \"ns1\"}}",
+		  "needs migration.advertise_address" },
+		{ BASE "\"migration\": {\"netns\": \"a/b\", "
+		       "\"advertise_address\": \"10.0.0.1\"}}",
+		  "migration.netns" },
+	};
+
+	(void)state;
+	assert_int_equal(
+		parse(BASE "\"bridges\": {\"lan\": {\"device\": \"br0\", "
+			   "\"netns\": \"ns-a\"}, \"dmz\": {\"device\": "
+			   "\"br1\"}}, \"migration\": {\"netns\": \"ns-a\", "
+			   "\"advertise_address\": \"10.231.0.1\"}}",
+		      &cfg, &err),
+		0);
+	assert_int_equal(cfg.nbridges, 2);
+	assert_non_null(config_bridge(&cfg, "lan"));
+	assert_string_equal(config_bridge(&cfg, "lan")->device, "br0");
+	assert_string_equal(config_bridge(&cfg, "lan")->netns, "ns-a");
+	assert_string_equal(config_bridge(&cfg, "dmz")->netns, "");
+	assert_null(config_bridge(&cfg, "wan"));
+	assert_string_equal(cfg.migration_netns, "ns-a");
+	/* the data plane binds the advertised address inside the netns */
+	assert_string_equal(config_dataplane_addr(&cfg), "10.231.0.1");
+	config_clear(&cfg);
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_string_equal(config_dataplane_addr(&cfg), "127.0.0.2");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(parse(bad[i].text, &cfg, &err), -1);
+		assert_int_equal(err.code, FERR_INVALID);
+		if (!strstr(err.msg, bad[i].needle))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
+				 bad[i].needle);
+	}
+}
+
 /* GOOD with an "attestation" member */
 #define WITH_ATTEST(a) \
 	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.1\"}, " \
@@ -314,6 +377,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_crl_and_deadline),
 		cmocka_unit_test(test_bad),
+		cmocka_unit_test(test_network),
 		cmocka_unit_test(test_etcd),
 		cmocka_unit_test(test_attestation),
 		cmocka_unit_test(test_qemu_user_and_rotation),

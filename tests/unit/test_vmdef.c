@@ -12,6 +12,7 @@
 
 #include "qcow2.h"
 #include "vm.h"
+#include "netdev.h"
 
 static int def_from(const char *text, struct vm_def *def, struct ferr *err)
 {
@@ -108,6 +109,26 @@ static void test_invalid(void **state)
 		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
 		  "\"network\": \"bridge\"}",
 		  "vm.network" },
+		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
+		  "\"network\": {\"mac\": \"52:54:00:00:00:01\"}}",
+		  "vm.network.bridge is required" },
+		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
+		  "\"network\": {\"bridge\": \"Lan!\"}}",
+		  "vm.network.bridge \"Lan!\"" },
+		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
+		  "\"network\": {\"bridge\": \"lan\", \"mac\": "
+		  "\"53:54:00:00:00:01\"}}",
+		  "not a unicast MAC" },
+		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
+		  "\"network\": {\"bridge\": \"lan\", \"mac\": "
+		  "\"52:54:00:00:00\"}}",
+		  "not a unicast MAC" },
+		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
+		  "\"network\": {\"bridge\": \"lan\", \"mtu\": 1500}}",
+		  "unknown field \"mtu\"" },
+		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
+		  "\"network\": 7}",
+		  "vm.network must be" },
 		{ "{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"k\", "
 		  "\"uuid\": \"not-a-uuid\"}",
 		  "vm.uuid" },
@@ -477,12 +498,71 @@ static void test_constraints(void **state)
 	}
 }
 
+/* A bridged VM: the MAC is kept (lowercased) and round-trips through
+ * JSON, as the prepare body carries it; QEMU gets the tap as a passed
+ * descriptor. */
+static void test_bridge(void **state)
+{
+	struct ferryd_config cfg = { 0 };
+	struct vm_def d, d2;
+	struct strv a = { 0 };
+	struct ferr err = { 0 };
+	struct qemu_fds f = { .qmp = 3, .mqmp = 4, .console = 5, .kernel = 6,
+			      .initrd = -1, .disk = -1, .backing = -1,
+			      .tap = 7 };
+	struct tap tap;
+	json_t *j;
+	int i;
+
+	(void)state;
+	strcpy(cfg.state_dir, "/st");
+	strcpy(cfg.shared_dir, "/sh");
+	strcpy(cfg.qemu_binary, "/usr/bin/qemu-system-x86_64");
+	assert_int_equal(
+		def_from("{\"name\": \"vm1\", \"memory_mib\": 128, \"kernel\": "
+			 "\"k\", \"network\": {\"bridge\": \"lan\", \"mac\": "
+			 "\"52:54:00:AA:0b:01\"}}",
+			 &d, &err),
+		0);
+	assert_int_equal(d.net, NET_BRIDGE);
+	assert_string_equal(d.bridge, "lan");
+	assert_string_equal(d.mac, "52:54:00:aa:0b:01");
+	j = vmdef_to_json(&d);
+	assert_int_equal(vmdef_from_json(j, &d2, &err), 0);
+	json_decref(j);
+	assert_int_equal(d2.net, NET_BRIDGE);
+	assert_string_equal(d2.mac, d.mac);
+	assert_string_equal(d2.bridge, "lan");
+	assert_int_equal(qemu_build_argv(&cfg, ACCEL_TCG, &d, &f, NULL, &a, &err),
+			 0);
+	i = find_arg(&a, "-netdev");
+	assert_true(i > 0);
+	assert_string_equal(a.v[i + 1], "tap,id=net0,fd=7");
+	assert_non_null(strstr(a.v[i + 3], "mac=52:54:00:aa:0b:01"));
+	strv_free(&a);
+	/* without a mac: the uuid-derived one */
+	assert_int_equal(
+		def_from("{\"name\": \"vm2\", \"memory_mib\": 128, \"kernel\": "
+			 "\"k\", \"uuid\": \"0123abcd-0000-4000-8000-00000000beef\", "
+			 "\"network\": {\"bridge\": \"lan\"}}",
+			 &d, &err),
+		0);
+	assert_string_equal(d.mac, "52:54:00:01:23:ab");
+	/* a host without that bridge refuses to start it, naming it */
+	strcpy(cfg.host, "h1");
+	assert_int_equal(vm_net_open(&cfg, &d, &tap, &err), -1);
+	assert_int_equal(err.code, FERR_CONFLICT);
+	assert_non_null(strstr(err.msg, "no bridge \"lan\""));
+	assert_int_equal(tap.fd, -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid),   cmocka_unit_test(test_invalid),
 		cmocka_unit_test(test_paths),   cmocka_unit_test(test_argv),
 		cmocka_unit_test(test_accel),
+		cmocka_unit_test(test_bridge),
 		cmocka_unit_test(test_constraints),
 		cmocka_unit_test(test_argv_disks),
 		cmocka_unit_test(test_shared_open),
