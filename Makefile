@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan tsan analyze guest demo check bench bench-detect faults fuzz package clean
+.PHONY: all deps build asan tsan analyze guest demo check bench bench-controller bench-detect faults fuzz package clean
 
 all: build
 
@@ -48,6 +48,12 @@ check: build asan tsan guest
 # (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+
+# The controller against 1,000, 5,000 and 10,000 simulated hosts with three
+# etcd members (docs/balancer.md, "Scale"); run on a quiet machine.
+# CTL_BENCH_ARGS="--hosts 1000 --rounds 3" to tune.
+bench-controller: build
+	/usr/bin/python3 bench/controller_bench.py $(CTL_BENCH_ARGS)
 
 # The fault matrix (docs/reliability.md): every fault at every phase of a
 # migration, FAULT_TRIALS times per cell, against the sanitizer build; the
