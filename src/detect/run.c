@@ -347,7 +347,6 @@ int dt_run(const struct dt_opts *o, struct ferr *err)
 	pthread_mutex_unlock(&r->view.mu);
 	if (rc < 0)
 		goto out;
-	rc = -1;
 	audit_log(r->audit, "ferry-detect", "detect.start", "-", "ok",
 		  json_pack("{s:i}", "targets", (int)r->nt), err);
 	log_info("watching %u target(s)%s%s", r->nt,
