@@ -45,6 +45,7 @@ enum api_route {
 	ROUTE_IN_FINISH,  /* POST   /v1/incoming/ID/finish (peer hosts) */
 	ROUTE_IN_ABORT,   /* POST   /v1/incoming/ID/abort  (peer hosts) */
 	ROUTE_IN_RECOVER, /* POST   /v1/incoming/ID/recover (peer hosts) */
+	ROUTE_IN_LOST,    /* POST   /v1/incoming/ID/lost (peer hosts) */
 	ROUTE_AUDIT_QUERY,   /* GET  /v1/audit?since&until&vm&actor&action&limit */
 	ROUTE_AUDIT_LOG,     /* GET  /v1/audit/log: the raw log, to verify */
 	ROUTE_AUDIT_KEY,     /* GET  /v1/audit/key: the host's public key */

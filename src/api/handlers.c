@@ -530,6 +530,10 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			      &err) < 0)
 			return fail(&err, reply);
 		return API_DEFERRED;
+	case ROUTE_IN_LOST:
+		rc = migrator_source_lost(ctx->mig, req->vm, identity, reply,
+					  &err);
+		break;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:

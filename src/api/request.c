@@ -51,6 +51,7 @@ static const struct route_def routes[] = {
 	{ ROUTE_IN_FINISH, "POST", 3, "incoming", "finish", BODY_OPT_OBJECT },
 	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_OPT_OBJECT },
 	{ ROUTE_IN_RECOVER, "POST", 3, "incoming", "recover", BODY_EMPTY },
+	{ ROUTE_IN_LOST, "POST", 3, "incoming", "lost", BODY_EMPTY },
 	{ ROUTE_AUDIT_QUERY, "GET", 1, "audit", NULL, BODY_NONE },
 	{ ROUTE_AUDIT_LOG, "GET", 2, "audit", "log", BODY_NONE },
 	{ ROUTE_AUDIT_KEY, "GET", 2, "audit", "key", BODY_NONE },
@@ -96,6 +97,7 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_IN_FINISH:
 	case ROUTE_IN_ABORT:
 	case ROUTE_IN_RECOVER:
+	case ROUTE_IN_LOST:
 		return PERM_MIG_PEER;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
@@ -157,6 +159,8 @@ const char *api_route_action(enum api_route r)
 		return "migration.abort";
 	case ROUTE_IN_RECOVER:
 		return "migration.recover";
+	case ROUTE_IN_LOST:
+		return "migration.source_lost";
 	case ROUTE_POLICY_RELOAD:
 		return "policy.reload";
 	case ROUTE_HOST_DRAIN:

@@ -605,6 +605,9 @@ static void on_committed(void *arg, struct vm *vm, int rc,
 		s->timer = NULL;
 	}
 	session_end(&m->sessions, s, IN_COMMITTED);
+	/* QEMU took its channels; it removes the socket only when it closes
+	 * it cleanly, which a VM killed later (in post-copy) never does */
+	unlink(s->in_sock);
 	history_in(m, s, "completed", rc < 0 && err ? err->msg : NULL);
 	vm_release(vm, s->id);
 	fault_point("dst.committed");

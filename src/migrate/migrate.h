@@ -118,6 +118,16 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 int migrator_recover(struct migrator *m, const char *id, const char *peer,
 		     mig_reply_fn fn, void *ctx, struct ferr *err);
 
+/* API (peer hosts): the source of committed post-copy session id lost its
+ * copy of the VM (its QEMU died, or its own half of the state can no
+ * longer be sent). If this host's QEMU still waits for pages (post-copy
+ * not complete), the VM cannot go on: it is killed and recorded as
+ * crashed here, audited. *reply: {"outcome": "crashed"} or, when the VM
+ * already had every page, {"outcome": "whole"} (it runs on). FERR_NOT_FOUND
+ * when no such committed migration or running VM is here. Loop. */
+int migrator_source_lost(struct migrator *m, const char *id,
+			 const char *peer, json_t **reply, struct ferr *err);
+
 /* API (peer hosts): abort an uncommitted session (a committed one is
  * FERR_CONFLICT; body: NULL or {"reason"}, recorded and audited), and
  * say where a session stands: {"id", "vm", "state",

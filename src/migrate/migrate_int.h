@@ -297,6 +297,12 @@ int peer_recover(struct migrator *m, const struct peer_target *t,
 int peer_abort(struct migrator *m, const struct peer_target *t,
 	       const char *session, const char *reason, struct ferr *err);
 
+/* POST /v1/incoming/ID/lost: tell the destination that this host's half
+ * of post-copy session's VM is gone (migrator_source_lost). 0 when the
+ * destination acted on it or no longer has the VM. */
+int peer_lost(struct migrator *m, const struct peer_target *t,
+	      const char *session, struct ferr *err);
+
 /* Drive a session to an outcome after a switchover: finish it while it is
  * pending, until committed, explicitly not committed, or deadline_ms
  * passes (PEER_UNKNOWN). *stop (may be NULL) cuts it short. */
@@ -556,6 +562,10 @@ struct mig {
 	json_t *rec;              /* the record (lock) */
 	enum mig_state state;     /* loop */
 	bool unresolved;          /* driver's verdict: outcome unknown */
+	bool interrupted;         /* driver: ferryd stopped in post-copy; the
+				   * journal keeps it for the next start */
+	bool split;               /* driver's verdict: post-copy failed after
+				   * the switch; the source copy is void */
 	bool abort_pending;       /* driver: the destination did not confirm
 				     its abort */
 	struct event *done_ev;    /* driver -> loop */

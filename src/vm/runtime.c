@@ -93,9 +93,14 @@ static void on_qmp_event(struct qmp *q, const char *name, json_t *data,
 	struct vm *vm = arg;
 
 	(void)q;
-	(void)data;
 	log_debug("vm %s: QMP event %s", vm->def.name, name);
-	if (!strcmp(name, "SHUTDOWN")) {
+	if (!strcmp(name, "MIGRATION")) {
+		const char *st = json_string_value(json_object_get(data,
+								   "status"));
+
+		snprintf(vm->mig_status, sizeof(vm->mig_status), "%s",
+			 st ? st : "");
+	} else if (!strcmp(name, "SHUTDOWN")) {
 		vm->state = VM_STOPPING;
 	} else if (!strcmp(name, "STOP")) {
 		if (vm->state != VM_STOPPING)

@@ -124,6 +124,8 @@ struct vm {
 	bool incoming;            /* arriving by migration: not ours yet
 				     (incoming.json, not vm.json) */
 	char qemu_status[32];     /* QEMU's run state when last asked */
+	char mig_status[32];      /* the last MIGRATION event's status (a
+				   * destination: how its incoming stands) */
 	uint64_t events_dropped;  /* QMP events dropped, as last seen */
 	struct vm_hold hold;
 	struct vm_op *ops;        /* queued operations, the first running */
