@@ -109,6 +109,11 @@ int vm_paths_get(const struct ferryd_config *cfg, const struct vm_def *def,
 	    fmt_checked(p->mqmp, sizeof(p->mqmp), err, "QMP socket path",
 			"%s/run/%s.mqmp", sd, def->uuid) < 0)
 		return -1;
+	p->ram[0] = '\0';
+	if (cfg->ram_dir[0] &&
+	    fmt_checked(p->ram, sizeof(p->ram), err, "RAM file path",
+			"%s/%s.ram", cfg->ram_dir, def->uuid) < 0)
+		return -1;
 	return 0;
 }
 
@@ -150,6 +155,7 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 		    const char *const *extra, struct strv *a, struct ferr *err)
 {
 	const char *sh = cfg->shared_dir;
+	uint64_t ram_kib;
 	int bad = 0;
 
 	bad |= strv_add(a, "%s", cfg->qemu_binary);
@@ -166,14 +172,21 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 	 * 9.0, "physmem: Fix migration dirty bitmap coherency with TCG
 	 * memory access"): a migrating guest gets corrupted. 8 KiB less
 	 * RAM keeps QEMU off that path. */
-	if (accel == ACCEL_KVM)
-		bad |= strv_add(a, "-m") |
-		       strv_add(a, "%llu", (unsigned long long)def->memory_mib);
-	else
-		bad |= strv_add(a, "-m") |
-		       strv_add(a, "%lluK",
-				(unsigned long long)def->memory_mib * 1024 -
-					TCG_RAM_SHORTFALL_KIB);
+	ram_kib = def->memory_mib * 1024 -
+		  (accel == ACCEL_KVM ? 0 : TCG_RAM_SHORTFALL_KIB);
+	bad |= strv_add(a, "-m") |
+	       strv_add(a, "%lluK", (unsigned long long)ram_kib);
+	if (paths->ram[0]) {
+		/* share=on: the guest's writes land in the file, which
+		 * ferryd maps to take checkpoints (docs/ha.md) */
+		bad |= strv_add(a, "-object") |
+		       strv_add(a,
+				"memory-backend-file,id=ram0,size=%lluK,"
+				"mem-path=%s,share=on",
+				(unsigned long long)ram_kib, paths->ram);
+		bad |= strv_add(a, "-machine") |
+		       strv_add(a, "memory-backend=ram0");
+	}
 	bad |= strv_add(a, "-smp") | strv_add(a, "%llu",
 					      (unsigned long long)def->vcpus);
 	bad |= strv_add(a, "-nodefaults") | strv_add(a, "-no-user-config");

@@ -70,6 +70,8 @@ static void vm_remove_runtime(struct vm *vm)
 	unlink(p.qmp);
 	unlink(p.mqmp);
 	unlink(p.pidfile);
+	if (p.ram[0])
+		unlink(p.ram);
 }
 
 /* Map a QMP run state onto ours. */
@@ -172,6 +174,8 @@ static void reap_apply(struct vm_op *op)
 	}
 	if (m->exit_hook)
 		m->exit_hook(vm, m->exit_hook_arg);
+	if (m->ha_exit_hook)
+		m->ha_exit_hook(vm, m->ha_exit_hook_arg);
 	vm->state = VM_SHUTOFF;
 	vm->pid = 0;
 	vm->stop_forced = false;

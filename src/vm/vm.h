@@ -131,6 +131,8 @@ struct vm_paths {
 	char pidfile[FERRY_PATH_MAX];  /* state_dir/run/UUID.pid */
 	char qmp[FERRY_SOCK_PATH_MAX + 1]; /* state_dir/run/UUID.qmp */
 	char mqmp[FERRY_SOCK_PATH_MAX + 1]; /* .../UUID.mqmp: migration monitor */
+	char ram[FERRY_PATH_MAX];      /* ram_dir/UUID.ram: the guest's RAM as
+					  a shared file; empty: no ram_dir */
 };
 
 /* Fill *p for def under cfg's state dir. */
@@ -147,7 +149,8 @@ int strv_add(struct strv *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void strv_free(struct strv *s);
 
-/* Build QEMU's argv for def: accel, memory, vCPUs, two QMP monitors (one
+/* Build QEMU's argv for def: accel, memory (a shared file at paths->ram
+ * when set, so that checkpoint HA can read it), vCPUs, two QMP monitors (one
  * for ferryd's main loop, one for a migration thread), serial console to a
  * file, kernel/disk from the shared dir, network, pidfile, sandboxed. Files are not checked here. extra (NULL-terminated,
  * may be NULL) is appended, e.g. "-incoming" "defer". */
@@ -236,6 +239,9 @@ json_t *vmm_host_info(struct vmm *m);
  * reset; incoming VMs are discarded right after the call. */
 typedef void (*vmm_exit_hook)(struct vm *vm, void *arg);
 void vmm_set_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg);
+
+/* A second exit hook, for checkpoint HA (called after the first). */
+void vmm_set_ha_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg);
 
 /* Hold vm for owner (see struct vm_hold) / release it (only owner's). */
 void vm_hold(struct vm *vm, const char *owner, const char *state,

@@ -207,7 +207,23 @@ static void test_argv(void **state)
 	i = find_arg(&a, "-cpu");
 	assert_string_equal(a.v[i + 1], "host");
 	i = find_arg(&a, "-m");
-	assert_string_equal(a.v[i + 1], "256");
+	assert_string_equal(a.v[i + 1], "262144K");
+	assert_int_equal(find_arg(&a, "-object"), -1); /* no ram_dir */
+	strv_free(&a);
+	/* ram_dir: RAM is a shared file the size of -m */
+	snprintf(cfg.ram_dir, sizeof(cfg.ram_dir), "/dev/shm/f");
+	assert_int_equal(vm_paths_get(&cfg, &d, &p, &err), 0);
+	assert_string_equal(p.ram,
+			    "/dev/shm/f/0123abcd-0000-4000-8000-00000000beef.ram");
+	assert_int_equal(
+		qemu_build_argv(&cfg, ACCEL_TCG, &d, &p, NULL, &a, &err), 0);
+	i = find_arg(&a, "-object");
+	assert_true(i > 0);
+	assert_string_equal(a.v[i + 1],
+			    "memory-backend-file,id=ram0,size=262136K,mem-path="
+			    "/dev/shm/f/0123abcd-0000-4000-8000-00000000beef.ram,"
+			    "share=on");
+	assert_string_equal(a.v[i + 3], "memory-backend=ram0");
 	strv_free(&a);
 }
 
