@@ -56,6 +56,13 @@ enum api_route {
 	ROUTE_BAL_DRAIN,     /* POST /v1/balance/drain {"host"} */
 	ROUTE_BAL_UNDRAIN,   /* POST /v1/balance/undrain {"host"} */
 	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
+	ROUTE_HA_ENABLE,     /* POST   /v1/vms/NAME/ha {"backup", ...} */
+	ROUTE_HA_DISABLE,    /* DELETE /v1/vms/NAME/ha */
+	ROUTE_HA_STATUS,     /* GET    /v1/vms/NAME/ha */
+	ROUTE_HA_FAILOVER,   /* POST   /v1/vms/NAME/failover */
+	ROUTE_HA_LIST,       /* GET    /v1/ha */
+	ROUTE_STANDBY_PREPARE, /* POST   /v1/standby        (peer hosts) */
+	ROUTE_STANDBY_DISCARD, /* DELETE /v1/standby/UUID   (peer hosts) */
 };
 
 /* A validated request. */
@@ -100,6 +107,7 @@ struct audit;
 struct audit_refusals;
 struct guard;
 struct worker_pool;
+struct ha;
 
 /* What the handlers act on. All but the guard and the refusal counter are
  * used on the main thread only. */
@@ -114,6 +122,7 @@ struct api_ctx {
 	struct load *load;
 	struct controller *ctl;   /* NULL unless in controller mode */
 	struct worker_pool *pool; /* blocking work off the loop */
+	struct ha *ha;            /* checkpoint HA */
 };
 
 /* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):
@@ -141,6 +150,12 @@ void api_call_reply(struct api_call *call, int status, json_t *reply);
 int api_handle(struct api_ctx *ctx, struct api_call *call,
 	       const char *identity, const struct api_request *req,
 	       json_t **reply);
+
+/* handlers_ha.c: the HA routes (vm is NULL for the routes that name no
+ * VM). Returns a status, API_DEFERRED, or -2 for another route. */
+int api_handle_ha(struct api_ctx *ctx, struct api_call *call,
+		  const char *identity, const struct api_request *req,
+		  struct vm *vm, json_t **reply);
 
 /* The error reply object for err. */
 json_t *api_error_json(const struct ferr *err);

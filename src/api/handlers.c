@@ -2,6 +2,7 @@
 #include "api.h"
 #include "audit.h"
 #include "controller.h"
+#include "ha.h"
 #include "load.h"
 #include "migrate.h"
 #include "worker.h"
@@ -45,6 +46,8 @@ static json_t *vm_json(struct api_ctx *ctx, const struct vm *vm)
 
 	if (o)
 		migrator_annotate_vm(ctx->mig, vm, o);
+	if (o && ctx->ha)
+		ha_annotate_vm(ctx->ha, vm, o);
 	return o;
 }
 
@@ -425,7 +428,8 @@ static int console(struct vmm *vmm, struct vm *vm,
 static int check_held(const struct vm *vm, const struct api_request *req,
 		      struct ferr *err)
 {
-	if (req->route == ROUTE_VM_INFO || req->route == ROUTE_VM_CONSOLE)
+	if (req->route == ROUTE_VM_INFO || req->route == ROUTE_VM_CONSOLE ||
+	    req->route == ROUTE_HA_STATUS)
 		return 0;
 	if (vm->hold.resume_guard &&
 	    (req->route == ROUTE_VM_RESUME || req->route == ROUTE_VM_STOP))
@@ -460,6 +464,9 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 	}
 	if (check_held(vm, req, &err) < 0)
 		return fail(&err, reply);
+	status = api_handle_ha(ctx, call, identity, req, vm, reply);
+	if (status != -2)
+		return status;
 	switch (req->route) {
 	case ROUTE_VM_INFO:
 		*reply = vm_json(ctx, vm);

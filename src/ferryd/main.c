@@ -19,6 +19,7 @@
 #include "config.h"
 #include "controller.h"
 #include "guard.h"
+#include "ha.h"
 #include "load.h"
 #include "migrate.h"
 #include "policy.h"
@@ -151,6 +152,7 @@ int main(int argc, char **argv)
 	struct guard *guard = NULL;
 	struct load *load = NULL;
 	struct controller *ctl = NULL;
+	struct ha *ha = NULL;
 	struct policy *policy = NULL;
 	struct worker_pool *pool = NULL;
 	SSL_CTX *ctx = NULL;
@@ -206,6 +208,14 @@ int main(int argc, char **argv)
 				       .pool = pool };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
+	if (ha_new(&cfg, d.base,
+		   &(struct ha_deps){ .audit = audit,
+				      .policy = &policy,
+				      .pool = pool,
+				      .mig = mig,
+				      .vmm = vmm },
+		   &ha, &err) < 0)
+		goto fail;
 	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)
 		goto fail;
 	d.actx = (struct api_ctx){ .vmm = vmm,
@@ -219,7 +229,8 @@ int main(int argc, char **argv)
 				   .guard = guard,
 				   .load = load,
 				   .ctl = ctl,
-				   .pool = pool };
+				   .pool = pool,
+				   .ha = ha };
 	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
 		goto fail;
 	ev[0] = evsignal_new(d.base, SIGTERM, on_term, &d);
@@ -254,10 +265,12 @@ out:
 	/* stop what runs, let every operation it started end (their
 	 * deadlines bound this), then free from the top down */
 	controller_free(ctl);
+	ha_stop(ha);
 	migrator_stop(mig);
 	if (pool && worker_drain(pool, WORKER_DRAIN_MS))
 		log_error("ferryd: operations still running at exit");
 	api_server_free(api);
+	ha_free(ha);
 	migrator_free(mig);
 	load_free(load);
 	if (!pool || !worker_pending(pool)) {

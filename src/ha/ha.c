@@ -1,0 +1,884 @@
+/* ha.c - checkpoint HA on the loop: the registry of protected VMs and
+ * standbys, the API, the VM exit hook, and the calls HA's threads make to
+ * the loop (docs/ha.md). */
+#define _GNU_SOURCE
+#include "ha_int.h"
+#include "audit.h"
+#include "policy.h"
+#include "tls.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+const char *ha_health_name(enum ha_health s)
+{
+	static const char *const names[] = { "syncing",	 "ok",
+					      "degraded", "fenced",
+					      "unprotected", "standby" };
+
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s]
+							      : "unknown";
+}
+
+void ha_audit(struct ha *h, const char *actor, const char *action,
+	      const char *target, const char *outcome, json_t *detail)
+{
+	struct ferr err;
+
+	if (audit_log(h->deps.audit, actor, action, target, outcome, detail,
+		      &err) < 0)
+		log_error("audit: %s", err.msg);
+}
+
+struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
+			const struct vm_def *def, struct ferr *err)
+{
+	struct ha_pv *pv = calloc(1, sizeof(*pv));
+
+	if (!pv) {
+		ferr_set(err, FERR_INTERNAL, "out of memory");
+		return NULL;
+	}
+	pv->h = h;
+	pv->role = role;
+	snprintf(pv->name, sizeof(pv->name), "%s", def->name);
+	snprintf(pv->uuid, sizeof(pv->uuid), "%s", def->uuid);
+	snprintf(pv->owner_key, sizeof(pv->owner_key), "ha/vm/%s/owner",
+		 def->uuid);
+	pthread_mutex_init(&pv->lock, NULL);
+	pthread_mutex_init(&pv->apply_lock, NULL);
+	pthread_cond_init(&pv->cond, NULL);
+	pv->health = role == HA_BACKUP ? HA_STANDBY : HA_SYNCING;
+	pv->interval_ms = HA_INTERVAL_S_DEFAULT * 1000ULL;
+	if (fmt_checked(pv->run_sock, sizeof(pv->run_sock), err, "path",
+			"%s/run/%s.ha", h->cfg->state_dir, def->uuid) < 0 ||
+	    (h->cfg->ram_dir[0] &&
+	     fmt_checked(pv->ram_path, sizeof(pv->ram_path), err, "path",
+			 "%s/%s.ram", h->cfg->ram_dir, def->uuid) < 0)) {
+		ha_pv_free(pv);
+		return NULL;
+	}
+	return pv;
+}
+
+static void unmap(uint8_t **p, size_t len)
+{
+	if (*p)
+		munmap(*p, len);
+	*p = NULL;
+}
+
+/* After its threads were joined. */
+void ha_pv_free(struct ha_pv *pv)
+{
+	if (!pv)
+		return;
+	unmap(&pv->ram, pv->ram_size);
+	unmap(&pv->snap, pv->ram_size);
+	unmap(&pv->shadow, pv->ram_size);
+	unmap(&pv->stage, pv->ram_size);
+	free(pv->stage_bits);
+	free(pv->dev);
+	free(pv->dev_ok);
+	json_decref(pv->def_json);
+	OPENSSL_cleanse(pv->key, sizeof(pv->key));
+	pthread_mutex_destroy(&pv->lock);
+	pthread_mutex_destroy(&pv->apply_lock);
+	pthread_cond_destroy(&pv->cond);
+	free(pv);
+}
+
+int ha_map_ram(struct ha_pv *pv, bool writable, struct ferr *err)
+{
+	struct stat st;
+	int fd = open(pv->ram_path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+
+	if (fd < 0)
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s has no shared RAM file %s (%s): start "
+				"it with ram_dir set in ferryd.json",
+				pv->name, pv->ram_path, strerror(errno));
+	if (fstat(fd, &st) < 0 || st.st_size <= 0 ||
+	    (uint64_t)st.st_size > HA_RAM_MAX ||
+	    st.st_size % HA_PAGE_SIZE != 0) {
+		close(fd);
+		return ferr_set(err, FERR_CONFLICT,
+				"the RAM file %s has an unusable size",
+				pv->ram_path);
+	}
+	pv->ram_size = (size_t)st.st_size;
+	pv->ram = mmap(NULL, pv->ram_size,
+		       PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd,
+		       0);
+	close(fd);
+	if (pv->ram == MAP_FAILED) {
+		pv->ram = NULL;
+		return ferr_set(err, FERR_INTERNAL, "mmap %s: %s",
+				pv->ram_path, strerror(errno));
+	}
+	return 0;
+}
+
+int ha_owner_read(struct ha *h, const char *key, char *holder, size_t len,
+		  int64_t *lease, struct ferr *err)
+{
+	struct etcd_kv kv = { 0 };
+	bool found = false;
+	json_t *v;
+
+	holder[0] = '\0';
+	*lease = 0;
+	if (etcd_get(h->etcd, key, 0, &kv, &found, NULL, err) < 0)
+		return -1;
+	if (!found)
+		return 0;
+	v = json_parse_object((const char *)kv.value, kv.value_len,
+			      "owner key", err);
+	*lease = kv.lease;
+	etcd_kv_clear(&kv);
+	if (!v)
+		return -1;
+	snprintf(holder, len, "%s",
+		 json_string_value(json_object_get(v, "host"))
+			 ? json_string_value(json_object_get(v, "host"))
+			 : "?");
+	json_decref(v);
+	return 0;
+}
+
+void ha_set_health(struct ha_pv *pv, enum ha_health s, const char *alarm)
+{
+	pthread_mutex_lock(&pv->lock);
+	if (pv->health != s)
+		log_info("ha: vm %s: %s -> %s%s%s", pv->name,
+			 ha_health_name(pv->health), ha_health_name(s),
+			 alarm ? ": " : "", alarm ? alarm : "");
+	pv->health = s;
+	snprintf(pv->alarm, sizeof(pv->alarm), "%s", alarm ? alarm : "");
+	pthread_mutex_unlock(&pv->lock);
+}
+
+bool ha_wait(struct ha_pv *pv, uint64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&pv->lock);
+	if (!atomic_load(&pv->stop))
+		pthread_cond_timedwait(&pv->cond, &pv->lock, &ts);
+	pthread_mutex_unlock(&pv->lock);
+	return atomic_load(&pv->stop);
+}
+
+void ha_wake(struct ha_pv *pv)
+{
+	pthread_mutex_lock(&pv->lock);
+	pthread_cond_broadcast(&pv->cond);
+	pthread_mutex_unlock(&pv->lock);
+}
+
+/* ---- calls from threads to the loop ---- */
+
+struct post {
+	struct ha *h;
+	void (*fn)(struct ha *h, void *arg);
+	void *arg;
+};
+
+static void on_post(evutil_socket_t fd, short what, void *arg)
+{
+	struct post *p = arg;
+
+	(void)fd;
+	(void)what;
+	p->fn(p->h, p->arg);
+	free(p);
+}
+
+void ha_post(struct ha *h, void (*fn)(struct ha *h, void *arg), void *arg)
+{
+	struct post *p = malloc(sizeof(*p));
+	struct timeval now = { 0, 0 };
+
+	if (!p) {
+		log_error("ha: out of memory posting to the loop");
+		return;
+	}
+	*p = (struct post){ h, fn, arg };
+	if (event_base_once(h->base, -1, EV_TIMEOUT, on_post, p, &now) < 0) {
+		log_error("ha: cannot post to the loop");
+		free(p);
+	}
+}
+
+/* A QMP sequence a thread waits for; counted: the waiter and the loop. */
+struct qjob {
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	char what[32];
+	int (*fn)(struct qmp *q, void *ctx, struct ferr *err);
+	void *ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int rc;
+	struct ferr err;
+	unsigned refs;
+};
+
+static void qjob_put(struct qjob *j)
+{
+	bool last;
+
+	pthread_mutex_lock(&j->lock);
+	last = --j->refs == 0;
+	pthread_mutex_unlock(&j->lock);
+	if (last) {
+		pthread_mutex_destroy(&j->lock);
+		pthread_cond_destroy(&j->cond);
+		free(j);
+	}
+}
+
+static void qjob_finish(struct qjob *j, int rc, const struct ferr *err)
+{
+	pthread_mutex_lock(&j->lock);
+	j->done = true;
+	j->rc = rc;
+	if (err)
+		j->err = *err;
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	qjob_put(j);
+}
+
+static void on_qjob_done(void *ctx, struct vm *vm, int rc,
+			 const struct ferr *err)
+{
+	(void)vm;
+	qjob_finish(ctx, rc, rc < 0 ? err : NULL);
+}
+
+static void qjob_start(struct ha *h, void *arg)
+{
+	struct qjob *j = arg;
+	struct vm *vm = vmm_find_uuid(h->deps.vmm, j->uuid);
+	struct ferr err = { 0 };
+
+	if (!vm || vm->pid <= 0) {
+		ferr_set(&err, FERR_NOT_FOUND, "the VM has no QEMU here");
+		qjob_finish(j, -1, &err);
+		return;
+	}
+	if (vm_run_qmp(vm, j->what, j->fn, j->ctx, on_qjob_done, &err) < 0)
+		qjob_finish(j, -1, &err);
+}
+
+int ha_vm_qmp(struct ha *h, const char *uuid, const char *what,
+	      int (*fn)(struct qmp *q, void *ctx, struct ferr *err),
+	      void *ctx, struct ferr *err)
+{
+	struct qjob *j = calloc(1, sizeof(*j));
+	struct timespec ts;
+	int rc;
+
+	if (!j)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	snprintf(j->uuid, sizeof(j->uuid), "%s", uuid);
+	snprintf(j->what, sizeof(j->what), "%s", what);
+	j->fn = fn;
+	j->ctx = ctx;
+	j->refs = 2;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	ha_post(h, qjob_start, j);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += HA_QMP_WAIT_MS / 1000;
+	pthread_mutex_lock(&j->lock);
+	while (!j->done && !atomic_load(&h->stopping)) {
+		struct timespec slice;
+
+		clock_gettime(CLOCK_REALTIME, &slice);
+		if (slice.tv_sec >= ts.tv_sec)
+			break;
+		slice.tv_sec += 1;
+		pthread_cond_timedwait(&j->cond, &j->lock, &slice);
+	}
+	if (!j->done) {
+		rc = ferr_set(err, FERR_TIMEOUT, "%s: QEMU did not answer",
+			      what);
+	} else {
+		rc = j->rc;
+		if (rc < 0)
+			*err = j->err;
+	}
+	pthread_mutex_unlock(&j->lock);
+	qjob_put(j);
+	return rc;
+}
+
+/* ---- the registry ---- */
+
+static struct ha_pv *find(struct ha *h, const char *uuid)
+{
+	for (struct ha_pv *pv = h->pvs; pv; pv = pv->next)
+		if (!strcmp(pv->uuid, uuid))
+			return pv;
+	return NULL;
+}
+
+static void unlink_pv(struct ha *h, struct ha_pv *pv)
+{
+	for (struct ha_pv **pp = &h->pvs; *pp; pp = &(*pp)->next)
+		if (*pp == pv) {
+			*pp = pv->next;
+			return;
+		}
+}
+
+/* Worker: stop and join pv's threads, end its stream, release what it
+ * holds in etcd when asked. */
+struct retire {
+	struct ha_pv *pv;
+	bool release;       /* revoke the lease (disable) */
+	bool discard_peer;  /* primary: discard the backup's standby */
+	ha_reply_fn fn;
+	void *ctx;
+	json_t *reply;
+};
+
+static void retire_work(void *arg)
+{
+	struct retire *r = arg;
+	struct ha_pv *pv = r->pv;
+	struct ferr err;
+
+	atomic_store(&pv->stop, true);
+	ha_wake(pv);
+	if (pv->role == HA_BACKUP && pv->sess[0])
+		migrator_stream_unlisten(pv->h->deps.mig, pv->sess);
+	if (pv->t_main_on)
+		pthread_join(pv->t_main, NULL);
+	if (pv->t_lease_on)
+		pthread_join(pv->t_lease, NULL);
+	pv->t_main_on = pv->t_lease_on = false;
+	etcd_watch_stop(pv->watch);
+	pv->watch = NULL;
+	for (int i = 0; i < 1000 && atomic_load(&pv->streams) > 0; i++)
+		usleep(10 * 1000);
+	if (r->discard_peer)
+		ha_peer_discard(pv);
+	if (r->release && pv->lease &&
+	    etcd_lease_revoke(pv->h->etcd, pv->lease, 0, &err) < 0)
+		log_warn("ha: vm %s: revoking the lease: %s", pv->name,
+			 err.msg);
+}
+
+static void retire_done(void *arg)
+{
+	struct retire *r = arg;
+
+	if (r->fn)
+		r->fn(r->ctx, 0, r->reply ? r->reply : json_object(), NULL);
+	ha_pv_free(r->pv);
+	free(r);
+}
+
+/* Take pv out of the registry and retire it on a worker. */
+static int retire(struct ha *h, struct ha_pv *pv, bool release,
+		  bool discard_peer, ha_reply_fn fn, void *ctx,
+		  struct ferr *err)
+{
+	struct retire *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	*r = (struct retire){ pv, release, discard_peer, fn, ctx, NULL };
+	unlink_pv(h, pv);
+	atomic_store(&pv->stop, true);
+	ha_wake(pv);
+	if (worker_submit(h->deps.pool, retire_work, retire_done, r, err) <
+	    0) {
+		/* cannot happen often (64 jobs): keep it listed, stopping */
+		pv->next = h->pvs;
+		h->pvs = pv;
+		free(r);
+		return -1;
+	}
+	return 0;
+}
+
+int ha_retire(struct ha *h, struct ha_pv *pv, struct ferr *err)
+{
+	return retire(h, pv, false, false, NULL, NULL, err);
+}
+
+/* The VM now runs elsewhere (a failover): remove this host's copy. */
+struct moved {
+	struct ha_pv *pv;
+	char holder[FERRY_NAME_MAX + 1];
+};
+
+static void moved_now(struct ha *h, struct ha_pv *pv, const char *holder)
+{
+	struct vm *vm = vmm_find_uuid(h->deps.vmm, pv->uuid);
+	struct ferr err = { 0 };
+
+	ha_audit(h, "-", "ha.moved", pv->name, "ok",
+		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "runs_on", holder));
+	if (vm) {
+		if (vm->pid > 0 || vm->state != VM_SHUTOFF)
+			vmm_migrated_away(h->deps.vmm, vm);
+		else if (vmm_delete(h->deps.vmm, vm, &err) < 0)
+			log_warn("ha: vm %s: %s", pv->name, err.msg);
+	}
+	if (retire(h, pv, false, false, NULL, NULL, &err) < 0)
+		log_error("ha: vm %s: %s", pv->name, err.msg);
+}
+
+static void on_moved(struct ha *h, void *arg)
+{
+	struct moved *mv = arg;
+
+	if (find(h, mv->pv->uuid) == mv->pv)
+		moved_now(h, mv->pv, mv->holder);
+	free(mv);
+}
+
+void ha_post_moved(struct ha_pv *pv, const char *holder)
+{
+	struct moved *mv = calloc(1, sizeof(*mv));
+
+	if (!mv)
+		return;
+	mv->pv = pv;
+	snprintf(mv->holder, sizeof(mv->holder), "%s", holder);
+	ha_post(pv->h, on_moved, mv);
+}
+
+/* QEMU of a VM HA knows exited (loop). */
+static void on_vm_exit(struct vm *vm, void *arg)
+{
+	struct ha *h = arg;
+	struct ha_pv *pv = find(h, vm->def.uuid);
+	struct ferr err;
+
+	if (!pv)
+		return;
+	if (pv->role == HA_PRIMARY) {
+		/* the lease thread releases the owner key at once, so the
+		 * backup takes over without waiting for the TTL */
+		atomic_store(&pv->vm_gone, true);
+		ha_wake(pv);
+		return;
+	}
+	pthread_mutex_lock(&pv->apply_lock);
+	bool taken = pv->taken;
+	pthread_mutex_unlock(&pv->apply_lock);
+	if (!taken) {
+		log_warn("ha: vm %s: the standby QEMU exited", pv->name);
+		ha_audit(h, "-", "ha.standby_lost", pv->name, "error",
+			 json_pack("{s:s}", "uuid", pv->uuid));
+		if (retire(h, pv, false, false, NULL, NULL, &err) < 0)
+			log_error("ha: %s", err.msg);
+	}
+}
+
+int ha_new(const struct ferryd_config *cfg, struct event_base *base,
+	   const struct ha_deps *deps, struct ha **out, struct ferr *err)
+{
+	struct ha *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	h->cfg = cfg;
+	h->base = base;
+	h->deps = *deps;
+	if (cfg->ram_dir[0] && mkdir(cfg->ram_dir, 0700) < 0 &&
+	    errno != EEXIST) {
+		ferr_set(err, FERR_IO, "cannot create ram_dir %s: %s",
+			 cfg->ram_dir, strerror(errno));
+		goto fail;
+	}
+	h->client_ctx = tls_client_ctx_new(cfg->ca_file, cfg->cert_file,
+					   cfg->key_file, err);
+	if (!h->client_ctx)
+		goto fail;
+	if (cfg->etcd.n_endpoints) {
+		h->etcd = etcd_open(&cfg->etcd, err);
+		if (!h->etcd)
+			goto fail;
+	}
+	vmm_set_ha_exit_hook(deps->vmm, on_vm_exit, h);
+	*out = h;
+	return 0;
+fail:
+	SSL_CTX_free(h->client_ctx);
+	free(h);
+	return -1;
+}
+
+void ha_stop(struct ha *h)
+{
+	if (!h)
+		return;
+	atomic_store(&h->stopping, true);
+	vmm_set_ha_exit_hook(h->deps.vmm, NULL, NULL);
+	while (h->pvs) {
+		struct ha_pv *pv = h->pvs;
+		struct retire r = { .pv = pv };
+
+		h->pvs = pv->next;
+		retire_work(&r);
+		ha_pv_free(pv);
+	}
+}
+
+void ha_free(struct ha *h)
+{
+	if (!h)
+		return;
+	etcd_close(h->etcd);
+	SSL_CTX_free(h->client_ctx);
+	free(h);
+}
+
+/* ---- status ---- */
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static json_t *pv_json(struct ha_pv *pv)
+{
+	double sorted[HA_PAUSES_KEPT];
+	unsigned n;
+	json_t *o;
+
+	pthread_mutex_lock(&pv->lock);
+	n = pv->npauses < HA_PAUSES_KEPT ? pv->npauses : HA_PAUSES_KEPT;
+	memcpy(sorted, pv->pauses, n * sizeof(double));
+	qsort(sorted, n, sizeof(double), cmp_double);
+	o = json_pack(
+		"{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I}", "vm",
+		pv->name, "uuid", pv->uuid, "role",
+		pv->role == HA_PRIMARY ? "primary" : "backup",
+		pv->role == HA_PRIMARY ? "backup" : "primary", pv->peer,
+		"health", ha_health_name(pv->health), "interval_s",
+		(json_int_t)(pv->interval_ms / 1000), "alarm", pv->alarm,
+		"checkpoints", (json_int_t)pv->checkpoints, "failures",
+		(json_int_t)pv->failures, "lease", (json_int_t)pv->lease);
+	if (pv->seq)
+		json_object_set_new(
+			o, "last_checkpoint",
+			json_pack("{s:I, s:I, s:I, s:I, s:f}", "seq",
+				  (json_int_t)pv->seq, "age_ms",
+				  (json_int_t)(wall_ms() - pv->last_wall_ms),
+				  "bytes", (json_int_t)pv->last_bytes, "pages",
+				  (json_int_t)pv->last_pages, "pause_ms",
+				  pv->last_pause_ms));
+	if (n)
+		json_object_set_new(
+			o, "pause_ms",
+			json_pack("{s:f, s:f, s:i}", "median", sorted[n / 2],
+				  "p99", sorted[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1],
+				  "samples", (int)n));
+	pthread_mutex_unlock(&pv->lock);
+	return o;
+}
+
+/* Worker: read the lease holder of each VM for the status. */
+struct status_job {
+	struct ha *h;
+	json_t *arr;
+};
+
+json_t *ha_status(struct ha *h, const char *vm_name, struct ferr *err)
+{
+	json_t *arr = json_array();
+
+	for (struct ha_pv *pv = h->pvs; pv; pv = pv->next) {
+		if (vm_name && strcmp(pv->name, vm_name) != 0)
+			continue;
+		json_array_append_new(arr, pv_json(pv));
+	}
+	if (vm_name && json_array_size(arr) == 0) {
+		json_decref(arr);
+		ferr_set(err, FERR_NOT_FOUND,
+			 "vm %s is not protected by HA on this host", vm_name);
+		return NULL;
+	}
+	if (vm_name) {
+		json_t *one = json_incref(json_array_get(arr, 0));
+
+		json_decref(arr);
+		return one;
+	}
+	return json_pack("{s:o, s:b}", "ha", arr, "etcd", h->etcd != NULL);
+}
+
+void ha_annotate_vm(struct ha *h, const struct vm *vm, json_t *obj)
+{
+	struct ha_pv *pv = find(h, vm->def.uuid);
+
+	if (!pv)
+		return;
+	pthread_mutex_lock(&pv->lock);
+	json_object_set_new(
+		obj, "ha",
+		json_pack("{s:s, s:s, s:s}", "role",
+			  pv->role == HA_PRIMARY ? "primary" : "backup",
+			  "health", ha_health_name(pv->health), "peer",
+			  pv->peer));
+	pthread_mutex_unlock(&pv->lock);
+}
+
+/* ---- the API ---- */
+
+struct enable {
+	struct ha *h;
+	struct ha_pv *pv;
+	ha_reply_fn fn;
+	void *ctx;
+	int rc;
+	struct ferr err;
+};
+
+static void enable_work(void *arg)
+{
+	struct enable *e = arg;
+
+	e->rc = ha_primary_setup(e->pv, &e->err);
+}
+
+static void enable_done(void *arg)
+{
+	struct enable *e = arg;
+	struct ha_pv *pv = e->pv;
+	struct ferr err = { 0 };
+
+	if (e->rc == 0 && atomic_load(&e->h->stopping))
+		e->rc = ferr_set(&e->err, FERR_UNAVAILABLE,
+				 "ferryd is stopping");
+	if (e->rc == 0 && vmm_find_uuid(e->h->deps.vmm, pv->uuid) == NULL)
+		e->rc = ferr_set(&e->err, FERR_CONFLICT,
+				 "vm %s went away meanwhile", pv->name);
+	if (e->rc == 0) {
+		if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0 ||
+		    !(pv->t_lease_on = true) ||
+		    pthread_create(&pv->t_main, NULL, ha_primary_main, pv) != 0)
+			e->rc = ferr_set(&e->err, FERR_INTERNAL,
+					 "cannot start HA threads");
+		else
+			pv->t_main_on = true;
+	}
+	if (e->rc == 0) {
+		pv->next = e->h->pvs;
+		e->h->pvs = pv;
+		log_info("ha: vm %s protected by %s every %llu s", pv->name,
+			 pv->peer, (unsigned long long)pv->interval_ms / 1000);
+		e->fn(e->ctx, 0, pv_json(pv), NULL);
+	} else {
+		struct retire r = { .pv = pv, .release = true,
+				    .discard_peer = pv->sess[0] != 0 };
+
+		/* joins fast: the threads (if any) see stop at once */
+		retire_work(&r);
+		ha_pv_free(pv);
+		e->fn(e->ctx, -1, NULL, &e->err);
+	}
+	(void)err;
+	free(e);
+}
+
+int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
+	      const char *requester, ha_reply_fn fn, void *ctx,
+	      struct ferr *err)
+{
+	static const char *const fields[] = { "backup", "address", "port",
+					      "interval_s", NULL };
+	const char *backup = NULL, *addr = NULL;
+	uint64_t port = 0, interval = HA_INTERVAL_S_DEFAULT;
+	struct policy_decision d;
+	struct policy_vm pvm = { vm->def.name, vm->def.labels,
+				 vm->def.nlabels };
+	struct enable *e;
+	struct ha_pv *pv;
+
+	if (!h->etcd)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"HA needs etcd for its owner leases, and this "
+				"host has no etcd section in ferryd.json");
+	if (!h->cfg->ram_dir[0])
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"HA needs the VMs' RAM in shared files: set "
+				"ram_dir in ferryd.json");
+	if (json_check_fields(body, fields, "request body", err) < 0 ||
+	    json_get_string(body, "backup", "request body", FERRY_NAME_MAX,
+			    &backup, err) < 0 ||
+	    json_get_string(body, "address", "request body", 63, &addr,
+			    err) < 0 ||
+	    json_get_u64(body, "port", "request body", 1, 65535, &port,
+			 err) < 0 ||
+	    json_get_u64(body, "interval_s", "request body", 1,
+			 HA_INTERVAL_S_MAX, &interval, err) < 0)
+		return -1;
+	if (!backup || !name_is_valid(backup) || !addr || !port)
+		return ferr_set(err, FERR_INVALID,
+				"request body: backup, address and port are "
+				"required");
+	if (h->cfg->etcd.lease_ttl_s * 1000ULL <= 2 * HA_FENCE_MARGIN_MS)
+		return ferr_set(err, FERR_INVALID,
+				"etcd.lease_ttl_s must be at least %d for HA",
+				2 * HA_FENCE_MARGIN_MS / 1000 + 1);
+	if (!strcmp(backup, h->cfg->host))
+		return ferr_set(err, FERR_INVALID,
+				"the backup must be another host");
+	if (find(h, vm->def.uuid))
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s is protected already (or a standby)",
+				vm->def.name);
+	if (vm->state != VM_RUNNING || vm->incoming)
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s is not running here", vm->def.name);
+	policy_check_out(*h->deps.policy, requester, &pvm, backup, &d);
+	if (!d.allow)
+		return ferr_set(err, FERR_FORBIDDEN,
+				"the policy does not allow %s as vm %s's "
+				"backup (%s: %s)",
+				backup, vm->def.name, d.rule, d.reason);
+	pv = ha_pv_new(h, HA_PRIMARY, &vm->def, err);
+	if (!pv)
+		return -1;
+	snprintf(pv->requester, sizeof(pv->requester), "%s", requester);
+	snprintf(pv->peer, sizeof(pv->peer), "%s", backup);
+	snprintf(pv->peer_addr, sizeof(pv->peer_addr), "%s", addr);
+	pv->peer_port = (uint16_t)port;
+	pv->interval_ms = interval * 1000;
+	pv->pid = vm->pid;
+	pv->def_json = vmdef_to_json(&vm->def);
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		ha_pv_free(pv);
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
+	*e = (struct enable){ .h = h, .pv = pv, .fn = fn, .ctx = ctx };
+	if (worker_submit(h->deps.pool, enable_work, enable_done, e, err) <
+	    0) {
+		ha_pv_free(pv);
+		free(e);
+		return -1;
+	}
+	return 0;
+}
+
+int ha_disable(struct ha *h, struct vm *vm, const char *requester,
+	       ha_reply_fn fn, void *ctx, struct ferr *err)
+{
+	struct ha_pv *pv = find(h, vm->def.uuid);
+
+	(void)requester;
+	if (!pv || pv->role != HA_PRIMARY)
+		return ferr_set(err, FERR_NOT_FOUND,
+				"vm %s is not protected by HA on this host",
+				vm->def.name);
+	return retire(h, pv, true, true, fn, ctx, err);
+}
+
+/* Worker: ask the checkpoint thread for the switch and wait for it. */
+struct fo {
+	struct ha_pv *pv;
+	ha_reply_fn fn;
+	void *ctx;
+};
+
+static void fo_work(void *arg)
+{
+	struct fo *f = arg;
+	struct ha_pv *pv = f->pv;
+	uint64_t deadline = now_ms() + HA_QMP_WAIT_MS + HA_MOVED_WAIT_MS +
+			    HA_ACK_TIMEOUT_MS;
+
+	atomic_store(&pv->failover_req, true);
+	ha_wake(pv);
+	pthread_mutex_lock(&pv->lock);
+	while (!pv->failover_done && now_ms() < deadline) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&pv->cond, &pv->lock, &ts);
+	}
+	if (!pv->failover_done) {
+		pv->failover_rc = -1;
+		ferr_set(&pv->failover_err, FERR_TIMEOUT,
+			 "the switch did not end in time");
+	}
+	pthread_mutex_unlock(&pv->lock);
+}
+
+static void fo_done(void *arg)
+{
+	struct fo *f = arg;
+	struct ha_pv *pv = f->pv;
+
+	if (pv->failover_rc < 0) {
+		atomic_store(&pv->failover_req, false);
+		f->fn(f->ctx, -1, NULL, &pv->failover_err);
+	} else {
+		f->fn(f->ctx, 0,
+		      json_pack("{s:s, s:s}", "vm", pv->name, "runs_on",
+				pv->peer),
+		      NULL);
+		moved_now(pv->h, pv, pv->peer);
+	}
+	free(f);
+}
+
+int ha_failover(struct ha *h, struct vm *vm, const char *requester,
+		ha_reply_fn fn, void *ctx, struct ferr *err)
+{
+	struct ha_pv *pv = find(h, vm->def.uuid);
+	struct fo *f;
+
+	(void)requester;
+	if (!pv || pv->role != HA_PRIMARY)
+		return ferr_set(err, FERR_NOT_FOUND,
+				"vm %s is not protected by HA on this host",
+				vm->def.name);
+	pthread_mutex_lock(&pv->lock);
+	bool ready = pv->seq > 0 && pv->health == HA_OK;
+	pthread_mutex_unlock(&pv->lock);
+	if (!ready || atomic_load(&pv->failover_req))
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s has no healthy backup to switch to",
+				vm->def.name);
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	*f = (struct fo){ pv, fn, ctx };
+	if (worker_submit(h->deps.pool, fo_work, fo_done, f, err) < 0) {
+		free(f);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,190 @@
+/* ha_int.h - what the files of the HA component share. Others use ha.h.
+ *
+ *   ha.c       the registry of protected VMs and standbys, the API, the
+ *              exit hook, loop calls from threads (loop thread)
+ *   primary.c  the primary: enable, the checkpoint thread, failover
+ *   lease.c    the owner lease: keepalive, self-fencing, release
+ *   backup.c   the backup: standby, receiving checkpoints, takeover
+ *   qemu.c     the QMP sequences (pause + copy + device state; load)
+ *   peer.c     the primary's calls to the backup's API
+ *   wire.c     record headers (wire.h)
+ */
+#ifndef FERRY_HA_INT_H
+#define FERRY_HA_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "ha.h"
+#include "etcd.h"
+#include "migrate.h"
+#include "wire.h"
+
+#define HA_INTERVAL_S_DEFAULT 10
+#define HA_INTERVAL_S_MAX 3600
+#define HA_FENCE_MARGIN_MS 1500   /* freeze this long before the lease
+				     could expire */
+#define HA_PEER_TIMEOUT_S 30      /* one call to the peer's API */
+#define HA_ACK_TIMEOUT_MS 60000   /* a checkpoint's ACK from the backup */
+#define HA_REPAIR_MS 3000         /* retry pairing with the backup */
+#define HA_QMP_WAIT_MS 30000      /* a QMP sequence on a worker */
+#define HA_DEVSTATE_TIMEOUT_MS 10000 /* QEMU saving / loading devices */
+#define HA_PAUSES_KEPT 128        /* pause times kept for the status */
+#define HA_MOVED_WAIT_MS 15000    /* primary: the backup to take the key */
+#define HA_POLL_MS 1000           /* backup: read the owner key this often
+				     besides the watch */
+
+enum ha_role { HA_PRIMARY, HA_BACKUP };
+
+enum ha_health {
+	HA_SYNCING,      /* no complete checkpoint yet */
+	HA_OK,
+	HA_DEGRADED,     /* the backup is unreachable: unprotected */
+	HA_FENCED,       /* primary froze its VM: lease lost */
+	HA_UNPROTECTED,  /* running after a failover, no backup */
+	HA_STANDBY,      /* backup: holding checkpoints */
+};
+
+const char *ha_health_name(enum ha_health s);
+
+/* One protected VM (primary) or standby (backup) on this host. The loop
+ * owns the list; threads hold a pointer until they are joined. */
+struct ha_pv {
+	struct ha *h;
+	enum ha_role role;
+	char name[FERRY_NAME_MAX + 1];
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	char requester[FERRY_NAME_MAX + 1];
+	char peer[FERRY_NAME_MAX + 1];     /* the backup, or the primary */
+	char peer_addr[64];                /* primary: backup's API */
+	uint16_t peer_port;
+	uint64_t interval_ms;
+	char owner_key[96];                /* ha/vm/UUID/owner */
+	json_t *def_json;                  /* primary: the VM's definition */
+	/* RAM: the shared file, mapped (primary: read-only) */
+	char ram_path[FERRY_PATH_MAX];
+	uint8_t *ram;
+	size_t ram_size;
+	pid_t pid;                         /* the VM's QEMU */
+	/* primary: the copy taken in the pause, and what the backup has */
+	uint8_t *snap;
+	uint8_t *shadow;
+	uint8_t *dev;                      /* device state of the pause */
+	size_t dev_len;
+	char run_sock[FERRY_SOCK_PATH_MAX + 1]; /* QEMU <-> ferryd devstate */
+	/* primary: the backup's stream session */
+	char sess[MIG_STREAM_ID_HEX_LEN + 1];
+	uint8_t key[MIG_STREAM_KEY_LEN];
+	char data_addr[64];
+	uint16_t data_port;
+	bool fresh_backup;                 /* next checkpoint sends all */
+	/* backup: staging and the last complete checkpoint */
+	uint8_t *stage;
+	uint8_t *stage_bits;
+	uint8_t *dev_ok;
+	size_t dev_ok_len;
+	pthread_mutex_t apply_lock;
+	bool taken;                        /* apply_lock: took over */
+	atomic_int streams;                /* stream callbacks running */
+	struct etcd_watch *watch;
+	/* the owner lease */
+	int64_t lease;
+	uint64_t renewed_ms;               /* when the last good renewal was
+					      sent (now_ms) */
+	/* threads */
+	pthread_t t_main, t_lease;
+	bool t_main_on, t_lease_on;
+	atomic_bool stop;
+	atomic_bool vm_gone;               /* primary: QEMU exited */
+	atomic_bool failover_req;          /* primary: planned switch */
+	atomic_bool handover;              /* lease thread: end quietly */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	/* status (lock) */
+	enum ha_health health;
+	char alarm[FERRY_ERR_MSG_MAX];
+	uint64_t seq;                      /* last complete checkpoint */
+	uint64_t last_wall_ms;
+	uint64_t last_bytes;
+	uint64_t last_pages;
+	double last_pause_ms;
+	double pauses[HA_PAUSES_KEPT];
+	unsigned npauses;
+	uint64_t checkpoints, failures;
+	int failover_rc;                   /* planned switch: result */
+	bool failover_done;
+	struct ferr failover_err;
+	struct ha_pv *next;
+};
+
+struct ha {
+	const struct ferryd_config *cfg;
+	struct event_base *base;
+	struct ha_deps deps;
+	struct etcd *etcd;                 /* NULL: not configured */
+	SSL_CTX *client_ctx;               /* calls to peers' APIs */
+	struct ha_pv *pvs;                 /* loop */
+	atomic_bool stopping;
+};
+
+/* ha.c */
+struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
+			const struct vm_def *def, struct ferr *err);
+void ha_pv_free(struct ha_pv *pv);
+void ha_audit(struct ha *h, const char *actor, const char *action,
+	      const char *target, const char *outcome, json_t *detail);
+/* Loop: take pv out of the registry; a worker stops its threads and frees
+ * it. */
+int ha_retire(struct ha *h, struct ha_pv *pv, struct ferr *err);
+/* Thread: set the health (and alarm, may be NULL) under the lock. */
+void ha_set_health(struct ha_pv *pv, enum ha_health s, const char *alarm);
+/* Thread: sleep until ms passed or stop / a wake-up; true when stopping. */
+bool ha_wait(struct ha_pv *pv, uint64_t ms);
+void ha_wake(struct ha_pv *pv);
+/* Thread: run fn(q, ctx) on the VM uuid's QMP monitor (a VM operation,
+ * queued behind the VM's others) and wait for it. */
+int ha_vm_qmp(struct ha *h, const char *uuid, const char *what,
+	      int (*fn)(struct qmp *q, void *ctx, struct ferr *err),
+	      void *ctx, struct ferr *err);
+/* Thread: run fn(h, arg) on the loop, later. */
+void ha_post(struct ha *h, void (*fn)(struct ha *h, void *arg), void *arg);
+/* Thread: the VM now runs on another host: remove this host's copy. */
+void ha_post_moved(struct ha_pv *pv, const char *holder);
+/* Map the RAM file (writable for the backup). */
+int ha_map_ram(struct ha_pv *pv, bool writable, struct ferr *err);
+/* etcd owner value {"host": NAME} and its reading. */
+int ha_owner_read(struct ha *h, const char *key, char *holder, size_t len,
+		  int64_t *lease, struct ferr *err);
+
+/* lease.c: the owner lease (primary and, after a takeover, backup). */
+int ha_lease_take(struct ha_pv *pv, struct ferr *err);
+void *ha_lease_main(void *arg);
+
+/* primary.c */
+void *ha_primary_main(void *arg);
+int ha_primary_setup(struct ha_pv *pv, struct ferr *err);
+
+/* backup.c */
+void ha_backup_stream(void *ctx, struct mig_stream *st);
+void *ha_backup_main(void *arg);
+int ha_backup_setup(struct ha_pv *pv, struct ferr *err);
+
+/* qemu.c: the QMP sequences, run by ha_vm_qmp. */
+struct ha_pause {
+	struct ha_pv *pv;
+	bool keep_paused;   /* planned failover: leave the VM stopped */
+	double pause_ms;    /* out */
+};
+int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err);
+int ha_qmp_load(struct qmp *q, void *ctx, struct ferr *err);
+int ha_qmp_cont(struct qmp *q, void *ctx, struct ferr *err);
+
+/* peer.c: calls to the peer's API (blocking; threads). */
+int ha_peer_prepare(struct ha_pv *pv, struct ferr *err);
+void ha_peer_discard(struct ha_pv *pv);
+
+#endif

@@ -1,0 +1,197 @@
+/* lease.c - the owner lease of a protected VM: who may run it is decided
+ * in etcd alone (docs/ha.md, "Lease rules").
+ *
+ *  - The owner holds <prefix>/ha/vm/<uuid>/owner with its lease and renews
+ *    it every TTL/3.
+ *  - A renewal sent at t means the lease lives at least until t + TTL on
+ *    the server. When no renewal succeeded by renewed + TTL - margin, the
+ *    owner freezes its QEMU (SIGSTOP: no monitor needed, nothing can
+ *    delay it) before anyone else can win the key: self-fencing.
+ *  - When the owner's QEMU dies while ferryd lives, it revokes the lease
+ *    at once, so the backup need not wait for the TTL.
+ *  - A fenced owner reads the key when it can: held by another host, the
+ *    VM runs there and the local copy is removed; free, it takes the key
+ *    again and thaws the VM. */
+#define _GNU_SOURCE
+#include "ha_int.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int ha_lease_take(struct ha_pv *pv, struct ferr *err)
+{
+	struct ha *h = pv->h;
+	struct etcd_claim claim = { 0 };
+	char value[FERRY_NAME_MAX + 32];
+	int64_t id = 0;
+	uint64_t sent = now_ms();
+	int rc = -1;
+
+	snprintf(value, sizeof(value), "{\"host\": \"%s\"}", h->cfg->host);
+	if (etcd_lease_grant(h->etcd, h->cfg->etcd.lease_ttl_s, 0, &id, NULL,
+			     err) < 0)
+		return ferr_wrap(err, "etcd lease");
+	if (etcd_acquire(h->etcd, pv->owner_key, value, strlen(value), id, 0,
+			 &claim, err) < 0) {
+		ferr_wrap(err, "etcd owner key");
+		goto out;
+	}
+	if (!claim.won) {
+		char holder[FERRY_NAME_MAX + 1] = "";
+		json_t *v = json_parse_object((const char *)claim.holder.value,
+					      claim.holder.value_len, "owner",
+					      err);
+
+		snprintf(holder, sizeof(holder), "%s",
+			 json_string_value(json_object_get(v, "host"))
+				 ? json_string_value(json_object_get(v, "host"))
+				 : "?");
+		json_decref(v);
+		ferr_set(err, FERR_CONFLICT,
+			 "vm %s is owned by host %s in etcd", pv->name, holder);
+		goto out;
+	}
+	pthread_mutex_lock(&pv->lock);
+	pv->lease = id;
+	pv->renewed_ms = sent;
+	pthread_mutex_unlock(&pv->lock);
+	id = 0;
+	rc = 0;
+out:
+	etcd_kv_clear(&claim.holder);
+	if (id) {
+		struct ferr e2;
+
+		etcd_lease_revoke(h->etcd, id, 0, &e2);
+	}
+	return rc;
+}
+
+/* QEMU died here: give the key up now, then wait to see who took it. */
+static void release_for_backup(struct ha_pv *pv)
+{
+	struct ha *h = pv->h;
+	uint64_t deadline = now_ms() + HA_MOVED_WAIT_MS;
+	char holder[FERRY_NAME_MAX + 1];
+	int64_t lease;
+	struct ferr err = { 0 };
+
+	while (etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0) {
+		log_warn("ha: vm %s: releasing the lease: %s", pv->name,
+			 err.msg);
+		if (ha_wait(pv, 200) || now_ms() > deadline)
+			return;
+	}
+	ha_audit(h, "-", "ha.released", pv->name, "ok",
+		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason",
+			   "QEMU exited"));
+	log_info("ha: vm %s: QEMU exited; owner lease released", pv->name);
+	while (!atomic_load(&pv->stop) && now_ms() < deadline) {
+		if (ha_owner_read(h, pv->owner_key, holder, sizeof(holder),
+				  &lease, &err) == 0 &&
+		    holder[0] && strcmp(holder, h->cfg->host) != 0) {
+			ha_post_moved(pv, holder);
+			return;
+		}
+		if (ha_wait(pv, 100))
+			return;
+	}
+	ha_set_health(pv, HA_UNPROTECTED,
+		      "QEMU exited and no backup took the VM over");
+}
+
+/* Fenced: find out whether the VM runs elsewhere, or take it back. */
+static bool fenced_step(struct ha_pv *pv)
+{
+	struct ha *h = pv->h;
+	char holder[FERRY_NAME_MAX + 1];
+	int64_t lease;
+	struct ferr err = { 0 };
+
+	if (ha_owner_read(h, pv->owner_key, holder, sizeof(holder), &lease,
+			  &err) < 0)
+		return false;
+	if (holder[0] && strcmp(holder, h->cfg->host) != 0) {
+		/* it runs there: this frozen copy must never run again */
+		kill(pv->pid, SIGKILL);
+		ha_audit(h, "-", "ha.fenced_discard", pv->name, "ok",
+			 json_pack("{s:s, s:s}", "uuid", pv->uuid, "runs_on",
+				   holder));
+		ha_post_moved(pv, holder);
+		return true;
+	}
+	if (holder[0])
+		return false; /* our old key, not yet expired: wait */
+	if (ha_lease_take(pv, &err) < 0)
+		return false;
+	kill(pv->pid, SIGCONT);
+	ha_audit(h, "-", "ha.unfenced", pv->name, "ok",
+		 json_pack("{s:s}", "uuid", pv->uuid));
+	ha_set_health(pv, HA_DEGRADED, "lease taken back after fencing");
+	return false;
+}
+
+void *ha_lease_main(void *arg)
+{
+	struct ha_pv *pv = arg;
+	struct ha *h = pv->h;
+	uint64_t ttl_ms = (uint64_t)h->cfg->etcd.lease_ttl_s * 1000;
+	bool fenced = false;
+
+	while (!atomic_load(&pv->stop) && !atomic_load(&pv->handover)) {
+		uint64_t now = now_ms(), fence_at, sent;
+		struct ferr err = { 0 };
+		int rc;
+
+		if (atomic_load(&pv->vm_gone)) {
+			release_for_backup(pv);
+			return NULL;
+		}
+		pthread_mutex_lock(&pv->lock);
+		fence_at = pv->renewed_ms + ttl_ms - HA_FENCE_MARGIN_MS;
+		pthread_mutex_unlock(&pv->lock);
+		if (fenced) {
+			if (fenced_step(pv))
+				return NULL;
+			pthread_mutex_lock(&pv->lock);
+			fenced = pv->health == HA_FENCED;
+			pthread_mutex_unlock(&pv->lock);
+			if (fenced)
+				ha_wait(pv, 500);
+			continue;
+		}
+		if (now >= fence_at) {
+			/* the lease may be gone before we hear back: freeze
+			 * the VM now, before anyone can win the key */
+			kill(pv->pid, SIGSTOP);
+			fenced = true;
+			ha_set_health(pv, HA_FENCED,
+				      "owner lease not renewed: VM frozen");
+			ha_audit(h, "-", "ha.fenced", pv->name, "ok",
+				 json_pack("{s:s}", "uuid", pv->uuid));
+			continue;
+		}
+		sent = now;
+		rc = etcd_lease_keepalive(h->etcd, pv->lease, fence_at, NULL,
+					  &err);
+		if (atomic_load(&pv->handover))
+			break;
+		if (rc == 0) {
+			pthread_mutex_lock(&pv->lock);
+			pv->renewed_ms = sent;
+			pthread_mutex_unlock(&pv->lock);
+			ha_wait(pv, ttl_ms / 3);
+		} else if (err.code == FERR_NOT_FOUND) {
+			pthread_mutex_lock(&pv->lock);
+			pv->renewed_ms = 0; /* gone: fence at once */
+			pthread_mutex_unlock(&pv->lock);
+		} else {
+			log_warn("ha: vm %s: lease renewal: %s", pv->name,
+				 err.msg);
+			ha_wait(pv, 200);
+		}
+	}
+	return NULL;
+}

@@ -1,0 +1,110 @@
+/* wire.c - checkpoint record headers (wire.h). Pure: unit-tested and
+ * fuzzed. */
+#include "wire.h"
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v = 0;
+
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+void ha_rec_encode(uint8_t out[HA_REC_LEN], const struct ha_rec *r)
+{
+	put32(out + HA_REC_OFF_MAGIC, HA_MAGIC);
+	put16(out + HA_REC_OFF_VERSION, HA_VERSION);
+	put16(out + HA_REC_OFF_TYPE, r->type);
+	put64(out + HA_REC_OFF_SEQ, r->seq);
+	put64(out + HA_REC_OFF_ARG, r->arg);
+	put32(out + HA_REC_OFF_LEN, r->len);
+	put32(out + HA_REC_OFF_RESERVED, 0);
+}
+
+int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
+		  struct ferr *err)
+{
+	bool ok;
+
+	if (get32(in + HA_REC_OFF_MAGIC) != HA_MAGIC)
+		return ferr_set(err, FERR_INVALID, "checkpoint record: bad magic");
+	if (get16(in + HA_REC_OFF_VERSION) != HA_VERSION)
+		return ferr_set(err, FERR_INVALID,
+				"checkpoint record: version %u, expected %u",
+				(unsigned)get16(in + HA_REC_OFF_VERSION),
+				HA_VERSION);
+	if (get32(in + HA_REC_OFF_RESERVED) != 0)
+		return ferr_set(err, FERR_INVALID,
+				"checkpoint record: reserved bytes not zero");
+	r->type = get16(in + HA_REC_OFF_TYPE);
+	r->seq = get64(in + HA_REC_OFF_SEQ);
+	r->arg = get64(in + HA_REC_OFF_ARG);
+	r->len = get32(in + HA_REC_OFF_LEN);
+	if (r->seq == 0)
+		return ferr_set(err, FERR_INVALID,
+				"checkpoint record: sequence number 0");
+	switch (r->type) {
+	case HA_REC_BEGIN:
+		ok = r->len == 0 && r->arg > 0 && r->arg <= HA_RAM_MAX &&
+		     r->arg % HA_PAGE_SIZE == 0;
+		break;
+	case HA_REC_ACK:
+		ok = r->len == 0 && r->arg <= HA_ACK_REFUSED;
+		break;
+	case HA_REC_PAGES:
+		ok = r->len > 0 && r->len % HA_PAGE_SIZE == 0 &&
+		     r->len / HA_PAGE_SIZE <= HA_PAGES_PER_REC &&
+		     r->arg < HA_RAM_MAX / HA_PAGE_SIZE;
+		break;
+	case HA_REC_DEVICE:
+		ok = r->len > 0 && r->len <= HA_DEVSTATE_MAX;
+		break;
+	case HA_REC_COMMIT:
+		ok = r->len == HA_DIGEST_LEN;
+		break;
+	default:
+		return ferr_set(err, FERR_INVALID,
+				"checkpoint record: unknown type %u",
+				(unsigned)r->type);
+	}
+	if (!ok)
+		return ferr_set(err, FERR_INVALID,
+				"checkpoint record: type %u with length %u / "
+				"argument %llu out of range",
+				(unsigned)r->type, (unsigned)r->len,
+				(unsigned long long)r->arg);
+	return 0;
+}
