@@ -62,6 +62,8 @@ enum cli_exit {
 #define OPT_ACTION (UINT64_C(1) << 28)
 #define OPT_LIMIT (UINT64_C(1) << 29)
 #define OPT_PORT (UINT64_C(1) << 30)
+#define OPT_BACKUP (UINT64_C(1) << 31)
+#define OPT_INTERVAL (UINT64_C(1) << 32)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
@@ -98,6 +100,8 @@ struct cli_opts {
 	const char *action;
 	uint64_t limit;
 	unsigned port;          /* ui: 0 takes any free port */
+	const char *backup;     /* ha enable: the backup host */
+	const char *interval;   /* ha enable: "N" or "Ns" seconds */
 };
 
 struct cli_host {
@@ -188,6 +192,7 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 int cmd_audit(const struct cli_opts *o, int argc, char **argv);
 int cmd_balance(const struct cli_opts *o, int argc, char **argv);
 int cmd_ui(const struct cli_opts *o, int argc, char **argv);
+int cmd_ha(const struct cli_opts *o, int argc, char **argv);
 
 /* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
 int cmd_host_drain(const struct cli_opts *o, const char *verb,

@@ -67,6 +67,8 @@ static const struct opt_row rows[] = {
 	{ "limit", OPT_LIMIT, K_U64, F(limit), 1, FERRY_AUDIT_QUERY_MAX,
 	  "records" },
 	{ "port", OPT_PORT, K_U32, F(port), 0, 65535, "a TCP port" },
+	{ "backup", OPT_BACKUP, K_STRING, F(backup), 0, 0, NULL },
+	{ "interval", OPT_INTERVAL, K_STRING, F(interval), 0, 0, NULL },
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
