@@ -397,7 +397,7 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 						   *ctx->policy));
 		break;
 	default:
-		return -2;
+		return api_handle_ha(ctx, call, identity, req, NULL, reply);
 	}
 	return rc < 0 ? fail(&err, reply) : ok;
 }

@@ -33,6 +33,11 @@ int api_handle_ha(struct api_ctx *ctx, struct api_call *call,
 	struct ha_later *l;
 	int rc;
 
+	if (!vm && (req->route == ROUTE_HA_STATUS ||
+		    req->route == ROUTE_HA_ENABLE ||
+		    req->route == ROUTE_HA_DISABLE ||
+		    req->route == ROUTE_HA_FAILOVER))
+		return -2; /* api_handle finds the VM first */
 	switch (req->route) {
 	case ROUTE_HA_LIST:
 		*reply = ha_status(ctx->ha, NULL, &err);

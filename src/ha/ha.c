@@ -275,6 +275,14 @@ static void on_qjob_done(void *ctx, struct vm *vm, int rc,
 	qjob_finish(ctx, rc, rc < 0 ? err : NULL);
 }
 
+/* Worker: vm_run_qmp hands the same ctx to fn and done: the job. */
+static int qjob_fn(struct qmp *q, void *ctx, struct ferr *err)
+{
+	struct qjob *j = ctx;
+
+	return j->fn(q, j->ctx, err);
+}
+
 static void qjob_start(struct ha *h, void *arg)
 {
 	struct qjob *j = arg;
@@ -286,7 +294,7 @@ static void qjob_start(struct ha *h, void *arg)
 		qjob_finish(j, -1, &err);
 		return;
 	}
-	if (vm_run_qmp(vm, j->what, j->fn, j->ctx, on_qjob_done, &err) < 0)
+	if (vm_run_qmp(vm, j->what, qjob_fn, j, on_qjob_done, &err) < 0)
 		qjob_finish(j, -1, &err);
 }
 
