@@ -70,15 +70,20 @@ static void apply_locked(struct ha_pv *pv, uint64_t seq, uint8_t **dev,
 	pthread_mutex_unlock(&pv->lock);
 }
 
-static int send_ack(struct mig_stream *st, uint64_t seq, bool ok)
+static int send_rec(struct mig_stream *st, uint16_t type, uint64_t seq,
+		    uint64_t arg)
 {
-	struct ha_rec r = { HA_REC_ACK, seq, ok ? HA_ACK_OK : HA_ACK_REFUSED,
-			    0 };
+	struct ha_rec r = { type, seq, arg, 0 };
 	uint8_t hdr[HA_REC_LEN];
 	struct ferr err;
 
 	ha_rec_encode(hdr, &r);
 	return mig_stream_write(st, hdr, sizeof(hdr), &err);
+}
+
+static int send_ack(struct mig_stream *st, uint64_t seq, bool ok)
+{
+	return send_rec(st, HA_REC_ACK, seq, ok ? HA_ACK_OK : HA_ACK_REFUSED);
 }
 
 void ha_backup_stream(void *ctx, struct mig_stream *st)
@@ -97,6 +102,12 @@ void ha_backup_stream(void *ctx, struct mig_stream *st)
 	/* a checkpoint arrives every interval: wait a few of them at most */
 	mig_stream_set_timeout(st, (unsigned)(3 * pv->interval_ms +
 					      HA_ACK_TIMEOUT_MS));
+	pthread_mutex_lock(&pv->lock);
+	seq = pv->seq;
+	pthread_mutex_unlock(&pv->lock);
+	if (send_rec(st, HA_REC_HELLO, 0, seq) < 0)
+		goto out;
+	seq = 0;
 	while (!atomic_load(&pv->stop)) {
 		uint8_t hdr[HA_REC_LEN];
 		struct ha_rec r;
@@ -131,7 +142,8 @@ void ha_backup_stream(void *ctx, struct mig_stream *st)
 				break;
 			continue;
 		}
-		if (!seq || r.seq != seq || r.type == HA_REC_ACK) {
+		if (!seq || r.seq != seq || r.type == HA_REC_ACK ||
+		    r.type == HA_REC_HELLO) {
 			snprintf(why, sizeof(why),
 				 "record of type %u outside its checkpoint",
 				 (unsigned)r.type);

@@ -125,6 +125,28 @@ out:
 	return rc;
 }
 
+/* A new connection: the backup says which checkpoint it holds. The same
+ * as ours: go on with deltas; another (an ACK lost after it applied one):
+ * send everything, numbered past both. */
+static int hello(struct ha_pv *pv, struct mig_stream *st, uint64_t *seq,
+		 struct ferr *err)
+{
+	uint8_t hdr[HA_REC_LEN];
+	struct ha_rec r;
+
+	if (mig_stream_read(st, hdr, sizeof(hdr), err) < 0 ||
+	    ha_rec_decode(hdr, &r, err) < 0)
+		return -1;
+	if (r.type != HA_REC_HELLO)
+		return ferr_set(err, FERR_IO, "the backup did not say hello");
+	if (r.arg != *seq) {
+		pv->fresh_backup = true;
+		if (r.arg > *seq)
+			*seq = r.arg;
+	}
+	return 0;
+}
+
 /* Pair with the backup again after a lost stream: a new standby. */
 static int repair(struct ha_pv *pv, struct ferr *err)
 {
@@ -204,6 +226,7 @@ void *ha_primary_main(void *arg)
 	struct ha *h = pv->h;
 	struct mig_stream *st = NULL;
 	uint64_t next = now_ms(), seq = 0;
+	unsigned dial_fails = 0;
 
 	while (!atomic_load(&pv->stop) && !atomic_load(&pv->vm_gone)) {
 		struct ha_pause p = { .pv = pv };
@@ -219,11 +242,25 @@ void *ha_primary_main(void *arg)
 				ha_set_health(pv, HA_DEGRADED, err.msg);
 				if (ha_wait(pv, HA_REPAIR_MS))
 					break;
-				if (repair(pv, &err) < 0)
-					ha_set_health(pv, HA_DEGRADED, err.msg);
+				if (++dial_fails >= 2) {
+					if (repair(pv, &err) < 0)
+						ha_set_health(pv, HA_DEGRADED,
+							      err.msg);
+					else
+						dial_fails = 0;
+				}
 				continue;
 			}
+			dial_fails = 0;
 			mig_stream_set_timeout(st, HA_ACK_TIMEOUT_MS);
+			if (hello(pv, st, &seq, &err) < 0) {
+				ha_set_health(pv, HA_DEGRADED, err.msg);
+				mig_stream_close(st, false);
+				st = NULL;
+				if (ha_wait(pv, HA_REPAIR_MS))
+					break;
+				continue;
+			}
 		}
 		while (!atomic_load(&pv->failover_req) && now_ms() < next)
 			if (ha_wait(pv, next - now_ms()))
@@ -268,9 +305,9 @@ void *ha_primary_main(void *arg)
 				atomic_store(&pv->failover_req, false);
 				failover_result(pv, -1, &err);
 			}
-			next = now_ms() + HA_REPAIR_MS;
-			if (repair(pv, &err) < 0)
-				log_warn("ha: vm %s: %s", pv->name, err.msg);
+			/* the stream session stays: reconnect at once, and
+			 * pair anew only when that fails */
+			next = now_ms();
 			continue;
 		}
 		/* the backup holds what snap holds now */

@@ -73,9 +73,11 @@ int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
 	r->seq = get64(in + HA_REC_OFF_SEQ);
 	r->arg = get64(in + HA_REC_OFF_ARG);
 	r->len = get32(in + HA_REC_OFF_LEN);
-	if (r->seq == 0)
+	if ((r->seq == 0) != (r->type == HA_REC_HELLO))
 		return ferr_set(err, FERR_INVALID,
-				"checkpoint record: sequence number 0");
+				"checkpoint record: sequence number %llu for "
+				"type %u",
+				(unsigned long long)r->seq, (unsigned)r->type);
 	switch (r->type) {
 	case HA_REC_BEGIN:
 		ok = r->len == 0 && r->arg > 0 && r->arg <= HA_RAM_MAX &&
@@ -83,6 +85,9 @@ int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
 		break;
 	case HA_REC_ACK:
 		ok = r->len == 0 && r->arg <= HA_ACK_REFUSED;
+		break;
+	case HA_REC_HELLO:
+		ok = r->len == 0;
 		break;
 	case HA_REC_PAGES:
 		ok = r->len > 0 && r->len % HA_PAGE_SIZE == 0 &&

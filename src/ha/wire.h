@@ -11,6 +11,8 @@
  *   COMMIT  arg = pages sent; payload = SHA-256 over every payload of the
  *           checkpoint, in order
  *   ACK     backup -> primary: arg = HA_ACK_OK or HA_ACK_REFUSED
+ *   HELLO   backup -> primary when a connection opens: arg = the last
+ *           complete checkpoint it holds (0: none); seq is 0
  *
  * All records of one checkpoint carry its sequence number. The backup
  * stages a checkpoint apart from the last complete one and applies it
@@ -44,6 +46,7 @@ enum ha_rec_type {
 	HA_REC_DEVICE = 3,
 	HA_REC_COMMIT = 4,
 	HA_REC_ACK = 5,
+	HA_REC_HELLO = 6,
 };
 
 #define HA_ACK_OK 0u
@@ -68,7 +71,8 @@ struct ha_rec {
 void ha_rec_encode(uint8_t out[HA_REC_LEN], const struct ha_rec *r);
 
 /* Decode a record header and check it: magic, version, a known type,
- * zero reserved bytes, seq >= 1, and a payload length that fits the type
+ * zero reserved bytes, seq >= 1 (HELLO: 0), and a payload length that fits
+ * the type
  * (PAGES: 1..HA_PAGES_PER_REC whole pages; DEVICE: at most
  * HA_DEVSTATE_MAX; COMMIT: HA_DIGEST_LEN; BEGIN and ACK: none). -1 with
  * FERR_INVALID naming the field. Pure. */

@@ -12,21 +12,24 @@ LEASE_TTL_S = 5
 
 
 def ha_cluster(make_cluster, make_etcd, hosts=2, etcd_members=1, ttl=LEASE_TTL_S,
-               request=None):
+               request=None, endpoints=None, overrides=None, ec=None):
     """A started cluster with HA set up on every host (etcd, ram_dir in
-    /dev/shm, removed afterwards) and its etcd cluster."""
-    ec = make_etcd(n=etcd_members)
+    /dev/shm, removed afterwards) and its etcd cluster. endpoints: {host:
+    [urls]} in place of the members' (e.g. through a proxy); overrides:
+    {host: {field: value}} for ferryd.json."""
+    ec = ec or make_etcd(n=etcd_members)
     c = make_cluster(hosts=hosts, start=False)
     ram_root = Path(f"/dev/shm/{c.dir.name}")
     ram_root.mkdir()
     if request is not None:
         request.addfinalizer(lambda: shutil.rmtree(ram_root, ignore_errors=True))
     for name in c.hosts:
-        c.write_host_config(
-            name,
-            ram_dir=str(ram_root / name),
-            etcd=ec.ferryd_etcd_section(lease_ttl_s=ttl, timeout_ms=3000,
-                                        member_timeout_ms=1000))
+        etcd = ec.ferryd_etcd_section(lease_ttl_s=ttl, timeout_ms=3000,
+                                      member_timeout_ms=1000)
+        if endpoints and name in endpoints:
+            etcd["endpoints"] = endpoints[name]
+        c.write_host_config(name, ram_dir=str(ram_root / name), etcd=etcd,
+                            **((overrides or {}).get(name, {})))
     c.start_all()
     c.ram_root = ram_root
     return c, ec

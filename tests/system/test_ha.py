@@ -2,6 +2,8 @@
 on loopback: checkpoints, failover after QEMU or host death, self-fencing,
 refusals."""
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -67,3 +69,130 @@ def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
     acts_a = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
     assert "ha.failover" in acts_b and "ha.standby" in acts_b, acts_b
     assert "ha.enable" in acts_a and "ha.released" in acts_a and "ha.moved" in acts_a, acts_a
+
+
+def proc_state(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def test_ha_partition_fences_before_takeover(request, make_cluster, make_etcd):
+    """The primary loses etcd (its traffic to etcd cut at a proxy): it
+    freezes its VM before the backup starts it. A probe samples both sides
+    every 10 ms: the VM never runs on two hosts at once. After the heal,
+    the primary drops its frozen copy."""
+    from faultproxy import FaultProxy
+    ec = make_etcd(n=1)
+    m = ec.members[0]
+    proxy = FaultProxy(m.address, m.client_port, listen_host="127.0.0.1")
+    proxy.start()
+    request.addfinalizer(proxy.stop)
+    c, _ = halib.ha_cluster(make_cluster, make_etcd, request=request, ec=ec,
+                            endpoints={"host-a": [f"https://127.0.0.1:{proxy.port}"]})
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    pid_a = c.start_vm("host-a", "vm1")["pid"]
+    c.wait_heartbeats("host-a", "vm1", n=2)
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    console_b = c.vm_dir("host-b", "vm1") / "console.log"
+    assert not console_b.exists() or console_b.stat().st_size == 0
+    last_a_running = None
+    first_b_output = None
+    t0 = time.monotonic()
+    proxy.cut()
+    while time.monotonic() - t0 < 30:
+        now = time.monotonic()
+        st = proc_state(pid_a)
+        if st is not None and st != "T":
+            last_a_running = now
+        if first_b_output is None and console_b.exists() and console_b.stat().st_size > 0:
+            first_b_output = now
+        if first_b_output is not None and now - first_b_output > 3:
+            break
+        time.sleep(0.01)
+    assert first_b_output is not None, "the backup never ran the VM"
+    assert last_a_running is not None
+    print(f"partition: primary frozen {last_a_running - t0:.2f} s after the cut, "
+          f"backup's first output {first_b_output - t0:.2f} s after it")
+    assert last_a_running < first_b_output, (last_a_running - t0, first_b_output - t0)
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=30)
+    assert all(h["errors"] == 0 for h in hbs), hbs
+    # heal: the primary sees the VM runs on host-b and drops its copy
+    proxy.heal()
+    ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-a"), 30, 0.5,
+                        "host-a to drop its fenced copy")
+    ferrylib.wait_pid_gone(pid_a, timeout=10)
+    acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
+    assert "ha.fenced" in acts and "ha.fenced_discard" in acts, acts
+
+
+def test_ha_backup_death_degrades(request, make_cluster, make_etcd):
+    """The backup host dies (ferryd and the standby QEMU): the VM goes on
+    on the primary; the status says degraded and an alarm is raised."""
+    c, ec = halib.ha_cluster(make_cluster, make_etcd, request=request)
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    c.start_vm("host-a", "vm1")
+    c.wait_heartbeats("host-a", "vm1", n=1)
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    standby_pids = c.qemu_pids("host-b")
+    c.kill_host("host-b")
+    for pid in standby_pids:
+        os.kill(pid, signal.SIGKILL)
+
+    def degraded():
+        st = halib.ha_status(c, "host-a", "vm1")
+        return st if st["health"] == "degraded" and st["alarm"] else None
+    st = ferrylib.wait_until(degraded, 30, 0.5, "status degraded")
+    print("degraded:", st["alarm"])
+    c.wait_heartbeats("host-a", "vm1", n=3)
+    assert c.vm_info("host-a", "vm1")["state"] == "running"
+    acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
+    assert "ha.degraded" in acts, acts
+    out = c.cli("--host", "host-a", "ha", "status", "vm1").stdout
+    assert "degraded" in out, out
+
+
+def test_ha_tampered_checkpoint_refused(request, make_cluster, make_etcd):
+    """A byte of a checkpoint flipped on the wire: the backup refuses the
+    checkpoint (audited), keeps the previous one, and takes over from it."""
+    from faultproxy import FaultProxy
+    ec = make_etcd(n=1)
+    # host-b advertises a proxy in front of its data plane
+    c, _ = halib.ha_cluster(make_cluster, make_etcd, request=request, ec=ec)
+    hb = c.hosts["host-b"]
+    data_port, proxy_port = hb.port + 1, hb.port + 2
+    proxy = FaultProxy(hb.address, data_port, listen_host=hb.address,
+                       listen_port=proxy_port)
+    proxy.start()
+    request.addfinalizer(proxy.stop)
+    c.stop_host("host-b")
+    cfg = json.loads(hb.config.read_text())
+    cfg["migration"] = {"port": data_port, "advertise_port": proxy_port}
+    hb.config.write_text(json.dumps(cfg))
+    c.start_host("host-b")
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    c.start_vm("host-a", "vm1")
+    c.wait_heartbeats("host-a", "vm1", n=1)
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    assert proxy.bytes_forwarded("up") > 0
+    kept = halib.ha_status(c, "host-b", "vm1")["last_checkpoint"]["seq"]
+    proxy.corrupt(proxy.bytes_forwarded("up") + 200000, direction="up")
+    proxy.wait_event("corrupt", timeout=30)
+
+    def refused():
+        recs = c.api_ok("host-b", "GET", "/v1/audit?action=ha.checkpoint_refused")["records"]
+        return recs or None
+    recs = ferrylib.wait_until(refused, 30, 0.5, "the refusal")
+    print("refused:", recs[0]["detail"])
+    assert recs[0]["detail"]["kept_seq"] >= kept
+    # protection resumes; a failover then still gets an intact VM
+    halib.wait_checkpoints(c, "host-a", "vm1", halib.ha_status(c, "host-a", "vm1")
+                           ["last_checkpoint"]["seq"] + 1)
+    halib.kill_qemu(c, "host-a", "vm1")
+    c.wait_vm_state("host-b", "vm1", "running", timeout=10)
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=60)
+    assert all(h["errors"] == 0 for h in hbs), hbs
