@@ -196,3 +196,35 @@ def test_ha_tampered_checkpoint_refused(request, make_cluster, make_etcd):
     c.wait_vm_state("host-b", "vm1", "running", timeout=10)
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=60)
     assert all(h["errors"] == 0 for h in hbs), hbs
+
+
+def test_ha_host_death_three_members(request, make_cluster, make_etcd):
+    """With 3 etcd members, one member killed: checkpoints and the lease go
+    on. Then kill -9 of the primary's ferryd and QEMU (host death): the
+    backup runs the VM within the lease TTL + 1 s."""
+    c, ec = halib.ha_cluster(make_cluster, make_etcd, request=request, etcd_members=3)
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    pid = c.start_vm("host-a", "vm1")["pid"]
+    c.wait_heartbeats("host-a", "vm1", n=1)
+    enable(c, "vm1", "host-a", "host-b")
+    n = halib.wait_checkpoints(c, "host-a", "vm1", 2)["last_checkpoint"]["seq"]
+    victim = (ec.leader() + 1) % 3  # a follower
+    ec.kill(victim)
+    st = halib.wait_checkpoints(c, "host-a", "vm1", n + 3)
+    assert st["health"] == "ok", st
+    # the lease outlived several TTLs' worth of renewals? at least one TTL
+    time.sleep(halib.LEASE_TTL_S)
+    st = halib.ha_status(c, "host-a", "vm1")
+    assert st["health"] == "ok" and c.vm_info("host-a", "vm1")["state"] == "running", st
+    before = c.heartbeats("host-a", "vm1")[-1]["seq"]
+    c.kill_host("host-a")
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    c.wait_vm_state("host-b", "vm1", "running", timeout=halib.LEASE_TTL_S + 10)
+    took = time.monotonic() - t0
+    print(f"host death: running on host-b {took:.2f} s after the kill "
+          f"(lease TTL {halib.LEASE_TTL_S} s)")
+    assert took < halib.LEASE_TTL_S + 1.5, took
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=60)
+    assert all(h["errors"] == 0 for h in hbs), hbs
+    assert hbs[0]["seq"] >= before - 3, (before, hbs[0])
