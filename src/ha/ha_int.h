@@ -22,7 +22,7 @@
 #include "ha.h"
 #include "etcd.h"
 #include "migrate.h"
-#include "wire.h"
+#include "ha_wire.h"
 
 #define HA_INTERVAL_S_DEFAULT 10
 #define HA_INTERVAL_S_MAX 3600

@@ -1,6 +1,6 @@
-/* wire.c - checkpoint record headers (wire.h). Pure: unit-tested and
+/* ha_wire.c - checkpoint record headers (ha_wire.h). Pure: unit-tested and
  * fuzzed. */
-#include "wire.h"
+#include "ha_wire.h"
 
 static void put16(uint8_t *p, uint16_t v)
 {

@@ -1,4 +1,4 @@
-/* wire.h - checkpoint HA's wire format and limits (docs/ha.md).
+/* ha_wire.h - checkpoint HA's wire format and limits (docs/ha.md).
  *
  * A checkpoint travels over one stream connection of the migration data
  * plane (TLS 1.3, host certificates, HELLO/ACK bound to the session key:
