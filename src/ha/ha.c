@@ -765,6 +765,13 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 		return ferr_set(err, FERR_CONFLICT,
 				"vm %s is protected already (or a standby)",
 				vm->def.name);
+	if (vm->def.disk[0])
+		/* a failover must never see the primary's later writes: until
+		 * checkpoints carry the disk (docs/ha.md), refuse */
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s has a disk, and checkpoints do not "
+				"carry disks yet: HA is refused",
+				vm->def.name);
 	if (vm->state != VM_RUNNING || vm->incoming)
 		return ferr_set(err, FERR_CONFLICT,
 				"vm %s is not running here", vm->def.name);

@@ -26,8 +26,19 @@ def test_ha_refused_without_etcd(make_cluster):
               check=False)
     assert r.returncode != 0
     assert "etcd" in r.stderr, r.stderr
+    # a bad interval is a usage error before anything is sent
+    r = c.cli("--host", "host-a", "ha", "enable", "vm1", "--backup", "host-b",
+              "--interval", "0s", check=False)
+    assert r.returncode == 2, r
+    assert r.returncode != 0
+    assert "etcd" in r.stderr, r.stderr
     code, body = c.api("host-a", "GET", "/v1/ha")
     assert code == 200 and body["ha"] == [] and body["etcd"] is False
+
+
+# the long scenarios run in `make check-ha`; `make check` runs the smoke
+full = pytest.mark.skipif(os.environ.get("FERRY_HA_FULL") != "1",
+                          reason="FERRY_HA_FULL=1 (make check-ha)")
 
 
 def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
@@ -78,6 +89,7 @@ def proc_state(pid):
         return None
 
 
+@full
 def test_ha_partition_fences_before_takeover(request, make_cluster, make_etcd):
     """The primary loses etcd (its traffic to etcd cut at a proxy): it
     freezes its VM before the backup starts it. A probe samples both sides
@@ -128,6 +140,7 @@ def test_ha_partition_fences_before_takeover(request, make_cluster, make_etcd):
     assert "ha.fenced" in acts and "ha.fenced_discard" in acts, acts
 
 
+@full
 def test_ha_backup_death_degrades(request, make_cluster, make_etcd):
     """The backup host dies (ferryd and the standby QEMU): the VM goes on
     on the primary; the status says degraded and an alarm is raised."""
@@ -155,6 +168,7 @@ def test_ha_backup_death_degrades(request, make_cluster, make_etcd):
     assert "degraded" in out, out
 
 
+@full
 def test_ha_tampered_checkpoint_refused(request, make_cluster, make_etcd):
     """A byte of a checkpoint flipped on the wire: the backup refuses the
     checkpoint (audited), keeps the previous one, and takes over from it."""
@@ -198,6 +212,7 @@ def test_ha_tampered_checkpoint_refused(request, make_cluster, make_etcd):
     assert all(h["errors"] == 0 for h in hbs), hbs
 
 
+@full
 def test_ha_host_death_three_members(request, make_cluster, make_etcd):
     """With 3 etcd members, one member killed: checkpoints and the lease go
     on. Then kill -9 of the primary's ferryd and QEMU (host death): the
