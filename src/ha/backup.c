@@ -247,6 +247,8 @@ static void on_taken_over(struct ha *h, void *arg)
 	struct vm *vm = vmm_find_uuid(h->deps.vmm, pv->uuid);
 	struct ferr err = { 0 };
 
+	pthread_join(pv->t_main, NULL); /* it posted this and ended */
+	pv->t_main_on = false;
 	if (!vm)
 		return;
 	vm_release(vm, "ha-standby");
@@ -298,7 +300,7 @@ static bool take_over(struct ha_pv *pv)
 		 json_pack("{s:s, s:s, s:I, s:I}", "uuid", pv->uuid, "from",
 			   pv->peer, "checkpoint", (json_int_t)pv->seq,
 			   "ms", (json_int_t)(now_ms() - t0)));
-	ha_post(h, on_taken_over, pv);
+	pv->took_over = true;
 	return true;
 }
 
@@ -324,6 +326,11 @@ void *ha_backup_main(void *arg)
 			break;
 		if (ha_wait(pv, HA_POLL_MS))
 			break;
+	}
+	if (pv->took_over) {
+		etcd_watch_stop(pv->watch);
+		pv->watch = NULL;
+		ha_post(h, on_taken_over, pv); /* joins this thread */
 	}
 	return NULL;
 }

@@ -665,6 +665,7 @@ void ha_annotate_vm(struct ha *h, const struct vm *vm, json_t *obj)
 struct enable {
 	struct ha *h;
 	struct ha_pv *pv;
+	bool reuse;         /* re-protect a VM that failed over to here */
 	ha_reply_fn fn;
 	void *ctx;
 	int rc;
@@ -675,14 +676,13 @@ static void enable_work(void *arg)
 {
 	struct enable *e = arg;
 
-	e->rc = ha_primary_setup(e->pv, &e->err);
+	e->rc = ha_primary_setup(e->pv, !e->reuse, &e->err);
 }
 
 static void enable_done(void *arg)
 {
 	struct enable *e = arg;
 	struct ha_pv *pv = e->pv;
-	struct ferr err = { 0 };
 
 	if (e->rc == 0 && atomic_load(&e->h->stopping))
 		e->rc = ferr_set(&e->err, FERR_UNAVAILABLE,
@@ -690,21 +690,37 @@ static void enable_done(void *arg)
 	if (e->rc == 0 && vmm_find_uuid(e->h->deps.vmm, pv->uuid) == NULL)
 		e->rc = ferr_set(&e->err, FERR_CONFLICT,
 				 "vm %s went away meanwhile", pv->name);
+	if (e->rc == 0 && !e->reuse) {
+		if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0)
+			e->rc = ferr_set(&e->err, FERR_INTERNAL,
+					 "cannot start HA threads");
+		else
+			pv->t_lease_on = true;
+	}
 	if (e->rc == 0) {
-		if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0 ||
-		    !(pv->t_lease_on = true) ||
-		    pthread_create(&pv->t_main, NULL, ha_primary_main, pv) != 0)
+		if (pthread_create(&pv->t_main, NULL, ha_primary_main, pv) != 0)
 			e->rc = ferr_set(&e->err, FERR_INTERNAL,
 					 "cannot start HA threads");
 		else
 			pv->t_main_on = true;
 	}
 	if (e->rc == 0) {
-		pv->next = e->h->pvs;
-		e->h->pvs = pv;
+		if (!e->reuse) {
+			pv->next = e->h->pvs;
+			e->h->pvs = pv;
+		}
+		ha_set_health(pv, HA_SYNCING, NULL);
 		log_info("ha: vm %s protected by %s every %llu s", pv->name,
 			 pv->peer, (unsigned long long)pv->interval_ms / 1000);
 		e->fn(e->ctx, 0, pv_json(pv), NULL);
+	} else if (e->reuse) {
+		if (pv->sess[0])
+			ha_peer_discard(pv); /* a blocking call, but rare */
+		pthread_mutex_lock(&pv->lock);
+		pv->peer[0] = '\0';
+		pv->sess[0] = '\0';
+		pthread_mutex_unlock(&pv->lock);
+		e->fn(e->ctx, -1, NULL, &e->err);
 	} else {
 		struct retire r = { .pv = pv, .release = true,
 				    .discard_peer = pv->sess[0] != 0 };
@@ -714,7 +730,6 @@ static void enable_done(void *arg)
 		ha_pv_free(pv);
 		e->fn(e->ctx, -1, NULL, &e->err);
 	}
-	(void)err;
 	free(e);
 }
 
@@ -731,6 +746,7 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 				 vm->def.nlabels };
 	struct enable *e;
 	struct ha_pv *pv;
+	bool reuse;
 
 	if (!h->etcd)
 		return ferr_set(err, FERR_UNAVAILABLE,
@@ -761,16 +777,13 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 	if (!strcmp(backup, h->cfg->host))
 		return ferr_set(err, FERR_INVALID,
 				"the backup must be another host");
-	if (find(h, vm->def.uuid))
+	pv = find(h, vm->def.uuid);
+	/* a VM that failed over to here runs unprotected: protect it again */
+	reuse = pv && pv->role == HA_PRIMARY && !pv->t_main_on &&
+		pv->t_lease_on && pv->health == HA_UNPROTECTED;
+	if (pv && !reuse)
 		return ferr_set(err, FERR_CONFLICT,
 				"vm %s is protected already (or a standby)",
-				vm->def.name);
-	if (vm->def.disk[0])
-		/* a failover must never see the primary's later writes: until
-		 * checkpoints carry the disk (docs/ha.md), refuse */
-		return ferr_set(err, FERR_CONFLICT,
-				"vm %s has a disk, and checkpoints do not "
-				"carry disks yet: HA is refused",
 				vm->def.name);
 	if (vm->state != VM_RUNNING || vm->incoming)
 		return ferr_set(err, FERR_CONFLICT,
@@ -781,25 +794,37 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 				"the policy does not allow %s as vm %s's "
 				"backup (%s: %s)",
 				backup, vm->def.name, d.rule, d.reason);
-	pv = ha_pv_new(h, HA_PRIMARY, &vm->def, err);
-	if (!pv)
-		return -1;
+	if (!reuse) {
+		pv = ha_pv_new(h, HA_PRIMARY, &vm->def, err);
+		if (!pv)
+			return -1;
+	}
+	pthread_mutex_lock(&pv->lock);
 	snprintf(pv->requester, sizeof(pv->requester), "%s", requester);
 	snprintf(pv->peer, sizeof(pv->peer), "%s", backup);
 	snprintf(pv->peer_addr, sizeof(pv->peer_addr), "%s", addr);
 	pv->peer_port = (uint16_t)port;
 	pv->interval_ms = interval * 1000;
 	pv->pid = vm->pid;
+	json_decref(pv->def_json);
 	pv->def_json = vmdef_to_json(&vm->def);
+	/* the figures are of this protection */
+	pv->seq = pv->last_bytes = pv->last_pages = 0;
+	pv->npauses = 0;
+	pv->checkpoints = pv->failures = 0;
+	pthread_mutex_unlock(&pv->lock);
 	e = calloc(1, sizeof(*e));
-	if (!e) {
-		ha_pv_free(pv);
-		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	}
-	*e = (struct enable){ .h = h, .pv = pv, .fn = fn, .ctx = ctx };
-	if (worker_submit(h->deps.pool, enable_work, enable_done, e, err) <
-	    0) {
-		ha_pv_free(pv);
+	if (e)
+		*e = (struct enable){ .h = h, .pv = pv, .reuse = reuse,
+				      .fn = fn, .ctx = ctx };
+	if (!e || worker_submit(h->deps.pool, enable_work, enable_done, e,
+				err) < 0) {
+		if (!e)
+			ferr_set(err, FERR_INTERNAL, "out of memory");
+		if (!reuse)
+			ha_pv_free(pv);
+		else
+			pv->peer[0] = '\0';
 		free(e);
 		return -1;
 	}

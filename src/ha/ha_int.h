@@ -90,6 +90,7 @@ struct ha_pv {
 	pthread_mutex_t apply_lock;
 	bool taken;                        /* apply_lock: took over */
 	atomic_int streams;                /* stream callbacks running */
+	bool took_over;                    /* backup thread: VM resumed here */
 	struct etcd_watch *watch;
 	/* the owner lease */
 	int64_t lease;
@@ -166,7 +167,9 @@ void *ha_lease_main(void *arg);
 
 /* primary.c */
 void *ha_primary_main(void *arg);
-int ha_primary_setup(struct ha_pv *pv, struct ferr *err);
+/* Worker: take the lease (unless it is held: re-protection after a
+ * failover), map the RAM, reserve the copies, pair with the backup. */
+int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err);
 
 /* backup.c */
 void ha_backup_stream(void *ctx, struct mig_stream *st);

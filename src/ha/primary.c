@@ -21,14 +21,16 @@ static uint8_t *anon(size_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-int ha_primary_setup(struct ha_pv *pv, struct ferr *err)
+int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err)
 {
-	if (ha_lease_take(pv, err) < 0)
+	if (take_lease && ha_lease_take(pv, err) < 0)
 		return -1;
-	if (ha_map_ram(pv, false, err) < 0)
+	if (!pv->ram && ha_map_ram(pv, false, err) < 0)
 		return -1;
-	pv->snap = anon(pv->ram_size);
-	pv->shadow = anon(pv->ram_size);
+	if (!pv->snap)
+		pv->snap = anon(pv->ram_size);
+	if (!pv->shadow)
+		pv->shadow = anon(pv->ram_size);
 	if (!pv->snap || !pv->shadow)
 		return ferr_set(err, FERR_INTERNAL,
 				"cannot reserve %zu bytes for checkpoints",

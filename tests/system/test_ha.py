@@ -80,6 +80,7 @@ def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
     acts_a = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
     assert "ha.failover" in acts_b and "ha.standby" in acts_b, acts_b
     assert "ha.enable" in acts_a and "ha.released" in acts_a and "ha.moved" in acts_a, acts_a
+    reprotect_and_switch(c, "vm1", "host-b", "host-a")
 
 
 def proc_state(pid):
@@ -243,3 +244,21 @@ def test_ha_host_death_three_members(request, make_cluster, make_etcd):
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=60)
     assert all(h["errors"] == 0 for h in hbs), hbs
     assert hbs[0]["seq"] >= before - 3, (before, hbs[0])
+
+
+def reprotect_and_switch(c, vm, primary, backup):
+    """Protect the failed-over VM again from its new host, then switch it
+    back by a planned failover: it runs on `backup` with no error."""
+    enable(c, vm, primary, backup, interval="1s")
+    halib.wait_checkpoints(c, primary, vm, 2)
+    before = c.heartbeats(primary, vm)[-1]["seq"]
+    out = c.cli("--host", primary, "ha", "failover", vm).stdout
+    assert f"now runs on {backup}" in out, out
+    vm_b = c.wait_vm_state(backup, vm, "running", timeout=10)
+    assert not vm_b.get("hold"), vm_b
+    ferrylib.wait_until(lambda: vm not in halib.vm_names(c, primary), 20, 0.2,
+                        f"{primary} to drop {vm}")
+    hbs = c.wait_heartbeats(backup, vm, n=2, after_seq=0, timeout=60)
+    assert all(h["errors"] == 0 for h in hbs), hbs
+    # a planned switch pauses before its last checkpoint: nothing is lost
+    assert hbs[0]["seq"] >= before, (before, hbs[0])
