@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan guest demo check bench fuzz clean
+.PHONY: all deps build asan guest demo check check-ha bench bench-ha fuzz clean
 
 all: build
 
@@ -35,6 +35,16 @@ check: build asan guest
 # (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+
+# Checkpoint HA's long scenarios (partition, backup death, tampering, host
+# death with 3 etcd members); `make check` runs the smoke of test_ha.py.
+check-ha: build guest
+	FERRY_HA_FULL=1 /usr/bin/python3 -m pytest -q -ra tests/system/test_ha.py
+
+# Checkpoint-HA figures (docs/ha.md): overhead, pause, bytes, failover
+# time, split brain. BENCH_ARGS="--trials 5 --partitions 5" to shorten.
+bench-ha: build guest
+	/usr/bin/python3 bench/ha_bench.py $(BENCH_ARGS)
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.
