@@ -169,7 +169,7 @@ $FERRY --host host-a migrate history
 say "checkpoint HA: host-a keeps a checkpoint of 'demo' every 2 s"
 $FERRY --host host-b ha enable demo --backup host-a --interval 2s
 for _ in $(seq 60); do
-  $FERRY --host host-b --json ha status demo | grep -q '"seq": [2-9]' && break
+  $FERRY --host host-b --json ha status demo | grep -q '"seq":[2-9]' && break
   sleep 0.5
 done
 $FERRY --host host-b ha status demo
@@ -177,9 +177,9 @@ $FERRY --host host-a vm list
 
 say "kill -9 of the VM's QEMU on host-b: host-a runs it from the last checkpoint"
 last=$($FERRY --host host-b vm console demo | grep 'memload: hb' | tail -1)
-kill -9 "$($FERRY --host host-b --json vm info demo | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"
+kill -9 "$($FERRY --host host-b --json vm info demo | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')"
 for _ in $(seq 100); do
-  $FERRY --host host-a --json vm info demo 2>/dev/null | grep -q '"state": "running"' && break
+  $FERRY --host host-a --json vm info demo 2>/dev/null | grep -q '"state":"running"' && break
   sleep 0.1
 done
 for _ in $(seq 40); do
