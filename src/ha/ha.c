@@ -690,13 +690,6 @@ static void enable_done(void *arg)
 	if (e->rc == 0 && vmm_find_uuid(e->h->deps.vmm, pv->uuid) == NULL)
 		e->rc = ferr_set(&e->err, FERR_CONFLICT,
 				 "vm %s went away meanwhile", pv->name);
-	if (e->rc == 0 && !e->reuse) {
-		if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0)
-			e->rc = ferr_set(&e->err, FERR_INTERNAL,
-					 "cannot start HA threads");
-		else
-			pv->t_lease_on = true;
-	}
 	if (e->rc == 0) {
 		if (pthread_create(&pv->t_main, NULL, ha_primary_main, pv) != 0)
 			e->rc = ferr_set(&e->err, FERR_INTERNAL,

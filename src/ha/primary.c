@@ -23,8 +23,16 @@ static uint8_t *anon(size_t len)
 
 int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err)
 {
-	if (take_lease && ha_lease_take(pv, err) < 0)
-		return -1;
+	if (take_lease) {
+		if (ha_lease_take(pv, err) < 0)
+			return -1;
+		/* renew from now on: the rest of the set-up may take longer
+		 * than the lease lives */
+		if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0)
+			return ferr_set(err, FERR_INTERNAL,
+					"cannot start the lease thread");
+		pv->t_lease_on = true;
+	}
 	if (!pv->ram && ha_map_ram(pv, false, err) < 0)
 		return -1;
 	if (!pv->snap)
