@@ -118,9 +118,10 @@ int ha_map_ram(struct ha_pv *pv, bool writable, struct ferr *err)
 				pv->ram_path);
 	}
 	pv->ram_size = (size_t)st.st_size;
+	/* populated now: a page fault per page would land in the pause */
 	pv->ram = mmap(NULL, pv->ram_size,
-		       PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd,
-		       0);
+		       PROT_READ | (writable ? PROT_WRITE : 0),
+		       MAP_SHARED | MAP_POPULATE, fd, 0);
 	close(fd);
 	if (pv->ram == MAP_FAILED) {
 		pv->ram = NULL;

@@ -262,3 +262,22 @@ def reprotect_and_switch(c, vm, primary, backup):
     assert all(h["errors"] == 0 for h in hbs), hbs
     # a planned switch pauses before its last checkpoint: nothing is lost
     assert hbs[0]["seq"] >= before, (before, hbs[0])
+
+
+@full
+def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
+    """ha disable discards the standby on the backup and frees the owner
+    key; the VM runs on, and can be protected again."""
+    c, ec = halib.ha_cluster(make_cluster, make_etcd, request=request)
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    c.start_vm("host-a", "vm1")
+    c.wait_heartbeats("host-a", "vm1", n=1)
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    c.cli("--host", "host-a", "ha", "disable", "vm1")
+    ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
+                        "the standby to go")
+    assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
+    assert c.vm_info("host-a", "vm1")["state"] == "running"
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 1)
