@@ -490,6 +490,15 @@ static void on_vm_exit(struct vm *vm, void *arg)
 
 	if (!pv)
 		return;
+	if (pv->role == HA_PRIMARY && vm->state == VM_STOPPING) {
+		/* stopped on purpose (API or guest poweroff): no failover */
+		ha_audit(h, "-", "ha.stopped", pv->name, "ok",
+			 json_pack("{s:s}", "uuid", pv->uuid));
+		if (retire(h, pv, true, pv->peer[0] != 0, NULL, NULL, &err) <
+		    0)
+			log_error("ha: %s", err.msg);
+		return;
+	}
 	if (pv->role == HA_PRIMARY) {
 		/* the lease thread releases the owner key at once, so the
 		 * backup takes over without waiting for the TTL */
@@ -643,6 +652,11 @@ json_t *ha_status(struct ha *h, const char *vm_name, struct ferr *err)
 		return one;
 	}
 	return json_pack("{s:o, s:b}", "ha", arr, "etcd", h->etcd != NULL);
+}
+
+bool ha_knows(struct ha *h, const struct vm *vm)
+{
+	return find(h, vm->def.uuid) != NULL;
 }
 
 void ha_annotate_vm(struct ha *h, const struct vm *vm, json_t *obj)

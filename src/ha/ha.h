@@ -90,6 +90,10 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 int ha_standby_discard(struct ha *h, const char *uuid, const char *peer,
 		       json_t **reply, struct ferr *err);
 
+/* Does HA protect vm here (primary) or keep its standby? A protected VM
+ * must not be migrated: its QEMU's exit would start the backup. */
+bool ha_knows(struct ha *h, const struct vm *vm);
+
 /* Add {"ha": role/health} to a VM object when HA knows the VM. */
 void ha_annotate_vm(struct ha *h, const struct vm *vm, json_t *obj);
 

@@ -274,6 +274,9 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     c.wait_heartbeats("host-a", "vm1", n=1)
     enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    # a protected VM is not migrated (its QEMU's exit would start the backup)
+    r = c.cli("--host", "host-a", "migrate", "vm1", "--to", "host-b", check=False)
+    assert r.returncode != 0 and "protected by HA" in r.stderr, r.stderr
     c.cli("--host", "host-a", "ha", "disable", "vm1")
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
                         "the standby to go")
@@ -281,3 +284,10 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     assert c.vm_info("host-a", "vm1")["state"] == "running"
     enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 1)
+    # stopping the VM on purpose ends protection; it does not fail over
+    c.stop_vm("host-a", "vm1", force=True)
+    ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
+                        "the standby to go after the stop")
+    assert c.vm_info("host-a", "vm1")["state"] == "shutoff"
+    acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
+    assert "ha.stopped" in acts and "ha.released" not in acts, acts
