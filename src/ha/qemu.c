@@ -186,6 +186,35 @@ again:
 	}
 }
 
+struct half {
+	uint8_t *dst;
+	const uint8_t *src;
+	size_t len;
+};
+
+static void *copy_half(void *arg)
+{
+	struct half *c = arg;
+
+	memcpy(c->dst, c->src, c->len);
+	return NULL;
+}
+
+/* Copy the RAM on two threads: the vCPUs are stopped, the copy is memory
+ * bound, and a second core shortens the pause. */
+static void copy_ram(struct ha_pv *pv)
+{
+	size_t half = (pv->ram_size / 2) & ~(size_t)(HA_PAGE_SIZE - 1);
+	struct half second = { pv->snap + half, pv->ram + half,
+			       pv->ram_size - half };
+	pthread_t t;
+	bool two = pthread_create(&t, NULL, copy_half, &second) == 0;
+
+	memcpy(pv->snap, pv->ram, two ? half : pv->ram_size);
+	if (two)
+		pthread_join(t, NULL);
+}
+
 int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
 {
 	struct ha_pause *p = ctx;
@@ -201,7 +230,7 @@ int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
 	if (cmd(q, "stop", NULL, err) < 0)
 		goto out;
 	/* RAM and devices from the same instant: the vCPUs are stopped */
-	memcpy(pv->snap, pv->ram, pv->ram_size);
+	copy_ram(pv);
 	deadline = now_ms() + HA_DEVSTATE_TIMEOUT_MS;
 	if (ignore_shared(q, true, err) < 0 ||
 	    cmd(q, "migrate",
