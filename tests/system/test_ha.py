@@ -30,8 +30,6 @@ def test_ha_refused_without_etcd(make_cluster):
     r = c.cli("--host", "host-a", "ha", "enable", "vm1", "--backup", "host-b",
               "--interval", "0s", check=False)
     assert r.returncode == 2, r
-    assert r.returncode != 0
-    assert "etcd" in r.stderr, r.stderr
     code, body = c.api("host-a", "GET", "/v1/ha")
     assert code == 200 and body["ha"] == [] and body["etcd"] is False
 
@@ -254,8 +252,9 @@ def reprotect_and_switch(c, vm, primary, backup):
     before = c.heartbeats(primary, vm)[-1]["seq"]
     out = c.cli("--host", primary, "ha", "failover", vm).stdout
     assert f"now runs on {backup}" in out, out
-    vm_b = c.wait_vm_state(backup, vm, "running", timeout=10)
-    assert not vm_b.get("hold"), vm_b
+    c.wait_vm_state(backup, vm, "running", timeout=10)
+    ferrylib.wait_until(lambda: not c.vm_info(backup, vm).get("hold"), 10, 0.1,
+                        f"{vm} on {backup} to be its own")
     ferrylib.wait_until(lambda: vm not in halib.vm_names(c, primary), 20, 0.2,
                         f"{primary} to drop {vm}")
     hbs = c.wait_heartbeats(backup, vm, n=2, after_seq=0, timeout=60)
