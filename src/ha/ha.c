@@ -552,6 +552,35 @@ fail:
 	return -1;
 }
 
+/* ferryd stops while it protects pv's VM, which keeps running: nobody
+ * would renew the lease, and the backup would start the VM after the TTL.
+ * End the protection in order — the standby first, then the lease — or,
+ * when the backup cannot be told, freeze the VM so it never runs twice. */
+static void shutdown_primary(struct ha *h, struct ha_pv *pv)
+{
+	struct ferr err;
+
+	if (pv->health == HA_FENCED)
+		return; /* frozen, and its lease may be gone: stays so */
+	if (pv->peer[0] && ha_peer_discard(pv) < 0) {
+		kill(pv->pid, SIGSTOP);
+		log_warn("ha: vm %s: ferryd stops and backup %s cannot be told: "
+			 "VM frozen",
+			 pv->name, pv->peer);
+		ha_audit(h, "-", "ha.fenced", pv->name, "ok",
+			 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason",
+				   "ferryd stopping; backup unreachable"));
+		return;
+	}
+	if (pv->lease && etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0)
+		log_warn("ha: vm %s: revoking the lease: %s", pv->name,
+			 err.msg);
+	log_info("ha: vm %s: protection ended: ferryd stops", pv->name);
+	ha_audit(h, "-", "ha.disable", pv->name, "ok",
+		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason",
+			   "ferryd stopping"));
+}
+
 void ha_stop(struct ha *h)
 {
 	if (!h)
@@ -564,6 +593,8 @@ void ha_stop(struct ha *h)
 
 		h->pvs = pv->next;
 		retire_work(&r);
+		if (pv->role == HA_PRIMARY)
+			shutdown_primary(h, pv);
 		ha_pv_free(pv);
 	}
 }

@@ -188,6 +188,8 @@ int ha_qmp_cont(struct qmp *q, void *ctx, struct ferr *err);
 
 /* peer.c: calls to the peer's API (blocking; threads). */
 int ha_peer_prepare(struct ha_pv *pv, struct ferr *err);
-void ha_peer_discard(struct ha_pv *pv);
+/* Discard the backup's standby; 0 when it is gone (or was never
+ * there). */
+int ha_peer_discard(struct ha_pv *pv);
 
 #endif

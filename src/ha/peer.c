@@ -81,7 +81,7 @@ out:
 	return rc;
 }
 
-void ha_peer_discard(struct ha_pv *pv)
+int ha_peer_discard(struct ha_pv *pv)
 {
 	struct httpc_peer p;
 	json_t *reply = NULL;
@@ -91,8 +91,13 @@ void ha_peer_discard(struct ha_pv *pv)
 	peer_of(pv, &p);
 	snprintf(path, sizeof(path), "/v1/standby/%s", pv->uuid);
 	if (httpc_call(pv->h->client_ctx, &p, HA_PEER_TIMEOUT_S, "DELETE",
-		       path, NULL, &reply, &err) < 0)
+		       path, NULL, &reply, &err) < 0 &&
+	    err.code != FERR_NOT_FOUND) {
 		log_warn("ha: vm %s: discarding the standby on %s: %s",
 			 pv->name, pv->peer, err.msg);
+		json_decref(reply);
+		return -1;
+	}
 	json_decref(reply);
+	return 0;
 }

@@ -283,6 +283,18 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     assert c.vm_info("host-a", "vm1")["state"] == "running"
     enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 1)
+    # ferryd stopping ends protection in order (standby, then lease): the
+    # VM runs on, alone
+    pid = c.vm_info("host-a", "vm1")["pid"]
+    c.stop_host("host-a")
+    assert "vm1" not in halib.vm_names(c, "host-b")
+    time.sleep(halib.LEASE_TTL_S + 1)
+    assert proc_state(pid) not in (None, "T"), proc_state(pid)
+    assert "vm1" not in halib.vm_names(c, "host-b")
+    c.start_host("host-a")
+    assert c.vm_info("host-a", "vm1")["state"] == "running"
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 1)
     # stopping the VM on purpose ends protection; it does not fail over
     c.stop_vm("host-a", "vm1", force=True)
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
