@@ -23,8 +23,9 @@ CACHE=$OUT/cache
 META_PKG=linux-image-cloud-amd64
 BUSYBOX=/bin/busybox
 # Kernel config symbol -> module name needed for the ACPI power button to
-# reach busybox acpid (the button driver and the evdev interface).
-NEEDED_DRIVERS="CONFIG_ACPI_BUTTON:button CONFIG_INPUT_EVDEV:evdev"
+# reach busybox acpid (the button driver and the evdev interface), and for
+# memload's disk mode (virtio-blk).
+NEEDED_DRIVERS="CONFIG_ACPI_BUTTON:button CONFIG_INPUT_EVDEV:evdev CONFIG_VIRTIO_PCI:virtio_pci CONFIG_VIRTIO_BLK:virtio_blk"
 
 # ---- kernel -----------------------------------------------------------------
 
@@ -85,8 +86,10 @@ fi
 
 MEMLOAD_SRC=$HERE/memload/memload.c
 MEMLOAD_HDR=$HERE/memload/pattern.h
+MEMLOAD_DISK=$HERE/memload/disk.h
 if [ ! -f "$OUT/memload" ] || [ "$MEMLOAD_SRC" -nt "$OUT/memload" ] ||
-	[ "$MEMLOAD_HDR" -nt "$OUT/memload" ]; then
+	[ "$MEMLOAD_HDR" -nt "$OUT/memload" ] ||
+	[ "$MEMLOAD_DISK" -nt "$OUT/memload" ]; then
 	log "compiling memload"
 	gcc -std=gnu11 -static -O2 -Wall -Wextra -Werror -s \
 		-o "$OUT/memload.tmp" "$MEMLOAD_SRC"

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "disk.h"
 #include "pattern.h"
 
 /* ---- named constants ---------------------------------------------------- */
@@ -79,6 +80,7 @@ struct config {
 	uint64_t seed;
 	uint64_t duty; /* percent of each tick that may be busy */
 	char secret[SECRET_MAX_LEN + 1]; /* empty: no secret */
+	char disk[DISK_PATH_MAX]; /* empty: no disk mode (disk.h) */
 };
 
 /* Running state: the memory under test and counters. */
@@ -96,6 +98,7 @@ struct state {
 	uint64_t errors;
 	uint64_t passes;
 	uint64_t corrupt_lines_left; /* remaining budget this second */
+	struct disk disk; /* disk mode (disk.h); fd -1 when off */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -359,9 +362,17 @@ static int parse_param(struct errmsg *err, const char *tok, struct config *cfg)
 		return parse_u64(err, key, val, MIN_DUTY, MAX_DUTY, &cfg->duty);
 	if (strcmp(key, "secret") == 0)
 		return parse_secret(err, val, cfg);
+	if (strcmp(key, "disk") == 0) {
+		if (strncmp(val, "/dev/", 5) != 0 ||
+		    strlen(val) >= sizeof(cfg->disk))
+			return set_error(err, "memload.disk must be a /dev/ "
+					      "path");
+		snprintf(cfg->disk, sizeof(cfg->disk), "%s", val);
+		return 0;
+	}
 	return set_error(err,
 			 "unknown parameter '%s%s' (known: mib rate seed "
-			 "secret duty)",
+			 "secret duty disk)",
 			 KEY_PREFIX, key);
 }
 
@@ -692,6 +703,23 @@ static uint64_t dirty_target(uint64_t rate, uint64_t elapsed_ns)
 static int heartbeat(struct errmsg *err, struct state *st, uint64_t seq)
 {
 	st->corrupt_lines_left = CORRUPT_LINES_PER_SEC;
+	if (st->disk.fd >= 0) {
+		uint64_t got = 0;
+		int rc = disk_check(&st->disk, &got);
+
+		if (rc != 0) {
+			st->errors++;
+			if (emit(err,
+				 "DISK MISMATCH disk=%" PRIu64
+				 " memory=%" PRIu64 "%s",
+				 got, st->disk.written,
+				 rc < 0 ? " (read failed)" : "") != 0)
+				return -1;
+		}
+		if (disk_write(&st->disk, seq) != 0)
+			return set_error(err, "writing %s: %s", "the disk",
+					 strerror(errno));
+	}
 	return emit(err,
 		    "hb seq=%" PRIu64 " verified=%" PRIu64 " dirtied=%" PRIu64
 		    " errors=%" PRIu64 " passes=%" PRIu64,
@@ -784,6 +812,11 @@ int main(int argc, char **argv)
 		goto out;
 	if (cfg.secret[0] != '\0' && place_secret(&err, &cfg, &st) != 0)
 		goto out;
+	st.disk.fd = -1;
+	if (cfg.disk[0] != '\0' && disk_open(&st.disk, cfg.disk) != 0) {
+		set_error(&err, "disk mode: %s: %s", cfg.disk, strerror(errno));
+		goto out;
+	}
 	if (cfg.rate_max)
 		snprintf(rate_text, sizeof(rate_text), "max");
 	else
