@@ -46,12 +46,20 @@ static void refuse(struct ha_pv *pv, const char *why)
 			   "kept_seq", (json_int_t)pv->seq));
 }
 
-/* Apply the staged pages and device state as the complete checkpoint
- * seq (apply_lock held). */
-static void apply_locked(struct ha_pv *pv, uint64_t seq, uint8_t **dev,
-			 size_t dev_len, uint64_t pages)
+/* Apply the staged disk, pages and device state as the complete
+ * checkpoint seq (apply_lock held). A disk that cannot be written leaves
+ * the copy between two checkpoints: the standby is then unusable. */
+static int apply_locked(struct ha_pv *pv, uint64_t seq, uint8_t **dev,
+			size_t dev_len, uint64_t pages, struct ferr *err)
 {
 	size_t npages = pv->ram_size / HA_PAGE_SIZE;
+
+	if (pv->disk_size && ha_disk_apply(pv, err) < 0) {
+		free(pv->dev_ok);
+		pv->dev_ok = NULL; /* nothing consistent to resume from */
+		pv->dev_ok_len = 0;
+		return -1;
+	}
 
 	for (size_t i = 0; i < npages; i++)
 		if (pv->stage_bits[i / 8] & (1u << (i % 8)))
@@ -68,6 +76,7 @@ static void apply_locked(struct ha_pv *pv, uint64_t seq, uint8_t **dev,
 	pv->last_pages = pages;
 	pv->checkpoints++;
 	pthread_mutex_unlock(&pv->lock);
+	return 0;
 }
 
 static int send_rec(struct mig_stream *st, uint16_t type, uint64_t seq,
@@ -91,7 +100,7 @@ void ha_backup_stream(void *ctx, struct mig_stream *st)
 	struct ha_pv *pv = ctx;
 	size_t npages = pv->ram_size / HA_PAGE_SIZE;
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	uint8_t *dev = NULL;
+	uint8_t *dev = NULL, *dbuf = NULL;
 	size_t dev_len = 0;
 	uint64_t seq = 0, pages = 0, bytes = 0;
 	char why[FERRY_ERR_MSG_MAX] = "";
@@ -135,6 +144,7 @@ void ha_backup_stream(void *ctx, struct mig_stream *st)
 			pages = 0;
 			bytes = 0;
 			memset(pv->stage_bits, 0, (npages + 7) / 8);
+			ha_disk_stage_reset(pv);
 			free(dev);
 			dev = NULL;
 			if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
@@ -172,6 +182,23 @@ void ha_backup_stream(void *ctx, struct mig_stream *st)
 			for (uint64_t i = r.arg; i < r.arg + n; i++)
 				pv->stage_bits[i / 8] |= (uint8_t)(1u << (i % 8));
 			pages += n;
+		} else if (r.type == HA_REC_DISK) {
+			if (!dbuf)
+				dbuf = malloc(HA_DISK_CHUNK);
+			if (!dbuf ||
+			    mig_stream_read(st, dbuf, r.len, &err) < 0) {
+				snprintf(why, sizeof(why),
+					 "checkpoint %llu torn: %s",
+					 (unsigned long long)seq,
+					 dbuf ? err.msg : "out of memory");
+				break;
+			}
+			EVP_DigestUpdate(md, hdr, sizeof(hdr));
+			EVP_DigestUpdate(md, dbuf, r.len);
+			if (ha_disk_stage(pv, r.arg, dbuf, r.len, &err) < 0) {
+				snprintf(why, sizeof(why), "%s", err.msg);
+				break;
+			}
 		} else if (r.type == HA_REC_DEVICE) {
 			free(dev);
 			dev = malloc(r.len);
@@ -212,7 +239,16 @@ void ha_backup_stream(void *ctx, struct mig_stream *st)
 				pthread_mutex_unlock(&pv->apply_lock);
 				break;
 			}
-			apply_locked(pv, seq, &dev, dev_len, pages);
+			if (apply_locked(pv, seq, &dev, dev_len, pages,
+					 &err) < 0) {
+				pthread_mutex_unlock(&pv->apply_lock);
+				snprintf(why, sizeof(why),
+					 "checkpoint %llu: %s; the standby is "
+					 "unusable",
+					 (unsigned long long)seq, err.msg);
+				send_ack(st, seq, false);
+				break;
+			}
 			pthread_mutex_unlock(&pv->apply_lock);
 			(void)bytes;
 			if (send_ack(st, seq, true) < 0)
@@ -224,6 +260,7 @@ void ha_backup_stream(void *ctx, struct mig_stream *st)
 		refuse(pv, why);
 out:
 	free(dev);
+	free(dbuf);
 	EVP_MD_CTX_free(md);
 	atomic_fetch_sub(&pv->streams, 1);
 }

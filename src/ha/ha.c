@@ -60,12 +60,21 @@ struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
 	pthread_mutex_init(&pv->apply_lock, NULL);
 	pthread_cond_init(&pv->cond, NULL);
 	pv->health = role == HA_BACKUP ? HA_STANDBY : HA_SYNCING;
+	pv->disk_fd = pv->stage_fd = -1;
 	pv->interval_ms = HA_INTERVAL_S_DEFAULT * 1000ULL;
 	if (fmt_checked(pv->run_sock, sizeof(pv->run_sock), err, "path",
 			"%s/run/%s.ha", h->cfg->state_dir, def->uuid) < 0 ||
 	    (h->cfg->ram_dir[0] &&
-	     fmt_checked(pv->ram_path, sizeof(pv->ram_path), err, "path",
-			 "%s/%s.ram", h->cfg->ram_dir, def->uuid) < 0)) {
+	     (fmt_checked(pv->ram_path, sizeof(pv->ram_path), err, "path",
+			  "%s/%s.ram", h->cfg->ram_dir, def->uuid) < 0 ||
+	      fmt_checked(pv->disk_target, sizeof(pv->disk_target), err,
+			  "path", "%s/%s.ckpt-disk", h->cfg->ram_dir,
+			  def->uuid) < 0 ||
+	      fmt_checked(pv->disk_stage, sizeof(pv->disk_stage), err, "path",
+			  "%s/%s.stage-disk", h->cfg->ram_dir, def->uuid) < 0)) ||
+	    (def->disk[0] &&
+	     fmt_checked(pv->disk_path, sizeof(pv->disk_path), err, "path",
+			 "%s/%s", h->cfg->shared_dir, def->disk) < 0)) {
 		ha_pv_free(pv);
 		return NULL;
 	}
@@ -89,6 +98,16 @@ void ha_pv_free(struct ha_pv *pv)
 	unmap(&pv->shadow, pv->ram_size);
 	unmap(&pv->stage, pv->ram_size);
 	free(pv->stage_bits);
+	if (pv->disk_fd >= 0)
+		close(pv->disk_fd);
+	if (pv->stage_fd >= 0)
+		close(pv->stage_fd);
+	if (pv->ram_path[0]) {
+		unlink(pv->disk_target);
+		unlink(pv->disk_stage);
+	}
+	if (pv->role == HA_BACKUP && !pv->taken && pv->disk_fd >= 0)
+		unlink(pv->disk_path); /* a standby's copy, never used */
 	free(pv->dev);
 	free(pv->dev_ok);
 	json_decref(pv->def_json);
@@ -827,6 +846,12 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 	if (vm->state != VM_RUNNING || vm->incoming)
 		return ferr_set(err, FERR_CONFLICT,
 				"vm %s is not running here", vm->def.name);
+	if (vm->def.disk[0] && vm->def.disk_format != DISK_RAW)
+		/* the backup's copy is kept raw (docs/ha.md) */
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s has a qcow2 disk: HA protects raw "
+				"disks only",
+				vm->def.name);
 	policy_check_out(*h->deps.policy, requester, &pvm, backup, &d);
 	if (!d.allow)
 		return ferr_set(err, FERR_FORBIDDEN,

@@ -82,6 +82,17 @@ struct ha_pv {
 	char data_addr[64];
 	uint16_t data_port;
 	bool fresh_backup;                 /* next checkpoint sends all */
+	/* the disk (raw images only): primary's per-checkpoint target and
+	 * dirty bitmap; backup's own copy and staging file */
+	uint64_t disk_size;                /* 0: no disk */
+	char disk_path[FERRY_PATH_MAX];    /* the VM's disk here (backup: its
+					      own copy) */
+	char disk_target[FERRY_PATH_MAX];  /* primary: a checkpoint's target */
+	char disk_stage[FERRY_PATH_MAX];   /* backup: staged DISK records */
+	char disk_bitmap[32];              /* primary: tracking since last */
+	unsigned disk_gen;
+	bool disk_fresh;                   /* primary: next sends the disk */
+	int disk_fd, stage_fd;             /* backup: copy, staging */
 	/* backup: staging and the last complete checkpoint */
 	uint8_t *stage;
 	uint8_t *stage_bits;
@@ -185,6 +196,31 @@ struct ha_pause {
 int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err);
 int ha_qmp_load(struct qmp *q, void *ctx, struct ferr *err);
 int ha_qmp_cont(struct qmp *q, void *ctx, struct ferr *err);
+
+/* disk.c: the disk's part of a checkpoint. */
+/* Primary, QMP sequence before stop: a fresh target for this checkpoint. */
+int ha_disk_prepare(struct qmp *q, struct ha_pv *pv, struct ferr *err);
+/* Primary, in the pause: a point-in-time copy of what changed since the
+ * last checkpoint (all of it when disk_fresh) into the target. */
+int ha_disk_snapshot(struct qmp *q, struct ha_pv *pv, uint64_t deadline,
+		     struct ferr *err);
+/* Primary, after: detach the target (errors ignored). */
+void ha_disk_release(struct qmp *q, struct ha_pv *pv);
+/* Primary, checkpoint thread: send the target's written extents as DISK
+ * records through put(), then remove it. */
+int ha_disk_send(struct ha_pv *pv,
+		 int (*put)(void *arg, uint64_t off, const void *data,
+			    uint32_t len, struct ferr *err),
+		 void *arg, struct ferr *err);
+/* Backup: the standby's own copy of the disk (new, zero) and staging. */
+int ha_disk_standby(struct ha_pv *pv, const char *shared_dir,
+		    const char *host, char *rel, size_t rel_len,
+		    struct ferr *err);
+/* Backup: stage one DISK record's payload / apply the staged records. */
+int ha_disk_stage(struct ha_pv *pv, uint64_t off, const void *data,
+		  uint32_t len, struct ferr *err);
+int ha_disk_apply(struct ha_pv *pv, struct ferr *err);
+void ha_disk_stage_reset(struct ha_pv *pv);
 
 /* peer.c: calls to the peer's API (blocking; threads). */
 int ha_peer_prepare(struct ha_pv *pv, struct ferr *err);

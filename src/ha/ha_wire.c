@@ -94,6 +94,11 @@ int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
 		     r->len / HA_PAGE_SIZE <= HA_PAGES_PER_REC &&
 		     r->arg < HA_RAM_MAX / HA_PAGE_SIZE;
 		break;
+	case HA_REC_DISK:
+		ok = r->len > 0 && r->len <= HA_DISK_CHUNK &&
+		     r->len % HA_SECTOR == 0 && r->arg % HA_SECTOR == 0 &&
+		     r->arg < HA_DISK_MAX && r->len <= HA_DISK_MAX - r->arg;
+		break;
 	case HA_REC_DEVICE:
 		ok = r->len > 0 && r->len <= HA_DEVSTATE_MAX;
 		break;

@@ -7,6 +7,8 @@
  *
  *   BEGIN   arg = the RAM size in bytes; no payload
  *   PAGES   arg = the first page's index; payload = len/HA_PAGE_SIZE pages
+ *   DISK    arg = byte offset in the disk; payload = the disk's bytes there
+ *           at the checkpoint's instant (only what changed since the last)
  *   DEVICE  payload = QEMU's device state (x-ignore-shared stream)
  *   COMMIT  arg = pages sent; payload = SHA-256 over every payload of the
  *           checkpoint, in order
@@ -47,6 +49,7 @@ enum ha_rec_type {
 	HA_REC_COMMIT = 4,
 	HA_REC_ACK = 5,
 	HA_REC_HELLO = 6,
+	HA_REC_DISK = 7,
 };
 
 #define HA_ACK_OK 0u
@@ -57,6 +60,9 @@ enum ha_rec_type {
 #define HA_DIGEST_LEN 32u                    /* SHA-256 */
 #define HA_DEVSTATE_MAX (64u * 1024 * 1024)  /* device state, bytes */
 #define HA_RAM_MAX (1ULL << 40)              /* guest RAM, bytes */
+#define HA_SECTOR 512u                       /* disk offsets and lengths */
+#define HA_DISK_CHUNK (1024u * 1024)         /* a DISK record's payload */
+#define HA_DISK_MAX (1ULL << 44)             /* disk size, bytes */
 _Static_assert(HA_PAGES_PER_REC * HA_PAGE_SIZE <= HA_DEVSTATE_MAX,
 	       "a record's payload fits the u32 length");
 
@@ -73,7 +79,8 @@ void ha_rec_encode(uint8_t out[HA_REC_LEN], const struct ha_rec *r);
 /* Decode a record header and check it: magic, version, a known type,
  * zero reserved bytes, seq >= 1 (HELLO: 0), and a payload length that fits
  * the type
- * (PAGES: 1..HA_PAGES_PER_REC whole pages; DEVICE: at most
+ * (PAGES: 1..HA_PAGES_PER_REC whole pages; DISK: 1..HA_DISK_CHUNK whole
+ * sectors at a sector-aligned offset below HA_DISK_MAX; DEVICE: at most
  * HA_DEVSTATE_MAX; COMMIT: HA_DIGEST_LEN; BEGIN and ACK: none). -1 with
  * FERR_INVALID naming the field. Pure. */
 int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,

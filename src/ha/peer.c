@@ -41,6 +41,9 @@ int ha_peer_prepare(struct ha_pv *pv, struct ferr *err)
 		return ferr_set(err, FERR_INTERNAL, "no VM definition");
 	body = json_pack("{s:o, s:s, s:I}", "vm", def, "requester",
 			 pv->requester, "ram_bytes", (json_int_t)pv->ram_size);
+	if (body && pv->disk_size)
+		json_object_set_new(body, "disk_bytes",
+				    json_integer((json_int_t)pv->disk_size));
 	peer_of(pv, &p);
 	if (httpc_call(h->client_ctx, &p, HA_PEER_TIMEOUT_S, "POST",
 		       "/v1/standby", body, &reply, err) < 0) {

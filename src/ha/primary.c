@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <openssl/evp.h>
 
@@ -35,6 +36,17 @@ int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err)
 	}
 	if (!pv->ram && ha_map_ram(pv, false, err) < 0)
 		return -1;
+	if (pv->disk_path[0]) {
+		struct stat st;
+
+		if (stat(pv->disk_path, &st) < 0 || st.st_size <= 0 ||
+		    st.st_size % HA_SECTOR != 0 ||
+		    (uint64_t)st.st_size > HA_DISK_MAX)
+			return ferr_set(err, FERR_CONFLICT,
+					"vm %s's disk %s is unusable for HA",
+					pv->name, pv->disk_path);
+		pv->disk_size = (uint64_t)st.st_size;
+	}
 	if (!pv->snap)
 		pv->snap = anon(pv->ram_size);
 	if (!pv->shadow)
@@ -47,7 +59,7 @@ int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err)
 	memset(pv->snap, 0, pv->ram_size);
 	if (ha_peer_prepare(pv, err) < 0)
 		return -1;
-	pv->fresh_backup = true;
+	pv->fresh_backup = pv->disk_fresh = true;
 	return 0;
 }
 
@@ -68,6 +80,22 @@ static int put_rec(struct mig_stream *st, EVP_MD_CTX *md, uint16_t type,
 		return -1;
 	*bytes += sizeof(hdr) + len;
 	return 0;
+}
+
+struct disk_put {
+	struct mig_stream *st;
+	EVP_MD_CTX *md;
+	uint64_t seq;
+	uint64_t *bytes;
+};
+
+static int put_disk(void *arg, uint64_t off, const void *data, uint32_t len,
+		    struct ferr *err)
+{
+	struct disk_put *d = arg;
+
+	return put_rec(d->st, d->md, HA_REC_DISK, d->seq, off, data, len,
+		       d->bytes, err);
 }
 
 /* Send checkpoint seq: the pages of snap that differ from shadow (all of
@@ -113,6 +141,12 @@ static int send_checkpoint(struct ha_pv *pv, struct mig_stream *st,
 			run = 0;
 		}
 	}
+	if (pv->disk_size) {
+		struct disk_put d = { st, md, seq, bytes };
+
+		if (ha_disk_send(pv, put_disk, &d, err) < 0)
+			goto out;
+	}
 	if (put_rec(st, md, HA_REC_DEVICE, seq, 0, pv->dev,
 		    (uint32_t)pv->dev_len, bytes, err) < 0 ||
 	    EVP_DigestFinal_ex(md, digest, &dlen) != 1 ||
@@ -150,7 +184,7 @@ static int hello(struct ha_pv *pv, struct mig_stream *st, uint64_t *seq,
 	if (r.type != HA_REC_HELLO)
 		return ferr_set(err, FERR_IO, "the backup did not say hello");
 	if (r.arg != *seq) {
-		pv->fresh_backup = true;
+		pv->fresh_backup = pv->disk_fresh = true;
 		if (r.arg > *seq)
 			*seq = r.arg;
 	}
@@ -163,7 +197,7 @@ static int repair(struct ha_pv *pv, struct ferr *err)
 	ha_peer_discard(pv);
 	if (ha_peer_prepare(pv, err) < 0)
 		return -1;
-	pv->fresh_backup = true;
+	pv->fresh_backup = pv->disk_fresh = true;
 	return 0;
 }
 
@@ -285,6 +319,7 @@ void *ha_primary_main(void *arg)
 			pthread_mutex_lock(&pv->lock);
 			pv->failures++;
 			pthread_mutex_unlock(&pv->lock);
+			pv->disk_fresh = true;
 			log_warn("ha: vm %s: checkpoint: %s", pv->name,
 				 err.msg);
 			if (planned) {
@@ -307,6 +342,7 @@ void *ha_primary_main(void *arg)
 			pthread_mutex_unlock(&pv->lock);
 			mig_stream_close(st, false);
 			st = NULL;
+			pv->disk_fresh = true; /* the delta is lost */
 			if (planned) {
 				struct ferr e2;
 
@@ -327,7 +363,7 @@ void *ha_primary_main(void *arg)
 			pv->shadow = pv->snap;
 			pv->snap = t;
 		}
-		pv->fresh_backup = false;
+		pv->fresh_backup = pv->disk_fresh = false;
 		seq++;
 		record(pv, seq, bytes, pages, p.pause_ms);
 		ha_set_health(pv, HA_OK, NULL);

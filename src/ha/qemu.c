@@ -226,13 +226,17 @@ int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
 	lfd = unix_sock(pv->run_sock, true, err);
 	if (lfd < 0)
 		return -1;
+	if (pv->disk_size && ha_disk_prepare(q, pv, err) < 0)
+		goto out;
 	t0 = mono_us();
 	if (cmd(q, "stop", NULL, err) < 0)
 		goto out;
-	/* RAM and devices from the same instant: the vCPUs are stopped */
+	/* RAM, disk and devices from the same instant: the vCPUs are
+	 * stopped, and stop drained the disk's requests in flight */
 	copy_ram(pv);
 	deadline = now_ms() + HA_DEVSTATE_TIMEOUT_MS;
-	if (ignore_shared(q, true, err) < 0 ||
+	if ((pv->disk_size && ha_disk_snapshot(q, pv, deadline, err) < 0) ||
+	    ignore_shared(q, true, err) < 0 ||
 	    cmd(q, "migrate",
 		json_pack("{s:s+}", "uri", "unix:", pv->run_sock), err) < 0 ||
 	    read_devstate(pv, lfd, deadline, err) < 0 ||
@@ -258,6 +262,8 @@ resume:
 	}
 	p->pause_ms = (double)(mono_us() - t0) / 1000.0;
 out:
+	if (pv->disk_size)
+		ha_disk_release(q, pv);
 	close(lfd);
 	unlink(pv->run_sock);
 	return rc;

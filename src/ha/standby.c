@@ -115,10 +115,10 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 		       ha_reply_fn fn, void *ctx, struct ferr *err)
 {
 	static const char *const fields[] = { "vm", "requester", "ram_bytes",
-					      NULL };
+					      "disk_bytes", NULL };
 	static const char *const extra[] = { "-incoming", "defer", NULL };
 	const char *requester = NULL;
-	uint64_t ram = 0;
+	uint64_t ram = 0, disk = 0;
 	struct vm_def def;
 	struct policy_decision d;
 	struct policy_vm pvm;
@@ -133,7 +133,9 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 	    json_get_string(body, "requester", "request body", FERRY_NAME_MAX,
 			    &requester, err) < 0 ||
 	    json_get_u64(body, "ram_bytes", "request body", HA_PAGE_SIZE,
-			 HA_RAM_MAX, &ram, err) < 0)
+			 HA_RAM_MAX, &ram, err) < 0 ||
+	    json_get_u64(body, "disk_bytes", "request body", HA_SECTOR,
+			 HA_DISK_MAX, &disk, err) < 0)
 		return -1;
 	if (!requester || !json_is_object(json_object_get(body, "vm")) ||
 	    ram % HA_PAGE_SIZE)
@@ -142,6 +144,11 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 				"are required");
 	if (vmdef_from_json(json_object_get(body, "vm"), &def, err) < 0)
 		return ferr_wrap(err, "request body: vm");
+	if (!!def.disk[0] != !!disk || disk % HA_SECTOR ||
+	    (def.disk[0] && def.disk_format != DISK_RAW))
+		return ferr_set(err, FERR_INVALID,
+				"request body: a raw disk needs disk_bytes, "
+				"and only then");
 	pvm = (struct policy_vm){ def.name, def.labels, def.nlabels };
 	policy_check_in(*h->deps.policy, requester, &pvm, peer, &d);
 	if (!d.allow)
@@ -149,8 +156,7 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 				"the policy does not let %s keep vm %s's "
 				"backup here (%s: %s)",
 				peer, def.name, d.rule, d.reason);
-	if (vmm_check_unique(h->deps.vmm, &def, err) < 0 ||
-	    vmm_check_files(h->deps.vmm, &def, err) < 0)
+	if (vmm_check_unique(h->deps.vmm, &def, err) < 0)
 		return -1;
 	p = calloc(1, sizeof(*p));
 	if (!p)
@@ -167,7 +173,17 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 	snprintf(p->pv->requester, sizeof(p->pv->requester), "%s",
 		 requester);
 	p->pv->ram_size = (size_t)ram;
-	if (vmm_start_incoming(h->deps.vmm, &def, "ha-standby", extra,
+	p->pv->disk_size = disk;
+	/* the standby runs on its own copy of the disk, never the
+	 * primary's file, so no later write of the primary leaks in */
+	if (disk && ha_disk_standby(p->pv, h->cfg->shared_dir, h->cfg->host,
+				    def.disk, sizeof(def.disk), err) < 0) {
+		ha_pv_free(p->pv);
+		free(p);
+		return -1;
+	}
+	if (vmm_check_files(h->deps.vmm, &def, err) < 0 ||
+	    vmm_start_incoming(h->deps.vmm, &def, "ha-standby", extra,
 			       on_standby_started, p, &vm, err) < 0) {
 		ha_pv_free(p->pv);
 		free(p);

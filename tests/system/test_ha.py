@@ -3,6 +3,7 @@ on loopback: checkpoints, failover after QEMU or host death, self-fencing,
 refusals."""
 import json
 import os
+import struct
 import signal
 import time
 
@@ -41,9 +42,14 @@ full = pytest.mark.skipif(os.environ.get("FERRY_HA_FULL") != "1",
 
 def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
     """kill -9 of the primary's QEMU: the backup runs the VM from the last
-    checkpoint within a second; memload finds no error; both hosts agree."""
+    checkpoint within a second; memload (in disk mode: its generation
+    record on the VM's disk must match its memory) finds no error; the
+    backup runs on its own copy of the disk; both hosts agree."""
     c, ec = halib.ha_cluster(make_cluster, make_etcd, request=request)
-    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    with open(c.shared / "vm1.raw", "wb") as f:
+        f.truncate(16 << 20)
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000,
+                extra="memload.disk=/dev/vda", disk={"path": "vm1.raw", "format": "raw"})
     c.start_vm("host-a", "vm1")
     c.wait_heartbeats("host-a", "vm1", n=2)
     enable(c, "vm1", "host-a", "host-b")
@@ -62,7 +68,9 @@ def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
     print(f"failover: running on host-b {took * 1000:.0f} ms after the kill; "
           f"primary's last hb seq {before}, backup's first {hbs[0]['seq']}; "
           f"checkpoint bytes {first_bytes}")
-    assert took < 1.0 + 0.5, took  # target 1 s (bench-ha measures it)
+    # released at once, not after the lease's TTL (the 1 s target is
+    # measured by make bench-ha, not asserted on a loaded machine)
+    assert took < halib.LEASE_TTL_S - 1, took
     assert all(h["errors"] == 0 for h in hbs), hbs
     # resumed from a checkpoint at most one interval (2 s) old, +1 for the
     # second in flight
@@ -72,6 +80,9 @@ def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
                         "host-a to drop vm1")
     vm = halib.vm_names(c, "host-b")["vm1"]
     assert vm["state"] == "running" and not vm.get("hold"), vm
+    assert vm["disk"]["path"] == f"ha/host-b/{vm['uuid']}.raw", vm  # its own copy
+    # the primary's file is not the backup's: later writes cannot leak
+    assert (c.shared / vm["disk"]["path"]).stat().st_size == 16 << 20
     st = halib.ha_status(c, "host-b", "vm1")
     assert st["role"] == "primary" and st["health"] == "unprotected", st
     acts_b = [r["action"] for r in c.api_ok("host-b", "GET", "/v1/audit?limit=500")["records"]]
@@ -79,6 +90,15 @@ def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
     assert "ha.failover" in acts_b and "ha.standby" in acts_b, acts_b
     assert "ha.enable" in acts_a and "ha.released" in acts_a and "ha.moved" in acts_a, acts_a
     reprotect_and_switch(c, "vm1", "host-b", "host-a")
+    # negative control: memload's disk check does catch a disk from
+    # another instant (a record written behind the guest's back)
+    vm = halib.vm_names(c, "host-a")["vm1"]
+    assert vm["disk"]["path"] == f"ha/host-a/{vm['uuid']}.raw", vm
+    gen = 10 ** 9
+    with open(c.shared / vm["disk"]["path"], "r+b") as f:
+        f.write(struct.pack("<QQQ", 0x4B5349444C4D454D, gen, ~gen & (2 ** 64 - 1)))
+    ferrylib.wait_until(lambda: "DISK MISMATCH" in c.console("host-a", "vm1"), 30, 0.5,
+                        "memload to see the foreign disk record")
 
 
 def proc_state(pid):
@@ -238,7 +258,7 @@ def test_ha_host_death_three_members(request, make_cluster, make_etcd):
     took = time.monotonic() - t0
     print(f"host death: running on host-b {took:.2f} s after the kill "
           f"(lease TTL {halib.LEASE_TTL_S} s)")
-    assert took < halib.LEASE_TTL_S + 1.5, took
+    assert took < halib.LEASE_TTL_S + 2, took
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=60)
     assert all(h["errors"] == 0 for h in hbs), hbs
     assert hbs[0]["seq"] >= before - 3, (before, hbs[0])

@@ -37,6 +37,8 @@ static void test_roundtrip(void **state)
 	roundtrip(HA_REC_ACK, 2, HA_ACK_REFUSED, 0);
 	roundtrip(HA_REC_HELLO, 0, 0, 0);
 	roundtrip(HA_REC_HELLO, 0, 41, 0);
+	roundtrip(HA_REC_DISK, 3, 512, HA_DISK_CHUNK);
+	roundtrip(HA_REC_DISK, 3, HA_DISK_MAX - HA_SECTOR, HA_SECTOR);
 }
 
 static void test_layout(void **state)
@@ -100,6 +102,15 @@ static void test_refusals(void **state)
 				 0 },
 		-1, 0, "range");
 	refused((struct ha_rec){ HA_REC_ACK, 1, 2, 0 }, -1, 0, "range");
+	refused((struct ha_rec){ HA_REC_DISK, 1, 100, HA_SECTOR }, -1, 0,
+		"range");
+	refused((struct ha_rec){ HA_REC_DISK, 1, 0, 100 }, -1, 0, "range");
+	refused((struct ha_rec){ HA_REC_DISK, 1, 0, 0 }, -1, 0, "range");
+	refused((struct ha_rec){ HA_REC_DISK, 1, 0, HA_DISK_CHUNK + HA_SECTOR },
+		-1, 0, "range");
+	refused((struct ha_rec){ HA_REC_DISK, 1, HA_DISK_MAX - HA_SECTOR,
+				 2 * HA_SECTOR },
+		-1, 0, "range");
 	refused((struct ha_rec){ HA_REC_ACK, 1, 0, 4 }, -1, 0, "range");
 }
 
