@@ -58,6 +58,9 @@ static int apply_locked(struct ha_pv *pv, uint64_t seq, uint8_t **dev,
 		free(pv->dev_ok);
 		pv->dev_ok = NULL; /* nothing consistent to resume from */
 		pv->dev_ok_len = 0;
+		pthread_mutex_lock(&pv->lock);
+		pv->seq = 0; /* the next HELLO asks for everything */
+		pthread_mutex_unlock(&pv->lock);
 		return -1;
 	}
 
