@@ -1,7 +1,10 @@
 /* ha_int.h - what the files of the HA component share. Others use ha.h.
  *
- *   ha.c       the registry of protected VMs and standbys, the API, the
- *              exit hook, loop calls from threads (loop thread)
+ *   ha.c       the registry of protected VMs and standbys, the exit
+ *              hook, loop calls from threads (loop thread)
+ *   control.c  the API: enable, disable, failover, status
+ *   standby.c  the backup's API side: prepare and discard a standby
+ *   disk.c     the disk's part of a checkpoint
  *   primary.c  the primary: enable, the checkpoint thread, failover
  *   lease.c    the owner lease: keepalive, self-fencing, release
  *   backup.c   the backup: standby, receiving checkpoints, takeover
@@ -149,9 +152,6 @@ struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
 void ha_pv_free(struct ha_pv *pv);
 void ha_audit(struct ha *h, const char *actor, const char *action,
 	      const char *target, const char *outcome, json_t *detail);
-/* Loop: take pv out of the registry; a worker stops its threads and frees
- * it. */
-int ha_retire(struct ha *h, struct ha_pv *pv, struct ferr *err);
 /* Thread: set the health (and alarm, may be NULL) under the lock. */
 void ha_set_health(struct ha_pv *pv, enum ha_health s, const char *alarm);
 /* Thread: sleep until ms passed or stop / a wake-up; true when stopping. */
@@ -171,6 +171,31 @@ int ha_map_ram(struct ha_pv *pv, bool writable, struct ferr *err);
 /* etcd owner value {"host": NAME} and its reading. */
 int ha_owner_read(struct ha *h, const char *key, char *holder, size_t len,
 		  int64_t *lease, struct ferr *err);
+
+/* control.c: the API's calls (enable, disable, failover, status). */
+
+/* ha.c: the registry (loop thread). */
+struct ha_pv *ha_find(struct ha *h, const char *uuid);
+/* Worker: stop and join pv's threads, end its stream, release what it
+ * holds in etcd when asked. */
+struct retire {
+	struct ha_pv *pv;
+	bool release;       /* revoke the lease (disable) */
+	bool discard_peer;  /* primary: discard the backup's standby */
+	ha_reply_fn fn;
+	void *ctx;
+	json_t *reply;
+};
+void ha_retire_work(void *arg);
+/* Take pv out of the registry and retire it on a worker; fn (may be NULL)
+ * answers when done. */
+int ha_retire_ext(struct ha *h, struct ha_pv *pv, bool release,
+		  bool discard_peer, ha_reply_fn fn, void *ctx,
+		  struct ferr *err);
+/* The VM runs on holder now: remove this host's copy and retire pv. */
+void ha_moved_now(struct ha *h, struct ha_pv *pv, const char *holder);
+/* The status object of pv (its lock taken here). */
+json_t *ha_pv_json(struct ha_pv *pv);
 
 /* lease.c: the owner lease (primary and, after a takeover, backup). */
 int ha_lease_take(struct ha_pv *pv, struct ferr *err);

@@ -211,7 +211,7 @@ int ha_standby_discard(struct ha *h, const char *uuid, const char *peer,
 		return ferr_set(err, FERR_CONFLICT,
 				"the standby of %s took the VM over", uuid);
 	vm = vmm_find_uuid(h->deps.vmm, uuid);
-	if (ha_retire(h, pv, err) < 0)
+	if (ha_retire_ext(h, pv, false, false, NULL, NULL, err) < 0)
 		return -1;
 	if (vm && vm->incoming)
 		vmm_incoming_discard(h->deps.vmm, vm);
