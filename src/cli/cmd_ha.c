@@ -31,7 +31,8 @@ static void print_status(const json_t *st)
 	static const char *const keys[] = { "vm",     "role",	"backup",
 					    "primary", "health", "alarm",
 					    "interval_s", "checkpoints",
-					    "failures", "lease", NULL };
+					    "failures", "lease_holder", "lease",
+					    NULL };
 	const json_t *last = json_object_get(st, "last_checkpoint");
 	const json_t *pause = json_object_get(st, "pause_ms");
 

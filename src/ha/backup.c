@@ -361,9 +361,11 @@ void *ha_backup_main(void *arg)
 		int64_t lease;
 
 		if (ha_owner_read(h, pv->owner_key, holder, sizeof(holder),
-				  &lease, &err) == 0 &&
-		    !holder[0] && take_over(pv))
-			break;
+				  &lease, &err) == 0) {
+			ha_set_holder(pv, holder);
+			if (!holder[0] && take_over(pv))
+				break;
+		}
 		if (ha_wait(pv, HA_POLL_MS))
 			break;
 	}

@@ -38,6 +38,7 @@ json_t *ha_pv_json(struct ha_pv *pv)
 		(json_int_t)(pv->interval_ms / 1000), "alarm", pv->alarm,
 		"checkpoints", (json_int_t)pv->checkpoints, "failures",
 		(json_int_t)pv->failures, "lease", (json_int_t)pv->lease);
+	json_object_set_new(o, "lease_holder", json_string(pv->holder));
 	if (pv->seq)
 		json_object_set_new(
 			o, "last_checkpoint",

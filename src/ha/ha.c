@@ -188,6 +188,13 @@ void ha_set_health(struct ha_pv *pv, enum ha_health s, const char *alarm)
 	pthread_mutex_unlock(&pv->lock);
 }
 
+void ha_set_holder(struct ha_pv *pv, const char *holder)
+{
+	pthread_mutex_lock(&pv->lock);
+	snprintf(pv->holder, sizeof(pv->holder), "%s", holder);
+	pthread_mutex_unlock(&pv->lock);
+}
+
 bool ha_wait(struct ha_pv *pv, uint64_t ms)
 {
 	struct timespec ts;

@@ -122,6 +122,8 @@ struct ha_pv {
 	/* status (lock) */
 	enum ha_health health;
 	char alarm[FERRY_ERR_MSG_MAX];
+	char holder[FERRY_NAME_MAX + 1];   /* the owner key's holder, as last
+					      seen in etcd ("": none) */
 	uint64_t seq;                      /* last complete checkpoint */
 	uint64_t last_wall_ms;
 	uint64_t last_bytes;
@@ -154,6 +156,8 @@ void ha_audit(struct ha *h, const char *actor, const char *action,
 	      const char *target, const char *outcome, json_t *detail);
 /* Thread: set the health (and alarm, may be NULL) under the lock. */
 void ha_set_health(struct ha_pv *pv, enum ha_health s, const char *alarm);
+/* Thread: remember who holds the owner key. */
+void ha_set_holder(struct ha_pv *pv, const char *holder);
 /* Thread: sleep until ms passed or stop / a wake-up; true when stopping. */
 bool ha_wait(struct ha_pv *pv, uint64_t ms);
 void ha_wake(struct ha_pv *pv);

@@ -56,6 +56,7 @@ int ha_lease_take(struct ha_pv *pv, struct ferr *err)
 	pthread_mutex_lock(&pv->lock);
 	pv->lease = id;
 	pv->renewed_ms = sent;
+	snprintf(pv->holder, sizeof(pv->holder), "%s", h->cfg->host);
 	pthread_mutex_unlock(&pv->lock);
 	id = 0;
 	rc = 0;
@@ -84,14 +85,16 @@ static void release_for_backup(struct ha_pv *pv)
 		if (ha_wait(pv, 200) || now_ms() > deadline)
 			return;
 	}
+	ha_set_holder(pv, "");
 	ha_audit(h, "-", "ha.released", pv->name, "ok",
 		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason",
 			   "QEMU exited"));
 	log_info("ha: vm %s: QEMU exited; owner lease released", pv->name);
 	while (!atomic_load(&pv->stop) && now_ms() < deadline) {
 		if (ha_owner_read(h, pv->owner_key, holder, sizeof(holder),
-				  &lease, &err) == 0 &&
-		    holder[0] && strcmp(holder, h->cfg->host) != 0) {
+				  &lease, &err) == 0)
+			ha_set_holder(pv, holder);
+		if (holder[0] && strcmp(holder, h->cfg->host) != 0) {
 			ha_post_moved(pv, holder);
 			return;
 		}
@@ -113,6 +116,7 @@ static bool fenced_step(struct ha_pv *pv)
 	if (ha_owner_read(h, pv->owner_key, holder, sizeof(holder), &lease,
 			  &err) < 0)
 		return false;
+	ha_set_holder(pv, holder);
 	if (holder[0] && strcmp(holder, h->cfg->host) != 0) {
 		/* it runs there: this frozen copy must never run again */
 		kill(pv->pid, SIGKILL);
@@ -186,6 +190,7 @@ void *ha_lease_main(void *arg)
 		} else if (err.code == FERR_NOT_FOUND) {
 			pthread_mutex_lock(&pv->lock);
 			pv->renewed_ms = 0; /* gone: fence at once */
+			pv->holder[0] = '\0';
 			pthread_mutex_unlock(&pv->lock);
 		} else {
 			log_warn("ha: vm %s: lease renewal: %s", pv->name,

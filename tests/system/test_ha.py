@@ -58,6 +58,7 @@ def test_ha_failover_on_qemu_death(request, make_cluster, make_etcd):
     assert stb["hold"] == "ha-standby", stb
     st = halib.wait_checkpoints(c, "host-a", "vm1", 3, timeout=40)
     assert st["health"] == "ok" and st["backup"] == "host-b", st
+    assert st["lease_holder"] == "host-a", st
     first_bytes = st["last_checkpoint"]["bytes"]
     assert st["last_checkpoint"]["pause_ms"] > 0
     before = c.heartbeats("host-a", "vm1")[-1]["seq"]
