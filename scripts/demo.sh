@@ -49,7 +49,7 @@ if [ -d "$D" ]; then
   sleep 0.5
   rm -rf "$D" "$RAM"
 fi
-mkdir -p "$D/shared/guest"
+mkdir -p "$D/shared/guest" "$RAM"
 trap cleanup EXIT
 
 say "cluster PKI (ferry pki)"

@@ -43,6 +43,27 @@ static int ignore_shared(struct qmp *q, bool on, struct ferr *err)
 		   err);
 }
 
+/* The capabilities of a device-state save: one plain stream on one
+ * socket, whatever an earlier migration of this QEMU (the VM may have
+ * arrived by one) left set: no multifd channels, no return path, no
+ * post-copy. */
+static int save_caps(struct qmp *q, struct ferr *err)
+{
+	static const char *const off[] = { "multifd", "return-path",
+					   "postcopy-ram", "auto-converge",
+					   "zero-blocks", NULL };
+	json_t *caps = json_array();
+
+	for (const char *const *c = off; *c; c++)
+		json_array_append_new(caps, json_pack("{s:s, s:b}",
+						      "capability", *c,
+						      "state", 0));
+	json_array_append_new(caps, json_pack("{s:s, s:b}", "capability",
+					      "x-ignore-shared", "state", 1));
+	return cmd(q, "migrate-set-capabilities",
+		   json_pack("{s:o}", "capabilities", caps), err);
+}
+
 static int unix_sock(const char *path, bool listen_it, struct ferr *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -236,7 +257,7 @@ int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
 	copy_ram(pv);
 	deadline = now_ms() + HA_DEVSTATE_TIMEOUT_MS;
 	if ((pv->disk_size && ha_disk_snapshot(q, pv, deadline, err) < 0) ||
-	    ignore_shared(q, true, err) < 0 ||
+	    save_caps(q, err) < 0 ||
 	    cmd(q, "migrate",
 		json_pack("{s:s+}", "uri", "unix:", pv->run_sock), err) < 0 ||
 	    read_devstate(pv, lfd, deadline, err) < 0 ||
@@ -251,6 +272,14 @@ int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
 resume:
 	{
 		struct ferr e2 = { 0 };
+
+		if (rc < 0) {
+			/* a save still running would keep the VM paused */
+			cmd(q, "migrate_cancel", NULL, &e2);
+			wait_state(q, true, "active,cancelling,device",
+				   now_ms() + HA_DEVSTATE_TIMEOUT_MS, st,
+				   sizeof(st), &e2);
+		}
 
 		/* a later migration must carry RAM again */
 		if (ignore_shared(q, false, &e2) < 0 && rc == 0)

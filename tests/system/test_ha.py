@@ -323,3 +323,14 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     assert c.vm_info("host-a", "vm1")["state"] == "shutoff"
     acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
     assert "ha.stopped" in acts and "ha.released" not in acts, acts
+    # a VM that arrived by migration (its QEMU keeps the migration's
+    # capabilities, multifd among them) is protected like any other
+    c.start_vm("host-a", "vm1")
+    c.wait_heartbeats("host-a", "vm1", n=1, after_seq=0)
+    r = c.migrate("host-a", "vm1", "host-b")
+    assert r.summary["outcome"] == "completed", r.summary
+    enable(c, "vm1", "host-b", "host-a")
+    st = halib.wait_checkpoints(c, "host-b", "vm1", 2)
+    assert st["health"] == "ok" and st["failures"] == 0, st
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2)
+    assert all(h["errors"] == 0 for h in hbs), hbs
