@@ -114,8 +114,14 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 			 "replay on another connection)");
 		goto fail;
 	}
-	if (s->stream_fn)
-		return s; /* one channel, reconnected at will */
+	if (s->stream_fn) {
+		/* one channel, reconnected at will */
+		if (h->channel == 0 && h->nchan == 1)
+			return s;
+		ferr_set(err, FERR_FORBIDDEN,
+			 "a stream session has one channel");
+		goto fail;
+	}
 	pthread_mutex_lock(&m->sessions.lock);
 	if (h->nchan != s->nchan || (s->seen & (1u << h->channel))) {
 		pthread_mutex_unlock(&m->sessions.lock);
