@@ -386,7 +386,6 @@ static void unlink_pv(struct ha *h, struct ha_pv *pv)
 		}
 }
 
-
 void ha_retire_work(void *arg)
 {
 	struct retire *r = arg;

@@ -313,6 +313,18 @@ void *ha_primary_main(void *arg)
 			break;
 		planned = atomic_load(&pv->failover_req);
 		next = now_ms() + pv->interval_ms;
+		pthread_mutex_lock(&pv->lock);
+		bool fenced = pv->health == HA_FENCED;
+		pthread_mutex_unlock(&pv->lock);
+		if (fenced) {
+			/* frozen: QEMU cannot answer; the lease thread decides */
+			if (planned) {
+				atomic_store(&pv->failover_req, false);
+				ferr_set(&err, FERR_CONFLICT, "the VM is fenced");
+				failover_result(pv, -1, &err);
+			}
+			continue;
+		}
 		p.keep_paused = planned;
 		if (ha_vm_qmp(h, pv->uuid, "checkpoint", ha_qmp_checkpoint, &p,
 			      &err) < 0) {
