@@ -50,6 +50,7 @@ static void prep_fail(struct prep *p, const struct ferr *err)
 
 	if (vm && vm->incoming)
 		vmm_incoming_discard(p->h->deps.vmm, vm);
+	OPENSSL_cleanse(p->key, sizeof(p->key));
 	ha_pv_free(p->pv);
 	p->fn(p->ctx, -1, NULL, err);
 	free(p);
