@@ -9,6 +9,11 @@
 #
 # FERRY_DEMO_DIR (default /tmp/ferry-demo) holds everything; it is wiped at
 # the start. FERRY_DEMO_KEEP=1 leaves the hosts and the VM running.
+#
+# Each host has its own software TPM (swtpm on its address, port 2321):
+# ferryd measures itself, QEMU and its policy into it and keeps its TLS and
+# audit keys sealed to it; both hosts are enrolled, and the destination's
+# verified quote is shown before the migration (docs/attestation.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +38,10 @@ cleanup() {
   for h in host-a host-b; do
     [ -f "$D/$h/ferryd.pid" ] && kill "$(cat "$D/$h/ferryd.pid")" 2>/dev/null || true
   done
+  sleep 0.5
+  for h in host-a host-b; do
+    [ -f "$D/$h/swtpm.pid" ] && kill "$(cat "$D/$h/swtpm.pid")" 2>/dev/null || true
+  done
   bash "$ROOT/scripts/etcd-member.sh" stop "$D/etcd" || true
   rm -rf "$RAM"
 }
@@ -41,6 +50,7 @@ cleanup() {
 if [ -d "$D" ]; then
   for h in host-a host-b; do
     [ -f "$D/$h/ferryd.pid" ] && kill "$(cat "$D/$h/ferryd.pid")" 2>/dev/null || true
+    [ -f "$D/$h/swtpm.pid" ] && kill "$(cat "$D/$h/swtpm.pid")" 2>/dev/null || true
   done
   for p in "$D"/host-*/state/run/*.pid; do
     [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
@@ -60,16 +70,50 @@ $BIN/ferry pki user admin --dir "$D/pki"
 
 cp "$GUEST/vmlinuz" "$GUEST/initramfs.cpio.gz" "$D/shared/guest/"
 
+say "a software TPM per host (swtpm), EK certificates from a local 'manufacturer' CA"
+mkdir -p "$D/tpm/ca"
+cat > "$D/tpm/localca.conf" <<CONF
+statedir = $D/tpm/ca
+signingkey = $D/tpm/ca/signkey.pem
+issuercert = $D/tpm/ca/issuercert.pem
+certserial = $D/tpm/ca/serial
+CONF
+cat > "$D/tpm/setup.conf" <<CONF
+create_certs_tool = /usr/bin/swtpm_localca
+create_certs_tool_config = $D/tpm/localca.conf
+create_certs_tool_options = /etc/swtpm-localca.options
+active_pcr_banks = sha256
+CONF
+for h in host-a:127.0.0.2 host-b:127.0.0.3; do
+  name=${h%%:*} addr=${h##*:}
+  mkdir -p "$D/$name/tpm"
+  swtpm_setup --tpm2 --tpmstate "$D/$name/tpm" --create-ek-cert \
+    --create-platform-cert --config "$D/tpm/setup.conf" \
+    --logfile "$D/$name/swtpm-setup.log" >/dev/null
+  swtpm socket --tpm2 --tpmstate dir="$D/$name/tpm" \
+    --server type=tcp,port=2321,bindaddr=$addr \
+    --ctrl type=tcp,port=2322,bindaddr=$addr --flags startup-clear \
+    >"$D/$name/swtpm.log" 2>&1 &
+  echo $! > "$D/$name/swtpm.pid"
+  for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/$addr/2321) 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "$name: swtpm on $addr:2321"
+done
+cp "$D/tpm/ca/swtpm-localca-rootca-cert.pem" "$D/tpm/ca/issuercert.pem" \
+  "$D/pki/attest/manufacturers/"
+
 say "one etcd member on 127.0.0.4 (owner leases for checkpoint HA)"
 ETCD_URL=$(bash "$ROOT/scripts/etcd-member.sh" start "$D/etcd" "$D/pki" etcd-1 \
   127.0.0.4 "$ETCD_PORT" $((ETCD_PORT + 1)))
 echo "$ETCD_URL"
 
 # the policy both hosts enforce (docs/policy.md): admin may do anything,
-# the two hosts are peers, and any VM may move between them
-cat > "$D/policy.json" <<JSON
-{
-  "roles": {"admin": ["admin"], "host": ["host-a", "host-b"]},
+# the two hosts are peers, and any VM may move between them, to an attested
+# destination only; the reference values approve this build's ferryd, the
+# system's QEMU and this policy (its digest leaves out "attestation")
+policy_body='"roles": {"admin": ["admin"], "host": ["host-a", "host-b"]},
   "hosts": {"host-a": {"labels": {"site": "demo"}},
             "host-b": {"labels": {"site": "demo"}}},
   "rules": [{
@@ -78,8 +122,20 @@ cat > "$D/policy.json" <<JSON
     "migrate_out": {"roles": ["admin", "controller"]},
     "to": {"labels": {"site": "demo"}},
     "accept_from": {"labels": {"site": "demo"}},
-    "migrate_in": {"roles": ["admin", "controller"]}
-  }]
+    "migrate_in": {"roles": ["admin", "controller"]},
+    "attest": "required"
+  }]'
+echo "{ $policy_body }" > "$D/policy.json"
+policy_digest=$($BIN/ferry policy digest "$D/policy.json")
+cat > "$D/policy.json" <<JSON
+{
+  $policy_body,
+  "attestation": {"reference": [{
+    "hosts": {"labels": {"site": "demo"}},
+    "ferryd": ["$(sha256sum "$BIN/ferryd" | cut -d' ' -f1)"],
+    "qemu": ["$(sha256sum /usr/bin/qemu-system-x86_64 | cut -d' ' -f1)"],
+    "policy": ["$policy_digest"]
+  }]}
 }
 JSON
 
@@ -93,11 +149,14 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   "tls": {"ca": "../pki/ca.crt", "cert": "../pki/hosts/$name.crt",
           "key": "../pki/hosts/$name.key"},
   "state_dir": "state",
+  "qemu_user": "ferry-qemu",
   "shared_dir": "../shared",
   "accel": "auto",
   "policy": "../policy.json",
   "ram_dir": "$RAM/$name",
-  "etcd": {"endpoints": ["$ETCD_URL"], "lease_ttl_s": 5}
+  "etcd": {"endpoints": ["$ETCD_URL"], "lease_ttl_s": 5},
+  "attestation": {"mode": "required", "tcti": "swtpm:host=$addr,port=2321",
+                  "registrar": "../pki/attest"}
 }
 JSON
 done
@@ -122,6 +181,12 @@ for h in host-a host-b; do
   done
   $FERRY --host $h host info
   echo
+done
+grep -h 'sealed tls-key' "$D"/host-*/ferryd.log || true
+
+say "enrolment: each host's AK proven to live in its TPM (EK certificate + credential activation)"
+for h in host-a host-b; do
+  $FERRY host enroll $h --dir "$D/pki" --policy "$D/policy.json" | grep -E '^(enrolled|approved)'
 done
 
 say "defining and starting VM 'demo' on host-a"
@@ -148,7 +213,10 @@ sleep 3
 $FERRY --host host-a vm console demo | grep 'memload:' | tail -5
 last=$($FERRY --host host-a vm console demo | grep 'memload: hb' | tail -1)
 
-say "secure live migration of 'demo' from host-a to host-b (TLS 1.3, AES-256-GCM)"
+say "attestation of the destination: host-b's quote, verified against its enrolled AK and the reference values"
+$FERRY host attest host-b --dir "$D/pki" --policy "$D/policy.json"
+
+say "secure live migration of 'demo' from host-a to host-b (TLS 1.3, AES-256-GCM); host-a attests host-b again in prepare, with a nonce bound to this migration and TLS session, before any memory moves"
 $FERRY --host host-a migrate demo --to host-b
 $FERRY --host host-b vm list
 

@@ -22,7 +22,7 @@
 
 #define DISK_NODE "ha-target"
 #define DISK_JOB "ha-backup"
-#define DISK_DEVICE "virtio0" /* the VM's one disk (-drive if=virtio) */
+#define DISK_DEVICE "disk0" /* the VM's disk: its format node (vm/qemu.c) */
 
 static int qcmd(struct qmp *q, const char *name, json_t *args,
 		json_t **ret, struct ferr *err)
@@ -45,17 +45,32 @@ static int new_file(const char *path, uint64_t size, struct ferr *err)
 	return fd;
 }
 
+/* The target lives in QEMU's run folder, which QEMU's user may write:
+ * made anew (never a file or link QEMU left there), group QEMU's (the
+ * folder is setgid), and read back through the descriptor made here. */
 int ha_disk_prepare(struct qmp *q, struct ha_pv *pv, struct ferr *err)
 {
-	int fd = new_file(pv->disk_target, pv->disk_size, err);
+	int fd;
 
-	if (fd < 0)
+	if (pv->target_fd >= 0)
+		close(pv->target_fd);
+	unlink(pv->disk_target);
+	fd = open(pv->disk_target,
+		  O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0660);
+	if (fd < 0 || fchmod(fd, 0660) < 0 ||
+	    ftruncate(fd, (off_t)pv->disk_size) < 0) {
+		ferr_set(err, FERR_IO, "%s: %s", pv->disk_target,
+			 strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		return -1;
-	close(fd);
+	}
+	pv->target_fd = fd;
+	/* QEMU runs in the run folder: the name alone */
 	return qcmd(q, "blockdev-add",
 		    json_pack("{s:s, s:s, s:{s:s, s:s}}", "driver", "raw",
 			      "node-name", DISK_NODE, "file", "driver", "file",
-			      "filename", pv->disk_target),
+			      "filename", vm_run_name(pv->disk_target)),
 		    NULL, err);
 }
 
@@ -159,11 +174,12 @@ int ha_disk_send(struct ha_pv *pv,
 			    uint32_t len, struct ferr *err),
 		 void *arg, struct ferr *err)
 {
-	int fd = open(pv->disk_target, O_RDONLY | O_CLOEXEC);
+	int fd = pv->target_fd;
 	uint8_t *buf = malloc(HA_DISK_CHUNK);
 	off_t off = 0;
 	int rc = -1;
 
+	pv->target_fd = -1;
 	if (fd < 0 || !buf) {
 		ferr_set(err, FERR_IO, "%s: %s", pv->disk_target,
 			 fd < 0 ? strerror(errno) : "out of memory");

@@ -59,7 +59,7 @@ struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
 	pthread_mutex_init(&pv->apply_lock, NULL);
 	pthread_cond_init(&pv->cond, NULL);
 	pv->health = role == HA_BACKUP ? HA_STANDBY : HA_SYNCING;
-	pv->disk_fd = pv->stage_fd = -1;
+	pv->disk_fd = pv->stage_fd = pv->target_fd = -1;
 	pv->interval_ms = HA_INTERVAL_S_DEFAULT * 1000ULL;
 	if (fmt_checked(pv->run_sock, sizeof(pv->run_sock), err, "path",
 			"%s/run/%s.ha", h->cfg->state_dir, def->uuid) < 0 ||
@@ -67,7 +67,7 @@ struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
 	     (fmt_checked(pv->ram_path, sizeof(pv->ram_path), err, "path",
 			  "%s/%s.ram", h->cfg->ram_dir, def->uuid) < 0 ||
 	      fmt_checked(pv->disk_target, sizeof(pv->disk_target), err,
-			  "path", "%s/%s.ckpt-disk", h->cfg->ram_dir,
+			  "path", "%s/run/%s.ckpt-disk", h->cfg->state_dir,
 			  def->uuid) < 0 ||
 	      fmt_checked(pv->disk_stage, sizeof(pv->disk_stage), err, "path",
 			  "%s/%s.stage-disk", h->cfg->ram_dir, def->uuid) < 0)) ||
@@ -101,6 +101,8 @@ void ha_pv_free(struct ha_pv *pv)
 		close(pv->disk_fd);
 	if (pv->stage_fd >= 0)
 		close(pv->stage_fd);
+	if (pv->target_fd >= 0)
+		close(pv->target_fd);
 	if (pv->ram_path[0]) {
 		unlink(pv->disk_target);
 		unlink(pv->disk_stage);

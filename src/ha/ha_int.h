@@ -90,11 +90,13 @@ struct ha_pv {
 	uint64_t disk_size;                /* 0: no disk */
 	char disk_path[FERRY_PATH_MAX];    /* the VM's disk here (backup: its
 					      own copy) */
-	char disk_target[FERRY_PATH_MAX];  /* primary: a checkpoint's target */
+	char disk_target[FERRY_PATH_MAX];  /* primary: a checkpoint's target,
+					      in QEMU's run folder */
 	char disk_stage[FERRY_PATH_MAX];   /* backup: staged DISK records */
 	char disk_bitmap[32];              /* primary: tracking since last */
 	unsigned disk_gen;
 	bool disk_fresh;                   /* primary: next sends the disk */
+	int target_fd;                     /* primary: the target, open */
 	int disk_fd, stage_fd;             /* backup: copy, staging */
 	/* backup: staging and the last complete checkpoint */
 	uint8_t *stage;

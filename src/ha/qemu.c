@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,8 +78,9 @@ static int unix_sock(const char *path, bool listen_it, struct ferr *err)
 		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
 	if (listen_it) {
 		unlink(path);
+		/* QEMU's group may connect (the run folder gives it) */
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-		    listen(fd, 1) == 0)
+		    chmod(path, 0660) == 0 && listen(fd, 1) == 0)
 			return fd;
 	} else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 		return fd;
@@ -259,7 +261,8 @@ int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
 	if ((pv->disk_size && ha_disk_snapshot(q, pv, deadline, err) < 0) ||
 	    save_caps(q, err) < 0 ||
 	    cmd(q, "migrate",
-		json_pack("{s:s+}", "uri", "unix:", pv->run_sock), err) < 0 ||
+		json_pack("{s:s+}", "uri", "unix:",
+			  vm_run_name(pv->run_sock)), err) < 0 ||
 	    read_devstate(pv, lfd, deadline, err) < 0 ||
 	    wait_state(q, true, "setup,active,device,pre-switchover", deadline,
 		       st, sizeof(st), err) < 0)
@@ -308,7 +311,8 @@ int ha_qmp_load(struct qmp *q, void *ctx, struct ferr *err)
 	unlink(pv->run_sock);
 	if (ignore_shared(q, true, err) < 0 ||
 	    cmd(q, "migrate-incoming",
-		json_pack("{s:s+}", "uri", "unix:", pv->run_sock), err) < 0)
+		json_pack("{s:s+}", "uri", "unix:",
+			  vm_run_name(pv->run_sock)), err) < 0)
 		return -1;
 	fd = unix_sock(pv->run_sock, false, err);
 	if (fd < 0)

@@ -95,8 +95,9 @@ int migrator_stream_dial(struct migrator *m, const char *peer,
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	if (dataplane_dial(m->client_ctx, m->cfg->listen_addr, peer, addr,
-			   port, false, sid, key, 0, 1, &st->c, err) < 0) {
+	if (dataplane_dial(m->client_ctx, m->cfg->migration_netns,
+			   m->cfg->listen_addr, peer, addr, port, false, sid,
+			   key, 0, 1, &st->c, err) < 0) {
 		free(st);
 		return -1;
 	}
