@@ -97,15 +97,16 @@ if [ ! -f "$OUT/netprobe" ] || [ "$NETPROBE_SRC" -nt "$OUT/netprobe" ]; then
 	mv "$OUT/netprobe.tmp" "$OUT/netprobe"
 fi
 
-MEMLOAD_SRC=$HERE/memload/memload.c
-MEMLOAD_HDR=$HERE/memload/pattern.h
-MEMLOAD_DISK=$HERE/memload/disk.h
-if [ ! -f "$OUT/memload" ] || [ "$MEMLOAD_SRC" -nt "$OUT/memload" ] ||
-	[ "$MEMLOAD_HDR" -nt "$OUT/memload" ] ||
-	[ "$MEMLOAD_DISK" -nt "$OUT/memload" ]; then
+MEMLOAD_SRCS=("$HERE/memload/memload.c" "$HERE/memload/params.c")
+stale=0
+[ -f "$OUT/memload" ] || stale=1
+for f in "${MEMLOAD_SRCS[@]}" "$HERE"/memload/*.h; do
+	[ "$f" -nt "$OUT/memload" ] && stale=1
+done
+if [ "$stale" -eq 1 ]; then
 	log "compiling memload"
 	gcc -std=gnu11 -static -O2 -Wall -Wextra -Werror -s \
-		-o "$OUT/memload.tmp" "$MEMLOAD_SRC"
+		-o "$OUT/memload.tmp" "${MEMLOAD_SRCS[@]}"
 	mv "$OUT/memload.tmp" "$OUT/memload"
 fi
 

@@ -24,7 +24,6 @@
 
 #define DISK_MAGIC UINT64_C(0x4b5349444c4d454d) /* "MEMLDISK" */
 #define DISK_BLOCK 4096u
-#define DISK_PATH_MAX 64u
 
 struct disk {
 	int fd;            /* -1: disk mode off */
