@@ -177,8 +177,11 @@ int main(int argc, char **argv)
 	const char *config_path = NULL;
 	size_t revoked = 0;
 	struct ferr err = { 0 };
-	int rc = parse_args(argc, argv, &config_path);
+	int rc;
 
+	if (argc == 3 && !strcmp(argv[1], HA_FENCE_AGENT_ARG))
+		return ha_fence_agent_main(argc, argv);
+	rc = parse_args(argc, argv, &config_path);
 	if (rc >= 0)
 		return rc;
 	rc = 1;

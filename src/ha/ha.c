@@ -44,6 +44,7 @@ struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
 			const struct vm_def *def, struct ferr *err)
 {
 	struct ha_pv *pv = calloc(1, sizeof(*pv));
+	pthread_condattr_t ca;
 
 	if (!pv) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
@@ -57,9 +58,13 @@ struct ha_pv *ha_pv_new(struct ha *h, enum ha_role role,
 		 def->uuid);
 	pthread_mutex_init(&pv->lock, NULL);
 	pthread_mutex_init(&pv->apply_lock, NULL);
-	pthread_cond_init(&pv->cond, NULL);
+	/* ha_wait's deadlines are on the monotonic clock */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&pv->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	pv->health = role == HA_BACKUP ? HA_STANDBY : HA_SYNCING;
-	pv->disk_fd = pv->stage_fd = pv->target_fd = -1;
+	pv->disk_fd = pv->stage_fd = pv->target_fd = pv->agent_fd = -1;
 	pv->interval_ms = HA_INTERVAL_S_DEFAULT * 1000ULL;
 	if (fmt_checked(pv->run_sock, sizeof(pv->run_sock), err, "path",
 			"%s/run/%s.ha", h->cfg->state_dir, def->uuid) < 0 ||
@@ -92,6 +97,9 @@ void ha_pv_free(struct ha_pv *pv)
 {
 	if (!pv)
 		return;
+	/* an agent nobody disarmed freezes its QEMU now: its VM may run
+	 * elsewhere, or soon will */
+	ha_fence_stop(pv, false);
 	unmap(&pv->ram, pv->ram_size);
 	unmap(&pv->snap, pv->ram_size);
 	unmap(&pv->shadow, pv->ram_size);
@@ -187,6 +195,13 @@ void ha_set_health(struct ha_pv *pv, enum ha_health s, const char *alarm)
 			 alarm ? ": " : "", alarm ? alarm : "");
 	pv->health = s;
 	snprintf(pv->alarm, sizeof(pv->alarm), "%s", alarm ? alarm : "");
+	pthread_mutex_unlock(&pv->lock);
+}
+
+void ha_set_alarm(struct ha_pv *pv, const char *alarm)
+{
+	pthread_mutex_lock(&pv->lock);
+	snprintf(pv->alarm, sizeof(pv->alarm), "%s", alarm);
 	pthread_mutex_unlock(&pv->lock);
 }
 
@@ -407,12 +422,19 @@ void ha_retire_work(void *arg)
 	pv->watch = NULL;
 	for (int i = 0; i < 1000 && atomic_load(&pv->streams) > 0; i++)
 		usleep(10 * 1000);
-	if (r->discard_peer)
-		ha_peer_discard(pv);
-	if (r->release && pv->lease &&
+	bool no_standby = r->discard_peer && ha_peer_discard(pv) == 0;
+
+	if (!r->release)
+		return;
+	if (pv->lease &&
 	    etcd_lease_revoke(pv->h->etcd, pv->lease, 0, &err) < 0)
 		log_warn("ha: vm %s: revoking the lease: %s", pv->name,
 			 err.msg);
+	else
+		no_standby = true; /* nobody can win the key now */
+	/* the VM runs on, unprotected: no backup can take it over */
+	if (no_standby)
+		ha_fence_stop(pv, true);
 }
 
 static void retire_done(void *arg)
@@ -575,6 +597,7 @@ static void shutdown_primary(struct ha *h, struct ha_pv *pv)
 		return; /* frozen, and its lease may be gone: stays so */
 	if (pv->peer[0] && ha_peer_discard(pv) < 0) {
 		kill(pv->pid, SIGSTOP);
+		ha_fence_stop(pv, false);
 		log_warn("ha: vm %s: ferryd stops and backup %s cannot be told: "
 			 "VM frozen",
 			 pv->name, pv->peer);
@@ -586,6 +609,7 @@ static void shutdown_primary(struct ha *h, struct ha_pv *pv)
 	if (pv->lease && etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0)
 		log_warn("ha: vm %s: revoking the lease: %s", pv->name,
 			 err.msg);
+	ha_fence_stop(pv, true); /* no standby: the VM runs on, unprotected */
 	log_info("ha: vm %s: protection ended: ferryd stops", pv->name);
 	ha_audit(h, "-", "ha.disable", pv->name, "ok",
 		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason",

@@ -59,6 +59,14 @@ void ha_stop(struct ha *h);
 /* Free, after ha_stop and a drained worker pool. NULL is fine. */
 void ha_free(struct ha *h);
 
+/* `ferryd --ha-fence-agent VM`: the fence agent of one protected VM's
+ * QEMU (fence.c), started by ferryd itself with its control socket at fd
+ * 3 and QEMU's pidfd at fd 4. Runs until disarmed or QEMU exits (0), or
+ * freezes QEMU (SIGSTOP) when no renewal arrived by the deadline or ferryd
+ * is gone. Returns the exit status. */
+#define HA_FENCE_AGENT_ARG "--ha-fence-agent"
+int ha_fence_agent_main(int argc, char **argv);
+
 /* API: protect vm with a backup: body {"backup": HOST, "address", "port"
  * (its API), "interval_s"}. Checks at once what it can (-1: refused);
  * otherwise 0 and fn follows with the status. */

@@ -7,10 +7,11 @@
  *   disk.c     the disk's part of a checkpoint
  *   primary.c  the primary: enable, the checkpoint thread, failover
  *   lease.c    the owner lease: keepalive, self-fencing, release
+ *   fence.c    the fence agent: freezes QEMU without ferryd
  *   backup.c   the backup: standby, receiving checkpoints, takeover
  *   qemu.c     the QMP sequences (pause + copy + device state; load)
  *   peer.c     the primary's calls to the backup's API
- *   wire.c     record headers (wire.h)
+ *   ha_wire.c  record headers and fence messages (ha_wire.h)
  */
 #ifndef FERRY_HA_INT_H
 #define FERRY_HA_INT_H
@@ -112,6 +113,11 @@ struct ha_pv {
 	int64_t lease;
 	uint64_t renewed_ms;               /* when the last good renewal was
 					      sent (now_ms) */
+	int agent_fd;                      /* lease thread: the fence agent's
+					      socket, -1: none (fence.c) */
+	pid_t agent_pid;
+	bool thaw;                         /* lock: thaw once guarded */
+	bool cont_after_thaw;              /* lock: ... and resume (QMP) */
 	/* threads */
 	pthread_t t_main, t_lease;
 	bool t_main_on, t_lease_on;
@@ -158,6 +164,8 @@ void ha_audit(struct ha *h, const char *actor, const char *action,
 	      const char *target, const char *outcome, json_t *detail);
 /* Thread: set the health (and alarm, may be NULL) under the lock. */
 void ha_set_health(struct ha_pv *pv, enum ha_health s, const char *alarm);
+/* Thread: set the alarm, the health unchanged. */
+void ha_set_alarm(struct ha_pv *pv, const char *alarm);
 /* Thread: remember who holds the owner key. */
 void ha_set_holder(struct ha_pv *pv, const char *holder);
 /* Thread: sleep until ms passed or stop / a wake-up; true when stopping. */
@@ -206,6 +214,16 @@ json_t *ha_pv_json(struct ha_pv *pv);
 /* lease.c: the owner lease (primary and, after a takeover, backup). */
 int ha_lease_take(struct ha_pv *pv, struct ferr *err);
 void *ha_lease_main(void *arg);
+
+/* fence.c: the VM's fence agent (owned by the lease thread, or whoever
+ * ends protection after it was joined). */
+/* Start an agent for pv's QEMU, armed until deadline_ms (now_ms clock). */
+int ha_fence_start(struct ha_pv *pv, uint64_t deadline_ms, struct ferr *err);
+/* Move the deadline; -1 when the agent is gone (its socket closed). */
+int ha_fence_arm(struct ha_pv *pv, uint64_t deadline_ms);
+/* End the agent: disarmed (the VM runs on), or not (it freezes QEMU now).
+ * No agent: nothing. */
+void ha_fence_stop(struct ha_pv *pv, bool disarm);
 
 /* primary.c */
 void *ha_primary_main(void *arg);

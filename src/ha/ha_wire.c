@@ -118,3 +118,28 @@ int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
 				(unsigned long long)r->arg);
 	return 0;
 }
+
+void ha_fence_encode(uint8_t out[HA_FENCE_MSG_LEN], uint16_t cmd,
+		     uint64_t deadline_ms)
+{
+	put32(out + HA_FENCE_OFF_MAGIC, HA_FENCE_MAGIC);
+	put16(out + HA_FENCE_OFF_VERSION, HA_FENCE_VERSION);
+	put16(out + HA_FENCE_OFF_CMD, cmd);
+	put64(out + HA_FENCE_OFF_DEADLINE, deadline_ms);
+}
+
+int ha_fence_decode(const uint8_t in[HA_FENCE_MSG_LEN], uint16_t *cmd,
+		    uint64_t *deadline_ms, struct ferr *err)
+{
+	if (get32(in + HA_FENCE_OFF_MAGIC) != HA_FENCE_MAGIC ||
+	    get16(in + HA_FENCE_OFF_VERSION) != HA_FENCE_VERSION)
+		return ferr_set(err, FERR_INVALID,
+				"fence message: bad magic or version");
+	*cmd = get16(in + HA_FENCE_OFF_CMD);
+	*deadline_ms = get64(in + HA_FENCE_OFF_DEADLINE);
+	if (*cmd == HA_FENCE_ARM ||
+	    (*cmd == HA_FENCE_DISARM && *deadline_ms == 0))
+		return 0;
+	return ferr_set(err, FERR_INVALID, "fence message: command %u",
+			(unsigned)*cmd);
+}

@@ -73,6 +73,34 @@ struct ha_rec {
 	uint32_t len;
 };
 
+/* ---- the fence agent's control messages (fence.c) ----
+ *
+ * ferryd -> its fence agent, over a SOCK_SEQPACKET socket pair, one
+ * 16-byte message per packet: ARM moves the deadline (CLOCK_MONOTONIC ms,
+ * shared by every process of the host) by which another ARM must arrive,
+ * else the agent freezes the VM's QEMU; DISARM ends the agent without
+ * freezing. An end of the socket (ferryd gone) freezes at once. */
+#define HA_FENCE_MAGIC 0x41464846u /* "FHFA" read as little-endian bytes */
+#define HA_FENCE_VERSION 1u
+#define HA_FENCE_MSG_LEN 16
+#define HA_FENCE_OFF_MAGIC 0     /* u32 */
+#define HA_FENCE_OFF_VERSION 4   /* u16 */
+#define HA_FENCE_OFF_CMD 6       /* u16, HA_FENCE_* */
+#define HA_FENCE_OFF_DEADLINE 8  /* u64: monotonic ms (ARM), else 0 */
+_Static_assert(HA_FENCE_OFF_DEADLINE + 8 == HA_FENCE_MSG_LEN, "fence msg");
+
+enum ha_fence_cmd {
+	HA_FENCE_ARM = 1,
+	HA_FENCE_DISARM = 2,
+};
+
+/* Encode / decode a fence message. Decoding checks magic, version, the
+ * command and a zero deadline for DISARM: -1 with FERR_INVALID. Pure. */
+void ha_fence_encode(uint8_t out[HA_FENCE_MSG_LEN], uint16_t cmd,
+		     uint64_t deadline_ms);
+int ha_fence_decode(const uint8_t in[HA_FENCE_MSG_LEN], uint16_t *cmd,
+		    uint64_t *deadline_ms, struct ferr *err);
+
 /* Encode a record header. */
 void ha_rec_encode(uint8_t out[HA_REC_LEN], const struct ha_rec *r);
 

@@ -6,19 +6,32 @@
  *  - A renewal sent at t means the lease lives at least until t + TTL on
  *    the server. When no renewal succeeded by renewed + TTL - margin, the
  *    owner freezes its QEMU (SIGSTOP: no monitor needed, nothing can
- *    delay it) before anyone else can win the key: self-fencing.
+ *    delay it) before anyone else can win the key: self-fencing. The VM's
+ *    fence agent (fence.c), armed after every renewal, does the same a
+ *    little later, and at once when ferryd is gone.
  *  - When the owner's QEMU dies while ferryd lives, it revokes the lease
  *    at once, so the backup need not wait for the TTL.
  *  - A fenced owner reads the key when it can: held by another host, the
  *    VM runs there and the local copy is removed; free, it takes the key
- *    again and thaws the VM. */
+ *    again and thaws the VM. A restarted ferryd resolves a VM it protected
+ *    the same way, keeping it frozen until then. */
 #define _GNU_SOURCE
 #include "ha_int.h"
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The agent freezes this long before the lease could expire: after the
+ * lease thread's own fence (HA_FENCE_MARGIN_MS), before the server's. */
+#define HA_AGENT_MARGIN_MS 1000
+
+static uint64_t ttl_ms(const struct ha_pv *pv)
+{
+	return (uint64_t)pv->h->cfg->etcd.lease_ttl_s * 1000;
+}
 
 int ha_lease_take(struct ha_pv *pv, struct ferr *err)
 {
@@ -70,6 +83,74 @@ out:
 	return rc;
 }
 
+/* Freeze the VM's QEMU; both the lease thread and the agent do it. */
+static void freeze(struct ha_pv *pv, const char *why)
+{
+	kill(pv->pid, SIGSTOP);
+	ha_set_health(pv, HA_FENCED, why);
+	ha_audit(pv->h, "-", "ha.fenced", pv->name, "ok",
+		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason", why));
+}
+
+/* The VM runs on holder now: this frozen copy must never run again. */
+static void discard(struct ha_pv *pv, const char *holder)
+{
+	kill(pv->pid, SIGKILL);
+	ha_audit(pv->h, "-", "ha.fenced_discard", pv->name, "ok",
+		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "runs_on", holder));
+	ha_post_moved(pv, holder);
+}
+
+/* Loop: a VM paused by a planned switch that failed runs again. */
+static void on_thawed(struct ha *h, void *arg)
+{
+	char *uuid = arg;
+	struct vm *vm = vmm_find_uuid(h->deps.vmm, uuid);
+	struct ferr err;
+
+	if (vm && vmm_resume(h->deps.vmm, vm, false, NULL, NULL, &err) < 0)
+		log_error("ha: vm %s: %s", vm->def.name, err.msg);
+	free(uuid);
+}
+
+/* The agent armed from renewed_ms on; a frozen VM whose lease we hold
+ * again is thawed once it is (never without an agent watching). */
+static void guard(struct ha_pv *pv)
+{
+	uint64_t deadline;
+	struct ferr err = { 0 };
+	bool thaw, cont;
+	char *uuid;
+
+	pthread_mutex_lock(&pv->lock);
+	deadline = pv->renewed_ms + ttl_ms(pv) - HA_AGENT_MARGIN_MS;
+	thaw = pv->thaw;
+	cont = pv->cont_after_thaw;
+	pthread_mutex_unlock(&pv->lock);
+	if (ha_fence_arm(pv, deadline) < 0) {
+		/* gone: it froze QEMU just before this renewal came back, or
+		 * died; the renewal holds the lease, so a frozen VM may run */
+		thaw = thaw || qemu_process_stopped(pv->pid);
+		if (ha_fence_start(pv, deadline, &err) < 0) {
+			/* this thread's own fence still guards the VM */
+			log_error("ha: %s", err.msg);
+			ha_set_alarm(pv, err.msg);
+			return;
+		}
+	}
+	if (!thaw)
+		return;
+	kill(pv->pid, SIGCONT);
+	pthread_mutex_lock(&pv->lock);
+	pv->thaw = pv->cont_after_thaw = false;
+	pthread_mutex_unlock(&pv->lock);
+	ha_audit(pv->h, "-", "ha.unfenced", pv->name, "ok",
+		 json_pack("{s:s}", "uuid", pv->uuid));
+	ha_set_health(pv, HA_SYNCING, NULL);
+	if (cont && (uuid = strdup(pv->uuid)))
+		ha_post(pv->h, on_thawed, uuid);
+}
+
 /* QEMU died here: give the key up now, then wait to see who took it. */
 static void release_for_backup(struct ha_pv *pv)
 {
@@ -79,6 +160,7 @@ static void release_for_backup(struct ha_pv *pv)
 	int64_t lease;
 	struct ferr err = { 0 };
 
+	ha_fence_stop(pv, true);
 	while (etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0) {
 		log_warn("ha: vm %s: releasing the lease: %s", pv->name,
 			 err.msg);
@@ -105,35 +187,54 @@ static void release_for_backup(struct ha_pv *pv)
 		      "QEMU exited and no backup took the VM over");
 }
 
-/* Fenced: find out whether the VM runs elsewhere, or take it back. */
-static bool fenced_step(struct ha_pv *pv)
+/* Who owns the VM? Held by another host: this copy is discarded
+ * (*moved). Held by this host under an old lease that lives: renewed and
+ * kept. Free: taken. -1 when etcd cannot tell (or took it meanwhile). */
+static int owner_resolve(struct ha_pv *pv, bool *moved, struct ferr *err)
 {
 	struct ha *h = pv->h;
 	char holder[FERRY_NAME_MAX + 1];
 	int64_t lease;
-	struct ferr err = { 0 };
+	uint64_t sent = now_ms();
 
+	*moved = false;
 	if (ha_owner_read(h, pv->owner_key, holder, sizeof(holder), &lease,
-			  &err) < 0)
-		return false;
+			  err) < 0)
+		return -1;
 	ha_set_holder(pv, holder);
 	if (holder[0] && strcmp(holder, h->cfg->host) != 0) {
-		/* it runs there: this frozen copy must never run again */
-		kill(pv->pid, SIGKILL);
-		ha_audit(h, "-", "ha.fenced_discard", pv->name, "ok",
-			 json_pack("{s:s, s:s}", "uuid", pv->uuid, "runs_on",
-				   holder));
-		ha_post_moved(pv, holder);
-		return true;
+		discard(pv, holder);
+		*moved = true;
+		return 0;
 	}
-	if (holder[0])
-		return false; /* our old key, not yet expired: wait */
-	if (ha_lease_take(pv, &err) < 0)
-		return false;
-	kill(pv->pid, SIGCONT);
-	ha_audit(h, "-", "ha.unfenced", pv->name, "ok",
-		 json_pack("{s:s}", "uuid", pv->uuid));
-	ha_set_health(pv, HA_DEGRADED, "lease taken back after fencing");
+	if (holder[0]) {
+		/* ours, from before: alive while its lease is */
+		if (etcd_lease_keepalive(h->etcd, lease, 0, NULL, err) < 0)
+			return -1; /* gone (FERR_NOT_FOUND): read again */
+		pthread_mutex_lock(&pv->lock);
+		pv->lease = lease;
+		pv->renewed_ms = sent;
+		pthread_mutex_unlock(&pv->lock);
+		return 0;
+	}
+	return ha_lease_take(pv, err);
+}
+
+/* Fenced: find out whether the VM runs elsewhere, or take it back. True
+ * when this VM is done here. */
+static bool fenced_step(struct ha_pv *pv)
+{
+	struct ferr err = { 0 };
+	bool moved;
+
+	if (owner_resolve(pv, &moved, &err) < 0)
+		return false; /* unreachable, or our old key: again later */
+	if (moved)
+		return true;
+	pthread_mutex_lock(&pv->lock);
+	pv->thaw = true;
+	pthread_mutex_unlock(&pv->lock);
+	guard(pv);
 	return false;
 }
 
@@ -141,9 +242,13 @@ void *ha_lease_main(void *arg)
 {
 	struct ha_pv *pv = arg;
 	struct ha *h = pv->h;
-	uint64_t ttl_ms = (uint64_t)h->cfg->etcd.lease_ttl_s * 1000;
-	bool fenced = false;
+	bool fenced;
 
+	pthread_mutex_lock(&pv->lock);
+	fenced = pv->health == HA_FENCED;
+	pthread_mutex_unlock(&pv->lock);
+	if (!fenced)
+		guard(pv); /* the agent, before anything else */
 	while (!atomic_load(&pv->stop) && !atomic_load(&pv->handover)) {
 		uint64_t now = now_ms(), fence_at, sent;
 		struct ferr err = { 0 };
@@ -154,7 +259,8 @@ void *ha_lease_main(void *arg)
 			return NULL;
 		}
 		pthread_mutex_lock(&pv->lock);
-		fence_at = pv->renewed_ms + ttl_ms - HA_FENCE_MARGIN_MS;
+		fence_at = pv->renewed_ms + ttl_ms(pv) - HA_FENCE_MARGIN_MS;
+		fenced = pv->health == HA_FENCED;
 		pthread_mutex_unlock(&pv->lock);
 		if (fenced) {
 			if (fenced_step(pv))
@@ -169,12 +275,7 @@ void *ha_lease_main(void *arg)
 		if (now >= fence_at) {
 			/* the lease may be gone before we hear back: freeze
 			 * the VM now, before anyone can win the key */
-			kill(pv->pid, SIGSTOP);
-			fenced = true;
-			ha_set_health(pv, HA_FENCED,
-				      "owner lease not renewed: VM frozen");
-			ha_audit(h, "-", "ha.fenced", pv->name, "ok",
-				 json_pack("{s:s}", "uuid", pv->uuid));
+			freeze(pv, "owner lease not renewed: VM frozen");
 			continue;
 		}
 		sent = now;
@@ -186,7 +287,8 @@ void *ha_lease_main(void *arg)
 			pthread_mutex_lock(&pv->lock);
 			pv->renewed_ms = sent;
 			pthread_mutex_unlock(&pv->lock);
-			ha_wait(pv, ttl_ms / 3);
+			guard(pv);
+			ha_wait(pv, ttl_ms(pv) / 3);
 		} else if (err.code == FERR_NOT_FOUND) {
 			pthread_mutex_lock(&pv->lock);
 			pv->renewed_ms = 0; /* gone: fence at once */

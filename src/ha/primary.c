@@ -22,18 +22,22 @@ static uint8_t *anon(size_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+static int lease_thread_start(struct ha_pv *pv, struct ferr *err)
+{
+	if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0)
+		return ferr_set(err, FERR_INTERNAL,
+				"cannot start the lease thread");
+	pv->t_lease_on = true;
+	return 0;
+}
+
 int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err)
 {
-	if (take_lease) {
-		if (ha_lease_take(pv, err) < 0)
-			return -1;
-		/* renew from now on: the rest of the set-up may take longer
-		 * than the lease lives */
-		if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0)
-			return ferr_set(err, FERR_INTERNAL,
-					"cannot start the lease thread");
-		pv->t_lease_on = true;
-	}
+	/* renew from the start: the rest of the set-up may take longer than
+	 * the lease lives */
+	if (take_lease &&
+	    (ha_lease_take(pv, err) < 0 || lease_thread_start(pv, err) < 0))
+		return -1;
 	if (!pv->ram && ha_map_ram(pv, false, err) < 0)
 		return -1;
 	if (pv->disk_path[0]) {
@@ -239,6 +243,8 @@ static bool hand_over(struct ha_pv *pv, struct ferr *err)
 	ha_wake(pv);
 	pthread_join(pv->t_lease, NULL);
 	pv->t_lease_on = false;
+	/* the VM is paused (QMP): its agent may go before the lease does */
+	ha_fence_stop(pv, true);
 	if (etcd_lease_revoke(h->etcd, pv->lease, 0, err) < 0)
 		goto retake;
 	while (now_ms() < deadline) {
@@ -256,10 +262,24 @@ retake:
 		struct ferr e2;
 
 		atomic_store(&pv->handover, false);
-		if (ha_lease_take(pv, &e2) == 0 &&
-		    pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) == 0)
-			pv->t_lease_on = true;
-		ha_vm_qmp(h, pv->uuid, "resume", ha_qmp_cont, NULL, &e2);
+		if (ha_lease_take(pv, &e2) == 0) {
+			lease_thread_start(pv, &e2);
+			ha_vm_qmp(h, pv->uuid, "resume", ha_qmp_cont, NULL,
+				  &e2);
+			return false;
+		}
+		if (ha_owner_read(h, pv->owner_key, holder, sizeof(holder),
+				  &lease, &e2) == 0 &&
+		    !strcmp(holder, pv->peer))
+			return true; /* it did take it, after all */
+		/* who runs it is unknown: the VM stays paused until the
+		 * lease thread finds out (and resumes it when it may) */
+		pthread_mutex_lock(&pv->lock);
+		pv->cont_after_thaw = true;
+		pthread_mutex_unlock(&pv->lock);
+		ha_set_health(pv, HA_FENCED, "the planned switch failed and "
+					     "the owner is unknown: VM paused");
+		lease_thread_start(pv, &e2);
 	}
 	return false;
 }

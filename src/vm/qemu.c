@@ -443,6 +443,25 @@ int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
 	}
 }
 
+bool qemu_process_stopped(pid_t pid)
+{
+	char path[64];
+	char *text = NULL, *p;
+	size_t len = 0;
+	struct ferr ignored;
+	bool stopped;
+
+	if (pid <= 1)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (file_read_all(path, 4096, &text, &len, &ignored) < 0)
+		return false;
+	p = strrchr(text, ')');
+	stopped = p && p[1] == ' ' && p[2] == 'T';
+	free(text);
+	return stopped;
+}
+
 bool qemu_process_matches(pid_t pid, const char *uuid)
 {
 	char path[64];

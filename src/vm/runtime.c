@@ -545,6 +545,16 @@ void vm_reattach(struct vm *vm)
 		return;
 	}
 	vm->pid = pid;
+	if (qemu_process_stopped(pid)) {
+		/* frozen (HA's fence agent, docs/ha.md): it cannot answer,
+		 * and the VM may run on the backup by now */
+		vm->state = VM_UNKNOWN;
+		snprintf(vm->last_error, sizeof(vm->last_error),
+			 "QEMU pid %d is frozen (SIGSTOP): not attached",
+			 (int)pid);
+		log_warn("vm %s: %s", vm->def.name, vm->last_error);
+		return;
+	}
 	/* at start-up, before the API listens: blocking with deadlines */
 	if (qmp_connect(p.qmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0 ||
 	    query_status(q, status, sizeof(status), &err) < 0 ||

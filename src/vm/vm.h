@@ -310,6 +310,9 @@ int vm_net_open(const struct ferryd_config *cfg, const struct vm_def *def,
 int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
 		    struct qmp **out, struct ferr *err);
 
+/* Is pid stopped by a signal (SIGSTOP: frozen by HA's self-fencing)? */
+bool qemu_process_stopped(pid_t pid);
+
 /* Is pid a live (not zombie) QEMU process started for uuid? */
 bool qemu_process_matches(pid_t pid, const char *uuid);
 

@@ -265,6 +265,61 @@ def test_ha_host_death_three_members(request, make_cluster, make_etcd):
     assert hbs[0]["seq"] >= before - 3, (before, hbs[0])
 
 
+def fence_agents(vm):
+    """pids of the fence agents (`ferryd --ha-fence-agent VM`) for vm."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            args = ferrylib.proc_cmdline(int(pid)) or []
+            if args[1:3] == [b"--ha-fence-agent", vm.encode()]:
+                pids.append(int(pid))
+    return pids
+
+
+@full
+def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
+    """kill -9 of the primary's ferryd alone, its QEMU running on: the VM's
+    fence agent freezes QEMU at once, before the backup starts the VM after
+    the lease's TTL; a probe every 10 ms sees it never run on both hosts. A
+    ferryd started again leaves the frozen copy frozen (not attached)."""
+    c, ec = halib.ha_cluster(make_cluster, make_etcd, request=request)
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    pid_a = c.start_vm("host-a", "vm1")["pid"]
+    c.wait_heartbeats("host-a", "vm1", n=1)
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    assert len(fence_agents("vm1")) == 1, fence_agents("vm1")
+    console_b = c.vm_dir("host-b", "vm1") / "console.log"
+    frozen_at = first_b_output = None
+    t0 = time.monotonic()
+    c.kill_host("host-a")
+    while time.monotonic() - t0 < halib.LEASE_TTL_S + 20:
+        now = time.monotonic()
+        st = proc_state(pid_a)
+        if st != "T":
+            assert first_b_output is None, "vm1 ran on both hosts"
+            frozen_at = None
+        elif frozen_at is None:
+            frozen_at = now
+        if first_b_output is None and console_b.exists() and console_b.stat().st_size > 0:
+            first_b_output = now
+        if first_b_output is not None and now - first_b_output > 2:
+            break
+        time.sleep(0.01)
+    assert frozen_at is not None and first_b_output is not None, (frozen_at, first_b_output)
+    print(f"ferryd crash: QEMU frozen {(frozen_at - t0) * 1000:.0f} ms after the kill, "
+          f"backup's first output {first_b_output - t0:.2f} s after it")
+    assert frozen_at - t0 < 2, frozen_at - t0
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=30)
+    assert all(h["errors"] == 0 for h in hbs), hbs
+    assert proc_state(pid_a) == "T" and not fence_agents("vm1")[1:], fence_agents("vm1")
+    # the restarted primary ferryd does not hang on, nor thaw, the copy
+    c.start_host("host-a")
+    vm = halib.vm_names(c, "host-a")["vm1"]
+    assert vm["state"] != "running", vm
+    assert proc_state(pid_a) == "T"
+
+
 def reprotect_and_switch(c, vm, primary, backup):
     """Protect the failed-over VM again from its new host, then switch it
     back by a planned failover: it runs on `backup` with no error."""

@@ -57,6 +57,39 @@ static void test_layout(void **state)
 	assert_int_equal(b[HA_REC_OFF_LEN + 1], HA_PAGE_SIZE >> 8);
 }
 
+/* The fence agent's control messages: a round trip, the layout, and each
+ * refusal (bad magic, version, command, a DISARM with a deadline). */
+static void test_fence_msg(void **state)
+{
+	uint8_t b[HA_FENCE_MSG_LEN];
+	struct ferr err = { 0 };
+	uint64_t d = 0;
+	uint16_t cmd = 0;
+
+	(void)state;
+	ha_fence_encode(b, HA_FENCE_ARM, 0x0102030405060708ULL);
+	assert_memory_equal(b + HA_FENCE_OFF_MAGIC, "FHFA", 4);
+	assert_int_equal(b[HA_FENCE_OFF_DEADLINE], 0x08);
+	assert_int_equal(ha_fence_decode(b, &cmd, &d, &err), 0);
+	assert_int_equal(cmd, HA_FENCE_ARM);
+	assert_true(d == 0x0102030405060708ULL);
+	ha_fence_encode(b, HA_FENCE_DISARM, 0);
+	assert_int_equal(ha_fence_decode(b, &cmd, &d, &err), 0);
+	assert_int_equal(cmd, HA_FENCE_DISARM);
+	ha_fence_encode(b, HA_FENCE_DISARM, 5);
+	assert_int_equal(ha_fence_decode(b, &cmd, &d, &err), -1);
+	ha_fence_encode(b, 3, 5);
+	assert_int_equal(ha_fence_decode(b, &cmd, &d, &err), -1);
+	assert_non_null(strstr(err.msg, "command 3"));
+	ha_fence_encode(b, HA_FENCE_ARM, 5);
+	b[HA_FENCE_OFF_VERSION] ^= 1;
+	assert_int_equal(ha_fence_decode(b, &cmd, &d, &err), -1);
+	ha_fence_encode(b, HA_FENCE_ARM, 5);
+	b[HA_FENCE_OFF_MAGIC] ^= 1;
+	assert_int_equal(ha_fence_decode(b, &cmd, &d, &err), -1);
+	assert_int_equal(err.code, FERR_INVALID);
+}
+
 /* Encode r, change byte `at` to v (when at >= 0), and expect a refusal. */
 static void refused(struct ha_rec r, int at, uint8_t v, const char *needle)
 {
@@ -173,6 +206,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_fence_msg),
 		cmocka_unit_test(test_routes),
 	};
 
