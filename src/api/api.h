@@ -65,6 +65,8 @@ enum api_route {
 	ROUTE_HA_LIST,       /* GET    /v1/ha */
 	ROUTE_STANDBY_PREPARE, /* POST   /v1/standby        (peer hosts) */
 	ROUTE_STANDBY_DISCARD, /* DELETE /v1/standby/UUID   (peer hosts) */
+	ROUTE_BAL_PARAMS,    /* POST /v1/balance/params {"params"} */
+	ROUTE_HOST_FENCE,    /* POST /v1/host/fence {"fence"}: a leader's token */
 	ROUTE_ATTEST_IDENTITY, /* GET  /v1/attest/identity: EK cert, AK */
 	ROUTE_ATTEST_QUOTE,    /* POST /v1/attest/quote {"challenge"} */
 	ROUTE_ATTEST_ACTIVATE, /* POST /v1/attest/activate {credential,
@@ -88,6 +90,7 @@ struct api_request {
 	char q_vm[FERRY_NAME_MAX + 1];     /* ROUTE_AUDIT_QUERY filters, */
 	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
 	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
+	bool no_hosts;               /* ROUTE_BAL_STATUS ?hosts=0 */
 	/* set by the transport, not the parser: the connection's attestation
 	 * exporter (tls_exporter), to bind nonces to this TLS session */
 	bool have_exporter;

@@ -461,8 +461,8 @@ static void test_constraints(void **state)
 		"{\"roles\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"], " SIG "}",
 		"{\"attest\": \"required\"}",              /* unsigned */
 		"{\"signature\": \"00\"}",
-		"{\"signature\": \"0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
-		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}",
+		("{\"signature\": \"0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+		 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}"),
 		"[]",
 	};
 	char text[2048];
