@@ -309,7 +309,10 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     assert frozen_at is not None and first_b_output is not None, (frozen_at, first_b_output)
     print(f"ferryd crash: QEMU frozen {(frozen_at - t0) * 1000:.0f} ms after the kill, "
           f"backup's first output {first_b_output - t0:.2f} s after it")
-    assert frozen_at - t0 < 2, frozen_at - t0
+    # at the socket's end, i.e. once the kernel has torn the killed ferryd
+    # down (0.2-1.1 s for the ASan build here), well before the agent's
+    # own deadline would have
+    assert frozen_at - t0 < halib.LEASE_TTL_S - 1, frozen_at - t0
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=30)
     assert all(h["errors"] == 0 for h in hbs), hbs
     assert proc_state(pid_a) == "T" and not fence_agents("vm1")[1:], fence_agents("vm1")
