@@ -319,7 +319,7 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     # the restarted primary ferryd does not hang on, nor thaw, the copy
     c.start_host("host-a")
     vm = halib.vm_names(c, "host-a")["vm1"]
-    assert vm["state"] != "running", vm
+    assert vm["state"] == "unknown" and "frozen" in vm.get("last_error", ""), vm
     assert proc_state(pid_a) == "T"
 
 
