@@ -145,7 +145,9 @@ void incoming_abort_all(struct migrator *m)
 	struct in_session *s;
 
 	while ((s = session_first(&m->sessions))) {
-		if (s->state == IN_FINISHING && s->committing) {
+		if (s->stream_fn) {
+			session_end(&m->sessions, s, IN_ABORTED);
+		} else if (s->state == IN_FINISHING && s->committing) {
 			/* its commit ends on its own; it is no longer ours
 			 * to abort */
 			session_end(&m->sessions, s, IN_COMMITTED);

@@ -140,8 +140,10 @@ struct relay_counters {
 	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
 };
 
-/* Write exactly len bytes on a blocking connection (its socket timeouts
- * bound the wait). */
+/* Read / write exactly len bytes on a blocking connection (its socket
+ * timeouts bound the wait). */
+int conn_read_full(struct mig_conn *c, void *buf, size_t len,
+		   struct ferr *err);
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err);
 
@@ -366,6 +368,9 @@ struct in_session {
 				     by a finish, never commits anything */
 	struct migrator *m;
 	struct event *timer;      /* loop: lifetime without a finish */
+	mig_stream_fn stream_fn;  /* a stream session (stream.c): its
+				     connections go to stream_fn, not QEMU */
+	void *stream_ctx;
 	struct in_session *next;  /* the table (lock) */
 };
 
@@ -407,7 +412,8 @@ int session_advance(struct session_table *t, struct in_session *s,
 bool session_end(struct session_table *t, struct in_session *s,
 		 enum in_state final);
 
-/* Live sessions in states PREPARING..FINISHING. */
+/* Live migration sessions in states PREPARING..FINISHING (stream
+ * sessions are not counted). */
 unsigned session_count(struct session_table *t);
 
 /* The first live session, with a reference, or NULL (to end them all). */
@@ -689,6 +695,11 @@ void recover_all(struct migrator *m);
  * resolver: its VM is held paused as "unresolved", and the loop keeps
  * asking the destination (jrec: its journal record, taken). */
 void recover_unresolved(struct migrator *m, json_t *jrec);
+
+/* stream.c: serve an authenticated connection of stream session s on this
+ * channel thread (the ACK is sent here); returns when the stream ends. */
+void stream_serve(struct migrator *m, struct in_session *s,
+		  struct mig_conn *c, const uint8_t exporter[MIG_EXPORTER_LEN]);
 
 /* recover.c: abort the destination's session of a source record (a
  * failed migration), retrying with backoff until the destination confirms;
