@@ -279,6 +279,9 @@ def test_cell(rig, results, cell):
                 outcome, detail = classify(c, VM, uid, crash, probe, src, rec["id"])
             except AssertionError as e:
                 outcome, detail = "harness", str(e)[:300]
+        # a corruption the trial never reached must not hit the next one
+        for p in [*api.values(), *data.values()]:
+            p.disarm_corruptions()
         results({"run": RUN, "phase": phase, "fault": fault, "trial": n,
                  "crash_cell": crash, "outcome": outcome, "detail": detail,
                  "seconds": round(time.monotonic() - t0, 1)})

@@ -369,6 +369,13 @@ class FaultProxy:
         return self._stalled
 
     @property
+    def disarm_corruptions(self):
+        """Drop corruptions not yet fired; returns how many."""
+        with self._lock:
+            n = len(self._corrupts)
+            self._corrupts.clear()
+            return n
+
     def pending_corruptions(self):
         with self._lock:
             return len(self._corrupts)
