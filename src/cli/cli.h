@@ -62,6 +62,7 @@ enum cli_exit {
 #define OPT_ACTION (UINT64_C(1) << 28)
 #define OPT_LIMIT (UINT64_C(1) << 29)
 #define OPT_PORT (UINT64_C(1) << 30)
+#define OPT_COMPRESS (UINT64_C(1) << 31)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
@@ -86,6 +87,7 @@ struct cli_opts {
 	uint64_t max_downtime_ms;
 	uint64_t bandwidth_mibps;
 	uint64_t channels;
+	const char *compress;
 	bool insecure;
 	uint64_t max_time_s;
 	bool cancel;

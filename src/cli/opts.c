@@ -67,6 +67,7 @@ static const struct opt_row rows[] = {
 	{ "limit", OPT_LIMIT, K_U64, F(limit), 1, FERRY_AUDIT_QUERY_MAX,
 	  "records" },
 	{ "port", OPT_PORT, K_U32, F(port), 0, 65535, "a TCP port" },
+	{ "compress", OPT_COMPRESS, K_STRING, F(compress), 0, 0, NULL },
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

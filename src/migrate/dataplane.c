@@ -169,13 +169,15 @@ fail:
 
 int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
-		   bool plaintext,
+		   bool plaintext, enum relay_z z,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err)
 {
-	struct mig_conn c = { .fd = -1 };
-	struct mig_hello h = { .flags = plaintext ? MIG_FLAG_PLAINTEXT : 0,
+	struct mig_conn c = { .fd = -1, .z = z };
+	struct mig_hello h = { .flags = (plaintext ? MIG_FLAG_PLAINTEXT : 0) |
+					(z != RELAY_Z_OFF ? MIG_FLAG_FRAMES
+							  : 0),
 			       .channel = channel,
 			       .nchan = nchan };
 	uint8_t hello[MIG_HELLO_LEN], ack[MIG_ACK_LEN];
@@ -193,6 +195,7 @@ int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 			ferr_set(err, FERR_INTERNAL, "cannot set up TLS");
 			goto fail;
 		}
+		relay_tls_prepare(c.ssl);
 		ERR_clear_error();
 		if (SSL_connect(c.ssl) != 1) {
 			ferr_set(err, FERR_UNAVAILABLE,
@@ -235,9 +238,12 @@ int dataplane_accept(SSL_CTX *ctx, int fd, struct mig_conn *out,
 				"the peer closed before its HELLO");
 	if (first[0] == 0x16) {
 		c.ssl = SSL_new(ctx);
-		if (!c.ssl || SSL_set_fd(c.ssl, fd) != 1)
+		if (!c.ssl || SSL_set_fd(c.ssl, fd) != 1) {
+			SSL_free(c.ssl);
 			return ferr_set(err, FERR_INTERNAL,
 					"cannot set up TLS");
+		}
+		relay_tls_prepare(c.ssl);
 		ERR_clear_error();
 		if (SSL_accept(c.ssl) != 1) {
 			ferr_set(err, FERR_UNAUTH, "TLS handshake failed: %s",

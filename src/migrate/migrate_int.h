@@ -34,7 +34,6 @@
 
 #define MIG_ID_HEX_LEN (MIG_SESSION_ID_LEN * 2)
 
-#define MIG_CHANNELS_DEFAULT 2       /* multifd channels */
 #define MIG_POLL_INTERVAL_MS 100     /* source: query-migrate period */
 #define MIG_DATA_CONNS_MAX 64        /* data-plane channel threads at once */
 #define MIG_STALL_MS 15000           /* no progress for this long: cancel */
@@ -55,6 +54,13 @@
 
 enum mig_mode { MIG_LIVE, MIG_OFFLINE, MIG_POSTCOPY };
 
+/* Compression of the channels (--compress). */
+enum mig_compress {
+	MIG_COMPRESS_AUTO, /* frames; the relays compress while link-bound */
+	MIG_COMPRESS_ON,   /* frames; every frame that shrinks goes zstd */
+	MIG_COMPRESS_OFF,  /* no frames */
+};
+
 /* Options of one outgoing migration, validated (mig_opts_from_json). */
 struct mig_opts {
 	enum mig_mode mode;
@@ -63,19 +69,21 @@ struct mig_opts {
 	uint16_t port;               /* destination API port */
 	uint64_t max_downtime_ms;    /* 0: the VM's setting */
 	uint64_t bandwidth_mibps;    /* 0: unlimited */
-	uint64_t channels;           /* multifd channels; 0: the default */
+	uint64_t channels;           /* 0: chosen; 1: one stream; N: multifd */
+	enum mig_compress compress;
 	uint64_t max_time_s;         /* 0: the VM's setting */
 	bool insecure;               /* plaintext data plane (benchmarks) */
 };
 
 /* Parse a migrate request body: {"to", "address", "port", "mode",
  * "max_downtime_ms", "bandwidth_mibps", "channels", "max_time_s",
- * "insecure"}. Unknown fields, wrong types and bad values are FERR_INVALID
+ * "insecure", "compress"}. Unknown fields, wrong types and bad values are FERR_INVALID
  * naming the field. */
 int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 		       struct ferr *err);
 
 const char *mig_mode_name(enum mig_mode m);
+const char *mig_compress_name(enum mig_compress c);
 
 /* ---- channel.c: HELLO/ACK messages and the session binding ---- */
 
@@ -125,10 +133,20 @@ int hex_decode(const char *in, uint8_t *out, size_t len);
 
 /* ---- relay.c: one channel's bytes between QEMU and the network ---- */
 
-/* The network end of a channel: TLS (ssl != NULL) or plaintext. */
+/* What a relay does with the bytes it carries (wire.h, "Frames"). */
+enum relay_z {
+	RELAY_Z_OFF,    /* the channel carries the stream as it is */
+	RELAY_Z_AUTO,   /* frames; compress while the link is the limit */
+	RELAY_Z_ON,     /* frames; compress every frame that shrinks */
+	RELAY_Z_DECODE, /* frames from the peer: expand them */
+};
+
+/* The network end of a channel: TLS (ssl != NULL) or plaintext, and
+ * whether it carries frames (a HELLO flag). */
 struct mig_conn {
 	int fd;
 	SSL *ssl;
+	enum relay_z z;
 };
 
 /* Byte counts of one session, updated by its relays. */
@@ -150,6 +168,10 @@ int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
  * the connection's TCP byte counts to ctr when not NULL. */
 void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr);
 
+/* Set up a data-plane TLS connection for the relay, before its handshake:
+ * a read buffer of MIG_RELAY_BUF, and kernel TLS when the kernel has it. */
+void relay_tls_prepare(SSL *ssl);
+
 /* Relay between the local QEMU socket and the network connection in both
  * directions until both are closed (0), an error (-1: a TLS record that
  * fails authentication, a reset, an end of stream without close_notify), or
@@ -159,15 +181,132 @@ void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr);
 int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 	      struct relay_counters *ctr, struct ferr *err);
 
+/* ---- plan.c: one stream or multifd, frames or not ---- */
+
+struct mig_plan_in {
+	unsigned host_cpus;  /* online CPUs of the source host */
+	unsigned vcpus;      /* the VM's */
+	bool postcopy;       /* post-copy enabled: QEMU needs one stream */
+	uint64_t channels;   /* the request's: 0 choose, 1 one stream, N */
+	enum mig_compress compress;
+};
+
+struct mig_plan {
+	unsigned multifd;    /* multifd channels; 0: QEMU's one stream */
+	enum relay_z z;      /* the source relays' frames (RELAY_Z_OFF: none) */
+	const char *why;     /* the rule that chose multifd, for the record */
+};
+
+/* Choose the path (docs/performance.md, "Choosing the path"). Pure. */
+void mig_plan_make(const struct mig_plan_in *in, struct mig_plan *out);
+
+/* The plan for the migration record. */
+json_t *mig_plan_json(const struct mig_plan *p, enum mig_compress c);
+
+/* After a refused prepare: when compression was only chosen
+ * automatically and err is an older destination refusing the "compress"
+ * field, drop the frames and return true (prepare again); else false. */
+bool mig_plan_fallback(struct mig_plan *p, enum mig_compress c,
+		       const struct ferr *err);
+
+/* ---- frame.c: frames of compressed channels (wire.h) ---- */
+
+/* One window (ZCTL_WINDOW_MS) of a framing relay's sending. */
+struct zwin {
+	uint64_t wall_us;    /* its length */
+	uint64_t blocked_us; /* waiting for the network to take bytes */
+	uint64_t busy_us;    /* TCP_INFO: time with data in flight */
+	uint64_t rwnd_us;    /* TCP_INFO: ... limited by the receiver */
+	uint64_t in_bytes;   /* QEMU bytes framed (frame.c fills these) */
+	uint64_t zin, zout;  /* bytes into / out of the compressor */
+};
+
+#define ZCTL_WINDOW_MS 250
+
+/* The choice to compress (RELAY_Z_AUTO): compress while the link, not the
+ * receiver or the CPU, limits the channel; stop when the data does not
+ * shrink by a tenth, or when compressing carries fewer bytes per second
+ * than the link carried raw. */
+struct zctl {
+	bool on;           /* compress the next window's frames */
+	unsigned hold;     /* windows to wait before compressing again */
+	uint64_t raw_rate; /* bytes/s carried raw while link-bound (0: none) */
+};
+
+/* Was the network the limit in w (the relay waited on it for half the
+ * window, and the receiver's window held TCP back for at most half its
+ * busy time)? */
+bool zctl_link_bound(const struct zwin *w);
+
+/* Decide for the next window after w. Pure. */
+void zctl_update(struct zctl *c, const struct zwin *w);
+
+struct ZSTD_CCtx_s;
+struct ZSTD_DCtx_s;
+
+struct frame_enc {
+	struct ZSTD_CCtx_s *cctx;
+	enum relay_z mode;   /* RELAY_Z_AUTO or RELAY_Z_ON */
+	struct zctl ctl;     /* ctl.on: compress (always with RELAY_Z_ON) */
+	struct zwin win;     /* the current window's byte counts */
+};
+
+int frame_enc_init(struct frame_enc *e, enum relay_z mode, struct ferr *err);
+void frame_enc_free(struct frame_enc *e);
+
+/* Frame the n (1..MIG_FRAME_RAW_MAX) bytes at raw + MIG_FRAME_HDR_LEN,
+ * whose MIG_FRAME_HDR_LEN bytes before them are free: either a zstd frame
+ * into out (room for MIG_FRAME_HDR_LEN + MIG_FRAME_RAW_MAX), *in_out =
+ * true, or a raw frame in place (header into raw[0..HDR_LEN)). Returns the
+ * frame's length. */
+size_t frame_enc(struct frame_enc *e, uint8_t *raw, size_t n, uint8_t *out,
+		 bool *in_out);
+
+/* End a window: w's network figures plus the encoder's byte counts go to
+ * the controller (RELAY_Z_AUTO), and the counts restart. */
+void frame_enc_window(struct frame_enc *e, struct zwin *w);
+
+/* Encode a frame header. */
+void frame_header(uint8_t hdr[MIG_FRAME_HDR_LEN], unsigned type,
+		  uint32_t len, uint32_t raw);
+
+struct frame_dec {
+	struct ZSTD_DCtx_s *dctx;
+	uint8_t *zbuf;       /* a zstd payload (MIG_FRAME_RAW_MAX) */
+	uint8_t hdr[MIG_FRAME_HDR_LEN];
+	size_t hlen;         /* header bytes received */
+	uint8_t type;
+	uint32_t len, raw;   /* of the frame whose payload comes */
+	size_t have;         /* payload bytes received */
+};
+
+int frame_dec_init(struct frame_dec *d, struct ferr *err);
+void frame_dec_free(struct frame_dec *d);
+
+/* Where the next bytes from the peer go and how many are wanted there: the
+ * header, a zstd payload, or a raw payload straight into out (the buffer
+ * that frame_dec_advance fills; room for MIG_FRAME_RAW_MAX). */
+uint8_t *frame_dec_space(struct frame_dec *d, uint8_t *out, size_t *want);
+
+/* n bytes arrived where frame_dec_space said. 1 when a frame is complete:
+ * its *outlen bytes are in out; 0 when more bytes are needed; -1 (err,
+ * FERR_INVALID) for a frame that breaks the limits of wire.h. */
+int frame_dec_advance(struct frame_dec *d, size_t n, uint8_t *out,
+		      size_t *outlen, struct ferr *err);
+
+/* Between frames (an end of stream here is clean)? */
+bool frame_dec_idle(const struct frame_dec *d);
+
 /* ---- dataplane.c: TCP and TLS set-up of channels ---- */
 
 /* Source: connect from local_addr (this host's address, or NULL) to the
  * destination's migration port, authenticate it as peer_name (TLS unless
- * plaintext), send the HELLO for channel and check the ACK. On success
- * *out is a blocking connection ready to relay. */
+ * plaintext), send the HELLO for channel (with MIG_FLAG_FRAMES unless z is
+ * RELAY_Z_OFF) and check the ACK. On success *out is a blocking
+ * connection ready to relay, out->z = z. */
 int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
-		   bool plaintext,
+		   bool plaintext, enum relay_z z,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
@@ -326,6 +465,7 @@ struct in_session {
 	uint16_t nchan;
 	bool insecure;
 	bool postcopy;
+	bool frames;              /* channels carry frames (zstd) */
 	uint32_t seen;            /* channel indexes accepted (lock) */
 	unsigned next_index;      /* next channel to connect to QEMU (lock) */
 	enum in_state state;      /* written under the lock */
@@ -453,6 +593,7 @@ struct mig {
 	char out_sock[FERRY_SOCK_PATH_MAX + 1];
 	unsigned multifd;         /* multifd channels, 0 when off */
 	unsigned nchan;           /* connections QEMU opens */
+	struct mig_plan plan;     /* the path (plan.c) */
 	bool postcopy_cap;
 	bool was_running;         /* the VM ran when the driver started */
 	atomic_bool cancel;       /* set by the API */
