@@ -32,9 +32,12 @@ check: build asan guest
 	bash scripts/check.sh
 
 # Migration benchmark: QEMU's own transports against ferry, side by side
-# (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
+# (bench/README.md): on loopback, then over a link of BENCH_LINK between two
+# network namespaces. BENCH_ARGS="--runs 5" to tune both.
+BENCH_LINK ?= 1gbit
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+	/usr/bin/python3 bench/migrate_bench.py --link $(BENCH_LINK) $(BENCH_ARGS)
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.

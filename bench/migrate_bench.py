@@ -4,20 +4,31 @@
 One run compares, on the same test guest (guest/README.md: Debian cloud
 kernel + busybox initramfs + memload), side by side:
 
-  qemu-tcp          QEMU direct, plain TCP, one channel
-  qemu-multifd      QEMU plain multifd (--channels channels)
-  qemu-tls          QEMU's own TLS (tls-creds-x509), one channel
-  qemu-tls-multifd  QEMU's own TLS with multifd
-  ferry             ferry's encrypted migration (ferryd x2 + `ferry migrate`)
+  qemu-tcp           QEMU direct, plain TCP, one channel
+  qemu-multifd       QEMU plain multifd (--channels channels)
+  qemu-multifd-zstd  QEMU plain multifd with multifd-compression=zstd
+  qemu-tls           QEMU's own TLS (tls-creds-x509), one channel
+  qemu-tls-multifd   QEMU's own TLS with multifd
+  ferry              ferry's encrypted migration (ferryd x2 + `ferry
+                     migrate`), ferry choosing its path
+  ferry-multifd      the same with --channels (multifd)
+  ferry-zstd         the same with --compress on
+  ferry-nozstd       the same with --compress off
 
-for each workload: `idle` (memload.rate=0, after the fill) and `dirty`
-(memload.rate=20000 pages/s).  Every (config, workload) pair is repeated
---runs times, round-robin, and the median is reported as a markdown table,
-followed by the target checks and the machine description.
+for each workload: `idle` (memload.rate=0, after the fill), `dirty`
+(memload.rate=20000 pages/s) and `text` (idle, memload.content=text, which
+compresses about 3:1).  Every (config, workload) pair is repeated --runs
+times, round-robin, and the median is reported as a markdown table,
+followed by PASS / FAIL lines for the targets of issue 14 and the machine
+description.
 
-Everything (QEMU processes, ferryd hosts, temp dirs) is cleaned up at the
-end, also on failure or Ctrl-C.  Guests run with TCG only.  Traffic stays
-on 127.0.0.0/8.  Standard library only; see bench/README.md.
+Two modes: loopback (default: the hosts are 127.0.0.2 and 127.0.0.3), and
+--link RATE: the two hosts run in network namespaces that the benchmark
+creates, joined by a veth pair shaped with tbf to RATE, and removed at the
+end (also after a failure or Ctrl-C; a later run removes those a killed run
+left).  Everything (QEMU processes, ferryd hosts, temp dirs, namespaces) is
+cleaned up at the end.  Guests run with TCG only.  Standard library only;
+see bench/README.md.
 """
 
 import argparse
@@ -51,6 +62,8 @@ CONFIGS = {
     "qemu-tls": ("QEMU TLS (1 ch)", "qemu", False, True, None),
     "qemu-tls-multifd": ("QEMU TLS multifd ({ch} ch)", "qemu", True, True, None),
     "ferry": ("ferry", "ferry", None, None, None),
+    "ferry-multifd": ("ferry --channels {ch}", "ferry", True, None, None),
+    "ferry-zstd": ("ferry --compress on", "ferry", None, None, "on"),
     "ferry-nozstd": ("ferry --compress off", "ferry", None, None, "off"),
 }
 # Default configs per mode (--configs overrides).
@@ -761,8 +774,9 @@ def run_ferry(bench, config, workload, run_idx, rundir, res):
         pre_hbs = check_console(fc.console("host-a", name), "source")
         argv = bench.netns_prefix("a") + [
             str(fc.bin / "ferry"), "--config", str(fc.client), "--host", "host-a",
-            *ferry_migrate_argv(name, "host-a", "host-b", a.ferry_channels, a.downtime_ms,
-                                a.ferry_bandwidth, CONFIGS[config][4])]
+            *ferry_migrate_argv(name, "host-a", "host-b",
+                                a.channels if CONFIGS[config][2] else a.ferry_channels,
+                                a.downtime_ms, a.ferry_bandwidth, CONFIGS[config][4])]
         t_mig = time.monotonic()
         try:
             r = subprocess.run(argv, capture_output=True, text=True, cwd=fc.dir,
@@ -1153,7 +1167,8 @@ def parse_args(argv):
                          + ",".join(LOOPBACK_CONFIGS) + "; with --link "
                          + ",".join(LINK_CONFIGS) + ")")
     ap.add_argument("--channels", type=int, default=2,
-                    help="multifd channels of the QEMU multifd configs (default 2)")
+                    help="multifd channels of the QEMU multifd configs and ferry-multifd "
+                         "(default 2)")
     ap.add_argument("--ferry-channels", type=int, default=None, metavar="N",
                     help="pass --channels N to ferry migrate (default: not passed, "
                          "ferry chooses)")

@@ -97,24 +97,34 @@ static ssize_t decode(struct frame_dec *d, const uint8_t *in, size_t len,
 	return frame_dec_idle(d) ? (ssize_t)total : -2;
 }
 
-static void fill_text(uint8_t *buf, size_t len)
+/* Pages of memload's text (or pattern) into buf, which need not be
+ * aligned. */
+static void fill_pages(uint8_t *buf, size_t len, bool text)
 {
+	uint64_t page[PATTERN_WORDS];
 	struct pattern_text t;
 
 	pattern_text_init(&t);
 	for (size_t off = 0; off + PATTERN_PAGE_SIZE <= len;
-	     off += PATTERN_PAGE_SIZE)
-		pattern_text_fill((uint64_t *)(void *)(buf + off),
-				  pattern_base(1, off / PATTERN_PAGE_SIZE, 0),
-				  &t);
+	     off += PATTERN_PAGE_SIZE) {
+		uint64_t base = pattern_base(1, off / PATTERN_PAGE_SIZE, 0);
+
+		if (text)
+			pattern_text_fill(page, base, &t);
+		else
+			pattern_fill(page, base);
+		memcpy(buf + off, page, sizeof(page));
+	}
+}
+
+static void fill_text(uint8_t *buf, size_t len)
+{
+	fill_pages(buf, len, true);
 }
 
 static void fill_random(uint8_t *buf, size_t len)
 {
-	for (size_t off = 0; off + PATTERN_PAGE_SIZE <= len;
-	     off += PATTERN_PAGE_SIZE)
-		pattern_fill((uint64_t *)(void *)(buf + off),
-			     pattern_base(1, off / PATTERN_PAGE_SIZE, 0));
+	fill_pages(buf, len, false);
 }
 
 /* Text compresses into a zstd frame, random bytes go raw; both decode to
