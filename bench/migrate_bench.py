@@ -709,6 +709,18 @@ class FerryCluster:
                                      f"{tail(self.dir / name / 'ferryd.log', 5)}")
                 time.sleep(0.2)
 
+    def cpu_s(self):
+        """CPU seconds (user + system) both ferryd processes have used:
+        during a migration, mostly their relays."""
+        total = 0.0
+        for p in self.hosts.values():
+            try:
+                f = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
     def console(self, host, name):
         r = self.cli(host, "vm", "console", name, check=False, timeout=30)
         return r.stdout if r.returncode == 0 else ""
@@ -778,12 +790,14 @@ def run_ferry(bench, config, workload, run_idx, rundir, res):
                                 a.channels if CONFIGS[config][2] else a.ferry_channels,
                                 a.downtime_ms, a.ferry_bandwidth, CONFIGS[config][4])]
         t_mig = time.monotonic()
+        cpu0 = fc.cpu_s()
         try:
             r = subprocess.run(argv, capture_output=True, text=True, cwd=fc.dir,
                                stdin=subprocess.DEVNULL, timeout=a.migrate_timeout + 30)
         except subprocess.TimeoutExpired:
             raise BenchError(f"ferry migrate did not finish within {a.migrate_timeout + 30:.0f}s")
         res["wall_ms"] = round((time.monotonic() - t_mig) * 1000)
+        res["ferryd_cpu_s"] = round(fc.cpu_s() - cpu0, 3)
         time.sleep(0.3)
         ProcTable.stop(follower, grace=1.0)
         (rundir / "ferry-migrate.out").write_text(r.stdout + "\n--- stderr\n" + r.stderr)
@@ -907,6 +921,9 @@ def summarize(results, configs, workloads):
                 s["wire_mib"] = median([r["wire_bytes"] / 2**20 for r in ok
                                         if r.get("wire_bytes")])
                 s["iterations"] = median([r.get("iterations") for r in ok])
+                s["ferryd_ms_per_mib"] = median([r["ferryd_cpu_s"] * 1000 / (r["ram_bytes"] / 2**20)
+                                                 for r in ok if r.get("ferryd_cpu_s") is not None
+                                                 and r["ram_bytes"]])
                 paths = {path_label(r.get("path")) for r in ok if r.get("path")}
                 s["path"] = ", ".join(sorted(paths)) if paths else None
             out[wl][c] = s
@@ -968,7 +985,7 @@ def report(bench, summary, machine, elapsed):
         p("")
         head = ["config", "runs ok", "total time (s)", "range (s)", "downtime (ms)",
                 "throughput (Gbit/s)", "RAM sent (MiB)", "wire (MiB)", "iterations",
-                "ferry's path"]
+                "ferryd CPU (ms/MiB)", "ferry's path"]
         head += [h for _, h in base_keys]
         p("| " + " | ".join(head) + " |")
         p("|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]
@@ -992,7 +1009,8 @@ def report(bench, summary, machine, elapsed):
                    f"{s['total_min_s']:.2f}–{s['total_max_s']:.2f}",
                    fmt(s["downtime_ms"], ".0f"), fmt(s["gbps"], ".2f"),
                    fmt(s["ram_mib"], ".0f"), fmt(s.get("wire_mib"), ".0f"),
-                   fmt(s["iterations"], "g"), s.get("path") or ""]
+                   fmt(s["iterations"], "g"), fmt(s.get("ferryd_ms_per_mib"), ".2f"),
+                   s.get("path") or ""]
             for bk, _ in base_keys:
                 b = summary[wl].get(bk)
                 if b and b.get("total_s"):
