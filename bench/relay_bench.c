@@ -6,8 +6,13 @@
  * each relay thread, per MiB, so that changes to relay.c can be compared
  * without QEMU and with less noise than a migration.
  *
- *   build/bench/relay_bench [--mib N] [--plain] [--content random|text]
- *                           [--zstd auto|on] [--writes KIB] [--reads KIB]
+ *   build/relay_bench [--mib N] [--plain] [--content random|text]
+ *                     [--zstd auto|on] [--writes KIB] [--reads KIB]
+ *                     [--netns NS_A,NS_B --addr IP_B]
+ *
+ * With --netns the TCP connection runs from network namespace NS_A to
+ * IP_B in NS_B (e.g. the shaped link of `migrate_bench.py --link`, set up
+ * by hand), instead of over loopback.
  *
  * Run it under `perf record -g` or `strace -c -f` to see where the time
  * goes (docs/performance.md, "The relay").
@@ -15,7 +20,9 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -151,16 +158,42 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-/* A TCP loopback connection: *c connected to *s. */
-static int tcp_pair(int *c, int *s)
+/* Enter network namespace name (this thread; NULL: stay). */
+static int enter_ns(const char *name)
+{
+	char path[256];
+	int fd, rc;
+
+	if (!name)
+		return 0;
+	snprintf(path, sizeof(path), "/var/run/netns/%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	rc = setns(fd, CLONE_NEWNET);
+	close(fd);
+	return rc;
+}
+
+/* A TCP connection: *c connected to *s, over loopback, or from namespace
+ * ns_a to addr in namespace ns_b. */
+static int tcp_pair(int *c, int *s, const char *ns_a, const char *ns_b,
+		    const char *addr)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sa);
-	int l = socket(AF_INET, SOCK_STREAM, 0);
+	int l;
 
+	if (enter_ns(ns_b) < 0)
+		return -1;
+	l = socket(AF_INET, SOCK_STREAM, 0);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (addr && inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+		return -1;
 	if (l < 0 || bind(l, (struct sockaddr *)&sa, sl) < 0 ||
 	    listen(l, 1) < 0 || getsockname(l, (struct sockaddr *)&sa, &sl) < 0)
+		return -1;
+	if (enter_ns(ns_a) < 0)
 		return -1;
 	*c = socket(AF_INET, SOCK_STREAM, 0);
 	if (*c < 0 || connect(*c, (struct sockaddr *)&sa, sl) < 0)
@@ -192,6 +225,8 @@ int main(int argc, char **argv)
 		{ "zstd", required_argument, NULL, 'z' },
 		{ "writes", required_argument, NULL, 'w' },
 		{ "reads", required_argument, NULL, 'r' },
+		{ "netns", required_argument, NULL, 'n' },
+		{ "addr", required_argument, NULL, 'a' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *ips[] = { "127.0.0.1", NULL };
@@ -202,6 +237,8 @@ int main(int argc, char **argv)
 	int qa[2], qb[2], ta, tb, opt, plain = 0;
 	unsigned mib = 512;
 	enum relay_z zmode = RELAY_Z_OFF;
+	char *ns_a = NULL, *ns_b = NULL;
+	const char *addr = NULL;
 	pthread_t t[4];
 	double t0, t1;
 
@@ -225,6 +262,16 @@ int main(int argc, char **argv)
 		case 'r':
 			g_rchunk = (size_t)atoi(optarg) * 1024;
 			break;
+		case 'n':
+			ns_a = strdup(optarg);
+			ns_b = strchr(ns_a, ',');
+			if (!ns_b)
+				return 2;
+			*ns_b++ = '\0';
+			break;
+		case 'a':
+			addr = optarg;
+			break;
 		default:
 			fprintf(stderr, "usage: see the comment at the top\n");
 			return 2;
@@ -233,7 +280,7 @@ int main(int argc, char **argv)
 	g_bytes = (size_t)mib << 20;
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, qa) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM, 0, qb) < 0 ||
-	    tcp_pair(&ta, &tb) < 0) {
+	    tcp_pair(&ta, &tb, ns_a, ns_b, addr) < 0) {
 		perror("sockets");
 		return 1;
 	}

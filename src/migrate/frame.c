@@ -10,12 +10,12 @@
 
 /* A frame must save this fraction of its raw length to go compressed. */
 #define FRAME_MIN_SAVING_DIV 32
-/* The controller (RELAY_Z_AUTO): windows to wait before compressing again
- * after the data did not compress, or compression made the channel
- * slower than the link carried it raw. */
+/* The controller (RELAY_Z_AUTO): share levels gained per link-bound
+ * window (a quarter: all frames within 0.4 s) and lost per other
+ * window; windows to wait after the data did not shrink by a tenth. */
+#define ZCTL_UP 2
+#define ZCTL_DOWN 1
 #define ZCTL_HOLD_INCOMPRESSIBLE 8
-#define ZCTL_HOLD_SLOWER 8
-/* Compression must save a tenth of the bytes to stay on. */
 #define ZCTL_MIN_SAVING_TENTHS 1
 
 static void put16(uint8_t *p, uint16_t v)
@@ -57,27 +57,27 @@ bool zctl_link_bound(const struct zwin *w)
 
 void zctl_update(struct zctl *c, const struct zwin *w)
 {
-	uint64_t rate = w->wall_us ? w->in_bytes * 1000000 / w->wall_us : 0;
-
-	if (!c->on) {
-		if (c->hold > 0) {
-			c->hold--;
-		} else if (zctl_link_bound(w)) {
-			c->raw_rate = rate;
-			c->on = true;
-		}
-		return;
-	}
 	if (w->zin > 0 &&
 	    w->zout * 10 > w->zin * (10 - ZCTL_MIN_SAVING_TENTHS)) {
-		c->on = false;
+		c->level = 0;
 		c->hold = ZCTL_HOLD_INCOMPRESSIBLE;
-	} else if (!zctl_link_bound(w) && c->raw_rate && rate < c->raw_rate) {
-		/* compressing is now the limit, and a slower one than the
-		 * link was */
-		c->on = false;
-		c->hold = ZCTL_HOLD_SLOWER;
+	} else if (c->hold > 0) {
+		c->hold--;
+	} else if (zctl_link_bound(w)) {
+		c->level = c->level + ZCTL_UP < ZCTL_LEVELS ? c->level + ZCTL_UP
+							  : ZCTL_LEVELS;
+	} else if (c->level > 0) {
+		c->level -= ZCTL_DOWN;
 	}
+}
+
+bool zctl_next(struct zctl *c)
+{
+	c->acc += c->level;
+	if (c->acc < ZCTL_LEVELS)
+		return false;
+	c->acc -= ZCTL_LEVELS;
+	return true;
 }
 
 /* ---- the encoder ---- */
@@ -86,7 +86,7 @@ int frame_enc_init(struct frame_enc *e, enum relay_z mode, struct ferr *err)
 {
 	memset(e, 0, sizeof(*e));
 	e->mode = mode;
-	e->ctl.on = mode == RELAY_Z_ON;
+	e->ctl.level = mode == RELAY_Z_ON ? ZCTL_LEVELS : 0;
 	e->cctx = ZSTD_createCCtx();
 	if (!e->cctx ||
 	    ZSTD_isError(ZSTD_CCtx_setParameter(e->cctx,
@@ -115,7 +115,7 @@ size_t frame_enc(struct frame_enc *e, uint8_t *raw, size_t n, uint8_t *out,
 {
 	size_t z = 0;
 
-	if (e->ctl.on) {
+	if (zctl_next(&e->ctl)) {
 		/* the payload must come out shorter than the raw bytes, by
 		 * at least 1/FRAME_MIN_SAVING_DIV, and within the ratio */
 		size_t cap = n - n / FRAME_MIN_SAVING_DIV - 1;
@@ -132,8 +132,11 @@ size_t frame_enc(struct frame_enc *e, uint8_t *raw, size_t n, uint8_t *out,
 		}
 	}
 	e->win.in_bytes += n;
+	e->raw_total += n;
 	*in_out = z != 0;
 	if (z) {
+		e->z_raw += n;
+		e->z_out += z;
 		frame_header(out, MIG_FRAME_ZSTD, (uint32_t)z, (uint32_t)n);
 		return z + MIG_FRAME_HDR_LEN;
 	}
@@ -146,8 +149,12 @@ void frame_enc_window(struct frame_enc *e, struct zwin *w)
 	w->in_bytes = e->win.in_bytes;
 	w->zin = e->win.zin;
 	w->zout = e->win.zout;
-	if (e->mode == RELAY_Z_AUTO)
+	if (e->mode == RELAY_Z_AUTO) {
+		unsigned was = e->ctl.level;
+
 		zctl_update(&e->ctl, w);
+		e->switches += was != e->ctl.level;
+	}
 	memset(&e->win, 0, sizeof(e->win));
 }
 

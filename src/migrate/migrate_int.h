@@ -221,16 +221,19 @@ struct zwin {
 	uint64_t zin, zout;  /* bytes into / out of the compressor */
 };
 
-#define ZCTL_WINDOW_MS 250
+#define ZCTL_WINDOW_MS 100
 
-/* The choice to compress (RELAY_Z_AUTO): compress while the link, not the
- * receiver or the CPU, limits the channel; stop when the data does not
- * shrink by a tenth, or when compressing carries fewer bytes per second
- * than the link carried raw. */
+/* The choice to compress (RELAY_Z_AUTO), as a share of the frames:
+ * while the link (not the receiver, not the CPU) limits the channel the
+ * share grows, else it shrinks, so the relay compresses as much as keeps
+ * the link the limit: on a fast link nothing, on a slow one everything, in
+ * between the share where compressing and sending take equally long. Data
+ * that does not shrink by a tenth stops it for a while. */
+#define ZCTL_LEVELS 8      /* share = level / ZCTL_LEVELS */
 struct zctl {
-	bool on;           /* compress the next window's frames */
+	unsigned level;    /* 0..ZCTL_LEVELS */
 	unsigned hold;     /* windows to wait before compressing again */
-	uint64_t raw_rate; /* bytes/s carried raw while link-bound (0: none) */
+	unsigned acc;      /* spreads the share over the frames */
 };
 
 /* Was the network the limit in w (the relay waited on it for half the
@@ -241,14 +244,21 @@ bool zctl_link_bound(const struct zwin *w);
 /* Decide for the next window after w. Pure. */
 void zctl_update(struct zctl *c, const struct zwin *w);
 
+/* Compress the next frame? (Advances the spreading.) */
+bool zctl_next(struct zctl *c);
+
 struct ZSTD_CCtx_s;
 struct ZSTD_DCtx_s;
 
 struct frame_enc {
 	struct ZSTD_CCtx_s *cctx;
 	enum relay_z mode;   /* RELAY_Z_AUTO or RELAY_Z_ON */
-	struct zctl ctl;     /* ctl.on: compress (always with RELAY_Z_ON) */
+	struct zctl ctl;     /* the share (always all with RELAY_Z_ON) */
 	struct zwin win;     /* the current window's byte counts */
+	/* totals, for the log line at the end of the channel */
+	uint64_t raw_total;  /* QEMU bytes framed */
+	uint64_t z_raw, z_out; /* of them in zstd frames, and their size */
+	unsigned switches;   /* windows in which the share changed */
 };
 
 int frame_enc_init(struct frame_enc *e, enum relay_z mode, struct ferr *err);

@@ -662,6 +662,13 @@ static int relay_setup(struct relay *s, enum relay_z z, struct ferr *err)
 
 static void relay_cleanup(struct relay *s)
 {
+	if (s->enc && s->enc->raw_total)
+		log_info("relay: %llu MiB framed, %llu MiB of them compressed "
+			 "to %llu MiB; the share compressed changed %u times",
+			 (unsigned long long)(s->enc->raw_total >> 20),
+			 (unsigned long long)(s->enc->z_raw >> 20),
+			 (unsigned long long)(s->enc->z_out >> 20),
+			 s->enc->switches);
 	/* our write BIO stays with the SSL until it is freed: it must not
 	 * point at the freed buffer */
 	if (s->ssl && !s->ktls_tx && s->net.data)

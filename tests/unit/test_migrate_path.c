@@ -272,50 +272,49 @@ static void test_zctl(void **state)
 	struct zwin cpu = { .wall_us = 250000, .blocked_us = 1000,
 			    .busy_us = 250000, .in_bytes = 100000000 };
 	struct zwin w;
+	unsigned n = 0;
 
 	(void)state;
 	rwnd.rwnd_us = 200000;
 	assert_true(zctl_link_bound(&link));
 	assert_false(zctl_link_bound(&rwnd));
 	assert_false(zctl_link_bound(&cpu));
-	/* off while the CPU or the receiver is the limit */
+	/* nothing while the CPU or the receiver is the limit */
 	zctl_update(&c, &cpu);
 	zctl_update(&c, &rwnd);
-	assert_false(c.on);
-	/* on when the link is, remembering the raw rate */
-	zctl_update(&c, &link);
-	assert_true(c.on);
-	assert_int_equal(c.raw_rate, 120000000);
-	/* stays on while the bytes shrink and the link is the limit */
+	assert_int_equal(c.level, 0);
+	assert_false(zctl_next(&c));
+	/* the share grows while the link is the limit, up to everything */
 	w = link;
 	w.zin = 30000000;
 	w.zout = 10000000;
 	zctl_update(&c, &w);
-	assert_true(c.on);
-	/* compressing faster than the raw link: stays on */
+	assert_int_equal(c.level, 2);
+	for (unsigned i = 0; i < ZCTL_LEVELS; i++)
+		n += zctl_next(&c);
+	assert_int_equal(n, 2); /* 2 frames in 8 */
+	for (unsigned i = 0; i < 10; i++)
+		zctl_update(&c, &w);
+	assert_int_equal(c.level, ZCTL_LEVELS);
+	assert_true(zctl_next(&c));
+	/* compressing made the CPU the limit: the share shrinks */
 	w = cpu;
-	w.in_bytes = 40000000;
 	w.zin = 40000000;
 	w.zout = 13000000;
 	zctl_update(&c, &w);
-	assert_true(c.on);
-	/* compressing slower than the link carried raw: off, and held */
-	w.in_bytes = 20000000;
-	zctl_update(&c, &w);
-	assert_false(c.on);
-	assert_true(c.hold > 0);
-	for (unsigned i = 0; c.hold > 0 && i < 100; i++)
-		zctl_update(&c, &link);
-	assert_false(c.on);
-	zctl_update(&c, &link);
-	assert_true(c.on);
-	/* incompressible: off, and held */
+	assert_int_equal(c.level, ZCTL_LEVELS - 1);
+	/* incompressible: nothing, and held although the link is the limit */
 	w = link;
 	w.zin = 30000000;
 	w.zout = 29000000;
 	zctl_update(&c, &w);
-	assert_false(c.on);
+	assert_int_equal(c.level, 0);
 	assert_true(c.hold > 0);
+	for (unsigned i = 0; c.hold > 0 && i < 100; i++)
+		zctl_update(&c, &link);
+	assert_int_equal(c.level, 0);
+	zctl_update(&c, &link);
+	assert_true(c.level > 0);
 }
 
 /* ---- memload's text pages ---- */
