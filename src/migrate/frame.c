@@ -6,6 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
+/* ZSTD_customMem (exported by libzstd, declared among its "advanced"
+ * functions): contexts whose buffers, which hold literals of guest
+ * memory, are wiped when zstd frees them */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 /* A frame must save this fraction of its raw length to go compressed. */
@@ -17,6 +23,39 @@
 #define ZCTL_DOWN 1
 #define ZCTL_HOLD_INCOMPRESSIBLE 8
 #define ZCTL_MIN_SAVING_TENTHS 1
+
+/* zstd's allocations, with their size in front so that free can wipe. */
+#define WIPE_HDR 16 /* keeps malloc's alignment */
+
+static void *wipe_alloc(void *opaque, size_t size)
+{
+	uint8_t *p;
+
+	(void)opaque;
+	if (size > SIZE_MAX - WIPE_HDR)
+		return NULL;
+	p = malloc(WIPE_HDR + size);
+	if (!p)
+		return NULL;
+	memcpy(p, &size, sizeof(size));
+	return p + WIPE_HDR;
+}
+
+static void wipe_free(void *opaque, void *addr)
+{
+	uint8_t *p = addr;
+	size_t size;
+
+	(void)opaque;
+	if (!p)
+		return;
+	p -= WIPE_HDR;
+	memcpy(&size, p, sizeof(size));
+	OPENSSL_cleanse(p + WIPE_HDR, size);
+	free(p);
+}
+
+static const ZSTD_customMem wipe_mem = { wipe_alloc, wipe_free, NULL };
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -87,7 +126,7 @@ int frame_enc_init(struct frame_enc *e, enum relay_z mode, struct ferr *err)
 	memset(e, 0, sizeof(*e));
 	e->mode = mode;
 	e->ctl.level = mode == RELAY_Z_ON ? ZCTL_LEVELS : 0;
-	e->cctx = ZSTD_createCCtx();
+	e->cctx = ZSTD_createCCtx_advanced(wipe_mem);
 	if (!e->cctx ||
 	    ZSTD_isError(ZSTD_CCtx_setParameter(e->cctx,
 						ZSTD_c_compressionLevel,
@@ -163,7 +202,7 @@ void frame_enc_window(struct frame_enc *e, struct zwin *w)
 int frame_dec_init(struct frame_dec *d, struct ferr *err)
 {
 	memset(d, 0, sizeof(*d));
-	d->dctx = ZSTD_createDCtx();
+	d->dctx = ZSTD_createDCtx_advanced(wipe_mem);
 	d->zbuf = malloc(MIG_FRAME_RAW_MAX);
 	if (!d->dctx || !d->zbuf ||
 	    ZSTD_isError(ZSTD_DCtx_setParameter(d->dctx, ZSTD_d_windowLogMax,
@@ -178,6 +217,8 @@ int frame_dec_init(struct frame_dec *d, struct ferr *err)
 void frame_dec_free(struct frame_dec *d)
 {
 	ZSTD_freeDCtx(d->dctx);
+	if (d->zbuf)
+		OPENSSL_cleanse(d->zbuf, MIG_FRAME_RAW_MAX);
 	free(d->zbuf);
 	d->dctx = NULL;
 	d->zbuf = NULL;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 #define RELAY_SOCKBUF (4 * 1024 * 1024) /* unix socket buffers to QEMU */
@@ -635,9 +636,10 @@ static int relay_setup(struct relay *s, enum relay_z z, struct ferr *err)
 	}
 	if (!s->ssl)
 		return 0;
-	/* records already decrypted stay where they are; from now on
-	 * OpenSSL reads ahead in large reads */
-	SSL_set_read_ahead(s->ssl, 1);
+	/* from now on OpenSSL reads ahead in large reads (not with kernel
+	 * TLS, which reads record by record) */
+	if (!BIO_get_ktls_recv(SSL_get_rbio(s->ssl)))
+		SSL_set_read_ahead(s->ssl, 1);
 	s->ktls_tx = BIO_get_ktls_send(SSL_get_wbio(s->ssl));
 	if (s->ktls_tx)
 		return 0;
@@ -679,6 +681,13 @@ static void relay_cleanup(struct relay *s)
 		frame_dec_free(s->dec);
 	free(s->enc);
 	free(s->dec);
+	/* guest memory passed through these */
+	if (s->up.data)
+		OPENSSL_cleanse(s->up.data, s->up.cap);
+	if (s->zf.data)
+		OPENSSL_cleanse(s->zf.data, s->zf.cap);
+	if (s->down.data)
+		OPENSSL_cleanse(s->down.data, s->down.cap);
 	free(s->up.data);
 	free(s->zf.data);
 	free(s->net.data);
