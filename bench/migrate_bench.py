@@ -67,8 +67,10 @@ CONFIGS = {
     "ferry-nozstd": ("ferry --compress off", "ferry", None, None, "off"),
 }
 # Default configs per mode (--configs overrides).
-LOOPBACK_CONFIGS = ("qemu-tcp", "qemu-multifd", "qemu-tls", "qemu-tls-multifd", "ferry")
-LINK_CONFIGS = ("qemu-tcp", "qemu-multifd-zstd", "qemu-tls", "ferry", "ferry-nozstd")
+LOOPBACK_CONFIGS = ("qemu-tcp", "qemu-multifd", "qemu-tls", "qemu-tls-multifd", "ferry",
+                    "ferry-multifd")
+LINK_CONFIGS = ("qemu-tcp", "qemu-multifd-zstd", "qemu-tls", "ferry", "ferry-zstd",
+                "ferry-nozstd")
 # workload -> (memload.rate: None = --rate, memload.content)
 WORKLOADS = {
     "idle": (0, "pattern"),
