@@ -189,7 +189,9 @@ def test_live_migration(cluster):
     assert (s["vm"], s["uuid"], s["source"], s["destination"]) == (VM, uuid, A, B), s
     assert s["role"] == "source" and s["requester"] == "admin", s
     assert s["iterations"] >= 1 and s["total_ms"] > 0 and s["mean_mbps"] > 0, s
-    assert s["channels"] == 2 and s["insecure"] is False, s
+    # one stream or multifd, as ferry chose for this host (plan.c)
+    assert s["channels"] == s["path"]["multifd"] and s["path"]["why"], s
+    assert s["insecure"] is False, s
     assert "offline" not in steps(s), s  # a lightly loaded guest converges live
 
     # the source's history (CLI and API) lists it as completed
@@ -467,7 +469,8 @@ def test_data_plane_is_encrypted(proxied):
     assert "memload: secret placed" in c.console(A, VM)
 
     # encrypted (the default): the marker never crosses the wire in clear
-    s = assert_completed(c.migrate(A, VM, B))
+    # (without compression, which would shrink the bytes counted below)
+    s = assert_completed(c.migrate(A, VM, B, "--compress", "off"))
     assert s["insecure"] is False
     to_b = px[B]
     assert to_b.bytes_forwarded("up") >= s["ram_bytes"], (to_b, s)
@@ -477,7 +480,7 @@ def test_data_plane_is_encrypted(proxied):
     seq_b = assert_memload_continues(c, B, seq, n=1)[-1]["seq"]
 
     # --insecure: plaintext, so the sniffer sees it (the check has teeth)
-    r = c.migrate(B, VM, A, "--insecure")
+    r = c.migrate(B, VM, A, "--insecure", "--compress", "off")
     s2 = assert_completed(r)
     assert s2["insecure"] is True
     assert "--insecure" in r.stderr  # the CLI warns
