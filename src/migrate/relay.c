@@ -541,6 +541,11 @@ static void wait_io(struct relay *s, bool block)
 		pfd[1].events |= POLLOUT;
 	if (!s->r_rd && !s->r_eof)
 		pfd[1].events |= POLLIN;
+	/* a hang-up is reported whatever the events: ignore a socket we do
+	 * not wait on, or a closed QEMU would spin the loop */
+	for (unsigned i = 0; i < 2; i++)
+		if (!pfd[i].events)
+			pfd[i].fd = -1;
 	if (block && out)
 		t0 = mono_us();
 	if (poll(pfd, 2, block ? MIG_POLL_MS : 0) > 0) {
