@@ -33,7 +33,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 
-#define RELAY_SOCKBUF (4 * 1024 * 1024) /* unix socket buffers to QEMU */
+#define RELAY_SOCKBUF MIG_RELAY_BUF     /* unix socket buffers to QEMU */
 #define RELAY_LOOK_EVERY 16             /* busy rounds between polls */
 #define TLS_RECORD 16384                /* plaintext per TLS record */
 #define TLS_RECORD_OVERHEAD 22          /* header 5, type 1, tag 16 */
@@ -586,15 +586,22 @@ static void window_tick(struct relay *s)
 	s->blocked_us = 0;
 }
 
-/* Give a socket large buffers (root may exceed [rw]mem_max). */
-static void grow_buffers(int fd)
+/* Size what waits in the kernel: every byte queued between the two QEMUs
+ * when the source stops the VM must cross before the destination can
+ * run it, so deep queues lengthen the downtime (and make QEMU's estimate
+ * of it, from how fast its socket takes bytes, too optimistic). The unix
+ * socket to QEMU holds one relay buffer (root may exceed wmem_max); TCP
+ * keeps its autotuned window for the bytes in flight but queues at most
+ * one relay buffer not yet sent. */
+static void set_buffers(int lfd, int rfd)
 {
-	int sz = RELAY_SOCKBUF;
+	int sz = RELAY_SOCKBUF, lowat = MIG_RELAY_BUF;
 
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) < 0)
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	if (setsockopt(lfd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+		setsockopt(lfd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	if (setsockopt(lfd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) < 0)
+		setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	setsockopt(rfd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
 void relay_tls_prepare(SSL *ssl)
@@ -715,7 +722,7 @@ int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 		ferr_set(err, FERR_IO, "fcntl: %s", strerror(errno));
 		goto out;
 	}
-	grow_buffers(local_fd);
+	set_buffers(local_fd, remote->fd);
 	if (relay_setup(&s, remote->z, err) < 0)
 		goto out;
 	for (;;) {
