@@ -261,7 +261,9 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 			      .vcpus = vm->def.vcpus,
 			      .postcopy = g->postcopy_cap,
 			      .channels = g->opts.channels,
-			      .compress = g->opts.compress },
+			      .compress = g->opts.compress,
+			      .peer_local = mig_addr_is_loopback(
+				      g->opts.address) },
 		      &g->plan);
 	g->multifd = g->plan.multifd;
 	g->nchan = 1 + g->multifd;

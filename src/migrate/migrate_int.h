@@ -189,6 +189,7 @@ struct mig_plan_in {
 	bool postcopy;       /* post-copy enabled: QEMU needs one stream */
 	uint64_t channels;   /* the request's: 0 choose, 1 one stream, N */
 	enum mig_compress compress;
+	bool peer_local;     /* the destination is on this host (loopback) */
 };
 
 struct mig_plan {
@@ -199,6 +200,9 @@ struct mig_plan {
 
 /* Choose the path (docs/performance.md, "Choosing the path"). Pure. */
 void mig_plan_make(const struct mig_plan_in *in, struct mig_plan *out);
+
+/* Is addr (numeric) a loopback address (127/8, ::1, ::ffff:127/104)? */
+bool mig_addr_is_loopback(const char *addr);
 
 /* The plan for the migration record. */
 json_t *mig_plan_json(const struct mig_plan *p, enum mig_compress c);

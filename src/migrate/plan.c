@@ -4,6 +4,7 @@
  * it are in docs/performance.md, "Choosing the path". */
 #include "migrate_int.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 /* multifd only with this many host CPUs beyond the VM's vCPUs: each
@@ -53,8 +54,23 @@ void mig_plan_make(const struct mig_plan_in *in, struct mig_plan *out)
 		out->z = RELAY_Z_OFF;
 		break;
 	default:
-		out->z = RELAY_Z_AUTO;
+		/* a destination on this host has no link to save */
+		out->z = in->peer_local ? RELAY_Z_OFF : RELAY_Z_AUTO;
 	}
+}
+
+bool mig_addr_is_loopback(const char *addr)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (inet_pton(AF_INET, addr, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, addr, &a6) != 1)
+		return false;
+	if (IN6_IS_ADDR_V4MAPPED(&a6))
+		return a6.s6_addr[12] == 127;
+	return IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
 json_t *mig_plan_json(const struct mig_plan *p, enum mig_compress c)

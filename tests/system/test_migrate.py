@@ -469,8 +469,7 @@ def test_data_plane_is_encrypted(proxied):
     assert "memload: secret placed" in c.console(A, VM)
 
     # encrypted (the default): the marker never crosses the wire in clear
-    # (without compression, which would shrink the bytes counted below)
-    s = assert_completed(c.migrate(A, VM, B, "--compress", "off"))
+    s = assert_completed(c.migrate(A, VM, B))
     assert s["insecure"] is False
     to_b = px[B]
     assert to_b.bytes_forwarded("up") >= s["ram_bytes"], (to_b, s)
@@ -480,7 +479,7 @@ def test_data_plane_is_encrypted(proxied):
     seq_b = assert_memload_continues(c, B, seq, n=1)[-1]["seq"]
 
     # --insecure: plaintext, so the sniffer sees it (the check has teeth)
-    r = c.migrate(B, VM, A, "--insecure", "--compress", "off")
+    r = c.migrate(B, VM, A, "--insecure")
     s2 = assert_completed(r)
     assert s2["insecure"] is True
     assert "--insecure" in r.stderr  # the CLI warns

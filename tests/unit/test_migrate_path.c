@@ -48,6 +48,21 @@ static void test_plan(void **state)
 	assert_int_equal(p.z, RELAY_Z_OFF);
 	mig_plan_make(&(struct mig_plan_in){ .compress = MIG_COMPRESS_ON }, &p);
 	assert_int_equal(p.z, RELAY_Z_ON);
+	/* auto: no frames to a destination on this host (no link to save),
+	 * but "on" is obeyed */
+	mig_plan_make(&(struct mig_plan_in){ .peer_local = true }, &p);
+	assert_int_equal(p.z, RELAY_Z_OFF);
+	mig_plan_make(&(struct mig_plan_in){ .peer_local = true,
+					     .compress = MIG_COMPRESS_ON },
+		      &p);
+	assert_int_equal(p.z, RELAY_Z_ON);
+	assert_true(mig_addr_is_loopback("127.0.0.3"));
+	assert_true(mig_addr_is_loopback("::1"));
+	assert_true(mig_addr_is_loopback("::ffff:127.0.0.2"));
+	assert_false(mig_addr_is_loopback("10.213.77.2"));
+	assert_false(mig_addr_is_loopback("::ffff:10.0.0.1"));
+	assert_false(mig_addr_is_loopback("fe80::1"));
+	assert_false(mig_addr_is_loopback("not an address"));
 }
 
 /* An older destination refuses the field: only "auto" gives way. */
