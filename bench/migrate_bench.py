@@ -693,6 +693,7 @@ class FerryCluster:
                 "tls": {"ca": "../pki/ca.crt", "cert": f"../pki/hosts/{name}.crt",
                         "key": f"../pki/hosts/{name}.key"},
                 "state_dir": "state", "shared_dir": "../shared", "accel": "tcg",
+                "qemu_user": "ferry-qemu",
                 "policy": "../policy.json",
             }, indent=2))
             hosts_cfg[name] = {"address": addr, "port": port}

@@ -25,6 +25,11 @@ BUSYBOX=/bin/busybox
 # Kernel config symbol -> module name needed for the ACPI power button to
 # reach busybox acpid (the button driver and the evdev interface).
 NEEDED_DRIVERS="CONFIG_ACPI_BUTTON:button CONFIG_INPUT_EVDEV:evdev"
+# The virtio NIC, loaded by /init only when the kernel command line asks
+# for networking (ferry.ip=): virtio_pci and virtio_net pull in
+# virtio_ring, virtio, virtio_pci_{modern,legacy}_dev, failover and
+# net_failover through their .modinfo dependencies.
+NET_DRIVERS="CONFIG_VIRTIO_PCI:virtio_pci CONFIG_VIRTIO_NET:virtio_net"
 
 # ---- kernel -----------------------------------------------------------------
 
@@ -83,6 +88,14 @@ fi
 
 # ---- memload ------------------------------------------------------------------
 
+NETPROBE_SRC=$HERE/netprobe/netprobe.c
+if [ ! -f "$OUT/netprobe" ] || [ "$NETPROBE_SRC" -nt "$OUT/netprobe" ]; then
+	log "compiling netprobe"
+	gcc -std=gnu11 -static -O2 -Wall -Wextra -Werror -s \
+		-o "$OUT/netprobe.tmp" "$NETPROBE_SRC"
+	mv "$OUT/netprobe.tmp" "$OUT/netprobe"
+fi
+
 MEMLOAD_SRC=$HERE/memload/memload.c
 MEMLOAD_HDR=$HERE/memload/pattern.h
 if [ ! -f "$OUT/memload" ] || [ "$MEMLOAD_SRC" -nt "$OUT/memload" ] ||
@@ -128,9 +141,10 @@ module_depends() {
 }
 
 # Copy module $1 and its dependencies into $2/lib/modules, appending
-# their file names to $2/lib/modules/load-order dependencies first.
+# their file names to $2/lib/modules/$3 (default load-order) dependencies
+# first.
 add_module() {
-	local name=${1//-/_} stage=$2 rel ko dep deps
+	local name=${1//-/_} stage=$2 list=${3:-load-order} rel ko dep deps
 	grep -qx "$name" "$stage/.modules-seen" 2>/dev/null && return 0
 	echo "$name" >>"$stage/.modules-seen"
 	rel=$(find_module "$name") || die "module $name not found under $MODDIR"
@@ -138,13 +152,14 @@ add_module() {
 	extract_module "$ko" "$rel"
 	deps=$(module_depends "$ko")
 	for dep in ${deps//,/ }; do
-		add_module "$dep" "$stage"
+		add_module "$dep" "$stage" "$list"
 	done
-	echo "$name.ko" >>"$stage/lib/modules/load-order"
+	echo "$name.ko" >>"$stage/lib/modules/$list"
 }
 
 INITRAMFS=$OUT/initramfs.cpio.gz
-INPUTS=("$HERE/init" "$HERE/build.sh" "$OUT/memload" "$OUT/vmlinuz" "$BUSYBOX")
+INPUTS=("$HERE/init" "$HERE/build.sh" "$OUT/memload" "$OUT/netprobe"
+	"$OUT/vmlinuz" "$BUSYBOX")
 stale=0
 [ -f "$INITRAMFS" ] || stale=1
 for f in "${INPUTS[@]}"; do
@@ -159,6 +174,7 @@ if [ "$stale" -eq 1 ]; then
 	mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,var/log}
 	mkdir -p "$STAGE"/{lib/modules,etc/acpi/PWRF}
 	: >"$STAGE/lib/modules/load-order"
+	: >"$STAGE/lib/modules/net-order"
 
 	cp "$BUSYBOX" "$STAGE/bin/busybox"
 	while IFS= read -r applet; do
@@ -169,6 +185,7 @@ if [ "$stale" -eq 1 ]; then
 	done < <("$BUSYBOX" --list-full)
 
 	install -m 0755 "$OUT/memload" "$STAGE/bin/memload"
+	install -m 0755 "$OUT/netprobe" "$STAGE/bin/netprobe"
 	install -m 0755 "$HERE/init" "$STAGE/init"
 
 	# Power button -> acpid -> poweroff.  Built-in drivers need nothing.
@@ -180,6 +197,15 @@ if [ "$stale" -eq 1 ]; then
 		y) ;;
 		m) add_module "$mod" "$STAGE" ;;
 		*) die "$sym is not set in $KCONFIG: system_powerdown cannot work" ;;
+		esac
+	done
+	for pair in $NET_DRIVERS; do
+		sym=${pair%%:*}
+		mod=${pair#*:}
+		case $(sed -n "s/^$sym=//p" "$KCONFIG") in
+		y) ;;
+		m) add_module "$mod" "$STAGE" net-order ;;
+		*) die "$sym is not set in $KCONFIG: no guest networking" ;;
 		esac
 	done
 	rm -f "$STAGE/.modules-seen"
@@ -201,7 +227,8 @@ EOF
 		gzip -9n >"$INITRAMFS.tmp"
 	mv "$INITRAMFS.tmp" "$INITRAMFS"
 	log "initramfs: $(stat -c %s "$INITRAMFS") bytes;" \
-		"modules: $(tr '\n' ' ' <"$STAGE/lib/modules/load-order")"
+		"modules: $(tr '\n' ' ' <"$STAGE/lib/modules/load-order")" \
+		"network modules: $(tr '\n' ' ' <"$STAGE/lib/modules/net-order")"
 	rm -rf "$STAGE"
 fi
 

@@ -8,19 +8,49 @@ set -euo pipefail
 PACKAGES=(
   # build
   gcc libc6-dev make meson ninja-build pkg-config clang libclang-rt-14-dev
+  # systemd integration (sd_notify), man pages, and the tools the install
+  # tests use: systemd-analyze, systemd-sysusers, systemd-tmpfiles (the
+  # package installs them; nothing starts systemd), setpriv, man
+  libsystemd-dev systemd scdoc util-linux man-db
+  # Debian packages (make package, docs/install.md)
+  debhelper dpkg-dev fakeroot lintian
   # libraries
   libssl-dev libjansson-dev libevent-dev libcmocka-dev libzstd-dev
   libcurl4-openssl-dev
   # cluster state (docs/etcd.md): etcd server for tests and the demo, etcdctl
   etcd-server etcd-client
+  # TPM 2.0: tss2 ESYS (ferryd), software TPMs for tests and the demo,
+  # tpm2-tools for debugging by hand (docs/attestation.md)
+  libtss2-dev swtpm swtpm-tools tpm2-tools
   # hypervisor and guest
   qemu-system-x86 qemu-utils busybox-static cpio gzip
   # system tests
   python3 python3-pytest iproute2 procps
+  # ferry-detect's figure (bench/detect_plot.py, make bench-detect)
+  python3-matplotlib
   # the dashboard's browser tests (tests/system/test_ui*.py): headless
   # Chromium driven by selenium through chromium-driver
   chromium chromium-driver python3-selenium
 )
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+# The unprivileged user QEMU runs as (ferryd.json: qemu_user); in group kvm
+# when the host has one, so that it may open /dev/kvm.
+QEMU_USER=ferry-qemu
+ensure_qemu_user() {
+  if ! getent passwd "$QEMU_USER" >/dev/null; then
+    echo "deps: creating the system user $QEMU_USER"
+    $SUDO useradd --system --user-group --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin "$QEMU_USER"
+  fi
+  if getent group kvm >/dev/null && ! id -nG "$QEMU_USER" | grep -qw kvm; then
+    $SUDO usermod -a -G kvm "$QEMU_USER"
+  fi
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -30,12 +60,8 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
+  ensure_qemu_user
   exit 0
-fi
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
 fi
 
 echo "deps: installing ${missing[*]}"
@@ -44,3 +70,4 @@ if ! $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+ensure_qemu_user

@@ -20,6 +20,7 @@
 #include "common.h"
 #include "config.h"
 #include "policy.h"
+#include "tls.h"
 #include "vm.h"
 
 #define API_PREFIX "/v1"
@@ -43,6 +44,7 @@ enum api_route {
 	ROUTE_IN_INFO,    /* GET    /v1/incoming/ID       (peer hosts) */
 	ROUTE_IN_FINISH,  /* POST   /v1/incoming/ID/finish (peer hosts) */
 	ROUTE_IN_ABORT,   /* POST   /v1/incoming/ID/abort  (peer hosts) */
+	ROUTE_IN_RECOVER, /* POST   /v1/incoming/ID/recover (peer hosts) */
 	ROUTE_AUDIT_QUERY,   /* GET  /v1/audit?since&until&vm&actor&action&limit */
 	ROUTE_AUDIT_LOG,     /* GET  /v1/audit/log: the raw log, to verify */
 	ROUTE_AUDIT_KEY,     /* GET  /v1/audit/key: the host's public key */
@@ -56,6 +58,12 @@ enum api_route {
 	ROUTE_BAL_DRAIN,     /* POST /v1/balance/drain {"host"} */
 	ROUTE_BAL_UNDRAIN,   /* POST /v1/balance/undrain {"host"} */
 	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
+	ROUTE_ATTEST_IDENTITY, /* GET  /v1/attest/identity: EK cert, AK */
+	ROUTE_ATTEST_QUOTE,    /* POST /v1/attest/quote {"challenge"} */
+	ROUTE_ATTEST_ACTIVATE, /* POST /v1/attest/activate {credential,
+				  secret} (enrolment) */
+	ROUTE_ATTEST_APPROVE,  /* POST /v1/attest/approvals: seal approvals */
+	ROUTE_METRICS,         /* GET  /v1/metrics: Prometheus text */
 };
 
 /* A validated request. */
@@ -73,6 +81,10 @@ struct api_request {
 	char q_vm[FERRY_NAME_MAX + 1];     /* ROUTE_AUDIT_QUERY filters, */
 	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
 	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
+	/* set by the transport, not the parser: the connection's attestation
+	 * exporter (tls_exporter), to bind nonces to this TLS session */
+	bool have_exporter;
+	unsigned char tls_exporter[TLS_EXPORTER_LEN];
 };
 
 /* The permission (policy.h) a route requires. */
@@ -93,7 +105,27 @@ int api_parse_request(const char *method, const char *uri, const char *body,
 /* Release what a parsed request holds. */
 void api_request_clear(struct api_request *req);
 
+/* A watch on one request's header bytes as they arrive (hdrscan.c), for
+ * the framing error evhttp 2.1 does not answer: a Content-Length that
+ * does not fit in 63 bits, which evhttp saturates and then waits on.
+ * Zero it at the start of a request. */
+struct api_hdr_scan {
+	char line[128];   /* the current line (its start when long) */
+	size_t len;
+	size_t total;     /* bytes scanned */
+	bool long_line;   /* the current line did not fit */
+	bool started;     /* the request line is behind */
+	bool done;        /* the header block ended (or cannot be judged) */
+	bool seen_cl, last_was_cl, overflow;
+	bool seen_te, chunked;
+};
+
+/* Scan the next n bytes of the request. True once the header block has
+ * ended with a Content-Length evhttp would saturate (answer 400). */
+bool api_hdr_scan(struct api_hdr_scan *s, const char *p, size_t n);
+
 struct migrator;
+struct attest_ops;
 struct load;
 struct controller;
 struct audit;
@@ -108,16 +140,28 @@ struct api_ctx {
 	struct migrator *mig;
 	struct policy **policy;   /* the policy in force (swapped on reload) */
 	const char *policy_path;  /* NULL: no policy configured */
+	const char *crl_path;     /* NULL: no revocation list configured */
+	const char *ca_path;      /* the cluster CA, which signs the list */
+	size_t crl_revoked;       /* certificates the list in force revokes */
 	struct audit *audit;
 	struct audit_refusals *refusals;
 	struct guard *guard;
 	struct load *load;
 	struct controller *ctl;   /* NULL unless in controller mode */
 	struct worker_pool *pool; /* blocking work off the loop */
+	const struct attest_ops *attest; /* NULL when attestation is off */
 };
 
-/* Reload the policy from ctx->policy_path for identity ("-" for SIGHUP):
- * the new one replaces the old only when valid. Audited either way. */
+/* Load the revocation list from ctx->crl_path (tls_crl_load) for identity
+ * ("-" at start and for SIGHUP): the new one replaces the old only when
+ * valid. Audited either way (crl.reload). */
+int api_crl_reload(struct api_ctx *ctx, const char *identity,
+		   struct ferr *err);
+
+/* Reload the policy from ctx->policy_path and the revocation list (when
+ * one is configured) for identity ("-" for SIGHUP): each new one replaces
+ * the old only when valid, and each is audited either way. The first
+ * failure is returned. */
 int api_policy_reload(struct api_ctx *ctx, const char *identity,
 		      struct ferr *err);
 
@@ -141,6 +185,39 @@ void api_call_reply(struct api_call *call, int status, json_t *reply);
 int api_handle(struct api_ctx *ctx, struct api_call *call,
 	       const char *identity, const struct api_request *req,
 	       json_t **reply);
+
+/* Answer a deferred call of a read route with status 200 and text (taken)
+ * of content_type instead of JSON. Loop thread, exactly once per call. */
+void api_call_reply_text(struct api_call *call, const char *content_type,
+			 char *text, size_t len);
+
+/* GET /v1/metrics (scrape.c): gathers what lives on the loop now, renders
+ * the Prometheus text on a worker (docs/metrics.md) and answers through
+ * api_call_reply_text. API_DEFERRED, or -1 with err (nothing started). */
+int api_metrics(struct api_ctx *ctx, struct api_call *call,
+		struct ferr *err);
+
+/* The /v1/attest routes (attest.c): *reply on success, -1 with err. They
+ * wait for the TPM: handlers run them on a worker thread (thread-safe:
+ * they touch only ctx->attest, whose operations are serialized). */
+int api_attest(struct api_ctx *ctx, const struct api_request *req,
+	       json_t **reply, struct ferr *err);
+
+struct evhttp_request;
+
+/* The media type of GET /v1/audit/log as stored (one record per line). */
+#define API_NDJSON "application/x-ndjson"
+
+/* GET /v1/audit/log (stream.c): start a chunked 200 reply with the audit
+ * log's series as it is now (audit_series_snapshot), sent piece by piece
+ * as the client reads, header Ferry-Audit-Head "SEQ HASH". With
+ * "Accept: application/x-ndjson" the body is the log's bytes; otherwise
+ * {"head": {"hash", "seq"}, "log": "<the log as a JSON string>"} (bytes
+ * that are not UTF-8 arrive as '?'). A read error mid-reply drops the
+ * connection, so a cut log never looks complete. -1 (nothing sent) when
+ * the snapshot fails. */
+int api_audit_log_stream(struct api_ctx *ctx, struct evhttp_request *r,
+			 struct ferr *err);
 
 /* The error reply object for err. */
 json_t *api_error_json(const struct ferr *err);

@@ -1,9 +1,11 @@
 /* handlers.c - API operations on the host's VMs. */
 #include "api.h"
+#include "attest.h"
 #include "audit.h"
 #include "controller.h"
 #include "load.h"
 #include "migrate.h"
+#include "tls.h"
 #include "worker.h"
 
 #include <stdlib.h>
@@ -68,7 +70,6 @@ struct later {
 	/* an audit job */
 	struct api_request req;  /* a copy of the filters */
 	char path[FERRY_PATH_MAX];
-	bool log;                /* the raw log, not a query */
 	json_t *reply;
 	int rc;
 	struct ferr err;
@@ -117,17 +118,51 @@ static void on_mig_reply(void *arg, int rc, json_t *reply,
 	free(l);
 }
 
+int api_crl_reload(struct api_ctx *ctx, const char *identity,
+		   struct ferr *err)
+{
+	struct ferr aerr;
+	size_t n = 0;
+	int rc = tls_crl_load(ctx->crl_path, ctx->ca_path, &n, err);
+
+	if (rc == 0)
+		ctx->crl_revoked = n;
+	if (audit_log(ctx->audit, identity, "crl.reload", ctx->crl_path,
+		      rc == 0 ? "ok" : "error",
+		      rc == 0 ? json_pack("{s:I}", "revoked", (json_int_t)n)
+			      : json_pack("{s:s}", "error", err->msg),
+		      &aerr) < 0)
+		log_error("audit: %s", aerr.msg);
+	if (rc == 0)
+		log_info("tls: revocation list %s loaded (%zu revoked)",
+			 ctx->crl_path, n);
+	else
+		log_warn("tls: revocation list refused, the old one stays: %s",
+			 err->msg);
+	return rc;
+}
+
 int api_policy_reload(struct api_ctx *ctx, const char *identity,
 		      struct ferr *err)
 {
-	struct ferr aerr;
+	struct ferr aerr, cerr;
 	int rc;
 
-	if (!ctx->policy_path)
-		return ferr_set(err, FERR_CONFLICT,
-				"no policy file is configured (ferryd.json: "
-				"policy)");
+	if (!ctx->policy_path) {
+		rc = ferr_set(err, FERR_CONFLICT,
+			      "no policy file is configured (ferryd.json: "
+			      "policy)");
+		goto crl;
+	}
 	rc = policy_reload(ctx->policy, ctx->policy_path, err);
+	/* the new policy is measured and becomes the accepted one; a policy
+	 * that cannot be measured stays in force (refusing it now would
+	 * leave the old one running unmeasured) but attestation reports it */
+	if (rc == 0 && ctx->attest && ctx->attest->policy_accepted &&
+	    ctx->attest->policy_accepted(ctx->attest->ctx, ctx->policy_path,
+					 &aerr) < 0)
+		log_error("attest: the reloaded policy is not measured: %s",
+			  aerr.msg);
 	if (audit_log(ctx->audit, identity, "policy.reload", ctx->policy_path,
 		      rc == 0 ? "ok" : "error",
 		      rc == 0 ? json_pack("{s:I}", "rules",
@@ -142,43 +177,34 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 	else
 		log_warn("policy: reload refused, the old policy stays: %s",
 			 err->msg);
+crl:
+	if (ctx->crl_path && api_crl_reload(ctx, identity, &cerr) < 0 &&
+	    rc == 0) {
+		*err = cerr;
+		rc = -1;
+	}
 	return rc;
 }
 
-/* Worker: GET /v1/audit (filtered records) or /v1/audit/log (the raw
- * log): reads of a file that may be large. */
+/* Worker: GET /v1/audit, filtered records (the log may be large; its
+ * rotated files are read too). */
 static void audit_work(void *arg)
 {
 	struct later *l = arg;
 	const struct api_request *req = &l->req;
+	struct audit_filter f = {
+		.since_ms = req->since,
+		.until_ms = req->until,
+		.target = req->q_vm[0] ? req->q_vm : NULL,
+		.actor = req->q_actor[0] ? req->q_actor : NULL,
+		.action = req->q_action[0] ? req->q_action : NULL,
+		.limit = (unsigned)req->limit,
+	};
+	json_t *recs = audit_query(l->path, &f, &l->err);
 
-	if (l->log) {
-		char *text = NULL;
-		size_t len = 0;
-
-		l->rc = audit_snapshot(l->ctx->audit, &text, &len, &l->err);
-		if (l->rc == 0) {
-			l->reply = json_pack("{s:s%}", "log", text, len);
-			if (!l->reply)
-				l->rc = ferr_set(&l->err, FERR_INTERNAL,
-						 "out of memory");
-		}
-		free(text);
-	} else {
-		struct audit_filter f = {
-			.since_ms = req->since,
-			.until_ms = req->until,
-			.target = req->q_vm[0] ? req->q_vm : NULL,
-			.actor = req->q_actor[0] ? req->q_actor : NULL,
-			.action = req->q_action[0] ? req->q_action : NULL,
-			.limit = (unsigned)req->limit,
-		};
-		json_t *recs = audit_query(l->path, &f, &l->err);
-
-		l->rc = recs ? 0 : -1;
-		if (recs)
-			l->reply = json_pack("{s:o}", "records", recs);
-	}
+	l->rc = recs ? 0 : -1;
+	if (recs)
+		l->reply = json_pack("{s:o}", "records", recs);
 }
 
 /* Loop: add the head (the newest record) and answer. */
@@ -201,7 +227,8 @@ static void audit_done(void *arg)
 	free(l);
 }
 
-/* GET /v1/audit and /v1/audit/log on a worker; /v1/audit/key at once. */
+/* GET /v1/audit on a worker; /v1/audit/key at once. (GET /v1/audit/log
+ * is streamed by the transport: stream.c.) */
 static int audit_reply(struct api_ctx *ctx, struct api_call *call,
 		       const struct api_request *req, json_t **reply,
 		       struct ferr *err)
@@ -230,9 +257,47 @@ static int audit_reply(struct api_ctx *ctx, struct api_call *call,
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	l->req = *req;
 	l->req.body = NULL;
-	l->log = req->route == ROUTE_AUDIT_LOG;
 	snprintf(l->path, sizeof(l->path), "%s", log);
 	if (worker_submit(ctx->pool, audit_work, audit_done, l, err) < 0) {
+		free(l);
+		return -1;
+	}
+	return API_DEFERRED;
+}
+
+/* Worker: a /v1/attest route (the TPM is slow, and its commands are
+ * serialized by the attest component). */
+static void attest_work(void *arg)
+{
+	struct later *l = arg;
+
+	l->rc = api_attest(l->ctx, &l->req, &l->reply, &l->err);
+}
+
+static void attest_done(void *arg)
+{
+	struct later *l = arg;
+
+	if (l->rc < 0)
+		api_call_reply(l->call, ferr_http_status(l->err.code),
+			       api_error_json(&l->err));
+	else
+		api_call_reply(l->call, 200, l->reply);
+	json_decref(l->req.body);
+	free(l);
+}
+
+static int attest_reply(struct api_ctx *ctx, struct api_call *call,
+			const struct api_request *req, struct ferr *err)
+{
+	struct later *l = later_new(ctx, call, 200);
+
+	if (!l)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	l->req = *req;
+	json_incref(l->req.body);
+	if (worker_submit(ctx->pool, attest_work, attest_done, l, err) < 0) {
+		json_decref(l->req.body);
 		free(l);
 		return -1;
 	}
@@ -263,8 +328,17 @@ static int start_prepare(struct api_ctx *ctx, const struct api_request *req,
 			 const char *identity, struct later *l,
 			 struct ferr *err)
 {
-	return migrator_prepare(ctx->mig, req->body, identity, on_mig_reply,
-				l, err);
+	return migrator_prepare(ctx->mig, req->body, identity,
+				req->have_exporter ? req->tls_exporter : NULL,
+				on_mig_reply, l, err);
+}
+
+static int start_recover(struct api_ctx *ctx, const struct api_request *req,
+			 const char *identity, struct later *l,
+			 struct ferr *err)
+{
+	return migrator_recover(ctx->mig, req->vm, identity, on_mig_reply, l,
+				err);
 }
 
 static int start_finish(struct api_ctx *ctx, const struct api_request *req,
@@ -295,10 +369,13 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			unsigned a, q, u;
 
 			migrator_counts(ctx->mig, &a, &q, &u);
-			json_object_set_new(*reply, "migrations",
-					    json_pack("{s:i, s:i, s:i}",
-						      "active", a, "queued", q,
-						      "unresolved", u));
+			json_object_set_new(
+				*reply, "migrations",
+				json_pack("{s:i, s:i, s:i, s:I}", "active", a,
+					  "queued", q, "unresolved", u,
+					  "data_conns_accepted",
+					  (json_int_t)migrator_conns_accepted(
+						  ctx->mig)));
 		}
 		return 200;
 	case ROUTE_LOAD:
@@ -378,12 +455,27 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			return fail(&err, reply);
 		return API_DEFERRED;
 	case ROUTE_IN_ABORT:
-		rc = migrator_abort(ctx->mig, req->vm, identity, reply, &err);
+		rc = migrator_abort(ctx->mig, req->vm, req->body, identity,
+				    reply, &err);
 		break;
+	case ROUTE_IN_RECOVER:
+		if (defer_mig(ctx, call, 200, start_recover, req, identity,
+			      &err) < 0)
+			return fail(&err, reply);
+		return API_DEFERRED;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:
 		rc = audit_reply(ctx, call, req, reply, &err);
+		return rc < 0 ? fail(&err, reply) : rc;
+	case ROUTE_ATTEST_IDENTITY:
+	case ROUTE_ATTEST_QUOTE:
+	case ROUTE_ATTEST_ACTIVATE:
+	case ROUTE_ATTEST_APPROVE:
+		rc = attest_reply(ctx, call, req, &err);
+		return rc < 0 ? fail(&err, reply) : rc;
+	case ROUTE_METRICS:
+		rc = api_metrics(ctx, call, &err);
 		return rc < 0 ? fail(&err, reply) : rc;
 	case ROUTE_POLICY_RELOAD:
 		rc = api_policy_reload(ctx, identity, &err);
@@ -392,6 +484,10 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 					   ctx->policy_path, "rules",
 					   (json_int_t)policy_rule_count(
 						   *ctx->policy));
+		if (rc == 0 && ctx->crl_path)
+			json_object_set_new(*reply, "crl_revoked",
+					    json_integer((json_int_t)
+								 ctx->crl_revoked));
 		break;
 	default:
 		return -2;

@@ -49,7 +49,8 @@ static const struct route_def routes[] = {
 	{ ROUTE_IN_PREPARE, "POST", 1, "incoming", NULL, BODY_OBJECT },
 	{ ROUTE_IN_INFO, "GET", 2, "incoming", NULL, BODY_NONE },
 	{ ROUTE_IN_FINISH, "POST", 3, "incoming", "finish", BODY_OPT_OBJECT },
-	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_EMPTY },
+	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_OPT_OBJECT },
+	{ ROUTE_IN_RECOVER, "POST", 3, "incoming", "recover", BODY_EMPTY },
 	{ ROUTE_AUDIT_QUERY, "GET", 1, "audit", NULL, BODY_NONE },
 	{ ROUTE_AUDIT_LOG, "GET", 2, "audit", "log", BODY_NONE },
 	{ ROUTE_AUDIT_KEY, "GET", 2, "audit", "key", BODY_NONE },
@@ -63,6 +64,13 @@ static const struct route_def routes[] = {
 	{ ROUTE_BAL_DRAIN, "POST", 2, "balance", "drain", BODY_OBJECT },
 	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
 	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
+	{ ROUTE_ATTEST_IDENTITY, "GET", 2, "attest", "identity", BODY_NONE },
+	{ ROUTE_ATTEST_QUOTE, "POST", 2, "attest", "quote", BODY_OBJECT },
+	{ ROUTE_ATTEST_ACTIVATE, "POST", 2, "attest", "activate",
+	  BODY_OBJECT },
+	{ ROUTE_ATTEST_APPROVE, "POST", 2, "attest", "approvals",
+	  BODY_OBJECT },
+	{ ROUTE_METRICS, "GET", 1, "metrics", NULL, BODY_NONE },
 };
 
 enum perm api_route_perm(enum api_route r)
@@ -85,6 +93,7 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_IN_INFO:
 	case ROUTE_IN_FINISH:
 	case ROUTE_IN_ABORT:
+	case ROUTE_IN_RECOVER:
 		return PERM_MIG_PEER;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
@@ -103,6 +112,14 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_BAL_DRAIN:
 	case ROUTE_BAL_UNDRAIN:
 		return PERM_BALANCE_WRITE;
+	case ROUTE_ATTEST_IDENTITY:
+	case ROUTE_ATTEST_QUOTE:
+		return PERM_ATTEST_READ;
+	case ROUTE_ATTEST_ACTIVATE:
+	case ROUTE_ATTEST_APPROVE:
+		return PERM_ATTEST_ADMIN;
+	case ROUTE_METRICS:
+		return PERM_METRICS;
 	default:
 		return PERM_VM_WRITE; /* define, delete, start, stop, ... */
 	}
@@ -133,6 +150,8 @@ const char *api_route_action(enum api_route r)
 		return "migration.finish";
 	case ROUTE_IN_ABORT:
 		return "migration.abort";
+	case ROUTE_IN_RECOVER:
+		return "migration.recover";
 	case ROUTE_POLICY_RELOAD:
 		return "policy.reload";
 	case ROUTE_HOST_DRAIN:
@@ -145,6 +164,10 @@ const char *api_route_action(enum api_route r)
 		return "balance.drain";
 	case ROUTE_BAL_UNDRAIN:
 		return "balance.undrain";
+	case ROUTE_ATTEST_ACTIVATE:
+		return "attest.activate";
+	case ROUTE_ATTEST_APPROVE:
+		return "attest.approve";
 	default:
 		return NULL;
 	}

@@ -1,24 +1,43 @@
 /* server.c - HTTPS transport of the API: evhttp over OpenSSL bufferevents
- * with mandatory client certificates. */
+ * with mandatory client certificates.
+ *
+ * Connections (struct conn): evhttp accepts, and make_bev creates each
+ * connection's TLS bufferevent right after accept(); the connection is
+ * admitted (counted in the guard against its source and in total, or
+ * closed and audited) before any of its bytes is read, and stays counted
+ * until its handshake completes. From admission on, a deadline runs: the
+ * TLS handshake and the first request must arrive within
+ * limits.deadline_s, each later request on the connection within
+ * deadline_s of the previous reply. A connection past it is closed and
+ * audited (conn.timeout): a slow-loris client holds a descriptor for at
+ * most that long, whatever it trickles. All of it runs on the loop's
+ * thread. */
 #include "api.h"
 #include "audit.h"
 #include "guard.h"
 #include "tls.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
+
+struct conn;
 
 struct api_server {
 	struct evhttp *http;
 	SSL_CTX *ctx;
 	struct api_ctx *actx;
-	struct tls_gate gate;
+	unsigned deadline_s;
+	struct conn *conns;       /* open connections */
 	struct api_call *pending; /* deferred calls not yet answered */
 };
 
@@ -33,60 +52,293 @@ struct api_call {
 	struct api_call **pprev;
 };
 
-/* TLS gate callbacks: the guard counts unauthenticated connections per
- * source; refusals and failed handshakes go to the audit log. */
-static bool gate_admit(void *arg, const char *addr, char *why, size_t len)
-{
-	struct api_ctx *actx = arg;
+struct conn {
+	struct api_server *s;       /* NULL once the server is gone */
+	struct conn *prev, *next;   /* s->conns */
+	struct api_ctx *actx;       /* outlives the connection (api.h) */
+	struct bufferevent *bev;
+	struct event *timer;        /* admission, refusal, then the deadline */
+	uint64_t deadline_ms;       /* monotonic; 0: request being handled */
+	struct api_hdr_scan scan;
+	bool scanning;              /* scan holds the request being read */
+	bool admitted, counted, authenticated, refuse_length;
+	bool closing;               /* we cut it: its TLS end is no failure */
+	char addr[INET6_ADDRSTRLEN];
+	char identity[FERRY_NAME_MAX + 1];
+};
 
-	return guard_conn_open(actx->guard, addr, why, len);
+static int conn_fd(const struct conn *c)
+{
+	return (int)bufferevent_getfd(c->bev);
 }
 
-static void gate_release(void *arg, const char *addr)
+/* Run the timer at the deadline. */
+static void arm(struct conn *c)
 {
-	struct api_ctx *actx = arg;
+	uint64_t now = now_ms();
+	uint64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+	struct timeval tv = { .tv_sec = (time_t)(left / 1000),
+			      .tv_usec = (suseconds_t)(left % 1000) * 1000 };
 
-	guard_conn_done(actx->guard, addr);
+	event_add(c->timer, &tv);
 }
 
-static void gate_refused(void *arg, const char *addr, bool limited,
-			 const char *why)
+/* A new request may start: its deadline runs, its headers are watched. */
+static void await_request(struct conn *c)
 {
-	struct api_ctx *actx = arg;
-
-	audit_refused(actx->refusals, limited ? "conn.limited" : "auth.failed",
-		      addr, why);
+	memset(&c->scan, 0, sizeof(c->scan));
+	/* bytes already buffered (a pipelined request) began unwatched */
+	c->scanning = evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+	c->deadline_ms = now_ms() + 1000ull * c->s->deadline_s;
+	arm(c);
 }
 
-/* evhttp asks for each new connection's bufferevent: wrap it in TLS. */
+/* Right after accept(): count the connection, or close it. */
+static void admit(struct conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char why[FERRY_ERR_MSG_MAX];
+	int fd = conn_fd(c);
+
+	c->admitted = true;
+	snprintf(c->addr, sizeof(c->addr), "?");
+	if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET,
+				  &((struct sockaddr_in *)&ss)->sin_addr,
+				  c->addr, sizeof(c->addr));
+		else if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6,
+				  &((struct sockaddr_in6 *)&ss)->sin6_addr,
+				  c->addr, sizeof(c->addr));
+	}
+	if (!guard_conn_open(c->actx->guard, c->addr, why, sizeof(why))) {
+		audit_refused(c->actx->refusals, "conn.limited", c->addr, why);
+		c->closing = true;
+		shutdown(fd, SHUT_RDWR); /* evhttp frees it on the EOF */
+		return;
+	}
+	c->counted = true;
+	await_request(c);
+}
+
+/* The deadline passed: close the connection. */
+static void expire(struct conn *c)
+{
+	char why[FERRY_ERR_MSG_MAX];
+
+	if (c->authenticated)
+		snprintf(why, sizeof(why),
+			 "no complete request within %u s (from %s)",
+			 c->s->deadline_s, c->addr);
+	else
+		snprintf(why, sizeof(why),
+			 "no TLS handshake and request within %u s of "
+			 "accept",
+			 c->s->deadline_s);
+	log_info("api: closing a connection from %s: %s", c->addr, why);
+	audit_refused(c->actx->refusals, "conn.timeout",
+		      c->authenticated ? c->identity : c->addr, why);
+	c->closing = true;
+	shutdown(conn_fd(c), SHUT_RDWR); /* evhttp frees it on the EOF */
+}
+
+/* Answer a request whose Content-Length evhttp would wait on: 400 with
+ * our JSON error, on the wire directly (evhttp never hands us that
+ * request). The connection then ends at its deadline or when the client
+ * closes. */
+static void refuse_length(struct conn *c)
+{
+	struct ferr err;
+	json_t *body;
+	char *text;
+
+	c->refuse_length = false;
+	ferr_set(&err, FERR_INVALID,
+		 "Content-Length is larger than 2^63-1: not a valid length");
+	audit_refused(c->actx->refusals, "request.refused",
+		      c->identity[0] ? c->identity : c->addr, err.msg);
+	body = api_error_json(&err);
+	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (text) {
+		evbuffer_add_printf(bufferevent_get_output(c->bev),
+				    "HTTP/1.1 400 Bad Request\r\n"
+				    "Content-Type: application/json\r\n"
+				    "Content-Length: %zu\r\n"
+				    "Connection: close\r\n\r\n%s\n",
+				    strlen(text) + 1, text);
+		bufferevent_enable(c->bev, EV_WRITE);
+		free(text);
+	}
+	arm(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (!c->admitted)
+		admit(c);
+	else if (c->refuse_length)
+		refuse_length(c);
+	else if (c->deadline_ms)
+		expire(c);
+}
+
+/* Bytes of the request arrive (before evhttp parses them). */
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+		     void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer_iovec v[8];
+	struct evbuffer_ptr pos;
+	size_t len = evbuffer_get_length(buf);
+	int n;
+
+	if (!c->scanning || info->n_added == 0 || info->n_added > len ||
+	    evbuffer_ptr_set(buf, &pos, len - info->n_added,
+			     EVBUFFER_PTR_SET) < 0)
+		return;
+	n = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &pos, v, 8);
+	for (int i = 0; i < n && i < 8 && c->scanning; i++) {
+		if (api_hdr_scan(&c->scan, v[i].iov_base, v[i].iov_len)) {
+			/* answered from the loop, not inside this read */
+			c->refuse_length = true;
+			event_active(c->timer, EV_TIMEOUT, 1);
+		}
+		if (c->scan.done)
+			c->scanning = false;
+	}
+}
+
+/* TLS hooks (tls.h): authenticated, failed, freed. */
+static void conn_done(void *arg)
+{
+	struct conn *c = arg;
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
+	c->authenticated = true;
+	if (tls_peer_identity(ssl, c->identity, sizeof(c->identity)) < 0)
+		c->identity[0] = '\0';
+	if (c->counted) {
+		c->counted = false;
+		guard_conn_done(c->actx->guard, c->addr);
+	}
+}
+
+static void conn_failed(void *arg, const char *why)
+{
+	struct conn *c = arg;
+
+	if (!c->closing)
+		audit_refused(c->actx->refusals, "auth.failed", c->addr, why);
+}
+
+static void conn_gone(void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->counted)
+		guard_conn_done(c->actx->guard, c->addr);
+	if (c->s) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			c->s->conns = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+	}
+	if (c->timer)
+		event_free(c->timer);
+	free(c);
+}
+
+static const struct tls_conn_hooks conn_hooks = {
+	.done = conn_done, .failed = conn_failed, .gone = conn_gone
+};
+
+/* evhttp asks for each new connection's bufferevent right after accept():
+ * wrap it in TLS, and admit the connection before its first read. */
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
 {
 	struct api_server *s = arg;
 	SSL *ssl = SSL_new(s->ctx);
+	struct conn *c = calloc(1, sizeof(*c));
+	struct bufferevent *bev = NULL;
+	struct ferr err;
 
-	if (!ssl)
+	if (!ssl || !c)
+		goto fail;
+	c->s = s;
+	c->actx = s->actx;
+	c->timer = evtimer_new(base, on_timer, c);
+	if (!c->timer || tls_conn_attach(ssl, &conn_hooks, c, &err) < 0) {
+		if (c->timer)
+			event_free(c->timer);
+		goto fail;
+	}
+	/* from here on the SSL owns c: conn_gone frees it */
+	c->next = s->conns;
+	if (c->next)
+		c->next->prev = c;
+	s->conns = c;
+	bev = bufferevent_openssl_socket_new(base, -1, ssl,
+					     BUFFEREVENT_SSL_ACCEPTING,
+					     BEV_OPT_CLOSE_ON_FREE);
+	if (!bev) {
+		SSL_free(ssl);
 		return NULL;
-	return bufferevent_openssl_socket_new(base, -1, ssl,
-					      BUFFEREVENT_SSL_ACCEPTING,
-					      BEV_OPT_CLOSE_ON_FREE);
+	}
+	c->bev = bev;
+	evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
+	/* runs in this loop pass, after evhttp set the socket on bev and
+	 * before the loop polls it */
+	event_active(c->timer, EV_TIMEOUT, 1);
+	return bev;
+fail:
+	free(c);
+	SSL_free(ssl);
+	return NULL;
 }
 
-/* Send a JSON reply with status. Takes the reference to body. */
+/* evbuffer clean-up of a reply's text: wiped, then freed. */
+static void wipe_free(const void *data, size_t len, void *arg)
+{
+	(void)arg;
+	OPENSSL_cleanse((void *)data, len);
+	free((void *)data);
+}
+
+/* Send a JSON reply with status. Takes the reference to body. A reply's
+ * "key" member is a migration session key: its copies here (the JSON
+ * string, the text) are wiped once sent. */
 static void send_json(struct evhttp_request *r, int status, json_t *body)
 {
 	struct evbuffer *out = evbuffer_new();
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	const char *key = json_string_value(json_object_get(body, "key"));
 
+	if (key)
+		OPENSSL_cleanse((char *)key, strlen(key));
 	evhttp_add_header(evhttp_request_get_output_headers(r),
 			  "Content-Type", "application/json");
-	if (out && text) {
-		evbuffer_add(out, text, strlen(text));
+	if (out && text &&
+	    evbuffer_add_reference(out, text, strlen(text), wipe_free,
+				   NULL) == 0) {
+		text = NULL; /* the buffer frees it */
 		evbuffer_add(out, "\n", 1);
 	}
 	evhttp_send_reply(r, status, NULL, out);
 	if (out)
 		evbuffer_free(out);
-	free(text);
+	if (text) {
+		OPENSSL_cleanse(text, strlen(text));
+		free(text);
+	}
 	json_decref(body);
 }
 
@@ -141,6 +393,13 @@ static int audit_request(struct api_server *s, const char *identity,
 	return 0;
 }
 
+/* The reply to a request went out: the next request may come. */
+static void on_replied(struct evhttp_request *r, void *arg)
+{
+	(void)r;
+	await_request(arg);
+}
+
 /* Every request lands here: authenticate, rate-limit, parse, authorize,
  * handle, audit, reply. */
 static void on_request(struct evhttp_request *r, void *arg)
@@ -150,6 +409,7 @@ static void on_request(struct evhttp_request *r, void *arg)
 	struct evhttp_connection *conn = evhttp_request_get_connection(r);
 	struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
 	SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+	struct conn *c = tls_conn_get(ssl);
 	struct evbuffer *in = evhttp_request_get_input_buffer(r);
 	const char *method = method_name(evhttp_request_get_command(r));
 	const char *uri = evhttp_request_get_uri(r);
@@ -157,12 +417,18 @@ static void on_request(struct evhttp_request *r, void *arg)
 	struct policy_decision d;
 	struct api_request req;
 	struct api_call *call;
-	struct ferr err = { 0 };
+	struct ferr err = { 0 }, xerr;
 	size_t len = evbuffer_get_length(in);
 	const char *action;
 	json_t *reply = NULL;
 	int status;
 
+	if (c) { /* the request is complete: its deadline is met */
+		event_del(c->timer);
+		c->deadline_ms = 0;
+		c->scanning = false;
+		evhttp_request_set_on_complete_cb(r, on_replied, c);
+	}
 	if (tls_peer_identity(ssl, identity, sizeof(identity)) < 0) {
 		ferr_set(&err, FERR_UNAUTH,
 			 "a valid client certificate is required");
@@ -187,9 +453,11 @@ static void on_request(struct evhttp_request *r, void *arg)
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
 		return;
 	}
+	req.have_exporter = tls_exporter(ssl, req.tls_exporter, &xerr) == 0;
 	action = api_route_action(req.route);
-	if (!policy_permits(*ctx->policy, identity, api_route_perm(req.route),
-			    &d)) {
+	if (!policy_permits(*ctx->policy, identity,
+			    tls_peer_is_host(ssl) ? ID_HOST : ID_USER,
+			    api_route_perm(req.route), &d)) {
 		struct ferr aerr;
 
 		ferr_set(&err, FERR_FORBIDDEN, "%s", d.reason);
@@ -205,6 +473,13 @@ static void on_request(struct evhttp_request *r, void *arg)
 			 d.reason);
 		api_request_clear(&req);
 		send_json(r, ferr_http_status(err.code), api_error_json(&err));
+		return;
+	}
+	if (req.route == ROUTE_AUDIT_LOG) { /* a read, streamed */
+		api_request_clear(&req);
+		if (api_audit_log_stream(ctx, r, &err) < 0)
+			send_json(r, ferr_http_status(err.code),
+				  api_error_json(&err));
 		return;
 	}
 	call = calloc(1, sizeof(*call));
@@ -232,16 +507,22 @@ static void on_request(struct evhttp_request *r, void *arg)
 	api_call_reply(call, status, reply);
 }
 
-void api_call_reply(struct api_call *call, int status, json_t *reply)
+/* Take a deferred call off the server's pending list. */
+static void call_unlink(struct api_call *call)
 {
-	struct api_server *s = call->s;
-	struct ferr err;
-
 	if (call->pprev) {
 		*call->pprev = call->next;
 		if (call->next)
 			call->next->pprev = call->pprev;
 	}
+}
+
+void api_call_reply(struct api_call *call, int status, json_t *reply)
+{
+	struct api_server *s = call->s;
+	struct ferr err;
+
+	call_unlink(call);
 	if (call->action && audit_request(s, call->identity, &call->req,
 					  call->action, status, reply) < 0) {
 		json_decref(reply);
@@ -258,6 +539,37 @@ void api_call_reply(struct api_call *call, int status, json_t *reply)
 	free(call);
 }
 
+static void free_text(const void *data, size_t len, void *arg)
+{
+	(void)len;
+	(void)arg;
+	free((void *)data);
+}
+
+void api_call_reply_text(struct api_call *call, const char *content_type,
+			 char *text, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	call_unlink(call);
+	log_debug("api: %s %s %s -> 200 (%zu bytes)", call->identity,
+		  call->method, evhttp_request_get_uri(call->r), len);
+	evhttp_add_header(evhttp_request_get_output_headers(call->r),
+			  "Content-Type", content_type);
+	if (!out ||
+	    evbuffer_add_reference(out, text, len, free_text, NULL) < 0) {
+		free(text);
+		if (out)
+			evbuffer_free(out);
+		evhttp_send_error(call->r, 500, NULL);
+	} else {
+		evhttp_send_reply(call->r, 200, NULL, out);
+		evbuffer_free(out);
+	}
+	api_request_clear(&call->req);
+	free(call);
+}
+
 int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 		     SSL_CTX *ctx, struct api_ctx *actx,
 		     struct api_server **out, struct ferr *err)
@@ -268,14 +580,8 @@ int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	s->ctx = ctx;
 	s->actx = actx;
-	s->gate = (struct tls_gate){ .admit = gate_admit,
-				     .release = gate_release,
-				     .refused = gate_refused,
-				     .arg = actx }; /* outlives s: tls.h */
-	if (tls_ctx_set_gate(ctx, &s->gate, err) < 0) {
-		free(s);
-		return -1;
-	}
+	s->deadline_s = cfg->limits.deadline_s ? cfg->limits.deadline_s
+					       : FERRY_GUARD_DEADLINE_S;
 	s->http = evhttp_new(base);
 	if (!s->http) {
 		free(s);
@@ -285,7 +591,8 @@ int api_server_start(struct event_base *base, const struct ferryd_config *cfg,
 	evhttp_set_gencb(s->http, on_request, s);
 	evhttp_set_max_body_size(s->http, FERRY_API_MAX_BODY);
 	/* read and drop an oversized body before answering 413: closing with
-	 * unread data would reset the connection and lose the answer */
+	 * unread data would reset the connection and lose the answer (the
+	 * deadline bounds the wait) */
 	evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_max_headers_size(s->http, FERRY_API_MAX_HEADERS);
 	evhttp_set_timeout(s->http, FERRY_API_TIMEOUT_S);
@@ -323,6 +630,13 @@ void api_server_free(struct api_server *s)
 			  evhttp_request_get_uri(s->pending->r));
 		api_call_reply(s->pending, ferr_http_status(err.code),
 			       api_error_json(&err));
+	}
+	/* connections outlive s until libevent finalizes them (as late as
+	 * event_base_free): detach them, and free their timers now */
+	for (struct conn *c = s->conns; c; c = c->next) {
+		event_free(c->timer);
+		c->timer = NULL;
+		c->s = NULL;
 	}
 	if (s->http)
 		evhttp_free(s->http);

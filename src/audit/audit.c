@@ -1,7 +1,8 @@
-/* audit.c - the writer of the audit log: the host key, recovery of the
- * log's tail, and signed appends made durable one record at a time. */
+/* audit.c - the writer of the audit log: signed appends made durable one
+ * record at a time, rotation by size, and the writer's API. The host key is
+ * key.c, recovery of the log's tail tail.c. */
 #define _GNU_SOURCE
-#include "audit.h"
+#include "audit_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,14 +17,6 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
-#define AUDIT_DIR_MODE 0700
-#define AUDIT_LOG_MODE 0640
-#define AUDIT_KEY_MODE 0600
-#define AUDIT_PUB_MODE 0644
-#define AUDIT_TORN_MODE 0640
-#define AUDIT_KEY_GROUP_OTHER 0077   /* key mode bits that must be clear */
-#define AUDIT_TAIL_CHUNK 4096        /* bytes read per step backwards */
-#define AUDIT_TORN_NAMES_MAX 100     /* audit.torn.<off>, .1 ... .99 */
 #define AUDIT_REAL_FMT_MAX 32        /* "%.17g" of a double */
 #define AUDIT_NO_VALUE "-"
 #define AUDIT_TOO_DEEP "(nested too deep)"
@@ -43,539 +36,11 @@ _Static_assert(AUDIT_JSON_ESCAPE_MAX *
 	       "a record must fit in AUDIT_LINE_MAX");
 /* The marker of a detail that is too large: its prefix escapes to at most
  * twice its size (it is JSON text: only '"' and '\\' get escaped). */
+_Static_assert(FERRY_AUDIT_ROTATE_KIB_MIN * 1024ULL == AUDIT_ROTATE_MIN,
+	       "ferryd.json's audit_rotate_kib bound is the writer's");
 _Static_assert(2 * AUDIT_DETAIL_PREFIX_MAX + 128 <= AUDIT_DETAIL_MAX,
 	       "the truncated-detail marker must fit AUDIT_DETAIL_MAX");
 
-struct audit {
-	pthread_mutex_t mu;
-	int fd;                              /* audit.log, O_APPEND, flock'ed */
-	EVP_PKEY *key;                       /* the host's Ed25519 key */
-	char dir[FERRY_PATH_MAX];
-	char path[FERRY_PATH_MAX];           /* <dir>/audit.log */
-	char host[FERRY_NAME_MAX + 1];
-	uint64_t seq;                        /* seq of the last record */
-	char prev[AUDIT_HASH_HEX_LEN + 1];   /* hash of the last line */
-	uint64_t size;                       /* bytes of complete records */
-	bool broken;                         /* a write failed: refuse more */
-	char line[AUDIT_LINE_MAX + 1];       /* the record being built */
-};
-
-/* What audit_open found at the end of the log. */
-struct audit_tail {
-	bool torn;                           /* a partial line was moved */
-	uint64_t torn_offset;
-	uint64_t torn_bytes;
-	char torn_name[FERRY_PATH_MAX];      /* base name it was saved as */
-	bool suspect;                        /* the last line is not good */
-	uint64_t suspect_offset;
-	char reason[FERRY_ERR_MSG_MAX];
-};
-
-/* ---- file helpers ---------------------------------------------------------- */
-
-
-/* Read exactly len bytes at off; a short file is EIO. */
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-/* fsync a folder, so entries created in it are durable. */
-static int fsync_dir(const char *dir, struct ferr *err)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc;
-
-	if (fd < 0)
-		return ferr_set(err, FERR_IO, "cannot open %s: %s", dir,
-				strerror(errno));
-	rc = fsync(fd);
-	close(fd);
-	if (rc < 0)
-		return ferr_set(err, FERR_IO, "cannot fsync %s: %s", dir,
-				strerror(errno));
-	return 0;
-}
-
-/* ---- the host key ---------------------------------------------------------- */
-
-/* Load the private key at path. 0, 1 when it does not exist, or -1. */
-static int key_load(const char *path, EVP_PKEY **out, struct ferr *err)
-{
-	char buf[AUDIT_KEY_FILE_MAX];
-	struct stat st;
-	size_t len = 0;
-	int fd, rc = -1;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return 1;
-		return ferr_set(err, FERR_IO, "cannot open %s: %s", path,
-				strerror(errno));
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ferr_set(err, FERR_INVALID, "%s is not a regular file", path);
-		goto out;
-	}
-	if ((st.st_mode & AUDIT_KEY_GROUP_OTHER) || st.st_uid != geteuid()) {
-		ferr_set(err, FERR_INVALID,
-			 "%s must be owned by this user and not accessible by "
-			 "others (it has mode %04o); chmod 600 it", path,
-			 (unsigned)(st.st_mode & 07777));
-		goto out;
-	}
-	if (fd_read_upto(fd, buf, sizeof(buf), &len) < 0) {
-		ferr_set(err, FERR_IO, "cannot read %s: %s", path,
-			 strerror(errno));
-		goto out;
-	}
-	if (len == sizeof(buf)) {
-		ferr_set(err, FERR_TOO_LARGE, "%s is larger than %d bytes",
-			 path, AUDIT_KEY_FILE_MAX - 1);
-		goto out;
-	}
-	*out = audit_pem_key(buf, len, true, path, err);
-	rc = *out ? 0 : -1;
-out:
-	secret_wipe(buf, sizeof(buf));
-	close(fd);
-	return rc;
-}
-
-/* Create a new key at path (O_EXCL, 0600). 0, 1 when path appeared
- * meanwhile (load it instead), or -1. */
-static int key_create(const char *path, EVP_PKEY **out, struct ferr *err)
-{
-	char ebuf[128];
-	EVP_PKEY *key = NULL;
-	BIO *bio = NULL;
-	char *pem = NULL;
-	long plen = 0;
-	int fd = -1, rc = -1;
-
-	ERR_clear_error();
-	key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-	bio = BIO_new(BIO_s_mem());
-	if (!key || !bio ||
-	    !PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) ||
-	    (plen = BIO_get_mem_data(bio, &pem)) <= 0) {
-		ferr_set(err, FERR_INTERNAL, "cannot create the audit key: %s",
-			 audit_ssl_error(ebuf, sizeof(ebuf)));
-		goto out;
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-		  AUDIT_KEY_MODE);
-	if (fd < 0) {
-		if (errno == EEXIST)
-			rc = 1;
-		else
-			ferr_set(err, FERR_IO, "cannot create %s: %s", path,
-				 strerror(errno));
-		goto out;
-	}
-	if (fchmod(fd, AUDIT_KEY_MODE) < 0 ||
-	    fd_write_all(fd, pem, (size_t)plen) < 0 || fsync(fd) < 0) {
-		ferr_set(err, FERR_IO, "cannot write %s: %s", path,
-			 strerror(errno));
-		unlink(path);
-		goto out;
-	}
-	*out = key;
-	key = NULL;
-	rc = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (pem && plen > 0)
-		secret_wipe(pem, (size_t)plen);
-	BIO_free(bio);
-	EVP_PKEY_free(key);
-	return rc;
-}
-
-/* Write <dir>/audit.pub for key unless it already holds that PEM. */
-static int pub_sync(const char *dir, EVP_PKEY *key, struct ferr *err)
-{
-	char path[FERRY_PATH_MAX], ebuf[128];
-	char *pem = NULL, *old = NULL;
-	size_t olen = 0;
-	long plen = 0;
-	BIO *bio;
-	int rc = -1;
-
-	if (fmt_checked(path, sizeof(path), err, "audit folder path",
-			"%s/" AUDIT_PUB_NAME, dir) < 0)
-		return -1;
-	bio = BIO_new(BIO_s_mem());
-	if (!bio || !PEM_write_bio_PUBKEY(bio, key) ||
-	    (plen = BIO_get_mem_data(bio, &pem)) <= 0) {
-		ferr_set(err, FERR_INTERNAL, "cannot encode the audit key: %s",
-			 audit_ssl_error(ebuf, sizeof(ebuf)));
-		goto out;
-	}
-	if (file_read_all(path, AUDIT_KEY_FILE_MAX, &old, &olen, NULL) == 0 &&
-	    olen == (size_t)plen && !memcmp(old, pem, olen)) {
-		rc = 0;
-		goto out;
-	}
-	rc = file_write_atomic(path, pem, (size_t)plen, AUDIT_PUB_MODE, err);
-out:
-	free(old);
-	BIO_free(bio);
-	return rc;
-}
-
-/* Load <dir>/audit.key or create it, and keep audit.pub in step. */
-static int key_open(const char *dir, EVP_PKEY **key, struct ferr *err)
-{
-	char path[FERRY_PATH_MAX];
-	int rc = 1;
-
-	if (fmt_checked(path, sizeof(path), err, "audit folder path",
-			"%s/" AUDIT_KEY_NAME, dir) < 0)
-		return -1;
-	/* Twice at most: a key created by someone else between our load and
-	 * our O_EXCL create is loaded on the second round. */
-	for (int round = 0; round < 2 && rc == 1; round++) {
-		rc = key_load(path, key, err);
-		if (rc != 1)
-			break;
-		rc = key_create(path, key, err);
-		if (rc == 0 && fsync_dir(dir, err) < 0)
-			rc = -1;
-	}
-	if (rc == 1)
-		rc = ferr_set(err, FERR_IO, "cannot load or create %s", path);
-	if (rc == 0 && pub_sync(dir, *key, err) < 0)
-		rc = -1;
-	if (rc < 0) {
-		EVP_PKEY_free(*key);
-		*key = NULL;
-	}
-	return rc;
-}
-
-/* ---- the tail of the log ------------------------------------------------- */
-
-/* Find the last '\n' in bytes [0, end) of fd, reading backwards in chunks:
- * *found and its offset in *pos. 0 or -1. */
-static int rfind_newline(int fd, uint64_t end, bool *found, uint64_t *pos,
-			 struct ferr *err)
-{
-	char buf[AUDIT_TAIL_CHUNK];
-
-	*found = false;
-	while (end > 0) {
-		size_t n = end < sizeof(buf) ? (size_t)end : sizeof(buf);
-		uint64_t off = end - n;
-		const char *nl;
-
-		if (pread_all(fd, buf, n, off) < 0)
-			return ferr_set(err, FERR_IO,
-					"cannot read the audit log: %s",
-					strerror(errno));
-		nl = memrchr(buf, '\n', n);
-		if (nl) {
-			*found = true;
-			*pos = off + (uint64_t)(nl - buf);
-			return 0;
-		}
-		end = off;
-	}
-	return 0;
-}
-
-/* Start of the line that ends just before the byte at end (its '\n' or the
- * end of the data). */
-static int line_start(int fd, uint64_t end, uint64_t *start, struct ferr *err)
-{
-	bool found;
-	uint64_t pos = 0;
-
-	if (rfind_newline(fd, end, &found, &pos, err) < 0)
-		return -1;
-	*start = found ? pos + 1 : 0;
-	return 0;
-}
-
-/* SHA-256 (hex) of bytes [start, end) of fd, streamed. */
-static int hash_range(int fd, uint64_t start, uint64_t end,
-		      char out[AUDIT_HASH_HEX_LEN + 1], struct ferr *err)
-{
-	char buf[AUDIT_TAIL_CHUNK], ebuf[128];
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int rc = -1;
-
-	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-		ferr_set(err, FERR_INTERNAL, "cannot hash: %s",
-			 audit_ssl_error(ebuf, sizeof(ebuf)));
-		goto out;
-	}
-	while (start < end) {
-		size_t n = end - start < sizeof(buf) ? (size_t)(end - start)
-						      : sizeof(buf);
-
-		if (pread_all(fd, buf, n, start) < 0) {
-			ferr_set(err, FERR_IO, "cannot read the audit log: %s",
-				 strerror(errno));
-			goto out;
-		}
-		if (!EVP_DigestUpdate(ctx, buf, n)) {
-			ferr_set(err, FERR_INTERNAL, "cannot hash: %s",
-				 audit_ssl_error(ebuf, sizeof(ebuf)));
-			goto out;
-		}
-		start += n;
-	}
-	if (!EVP_DigestFinal_ex(ctx, md, &mdlen) || mdlen != 32) {
-		ferr_set(err, FERR_INTERNAL, "cannot hash: %s",
-			 audit_ssl_error(ebuf, sizeof(ebuf)));
-		goto out;
-	}
-	audit_digest_hex(md, out);
-	rc = 0;
-out:
-	EVP_MD_CTX_free(ctx);
-	return rc;
-}
-
-/* Copy bytes [start, start + len) of from into to. */
-static int copy_range(int from, uint64_t start, uint64_t len, int to)
-{
-	char buf[AUDIT_TAIL_CHUNK];
-
-	while (len > 0) {
-		size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
-
-		if (pread_all(from, buf, n, start) < 0 ||
-		    fd_write_all(to, buf, n) < 0)
-			return -1;
-		start += n;
-		len -= n;
-	}
-	return 0;
-}
-
-/* Does the file at path hold exactly bytes [start, start + len) of fd? */
-static bool same_bytes(const char *path, int fd, uint64_t start, uint64_t len)
-{
-	char a[AUDIT_TAIL_CHUNK], b[AUDIT_TAIL_CHUNK];
-	struct stat st;
-	uint64_t off = 0;
-	bool same = false;
-	int other = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-
-	if (other < 0)
-		return false;
-	if (fstat(other, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != len)
-		goto out;
-	while (off < len) {
-		size_t n = len - off < sizeof(a) ? (size_t)(len - off)
-						  : sizeof(a);
-
-		if (pread_all(fd, a, n, start + off) < 0 ||
-		    pread_all(other, b, n, off) < 0 || memcmp(a, b, n) != 0)
-			goto out;
-		off += n;
-	}
-	same = true;
-out:
-	close(other);
-	return same;
-}
-
-/* Save the torn bytes [t->torn_offset, +t->torn_bytes) of the log to a new
- * file audit.torn.<offset>[.N] (reusing one that already holds exactly
- * those bytes, left by a recovery that was interrupted), durably. */
-static int torn_save(struct audit *a, struct audit_tail *t, struct ferr *err)
-{
-	char path[FERRY_PATH_MAX];
-
-	for (int i = 0; i < AUDIT_TORN_NAMES_MAX; i++) {
-		int fd;
-
-		if (i == 0)
-			snprintf(t->torn_name, sizeof(t->torn_name),
-				 AUDIT_TORN_PREFIX "%llu",
-				 (unsigned long long)t->torn_offset);
-		else
-			snprintf(t->torn_name, sizeof(t->torn_name),
-				 AUDIT_TORN_PREFIX "%llu.%d",
-				 (unsigned long long)t->torn_offset, i);
-		if (fmt_checked(path, sizeof(path), err, "audit folder path",
-				"%s/%s", a->dir, t->torn_name) < 0)
-			return -1;
-		fd = open(path,
-			  O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-			  AUDIT_TORN_MODE);
-		if (fd < 0 && errno == EEXIST) {
-			if (same_bytes(path, a->fd, t->torn_offset,
-				       t->torn_bytes))
-				return 0;
-			continue;
-		}
-		if (fd < 0)
-			return ferr_set(err, FERR_IO, "cannot create %s: %s",
-					path, strerror(errno));
-		if (copy_range(a->fd, t->torn_offset, t->torn_bytes, fd) < 0 ||
-		    fsync(fd) < 0) {
-			ferr_set(err, FERR_IO, "cannot save the torn tail to "
-				 "%s: %s", path, strerror(errno));
-			close(fd);
-			unlink(path);
-			return -1;
-		}
-		if (close(fd) < 0) {
-			ferr_set(err, FERR_IO, "cannot save the torn tail to "
-				 "%s: %s", path, strerror(errno));
-			unlink(path);
-			return -1;
-		}
-		return fsync_dir(a->dir, err);
-	}
-	return ferr_set(err, FERR_IO,
-			"more than %d torn tails were saved at offset %llu",
-			AUDIT_TORN_NAMES_MAX,
-			(unsigned long long)t->torn_offset);
-}
-
-/* A log that does not end in '\n' has a torn tail: save it, cut it off
- * and make that durable. Sets a->size to the size that remains. */
-static int tail_recover(struct audit *a, struct audit_tail *t,
-			struct ferr *err)
-{
-	struct stat st;
-	char last;
-	uint64_t start;
-
-	if (fstat(a->fd, &st) < 0)
-		return ferr_set(err, FERR_IO, "cannot stat %s: %s", a->path,
-				strerror(errno));
-	a->size = (uint64_t)st.st_size;
-	if (a->size == 0)
-		return 0;
-	if (pread_all(a->fd, &last, 1, a->size - 1) < 0)
-		return ferr_set(err, FERR_IO, "cannot read %s: %s", a->path,
-				strerror(errno));
-	if (last == '\n')
-		return 0;
-	if (line_start(a->fd, a->size, &start, err) < 0)
-		return -1;
-	t->torn = true;
-	t->torn_offset = start;
-	t->torn_bytes = a->size - start;
-	if (torn_save(a, t, err) < 0)
-		return -1;
-	if (ftruncate(a->fd, (off_t)start) < 0 || fsync(a->fd) < 0)
-		return ferr_set(err, FERR_IO, "cannot cut the torn tail off "
-				"%s: %s", a->path, strerror(errno));
-	log_warn("audit: moved a torn tail of %llu bytes at offset %llu of "
-		 "%s to %s", (unsigned long long)t->torn_bytes,
-		 (unsigned long long)start, a->path, t->torn_name);
-	a->size = start;
-	return 0;
-}
-
-/* The seq of the last line (starting at start) that did not parse: from
- * the nearest earlier line that parses, counting the lines in between;
- * from the line count when none does (a log starts at 1). */
-static int guess_seq(struct audit *a, uint64_t start, struct ferr *err)
-{
-	uint64_t lines_after = 0;
-
-	while (start > 0) {
-		uint64_t end = start - 1; /* the '\n' of the line before */
-		json_t *rec = NULL;
-
-		if (line_start(a->fd, end, &start, err) < 0)
-			return -1;
-		lines_after++;
-		if (end - start <= AUDIT_LINE_MAX &&
-		    pread_all(a->fd, a->line, (size_t)(end - start), start) ==
-			    0 &&
-		    audit_parse_record(a->line, (size_t)(end - start), &rec,
-				       NULL) == 0) {
-			a->seq = audit_record_seq(rec) + lines_after;
-			json_decref(rec);
-			return 0;
-		}
-	}
-	a->seq = lines_after + 1;
-	return 0;
-}
-
-/* Continue seq and prev from the last complete line; note in *t when that
- * line is not a good record of this key. */
-static int head_load(struct audit *a, struct audit_tail *t, struct ferr *err)
-{
-	enum audit_fault fault = AUDIT_FAULT_NONE;
-	struct ferr lerr = { 0 };
-	uint64_t start, len;
-	json_t *rec = NULL;
-	int rc = -1;
-
-	a->seq = 0;
-	memset(a->prev, '0', AUDIT_HASH_HEX_LEN);
-	a->prev[AUDIT_HASH_HEX_LEN] = '\0';
-	if (a->size == 0)
-		return 0;
-	/* the log ends in '\n' here: the last line is [start, size - 1) */
-	if (line_start(a->fd, a->size - 1, &start, err) < 0 ||
-	    hash_range(a->fd, start, a->size - 1, a->prev, err) < 0)
-		return -1;
-	len = a->size - 1 - start;
-	if (len > AUDIT_LINE_MAX) {
-		ferr_set(&lerr, FERR_TOO_LARGE, "line is longer than %d bytes",
-			 AUDIT_LINE_MAX);
-	} else if (pread_all(a->fd, a->line, (size_t)len, start) < 0) {
-		return ferr_set(err, FERR_IO, "cannot read %s: %s", a->path,
-				strerror(errno));
-	} else if (audit_check_line(a->line, (size_t)len, a->key, &rec, &fault,
-				    &lerr) == 0) {
-		a->seq = audit_record_seq(rec);
-		rc = 0;
-		goto out;
-	} else if (fault == AUDIT_FAULT_INTERNAL) {
-		ferr_set(err, lerr.code, "%s", lerr.msg);
-		goto out;
-	}
-	t->suspect = true;
-	t->suspect_offset = start;
-	snprintf(t->reason, sizeof(t->reason), "%s%s", lerr.msg,
-		 fault == AUDIT_FAULT_SIGNATURE ? " (modified, or signed by "
-						  "another key)" : "");
-	log_warn("audit: the last record of %s (offset %llu) is not good: %s",
-		 a->path, (unsigned long long)start, t->reason);
-	if (rec)
-		a->seq = audit_record_seq(rec); /* parsed: its seq is known */
-	else if (guess_seq(a, start, err) < 0)
-		goto out;
-	rc = 0;
-out:
-	json_decref(rec);
-	return rc;
-}
 
 /* ---- building records ---------------------------------------------------- */
 
@@ -778,6 +243,8 @@ out:
 	return rc;
 }
 
+static int rotate(struct audit *a, struct ferr *err);
+
 /* Build, sign, append and fdatasync the next record. detail is stolen.
  * The caller holds a->mu (or owns a alone). */
 static int append_record(struct audit *a, const char *actor,
@@ -800,6 +267,9 @@ static int append_record(struct audit *a, const char *actor,
 		ferr_set(err, FERR_IO, "%s has reached the last seq", a->path);
 		goto out;
 	}
+	if (a->rotate_bytes && a->size >= a->rotate_bytes &&
+	    rotate(a, err) < 0)
+		goto out;
 	if (detail_prepare(detail, &detail) < 0 || !(rec = json_object()) ||
 	    json_object_set_new(rec, "seq",
 				json_integer((json_int_t)(a->seq + 1))) < 0 ||
@@ -814,7 +284,8 @@ static int append_record(struct audit *a, const char *actor,
 				field_string(target, AUDIT_TARGET_MAX)) < 0 ||
 	    json_object_set_new(rec, "outcome",
 				field_string(outcome, AUDIT_OUTCOME_MAX)) < 0 ||
-	    json_object_set_new(rec, "prev", json_string(a->prev)) < 0) {
+	    json_object_set_new(rec, "prev", json_string(a->prev)) < 0 ||
+	    json_object_set_new(rec, "v", json_string(AUDIT_FORMAT_STR)) < 0) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto out;
 	}
@@ -885,6 +356,85 @@ out:
 	return rc;
 }
 
+/* ---- rotation -------------------------------------------------------------- */
+
+/* Rename audit.log to audit.log.<last seq>, start a new audit.log and
+ * begin it with the "audit.rotated" record that continues the chain. A
+ * failure after the rename leaves the handle broken: reopening continues
+ * from the rotated file (see log_open). */
+static int rotate(struct audit *a, struct ferr *err)
+{
+	char name[AUDIT_FILE_NAME_MAX], path[FERRY_PATH_MAX];
+	int fd;
+
+	snprintf(name, sizeof(name), AUDIT_LOG_NAME ".%llu",
+		 (unsigned long long)a->seq);
+	if (fmt_checked(path, sizeof(path), err, "audit folder path", "%s/%s",
+			a->dir, name) < 0)
+		return -1;
+	if (renameat2(AT_FDCWD, a->path, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
+		return ferr_set(err, FERR_IO, "cannot rotate %s to %s: %s",
+				a->path, name, strerror(errno));
+	a->broken = true; /* until the new file holds its first record */
+	fd = open(a->path,
+		  O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+		  AUDIT_LOG_MODE);
+	if (fd < 0)
+		return ferr_set(err, FERR_IO, "cannot create %s: %s", a->path,
+				strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		close(fd);
+		return ferr_set(err, FERR_IO, "cannot lock %s: %s", a->path,
+				strerror(errno));
+	}
+	close(a->fd);
+	a->fd = fd;
+	a->size = 0;
+	if (audit_fsync_dir(a->dir, err) < 0)
+		return -1;
+	a->broken = false;
+	log_info("audit: rotated %s to %s (seq %llu)", a->path, name,
+		 (unsigned long long)a->seq);
+	return append_record(a, AUDIT_NO_VALUE, AUDIT_ACTION_ROTATED,
+			     AUDIT_LOG_NAME, "ok",
+			     json_pack("{sssI}", "previous", name, "last_seq",
+				       (json_int_t)a->seq),
+			     err);
+}
+
+/* audit.log is empty: when rotated files exist (a rotation was cut short
+ * after its rename), continue the chain from the newest one and note in
+ * *t that the new file must begin with its "audit.rotated" record. */
+static int continue_rotated(struct audit *a, struct audit_tail *t,
+			    struct ferr *err)
+{
+	struct audit_series s;
+	uint64_t size = 0;
+	int fd, rc = -1;
+
+	if (audit_series_list(a->dir, &s, err) < 0)
+		return -1;
+	if (s.n < 2) { /* only audit.log */
+		audit_series_free(&s);
+		return 0;
+	}
+	fd = audit_series_open(&s, s.n - 2, &size, err);
+	if (fd < 0)
+		goto out;
+	if (size > 0 && audit_head_load(a, fd, size, t, err) == 0) {
+		snprintf(t->rotated_from, sizeof(t->rotated_from), "%s",
+			 s.files[s.n - 2].name);
+		rc = 0;
+	} else if (size == 0) {
+		rc = ferr_set(err, FERR_INVALID, "%s/%s is empty", a->dir,
+			      s.files[s.n - 2].name);
+	}
+	close(fd);
+out:
+	audit_series_free(&s);
+	return rc;
+}
+
 /* ---- the API ------------------------------------------------------------- */
 
 /* Open (creating) the log file, lock it, and recover its tail. */
@@ -908,14 +458,23 @@ static int log_open(struct audit *a, struct audit_tail *t, struct ferr *err)
 				errno == EWOULDBLOCK
 					? "it is open in another audit writer"
 					: strerror(errno));
-	if (fsync_dir(a->dir, err) < 0 || tail_recover(a, t, err) < 0 ||
-	    head_load(a, t, err) < 0)
+	if (audit_fsync_dir(a->dir, err) < 0 ||
+	    audit_tail_recover(a, t, err) < 0 ||
+	    audit_head_load(a, a->fd, a->size, t, err) < 0)
 		return -1;
+	if (a->size == 0)
+		return continue_rotated(a, t, err);
 	return 0;
 }
 
 int audit_open(const char *dir, const char *host, struct audit **out,
 	       struct ferr *err)
+{
+	return audit_open_key(dir, host, NULL, out, err);
+}
+
+int audit_open_key(const char *dir, const char *host, EVP_PKEY *key,
+		   struct audit **out, struct ferr *err)
 {
 	struct audit_tail *t = NULL;
 	struct audit *a = NULL;
@@ -937,6 +496,7 @@ int audit_open(const char *dir, const char *host, struct audit **out,
 		goto out;
 	}
 	a->fd = -1;
+	a->rotate_bytes = AUDIT_ROTATE_DEFAULT;
 	if (pthread_mutex_init(&a->mu, NULL) != 0) {
 		ferr_set(err, FERR_INTERNAL, "cannot create a mutex");
 		goto out;
@@ -948,7 +508,16 @@ int audit_open(const char *dir, const char *host, struct audit **out,
 	    fmt_checked(a->path, sizeof(a->path), err, "audit folder path",
 			"%s/" AUDIT_LOG_NAME, dir) < 0 ||
 	    mkdir_p(a->dir, AUDIT_DIR_MODE, err) < 0 ||
-	    key_open(a->dir, &a->key, err) < 0 || log_open(a, t, err) < 0)
+	    (key ? audit_key_given(a->dir, key, &a->key, err)
+		 : audit_key_open(a->dir, &a->key, err)) < 0 ||
+	    log_open(a, t, err) < 0)
+		goto out;
+	if (t->rotated_from[0] &&
+	    append_record(a, AUDIT_NO_VALUE, AUDIT_ACTION_ROTATED,
+			  AUDIT_LOG_NAME, "ok",
+			  json_pack("{sssI}", "previous", t->rotated_from,
+				    "last_seq", (json_int_t)a->seq),
+			  err) < 0)
 		goto out;
 	if (t->torn &&
 	    append_record(a, AUDIT_NO_VALUE, AUDIT_ACTION_TORN, AUDIT_LOG_NAME,
@@ -1015,34 +584,53 @@ const char *audit_path(const struct audit *a)
 	return a ? a->path : NULL;
 }
 
-int audit_snapshot(struct audit *a, char **text, size_t *len,
-		   struct ferr *err)
+int audit_set_rotate(struct audit *a, uint64_t bytes, struct ferr *err)
 {
-	uint64_t size;
-	char *buf;
+	if (!a)
+		return ferr_set(err, FERR_INVALID, "the audit log is not open");
+	if (bytes && bytes < AUDIT_ROTATE_MIN)
+		return ferr_set(err, FERR_INVALID,
+				"the audit rotation size must be at least %llu "
+				"bytes",
+				(unsigned long long)AUDIT_ROTATE_MIN);
+	pthread_mutex_lock(&a->mu);
+	a->rotate_bytes = bytes;
+	pthread_mutex_unlock(&a->mu);
+	return 0;
+}
+
+int audit_series_snapshot(struct audit *a, struct audit_series *s,
+			  uint64_t *head_seq, char head_hash[65],
+			  struct ferr *err)
+{
+	int rc = -1;
 
 	if (!a)
 		return ferr_set(err, FERR_INVALID, "the audit log is not open");
+	/* under the lock: no rotation or append between the listing, the
+	 * live file and the head */
 	pthread_mutex_lock(&a->mu);
-	size = a->size;
-	pthread_mutex_unlock(&a->mu);
-	/* bytes below a->size never change once written: read unlocked */
-	if (size > AUDIT_READ_MAX)
-		return ferr_set(err, FERR_TOO_LARGE,
-				"%s is larger than %llu bytes", a->path,
-				(unsigned long long)AUDIT_READ_MAX);
-	buf = malloc((size_t)size + 1);
-	if (!buf)
-		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	if (pread_all(a->fd, buf, (size_t)size, 0) < 0) {
-		free(buf);
-		return ferr_set(err, FERR_IO, "cannot read %s: %s", a->path,
-				strerror(errno));
+	if (audit_series_list(a->dir, s, err) < 0)
+		goto out;
+	if (!s->n || s->files[s->n - 1].last_seq != 0) {
+		audit_series_free(s);
+		ferr_set(err, FERR_IO, "%s is missing", a->path);
+		goto out;
 	}
-	buf[size] = '\0';
-	*text = buf;
-	*len = (size_t)size;
-	return 0;
+	s->live_fd = fcntl(a->fd, F_DUPFD_CLOEXEC, 0);
+	if (s->live_fd < 0) {
+		ferr_set(err, FERR_IO, "cannot read %s: %s", a->path,
+			 strerror(errno));
+		audit_series_free(s);
+		goto out;
+	}
+	s->live_size = a->size;
+	*head_seq = a->seq;
+	memcpy(head_hash, a->prev, AUDIT_HASH_HEX_LEN + 1);
+	rc = 0;
+out:
+	pthread_mutex_unlock(&a->mu);
+	return rc;
 }
 
 void audit_close(struct audit *a)
@@ -1056,3 +644,4 @@ void audit_close(struct audit *a)
 	pthread_mutex_destroy(&a->mu);
 	free(a);
 }
+

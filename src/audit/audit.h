@@ -3,7 +3,7 @@
  * <dir>/audit.log holds one record per line: a JSON object serialized by
  * jansson with JSON_COMPACT | JSON_SORT_KEYS (integers only, no reals):
  *
- *   seq      1, 2, 3, ... contiguous
+ *   seq      1, 2, 3, ... contiguous across rotated files
  *   ts       wall clock, ms since the epoch
  *   host     this host's name (a ferry name)
  *   actor    the identity that acted, or "-"
@@ -13,22 +13,40 @@
  *   detail   an object (optional)
  *   prev     lowercase hex SHA-256 of the previous line's exact bytes
  *            (without its newline); 64 zeros for seq 1
+ *   v        the record format, "MAJOR.MINOR" (AUDIT_FORMAT_*); a record
+ *            without it is format 1.0 (written before versions existed)
  *   sig      base64 Ed25519 signature by the host key over the exact bytes
  *            of the record serialized the same way WITHOUT "sig"
+ *
+ * Versions: a reader accepts every minor version of its major. A record of
+ * a newer minor may carry fields this reader does not know (they are signed
+ * and chained like the rest); a record of another major is refused with an
+ * error that names both versions. So hosts can be upgraded one at a time.
+ *
+ * Rotation: when audit.log reaches the rotation size, it is renamed
+ * <dir>/audit.log.<seq of its last record> and a new audit.log starts with
+ * an "audit.rotated" record (detail {"previous", "last_seq"}) that continues
+ * the chain: its seq follows the last one and its prev is the hash of the
+ * previous file's last line. The files of a log, oldest first, are its
+ * "series"; the chain runs through them as if they were one file.
+ *
+ * The head of a log is anchored: its first record must be seq 1 with a zero
+ * prev, so records deleted from the start are found (a series whose first
+ * file begins with an "audit.rotated" record lacks its older files). Every
+ * later file of a series must begin with its "audit.rotated" record.
  *
  * The host key is <dir>/audit.key (Ed25519 private key PEM, mode 0600,
  * created on first open) and <dir>/audit.pub (its public key PEM, 0644).
  *
  * Writing (audit.c) keeps the log open, appends each record with one
- * write() and fdatasync()s it before returning. Reading (verify.c) parses
- * records strictly, verifies whole logs and answers queries; it needs no
- * writer state and is safe on hostile input.
+ * write() and fdatasync()s it before returning. Reading (verify.c,
+ * series.c) parses records strictly, verifies whole series and answers
+ * queries with bounded memory; it needs no writer state and is safe on
+ * hostile input.
  *
  * What the chain cannot show: records removed from the END of the log at a
- * line boundary, and records removed from the START of a log whose first
- * remaining record is not seq 1 (a log may start at any seq, e.g. after
- * rotation). Compare audit_head() of the live log, or the first/last seq
- * of the report, with what you expect to catch those.
+ * line boundary. Compare audit_head() of the live log, or the last seq and
+ * head of the report, with what you expect to catch that.
  */
 #ifndef FERRY_AUDIT_H
 #define FERRY_AUDIT_H
@@ -60,8 +78,18 @@
 #define AUDIT_SIG_B64_LEN 88         /* base64 of 64 bytes, with "==" */
 #define AUDIT_KEY_FILE_MAX 4096      /* bytes of audit.key / audit.pub */
 #define AUDIT_QUERY_MAX 10000        /* records one query returns at most */
-#define AUDIT_READ_MAX (1024ULL * 1024 * 1024) /* audit_read_log bound */
+#define AUDIT_READ_CHUNK (64 * 1024) /* bytes read or sent per step */
+#define AUDIT_ROTATE_DEFAULT (64ULL * 1024 * 1024) /* rotation size */
+#define AUDIT_ROTATE_MIN (4ULL * AUDIT_LINE_MAX)   /* smallest allowed */
+#define AUDIT_SERIES_MAX 1000000     /* files of one series at most */
 #define AUDIT_REPORT_MSG_MAX 320     /* bytes of audit_report.message */
+
+/* The record format this code writes; it reads every 1.x. */
+#define AUDIT_FORMAT_MAJOR 1
+#define AUDIT_FORMAT_MINOR 1
+#define AUDIT_FORMAT_STR "1.1"
+#define AUDIT_FORMAT_PART_MAX 9999   /* largest MAJOR or MINOR */
+#define AUDIT_FORMAT_LEN_MAX 9       /* "9999.9999" */
 
 /* Serialization flags of every record. */
 #define AUDIT_JSON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
@@ -71,10 +99,12 @@
 #define AUDIT_KEY_NAME "audit.key"
 #define AUDIT_PUB_NAME "audit.pub"
 #define AUDIT_TORN_PREFIX "audit.torn."
+#define AUDIT_FILE_NAME_MAX 48       /* "audit.log." and a seq, with room */
 
 /* Actions audit_open itself records. */
 #define AUDIT_ACTION_TORN "audit.torn_tail"
 #define AUDIT_ACTION_TAMPER "audit.tamper_suspected"
+#define AUDIT_ACTION_ROTATED "audit.rotated"
 
 struct audit;
 
@@ -105,6 +135,13 @@ struct audit;
  * is NULL and *err says why. */
 int audit_open(const char *dir, const char *host, struct audit **out,
 	       struct ferr *err);
+
+/* audit_open with the host key given (e.g. unsealed from the TPM, see
+ * attest_tpm.h) instead of <dir>/audit.key, which is then neither read
+ * nor created; audit.pub is kept in step as usual. key must be Ed25519;
+ * the log takes its own reference. NULL key is audit_open. */
+int audit_open_key(const char *dir, const char *host, EVP_PKEY *key,
+		   struct audit **out, struct ferr *err);
 
 /* Append one record and make it durable: builds it with the next seq, the
  * current wall clock and the previous line's hash, signs it, writes the
@@ -137,11 +174,33 @@ int audit_head(struct audit *a, uint64_t *seq, char hash_hex[65]);
 /* Path of the log file of an open audit log (valid until audit_close). */
 const char *audit_path(const struct audit *a);
 
-/* Read the live log up to its last complete record (a consistent snapshot
- * while other threads append) into a NUL-terminated malloc'd buffer. A log
- * larger than AUDIT_READ_MAX is FERR_TOO_LARGE. Thread-safe. */
-int audit_snapshot(struct audit *a, char **text, size_t *len,
-		   struct ferr *err);
+/* Rotate the log when it has reached bytes (at least AUDIT_ROTATE_MIN;
+ * 0 never rotates; audit_open sets AUDIT_ROTATE_DEFAULT). Rotation happens
+ * in audit_log, before the record that would be appended past the size.
+ * Thread-safe. 0, or -1 with FERR_INVALID for a size that is too small. */
+int audit_set_rotate(struct audit *a, uint64_t bytes, struct ferr *err);
+
+/* A series of log files, oldest first (see audit_series_list). The live
+ * file of a snapshot is held open at the size it had. */
+struct audit_file {
+	char name[AUDIT_FILE_NAME_MAX]; /* base name in the series' folder */
+	uint64_t last_seq;              /* from the name; 0 for audit.log */
+};
+struct audit_series {
+	char dir[FERRY_PATH_MAX];
+	struct audit_file *files;
+	size_t n;
+	int live_fd;        /* snapshot: audit.log as it was, or -1 */
+	uint64_t live_size; /* snapshot: bytes of complete records */
+};
+
+/* A consistent snapshot of the live log's series for reading while other
+ * threads append (and rotate): the files as they were, audit.log bounded by
+ * its last complete record, and the head (seq and hash) of that record.
+ * Free with audit_series_free. Thread-safe. */
+int audit_series_snapshot(struct audit *a, struct audit_series *s,
+			  uint64_t *head_seq, char head_hash[65],
+			  struct ferr *err);
 
 /* Close the log and free the key (OpenSSL wipes its private bytes).
  * NULL is a no-op. No record may be in progress. */
@@ -176,7 +235,10 @@ struct audit_report {
 	uint64_t last_seq;         /* seq of the last good record, 0 if none */
 	char head_hash[AUDIT_HASH_HEX_LEN + 1]; /* hash of the last good line;
 						   64 zeros if none */
-	uint64_t first_bad_line;   /* 1-based; 0 when ok */
+	uint64_t files;            /* files of the series read */
+	char file[AUDIT_FILE_NAME_MAX]; /* file of the bad line in a series
+					   of several files, else "" */
+	uint64_t first_bad_line;   /* 1-based within file; 0 when ok */
 	uint64_t first_bad_seq;    /* seq the bad line claims; 0 if unknown */
 	uint64_t expected_seq;     /* seq due at the bad line; 0 if unknown */
 	char message[AUDIT_REPORT_MSG_MAX]; /* e.g. "line 7 (seq 7): signature
@@ -201,11 +263,13 @@ const char *audit_tamper_name(enum audit_tamper kind);
 int audit_parse_record(const char *line, size_t len, json_t **out,
 		       struct ferr *err);
 
-/* Verify a whole log held in memory (text, len bytes), line by line: the
- * structure (audit_parse_record), the signature with pub (Ed25519), seq
- * contiguous from the first line's seq (seq 1 must carry a zero prev), and
- * prev equal to the SHA-256 of the previous line. A final line without a
- * newline is a torn tail (AUDIT_TAMPER_TRUNCATED). Stops at the first
+/* Verify a whole log held in memory (text, len bytes; e.g. a series as
+ * GET /v1/audit/log sends it), line by line: the structure
+ * (audit_parse_record), the signature with pub (Ed25519), seq contiguous
+ * from 1 (which must carry a zero prev: a log that starts later lost its
+ * head, AUDIT_TAMPER_DELETED), and prev equal to the SHA-256 of the
+ * previous line. A final line without a newline is a torn tail
+ * (AUDIT_TAMPER_TRUNCATED). Stops at the first
  * problem; *rep (always filled) classifies it, counting the good records
  * before it. Returns 0 when the whole log is good, -1 otherwise
  * (rep->kind AUDIT_TAMPER_ERROR when it could not verify at all). */
@@ -218,11 +282,34 @@ int audit_verify(const char *text, size_t len, EVP_PKEY *pub,
  * key). */
 EVP_PKEY *audit_load_pubkey(const char *path, struct ferr *err);
 
-/* Read a whole log file (at most AUDIT_READ_MAX bytes, else
- * FERR_TOO_LARGE) into a NUL-terminated malloc'd buffer, e.g. for
- * audit_verify of a log that is not open. */
-int audit_read_log(const char *path, char **text, size_t *len,
-		   struct ferr *err);
+/* Verify the series at path (series.c): the audit folder, or its
+ * audit.log (with the rotated files next to it), or any other single file.
+ * Like audit_verify, across files: the chain runs through them and every
+ * file after the first must begin with its "audit.rotated" record. Files
+ * are mapped, not read into memory. */
+int audit_verify_path(const char *path, EVP_PKEY *pub,
+		      struct audit_report *rep);
+
+/* List the series in dir (series.c): the rotated files audit.log.<N> in
+ * order of N, then audit.log when it exists. live_fd is -1. More than
+ * AUDIT_SERIES_MAX files is FERR_TOO_LARGE. */
+int audit_series_list(const char *dir, struct audit_series *s,
+		      struct ferr *err);
+
+/* The series that path names: a folder (audit_series_list), a file called
+ * audit.log (its folder's series), or any other file (alone). */
+int audit_series_from_path(const char *path, struct audit_series *s,
+			   struct ferr *err);
+
+/* Open file i of s for reading (no symlinks, regular files only); *size is
+ * its size (for the live file of a snapshot: the snapshot's size). Returns
+ * the descriptor (the caller closes it) or -1 (FERR_NOT_FOUND when the
+ * file has gone). */
+int audit_series_open(const struct audit_series *s, size_t i, uint64_t *size,
+		      struct ferr *err);
+
+/* Release what s holds (closes the live descriptor). */
+void audit_series_free(struct audit_series *s);
 
 /* Filters of audit_query; zero/NULL fields match everything. */
 struct audit_filter {
@@ -236,9 +323,10 @@ struct audit_filter {
 			       AUDIT_QUERY_MAX = AUDIT_QUERY_MAX */
 };
 
-/* Read the log at path (streamed; memory bounded by the limit) and return
- * a new JSON array of the matching records (objects, oldest first, the
- * newest f->limit of them). f may be NULL. Lines that do not parse (see
+/* Read the series at path (see audit_series_from_path; streamed, memory
+ * bounded by the limit) and return a new JSON array of the matching
+ * records (objects, oldest first, the newest f->limit of them). f may be
+ * NULL. Lines that do not parse (see
  * audit_parse_record) and a final line without a newline are skipped;
  * signatures are not checked (audit_verify does that). A missing file is
  * an empty array. NULL with *err on failure. */
@@ -254,6 +342,7 @@ enum audit_fault {
 	AUDIT_FAULT_NONCANONICAL, /* a record, but not its canonical bytes */
 	AUDIT_FAULT_SIGNATURE,    /* a canonical record with a bad signature */
 	AUDIT_FAULT_INTERNAL,     /* out of memory or an OpenSSL failure */
+	AUDIT_FAULT_VERSION,      /* a record format of another major */
 };
 
 /* audit_parse_record, then (when pub is not NULL) the Ed25519 signature
@@ -314,5 +403,19 @@ int audit_refusals_flush(struct audit_refusals *r, struct ferr *err);
 
 /* Flush and free (NULL is fine). */
 void audit_refusals_free(struct audit_refusals *r);
+
+/* Refusals counted since r was created, per action (for /v1/metrics):
+ * the first AUDIT_REFUSAL_ACTIONS distinct actions by name, any later one
+ * under AUDIT_REFUSAL_OTHER. */
+#define AUDIT_REFUSAL_OTHER "other"
+struct audit_refusal_total {
+	char action[AUDIT_ACTION_MAX];
+	uint64_t count;
+};
+
+/* Copy the totals into out (room for AUDIT_REFUSAL_ACTIONS + 1) and
+ * return how many there are. Thread-safe; never blocks on I/O. */
+size_t audit_refusals_totals(struct audit_refusals *r,
+			     struct audit_refusal_total *out);
 
 #endif

@@ -30,6 +30,9 @@ struct audit_refusals {
 	pthread_mutex_t lock;
 	unsigned nactions;
 	struct refusal_action actions[AUDIT_REFUSAL_ACTIONS];
+	/* since the start, never reset; the last one is "other" */
+	unsigned ntotals;
+	struct audit_refusal_total totals[AUDIT_REFUSAL_ACTIONS + 1];
 };
 
 int audit_refusals_new(struct audit *a, struct audit_refusals **out,
@@ -45,6 +48,26 @@ int audit_refusals_new(struct audit *a, struct audit_refusals **out,
 	return 0;
 }
 
+/* The total of action: a named slot while there is room, else the last
+ * one, "other" (lock held). */
+static struct audit_refusal_total *total_of(struct audit_refusals *r,
+					    const char *action)
+{
+	struct audit_refusal_total *t;
+
+	for (unsigned i = 0; i < r->ntotals; i++)
+		if (!strcmp(r->totals[i].action, action))
+			return &r->totals[i];
+	if (r->ntotals < AUDIT_REFUSAL_ACTIONS)
+		t = &r->totals[r->ntotals++];
+	else
+		t = &r->totals[AUDIT_REFUSAL_ACTIONS];
+	snprintf(t->action, sizeof(t->action), "%s",
+		 t == &r->totals[AUDIT_REFUSAL_ACTIONS] ? AUDIT_REFUSAL_OTHER
+							 : action);
+	return t;
+}
+
 void audit_refused(struct audit_refusals *r, const char *action,
 		   const char *source, const char *why)
 {
@@ -53,6 +76,7 @@ void audit_refused(struct audit_refusals *r, const char *action,
 	if (!r)
 		return;
 	pthread_mutex_lock(&r->lock);
+	total_of(r, action)->count++;
 	for (unsigned i = 0; i < r->nactions && !act; i++)
 		if (!strcmp(r->actions[i].action, action))
 			act = &r->actions[i];
@@ -119,6 +143,20 @@ int audit_refusals_flush(struct audit_refusals *r, struct ferr *err)
 			rc = -1;
 	}
 	return rc;
+}
+
+size_t audit_refusals_totals(struct audit_refusals *r,
+			     struct audit_refusal_total *out)
+{
+	size_t n;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->ntotals;
+	memcpy(out, r->totals, n * sizeof(out[0]));
+	if (r->totals[AUDIT_REFUSAL_ACTIONS].count)
+		out[n++] = r->totals[AUDIT_REFUSAL_ACTIONS];
+	pthread_mutex_unlock(&r->lock);
+	return n;
 }
 
 void audit_refusals_free(struct audit_refusals *r)

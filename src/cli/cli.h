@@ -62,7 +62,9 @@ enum cli_exit {
 #define OPT_ACTION (UINT64_C(1) << 28)
 #define OPT_LIMIT (UINT64_C(1) << 29)
 #define OPT_PORT (UINT64_C(1) << 30)
-#define OPT_COMPRESS (UINT64_C(1) << 31)
+#define OPT_POLICY (UINT64_C(1) << 31)
+#define OPT_FERRYD (UINT64_C(1) << 32)
+#define OPT_COMPRESS (UINT64_C(1) << 33)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
@@ -100,6 +102,8 @@ struct cli_opts {
 	const char *action;
 	uint64_t limit;
 	unsigned port;          /* ui: 0 takes any free port */
+	const char *policy;     /* attest: the policy with reference values */
+	const char *ferryd;     /* host reseal: the host's ferryd.json */
 };
 
 struct cli_host {
@@ -113,8 +117,11 @@ struct cli_config {
 	char ca[FERRY_PATH_MAX];
 	char cert[FERRY_PATH_MAX];
 	char key[FERRY_PATH_MAX];
+	char crl[FERRY_PATH_MAX];            /* revocation list, or "" */
 	char default_host[FERRY_NAME_MAX + 1];
 	char controller[FERRY_NAME_MAX + 1]; /* the balancer's host, or "" */
+	char detector_state[FERRY_PATH_MAX]; /* ferry-detect's state.json for
+						the dashboard, or "" */
 	struct cli_host hosts[CLI_HOSTS_MAX];
 	size_t nhosts;
 };
@@ -142,7 +149,8 @@ struct client {
 	unsigned timeout_s;
 };
 
-/* Create a client with the config's credentials. */
+/* Create a client with the config's credentials (and its revocation
+ * list: a host whose certificate it revokes is refused). */
 int client_init(struct client *c, const struct cli_config *cfg,
 		unsigned timeout_s, struct ferr *err);
 void client_free(struct client *c);
@@ -160,6 +168,14 @@ int client_request(struct client *c, const struct cli_host *host,
 int client_call(struct client *c, const struct cli_host *host,
 		const char *method, const char *path, const json_t *body,
 		json_t **reply, struct ferr *err);
+
+/* client_call to a host whose certificate must also name it, giving the
+ * connection's attestation exporter (TLS_EXPORTER_LEN bytes) in exporter
+ * (may be NULL): for `ferry host attest` and `enroll`. */
+int client_call_bound(struct client *c, const struct cli_host *host,
+		      const char *method, const char *path,
+		      const json_t *body, json_t **reply,
+		      unsigned char *exporter, struct ferr *err);
 
 /* ---- output.c ---- */
 
@@ -190,11 +206,19 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv);
 int cmd_audit(const struct cli_opts *o, int argc, char **argv);
 int cmd_balance(const struct cli_opts *o, int argc, char **argv);
 int cmd_ui(const struct cli_opts *o, int argc, char **argv);
+int cmd_complete(const struct cli_opts *o, int argc, char **argv);
 
 /* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
 int cmd_host_drain(const struct cli_opts *o, const char *verb,
 		   const char *host);
 int cmd_policy(const struct cli_opts *o, int argc, char **argv);
+
+/* `ferry host enroll|attest|reseal` (cmd_attest.c); argv[0] is the verb. */
+int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
+
+/* `ferry vm sign FILE --dir PKI` (cmd_attest.c): the definition with its
+ * constraints signed by the attestation authority, on stdout. */
+int cmd_vm_sign(const struct cli_opts *o, const char *file);
 
 /* ---- opts.c: options and connection set-up shared by every command ---- */
 
@@ -204,6 +228,11 @@ int cmd_policy(const struct cli_opts *o, int argc, char **argv);
  * prints the top-level usage. */
 int cli_parse_opts(int argc, char **argv, struct cli_opts *o,
 		   void (*usage)(FILE *));
+
+/* Print every option of the table, with a placeholder for its value
+ * (--help ends with it, so the list is complete by construction; the man
+ * page describes each, and a test checks it names every one). */
+void cli_usage_options(FILE *f);
 
 /* Shared by commands: load config, pick the host, init a client. */
 int cli_connect(const struct cli_opts *o, struct cli_config *cfg,

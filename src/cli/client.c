@@ -61,8 +61,9 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 		     const char *origin, struct cli_config *cfg,
 		     struct ferr *err)
 {
-	static const char *const fields[] = { "ca", "cert", "key", "hosts",
-					      "default_host", "controller",
+	static const char *const fields[] = { "ca", "cert", "key", "crl",
+					      "hosts", "default_host",
+					      "controller", "detector_state",
 					      NULL };
 	const char *key, *def = NULL;
 	json_t *root, *hosts, *h;
@@ -77,7 +78,10 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 	    get_path(root, "cert", base_dir, cfg->cert, sizeof(cfg->cert),
 		     err) < 0 ||
 	    get_path(root, "key", base_dir, cfg->key, sizeof(cfg->key), err) <
-		    0)
+		    0 ||
+	    (json_object_get(root, "crl") &&
+	     get_path(root, "crl", base_dir, cfg->crl, sizeof(cfg->crl),
+		      err) < 0))
 		goto wrap;
 	hosts = json_object_get(root, "hosts");
 	if (!json_is_object(hosts) || json_object_size(hosts) == 0) {
@@ -114,6 +118,11 @@ int cli_config_parse(const char *text, size_t len, const char *base_dir,
 		if (!cli_host_find(cfg, def, err))
 			goto wrap;
 	}
+	/* ferry-detect's state file, which `ferry ui` shows alarms from */
+	if (json_object_get(root, "detector_state") &&
+	    get_path(root, "detector_state", base_dir, cfg->detector_state,
+		     sizeof(cfg->detector_state), err) < 0)
+		goto wrap;
 	rc = 0;
 	goto out;
 wrap:
@@ -184,6 +193,8 @@ int client_init(struct client *c, const struct cli_config *cfg,
 	memset(c, 0, sizeof(*c));
 	c->cfg = cfg;
 	c->timeout_s = timeout_s ? timeout_s : CLI_TIMEOUT_S_DEFAULT;
+	if (cfg->crl[0] && tls_crl_load(cfg->crl, cfg->ca, NULL, err) < 0)
+		return -1;
 	c->ctx = tls_client_ctx_new(cfg->ca, cfg->cert, cfg->key, err);
 	return c->ctx ? 0 : -1;
 }
@@ -216,4 +227,18 @@ int client_call(struct client *c, const struct cli_host *host,
 
 	return httpc_call(c->ctx, &p, c->timeout_s, method, path, body, reply,
 			  err);
+}
+
+int client_call_bound(struct client *c, const struct cli_host *host,
+		      const char *method, const char *path,
+		      const json_t *body, json_t **reply,
+		      unsigned char *exporter, struct ferr *err)
+{
+	struct httpc_peer p = { .name = host->name,
+				.address = host->address,
+				.port = host->port,
+				.check_name = true };
+
+	return httpc_call_x(c->ctx, &p, c->timeout_s, method, path, body,
+			    reply, exporter, err);
 }

@@ -1,19 +1,29 @@
 /* cmd_audit.c - `ferry audit verify|show` and `ferry policy reload`. */
 #define _GNU_SOURCE
+#include "attest.h"
 #include "cli.h"
 #include "audit.h"
+#include "httpc.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Largest audit log series `ferry audit verify` downloads. */
+#define CLI_AUDIT_DOWNLOAD_MAX (1ULL << 40)
 
 #include <openssl/pem.h>
 
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: ferry audit verify [--log FILE --key FILE]\n"
+		"usage: ferry audit verify [--log FILE|DIR --key FILE]\n"
 		"       ferry audit show [--since T] [--until T] [--vm NAME] "
 		"[--actor ID]\n"
 		"                        [--action A[*]] [--limit N] [--log "
@@ -45,18 +55,71 @@ static EVP_PKEY *fetch_key(struct client *c, const struct cli_host *h,
 	return key;
 }
 
+/* The host's log series, streamed into an unnamed temporary file, then
+ * verified from a mapping of it. The host's head (Ferry-Audit-Head) must
+ * be where the log ends. */
+static int verify_remote(struct client *c, const struct cli_host *h,
+			 EVP_PKEY *key, struct audit_report *rep,
+			 struct ferr *err)
+{
+	const char *tmp = getenv("TMPDIR");
+	char head[AUDIT_HASH_HEX_LEN + 64] = "", mine[AUDIT_HASH_HEX_LEN + 64];
+	struct httpc_peer p = { .name = h->name, .address = h->address,
+				.port = h->port };
+	struct stat st;
+	void *map = NULL;
+	int fd, rc = -1;
+
+	fd = open(tmp && *tmp ? tmp : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC,
+		  0600);
+	if (fd < 0)
+		return ferr_set(err, FERR_IO, "cannot create a temporary file "
+				"in %s: %s", tmp && *tmp ? tmp : "/tmp",
+				strerror(errno));
+	if (httpc_download(c->ctx, &p, c->timeout_s, "/v1/audit/log",
+			   "application/x-ndjson", fd, CLI_AUDIT_DOWNLOAD_MAX,
+			   "Ferry-Audit-Head", head, sizeof(head), err) < 0)
+		goto out;
+	if (fstat(fd, &st) < 0) {
+		ferr_set(err, FERR_IO, "cannot stat the downloaded log: %s",
+			 strerror(errno));
+		goto out;
+	}
+	if (st.st_size > 0 &&
+	    (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd,
+			0)) == MAP_FAILED) {
+		map = NULL;
+		ferr_set(err, FERR_IO, "cannot map the downloaded log: %s",
+			 strerror(errno));
+		goto out;
+	}
+	audit_verify(map, (size_t)st.st_size, key, rep);
+	snprintf(mine, sizeof(mine), "%llu %s",
+		 (unsigned long long)rep->last_seq, rep->head_hash);
+	if (rep->ok && strcmp(head, mine) != 0) {
+		rep->ok = false;
+		rep->kind = AUDIT_TAMPER_TRUNCATED;
+		snprintf(rep->message, sizeof(rep->message),
+			 "the log ends at seq %llu but host %s reports its "
+			 "head as \"%.100s\": records are missing at the end",
+			 (unsigned long long)rep->last_seq, h->name, head);
+	}
+	rc = 0;
+out:
+	if (map)
+		munmap(map, (size_t)st.st_size);
+	close(fd);
+	return rc;
+}
+
 /* ferry audit verify: check the chain and every signature. */
 static int verify(const struct cli_opts *o, struct ferr *err)
 {
 	struct cli_config cfg;
 	const struct cli_host *h = NULL;
 	struct client c = { 0 };
-	struct audit_report rep;
+	struct audit_report rep = { 0 };
 	EVP_PKEY *key = NULL;
-	json_t *reply = NULL;
-	char *text = NULL;
-	const char *log = NULL;
-	size_t len = 0;
 	int rc = -1;
 
 	if (o->log && !o->key)
@@ -65,9 +128,7 @@ static int verify(const struct cli_opts *o, struct ferr *err)
 	if (o->key && !(key = audit_load_pubkey(o->key, err)))
 		return -1;
 	if (o->log) {
-		if (audit_read_log(o->log, &text, &len, err) < 0)
-			goto out;
-		log = text;
+		audit_verify_path(o->log, key, &rep);
 	} else {
 		if (cli_connect(o, &cfg, &h, &c, err) < 0)
 			goto out;
@@ -79,39 +140,33 @@ static int verify(const struct cli_opts *o, struct ferr *err)
 			if (!key)
 				goto out;
 		}
-		if (client_call(&c, h, "GET", "/v1/audit/log", NULL, &reply,
-				err) < 0)
+		if (verify_remote(&c, h, key, &rep, err) < 0)
 			goto out;
-		log = json_string_value(json_object_get(reply, "log"));
-		len = json_string_length(json_object_get(reply, "log"));
-		if (!log) {
-			ferr_set(err, FERR_UNAVAILABLE,
-				 "host %s sent no audit log", h->name);
-			goto out;
-		}
 	}
-	audit_verify(log, len, key, &rep);
 	if (o->json) {
-		json_t *j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:s, s:I, s:I, "
-				      "s:s}",
+		json_t *j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:s, s:I, s:s, "
+				      "s:I, s:I, s:s}",
 				      "ok", rep.ok, "kind",
 				      audit_tamper_name(rep.kind), "records",
 				      (json_int_t)rep.records, "first_seq",
 				      (json_int_t)rep.first_seq, "last_seq",
 				      (json_int_t)rep.last_seq, "head",
-				      rep.head_hash, "bad_line",
+				      rep.head_hash, "files",
+				      (json_int_t)rep.files, "bad_file",
+				      rep.file, "bad_line",
 				      (json_int_t)rep.first_bad_line, "bad_seq",
 				      (json_int_t)rep.first_bad_seq, "message",
 				      rep.message);
 		print_json(j);
 		json_decref(j);
 	} else if (rep.ok) {
-		printf("audit log%s%s verified: %llu records (seq %llu..%llu), "
-		       "head %s\n",
+		printf("audit log%s%s verified: %llu records (seq %llu..%llu) "
+		       "in %llu file(s), head %s\n",
 		       h ? " of " : "", h ? h->name : "",
 		       (unsigned long long)rep.records,
 		       (unsigned long long)rep.first_seq,
-		       (unsigned long long)rep.last_seq, rep.head_hash);
+		       (unsigned long long)rep.last_seq,
+		       (unsigned long long)rep.files, rep.head_hash);
 	}
 	if (!rep.ok) {
 		ferr_set(err, FERR_INVALID, "audit log: %s (%s)", rep.message,
@@ -121,8 +176,6 @@ static int verify(const struct cli_opts *o, struct ferr *err)
 	rc = 0;
 out:
 	EVP_PKEY_free(key);
-	free(text);
-	json_decref(reply);
 	client_free(&c);
 	return rc;
 }
@@ -256,6 +309,29 @@ int cmd_audit(const struct cli_opts *o, int argc, char **argv)
 	return rc < 0 ? cli_fail(&err) : EXIT_OK;
 }
 
+/* ferry policy digest FILE: the digest attestation measures of a policy
+ * file (attest_policy_digest), to list in reference values. */
+static int policy_digest(const struct cli_opts *o, const char *path)
+{
+	uint8_t d[ATTEST_DIGEST_LEN];
+	char hex[ATTEST_DIGEST_HEX_LEN + 1], *text = NULL;
+	struct ferr err = { 0 };
+	size_t len = 0;
+	int rc;
+
+	if (cli_check_opts(o, 0, "policy digest"))
+		return EXIT_USAGE;
+	if (file_read_all(path, 1024 * 1024, &text, &len, &err) < 0)
+		return cli_fail(&err);
+	rc = attest_policy_digest(text, len, d, &err);
+	free(text);
+	if (rc < 0)
+		return cli_fail(&err);
+	attest_hex(d, sizeof(d), hex);
+	printf("%s\n", hex);
+	return EXIT_OK;
+}
+
 int cmd_policy(const struct cli_opts *o, int argc, char **argv)
 {
 	struct cli_config cfg;
@@ -265,8 +341,11 @@ int cmd_policy(const struct cli_opts *o, int argc, char **argv)
 	json_t *reply = NULL;
 	int rc = EXIT_OK;
 
+	if (argc == 2 && !strcmp(argv[0], "digest"))
+		return policy_digest(o, argv[1]);
 	if (argc != 1 || strcmp(argv[0], "reload") != 0) {
-		fprintf(stderr, "usage: ferry policy reload [--host NAME]\n");
+		fprintf(stderr, "usage: ferry policy reload [--host NAME]\n"
+				"       ferry policy digest FILE\n");
 		return EXIT_USAGE;
 	}
 	if (cli_check_opts(o, 0, "policy reload"))
@@ -284,6 +363,11 @@ int cmd_policy(const struct cli_opts *o, int argc, char **argv)
 		       json_string_value(json_object_get(reply, "policy")),
 		       (long long)json_integer_value(
 			       json_object_get(reply, "rules")));
+	if (!o->json && json_object_get(reply, "crl_revoked"))
+		printf("host %s: revocation list reloaded (%lld revoked)\n",
+		       h->name,
+		       (long long)json_integer_value(
+			       json_object_get(reply, "crl_revoked")));
 out:
 	json_decref(reply);
 	client_free(&c);

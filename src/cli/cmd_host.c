@@ -1,4 +1,5 @@
-/* cmd_host.c - `ferry host info`. */
+/* cmd_host.c - `ferry host info`; drains are in cmd_balance.c, enroll,
+ * attest and reseal in cmd_attest.c. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -22,9 +23,17 @@ int cmd_host(const struct cli_opts *o, int argc, char **argv)
 	if (argc == 2 &&
 	    (!strcmp(argv[0], "drain") || !strcmp(argv[0], "undrain")))
 		return cmd_host_drain(o, argv[0], argv[1]);
+	if (argc >= 1 &&
+	    (!strcmp(argv[0], "enroll") || !strcmp(argv[0], "attest") ||
+	     !strcmp(argv[0], "reseal")))
+		return cmd_host_attest(o, argc, argv);
 	if (argc != 1 || strcmp(argv[0], "info") != 0) {
 		fprintf(stderr, "usage: ferry host info [--host NAME]\n"
-				"       ferry host drain|undrain HOST\n");
+				"       ferry host drain|undrain HOST\n"
+				"       ferry host enroll|attest HOST --dir PKI "
+				"[--policy FILE]\n"
+				"       ferry host reseal --ferryd FILE --dir "
+				"PKI\n");
 		return EXIT_USAGE;
 	}
 	if (cli_check_opts(o, 0, "host info") != 0)

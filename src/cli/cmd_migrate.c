@@ -75,6 +75,20 @@ static void draw_progress(const json_t *rec, bool tty)
 static void print_summary(const json_t *rec)
 {
 	const char *outcome = str(rec, "outcome");
+	const json_t *att = json_object_get(rec, "attestation");
+
+	/* the destination's quote, checked in prepare before any memory */
+	if (json_is_true(json_object_get(att, "verified")))
+		printf("destination %s attested before any memory moved: quote "
+		       "verified against its enrolled AK, %zu events allowed "
+		       "for %s (quote %.0f ms, check %.0f ms)\n",
+		       str(att, "host"),
+		       json_array_size(json_object_get(att, "events")),
+		       str(att, "scope"), num(att, "quote_ms"),
+		       num(att, "verify_ms"));
+	else if (att)
+		printf("destination %s NOT attested: %s\n", str(att, "host"),
+		       str(att, "reason"));
 
 	if (!strcmp(outcome, "completed")) {
 		printf("vm %s migrated from %s to %s in %.2f s: downtime %.0f "

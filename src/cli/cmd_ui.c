@@ -46,6 +46,7 @@ int cmd_ui(const struct cli_opts *o, int argc, char **argv)
 	uc.hosts = hosts;
 	uc.nhosts = cfg.nhosts;
 	uc.controller = cfg.controller[0] ? cfg.controller : NULL;
+	uc.detector_state = cfg.detector_state[0] ? cfg.detector_state : NULL;
 	uc.port = (o->set & OPT_PORT) ? (uint16_t)o->port : UI_PORT_DEFAULT;
 	uc.timeout_s = o->timeout_s;
 	if (ui_run(&uc, print_url, &cfg.nhosts, &err) < 0)

@@ -16,6 +16,7 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: ferry vm list\n"
 		"       ferry vm define FILE|-\n"
+		"       ferry vm sign FILE --dir PKI   (signs its constraints)\n"
 		"       ferry vm info|start|pause|delete NAME\n"
 		"       ferry vm resume NAME [--force]\n"
 		"       ferry vm stop NAME [--force] [--timeout S] [--no-wait]\n"
@@ -41,6 +42,10 @@ static json_t *read_definition(const char *path, struct ferr *err)
 	if (!obj) {
 		ferr_set(err, FERR_INVALID, "%s: line %d: %s", path, jerr.line,
 			 jerr.text);
+		return NULL;
+	}
+	if (json_check_depth(obj, path, err) < 0) {
+		json_decref(obj);
 		return NULL;
 	}
 	return obj;
@@ -194,6 +199,10 @@ int cmd_vm(const struct cli_opts *o, int argc, char **argv)
 			return usage();
 	} else if (argc != 2) {
 		return usage();
+	} else if (!strcmp(verb, "sign")) {
+		if (cli_check_opts(o, OPT_DIR, "vm sign"))
+			return EXIT_USAGE;
+		return cmd_vm_sign(o, argv[1]);
 	} else if (!strcmp(verb, "stop")) {
 		if (cli_check_opts(o, OPT_FORCE | OPT_NO_WAIT, "vm stop"))
 			return EXIT_USAGE;

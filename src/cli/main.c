@@ -1,9 +1,11 @@
 /* ferry - command line client of ferryd. */
 #define _GNU_SOURCE
+#include "attest.h"
 #include "cli.h"
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -13,6 +15,9 @@ static void usage(FILE *f)
 		"usage: ferry [--config FILE] [--host NAME] [--json] COMMAND\n"
 		"commands:\n"
 		"  host info | host drain HOST | host undrain HOST\n"
+		"  host enroll HOST | host attest HOST   (--dir PKI --policy "
+		"FILE)\n"
+		"  host reseal --ferryd FERRYD_JSON --dir PKI\n"
 		"  balance status | balance plan | balance mode "
 		"off|recommend|auto\n"
 		"  vm list | define FILE | info NAME | start NAME | stop NAME\n"
@@ -26,11 +31,13 @@ static void usage(FILE *f)
 		"  audit verify [--log FILE --key FILE] | audit show [--since T]\n"
 		"     [--until T] [--vm NAME] [--actor ID] [--action A] [--limit "
 		"N]\n"
-		"  policy reload\n"
+		"  policy reload | policy digest FILE\n"
 		"  ui [--port N]       the web dashboard (docs/dashboard.md)\n"
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
+		"  complete hosts | complete vms   names for shell completion\n"
 		"see docs/cli.md; exit codes: 0 ok, 1 failed, 2 usage,\n"
 		"3 host unreachable or TLS refused, 4 not found\n");
+	cli_usage_options(f);
 }
 
 /* The command groups: the first word after the options. */
@@ -42,6 +49,7 @@ static const struct {
 	{ "pki", cmd_pki },         { "migrate", cmd_migrate },
 	{ "audit", cmd_audit },     { "policy", cmd_policy },
 	{ "balance", cmd_balance }, { "ui", cmd_ui },
+	{ "complete", cmd_complete },
 };
 
 int main(int argc, char **argv)
@@ -50,6 +58,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	signal(SIGPIPE, SIG_IGN);
+	setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 	rc = cli_parse_opts(argc, argv, &o, usage);
 	if (rc >= 0)
 		return rc;

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <stddef.h>
 #include <string.h>
@@ -67,6 +68,8 @@ static const struct opt_row rows[] = {
 	{ "limit", OPT_LIMIT, K_U64, F(limit), 1, FERRY_AUDIT_QUERY_MAX,
 	  "records" },
 	{ "port", OPT_PORT, K_U32, F(port), 0, 65535, "a TCP port" },
+	{ "policy", OPT_POLICY, K_STRING, F(policy), 0, 0, NULL },
+	{ "ferryd", OPT_FERRYD, K_STRING, F(ferryd), 0, 0, NULL },
 	{ "compress", OPT_COMPRESS, K_STRING, F(compress), 0, 0, NULL },
 };
 
@@ -189,6 +192,42 @@ int cli_parse_opts(int argc, char **argv, struct cli_opts *o,
 			return rc;
 	}
 	return -1;
+}
+
+void cli_usage_options(FILE *f)
+{
+	size_t col = 0;
+
+	fputs("options (ferry(1) says which commands take each):\n", f);
+	for (size_t i = 0; i < NROWS; i++) {
+		char word[64], arg[32] = "";
+		const char *r = rows[i].name;
+		size_t k = 0;
+
+		switch (rows[i].kind) {
+		case K_FLAG:
+			break;
+		case K_U64:
+		case K_U32:
+			snprintf(arg, sizeof(arg), " N");
+			break;
+		case K_TIME:
+			snprintf(arg, sizeof(arg), " TIME");
+			break;
+		default: /* a string: the option's name in capitals */
+			arg[k++] = ' ';
+			for (; *r && k < sizeof(arg) - 1; r++)
+				arg[k++] = *r == '-' ? '_' : (char)toupper(*r);
+			arg[k] = '\0';
+		}
+		snprintf(word, sizeof(word), "[--%s%s]", rows[i].name, arg);
+		if (col && col + 1 + strlen(word) > 76) {
+			fputc('\n', f);
+			col = 0;
+		}
+		col += (size_t)fprintf(f, "%s%s", col ? " " : "  ", word);
+	}
+	fputs("\n  [--help] [--version]\n", f);
 }
 
 int cli_check_opts(const struct cli_opts *o, uint64_t allowed,

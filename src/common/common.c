@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <malloc.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -170,6 +172,21 @@ void secret_wipe(void *p, size_t len)
 {
 	if (p && len)
 		OPENSSL_cleanse(p, len);
+}
+
+/* jansson's free: wipe what JSON held (replies carry session keys, and
+ * jansson's own buffers copy them), then free. */
+static void json_wiping_free(void *p)
+{
+	if (p) {
+		OPENSSL_cleanse(p, malloc_usable_size(p));
+		free(p);
+	}
+}
+
+void json_wipe_on_free(void)
+{
+	json_set_alloc_funcs(malloc, json_wiping_free);
 }
 
 bool name_is_valid(const char *s)

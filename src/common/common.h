@@ -56,6 +56,14 @@ int ferr_set(struct ferr *err, enum ferr_code code, const char *fmt, ...)
 int ferr_wrap(struct ferr *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+#ifdef __clang_analyzer__
+/* Tell the static analyzer what the contracts above say: both return -1
+ * (it analyses one file at a time and would otherwise take `return
+ * ferr_set(...)` for a success that leaves outputs unset). */
+#define ferr_set(...) ({ (void)ferr_set(__VA_ARGS__); -1; })
+#define ferr_wrap(...) ({ (void)ferr_wrap(__VA_ARGS__); -1; })
+#endif
+
 /* Clear *err to FERR_OK with an empty message. */
 void ferr_clear(struct ferr *err);
 
@@ -135,6 +143,10 @@ int fd_set_nonblock(int fd);
 /* Overwrite a secret with zeros in a way the compiler keeps. */
 void secret_wipe(void *p, size_t len);
 
+/* Make jansson wipe every block it frees (call once, before any JSON is
+ * made): its strings and buffers hold session keys on their way. */
+void json_wipe_on_free(void);
+
 /* Strict JSON object checks. `allowed` is a NULL-terminated list of field
  * names; any other key in obj is FERR_INVALID naming the field. */
 int json_check_fields(const json_t *obj, const char *const *allowed,
@@ -150,8 +162,12 @@ int json_get_u64(const json_t *obj, const char *key, const char *what,
 int json_get_bool(const json_t *obj, const char *key, const char *what,
 		  bool *out, struct ferr *err);
 
-/* Parse text (len bytes, need not be NUL-terminated) as a JSON object with a
- * nesting/size bound suitable for hostile input. */
+/* FERR_INVALID ("WHAT: JSON nested deeper than N levels") when v nests
+ * deeper than FERRY_JSON_DEPTH_MAX (an object or array is one level). */
+int json_check_depth(const json_t *v, const char *what, struct ferr *err);
+
+/* Parse text (len bytes, need not be NUL-terminated) as a JSON object
+ * nested at most FERRY_JSON_DEPTH_MAX levels deep (json_check_depth). */
 json_t *json_parse_object(const char *text, size_t len, const char *what,
 			  struct ferr *err);
 

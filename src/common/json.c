@@ -86,6 +86,47 @@ int json_get_bool(const json_t *obj, const char *key, const char *what,
 	return 0;
 }
 
+/* Nesting depth of v (a scalar is 0, [] or {} is 1), counting no further
+ * than limit + 1. jansson itself stops at JSON_PARSER_MAX_DEPTH (2048), so
+ * the recursion is bounded. */
+static unsigned depth_of(const json_t *v, unsigned limit)
+{
+	unsigned max = 0, d;
+	const char *key;
+	json_t *child;
+	size_t i;
+
+	if (!json_is_object(v) && !json_is_array(v))
+		return 0;
+	if (limit == 0)
+		return 1;
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, key, child) {
+			d = depth_of(child, limit - 1);
+			max = d > max ? d : max;
+			if (max >= limit)
+				break;
+		}
+	} else {
+		json_array_foreach(v, i, child) {
+			d = depth_of(child, limit - 1);
+			max = d > max ? d : max;
+			if (max >= limit)
+				break;
+		}
+	}
+	return max + 1;
+}
+
+int json_check_depth(const json_t *v, const char *what, struct ferr *err)
+{
+	if (depth_of(v, FERRY_JSON_DEPTH_MAX) > FERRY_JSON_DEPTH_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"%s: JSON nested deeper than %d levels", what,
+				FERRY_JSON_DEPTH_MAX);
+	return 0;
+}
+
 json_t *json_parse_object(const char *text, size_t len, const char *what,
 			  struct ferr *err)
 {
@@ -96,6 +137,10 @@ json_t *json_parse_object(const char *text, size_t len, const char *what,
 	if (!root) {
 		ferr_set(err, FERR_INVALID, "%s: malformed JSON at line %d: %s",
 			 what, jerr.line, jerr.text);
+		return NULL;
+	}
+	if (json_check_depth(root, what, err) < 0) {
+		json_decref(root);
 		return NULL;
 	}
 	if (!json_is_object(root)) {

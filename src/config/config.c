@@ -1,6 +1,7 @@
 /* config.c - strict parser for ferryd.json. */
 #define _GNU_SOURCE
 #include "config.h"
+#include "netdev.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +18,18 @@ const char *accel_mode_name(enum accel_mode m)
 		return "tcg";
 	default:
 		return "auto";
+	}
+}
+
+const char *attest_mode_name(enum attest_mode m)
+{
+	switch (m) {
+	case ATTEST_MODE_OPTIONAL:
+		return "optional";
+	case ATTEST_MODE_REQUIRED:
+		return "required";
+	default:
+		return "off";
 	}
 }
 
@@ -52,21 +65,93 @@ static int parse_limits(const json_t *obj, struct guard_limits *l,
 {
 	static const char *const fields[] = {
 		"conns_per_addr", "conns_total", "handshakes_per_s",
-		"handshake_burst", "requests_per_s", "request_burst", NULL
+		"handshake_burst", "requests_per_s", "request_burst",
+		"deadline_s", NULL
 	};
 	unsigned *dst[] = { &l->conns_per_addr,   &l->conns_total,
 			    &l->handshakes_per_s, &l->handshake_burst,
-			    &l->requests_per_s,   &l->request_burst };
+			    &l->requests_per_s,   &l->request_burst,
+			    &l->deadline_s };
 
 	if (json_check_fields(obj, fields, "limits", err) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
 		uint64_t v = *dst[i];
 
-		if (json_get_u64(obj, fields[i], "limits", 1, 1000000, &v,
-				 err) < 0)
+		if (json_get_u64(obj, fields[i], "limits", 1,
+				 dst[i] == &l->deadline_s
+					 ? FERRY_GUARD_DEADLINE_S_MAX
+					 : 1000000,
+				 &v, err) < 0)
 			return -1;
 		*dst[i] = (unsigned)v;
+	}
+	return 0;
+}
+
+const struct bridge_map *config_bridge(const struct ferryd_config *cfg,
+				       const char *name)
+{
+	for (unsigned i = 0; i < cfg->nbridges; i++)
+		if (!strcmp(cfg->bridges[i].name, name))
+			return &cfg->bridges[i];
+	return NULL;
+}
+
+const char *config_dataplane_addr(const struct ferryd_config *cfg)
+{
+	return cfg->migration_netns[0] ? cfg->advertise_addr
+				       : cfg->listen_addr;
+}
+
+/* The optional "bridges" object: {"NAME": {"device": "br0", "netns": ...}}
+ * maps the bridge names of VM definitions to this host's bridges. */
+static int parse_bridges(const json_t *obj, struct ferryd_config *cfg,
+			 struct ferr *err)
+{
+	static const char *const fields[] = { "device", "netns", NULL };
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(obj))
+		return ferr_set(err, FERR_INVALID,
+				"bridges must be an object of NAME: "
+				"{\"device\": ..., \"netns\": ...}");
+	if (json_object_size(obj) > FERRY_BRIDGES_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"bridges has more than %d entries",
+				FERRY_BRIDGES_MAX);
+	json_object_foreach((json_t *)obj, k, v) {
+		struct bridge_map *b = &cfg->bridges[cfg->nbridges];
+		const char *dev = NULL, *ns = NULL;
+		char what[FERRY_NAME_MAX + 16];
+
+		if (!name_is_valid(k))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%.64s: not a valid name "
+					"([a-z0-9][a-z0-9._-]*)", k);
+		if (!json_is_object(v))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s must be an object", k);
+		snprintf(what, sizeof(what), "bridges.%s", k);
+		if (json_check_fields(v, fields, what, err) < 0 ||
+		    json_get_string(v, "device", what, sizeof(b->device) - 1,
+				    &dev, err) < 0 ||
+		    json_get_string(v, "netns", what, sizeof(b->netns) - 1, &ns,
+				    err) < 0)
+			return -1;
+		if (!dev || !ifname_is_valid(dev))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s.device must be an "
+					"interface name (1-15 characters)", k);
+		if (ns && !netns_name_is_valid(ns))
+			return ferr_set(err, FERR_INVALID,
+					"bridges.%s.netns \"%s\" is not a "
+					"network namespace name", k, ns);
+		snprintf(b->name, sizeof(b->name), "%s", k);
+		snprintf(b->device, sizeof(b->device), "%s", dev);
+		snprintf(b->netns, sizeof(b->netns), "%s", ns ? ns : "");
+		cfg->nbridges++;
 	}
 	return 0;
 }
@@ -139,6 +224,119 @@ static int parse_etcd(const json_t *obj, const char *base,
 	return etcd_config_check(e, err);
 }
 
+/* "attestation": a mode string, or {"mode", "tcti", "pcr", "policy_pcr",
+ * "seal", "registrar"}. */
+static int parse_attest(const json_t *v, const char *base,
+			struct attest_config *a, struct ferr *err)
+{
+	static const char *const fields[] = { "mode", "tcti", "pcr",
+					      "policy_pcr", "seal",
+					      "registrar", NULL };
+	const char *mode = NULL, *tcti = NULL;
+	uint64_t pcr = a->pcr, ppcr = a->policy_pcr;
+	bool seal;
+
+	if (json_is_string(v)) {
+		mode = json_string_value(v);
+	} else if (json_check_fields(v, fields, "attestation", err) < 0 ||
+		   json_get_string(v, "mode", "attestation", 16, &mode,
+				   err) < 0 ||
+		   json_get_string(v, "tcti", "attestation",
+				   FERRY_ATTEST_TCTI_MAX, &tcti, err) < 0 ||
+		   json_get_u64(v, "pcr", "attestation", 0,
+				FERRY_ATTEST_PCR_MAX, &pcr, err) < 0 ||
+		   json_get_u64(v, "policy_pcr", "attestation", 0,
+				FERRY_ATTEST_PCR_MAX, &ppcr, err) < 0) {
+		return -1;
+	}
+	if (!mode || (strcmp(mode, "off") && strcmp(mode, "optional") &&
+		      strcmp(mode, "required")))
+		return ferr_set(err, FERR_INVALID,
+				"attestation.mode must be \"off\", "
+				"\"optional\" or \"required\"");
+	a->mode = !strcmp(mode, "required")   ? ATTEST_MODE_REQUIRED
+		  : !strcmp(mode, "optional") ? ATTEST_MODE_OPTIONAL
+					      : ATTEST_MODE_OFF;
+	seal = a->mode == ATTEST_MODE_REQUIRED;
+	if (json_is_object(v) &&
+	    json_get_bool(v, "seal", "attestation", &seal, err) < 0)
+		return -1;
+	a->seal = seal && a->mode != ATTEST_MODE_OFF;
+	if (pcr == ppcr)
+		return ferr_set(err, FERR_INVALID,
+				"attestation.pcr and policy_pcr must differ "
+				"(PCRs 0-%d)",
+				FERRY_ATTEST_PCR_MAX);
+	a->pcr = (unsigned)pcr;
+	a->policy_pcr = (unsigned)ppcr;
+	if (tcti) {
+		for (const char *c = tcti; *c; c++)
+			if (*c <= 0x20 || *c > 0x7e)
+				return ferr_set(err, FERR_INVALID,
+						"attestation.tcti: printable "
+						"characters without spaces");
+		snprintf(a->tcti, sizeof(a->tcti), "%s", tcti);
+	}
+	if (json_is_object(v) && json_object_get(v, "registrar") &&
+	    get_path(v, "registrar", "attestation", base, a->registrar,
+		     sizeof(a->registrar), err) < 0)
+		return -1;
+	if (a->seal && !a->registrar[0])
+		return ferr_set(err, FERR_INVALID,
+				"attestation.seal needs attestation.registrar "
+				"(the folder with the authority's public key)");
+	return 0;
+}
+
+/* Drop comment members (keys beginning with CONFIG_COMMENT_PREFIX) from
+ * every object in v, at any depth. */
+static void strip_comments(json_t *v)
+{
+	const char *key;
+	json_t *val;
+	void *tmp;
+	size_t i;
+
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, val)
+			strip_comments(val);
+		return;
+	}
+	json_object_foreach_safe(v, tmp, key, val) {
+		if (key[0] == CONFIG_COMMENT_PREFIX)
+			json_object_del(v, key);
+		else
+			strip_comments(val);
+	}
+}
+
+
+/* The optional "qemu_user": a user name ([a-z_][a-z0-9_-]*, at most
+ * FERRY_USER_NAME_MAX bytes), not root. */
+static int get_qemu_user(const json_t *root, struct ferryd_config *cfg,
+			 struct ferr *err)
+{
+	const char *s = NULL;
+
+	if (json_get_string(root, "qemu_user", "config", FERRY_USER_NAME_MAX,
+			    &s, err) < 0)
+		return -1;
+	if (!s)
+		return 0;
+	for (const char *p = s; *p; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || *p == '_' ||
+		      (p > s && ((*p >= '0' && *p <= '9') || *p == '-'))))
+			return ferr_set(err, FERR_INVALID,
+					"qemu_user \"%.32s\" is not a user "
+					"name ([a-z_][a-z0-9_-]*)", s);
+	}
+	if (!*s || !strcmp(s, "root"))
+		return ferr_set(err, FERR_INVALID,
+				"qemu_user must name an unprivileged user");
+	snprintf(cfg->qemu_user, sizeof(cfg->qemu_user), "%s", s);
+	return 0;
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -146,14 +344,18 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	static const char *const top_fields[] = {
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
-		"capacity", "balancer", "etcd", NULL
+		"capacity", "balancer", "etcd", "attestation", "qemu_user",
+		"audit_rotate_kib", "bridges", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
-	static const char *const mig_fields[] = { "port", "advertise_address",
-						  "advertise_port", "max_incoming",
-						  "max_outgoing", NULL };
+	static const char *const mig_fields[] = {
+		"port", "advertise_address", "advertise_port", "max_incoming",
+		"max_outgoing", "peer_timeout_s", "confirm_timeout_s",
+		"stall_timeout_s", "allow_plaintext", "netns", NULL
+	};
 	static const char *const listen_fields[] = { "address", "port", NULL };
-	static const char *const tls_fields[] = { "ca", "cert", "key", NULL };
+	static const char *const tls_fields[] = { "ca", "cert", "key", "crl",
+						  NULL };
 	json_t *root = NULL, *listen, *tls;
 	const char *s = NULL;
 	unsigned char addrbuf[16];
@@ -166,6 +368,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	cfg->accel = ACCEL_AUTO;
 	cfg->max_incoming = FERRY_MIG_INCOMING_DEFAULT;
 	cfg->max_outgoing = FERRY_MIG_OUTGOING_DEFAULT;
+	cfg->peer_timeout_s = FERRY_MIG_PEER_TIMEOUT_S;
+	cfg->confirm_timeout_s = FERRY_MIG_CONFIRM_TIMEOUT_S;
+	cfg->stall_timeout_s = FERRY_MIG_STALL_TIMEOUT_S;
 	cfg->limits = (struct guard_limits){
 		.conns_per_addr = FERRY_GUARD_CONNS_PER_ADDR,
 		.conns_total = FERRY_GUARD_CONNS_TOTAL,
@@ -173,14 +378,21 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		.handshake_burst = FERRY_GUARD_HANDSHAKE_BURST,
 		.requests_per_s = FERRY_GUARD_REQUESTS_PER_S,
 		.request_burst = FERRY_GUARD_REQUEST_BURST,
+		.deadline_s = FERRY_GUARD_DEADLINE_S,
 	};
 	cfg->memory_reserve_mib = 256;
+	cfg->attest.pcr = FERRY_ATTEST_PCR_DEFAULT;
+	cfg->attest.policy_pcr = FERRY_ATTEST_POLICY_PCR_DEFAULT;
+	snprintf(cfg->attest.tcti, sizeof(cfg->attest.tcti), "%s",
+		 FERRY_ATTEST_TCTI_DEFAULT);
+	cfg->audit_rotate_kib = FERRY_AUDIT_ROTATE_KIB_DEFAULT;
 	snprintf(cfg->qemu_binary, sizeof(cfg->qemu_binary), "%s",
 		 "/usr/bin/qemu-system-x86_64");
 
 	root = json_parse_object(text, len, origin, err);
 	if (!root)
 		return -1;
+	strip_comments(root);
 	if (json_check_fields(root, top_fields, origin, err) < 0)
 		goto out;
 
@@ -236,7 +448,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	    get_path(tls, "cert", "tls", base_dir, cfg->cert_file,
 		     sizeof(cfg->cert_file), err) < 0 ||
 	    get_path(tls, "key", "tls", base_dir, cfg->key_file,
-		     sizeof(cfg->key_file), err) < 0)
+		     sizeof(cfg->key_file), err) < 0 ||
+	    (json_object_get(tls, "crl") &&
+	     get_path(tls, "crl", "tls", base_dir, cfg->crl_file,
+		      sizeof(cfg->crl_file), err) < 0))
 		goto wrap;
 
 	if (get_path(root, "state_dir", "config", base_dir, cfg->state_dir,
@@ -291,7 +506,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	if (json_object_get(root, "migration")) {
 		json_t *mig = json_object_get(root, "migration");
 		uint64_t aport = 0, in = cfg->max_incoming,
-			 out = cfg->max_outgoing;
+			 out = cfg->max_outgoing, pt = cfg->peer_timeout_s,
+			 ct = cfg->confirm_timeout_s,
+			 st = cfg->stall_timeout_s;
+		const char *ns = NULL;
 
 		s = NULL;
 		if (json_check_fields(mig, mig_fields, "migration", err) < 0 ||
@@ -304,10 +522,40 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		    json_get_u64(mig, "max_incoming", "migration", 1,
 				 FERRY_MIG_CONCURRENT_MAX, &in, err) < 0 ||
 		    json_get_u64(mig, "max_outgoing", "migration", 1,
-				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0)
+				 FERRY_MIG_CONCURRENT_MAX, &out, err) < 0 ||
+		    json_get_u64(mig, "peer_timeout_s", "migration", 1, 600,
+				 &pt, err) < 0 ||
+		    json_get_u64(mig, "confirm_timeout_s", "migration", 1,
+				 3600, &ct, err) < 0 ||
+		    json_get_u64(mig, "stall_timeout_s", "migration", 1, 3600,
+				 &st, err) < 0 ||
+		    json_get_bool(mig, "allow_plaintext", "migration",
+				  &cfg->allow_plaintext, err) < 0 ||
+		    json_get_string(mig, "netns", "migration",
+				    sizeof(cfg->migration_netns) - 1, &ns,
+				    err) < 0)
 			goto wrap;
+		if (ns && !netns_name_is_valid(ns)) {
+			ferr_set(err, FERR_INVALID,
+				 "migration.netns \"%s\" is not a network "
+				 "namespace name", ns);
+			goto wrap;
+		}
+		/* the data plane then listens on the advertised address, in
+		 * that namespace */
+		if (ns && !s) {
+			ferr_set(err, FERR_INVALID,
+				 "migration.netns needs "
+				 "migration.advertise_address");
+			goto wrap;
+		}
+		snprintf(cfg->migration_netns, sizeof(cfg->migration_netns),
+			 "%s", ns ? ns : "");
 		cfg->max_incoming = (unsigned)in;
 		cfg->max_outgoing = (unsigned)out;
+		cfg->peer_timeout_s = (unsigned)pt;
+		cfg->confirm_timeout_s = (unsigned)ct;
+		cfg->stall_timeout_s = (unsigned)st;
 		if (s) {
 			if (inet_pton(AF_INET, s, addrbuf) != 1 &&
 			    inet_pton(AF_INET6, s, addrbuf) != 1) {
@@ -344,6 +592,21 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 				 &cfg->capacity_memory_mib, err) < 0)
 			goto wrap;
 	}
+	if (json_object_get(root, "bridges") &&
+	    parse_bridges(json_object_get(root, "bridges"), cfg, err) < 0)
+		goto wrap;
+	if (get_qemu_user(root, cfg, err) < 0 ||
+	    json_get_u64(root, "audit_rotate_kib", "config", 0,
+			 FERRY_AUDIT_ROTATE_KIB_MAX, &cfg->audit_rotate_kib,
+			 err) < 0)
+		goto wrap;
+	if (cfg->audit_rotate_kib &&
+	    cfg->audit_rotate_kib < FERRY_AUDIT_ROTATE_KIB_MIN) {
+		ferr_set(err, FERR_INVALID,
+			 "audit_rotate_kib must be 0 (never) or at least %d",
+			 FERRY_AUDIT_ROTATE_KIB_MIN);
+		goto wrap;
+	}
 	if (json_object_get(root, "balancer")) {
 		cfg->balancer = json_deep_copy(json_object_get(root, "balancer"));
 		if (!json_is_object(cfg->balancer)) {
@@ -355,6 +618,10 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	if (json_object_get(root, "etcd") &&
 	    parse_etcd(json_object_get(root, "etcd"), base_dir, cfg, &cfg->etcd,
 		       err) < 0)
+		goto wrap;
+	if (json_object_get(root, "attestation") &&
+	    parse_attest(json_object_get(root, "attestation"), base_dir,
+			 &cfg->attest, err) < 0)
 		goto wrap;
 	if (cfg->migration_port == cfg->listen_port) {
 		ferr_set(err, FERR_INVALID,

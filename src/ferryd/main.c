@@ -8,12 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <openssl/ssl.h>
+#include <systemd/sd-daemon.h>
 
 #include "api.h"
+#include "attest_tpm.h"
 #include "audit.h"
 #include "common.h"
 #include "config.h"
@@ -39,7 +42,9 @@ static void usage(FILE *f)
 		   "       ferryd --version\n");
 }
 
-/* SIGTERM/SIGINT: leave the loop; VMs keep running. */
+/* SIGTERM/SIGINT: leave the loop; VMs keep running. Under systemd
+ * (Type=notify, NOTIFY_SOCKET set) it hears STOPPING=1 first; without
+ * NOTIFY_SOCKET sd_notify does nothing. */
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
 	struct ferryd *d = arg;
@@ -47,18 +52,29 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	log_info("ferryd: signal %d, shutting down (VMs keep running)",
 		 (int)sig);
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping; the VMs keep running");
 	event_base_loopexit(d->base, NULL);
 }
 
-/* SIGHUP: reload the policy; a broken one leaves the old in force. */
+/* SIGHUP (systemctl reload): reload the policy and the revocation list; a
+ * broken one leaves the old in force. systemd hears RELOADING=1 (with the
+ * monotonic time it wants since version 253) before, READY=1 after. */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct ferryd *d = arg;
+	struct timespec ts;
 	struct ferr err;
+	int rc;
 
 	(void)sig;
 	(void)what;
-	api_policy_reload(&d->actx, "-", &err);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		   (unsigned long long)ts.tv_sec * 1000000ULL +
+			   (unsigned long long)ts.tv_nsec / 1000);
+	rc = api_policy_reload(&d->actx, "-", &err);
+	sd_notifyf(0, "READY=1\nSTATUS=policy %s", rc == 0
+		   ? "reloaded" : "reload refused, the old one stays");
 }
 
 /* Every AUDIT_REFUSAL_FLUSH_MS: write the coalesced refusals. */
@@ -153,16 +169,20 @@ int main(int argc, char **argv)
 	struct controller *ctl = NULL;
 	struct policy *policy = NULL;
 	struct worker_pool *pool = NULL;
+	struct attest_host *attest = NULL;
 	SSL_CTX *ctx = NULL;
 	enum accel_mode accel;
 	const char *config_path = NULL;
+	size_t revoked = 0;
 	struct ferr err = { 0 };
 	int rc = parse_args(argc, argv, &config_path);
 
 	if (rc >= 0)
 		return rc;
 	rc = 1;
+	json_wipe_on_free();
 	signal(SIGPIPE, SIG_IGN);
+	setenv(ATTEST_TSS2_LOG_ENV, ATTEST_TSS2_LOG_QUIET, 0);
 	raise_fd_limit();
 	if (config_load(config_path, &cfg, &err) < 0)
 		goto fail;
@@ -176,14 +196,34 @@ int main(int argc, char **argv)
 		log_warn("ferryd: no policy configured (ferryd.json: policy): "
 			 "every request will be denied");
 	}
-	if (mkdir_p(cfg.state_dir, 0700, &err) < 0 ||
-	    audit_open(cfg.state_dir, cfg.host, &audit, &err) < 0 ||
+	if (mkdir_p(cfg.state_dir, 0700, &err) < 0)
+		goto fail;
+	/* measure, and open sealed storage, before anything uses the keys */
+	if (cfg.attest.mode != ATTEST_MODE_OFF &&
+	    attest_host_open(&cfg, &attest, &err) < 0) {
+		if (cfg.attest.mode == ATTEST_MODE_REQUIRED || cfg.attest.seal)
+			goto fail;
+		log_warn("ferryd: attestation is optional and unavailable: %s",
+			 err.msg);
+	}
+	if (attest_host_tls_key(attest) &&
+	    tls_key_provide(cfg.key_file, attest_host_tls_key(attest), &err) <
+		    0)
+		goto fail;
+	if (audit_open_key(cfg.state_dir, cfg.host,
+			   attest_host_audit_key(attest), &audit, &err) < 0 ||
+	    audit_set_rotate(audit, cfg.audit_rotate_kib * 1024, &err) < 0 ||
 	    audit_refusals_new(audit, &refusals, &err) < 0 ||
 	    guard_new(&cfg.limits, &guard, &err) < 0)
 		goto fail;
 	ctx = tls_server_ctx_new(cfg.ca_file, cfg.cert_file, cfg.key_file,
 				 &err);
 	if (!ctx)
+		goto fail;
+	/* before any listener: revoked peers are refused from the first
+	 * connection on */
+	if (cfg.crl_file[0] &&
+	    tls_crl_load(cfg.crl_file, cfg.ca_file, &revoked, &err) < 0)
 		goto fail;
 	/* migration threads wake the loop: libevent must be thread-safe */
 	if (evthread_use_pthreads() < 0) {
@@ -203,7 +243,9 @@ int main(int argc, char **argv)
 				       .refusals = refusals,
 				       .guard = guard,
 				       .policy = &policy,
-				       .pool = pool };
+				       .pool = pool,
+				       .attest = attest ? attest_host_ops(attest)
+							: NULL };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
 	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)
@@ -214,12 +256,18 @@ int main(int argc, char **argv)
 				   .policy_path = cfg.policy_file[0]
 							  ? cfg.policy_file
 							  : NULL,
+				   .crl_path = cfg.crl_file[0] ? cfg.crl_file
+							       : NULL,
+				   .ca_path = cfg.ca_file,
+				   .crl_revoked = revoked,
 				   .audit = audit,
 				   .refusals = refusals,
 				   .guard = guard,
 				   .load = load,
 				   .ctl = ctl,
-				   .pool = pool };
+				   .pool = pool,
+				   .attest = attest ? attest_host_ops(attest)
+						    : NULL };
 	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
 		goto fail;
 	ev[0] = evsignal_new(d.base, SIGTERM, on_term, &d);
@@ -233,15 +281,25 @@ int main(int argc, char **argv)
 		}
 	}
 	if (audit_log(audit, "-", "ferryd.start", cfg.host, "ok",
-		      json_pack("{s:s, s:s, s:I}", "version", FERRY_VERSION,
-				"policy",
+		      json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "version",
+				FERRY_VERSION, "policy",
 				cfg.policy_file[0] ? cfg.policy_file : "none",
-				"vms", (json_int_t)vmm_count(vmm)),
+				"vms", (json_int_t)vmm_count(vmm),
+				"attestation",
+				attest ? attest_host_summary(attest) : "off",
+				"crl", cfg.crl_file[0] ? cfg.crl_file : "none",
+				"crl_revoked", (json_int_t)revoked),
 		      &err) < 0)
 		goto fail;
-	log_info("ferryd %s: host %s, accel %s (configured %s), %zu VMs",
+	log_info("ferryd %s: host %s, accel %s (configured %s), %zu VMs, "
+		 "attestation %s%s%s",
 		 FERRY_VERSION, cfg.host, accel_mode_name(accel),
-		 accel_mode_name(cfg.accel), vmm_count(vmm));
+		 accel_mode_name(cfg.accel), vmm_count(vmm),
+		 attest_mode_name(cfg.attest.mode), attest ? ": " : "",
+		 attest ? attest_host_summary(attest) : "");
+	/* the API listens: tell systemd (Type=notify) we are up */
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s port %u, %zu VMs",
+		   cfg.listen_addr, (unsigned)cfg.listen_port, vmm_count(vmm));
 	event_base_dispatch(d.base);
 	rc = 0;
 	goto out;
@@ -266,7 +324,7 @@ out:
 	}
 	/* before the guard and the audit go: the API's last connections are
 	 * freed here, and a connection still in its handshake releases its
-	 * count in the guard (tls.h, tls_ctx_set_gate) */
+	 * count in the guard (api.h, api_server_start) */
 	if (d.base)
 		event_base_free(d.base);
 	if (audit && rc == 0)
@@ -277,6 +335,8 @@ out:
 	guard_free(guard);
 	policy_free(policy);
 	SSL_CTX_free(ctx);
+	tls_keys_clear();
+	attest_host_free(attest);
 	config_clear(&cfg);
 	return rc;
 }

@@ -1,6 +1,7 @@
 /* guard.c - token buckets and connection counts in a bounded table. */
 #include "guard.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,25 @@ void guard_default_limits(struct guard_limits *l)
 	l->handshake_burst = FERRY_GUARD_HANDSHAKE_BURST;
 	l->requests_per_s = FERRY_GUARD_REQUESTS_PER_S;
 	l->request_burst = FERRY_GUARD_REQUEST_BURST;
+	l->deadline_s = FERRY_GUARD_DEADLINE_S;
+}
+
+void guard_source(const char *addr, char *out, size_t len)
+{
+	struct in6_addr a6;
+	char text[INET6_ADDRSTRLEN];
+
+	snprintf(out, len, "%s", addr);
+	if (!strchr(addr, ':') || inet_pton(AF_INET6, addr, &a6) != 1)
+		return;
+	if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+		inet_ntop(AF_INET, &a6.s6_addr[12], text, sizeof(text));
+		snprintf(out, len, "%s", text);
+		return;
+	}
+	memset(&a6.s6_addr[8], 0, 8);
+	inet_ntop(AF_INET6, &a6, text, sizeof(text));
+	snprintf(out, len, "%s/64", text);
 }
 
 int guard_new(const struct guard_limits *l, struct guard **out,
@@ -108,9 +128,12 @@ bool guard_conn_open(struct guard *g, const char *addr, char *why,
 		     size_t len)
 {
 	uint64_t now = now_ms();
+	char src[GUARD_KEY_MAX];
 	struct slot *s;
 	bool ok = false;
 
+	guard_source(addr, src, sizeof(src));
+	addr = src;
 	pthread_mutex_lock(&g->lock);
 	if (g->total >= g->l.conns_total) {
 		snprintf(why, len,
@@ -145,6 +168,10 @@ out:
 
 void guard_conn_done(struct guard *g, const char *addr)
 {
+	char src[GUARD_KEY_MAX];
+
+	guard_source(addr, src, sizeof(src));
+	addr = src;
 	pthread_mutex_lock(&g->lock);
 	for (unsigned i = 0; i < GUARD_SLOTS; i++) {
 		struct slot *s = &g->slots[i];

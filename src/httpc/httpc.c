@@ -13,6 +13,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 /* State of one request while it runs. */
@@ -25,7 +26,24 @@ struct pending {
 	char name[FERRY_NAME_MAX + 1];
 	char address[64];
 	uint16_t port;
+	unsigned char *exporter; /* wanted: filled when the handshake is done
+				    (evhttp may reset the TLS session before
+				    on_done runs) */
+	bool *have_exporter;
 };
+
+/* The handshake is done: take the exporter when it is wanted. */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+	struct pending *p = SSL_get_app_data(ssl);
+	struct ferr err;
+
+	(void)ret;
+	if ((where & SSL_CB_HANDSHAKE_DONE) && p && p->exporter &&
+	    !*p->have_exporter)
+		*p->have_exporter =
+			tls_exporter((SSL *)ssl, p->exporter, &err) == 0;
+}
 
 static void on_error(enum evhttp_request_error e, void *arg)
 {
@@ -51,6 +69,23 @@ static const char *request_error_name(enum evhttp_request_error e)
 	}
 }
 
+/* Overwrite the bytes of buf in place, then drain it. */
+static void wipe_buffer(struct evbuffer *buf)
+{
+	struct evbuffer_iovec v[16];
+	int n;
+
+	while ((n = evbuffer_peek(buf, -1, NULL, v, 16)) > 0) {
+		size_t done = 0;
+
+		for (int i = 0; i < n && i < 16; i++) {
+			OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
+			done += v[i].iov_len;
+		}
+		evbuffer_drain(buf, done);
+	}
+}
+
 /* The reply of a finished request: 0 with *status and *reply, or -1. */
 static int take_reply(struct pending *p, struct evhttp_request *r,
 		      int *status, json_t **reply, struct ferr *err)
@@ -61,12 +96,19 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 	int code = r ? evhttp_request_get_response_code(r) : 0;
 
 	if (code == 0) {
-		unsigned long sslerr = bufferevent_get_openssl_error(
-			evhttp_connection_get_bufferevent(p->conn));
+		struct bufferevent *bev =
+			evhttp_connection_get_bufferevent(p->conn);
+		unsigned long sslerr = bufferevent_get_openssl_error(bev);
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
 		char ebuf[256] = "";
 
 		if (sslerr)
 			ERR_error_string_n(sslerr, ebuf, sizeof(ebuf));
+		/* say why the server's certificate failed (e.g. revoked) */
+		if (sslerr && vr != X509_V_OK)
+			snprintf(ebuf + strlen(ebuf), sizeof(ebuf) - strlen(ebuf),
+				 ": %s", X509_verify_cert_error_string(vr));
 		return ferr_set(err,
 				p->have_error && p->error == EVREQ_HTTP_TIMEOUT
 					? FERR_TIMEOUT
@@ -86,9 +128,13 @@ static int take_reply(struct pending *p, struct evhttp_request *r,
 	body = malloc(len + 1);
 	if (!body)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	evbuffer_remove(in, body, len);
+	evbuffer_copyout(in, body, len);
 	body[len] = '\0';
+	wipe_buffer(in);
 	*reply = json_parse_object(body, len, "reply", err);
+	/* replies may carry a migration session key: no copy stays behind
+	 * (the caller wipes the one in *reply) */
+	OPENSSL_cleanse(body, len);
 	free(body);
 	if (!*reply && code >= 300) {
 		/* an error page that is not ours (e.g. from the HTTP layer) */
@@ -139,10 +185,13 @@ static enum evhttp_cmd_type method_type(const char *m)
 	return EVHTTP_REQ_GET;
 }
 
-int httpc_start(struct event_base *base, SSL_CTX *ctx,
-		const struct httpc_peer *host, unsigned timeout_s,
-		const char *method, const char *path, const json_t *body,
-		httpc_done_fn done, void *arg, struct ferr *err)
+/* httpc_start, with the TLS exporter of the connection into exporter
+ * (and *have_exporter set) when exporter is not NULL. */
+static int start_x(struct event_base *base, SSL_CTX *ctx,
+		   const struct httpc_peer *host, unsigned timeout_s,
+		   const char *method, const char *path, const json_t *body,
+		   httpc_done_fn done, void *arg, unsigned char *exporter,
+		   bool *have_exporter, struct ferr *err)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 	struct bufferevent *bev = NULL;
@@ -165,6 +214,12 @@ int httpc_start(struct event_base *base, SSL_CTX *ctx,
 	if (tls_client_expect(ssl, host->address,
 			      host->check_name ? host->name : NULL, err) < 0)
 		goto fail;
+	if (exporter) {
+		p->exporter = exporter;
+		p->have_exporter = have_exporter;
+		SSL_set_app_data(ssl, p);
+		SSL_set_info_callback(ssl, on_tls_info);
+	}
 	bev = bufferevent_openssl_socket_new(base, -1, ssl,
 					     BUFFEREVENT_SSL_CONNECTING,
 					     BEV_OPT_CLOSE_ON_FREE |
@@ -229,6 +284,15 @@ fail:
 	return -1;
 }
 
+int httpc_start(struct event_base *base, SSL_CTX *ctx,
+		const struct httpc_peer *host, unsigned timeout_s,
+		const char *method, const char *path, const json_t *body,
+		httpc_done_fn done, void *arg, struct ferr *err)
+{
+	return start_x(base, ctx, host, timeout_s, method, path, body, done,
+		       arg, NULL, NULL, err);
+}
+
 /* Where a blocking request's result lands. */
 struct result {
 	bool done;
@@ -254,13 +318,23 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 		  const json_t *body, int *status, json_t **reply,
 		  struct ferr *err)
 {
+	return httpc_request_x(ctx, host, timeout_s, method, path, body,
+			       status, reply, NULL, err);
+}
+
+int httpc_request_x(SSL_CTX *ctx, const struct httpc_peer *host,
+		    unsigned timeout_s, const char *method, const char *path,
+		    const json_t *body, int *status, json_t **reply,
+		    unsigned char *exporter, struct ferr *err)
+{
 	struct result r = { 0 };
 	struct event_base *base = event_base_new();
+	bool have_exporter = false;
 
 	if (!base)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	if (httpc_start(base, ctx, host, timeout_s, method, path, body,
-			on_result, &r, err) < 0) {
+	if (start_x(base, ctx, host, timeout_s, method, path, body, on_result,
+		    &r, exporter, &have_exporter, err) < 0) {
 		event_base_free(base);
 		return -1;
 	}
@@ -275,6 +349,12 @@ int httpc_request(SSL_CTX *ctx, const struct httpc_peer *host,
 	if (!r.reply) {
 		*err = r.err;
 		return -1;
+	}
+	if (exporter && !have_exporter) {
+		json_decref(r.reply);
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"host %s: no TLS exporter for this connection",
+				host->name);
 	}
 	*status = r.status;
 	*reply = r.reply;
@@ -308,12 +388,21 @@ int httpc_call(SSL_CTX *ctx, const struct httpc_peer *host, unsigned timeout_s,
 	       const char *method, const char *path, const json_t *body,
 	       json_t **reply, struct ferr *err)
 {
+	return httpc_call_x(ctx, host, timeout_s, method, path, body, reply,
+			    NULL, err);
+}
+
+int httpc_call_x(SSL_CTX *ctx, const struct httpc_peer *host,
+		 unsigned timeout_s, const char *method, const char *path,
+		 const json_t *body, json_t **reply, unsigned char *exporter,
+		 struct ferr *err)
+{
 	json_t *r = NULL;
 	int status = 0;
 	const char *msg;
 
-	if (httpc_request(ctx, host, timeout_s, method, path, body, &status, &r,
-			  err) < 0)
+	if (httpc_request_x(ctx, host, timeout_s, method, path, body, &status,
+			    &r, exporter, err) < 0)
 		return -1;
 	if (status >= 200 && status < 300) {
 		*reply = r;

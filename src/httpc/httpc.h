@@ -49,11 +49,34 @@ int httpc_start(struct event_base *base, SSL_CTX *ctx,
 		const struct httpc_peer *peer, unsigned timeout_s,
 		const char *method, const char *path, const json_t *body,
 		httpc_done_fn done, void *arg, struct ferr *err);
+/* httpc_request that also gives the connection's attestation exporter
+ * (tls_exporter, TLS_EXPORTER_LEN bytes) in exporter when not NULL, to
+ * bind an attestation nonce to this TLS session. */
+int httpc_request_x(SSL_CTX *ctx, const struct httpc_peer *peer,
+		    unsigned timeout_s, const char *method, const char *path,
+		    const json_t *body, int *status, json_t **reply,
+		    unsigned char *exporter, struct ferr *err);
 
 /* Like httpc_request, but a non-2xx status is -1 with *err built from the
  * reply's error object (its message, and a code from the status). */
 int httpc_call(SSL_CTX *ctx, const struct httpc_peer *peer, unsigned timeout_s,
 	       const char *method, const char *path, const json_t *body,
 	       json_t **reply, struct ferr *err);
+
+/* httpc_call with the exporter of httpc_request_x. */
+int httpc_call_x(SSL_CTX *ctx, const struct httpc_peer *peer,
+		 unsigned timeout_s, const char *method, const char *path,
+		 const json_t *body, json_t **reply, unsigned char *exporter,
+		 struct ferr *err);
+/* GET path (download.c) with an Accept header (may be NULL), writing a 2xx
+ * body to fd as it arrives, at most max bytes (else FERR_TOO_LARGE). When
+ * header is not NULL, its value in the reply goes to value (vlen bytes,
+ * "" when absent). A non-2xx reply is -1 with *err from its error object;
+ * a reply cut short is FERR_UNAVAILABLE. timeout_s bounds each wait for
+ * the peer, not the whole transfer. */
+int httpc_download(SSL_CTX *ctx, const struct httpc_peer *peer,
+		   unsigned timeout_s, const char *path, const char *accept,
+		   int fd, uint64_t max, const char *header, char *value,
+		   size_t vlen, struct ferr *err);
 
 #endif

@@ -67,17 +67,28 @@ int hex_decode(const char *in, uint8_t *out, size_t len)
 	return 0;
 }
 
-int mig_exporter(SSL *ssl, const uint8_t sid[MIG_SESSION_ID_LEN],
-		 uint16_t channel, uint8_t out[MIG_EXPORTER_LEN],
-		 struct ferr *err)
+int mig_exporter(SSL *ssl, const uint8_t key[MIG_KEY_LEN],
+		 const uint8_t sid[MIG_SESSION_ID_LEN], uint16_t channel,
+		 uint8_t out[MIG_EXPORTER_LEN], struct ferr *err)
 {
 	uint8_t ctx[MIG_SESSION_ID_LEN + 2];
+	unsigned int len = MIG_EXPORTER_LEN;
 
-	memset(out, 0, MIG_EXPORTER_LEN);
-	if (!ssl)
-		return 0;
 	memcpy(ctx, sid, MIG_SESSION_ID_LEN);
 	put16(ctx + MIG_SESSION_ID_LEN, channel);
+	if (!ssl) {
+		/* plaintext: no TLS session to bind to; a value only the
+		 * holders of the session key can make stands in for it */
+		uint8_t buf[sizeof(MIG_PLAINTEXT_LABEL) + sizeof(ctx)];
+
+		memcpy(buf, MIG_PLAINTEXT_LABEL, sizeof(MIG_PLAINTEXT_LABEL));
+		memcpy(buf + sizeof(MIG_PLAINTEXT_LABEL), ctx, sizeof(ctx));
+		if (!HMAC(EVP_sha256(), key, MIG_KEY_LEN, buf, sizeof(buf),
+			  out, &len))
+			return ferr_set(err, FERR_INTERNAL,
+					"cannot derive the channel binding");
+		return 0;
+	}
 	if (SSL_export_keying_material(ssl, out, MIG_EXPORTER_LEN,
 				       MIG_EXPORTER_LABEL,
 				       strlen(MIG_EXPORTER_LABEL), ctx,

@@ -32,7 +32,8 @@ static void parse_lines(struct history *h, char *text, size_t len,
 			break; /* a torn last line */
 		rec = json_loadb(p, (size_t)(nl - p), JSON_REJECT_DUPLICATES,
 				 NULL);
-		if (json_is_object(rec)) {
+		if (json_is_object(rec) &&
+		    json_check_depth(rec, "history", NULL) == 0) {
 			json_array_append_new(h->recs, rec);
 			if (json_array_size(h->recs) > MIG_HISTORY_MAX)
 				json_array_remove(h->recs, 0);

@@ -6,6 +6,7 @@
 #include "migrate_int.h"
 #include "audit.h"
 #include "guard.h"
+#include "netdev.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -114,7 +115,8 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 			 s->source);
 		goto fail;
 	}
-	if (mig_exporter(ssl, h->session, h->channel, exporter, err) < 0)
+	if (mig_exporter(ssl, s->key, h->session, h->channel, exporter,
+			 err) < 0)
 		goto fail;
 	if (!mig_hello_mac_ok(hello, s->key, exporter)) {
 		ferr_set(err, FERR_FORBIDDEN,
@@ -152,13 +154,17 @@ static void *chan_in_main(void *arg)
 	bool ok = false;
 	int qfd = -1;
 
-	if (dataplane_accept(m->server_ctx, a->fd, &c, hello, peer,
-			     sizeof(peer), &err) < 0) {
+	if (dataplane_accept(m->server_ctx, a->fd,
+			     1000u * m->cfg->limits.deadline_s, &c, hello,
+			     peer, sizeof(peer), &err) < 0) {
 		chan_fd_track(m, a->fd, false);
 		close(a->fd);
 		log_warn("migration channel from %s refused: %s", a->from,
 			 err.msg);
-		audit_refused(m->deps.refusals, "migration.channel_refused",
+		audit_refused(m->deps.refusals,
+			      err.code == FERR_TIMEOUT
+				      ? "conn.timeout"
+				      : "migration.channel_refused",
 			      a->from, err.msg);
 		goto out;
 	}
@@ -219,7 +225,7 @@ static void *listener_main(void *arg)
 
 	while (!atomic_load(&m->stop)) {
 		struct pollfd pfd = { .fd = m->listen_fd, .events = POLLIN };
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof(ss);
 		char why[FERRY_ERR_MSG_MAX];
 		struct chan_in *a;
@@ -240,6 +246,7 @@ static void *listener_main(void *arg)
 		}
 		a->m = m;
 		a->fd = fd;
+		atomic_fetch_add(&m->conns_accepted, 1);
 		if (ss.ss_family == AF_INET)
 			inet_ntop(AF_INET,
 				  &((struct sockaddr_in *)&ss)->sin_addr,
@@ -286,29 +293,31 @@ int inchan_listen(struct migrator *m, struct ferr *err)
 	int one = 1;
 
 	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, m->cfg->listen_addr,
+	if (inet_pton(AF_INET, config_dataplane_addr(m->cfg),
 		      &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
 		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
 		((struct sockaddr_in *)&ss)->sin_port =
 			htons(m->cfg->migration_port);
 		sl = sizeof(struct sockaddr_in);
 	} else {
-		inet_pton(AF_INET6, m->cfg->listen_addr,
+		inet_pton(AF_INET6, config_dataplane_addr(m->cfg),
 			  &((struct sockaddr_in6 *)&ss)->sin6_addr);
 		((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
 		((struct sockaddr_in6 *)&ss)->sin6_port =
 			htons(m->cfg->migration_port);
 		sl = sizeof(struct sockaddr_in6);
 	}
-	m->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* in the data plane's network namespace, if it has one */
+	m->listen_fd = netns_socket(m->cfg->migration_netns, ss.ss_family,
+				    SOCK_STREAM | SOCK_CLOEXEC, 0, err);
 	if (m->listen_fd < 0)
-		return ferr_set(err, FERR_IO, "socket: %s", strerror(errno));
+		return -1;
 	setsockopt(m->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(m->listen_fd, (struct sockaddr *)&ss, sl) < 0 ||
 	    listen(m->listen_fd, 64) < 0)
 		return ferr_set(err, FERR_IO,
 				"cannot listen on migration port %s:%u: %s",
-				m->cfg->listen_addr,
+				config_dataplane_addr(m->cfg),
 				(unsigned)m->cfg->migration_port,
 				strerror(errno));
 	if (pthread_create(&m->listener, NULL, listener_main, m) != 0)
@@ -316,7 +325,7 @@ int inchan_listen(struct migrator *m, struct ferr *err)
 				"cannot start the migration listener");
 	m->listener_started = true;
 	log_info("migration: data plane on %s:%u (advertised as %s:%u)",
-		 m->cfg->listen_addr, (unsigned)m->cfg->migration_port,
+		 config_dataplane_addr(m->cfg), (unsigned)m->cfg->migration_port,
 		 m->cfg->advertise_addr, (unsigned)m->cfg->advertise_port);
 	return 0;
 }

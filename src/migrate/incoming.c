@@ -4,6 +4,7 @@
  * to the loop and the API's answer follows through a mig_reply_fn. */
 #define _GNU_SOURCE
 #include "migrate_int.h"
+#include "fault.h"
 #include "audit.h"
 #include "policy.h"
 #include "worker.h"
@@ -57,6 +58,7 @@ static void history_in(struct migrator *m, const struct in_session *s,
 		if (error)
 			json_object_set_new(rec, "error", json_string(error));
 		history_add(&m->history, rec);
+		mig_stats_note(m, rec);
 	}
 	json_decref(rec);
 	mig_audit(m, s->source, "migration.end", s->vm, outcome,
@@ -94,6 +96,8 @@ static void session_abort(struct migrator *m, struct in_session *s,
 	unlink(s->in_sock);
 	log_info("incoming migration %s of vm %s: %s: %s", s->id, s->vm,
 		 in_state_name(st), why);
+	if (s->recovery)
+		return; /* it carried a committed VM's stream: nothing to undo */
 	if (journal_in(m, s, "aborted", false, &err) < 0)
 		log_error("incoming migration %s: %s", s->id, err.msg);
 	history_in(m, s, "failed", why);
@@ -161,6 +165,9 @@ struct prep {
 	struct in_session *s;  /* a reference */
 	struct vm_def def;
 	json_t *theirs;        /* the source's file identities */
+	bool quote;            /* the source asked for attestation */
+	uint8_t nonce[32];     /* ... bound to it and its TLS session */
+	json_t *attestation;   /* the quote (worker) for the reply */
 	unsigned multifd;
 	mig_reply_fn fn;
 	void *ctx;
@@ -180,6 +187,7 @@ static void prep_fail(struct prep *p, const struct ferr *err)
 	p->fn(p->ctx, -1, NULL, err);
 	session_put(&m->sessions, p->s);
 	json_decref(p->theirs);
+	json_decref(p->attestation);
 	free(p);
 }
 
@@ -203,7 +211,8 @@ static int dest_setup(struct qmp *q, void *arg, struct ferr *err)
 				  (int)p->multifd),
 			NULL, err) < 0)
 		return -1;
-	snprintf(uri, sizeof(uri), "unix:%s", p->s->in_sock);
+	/* QEMU runs in the run folder: the socket's name there (vm.h) */
+	snprintf(uri, sizeof(uri), "unix:%s", vm_run_name(p->s->in_sock));
 	return qmp_command(q, "migrate-incoming",
 			   json_pack("{s:s}", "uri", uri), NULL, err);
 }
@@ -240,10 +249,12 @@ static void on_dest_ready(void *arg, struct vm *vm, int rc,
 		prep_fail(p, &e2);
 		return;
 	}
+	fault_point("dst.prepared");
 	hex_encode(s->key, sizeof(s->key), keyhex);
-	reply = json_pack("{s:s, s:s, s:s, s:i}", "id", s->id, "key", keyhex,
-			  "data_address", m->cfg->advertise_addr, "data_port",
-			  (int)m->cfg->advertise_port);
+	reply = json_pack("{s:s, s:s, s:s, s:i, s:O*}", "id", s->id, "key",
+			  keyhex, "data_address", m->cfg->advertise_addr,
+			  "data_port", (int)m->cfg->advertise_port,
+			  "attestation", p->attestation);
 	OPENSSL_cleanse(keyhex, sizeof(keyhex));
 	log_info("incoming migration %s: vm %s from %s (migration %s, "
 		 "requested by %s), %u channel(s)%s",
@@ -252,6 +263,7 @@ static void on_dest_ready(void *arg, struct vm *vm, int rc,
 	p->fn(p->ctx, 0, reply, NULL);
 	session_put(&m->sessions, s);
 	json_decref(p->theirs);
+	json_decref(p->attestation);
 	free(p);
 }
 
@@ -281,14 +293,27 @@ static void on_dest_started(void *arg, struct vm *vm, int rc,
 	}
 }
 
-/* Worker: hash our copies of the VM's files and compare them. */
+/* Worker: check the VM's constraints' signature, hash our copies of the
+ * VM's files and compare them, keep the constraints sealed, and quote for
+ * the source when it asked (the TPM may be slow). */
 static void prep_hash(void *arg)
 {
 	struct prep *p = arg;
-	json_t *ours = mig_files_identity(p->m->cfg->shared_dir, &p->def,
-					  &p->err);
+	json_t *ours = NULL;
 
-	p->rc = ours ? mig_files_compare(ours, p->theirs, &p->err) : -1;
+	p->rc = mig_constraints_verify(p->m->cfg->attest.registrar, &p->def,
+				       &p->err);
+	if (p->rc == 0) {
+		ours = mig_files_identity(p->m->cfg->shared_dir, &p->def,
+					  &p->err);
+		p->rc = ours ? mig_files_compare(ours, p->theirs, &p->err) : -1;
+	}
+	if (p->rc == 0)
+		p->rc = mig_constraints_store(p->m, &p->def, &p->err);
+	if (p->rc == 0 && p->quote)
+		p->rc = mig_attest_quote(p->m, p->nonce, &p->attestation,
+					 &p->err);
+	OPENSSL_cleanse(p->nonce, sizeof(p->nonce));
 	json_decref(ours);
 }
 
@@ -317,11 +342,12 @@ static void prep_hashed(void *arg)
 
 /* The prepare body, checked: fields, versions, names, the policy. */
 static int prepare_check(struct migrator *m, const json_t *body,
-			 const char *peer, struct prep *p, struct ferr *err)
+			 const char *peer, const unsigned char *exporter,
+			 struct prep *p, struct ferr *err)
 {
 	static const char *const fields[] = {
 		"version", "migration", "vm", "source", "requester", "multifd",
-		"postcopy", "insecure", "files", "compress", NULL
+		"postcopy", "insecure", "files", "attest", "compress", NULL
 	};
 	const char *version = NULL, *mig = NULL, *source = NULL;
 	const char *requester = NULL, *compress = NULL;
@@ -406,6 +432,39 @@ static int prepare_check(struct migrator *m, const json_t *body,
 			return ferr_set(err, FERR_FORBIDDEN,
 					"host %s refuses: %s", m->cfg->host,
 					d.reason);
+		if (insecure && (!m->cfg->allow_plaintext || !d.plaintext)) {
+			ferr_set(err, FERR_FORBIDDEN,
+				 "host %s refuses a plaintext migration: %s",
+				 m->cfg->host,
+				 !m->cfg->allow_plaintext
+					 ? "its migration.allow_plaintext is "
+					   "off"
+					 : "the rule that allows this move "
+					   "does not say \"plaintext\": "
+					   "\"allow\"");
+			mig_audit(m, peer, "migration.refused", p->def.name,
+				  "plaintext",
+				  json_pack("{s:s}", "reason", err->msg));
+			return -1;
+		}
+		if (insecure)
+			mig_audit(m, peer, "migration.plaintext", p->def.name,
+				  "allow",
+				  json_pack("{s:s, s:s}", "from", source,
+					    "rule", d.rule));
+	}
+	/* 1.1: attestation in prepare, and the VM's own constraints */
+	p->quote = json_object_get(body, "attest") != NULL;
+	if (p->quote && mig_attest_request(m, json_object_get(body, "attest"),
+					   mig, exporter, p->nonce, err) < 0)
+		return -1;
+	if (mig_constraints_check(m, &p->def, requester, p->quote, err) < 0) {
+		mig_audit(m, peer, "policy.decision", p->def.name, "deny",
+			  json_pack("{s:s, s:s, s:s, s:s}", "check",
+				    "vm_constraints", "from", source,
+				    "requester", requester, "reason",
+				    err->msg));
+		return -1;
 	}
 	snprintf(s->migration, sizeof(s->migration), "%s", mig);
 	snprintf(s->source, sizeof(s->source), "%s", source);
@@ -423,8 +482,8 @@ static int prepare_check(struct migrator *m, const json_t *body,
 }
 
 int migrator_prepare(struct migrator *m, const json_t *body,
-		     const char *peer, mig_reply_fn fn, void *ctx,
-		     struct ferr *err)
+		     const char *peer, const unsigned char *exporter,
+		     mig_reply_fn fn, void *ctx, struct ferr *err)
 {
 	struct prep *p = NULL;
 
@@ -450,7 +509,7 @@ int migrator_prepare(struct migrator *m, const json_t *body,
 	if (!p->s)
 		goto fail;
 	p->s->m = m;
-	if (prepare_check(m, body, peer, p, err) < 0 ||
+	if (prepare_check(m, body, peer, exporter, p, err) < 0 ||
 	    vmm_check_unique(m->vmm, &p->def, err) < 0 ||
 	    vmm_check_files(m->vmm, &p->def, err) < 0 ||
 	    fmt_checked(p->s->in_sock, sizeof(p->s->in_sock), err,
@@ -464,6 +523,7 @@ fail:
 		session_end(&m->sessions, p->s, IN_FAILED);
 		session_put(&m->sessions, p->s);
 	}
+	OPENSSL_cleanse(p->nonce, sizeof(p->nonce));
 	json_decref(p->theirs);
 	free(p);
 	return -1;
@@ -555,6 +615,7 @@ static void on_committed(void *arg, struct vm *vm, int rc,
 	session_end(&m->sessions, s, IN_COMMITTED);
 	history_in(m, s, "completed", rc < 0 && err ? err->msg : NULL);
 	vm_release(vm, s->id);
+	fault_point("dst.committed");
 	reply = vm_to_json(vm);
 	json_object_set_new(reply, "committed", json_true());
 	fin_end(f, 0, reply, NULL);
@@ -592,6 +653,7 @@ static void on_loaded(void *arg, struct vm *vm, int rc,
 		return;
 	}
 	s->committing = true;
+	fault_point("dst.committing");
 	if (vmm_incoming_commit(m->vmm, vm, f->resume, on_committed, f,
 				&e2) < 0) {
 		/* nothing was queued: QEMU was not asked to resume */
@@ -672,6 +734,22 @@ static void on_now_reply(evutil_socket_t fd, short what, void *arg)
 	free(r);
 }
 
+/* Answer reply (taken) through fn from the loop, after this returns. */
+static int now_reply(struct migrator *m, mig_reply_fn fn, void *ctx,
+		     json_t *reply, struct ferr *err)
+{
+	struct now_reply *r = calloc(1, sizeof(*r));
+
+	if (!r || event_base_once(m->base, -1, EV_TIMEOUT, on_now_reply, r,
+				  &(struct timeval){ 0 }) < 0) {
+		free(r);
+		json_decref(reply);
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
+	*r = (struct now_reply){ fn, ctx, reply };
+	return 0;
+}
+
 int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 		    const char *peer, mig_reply_fn fn, void *ctx,
 		    struct ferr *err)
@@ -690,28 +768,33 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 		return -1;
 	}
 	if (!s) {
-		struct now_reply *r;
 		json_t *reply = NULL;
 
 		if (e2.code)
 			return ferr_set(err, e2.code, "%s", e2.msg);
 		if (ended_reply(m, id, peer, true, &reply, err) < 0)
 			return -1;
-		r = calloc(1, sizeof(*r));
-		if (!r || event_base_once(m->base, -1, EV_TIMEOUT,
-					  on_now_reply, r,
-					  &(struct timeval){ 0 }) < 0) {
-			free(r);
-			json_decref(reply);
-			return ferr_set(err, FERR_INTERNAL, "out of memory");
-		}
-		*r = (struct now_reply){ fn, ctx, reply };
-		return 0;
+		return now_reply(m, fn, ctx, reply, err);
 	}
 	if (session_advance(&m->sessions, s, IN_PREPARED, IN_FINISHING, err) <
 	    0) {
 		session_put(&m->sessions, s);
 		return -1;
+	}
+	if (s->recovery) {
+		/* a post-copy recovery's stream ended: its VM was committed
+		 * long ago; the session just ends */
+		struct vm *rvm = vmm_find_uuid(m->vmm, s->uuid);
+		json_t *reply = rvm ? vm_to_json(rvm) : json_object();
+
+		if (s->timer) {
+			event_free(s->timer);
+			s->timer = NULL;
+		}
+		session_end(&m->sessions, s, IN_COMMITTED);
+		session_put(&m->sessions, s);
+		json_object_set_new(reply, "committed", json_true());
+		return now_reply(m, fn, ctx, reply, err);
 	}
 	vm = session_vm(m, s);
 	f = calloc(1, sizeof(*f));
@@ -725,6 +808,7 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 	}
 	*f = (struct fin){ .m = m, .s = s, .resume = resume, .fn = fn,
 			   .ctx = ctx };
+	fault_point("dst.loading");
 	if (vm_run_qmp(vm, "load", wait_loaded, f, on_loaded, err) < 0) {
 		session_advance(&m->sessions, s, IN_FINISHING, IN_PREPARED,
 				&e2);
@@ -737,12 +821,25 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 
 /* ---- abort, query ---- */
 
-int migrator_abort(struct migrator *m, const char *id, const char *peer,
-		   json_t **reply, struct ferr *err)
+int migrator_abort(struct migrator *m, const char *id, const json_t *body,
+		   const char *peer, json_t **reply, struct ferr *err)
 {
+	static const char *const fields[] = { "reason", NULL };
 	struct ferr e2 = { 0 };
-	struct in_session *s = live_session(m, id, peer, &e2);
+	struct in_session *s;
+	const char *reason = NULL;
+	char why[FERRY_ERR_MSG_MAX];
 
+	if (body && (json_check_fields(body, fields, "abort", err) < 0 ||
+		     json_get_string(body, "reason", "abort",
+				     FERRY_ERR_MSG_MAX, &reason, err) < 0))
+		return -1;
+	snprintf(why, sizeof(why), "aborted by the source%s%s",
+		 reason ? ": " : "", reason ? reason : "");
+	for (char *c = why; *c; c++)   /* the peer's text, for logs */
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	s = live_session(m, id, peer, &e2);
 	if (!s) {
 		if (e2.code)
 			return ferr_set(err, e2.code, "%s", e2.msg);
@@ -765,7 +862,7 @@ int migrator_abort(struct migrator *m, const char *id, const char *peer,
 		return ferr_set(err, FERR_CONFLICT,
 				"migration %s is being finished", id);
 	}
-	session_abort(m, s, IN_ABORTED, "aborted by the source");
+	session_abort(m, s, IN_ABORTED, why);
 	*reply = json_pack("{s:s, s:s, s:s, s:s}", "id", id, "vm", s->vm,
 			   "state", "aborted", "outcome", "not_committed");
 	session_put(&m->sessions, s);

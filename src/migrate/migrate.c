@@ -49,6 +49,7 @@ static void mig_free(struct mig *g)
 	if (g->done_ev)
 		event_free(g->done_ev);
 	json_decref(g->rec);
+	mig_attest_clear(&g->att);
 	pthread_mutex_destroy(&g->lock);
 	OPENSSL_cleanse(g->key, sizeof(g->key));
 	free(g);
@@ -84,7 +85,8 @@ static void mig_launch(struct migrator *m, struct mig *g)
 	m->active = g;
 	pthread_mutex_lock(&g->lock);
 	json_object_del(g->rec, "queue_position");
-	json_object_set_new(g->rec, "phase", json_string("prepare"));
+	if (!g->resume_only)
+		json_object_set_new(g->rec, "phase", json_string("prepare"));
 	pthread_mutex_unlock(&g->lock);
 	if (!vm || strcmp(vm->def.uuid, g->def.uuid) != 0 ||
 	    (vm->state != VM_RUNNING && vm->state != VM_PAUSED) ||
@@ -170,9 +172,23 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 				vmm_migrated_away(m->vmm, vm);
 		}
 		history_add(&m->history, rec);
-		if (journal_remove(m->journal_dir, JOURNAL_SOURCE, g->id,
-				   &err) < 0)
+		mig_stats_note(m, rec);
+		if (g->abort_pending) {
+			/* the journal keeps it until the destination
+			 * confirms the abort */
+			json_t *jrec = mig_journal_rec(g, "aborting");
+
+			if (jrec && journal_write(m->journal_dir,
+						  JOURNAL_SOURCE, g->id, jrec,
+						  &err) == 0)
+				recover_abort(m, jrec, true);
+			else
+				recover_abort(m, jrec, false);
+			json_decref(jrec);
+		} else if (journal_remove(m->journal_dir, JOURNAL_SOURCE,
+					  g->id, &err) < 0) {
 			log_error("migration %s: %s", g->id, err.msg);
+		}
 	}
 	json_decref(rec);
 	mig_free(g);
@@ -185,6 +201,7 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 	struct mig *g;
 	unsigned active = 0, queued = 0;
 	uint8_t rnd[MIG_SESSION_ID_LEN];
+	bool rule_attest = false;
 
 	if (m->stopping)
 		return ferr_set(err, FERR_UNAVAILABLE,
@@ -239,8 +256,34 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 			ferr_set(err, FERR_FORBIDDEN, "%s", d.reason);
 			goto fail;
 		}
+		rule_attest = d.attest;
+		/* plaintext: only when this host's config and the rule that
+		 * allows the move both say so (the destination checks its
+		 * own the same way) */
+		if (g->opts.insecure &&
+		    (!m->cfg->allow_plaintext || !d.plaintext)) {
+			ferr_set(err, FERR_FORBIDDEN,
+				 "plaintext migration is not allowed here: %s",
+				 !m->cfg->allow_plaintext
+					 ? "ferryd.json's migration."
+					   "allow_plaintext is off"
+					 : "the rule that allows this move "
+					   "does not say \"plaintext\": "
+					   "\"allow\"");
+			mig_audit(m, requester, "migration.refused",
+				  vm->def.name, "plaintext",
+				  json_pack("{s:s}", "reason", err->msg));
+			goto fail;
+		}
+		if (g->opts.insecure)
+			mig_audit(m, requester, "migration.plaintext",
+				  vm->def.name, "allow",
+				  json_pack("{s:s, s:s}", "to", g->opts.to,
+					    "rule", d.rule));
 	}
 	g->def = vm->def;
+	if (mig_attest_plan(m, g, rule_attest, err) < 0)
+		goto fail;
 	if (!g->opts.max_downtime_ms ||
 	    g->opts.max_downtime_ms > vm->def.max_downtime_ms)
 		g->opts.max_downtime_ms = vm->def.max_downtime_ms;
@@ -291,9 +334,11 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		(json_int_t)wall_ms(), "outcome", "running", "phase",
 		"queued", "escalation");
 	g->done_ev = event_new(m->base, -1, 0, on_mig_done, g);
-	if (g->rec)
+	if (g->rec) {
+		json_object_set_new(g->rec, "attest", json_boolean(g->att.on));
 		json_object_set_new(g->rec, "path",
 				    mig_plan_json(&g->plan, g->opts.compress));
+	}
 	if (!g->rec || !g->done_ev) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto fail;
@@ -321,6 +366,71 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 fail:
 	mig_free(g);
 	return -1;
+}
+
+int mig_resume_postcopy(struct migrator *m, struct vm *vm,
+			const json_t *jrec, struct ferr *err)
+{
+	const json_t *peer = json_object_get(jrec, "peer");
+	const char *id = json_string_value(json_object_get(jrec, "id"));
+	const char *session =
+		json_string_value(json_object_get(jrec, "session"));
+	json_int_t port = json_integer_value(json_object_get(peer, "port"));
+	struct mig *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	pthread_mutex_init(&g->lock, NULL);
+	g->m = m;
+	g->listen_fd = -1;
+	g->resume_only = true;
+	g->def = vm->def;
+	g->opts.mode = MIG_POSTCOPY;
+	g->opts.max_time_s = vm->def.max_time_s;
+	g->opts.max_downtime_ms = vm->def.max_downtime_ms;
+	g->postcopy_cap = true;
+	g->nchan = 1;
+	if (!id || strlen(id) != MIG_ID_HEX_LEN || !session ||
+	    strlen(session) != MIG_ID_HEX_LEN || port < 1 || port > 65535 ||
+	    !name_is_valid(json_string_value(json_object_get(peer, "name"))
+			   ?: "") ||
+	    strlen(json_string_value(json_object_get(peer, "address")) ?: "") >=
+		    sizeof(g->peer.address)) {
+		mig_free(g);
+		return ferr_set(err, FERR_INVALID,
+				"the journal record names no usable migration");
+	}
+	snprintf(g->id, sizeof(g->id), "%s", id);
+	snprintf(g->session, sizeof(g->session), "%s", session);
+	snprintf(g->peer.name, sizeof(g->peer.name), "%s",
+		 json_string_value(json_object_get(peer, "name")));
+	snprintf(g->peer.address, sizeof(g->peer.address), "%s",
+		 json_string_value(json_object_get(peer, "address")));
+	g->peer.port = (uint16_t)port;
+	snprintf(g->opts.to, sizeof(g->opts.to), "%s", g->peer.name);
+	snprintf(g->opts.address, sizeof(g->opts.address), "%s",
+		 g->peer.address);
+	g->opts.port = g->peer.port;
+	snprintf(g->requester, sizeof(g->requester), "%s",
+		 json_string_value(json_object_get(jrec, "requester")) ?: "-");
+	g->was_running = json_is_true(json_object_get(jrec, "was_running"));
+	g->rec = json_pack(
+		"{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O*, s:s, "
+		"s:s, s:b, s:[]}",
+		"id", g->id, "role", "source", "vm", vm->def.name, "uuid",
+		vm->def.uuid, "source", m->cfg->host, "destination",
+		g->opts.to, "requester", g->requester, "mode", "postcopy",
+		"session", g->session, "started_at",
+		json_object_get(jrec, "started_at"), "outcome", "running",
+		"phase", "postcopy", "resumed_after_restart", 1, "escalation");
+	g->done_ev = event_new(m->base, -1, 0, on_mig_done, g);
+	if (!g->rec || !g->done_ev) {
+		mig_free(g);
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
+	vm_hold(vm, g->id, "", false);
+	mig_launch(m, g);
+	return 0;
 }
 
 /* Active or queued migration by id, or NULL. */
@@ -570,4 +680,9 @@ void migrator_free(struct migrator *m)
 	history_close(&m->history);
 	session_table_destroy(&m->sessions);
 	free(m);
+}
+
+uint64_t migrator_conns_accepted(struct migrator *m)
+{
+	return atomic_load(&m->conns_accepted);
 }

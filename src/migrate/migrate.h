@@ -22,6 +22,7 @@
 #define FERRY_MIGRATE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -36,6 +37,7 @@ struct audit_refusals;
 struct guard;
 struct policy;
 struct worker_pool;
+struct attest_ops;
 
 /* What the migrator uses from the rest of ferryd (all borrowed). */
 struct migrator_deps {
@@ -44,6 +46,7 @@ struct migrator_deps {
 	struct guard *guard;             /* data-plane connection limits */
 	struct policy **policy;          /* the policy in force */
 	struct worker_pool *pool;        /* blocking work off the loop */
+	const struct attest_ops *attest; /* this host's TPM (NULL: off) */
 };
 
 /* A deferred answer: rc 0 with reply (a new reference, taken), or -1 with
@@ -87,10 +90,12 @@ int migrator_cancel(struct migrator *m, const char *id, json_t **reply,
 		    struct ferr *err);
 
 /* API (peer hosts): prepare an incoming migration. Checks what it can at
- * once (-1: refused, nothing done); otherwise 0 and fn follows. */
+ * once (-1: refused, nothing done); otherwise 0 and fn follows. exporter
+ * (32 bytes, NULL when unknown) is the TLS exporter of the caller's
+ * connection, to which an attestation nonce is bound. */
 int migrator_prepare(struct migrator *m, const json_t *body,
-		     const char *peer, mig_reply_fn fn, void *ctx,
-		     struct ferr *err);
+		     const char *peer, const unsigned char *exporter,
+		     mig_reply_fn fn, void *ctx, struct ferr *err);
 
 /* API (peer hosts): finish an incoming session (resume the VM here,
  * irreversibly), like migrator_prepare. A repeated finish of a committed
@@ -99,12 +104,20 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 		    const char *peer, mig_reply_fn fn, void *ctx,
 		    struct ferr *err);
 
+/* API (peer hosts): the post-copy stream of committed session id broke
+ * (QEMU paused the migration): listen again for a new channel (QEMU's
+ * migrate-recover) and answer like prepare, with a new session to carry
+ * it. Like migrator_prepare. */
+int migrator_recover(struct migrator *m, const char *id, const char *peer,
+		     mig_reply_fn fn, void *ctx, struct ferr *err);
+
 /* API (peer hosts): abort an uncommitted session (a committed one is
- * FERR_CONFLICT), and say where a session stands: {"id", "vm", "state",
+ * FERR_CONFLICT; body: NULL or {"reason"}, recorded and audited), and
+ * say where a session stands: {"id", "vm", "state",
  * "outcome": "committed" | "not_committed" | "pending"}. "not_committed"
  * is final: this host never committed the session and never will. */
-int migrator_abort(struct migrator *m, const char *id, const char *peer,
-		   json_t **reply, struct ferr *err);
+int migrator_abort(struct migrator *m, const char *id, const json_t *body,
+		   const char *peer, json_t **reply, struct ferr *err);
 int migrator_incoming_get(struct migrator *m, const char *id,
 			  const char *peer, json_t **reply, struct ferr *err);
 
@@ -112,8 +125,52 @@ int migrator_incoming_get(struct migrator *m, const char *id,
 void migrator_annotate_vm(struct migrator *m, const struct vm *vm,
 			  json_t *obj);
 
+/* TCP connections the data-plane port accepted since the start. */
+uint64_t migrator_conns_accepted(struct migrator *m);
+
 /* Outgoing migrations running and queued, and unresolved ones. */
 void migrator_counts(struct migrator *m, unsigned *active, unsigned *queued,
 		     unsigned *unresolved);
+
+/* ---- figures for /v1/metrics (stats.c) ---- */
+
+enum mig_stat_role { MIG_STAT_SOURCE, MIG_STAT_DEST, MIG_STAT_ROLES };
+enum mig_stat_outcome {
+	MIG_STAT_COMPLETED,
+	MIG_STAT_FAILED,
+	MIG_STAT_CANCELLED,
+	MIG_STAT_OUTCOMES
+};
+
+/* The histograms' finite buckets: upper bounds in seconds. */
+#define MIG_STAT_BUCKETS 11
+#define MIG_STAT_DURATION_BOUNDS \
+	{ 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800 }
+#define MIG_STAT_DOWNTIME_BOUNDS \
+	{ 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10 }
+
+/* A histogram: observations per bucket (not cumulative; the last one is
+ * above every bound) and their sum in ms. */
+struct mig_stat_hist {
+	uint64_t counts[MIG_STAT_BUCKETS + 1];
+	uint64_t sum_ms;
+};
+
+/* What this host's migrations did since ferryd started. Counted once per
+ * finished record (the history's), on both roles; recovered records count
+ * in `ended` only (their durations span the restart). */
+struct mig_stats {
+	uint64_t ended[MIG_STAT_ROLES][MIG_STAT_OUTCOMES];
+	struct mig_stat_hist duration[MIG_STAT_ROLES]; /* completed ones */
+	struct mig_stat_hist downtime;   /* source, completed: guest pause */
+	uint64_t ram_bytes;              /* source: RAM QEMU sent */
+	uint64_t wire_bytes[MIG_STAT_ROLES]; /* data-plane TCP payload, both
+						directions */
+	unsigned active, queued, unresolved; /* outgoing, now */
+	unsigned incoming;               /* incoming sessions, now */
+};
+
+/* Fill *out (loop thread; memory only, never waits). */
+void migrator_stats(struct migrator *m, struct mig_stats *out);
 
 #endif

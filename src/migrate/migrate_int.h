@@ -9,6 +9,7 @@
  *   outgoing.c  the source's driver thread, acceptor and channel threads
  *   incoming.c  the destination's prepare / finish / abort (loop thread)
  *   inchan.c    the destination's data-plane listener and channel threads
+ *   postcopy.c  recovery of a post-copy migration whose stream broke
  *   peer.c      the source's calls to the destination (blocking, threads)
  *   session.c   the destination's session table and its state machine
  *   journal.c   the durable record of every migration in flight
@@ -18,6 +19,7 @@
  *   channel.c   HELLO/ACK and the session binding (wire.h)
  *   relay.c     one channel's bytes
  *   dataplane.c TCP, TLS and unix socket set-up
+ *   attest_step.c attestation in prepare, the VM's own constraints
  */
 #ifndef FERRY_MIGRATE_INT_H
 #define FERRY_MIGRATE_INT_H
@@ -36,16 +38,13 @@
 
 #define MIG_POLL_INTERVAL_MS 100     /* source: query-migrate period */
 #define MIG_DATA_CONNS_MAX 64        /* data-plane channel threads at once */
-#define MIG_STALL_MS 15000           /* no progress for this long: cancel */
-#define MIG_PEER_TIMEOUT_S 30        /* one control call to the peer */
-#define MIG_CONFIRM_TIMEOUT_MS 60000 /* driver: resolve an unanswered
-					finish before handing it over */
 #define MIG_FINISH_WAIT_MS 30000     /* destination: wait for the load */
 #define MIG_SESSION_GRACE_S 120      /* destination session lifetime beyond
 					max_time_s without a finish */
 #define MIG_RESOLVE_MIN_S 1          /* resolver backoff, first retry */
 #define MIG_RESOLVE_MAX_S 60         /* resolver backoff, at most */
 #define MIG_QUEUE_MAX 64             /* outgoing migrations waiting */
+#define MIG_ABORT_RETRY_S 900        /* retry an unconfirmed abort */
 #define MIG_DEST_BUSY_RETRY_MS 2000  /* destination at its limit: retry */
 #define MIG_UNLIMITED_BW (1ULL << 40) /* "no cap" for max-bandwidth */
 #define MIG_STOP_WAIT_MS 10000       /* stop: channel threads to end */
@@ -94,11 +93,13 @@ struct mig_hello {
 	uint8_t session[MIG_SESSION_ID_LEN];
 };
 
-/* The exporter value of a TLS connection for (session, channel); 32 zero
- * bytes when ssl is NULL (plaintext channels). */
-int mig_exporter(SSL *ssl, const uint8_t sid[MIG_SESSION_ID_LEN],
-		 uint16_t channel, uint8_t out[MIG_EXPORTER_LEN],
-		 struct ferr *err);
+/* The value a channel's HELLO and ACK MACs are bound to: the TLS exporter
+ * of the connection for (session, channel); for a plaintext channel, an
+ * HMAC of (MIG_PLAINTEXT_LABEL, session, channel) under the session key.
+ */
+int mig_exporter(SSL *ssl, const uint8_t key[MIG_KEY_LEN],
+		 const uint8_t sid[MIG_SESSION_ID_LEN], uint16_t channel,
+		 uint8_t out[MIG_EXPORTER_LEN], struct ferr *err);
 
 /* Encode a HELLO with its MAC. */
 void mig_hello_build(uint8_t out[MIG_HELLO_LEN], const struct mig_hello *h,
@@ -156,10 +157,8 @@ struct relay_counters {
 	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
 };
 
-/* Read / write exactly len bytes on a blocking connection (its socket
- * timeouts bound the wait). */
-int conn_read_full(struct mig_conn *c, void *buf, size_t len,
-		   struct ferr *err);
+/* Write exactly len bytes on a blocking connection (its socket timeouts
+ * bound the wait). */
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err);
 
@@ -313,12 +312,14 @@ bool frame_dec_idle(const struct frame_dec *d);
 
 /* ---- dataplane.c: TCP and TLS set-up of channels ---- */
 
-/* Source: connect from local_addr (this host's address, or NULL) to the
+/* Source: connect from local_addr (this host's address, or NULL), in
+ * network namespace netns (NULL or "": ferryd's own), to the
  * destination's migration port, authenticate it as peer_name (TLS unless
  * plaintext), send the HELLO for channel (with MIG_FLAG_FRAMES unless z is
- * RELAY_Z_OFF) and check the ACK. On success *out is a blocking
- * connection ready to relay, out->z = z. */
-int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
+ * RELAY_Z_OFF) and check the ACK, the handshake and the ACK within
+ * MIG_HANDSHAKE_TIMEOUT_MS. On success *out is a blocking connection ready
+ * to relay, out->z = z. */
+int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
 		   bool plaintext, enum relay_z z,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
@@ -326,11 +327,13 @@ int dataplane_dial(SSL_CTX *ctx, const char *local_addr,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
 
 /* Destination: after accept(), run the TLS handshake (unless the first
- * bytes are a plaintext HELLO), read the HELLO and report the peer's
- * identity. The caller then looks up the session and answers. */
-int dataplane_accept(SSL_CTX *ctx, int fd, struct mig_conn *out,
-		     uint8_t hello[MIG_HELLO_LEN], char *peer, size_t peer_len,
-		     struct ferr *err);
+ * bytes are a plaintext HELLO), refuse a peer without a host certificate
+ * (FERR_FORBIDDEN), read the HELLO and report the peer's identity, all
+ * within deadline_ms of the call (FERR_TIMEOUT). The caller then looks up
+ * the session and answers. */
+int dataplane_accept(SSL_CTX *ctx, int fd, unsigned deadline_ms,
+		     struct mig_conn *out, uint8_t hello[MIG_HELLO_LEN],
+		     char *peer, size_t peer_len, struct ferr *err);
 
 /* Set SO_RCVTIMEO/SO_SNDTIMEO (0 clears them) and TCP_NODELAY. */
 void socket_set_timeouts(int fd, unsigned ms);
@@ -338,7 +341,11 @@ void socket_set_timeouts(int fd, unsigned ms);
 /* Connect a unix stream socket to path. */
 int unix_connect(const char *path, struct ferr *err);
 
-/* Create a listening unix stream socket at path (mode 0600). */
+/* Mode of the unix sockets QEMU connects to: the run folder gives them
+ * QEMU's group (vm.h, qemu_run_dir_prepare). */
+#define MIG_SOCK_MODE 0660
+
+/* Create a listening unix stream socket at path (mode MIG_SOCK_MODE). */
 int unix_listen(const char *path, struct ferr *err);
 
 /* ---- journal.c: the durable record of migrations in flight ----
@@ -408,6 +415,9 @@ struct peer_session {
 	uint8_t key[MIG_KEY_LEN];        /* wiped by the caller */
 	char data_addr[64];
 	uint16_t data_port;
+	json_t *attestation;             /* its "attestation" (a reference,
+					    the caller's), or NULL */
+	uint8_t exporter[MIG_EXPORTER_LEN]; /* of the prepare's TLS session */
 };
 
 /* POST /v1/incoming. FERR_RATE when the destination is at its limit. */
@@ -426,10 +436,18 @@ enum peer_outcome peer_finish(struct migrator *m, const struct peer_target *t,
 enum peer_outcome peer_query(struct migrator *m, const struct peer_target *t,
 			     const char *session, struct ferr *err);
 
-/* POST /v1/incoming/ID/abort. 0 when the destination aborted it or never
- * had it. */
+/* POST /v1/incoming/ID/recover: a new session to carry a post-copy
+ * stream again (postcopy.c). FERR_NOT_FOUND or FERR_FORBIDDEN when the
+ * destination cannot (the VM is gone there). */
+int peer_recover(struct migrator *m, const struct peer_target *t,
+		 const char *session, struct peer_session *out,
+		 struct ferr *err);
+
+/* POST /v1/incoming/ID/abort, with {"reason"} when reason is not NULL
+ * (the destination records and audits it). 0 when the destination aborted
+ * it or never had it. */
 int peer_abort(struct migrator *m, const struct peer_target *t,
-	       const char *session, struct ferr *err);
+	       const char *session, const char *reason, struct ferr *err);
 
 /* Drive a session to an outcome after a switchover: finish it while it is
  * pending, until committed, explicitly not committed, or deadline_ms
@@ -491,6 +509,8 @@ struct in_session {
 	uint64_t created_wall_ms;
 	uint64_t max_time_s;
 	bool committing;          /* loop: QEMU was asked to resume the VM */
+	bool recovery;            /* carries a post-copy stream again: ends
+				     by a finish, never commits anything */
 	struct migrator *m;
 	struct event *timer;      /* loop: lifetime without a finish */
 	struct in_session *next;  /* the table (lock) */
@@ -583,6 +603,68 @@ int mig_files_compare(const json_t *ours, const json_t *theirs,
 
 /* ---- the migrator ---- */
 
+/* ---- attest_step.c: attestation in a migration ---- */
+
+/* The source's attestation of one migration's destination. */
+struct mig_attest {
+	bool on;                  /* attest the destination */
+	json_t *refs;             /* its reference values (from the policy) */
+	char scope[128];          /* where they come from, for messages */
+	uint8_t challenge[32];    /* ATTEST_CHALLENGE_LEN */
+	json_t *answer;           /* the prepare reply's "attestation" */
+	uint8_t exporter[MIG_EXPORTER_LEN]; /* the prepare's TLS session */
+};
+
+struct mig;
+
+/* Source, loop (migrator_start): decide whether to attest g's destination
+ * (the allowing rule requires it, the VM's constraints do, or
+ * attestation.mode is required) and take its reference values. */
+int mig_attest_plan(struct migrator *m, struct mig *g, bool rule_requires,
+		    struct ferr *err);
+
+/* Source, driver: add {"attest": {"challenge"}} (fresh) to a prepare body
+ * when attesting. */
+int mig_attest_body(struct mig *g, json_t *body, struct ferr *err);
+
+/* Source, driver, before any channel: check the destination's answer
+ * (g->att.answer: {"quote", "quote_ms"}, NULL when it sent none) for the
+ * nonce of (the challenge, g's id, the prepare's TLS exporter): its
+ * enrolled AK, the nonce, the log's replay, the reference values. Records
+ * it in g's record ("attestation") and audits it; FERR_FORBIDDEN
+ * "attestation of HOST refused: <reason>". 0 at once when not attesting. */
+int mig_attest_check(struct mig *g, struct ferr *err);
+
+void mig_attest_clear(struct mig_attest *a);
+
+/* Destination, loop: a prepare's "attest" request {"challenge"}: the
+ * nonce for migration over this TLS session (exporter, NULL when none).
+ * FERR_CONFLICT when this host cannot quote. */
+int mig_attest_request(struct migrator *m, const json_t *req,
+		       const char *migration, const uint8_t *exporter,
+		       uint8_t nonce[32], struct ferr *err);
+
+/* Destination, worker: quote nonce: *attestation = {"quote", "quote_ms"}. */
+int mig_attest_quote(struct migrator *m, const uint8_t nonce[32],
+		     json_t **attestation, struct ferr *err);
+
+/* Destination, loop: the VM's own constraints against this host (its
+ * labels in the policy), the requester's roles, and whether the source
+ * asked for attestation. FERR_FORBIDDEN naming the constraint. */
+int mig_constraints_check(struct migrator *m, const struct vm_def *def,
+			  const char *requester, bool attested,
+			  struct ferr *err);
+
+/* Any thread (reads a file): the constraints' signature by the
+ * attestation authority (<registrar>/authority.pub). */
+int mig_constraints_verify(const char *registrar, const struct vm_def *def,
+			   struct ferr *err);
+
+/* Worker: keep the constraints sealed (attest_ops.store) when sealing is
+ * on: <state_dir>/attest/constraints-<uuid>.sealed. */
+int mig_constraints_store(struct migrator *m, const struct vm_def *def,
+			  struct ferr *err);
+
 enum mig_state {
 	MIG_QUEUED,     /* waiting for a free slot (loop) */
 	MIG_RUNNING,    /* the driver runs */
@@ -595,6 +677,10 @@ struct mig {
 	struct migrator *m;
 	char id[MIG_ID_HEX_LEN + 1];     /* ours, in records and the API */
 	char session[MIG_ID_HEX_LEN + 1]; /* the destination's */
+	char rsession[MIG_ID_HEX_LEN + 1]; /* a post-copy recovery's, or "" */
+	unsigned recoveries;      /* post-copy recoveries so far */
+	bool resume_only;         /* adopted after a restart: only resume its
+				     post-copy (recover.c) */
 	uint8_t sid[MIG_SESSION_ID_LEN];
 	uint8_t key[MIG_KEY_LEN]; /* from the destination; wiped at the end */
 	struct vm_def def;
@@ -613,6 +699,7 @@ struct mig {
 	atomic_bool cancel;       /* set by the API */
 	atomic_bool relay_stop;   /* tells channel threads to give up */
 	struct relay_counters ctr;
+	struct mig_attest att;    /* the destination's attestation */
 	int listen_fd;
 	pthread_t driver;
 	pthread_t acceptor;
@@ -623,6 +710,8 @@ struct mig {
 	json_t *rec;              /* the record (lock) */
 	enum mig_state state;     /* loop */
 	bool unresolved;          /* driver's verdict: outcome unknown */
+	bool abort_pending;       /* driver: the destination did not confirm
+				     its abort */
 	struct event *done_ev;    /* driver -> loop */
 	struct mig *next;         /* loop: active and queued lists */
 };
@@ -630,6 +719,8 @@ struct mig {
 /* A migration whose outcome the destination has not told yet: its VM is
  * held paused (state "unresolved"), and the loop keeps asking with
  * backoff. */
+struct aborter;
+
 struct unresolved {
 	struct migrator *m;
 	json_t *jrec;             /* its journal record (loop) */
@@ -657,6 +748,7 @@ struct migrator {
 	struct mig *active;       /* loop */
 	struct mig *queued;       /* loop, oldest first */
 	struct unresolved *unresolved; /* loop */
+	struct aborter *aborters; /* loop: unconfirmed aborts (recover.c) */
 	bool stopping;            /* loop */
 	/* destination side */
 	struct session_table sessions;
@@ -665,9 +757,11 @@ struct migrator {
 	bool listener_started;
 	atomic_bool stop;
 	atomic_int chan_threads;  /* destination channel threads alive */
+	_Atomic uint64_t conns_accepted; /* data-plane TCP connections */
 	/* their sockets, fd + 1 (0: free slot), so that a stop can shut them
 	 * and the threads end before m goes (sessions.lock) */
 	int chan_fds[MIG_DATA_CONNS_MAX];
+	struct mig_stats stats;   /* loop: stats.c */
 };
 
 /* migrate.c: write an audit record, logging (not failing) on error.
@@ -677,6 +771,27 @@ void mig_audit(struct migrator *m, const char *actor, const char *action,
 
 /* outgoing.c: run the driver of g (a thread). */
 void *mig_driver(void *arg);
+
+/* outgoing.c: listen on g's unix socket and start the acceptor of the
+ * g->nchan channels QEMU opens there (each relayed to g's session). */
+int channels_start(struct mig *g, struct ferr *err);
+
+/* outgoing.c: let the channels end (or stop them), join their threads,
+ * remove the socket. */
+void channels_finish(struct mig *g);
+
+/* postcopy.c: the post-copy stream of g broke (its QEMU reports
+ * postcopy-paused): have the destination listen again, carry a new
+ * channel and resume QEMU's migration; retries with backoff until the
+ * migrator stops. -1 when the destination cannot take it any more. Driver
+ * thread. */
+int pc_resume(struct mig *g, struct qmp *q, struct ferr *err);
+
+/* migrate.c: run a driver that only resumes the broken post-copy
+ * migration of jrec (a source journal record at phase "postcopy") for vm,
+ * after a restart. */
+int mig_resume_postcopy(struct migrator *m, struct vm *vm,
+			const json_t *jrec, struct ferr *err);
 
 /* outgoing.c: set a field of g's record under its lock (steals val). */
 void mig_rec_set(struct mig *g, const char *key, json_t *val);
@@ -703,7 +818,16 @@ void recover_all(struct migrator *m);
  * asking the destination (jrec: its journal record, taken). */
 void recover_unresolved(struct migrator *m, json_t *jrec);
 
+/* recover.c: abort the destination's session of a source record (a
+ * failed migration), retrying with backoff until the destination confirms;
+ * journalled: the record stays in the journal ("aborting") until then. */
+void recover_abort(struct migrator *m, const json_t *rec, bool journalled);
+
 /* recover.c: stop the resolver (at stop). */
 void recover_stop(struct migrator *m);
+
+/* stats.c: count a finished record (the one the history gets) in
+ * m->stats. Loop thread. */
+void mig_stats_note(struct migrator *m, const json_t *rec);
 
 #endif

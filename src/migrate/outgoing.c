@@ -3,6 +3,7 @@
  * acceptor of QEMU's channels and one relay thread per channel. */
 #define _GNU_SOURCE
 #include "migrate_int.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -132,7 +133,8 @@ static void *chan_main(void *arg)
 	struct ferr err = { 0 };
 	int rc;
 
-	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->listen_addr,
+	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->migration_netns,
+			    config_dataplane_addr(g->m->cfg),
 			    g->opts.to, g->data_addr,
 			    g->data_port, g->opts.insecure, g->plan.z, g->sid,
 			    g->key,
@@ -403,7 +405,28 @@ static int converge_check(struct mig *g, struct qmp *q, struct converge *c,
 /* ---- the driver ---- */
 
 /* Wait for channel threads to end by themselves, then stop and join all. */
-static void channels_finish(struct mig *g)
+int channels_start(struct mig *g, struct ferr *err)
+{
+	if (fmt_checked(g->out_sock, sizeof(g->out_sock), err, "socket path",
+			"%s/run/%s.out", g->m->cfg->state_dir, g->id) < 0)
+		return -1;
+	g->nthreads = 0;
+	atomic_store(&g->relay_stop, false);
+	g->listen_fd = unix_listen(g->out_sock, err);
+	if (g->listen_fd < 0)
+		return -1;
+	if (pthread_create(&g->acceptor, NULL, acceptor_main, g) != 0) {
+		close(g->listen_fd);
+		g->listen_fd = -1;
+		unlink(g->out_sock);
+		return ferr_set(err, FERR_INTERNAL,
+				"cannot start the acceptor");
+	}
+	g->acceptor_started = true;
+	return 0;
+}
+
+void channels_finish(struct mig *g)
 {
 	uint64_t deadline = now_ms() + CHANNEL_DRAIN_MS;
 
@@ -417,8 +440,10 @@ static void channels_finish(struct mig *g)
 	atomic_store(&g->relay_stop, true);
 	if (g->acceptor_started)
 		pthread_join(g->acceptor, NULL);
+	g->acceptor_started = false;
 	for (unsigned i = 0; i < g->nthreads; i++)
 		pthread_join(g->chan_thread[i], NULL);
+	g->nthreads = 0;
 	if (g->listen_fd >= 0) {
 		close(g->listen_fd);
 		g->listen_fd = -1;
@@ -514,6 +539,15 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 		if (!strcmp(st, "completed") || !strcmp(st, "failed") ||
 		    !strcmp(st, "cancelled"))
 			return qm;
+		if (!strcmp(st, "postcopy-paused") && *dest_running) {
+			/* the stream broke after the switch: the VM runs on
+			 * the destination and needs our pages */
+			set_phase(g, "postcopy-paused");
+			if (pc_resume(g, q, err) < 0)
+				return qm;
+			json_decref(qm);
+			continue;
+		}
 		now = now_ms();
 		ram = json_object_get(qm, "ram");
 		xfer = (uint64_t)json_integer_value(
@@ -521,6 +555,8 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 		if (xfer != last_xfer) {
 			last_xfer = xfer;
 			last_move = now;
+			if (!strcmp(st, "active"))
+				fault_point("src.precopy");
 		}
 		if (!strcmp(st, "postcopy-active")) {
 			set_phase(g, "postcopy");
@@ -531,12 +567,12 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 				if (journal_phase(g, "postcopy") == 0 &&
 				    peer_settle(g->m, &g->peer, g->session,
 						true,
-						now_ms() +
-							MIG_CONFIRM_TIMEOUT_MS,
+						now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s,
 						&g->m->stop,
-						err) == PEER_COMMITTED)
+						err) == PEER_COMMITTED) {
 					*dest_running = true;
-				else
+					fault_point("src.postcopy");
+				} else
 					rec_error(g, "post-copy: %s", err->msg);
 			}
 		} else if (!strcmp(st, "active")) {
@@ -548,11 +584,12 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 
 			if (atomic_load(&g->cancel)) {
 				why = "cancelled by request";
-			} else if (now - last_move > MIG_STALL_MS) {
+			} else if (now - last_move >
+				   1000ULL * g->m->cfg->stall_timeout_s) {
 				snprintf(buf, sizeof(buf),
 					 "the data path stalled: no progress "
-					 "for %d s",
-					 MIG_STALL_MS / 1000);
+					 "for %u s",
+					 g->m->cfg->stall_timeout_s);
 				why = buf;
 			} else if (now >= c->deadline) {
 				snprintf(buf, sizeof(buf),
@@ -633,13 +670,17 @@ static int prepare_dest(struct mig *g, const json_t *files,
 	int rc;
 
 	body = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I, s:b, s:b, s:O}",
-			 "version", "1.0", "migration", g->id, "vm",
+			 "version", "1.1", "migration", g->id, "vm",
 			 vmdef_to_json(&g->def), "source", g->m->cfg->host,
 			 "requester", g->requester, "multifd",
 			 (json_int_t)g->multifd, "postcopy", g->postcopy_cap,
 			 "insecure", g->opts.insecure, "files", files);
 	if (!body)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	if (mig_attest_body(g, body, err) < 0) {
+		json_decref(body);
+		return -1;
+	}
 	if (g->plan.z != RELAY_Z_OFF)
 		json_object_set_new(body, "compress", json_string("zstd"));
 	for (;;) {
@@ -682,6 +723,8 @@ static int prepare_dest(struct mig *g, const json_t *files,
 			 ps.data_addr);
 		g->data_port = ps.data_port;
 		mig_rec_set(g, "session", json_string(g->session));
+		g->att.answer = ps.attestation;
+		memcpy(g->att.exporter, ps.exporter, sizeof(g->att.exporter));
 	}
 	OPENSSL_cleanse(ps.key, sizeof(ps.key));
 	return rc;
@@ -697,6 +740,7 @@ void *mig_driver(void *arg)
 	bool prepared = false, paused = false;
 	bool dest_running = false, changed = false;
 	uint64_t pause_at = 0, t_done, t_end = 0, downtime = 0, t_migrate = 0;
+	uint64_t t_prepare = 0;
 	const char *outcome = "failed";
 	const char *st;
 
@@ -709,34 +753,39 @@ void *mig_driver(void *arg)
 	c.iter_remaining = UINT64_MAX;
 	mig_rec_set(g, "downtime_limit_ms", json_integer((json_int_t)c.downtime));
 
-	set_phase(g, "prepare");
+	set_phase(g, g->resume_only ? "postcopy" : "prepare");
 	if (qmp_connect(g->paths.mqmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0)
 		goto fail;
 	qmp_set_event_cb(q, on_event, &changed);
+	if (g->resume_only) {
+		/* adopted after a restart: the VM runs on the destination */
+		dest_running = true;
+		c.postcopy = true;
+		t_migrate = now_ms();
+		goto transfer;
+	}
 	if (source_running(q, &g->was_running, &err) < 0)
 		goto fail;
 	files = mig_files_identity(g->m->cfg->shared_dir, &g->def, &err);
+	t_prepare = now_ms();
 	/* journalled before the destination can start anything, so that a
 	 * restart can abort it there */
 	if (!files || journal_phase(g, "preparing") < 0 ||
 	    prepare_dest(g, files, c.deadline, &err) < 0)
 		goto fail;
 	prepared = true;
+	/* the destination's attestation, before a single data-plane byte */
+	if (mig_attest_check(g, &err) < 0)
+		goto fail;
+	mig_rec_set(g, "prepare_ms", json_integer((json_int_t)(now_ms() -
+								 t_prepare)));
 	if (journal_phase(g, "prepared") < 0)
 		goto fail;
+	fault_point("src.prepared");
 
 	set_phase(g, "setup");
-	if (fmt_checked(g->out_sock, sizeof(g->out_sock), &err, "socket path",
-			"%s/run/%s.out", g->m->cfg->state_dir, g->id) < 0)
+	if (channels_start(g, &err) < 0)
 		goto fail;
-	g->listen_fd = unix_listen(g->out_sock, &err);
-	if (g->listen_fd < 0)
-		goto fail;
-	if (pthread_create(&g->acceptor, NULL, acceptor_main, g) != 0) {
-		ferr_set(&err, FERR_INTERNAL, "cannot start the acceptor");
-		goto fail;
-	}
-	g->acceptor_started = true;
 	if (source_setup(g, q, c.downtime, &err) < 0)
 		goto fail;
 	if (g->opts.mode == MIG_OFFLINE && g->was_running) {
@@ -753,13 +802,15 @@ void *mig_driver(void *arg)
 	{
 		char uri[FERRY_SOCK_PATH_MAX + 8];
 
-		snprintf(uri, sizeof(uri), "unix:%s", g->out_sock);
+		snprintf(uri, sizeof(uri), "unix:%s",
+			 vm_run_name(g->out_sock)); /* QEMU's folder: vm.h */
 		t_migrate = now_ms();
 		if (qmp_simple(q, "migrate", json_pack("{s:s}", "uri", uri),
 			       &err) < 0)
 			goto fail;
 	}
 	set_phase(g, paused ? "offline" : "precopy");
+transfer:
 	qm = monitor(g, q, &c, &paused, &pause_at, &dest_running, &changed,
 		     &err);
 	if (!qm)
@@ -773,14 +824,16 @@ void *mig_driver(void *arg)
 
 			/* the source VM is stopped: from here it resumes
 			 * only on the destination's explicit "never" */
-			if (journal_phase(g, "switchover") == 0)
+			if (journal_phase(g, "switchover") == 0) {
+				fault_point("src.switchover");
 				o = peer_settle(g->m, &g->peer, g->session,
 						g->was_running,
-						now_ms() +
-							MIG_CONFIRM_TIMEOUT_MS,
+						now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s,
 						&g->m->stop, &err);
+			}
 			if (o == PEER_COMMITTED) {
 				dest_running = true;
+				fault_point("src.committed");
 			} else if (o == PEER_NOT_COMMITTED) {
 				rec_error(g, "%s did not take the VM: %s",
 					  g->peer.name, err.msg);
@@ -841,13 +894,28 @@ end:
 		if (prepared) {
 			struct ferr e2;
 
-			if (peer_abort(g->m, &g->peer, g->session, &e2) < 0)
-				log_warn("migration %s: abort at %s: %s",
+			if (peer_abort(g->m, &g->peer, g->session,
+				       err.code ? err.msg : NULL, &e2) < 0 &&
+			    e2.code != FERR_NOT_FOUND) {
+				log_warn("migration %s: abort at %s: %s; "
+					 "retrying",
 					 g->id, g->peer.name, e2.msg);
+				g->abort_pending = true;
+			}
 		}
 	}
 	if (!t_end)
 		t_end = now_ms();
+	if (g->rsession[0] && !strcmp(outcome, "completed")) {
+		/* end the session that carried the recovered stream */
+		struct ferr e2;
+
+		if (peer_finish(g->m, &g->peer, g->rsession, true, &e2) !=
+		    PEER_COMMITTED)
+			log_warn("migration %s: ending recovery session %s: "
+				 "%s",
+				 g->id, g->rsession, e2.msg);
+	}
 	channels_finish(g);
 	rec_final(g, qm, outcome, t_end - c.t0, downtime,
 		  t_migrate ? t_end - t_migrate : 0);

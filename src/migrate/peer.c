@@ -57,8 +57,10 @@ int peer_prepare(struct migrator *m, const struct peer_target *t,
 	int status = 0, rc = -1;
 
 	httpc_of(m, t, &p);
-	if (httpc_request(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST",
-			  "/v1/incoming", body, &status, &reply, err) < 0)
+	out->attestation = NULL;
+	if (httpc_request_x(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST",
+			    "/v1/incoming", body, &status, &reply,
+			    out->exporter, err) < 0)
 		return -1;
 	if (status < 200 || status >= 300) {
 		const char *msg = json_string_value(json_object_get(
@@ -87,6 +89,7 @@ int peer_prepare(struct migrator *m, const struct peer_target *t,
 	snprintf(out->id, sizeof(out->id), "%s", id);
 	snprintf(out->data_addr, sizeof(out->data_addr), "%s", addr);
 	out->data_port = (uint16_t)port;
+	out->attestation = json_incref(json_object_get(reply, "attestation"));
 	rc = 0;
 out:
 	wipe_key(reply);
@@ -105,7 +108,7 @@ enum peer_outcome peer_finish(struct migrator *m, const struct peer_target *t,
 
 	httpc_of(m, t, &p);
 	snprintf(path, sizeof(path), "/v1/incoming/%s/finish", session);
-	rc = httpc_request(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST", path,
+	rc = httpc_request(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST", path,
 			   body, &status, &reply, err);
 	json_decref(body);
 	if (rc < 0)
@@ -135,7 +138,7 @@ enum peer_outcome peer_query(struct migrator *m, const struct peer_target *t,
 
 	httpc_of(m, t, &p);
 	snprintf(path, sizeof(path), "/v1/incoming/%s", session);
-	if (httpc_request(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "GET", path,
+	if (httpc_request(m->client_ctx, &p, m->cfg->peer_timeout_s, "GET", path,
 			  NULL, &status, &reply, err) < 0)
 		return PEER_UNKNOWN;
 	o = json_string_value(json_object_get(reply, "outcome"));
@@ -161,18 +164,68 @@ enum peer_outcome peer_query(struct migrator *m, const struct peer_target *t,
 	return out;
 }
 
-int peer_abort(struct migrator *m, const struct peer_target *t,
-	       const char *session, struct ferr *err)
+int peer_recover(struct migrator *m, const struct peer_target *t,
+		 const char *session, struct peer_session *out,
+		 struct ferr *err)
 {
 	struct httpc_peer p;
 	char path[128];
 	json_t *reply = NULL;
+	const char *id, *key, *addr;
+	json_int_t port;
+	int rc = -1;
+
+	httpc_of(m, t, &p);
+	snprintf(path, sizeof(path), "/v1/incoming/%s/recover", session);
+	if (httpc_call(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST",
+		       path, NULL, &reply, err) < 0)
+		return -1;
+	id = json_string_value(json_object_get(reply, "id"));
+	key = json_string_value(json_object_get(reply, "key"));
+	addr = json_string_value(json_object_get(reply, "data_address"));
+	port = json_integer_value(json_object_get(reply, "data_port"));
+	if (!id || strlen(id) != MIG_ID_HEX_LEN ||
+	    hex_decode(id, (uint8_t[MIG_SESSION_ID_LEN]){ 0 },
+		       MIG_SESSION_ID_LEN) < 0 ||
+	    !key || strlen(key) != 2 * MIG_KEY_LEN ||
+	    hex_decode(key, out->key, MIG_KEY_LEN) < 0 || !addr ||
+	    strlen(addr) >= sizeof(out->data_addr) || port < 1 ||
+	    port > 65535) {
+		ferr_set(err, FERR_UNAVAILABLE,
+			 "%s's recover reply is malformed", t->name);
+		goto out;
+	}
+	snprintf(out->id, sizeof(out->id), "%s", id);
+	snprintf(out->data_addr, sizeof(out->data_addr), "%s", addr);
+	out->data_port = (uint16_t)port;
+	rc = 0;
+out:
+	wipe_key(reply);
+	json_decref(reply);
+	return rc;
+}
+
+int peer_abort(struct migrator *m, const struct peer_target *t,
+	       const char *session, const char *reason, struct ferr *err)
+{
+	struct httpc_peer p;
+	char path[128];
+	json_t *reply = NULL;
+	json_t *body = reason ? json_pack("{s:s}", "reason", reason) : NULL;
 	int rc;
 
 	httpc_of(m, t, &p);
 	snprintf(path, sizeof(path), "/v1/incoming/%s/abort", session);
-	rc = httpc_call(m->client_ctx, &p, MIG_PEER_TIMEOUT_S, "POST", path,
-			NULL, &reply, err);
+	rc = httpc_call(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST", path,
+			body, &reply, err);
+	if (rc < 0 && body && err->code == FERR_INVALID) {
+		/* a host before prepare 1.1 takes no reason */
+		json_decref(reply);
+		reply = NULL;
+		rc = httpc_call(m->client_ctx, &p, m->cfg->peer_timeout_s,
+				"POST", path, NULL, &reply, err);
+	}
+	json_decref(body);
 	json_decref(reply);
 	return rc;
 }

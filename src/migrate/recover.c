@@ -69,6 +69,7 @@ static void settle_record(struct migrator *m, const json_t *rec,
 		if (session[0])
 			json_object_set_new(h, "session", json_string(session));
 		history_add(&m->history, h);
+		mig_stats_note(m, h);
 	}
 	json_decref(h);
 	mig_audit(m, jstr(rec, "requester")[0] ? jstr(rec, "requester") : "-",
@@ -97,49 +98,128 @@ static void dest_phase(struct migrator *m, const json_t *rec,
 	json_decref(copy);
 }
 
-/* ---- best-effort aborts at the destination ---- */
+/* ---- aborts at the destination, retried ---- */
 
-struct abort_job {
+/* An abort the destination has not confirmed yet: retried with backoff
+ * until it answers or MIG_ABORT_RETRY_S pass (its session expires there
+ * by itself after that). The source's journal keeps the record ("aborting")
+ * until then, so a restart goes on asking. */
+struct aborter {
 	struct migrator *m;
 	struct peer_target t;
+	char id[MIG_ID_HEX_LEN + 1];      /* the source's migration */
 	char session[MIG_ID_HEX_LEN + 1];
+	bool journalled;
+	bool running;             /* an attempt runs on a worker thread */
+	unsigned backoff_s;
+	uint64_t until_ms;
+	int rc;
+	struct ferr err;
+	struct event *timer;
+	struct aborter *next;
 };
+
+static void aborter_free(struct migrator *m, struct aborter *a)
+{
+	struct ferr err;
+
+	for (struct aborter **pp = &m->aborters; *pp; pp = &(*pp)->next) {
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
+	}
+	if (a->journalled &&
+	    journal_remove(m->journal_dir, JOURNAL_SOURCE, a->id, &err) < 0)
+		log_error("migration %s: %s", a->id, err.msg);
+	if (a->timer)
+		event_free(a->timer);
+	free(a);
+}
 
 static void abort_work(void *arg)
 {
-	struct abort_job *j = arg;
-	struct ferr err;
+	struct aborter *a = arg;
 
-	if (peer_abort(j->m, &j->t, j->session, &err) < 0)
-		log_info("migration session %s at %s: abort: %s (it expires "
-			 "there by itself)",
-			 j->session, j->t.name, err.msg);
+	a->rc = peer_abort(a->m, &a->t, a->session, NULL, &a->err);
 }
+
+static void abort_try(evutil_socket_t fd, short what, void *arg);
 
 static void abort_done(void *arg)
 {
-	free(arg);
-}
+	struct aborter *a = arg;
+	struct migrator *m = a->m;
+	struct timeval tv;
 
-/* Ask the destination of a source record to drop its session. */
-static void abort_dest_later(struct migrator *m, const json_t *rec)
-{
-	struct abort_job *j;
-	struct ferr err;
-
-	if (strlen(jstr(rec, "session")) != MIG_ID_HEX_LEN)
-		return; /* prepare never answered: it expires there */
-	j = calloc(1, sizeof(*j));
-	if (!j || target_of(rec, &j->t) < 0) {
-		free(j);
+	a->running = false;
+	/* 404: the destination has no such session (any more): done too */
+	if (a->rc == 0 || a->err.code == FERR_NOT_FOUND ||
+	    a->err.code == FERR_CONFLICT) {
+		log_info("migration %s: session %s at %s aborted", a->id,
+			 a->session, a->t.name);
+		aborter_free(m, a);
 		return;
 	}
-	j->m = m;
-	snprintf(j->session, sizeof(j->session), "%s", jstr(rec, "session"));
-	if (worker_submit(m->deps.pool, abort_work, abort_done, j, &err) < 0) {
-		log_warn("migration session %s: %s", j->session, err.msg);
-		free(j);
+	if (m->stopping || now_ms() >= a->until_ms) {
+		/* a stop keeps the journal record for the next start */
+		log_info("migration %s: session %s at %s: abort: %s (%s)",
+			 a->id, a->session, a->t.name, a->err.msg,
+			 m->stopping ? "ferryd stops"
+				     : "it expires there by itself");
+		if (m->stopping)
+			a->journalled = false;
+		aborter_free(m, a);
+		return;
 	}
+	a->backoff_s = a->backoff_s ? a->backoff_s * 2 : MIG_RESOLVE_MIN_S;
+	if (a->backoff_s > MIG_RESOLVE_MAX_S)
+		a->backoff_s = MIG_RESOLVE_MAX_S;
+	tv = (struct timeval){ .tv_sec = a->backoff_s };
+	evtimer_add(a->timer, &tv);
+}
+
+static void abort_try(evutil_socket_t fd, short what, void *arg)
+{
+	struct aborter *a = arg;
+	struct ferr err;
+
+	(void)fd;
+	(void)what;
+	a->running = true;
+	if (worker_submit(a->m->deps.pool, abort_work, abort_done, a,
+			  &err) < 0) {
+		a->rc = -1;
+		a->err = err;
+		abort_done(a);
+	}
+}
+
+void recover_abort(struct migrator *m, const json_t *rec, bool journalled)
+{
+	struct aborter *a;
+
+	if (strlen(jstr(rec, "session")) != MIG_ID_HEX_LEN) {
+		/* prepare never answered: the session expires there */
+		if (journalled)
+			journal_remove(m->journal_dir, JOURNAL_SOURCE,
+				       jstr(rec, "id"), &(struct ferr){ 0 });
+		return;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a || target_of(rec, &a->t) < 0 ||
+	    !(a->timer = evtimer_new(m->base, abort_try, a))) {
+		free(a);
+		return;
+	}
+	a->m = m;
+	a->journalled = journalled;
+	a->until_ms = now_ms() + 1000ULL * MIG_ABORT_RETRY_S;
+	snprintf(a->id, sizeof(a->id), "%s", jstr(rec, "id"));
+	snprintf(a->session, sizeof(a->session), "%s", jstr(rec, "session"));
+	a->next = m->aborters;
+	m->aborters = a;
+	evtimer_add(a->timer, &(struct timeval){ 0 });
 }
 
 /* ---- the resolver ---- */
@@ -317,6 +397,15 @@ static void resolver_ask(evutil_socket_t fd, short what, void *arg)
 
 void recover_stop(struct migrator *m)
 {
+	/* aborts whose attempt runs end in abort_done (m->stopping); the
+	 * others end here, their journal records kept for the next start */
+	for (struct aborter *a = m->aborters, *n; a; a = n) {
+		n = a->next;
+		if (a->running)
+			continue;
+		a->journalled = false;
+		aborter_free(m, a);
+	}
 	/* entries whose query runs are freed by its done (the pool is
 	 * drained after this); the journal keeps them for the next start */
 	for (struct unresolved **pp = &m->unresolved; *pp;) {
@@ -340,6 +429,8 @@ static void on_recommitted(void *arg, struct vm *vm, int rc,
 	char *id = arg;
 
 	if (vm)
+		vm_release(vm, id);
+	if (vm)
 		log_info("incoming migration %s: commit finished after the "
 			 "restart%s%s",
 			 id, rc < 0 ? ": " : "", rc < 0 && err ? err->msg : "");
@@ -351,12 +442,15 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 {
 	const char *phase = jstr(rec, "phase");
 	struct vm *vm = vmm_find_uuid(m->vmm, jstr(rec, "uuid"));
+	bool queued = false;
 	struct ferr err;
 
 	if (!strcmp(phase, "aborted"))
 		return; /* kept to answer the source */
 	if (!strcmp(phase, "committed") || !strcmp(phase, "committing")) {
 		if (vm && vm->incoming) {
+			/* ours to finish: not an orphan for the sweep below */
+			vm_hold(vm, jstr(rec, "id"), "", false);
 			if (vm->state == VM_PAUSED &&
 			    !strcmp(phase, "committing") &&
 			    json_is_true(json_object_get(rec, "resume"))) {
@@ -370,6 +464,8 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 							&err) < 0) {
 					free(id);
 					vmm_incoming_adopt(m->vmm, vm, &err);
+				} else {
+					queued = true; /* released when done */
 				}
 			} else {
 				if (vm->state == VM_SHUTOFF)
@@ -383,7 +479,7 @@ static void recover_dest(struct migrator *m, const json_t *rec)
 				vmm_incoming_adopt(m->vmm, vm, &err);
 			}
 		}
-		if (vm)
+		if (vm && !queued)
 			vm_release(vm, jstr(rec, "id"));
 		if (strcmp(phase, "committed") != 0) {
 			dest_phase(m, rec, "committed");
@@ -466,8 +562,30 @@ static void source_failed(struct migrator *m, struct vm *vm,
 			       : NULL,
 		       on_unfailed, &err) < 0)
 		log_error("vm %s: %s", vm->def.name, err.msg);
-	abort_dest_later(m, rec);
 	settle_record(m, rec, "failed", why);
+	recover_abort(m, rec, false);
+}
+
+/* At start-up (blocking, with deadlines): the status of the source QEMU's
+ * outgoing migration, from its migration monitor, into out. */
+static void source_migration(struct migrator *m, struct vm *vm, char *out,
+			     size_t len)
+{
+	struct vm_paths p;
+	struct qmp *q = NULL;
+	struct ferr err;
+	json_t *ret = NULL;
+
+	snprintf(out, len, "none");
+	if (vm_paths_get(m->cfg, &vm->def, &p, &err) < 0 ||
+	    qmp_connect(p.mqmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0)
+		return;
+	if (qmp_command(q, "query-migrate", NULL, &ret, &err) == 0)
+		snprintf(out, len, "%s",
+			 json_string_value(json_object_get(ret, "status"))
+				 ?: "none");
+	json_decref(ret);
+	qmp_close(q);
 }
 
 static void recover_source(struct migrator *m, json_t *rec)
@@ -477,6 +595,13 @@ static void recover_source(struct migrator *m, json_t *rec)
 	bool postmigrate = vm && (!strcmp(vm->qemu_status, "postmigrate") ||
 				  !strcmp(vm->qemu_status, "finish-migrate"));
 
+	if (!strcmp(phase, "aborting")) {
+		/* failed already (its history says so): the destination had
+		 * not confirmed the abort yet */
+		recover_abort(m, rec, true);
+		json_decref(rec);
+		return;
+	}
 	if (!strcmp(phase, "preparing") || !strcmp(phase, "prepared")) {
 		source_failed(m, NULL, rec,
 			      "ferryd restarted before the transfer began");
@@ -494,6 +619,27 @@ static void recover_source(struct migrator *m, json_t *rec)
 					"gone: the VM crashed");
 		json_decref(rec);
 		return;
+	}
+	if (!strcmp(phase, "postcopy") && vm && vm->qmp) {
+		char st[32];
+		struct ferr err;
+
+		source_migration(m, vm, st, sizeof(st));
+		if (!strcmp(st, "postcopy-paused") ||
+		    !strcmp(st, "postcopy-active") ||
+		    !strcmp(st, "postcopy-recover")) {
+			/* the VM runs on the destination and needs the pages
+			 * this QEMU still holds: carry the stream again */
+			log_info("migration %s of vm %s: post-copy was %s; "
+				 "resuming it",
+				 jstr(rec, "id"), vm->def.name, st);
+			if (mig_resume_postcopy(m, vm, rec, &err) == 0) {
+				json_decref(rec);
+				return;
+			}
+			log_error("migration %s: %s", jstr(rec, "id"),
+				  err.msg);
+		}
 	}
 	/* switchover or later, or QEMU completed: only the destination
 	 * knows where the VM is */
@@ -518,7 +664,7 @@ void recover_all(struct migrator *m)
 	 * start and the first record): never committed */
 	for (struct vm *vm = vmm_first(m->vmm), *next; vm; vm = next) {
 		next = vm->next;
-		if (vm->incoming && !vm->leaving) {
+		if (vm->incoming && !vm->leaving && !vm->hold.owner[0]) {
 			log_info("vm %s: an incoming migration without a "
 				 "journal record; discarding it",
 				 vm->def.name);

@@ -30,6 +30,8 @@
 #define MIG_MAC_LEN 32         /* HMAC-SHA256 */
 #define MIG_EXPORTER_LEN 32
 #define MIG_EXPORTER_LABEL "EXPORTER-ferry-migration-channel"
+/* plaintext channels: HMAC(key, label || session || channel) instead */
+#define MIG_PLAINTEXT_LABEL "ferry-migration-plaintext-channel"
 
 /* HELLO: source -> destination, 64 bytes */
 #define MIG_HELLO_LEN 64

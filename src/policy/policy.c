@@ -15,8 +15,8 @@ struct policy {
 };
 
 static const char *const role_names[] = { "admin", "operator", "auditor",
-					   "controller", "host" };
-#define ROLE_COUNT 5
+					   "controller", "host", "monitor" };
+#define ROLE_COUNT 6
 
 /* Roles that hold each permission. */
 static const unsigned perm_roles[PERM__COUNT] = {
@@ -35,6 +35,11 @@ static const unsigned perm_roles[PERM__COUNT] = {
 	[PERM_BALANCE_READ] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
 			      ROLE_CONTROLLER,
 	[PERM_BALANCE_WRITE] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_CONTROLLER,
+	[PERM_ATTEST_READ] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
+			     ROLE_CONTROLLER | ROLE_HOST,
+	[PERM_ATTEST_ADMIN] = ROLE_ADMIN,
+	[PERM_METRICS] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
+			 ROLE_MONITOR,
 };
 
 static const char *const perm_names[PERM__COUNT] = {
@@ -49,6 +54,9 @@ static const char *const perm_names[PERM__COUNT] = {
 	[PERM_POLICY_RELOAD] = "policy.reload",
 	[PERM_BALANCE_READ] = "balance.read",
 	[PERM_BALANCE_WRITE] = "balance.write",
+	[PERM_ATTEST_READ] = "attest.read",
+	[PERM_ATTEST_ADMIN] = "attest.admin",
+	[PERM_METRICS] = "metrics",
 };
 
 const char *perm_name(enum perm perm)
@@ -202,7 +210,8 @@ static int check_who(const json_t *who, const char *what, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"%s[%zu]: unknown role \"%s\" (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					sub, i, json_string_value(r));
 	}
 	return 0;
@@ -213,7 +222,8 @@ static int check_rule(const json_t *rule, size_t idx, const json_t *groups,
 {
 	static const char *const fields[] = { "name", "vms", "migrate_out",
 					      "to", "accept_from",
-					      "migrate_in", NULL };
+					      "migrate_in", "attest", "plaintext",
+					      NULL };
 	char what[POLICY_WHAT_MAX], sub[POLICY_WHAT_MAX];
 	const char *name = NULL;
 	json_t *v;
@@ -227,6 +237,20 @@ static int check_rule(const json_t *rule, size_t idx, const json_t *groups,
 		return ferr_set(err, FERR_INVALID,
 				"%s.name: required, a valid name", what);
 	snprintf(what, sizeof(what), "rules[%zu] (%s)", idx, name);
+	if ((v = json_object_get(rule, "attest")) &&
+	    (!json_is_string(v) ||
+	     (strcmp(json_string_value(v), "required") != 0 &&
+	      strcmp(json_string_value(v), "optional") != 0)))
+		return ferr_set(err, FERR_INVALID,
+				"%s.attest: \"required\" or \"optional\"",
+				what);
+	if ((v = json_object_get(rule, "plaintext")) &&
+	    (!json_is_string(v) ||
+	     (strcmp(json_string_value(v), "allow") != 0 &&
+	      strcmp(json_string_value(v), "deny") != 0)))
+		return ferr_set(err, FERR_INVALID,
+				"%s.plaintext: \"allow\" or \"deny\"",
+				what);
 	v = json_object_get(rule, "vms");
 	if (!v)
 		return ferr_set(err, FERR_INVALID, "%s.vms: required", what);
@@ -269,10 +293,76 @@ static int check_rule(const json_t *rule, size_t idx, const json_t *groups,
 	return 0;
 }
 
+/* A list of SHA-256 digests in lowercase hex. */
+static int check_digests(const json_t *arr, const char *what, struct ferr *err)
+{
+	size_t i;
+	json_t *v;
+
+	if (!json_is_array(arr) || json_array_size(arr) > POLICY_LIST_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"%s: must be an array of at most %d digests",
+				what, POLICY_LIST_MAX);
+	json_array_foreach(arr, i, v) {
+		const char *s = json_string_value(v);
+		size_t n = s ? strlen(s) : 0;
+
+		if (n != 64 || strspn(s, "0123456789abcdef") != n)
+			return ferr_set(err, FERR_INVALID,
+					"%s[%zu]: not a SHA-256 digest (64 "
+					"lowercase hex digits)",
+					what, i);
+	}
+	return 0;
+}
+
+/* "attestation": {"reference": [{"hosts": selector, "ferryd": [...],
+ * "qemu": [...], "policy": [...]}, ...]}: reference values per host. */
+static int check_attestation(const json_t *att, struct ferr *err)
+{
+	static const char *const fields[] = { "reference", NULL };
+	static const char *const ref_fields[] = { "hosts", "ferryd", "qemu",
+						  "policy", NULL };
+	static const char *const kinds[] = { "ferryd", "qemu", "policy" };
+	char what[POLICY_WHAT_MAX], sub[POLICY_WHAT_MAX];
+	json_t *refs = json_object_get(att, "reference"), *r;
+	size_t i;
+
+	if (json_check_fields(att, fields, "attestation", err) < 0)
+		return -1;
+	if (refs && (!json_is_array(refs) ||
+		     json_array_size(refs) > POLICY_RULES_MAX))
+		return ferr_set(err, FERR_INVALID,
+				"attestation.reference: an array of at most %d "
+				"entries",
+				POLICY_RULES_MAX);
+	json_array_foreach(refs, i, r) {
+		snprintf(what, sizeof(what), "attestation.reference[%zu]", i);
+		if (json_check_fields(r, ref_fields, what, err) < 0)
+			return -1;
+		snprintf(sub, sizeof(sub), "%s.hosts", what);
+		if (!json_object_get(r, "hosts"))
+			return ferr_set(err, FERR_INVALID, "%s: required",
+					sub);
+		if (check_selector(json_object_get(r, "hosts"), false, NULL,
+				   sub, err) < 0)
+			return -1;
+		for (int k = 0; k < 3; k++) {
+			json_t *v = json_object_get(r, kinds[k]);
+
+			snprintf(sub, sizeof(sub), "%s.%s", what, kinds[k]);
+			if (v && check_digests(v, sub, err) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
 static int check_policy(const json_t *root, struct ferr *err)
 {
 	static const char *const fields[] = { "version", "roles", "hosts",
-					      "groups", "rules", NULL };
+					      "groups", "rules",
+					      "attestation", NULL };
 	static const char *const host_fields[] = { "labels", NULL };
 	json_t *roles, *hosts, *groups, *rules, *v;
 	const char *key;
@@ -296,7 +386,8 @@ static int check_policy(const json_t *root, struct ferr *err)
 		if (!known)
 			return ferr_set(err, FERR_INVALID,
 					"roles.%.64s: unknown role (admin, "
-					"operator, auditor, controller, host)",
+					"operator, auditor, controller, host, "
+					"monitor)",
 					key);
 		snprintf(sub, sizeof(sub), "roles.%s", key);
 		if (check_names(v, sub, err) < 0)
@@ -332,6 +423,9 @@ static int check_policy(const json_t *root, struct ferr *err)
 		if (check_names(v, sub, err) < 0)
 			return -1;
 	}
+	if (json_object_get(root, "attestation") &&
+	    check_attestation(json_object_get(root, "attestation"), err) < 0)
+		return -1;
 	rules = json_object_get(root, "rules");
 	if (rules && !json_is_array(rules))
 		return ferr_set(err, FERR_INVALID, "rules: must be an array");
@@ -445,9 +539,11 @@ unsigned policy_roles(const struct policy *p, const char *identity)
 }
 
 bool policy_permits(const struct policy *p, const char *identity,
-		    enum perm perm, struct policy_decision *d)
+		    enum id_class cls, enum perm perm,
+		    struct policy_decision *d)
 {
-	unsigned have = policy_roles(p, identity);
+	unsigned named = policy_roles(p, identity);
+	unsigned have = cls == ID_HOST ? named : named & ~(unsigned)ROLE_HOST;
 	unsigned need = (unsigned)perm < PERM__COUNT ? perm_roles[perm] : 0;
 
 	snprintf(d->rule, sizeof(d->rule), "%s", "roles");
@@ -458,6 +554,11 @@ bool policy_permits(const struct policy *p, const char *identity,
 	else if (d->allow)
 		snprintf(d->reason, sizeof(d->reason), "%s holds %s", identity,
 			 perm_name(perm));
+	else if (named & need)
+		snprintf(d->reason, sizeof(d->reason),
+			 "%s lacks %s: the host role needs a host certificate, "
+			 "and %s presented a user certificate",
+			 identity, perm_name(perm), identity);
 	else
 		snprintf(d->reason, sizeof(d->reason),
 			 "%s lacks %s (needs one of the roles that hold it)",
@@ -557,6 +658,8 @@ static void check_migration(const struct policy *p, bool out,
 	json_t *rule;
 
 	d->allow = false;
+	d->attest = false;
+	d->plaintext = false;
 	snprintf(d->rule, sizeof(d->rule), "%s", "default-deny");
 	if (!p) {
 		snprintf(d->reason, sizeof(d->reason),
@@ -574,6 +677,15 @@ static void check_migration(const struct policy *p, bool out,
 		if (!host_matches(p, json_object_get(rule, host_key), host))
 			continue;
 		d->allow = true;
+		d->attest = json_is_string(json_object_get(rule, "attest")) &&
+			    !strcmp(json_string_value(
+					    json_object_get(rule, "attest")),
+				    "required");
+		d->plaintext =
+			json_is_string(json_object_get(rule, "plaintext")) &&
+			!strcmp(json_string_value(
+					json_object_get(rule, "plaintext")),
+				"allow");
 		snprintf(d->rule, sizeof(d->rule), "%s",
 			 json_string_value(json_object_get(rule, "name")));
 		snprintf(d->reason, sizeof(d->reason),
@@ -616,4 +728,41 @@ const json_t *policy_host_labels(const struct policy *p, const char *host)
 	return json_object_get(
 		json_object_get(json_object_get(p->root, "hosts"), host),
 		"labels");
+}
+
+json_t *policy_attest_refs(const struct policy *p, const char *host,
+			   char *scope, size_t scope_len)
+{
+	static const char *const kinds[] = { "ferryd", "qemu", "policy" };
+	json_t *out = json_pack("{s:[], s:[], s:[]}", "ferryd", "qemu",
+				"policy");
+	const json_t *labels = policy_host_labels(p, host);
+	json_t *refs, *r, *v;
+	const char *k;
+	size_t i, j, off = 0;
+
+	scope[0] = '\0';
+	json_object_foreach((json_t *)labels, k, v) {
+		int n = snprintf(scope + off, scope_len - off, "%s%s=%s",
+				 off ? "," : "", k, json_string_value(v));
+
+		if (n < 0 || (size_t)n >= scope_len - off)
+			break;
+		off += (size_t)n;
+	}
+	if (!scope[0])
+		snprintf(scope, scope_len, "host %s", host);
+	if (!out || !p)
+		return out;
+	refs = json_object_get(json_object_get(p->root, "attestation"),
+			       "reference");
+	json_array_foreach(refs, i, r) {
+		if (!host_matches(p, json_object_get(r, "hosts"), host))
+			continue;
+		for (int n = 0; n < 3; n++)
+			json_array_foreach(json_object_get(r, kinds[n]), j, v)
+				json_array_append(json_object_get(out, kinds[n]),
+						  v);
+	}
+	return out;
 }

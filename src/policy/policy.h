@@ -24,6 +24,7 @@ enum role {
 	ROLE_AUDITOR = 1u << 2,
 	ROLE_CONTROLLER = 1u << 3, /* the load balancer */
 	ROLE_HOST = 1u << 4,       /* a peer ferryd */
+	ROLE_MONITOR = 1u << 5,    /* a metrics scraper (Prometheus) */
 };
 
 /* The permission each API endpoint requires (docs/policy.md has the
@@ -40,6 +41,9 @@ enum perm {
 	PERM_POLICY_RELOAD,  /* reload the policy */
 	PERM_BALANCE_READ,   /* load reports, balancer status and plans */
 	PERM_BALANCE_WRITE,  /* balancer mode, host drain/undrain */
+	PERM_ATTEST_READ,    /* the host's TPM identity and quotes */
+	PERM_ATTEST_ADMIN,   /* enrolment (credential activation), approvals */
+	PERM_METRICS,        /* GET /v1/metrics */
 	PERM__COUNT
 };
 
@@ -56,6 +60,10 @@ struct policy_vm {
  * "default-deny"), and a human reason. */
 struct policy_decision {
 	bool allow;
+	bool attest;    /* the allowing rule requires the destination's
+			   attestation ("attest": "required") */
+	bool plaintext; /* the allowing rule lets this migration cross in
+			   plaintext ("plaintext": "allow"); default no */
 	char rule[FERRY_NAME_MAX + 1];
 	char reason[FERRY_ERR_MSG_MAX];
 };
@@ -83,10 +91,17 @@ void policy_free(struct policy *p);
 /* Roles (enum role bits) granted to identity; 0 for none. */
 unsigned policy_roles(const struct policy *p, const char *identity);
 
-/* Does identity hold a role that carries perm? d gets the reason. A NULL
- * policy denies everything. */
+/* The kind of certificate an identity authenticated with (tls.h,
+ * tls_peer_is_host). Hosts and users share one name space in the policy,
+ * so the host role counts only for a host certificate: a user certificate
+ * named like a host is a user. */
+enum id_class { ID_USER, ID_HOST };
+
+/* Does identity, authenticated as cls, hold a role that carries perm? d
+ * gets the reason. A NULL policy denies everything. */
 bool policy_permits(const struct policy *p, const char *identity,
-		    enum perm perm, struct policy_decision *d);
+		    enum id_class cls, enum perm perm,
+		    struct policy_decision *d);
 
 /* Source side: may requester migrate vm out of this host to host `to`?
  * A rule must match the VM, list the requester under migrate_out and the
@@ -101,6 +116,15 @@ void policy_check_out(const struct policy *p, const char *requester,
 void policy_check_in(const struct policy *p, const char *requester,
 		     const struct policy_vm *vm, const char *from,
 		     struct policy_decision *d);
+
+/* Reference values for attesting host: the union of the lists of every
+ * "attestation.reference" entry whose selector matches the host, as a new
+ * object {"ferryd": [hex...], "qemu": [...], "policy": [...]} (empty
+ * lists when none match; NULL only when out of memory). scope gets where
+ * they come from for messages: the host's labels ("site=eu,tier=gold")
+ * or, without labels, "host NAME". */
+json_t *policy_attest_refs(const struct policy *p, const char *host,
+			   char *scope, size_t scope_len);
 
 /* Labels of a host from the policy (NULL when it has none). */
 const json_t *policy_host_labels(const struct policy *p, const char *host);

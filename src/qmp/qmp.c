@@ -94,7 +94,8 @@ static int take_line(struct qmp *q, json_t **msg, struct ferr *err)
 	*msg = json_loadb(q->buf, linelen, JSON_REJECT_DUPLICATES, &jerr);
 	memmove(q->buf, nl + 1, q->len - linelen - 1);
 	q->len -= linelen + 1;
-	if (!*msg || !json_is_object(*msg)) {
+	if (!*msg || !json_is_object(*msg) ||
+	    json_check_depth(*msg, "QMP message", err) < 0) {
 		json_decref(*msg);
 		*msg = NULL;
 		return ferr_set(err, FERR_UNAVAILABLE,
@@ -308,6 +309,23 @@ int qmp_poll_events(struct qmp *q, struct ferr *err)
 	if (eof && rc == 0)
 		rc = ferr_set(err, FERR_UNAVAILABLE, "QEMU closed QMP");
 	return rc;
+}
+
+int qmp_from_fd(int fd, struct qmp **out, struct ferr *err)
+{
+	struct qmp *q = calloc(1, sizeof(*q));
+
+	if (!q || !(q->events = json_array())) {
+		free(q);
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
+	q->fd = fd;
+	if (fd_set_nonblock(fd) < 0) {
+		qmp_close(q);
+		return ferr_set(err, FERR_IO, "fcntl: %s", strerror(errno));
+	}
+	*out = q;
+	return 0;
 }
 
 int qmp_connect(const char *path, int timeout_ms, struct qmp **out,

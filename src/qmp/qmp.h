@@ -24,6 +24,11 @@ typedef void (*qmp_event_cb)(struct qmp *q, const char *name, json_t *data,
 int qmp_connect(const char *path, int timeout_ms, struct qmp **out,
 		struct ferr *err);
 
+/* Take over fd, a connected QMP stream whose greeting was already read or
+ * is not expected (capabilities not negotiated): e.g. a socket QEMU was
+ * handed, or a fuzzer's. Set non-blocking; owned by *out. */
+int qmp_from_fd(int fd, struct qmp **out, struct ferr *err);
+
 /* Close the connection and free q (NULL is fine). Queued events are
  * dropped. */
 void qmp_close(struct qmp *q);

@@ -2,13 +2,16 @@
  * built with the OpenSSL API (EC P-256 keys, SHA-256 signatures). */
 #define _GNU_SOURCE
 #include "tls.h"
+#include "tls_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bn.h>
@@ -19,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #define PKI_SERIAL_BITS 127
+#define PKI_SERIAL_HEX_MAX 41 /* 160 bits in hex and a NUL */
 #define PKI_SAN_MAX 1024
 
 /* Open path for writing a new file with mode; refuses to overwrite. */
@@ -128,6 +132,9 @@ fail:
 	return NULL;
 }
 
+static int crl_write(const char *dir, EVP_PKEY *cakey, X509 *cacert,
+		     X509_CRL *old, X509 *revoke, struct ferr *err);
+
 int pki_init(const char *dir, const char *cluster, unsigned days,
 	     struct ferr *err)
 {
@@ -170,7 +177,8 @@ int pki_init(const char *dir, const char *cluster, unsigned days,
 			 tls_error_string(ebuf, sizeof(ebuf)));
 		goto out;
 	}
-	if (write_pair(kpath, key, cpath, cert, err) < 0)
+	if (write_pair(kpath, key, cpath, cert, err) < 0 ||
+	    crl_write(dir, key, cert, NULL, NULL, err) < 0)
 		goto out;
 	rc = 0;
 out:
@@ -254,13 +262,21 @@ static int san_string(const char *const *ips, const char *const *dns,
 	return 0;
 }
 
+/* dir/hosts/NAME.crt or dir/users/NAME.crt. */
+static int cert_path(const char *dir, enum pki_kind kind, const char *name,
+		     char *out, size_t len, struct ferr *err)
+{
+	return fmt_checked(out, len, err, "path", "%s/%s/%s.crt", dir,
+			   kind == PKI_HOST ? "hosts" : "users", name);
+}
+
 int pki_issue(const char *dir, enum pki_kind kind, const char *name,
 	      const char *const *ips, const char *const *dns, unsigned days,
 	      struct ferr *err)
 {
 	const char *sub = kind == PKI_HOST ? "hosts" : "users";
 	char kpath[FERRY_PATH_MAX], cpath[FERRY_PATH_MAX], sdir[FERRY_PATH_MAX];
-	char san[PKI_SAN_MAX], ebuf[256];
+	char san[PKI_SAN_MAX], ebuf[256], other[FERRY_PATH_MAX];
 	EVP_PKEY *cakey = NULL, *key = NULL;
 	X509 *cacert = NULL, *cert = NULL;
 	int rc = -1;
@@ -295,6 +311,16 @@ int pki_issue(const char *dir, enum pki_kind kind, const char *name,
 		return -1;
 	if (load_ca(dir, &cakey, &cacert, err) < 0)
 		return -1;
+	if (cert_path(dir, kind == PKI_HOST ? PKI_USER : PKI_HOST, name, other,
+		      sizeof(other), err) < 0)
+		goto out;
+	if (access(other, F_OK) == 0) {
+		ferr_set(err, FERR_CONFLICT,
+			 "%s already has a %s certificate (%s): host and user "
+			 "names must differ, or a user could act as the host",
+			 name, kind == PKI_HOST ? "user" : "host", other);
+		goto out;
+	}
 	if (mkdir_p(sdir, 0755, err) < 0)
 		goto out;
 	if (access(kpath, F_OK) == 0 || access(cpath, F_OK) == 0) {
@@ -330,5 +356,205 @@ out:
 	EVP_PKEY_free(key);
 	X509_free(cacert);
 	X509_free(cert);
+	return rc;
+}
+
+/* ---- revocation ---- */
+
+/* Write dir/crl.pem: the CA's list with old's entries (may be NULL) and
+ * revoke's serial (may be NULL), numbered one past old's, valid until the
+ * CA expires. */
+static int crl_write(const char *dir, EVP_PKEY *cakey, X509 *cacert,
+		     X509_CRL *old, X509 *revoke, struct ferr *err)
+{
+	STACK_OF(X509_REVOKED) *prev = old ? X509_CRL_get_REVOKED(old) : NULL;
+	char path[FERRY_PATH_MAX], ebuf[256];
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *now = ASN1_TIME_set(NULL, time(NULL));
+	ASN1_INTEGER *num = NULL;
+	X509_EXTENSION *aki = NULL;
+	X509V3_CTX v3;
+	BIO *mem = BIO_new(BIO_s_mem());
+	char *pem;
+	long pem_len;
+	int rc = -1;
+
+	if (fmt_checked(path, sizeof(path), err, "path", "%s/crl.pem", dir) < 0)
+		goto out;
+	ERR_clear_error();
+	num = old ? X509_CRL_get_ext_d2i(old, NID_crl_number, NULL, NULL)
+		  : NULL;
+	if (!num)
+		num = ASN1_INTEGER_new();
+	if (!crl || !now || !num || !mem ||
+	    !ASN1_INTEGER_set_int64(num, (old ? ASN1_INTEGER_get(num) : 0) + 1) ||
+	    !X509_CRL_set_version(crl, X509_CRL_VERSION_2) ||
+	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(cacert)) ||
+	    !X509_CRL_set1_lastUpdate(crl, now) ||
+	    !X509_CRL_set1_nextUpdate(crl, X509_get0_notAfter(cacert)) ||
+	    !X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0))
+		goto ssl_fail;
+	X509V3_set_ctx(&v3, cacert, NULL, NULL, crl, 0);
+	aki = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier,
+				  "keyid");
+	if (!aki || !X509_CRL_add_ext(crl, aki, -1))
+		goto ssl_fail;
+	for (int i = 0; i < sk_X509_REVOKED_num(prev); i++) {
+		X509_REVOKED *r = X509_REVOKED_dup(sk_X509_REVOKED_value(prev, i));
+
+		if (!r || !X509_CRL_add0_revoked(crl, r)) {
+			X509_REVOKED_free(r);
+			goto ssl_fail;
+		}
+	}
+	if (revoke) {
+		X509_REVOKED *r = X509_REVOKED_new();
+
+		if (!r ||
+		    !X509_REVOKED_set_serialNumber(
+			    r, (ASN1_INTEGER *)X509_get0_serialNumber(revoke)) ||
+		    !X509_REVOKED_set_revocationDate(r, now) ||
+		    !X509_CRL_add0_revoked(crl, r)) {
+			X509_REVOKED_free(r);
+			goto ssl_fail;
+		}
+	}
+	if (!X509_CRL_sort(crl) || !X509_CRL_sign(crl, cakey, EVP_sha256()) ||
+	    !PEM_write_bio_X509_CRL(mem, crl))
+		goto ssl_fail;
+	pem_len = BIO_get_mem_data(mem, &pem);
+	rc = file_write_atomic(path, pem, (size_t)pem_len, 0644, err);
+	goto out;
+ssl_fail:
+	ferr_set(err, FERR_INTERNAL, "cannot write %s: %s", path,
+		 tls_error_string(ebuf, sizeof(ebuf)));
+out:
+	X509_EXTENSION_free(aki);
+	ASN1_INTEGER_free(num);
+	ASN1_TIME_free(now);
+	X509_CRL_free(crl);
+	BIO_free(mem);
+	return rc;
+}
+
+/* The certificate in path, or NULL. */
+static X509 *read_cert(const char *path, struct ferr *err)
+{
+	FILE *f = fopen(path, "re");
+	X509 *cert;
+
+	if (!f) {
+		ferr_set(err, FERR_NOT_FOUND, "cannot open %s: %s", path,
+			 strerror(errno));
+		return NULL;
+	}
+	cert = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!cert) {
+		ERR_clear_error();
+		ferr_set(err, FERR_INVALID, "%s is not a PEM certificate",
+			 path);
+	}
+	return cert;
+}
+
+/* Find name's certificate of kind (PKI_ANY: the one it has) into path. */
+static int find_cert(const char *dir, enum pki_kind kind, const char *name,
+		     char *path, size_t len, struct ferr *err)
+{
+	char host[FERRY_PATH_MAX], user[FERRY_PATH_MAX];
+	bool has_host, has_user;
+
+	if (cert_path(dir, PKI_HOST, name, host, sizeof(host), err) < 0 ||
+	    cert_path(dir, PKI_USER, name, user, sizeof(user), err) < 0)
+		return -1;
+	has_host = (kind != PKI_USER) && access(host, F_OK) == 0;
+	has_user = (kind != PKI_HOST) && access(user, F_OK) == 0;
+	if (has_host && has_user)
+		return ferr_set(err, FERR_CONFLICT,
+				"%s has a host and a user certificate: say "
+				"which to revoke (ferry pki revoke host|user "
+				"%s)",
+				name, name);
+	if (!has_host && !has_user)
+		return ferr_set(err, FERR_NOT_FOUND,
+				"%s has no %scertificate in %s", name,
+				kind == PKI_HOST   ? "host "
+				: kind == PKI_USER ? "user "
+						   : "",
+				dir);
+	return fmt_checked(path, len, err, "path", "%s",
+			   has_host ? host : user);
+}
+
+int pki_revoke(const char *dir, enum pki_kind kind, const char *name,
+	       char *serial, size_t serial_len, struct ferr *err)
+{
+	char cpath[FERRY_PATH_MAX], kpath[FERRY_PATH_MAX];
+	char rdir[FERRY_PATH_MAX], rcert[FERRY_PATH_MAX], rkey[FERRY_PATH_MAX];
+	char crlpath[FERRY_PATH_MAX], hex[PKI_SERIAL_HEX_MAX];
+	EVP_PKEY *cakey = NULL;
+	X509 *cacert = NULL, *cert = NULL;
+	X509_CRL *old = NULL;
+	BIGNUM *bn = NULL;
+	char *s = NULL;
+	int rc = -1;
+
+	if (!name_is_valid(name))
+		return ferr_set(err, FERR_INVALID,
+				"\"%s\" is not a valid name", name);
+	if (find_cert(dir, kind, name, cpath, sizeof(cpath), err) < 0 ||
+	    fmt_checked(kpath, sizeof(kpath), err, "path", "%.*s.key",
+			(int)(strlen(cpath) - 4), cpath) < 0 ||
+	    fmt_checked(crlpath, sizeof(crlpath), err, "path", "%s/crl.pem",
+			dir) < 0 ||
+	    fmt_checked(rdir, sizeof(rdir), err, "path", "%s/revoked", dir) <
+		    0)
+		return -1;
+	if (load_ca(dir, &cakey, &cacert, err) < 0)
+		return -1;
+	if (!(cert = read_cert(cpath, err)))
+		goto out;
+	if (X509_check_issued(cacert, cert) != X509_V_OK) {
+		ferr_set(err, FERR_INVALID, "%s was not issued by %s/ca.crt",
+			 cpath, dir);
+		goto out;
+	}
+	if (access(crlpath, F_OK) == 0 &&
+	    tls_crl_read(crlpath, cacert, &old, err) < 0)
+		goto out;
+	bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	s = bn ? BN_bn2hex(bn) : NULL;
+	if (!s || strlen(s) >= sizeof(hex)) {
+		ferr_set(err, FERR_INVALID, "%s has a bad serial number",
+			 cpath);
+		goto out;
+	}
+	snprintf(hex, sizeof(hex), "%s", s);
+	if (fmt_checked(rcert, sizeof(rcert), err, "path", "%s/%s.%s.crt",
+			rdir, name, hex) < 0 ||
+	    fmt_checked(rkey, sizeof(rkey), err, "path", "%s/%s.%s.key", rdir,
+			name, hex) < 0 ||
+	    mkdir_p(rdir, 0755, err) < 0 ||
+	    crl_write(dir, cakey, cacert, old, cert, err) < 0)
+		goto out;
+	/* the list is written: the name is free again */
+	if (rename(cpath, rcert) < 0 ||
+	    (access(kpath, F_OK) == 0 && rename(kpath, rkey) < 0)) {
+		ferr_set(err, FERR_IO,
+			 "%s is revoked, but moving its files to %s failed: %s",
+			 name, rdir, strerror(errno));
+		goto out;
+	}
+	if (serial)
+		snprintf(serial, serial_len, "%s", hex);
+	rc = 0;
+out:
+	OPENSSL_free(s);
+	BN_free(bn);
+	X509_CRL_free(old);
+	X509_free(cert);
+	X509_free(cacert);
+	EVP_PKEY_free(cakey);
 	return rc;
 }

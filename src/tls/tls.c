@@ -1,11 +1,11 @@
-/* tls.c - TLS 1.3 mutual-authentication contexts and peer identities. */
+/* tls.c - TLS 1.3 mutual-authentication contexts, peer identities and
+ * classes, per-connection hooks and the revocation list. */
 #include "tls.h"
+#include "tls_int.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -36,6 +36,62 @@ const char *tls_error_string(char *buf, size_t len)
 		snprintf(buf, len, "unknown TLS error");
 	return buf;
 }
+
+/* Keys given by tls_key_provide, by key file path. */
+static struct {
+	char *path;
+	EVP_PKEY *key;
+} provided[TLS_PROVIDED_KEYS_MAX];
+
+int tls_key_provide(const char *key_file, EVP_PKEY *key, struct ferr *err)
+{
+	for (int i = 0; i < TLS_PROVIDED_KEYS_MAX; i++) {
+		if (provided[i].path)
+			continue;
+		provided[i].path = strdup(key_file);
+		if (!provided[i].path || EVP_PKEY_up_ref(key) != 1) {
+			free(provided[i].path);
+			provided[i].path = NULL;
+			return ferr_set(err, FERR_INTERNAL, "out of memory");
+		}
+		provided[i].key = key;
+		return 0;
+	}
+	return ferr_set(err, FERR_INTERNAL, "too many provided TLS keys");
+}
+
+void tls_keys_clear(void)
+{
+	for (int i = 0; i < TLS_PROVIDED_KEYS_MAX; i++) {
+		free(provided[i].path);
+		EVP_PKEY_free(provided[i].key);
+		provided[i].path = NULL;
+		provided[i].key = NULL;
+	}
+}
+
+static EVP_PKEY *provided_key(const char *key_file)
+{
+	for (int i = 0; i < TLS_PROVIDED_KEYS_MAX; i++)
+		if (provided[i].path && !strcmp(provided[i].path, key_file))
+			return provided[i].key;
+	return NULL;
+}
+
+int tls_exporter(SSL *ssl, unsigned char out[TLS_EXPORTER_LEN],
+		 struct ferr *err)
+{
+	if (!ssl ||
+	    SSL_export_keying_material(ssl, out, TLS_EXPORTER_LEN,
+				       TLS_EXPORTER_ATTEST,
+				       strlen(TLS_EXPORTER_ATTEST), NULL, 0,
+				       0) != 1)
+		return ferr_set(err, FERR_INTERNAL,
+				"no TLS exporter for this connection");
+	return 0;
+}
+
+static int verify_revocation(int ok, X509_STORE_CTX *x);
 
 /* Common part of server and client contexts. */
 static SSL_CTX *ctx_new(const SSL_METHOD *method, const char *ca_file,
@@ -70,7 +126,10 @@ static SSL_CTX *ctx_new(const SSL_METHOD *method, const char *ca_file,
 			 cert_file, tls_error_string(ebuf, sizeof(ebuf)));
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+	if (provided_key(key_file)
+		    ? SSL_CTX_use_PrivateKey(ctx, provided_key(key_file)) != 1
+		    : SSL_CTX_use_PrivateKey_file(ctx, key_file,
+						  SSL_FILETYPE_PEM) != 1) {
 		ferr_set(err, FERR_INVALID, "cannot load key %s: %s", key_file,
 			 tls_error_string(ebuf, sizeof(ebuf)));
 		goto fail;
@@ -83,7 +142,7 @@ static SSL_CTX *ctx_new(const SSL_METHOD *method, const char *ca_file,
 	}
 	SSL_CTX_set_verify(ctx,
 			   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-			   NULL);
+			   verify_revocation);
 	SSL_CTX_set_verify_depth(ctx, 2);
 	return ctx;
 fail:
@@ -220,26 +279,53 @@ int tls_peer_identity(SSL *ssl, char *out, size_t len)
 	return rc;
 }
 
-/* ---- the connection gate ---- */
+bool tls_peer_is_host(SSL *ssl)
+{
+	X509 *peer;
+	bool host;
 
-#define GATE_ADDR_MAX 64
+	if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK)
+		return false;
+	peer = SSL_get1_peer_certificate(ssl);
+	if (!peer)
+		return false;
+	/* without the extension X509_get_extended_key_usage says "any" */
+	host = (X509_get_extension_flags(peer) & EXFLAG_XKUSAGE) &&
+	       (X509_get_extended_key_usage(peer) & XKU_SSL_SERVER);
+	X509_free(peer);
+	return host;
+}
 
-/* Per-connection state, in the SSL's ex_data. */
-struct gate_conn {
-	struct tls_gate gate; /* a copy: see tls_ctx_set_gate */
-	char addr[GATE_ADDR_MAX];
-	bool counted;  /* admitted and not yet released */
-	bool reported; /* refused() already called */
+const char *tls_handshake_error(SSL *ssl, char *buf, size_t len)
+{
+	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	size_t n;
+
+	tls_error_string(buf, len);
+	n = strlen(buf);
+	if (vr != X509_V_OK && n < len)
+		snprintf(buf + n, len - n, ": %s",
+			 X509_verify_cert_error_string(vr));
+	return buf;
+}
+
+/* ---- per-connection hooks ---- */
+
+struct tls_conn {
+	const struct tls_conn_hooks *hooks;
+	void *conn;
+	bool reported; /* failed() already called */
 	bool done;     /* the handshake completed */
 };
 
-static int g_conn_idx = -1; /* SSL ex_data: struct gate_conn */
+static int g_conn_idx = -1; /* SSL ex_data: struct tls_conn */
+static pthread_once_t g_conn_once = PTHREAD_ONCE_INIT;
 
 /* ex_data free callback: an SSL is going away. */
-static void gate_conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
-			   int idx, long argl, void *argp)
+static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+		      long argl, void *argp)
 {
-	struct gate_conn *c = ptr;
+	struct tls_conn *c = ptr;
 
 	(void)parent;
 	(void)ad;
@@ -248,58 +334,13 @@ static void gate_conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
 	(void)argp;
 	if (!c)
 		return;
-	if (c->counted)
-		c->gate.release(c->gate.arg, c->addr);
+	c->hooks->gone(c->conn);
 	free(c);
 }
 
-/* The peer address of ssl's socket, "?" when unknown. */
-static void peer_addr(SSL *ssl, char *out, size_t len)
+static void conn_index_init(void)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	int fd = SSL_get_fd(ssl);
-
-	snprintf(out, len, "?");
-	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return;
-	if (ss.ss_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out,
-			  (socklen_t)len);
-	else if (ss.ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
-			  out, (socklen_t)len);
-}
-
-/* ClientHello: admit the connection or refuse the handshake. */
-static int gate_client_hello(SSL *ssl, int *al, void *arg)
-{
-	const struct tls_gate *gate = arg;
-	struct gate_conn *c = SSL_get_ex_data(ssl, g_conn_idx);
-	char why[FERRY_ERR_MSG_MAX];
-
-	if (c) /* a second ClientHello (HelloRetryRequest) */
-		return SSL_CLIENT_HELLO_SUCCESS;
-	c = calloc(1, sizeof(*c));
-	if (!c) {
-		*al = SSL_AD_INTERNAL_ERROR;
-		return SSL_CLIENT_HELLO_ERROR;
-	}
-	c->gate = *gate;
-	peer_addr(ssl, c->addr, sizeof(c->addr));
-	if (!SSL_set_ex_data(ssl, g_conn_idx, c)) {
-		free(c);
-		*al = SSL_AD_INTERNAL_ERROR;
-		return SSL_CLIENT_HELLO_ERROR;
-	}
-	if (!gate->admit(gate->arg, c->addr, why, sizeof(why))) {
-		c->reported = true;
-		gate->refused(gate->arg, c->addr, true, why);
-		*al = SSL_AD_HANDSHAKE_FAILURE;
-		return SSL_CLIENT_HELLO_ERROR;
-	}
-	c->counted = true;
-	return SSL_CLIENT_HELLO_SUCCESS;
+	g_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, conn_free);
 }
 
 /* The name of the alert in an info callback's ret. OpenSSL 3.0 calls TLS
@@ -318,25 +359,22 @@ static const char *alert_name(int ret, char *buf, size_t len)
 	return s;
 }
 
-/* Handshake done: release the count. A failure alert: report it. */
-static void gate_info(const SSL *ssl, int where, int ret)
+/* Handshake done, or a failure alert from us: tell the hooks. */
+static void conn_info(const SSL *ssl, int where, int ret)
 {
-	struct gate_conn *c = SSL_get_ex_data(ssl, g_conn_idx);
+	struct tls_conn *c = SSL_get_ex_data(ssl, g_conn_idx);
 	char why[FERRY_ERR_MSG_MAX], alert[32];
 
 	if (!c)
 		return;
-	if (where & SSL_CB_HANDSHAKE_DONE) {
+	if ((where & SSL_CB_HANDSHAKE_DONE) && !c->done) {
 		c->done = true;
-		if (c->counted) {
-			c->counted = false;
-			c->gate.release(c->gate.arg, c->addr);
-		}
+		c->hooks->done(c->conn);
 	}
 	/* Only a handshake that never completed is a failed authentication:
 	 * after it, OpenSSL 3 also raises a fatal alert when an authenticated
 	 * client closes without close_notify (unexpected EOF, "decode
-	 * error"), and the state machine no longer reads as finished. */
+	 * error"). */
 	if ((where & SSL_CB_WRITE_ALERT) && !c->reported && !c->done) {
 		long vr = SSL_get_verify_result(ssl);
 
@@ -346,20 +384,155 @@ static void gate_info(const SSL *ssl, int where, int ret)
 			 vr != X509_V_OK ? ": " : "",
 			 vr != X509_V_OK ? X509_verify_cert_error_string(vr)
 					 : "");
-		c->gate.refused(c->gate.arg, c->addr, false, why);
+		c->hooks->failed(c->conn, why);
 	}
 }
 
-int tls_ctx_set_gate(SSL_CTX *ctx, const struct tls_gate *gate,
-		     struct ferr *err)
+int tls_conn_attach(SSL *ssl, const struct tls_conn_hooks *hooks, void *conn,
+		    struct ferr *err)
 {
-	if (g_conn_idx < 0)
-		g_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
-						  gate_conn_free);
+	struct tls_conn *c;
+
+	pthread_once(&g_conn_once, conn_index_init);
 	if (g_conn_idx < 0)
 		return ferr_set(err, FERR_INTERNAL,
-				"cannot install the TLS gate");
-	SSL_CTX_set_client_hello_cb(ctx, gate_client_hello, (void *)gate);
-	SSL_CTX_set_info_callback(ctx, gate_info);
+				"cannot attach to TLS connections");
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	c->hooks = hooks;
+	c->conn = conn;
+	if (!SSL_set_ex_data(ssl, g_conn_idx, c)) {
+		free(c);
+		return ferr_set(err, FERR_INTERNAL,
+				"cannot attach to a TLS connection");
+	}
+	SSL_set_info_callback(ssl, conn_info);
+	return 0;
+}
+
+void *tls_conn_get(SSL *ssl)
+{
+	struct tls_conn *c;
+
+	if (!ssl || g_conn_idx < 0)
+		return NULL;
+	c = SSL_get_ex_data(ssl, g_conn_idx);
+	return c ? c->conn : NULL;
+}
+
+/* ---- revocation ----
+ *
+ * One list per process, swapped whole under a lock and checked by a
+ * verify callback on every context. (OpenSSL's own X509_V_FLAG_CRL_CHECK
+ * reads CRLs from each context's X509_STORE, from which an old CRL cannot
+ * be removed while other threads verify with it; the lookup itself is
+ * OpenSSL's X509_CRL_get0_by_cert.) */
+
+static pthread_mutex_t g_crl_lock = PTHREAD_MUTEX_INITIALIZER;
+static X509_CRL *g_crl;
+
+/* Certificate verification: after OpenSSL's own checks, refuse a peer
+ * (depth 0: ferry issues no intermediates) that the list revokes. */
+static int verify_revocation(int ok, X509_STORE_CTX *x)
+{
+	const ASN1_TIME *next;
+	X509_REVOKED *rev;
+	X509_CRL *crl;
+
+	if (!ok || X509_STORE_CTX_get_error_depth(x) != 0)
+		return ok;
+	pthread_mutex_lock(&g_crl_lock);
+	crl = g_crl;
+	if (crl)
+		X509_CRL_up_ref(crl);
+	pthread_mutex_unlock(&g_crl_lock);
+	if (!crl)
+		return ok;
+	next = X509_CRL_get0_nextUpdate(crl);
+	if (X509_CRL_get0_by_cert(crl, &rev,
+				  X509_STORE_CTX_get_current_cert(x)) > 0) {
+		X509_STORE_CTX_set_error(x, X509_V_ERR_CERT_REVOKED);
+		ok = 0;
+	} else if (next && X509_cmp_current_time(next) < 0) {
+		X509_STORE_CTX_set_error(x, X509_V_ERR_CRL_HAS_EXPIRED);
+		ok = 0;
+	}
+	X509_CRL_free(crl);
+	return ok;
+}
+
+int tls_crl_read(const char *path, X509 *ca, X509_CRL **out,
+		 struct ferr *err)
+{
+	const ASN1_TIME *next;
+	X509_CRL *crl = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	BIO *bio;
+
+	if (file_read_all(path, FERRY_CRL_MAX, &text, &len, err) < 0)
+		return -1;
+	bio = BIO_new_mem_buf(text, (int)len);
+	if (bio)
+		crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	free(text);
+	ERR_clear_error();
+	if (!crl)
+		return ferr_set(err, FERR_INVALID,
+				"%s is not a PEM certificate revocation list",
+				path);
+	next = X509_CRL_get0_nextUpdate(crl);
+	if (X509_NAME_cmp(X509_CRL_get_issuer(crl),
+			  X509_get_subject_name(ca)) != 0 ||
+	    X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
+		ERR_clear_error();
+		ferr_set(err, FERR_INVALID,
+			 "%s is not signed by the cluster CA", path);
+		goto fail;
+	}
+	if (next && X509_cmp_current_time(next) < 0) {
+		ferr_set(err, FERR_INVALID,
+			 "%s has expired (nextUpdate is past)", path);
+		goto fail;
+	}
+	*out = crl;
+	return 0;
+fail:
+	X509_CRL_free(crl);
+	return -1;
+}
+
+int tls_crl_load(const char *crl_file, const char *ca_file, size_t *revoked,
+		 struct ferr *err)
+{
+	X509_CRL *crl = NULL, *old;
+	X509 *ca;
+	FILE *f = fopen(ca_file, "re");
+
+	if (!f)
+		return ferr_set(err, FERR_NOT_FOUND, "cannot open CA %s",
+				ca_file);
+	ca = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!ca) {
+		ERR_clear_error();
+		return ferr_set(err, FERR_INVALID,
+				"%s is not a PEM certificate", ca_file);
+	}
+	if (tls_crl_read(crl_file, ca, &crl, err) < 0) {
+		X509_free(ca);
+		return -1;
+	}
+	X509_free(ca);
+	if (revoked)
+		*revoked = (size_t)sk_X509_REVOKED_num(
+			X509_CRL_get_REVOKED(crl));
+	pthread_mutex_lock(&g_crl_lock);
+	old = g_crl;
+	g_crl = crl;
+	pthread_mutex_unlock(&g_crl_lock);
+	X509_CRL_free(old);
 	return 0;
 }

@@ -2,9 +2,12 @@
  * the merged state and appends alarms {"severity": "critical"|"warning",
  * "source", "title", "detail", "host", "vm"}. To add a source (e.g. the
  * detector's unexplained migrations, once hosts report them): write one
- * function and add a row to `sources`. */
+ * function and add a row to `sources`. ferry-detect's alarms come from
+ * its state file (client.json "detector_state"). */
 #include "ui_int.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef void (*alarm_fn)(struct ui *ui, const json_t *vms,
@@ -106,6 +109,79 @@ static void failed(struct ui *ui, const json_t *vms, const json_t *migs,
 	}
 }
 
+#define DETECTOR_STATE_MAX (16 * 1024 * 1024)
+
+void ui_detector_alarms(const char *text, size_t len, uint64_t now_ms,
+			json_t *out)
+{
+	struct ferr err;
+	json_t *st = json_parse_object(text, len, "detector state", &err);
+	json_t *alarms = json_object_get(st, "alarms"), *a;
+	json_int_t updated = json_integer_value(json_object_get(st,
+								"updated_ms"));
+	char title[256];
+	size_t i;
+
+	if (!st || json_integer_value(json_object_get(st, "version")) != 1 ||
+	    !json_is_array(alarms)) {
+		add(out, "warning", "detector", "ferry-detect's state is unreadable",
+		    st ? "not a version 1 state file" : err.msg, NULL, NULL);
+		json_decref(st);
+		return;
+	}
+	if (updated <= 0 || now_ms > (uint64_t)updated + UI_DETECTOR_STALE_MS) {
+		snprintf(title, sizeof(title),
+			 "ferry-detect has not updated its state for %llu s",
+			 updated > 0 ? (unsigned long long)(now_ms -
+							    (uint64_t)updated) /
+					       1000
+				     : 0ULL);
+		add(out, "warning", "detector", title,
+		    "migrations are not being watched", NULL, NULL);
+	}
+	json_array_foreach(alarms, i, a) {
+		const char *kind = s_of(a, "kind"), *vm = s_of(a, "vm"),
+			   *host = s_of(a, "host");
+
+		if (!strcmp(kind, "unexplained_migration"))
+			snprintf(title, sizeof(title),
+				 "VM %.64s migrated with no audit record",
+				 vm[0] ? vm : "(unknown)");
+		else if (!strcmp(kind, "audit_tampered"))
+			snprintf(title, sizeof(title),
+				 "the audit log of %.64s fails verification",
+				 host);
+		else
+			snprintf(title, sizeof(title), "ferry-detect: %.64s",
+				 kind);
+		add(out, "critical", "detector", title, s_of(a, "message"),
+		    host[0] ? host : NULL, vm[0] ? vm : NULL);
+	}
+	json_decref(st);
+}
+
+/* ferry-detect's alarms (detection.md), from its state file. */
+static void detector(struct ui *ui, const json_t *vms, const json_t *migs,
+		     json_t *out)
+{
+	char *text = NULL;
+	size_t len = 0;
+	struct ferr err;
+
+	(void)vms;
+	(void)migs;
+	if (!ui->cfg->detector_state)
+		return;
+	if (file_read_all(ui->cfg->detector_state, DETECTOR_STATE_MAX, &text,
+			  &len, &err) < 0) {
+		add(out, "warning", "detector",
+		    "ferry-detect's state cannot be read", err.msg, NULL, NULL);
+		return;
+	}
+	ui_detector_alarms(text, len, wall_ms(), out);
+	free(text);
+}
+
 static const struct {
 	const char *name;
 	alarm_fn fn;
@@ -113,6 +189,7 @@ static const struct {
 	{ "unresolved", unresolved },
 	{ "unreachable", unreachable },
 	{ "migration-failed", failed },
+	{ "detector", detector },
 };
 
 void ui_alarms(struct ui *ui, const json_t *vms, const json_t *migs,

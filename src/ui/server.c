@@ -229,7 +229,7 @@ static int listen_on(struct ui *ui, const char *address, uint16_t port,
 		     struct ferr *err)
 {
 	struct evhttp_bound_socket *bs;
-	struct sockaddr_in sa;
+	struct sockaddr_in sa = { 0 };
 	socklen_t sl = sizeof(sa);
 
 	ui->http = evhttp_new(ui->base);

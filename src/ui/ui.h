@@ -50,6 +50,7 @@ struct ui_config {
 	uint16_t port;               /* 0: any free port */
 	unsigned poll_ms;            /* 0: UI_POLL_MS_DEFAULT */
 	unsigned timeout_s;          /* per call to a host; 0: default */
+	const char *detector_state;  /* ferry-detect's state.json, or NULL */
 };
 
 /* Serve the dashboard until SIGINT or SIGTERM. Once listening, ready(url,
@@ -59,6 +60,17 @@ struct ui_config {
 int ui_run(const struct ui_config *cfg,
 	   void (*ready)(const char *url, void *arg), void *arg,
 	   struct ferr *err);
+
+/* ---- alarms.c ---- */
+
+/* The alarms of ferry-detect's state file (text, len bytes; hostile: the
+ * detection.md format, version 1) as dashboard alarms appended to out:
+ * each unexplained migration or untrusted audit log is critical, and a
+ * state not updated for UI_DETECTOR_STALE_MS is a warning that the
+ * detector is down. A file that does not parse is one warning. */
+#define UI_DETECTOR_STALE_MS 30000
+void ui_detector_alarms(const char *text, size_t len, uint64_t now_ms,
+			json_t *out);
 
 /* ---- gate.c: admission of a browser request (pure) ---- */
 

@@ -100,6 +100,8 @@ int vm_paths_get(const struct ferryd_config *cfg, const struct vm_def *def,
 			"%s/console.log", p->dir) < 0 ||
 	    fmt_checked(p->log, sizeof(p->log), err, "path", "%s/qemu.log",
 			p->dir) < 0 ||
+	    fmt_checked(p->run, sizeof(p->run), err, "path", "%s/run", sd) <
+		    0 ||
 	    fmt_checked(p->pidfile, sizeof(p->pidfile), err, "path",
 			"%s/run/%s.pid", sd, def->uuid) < 0 ||
 	    fmt_checked(p->incoming, sizeof(p->incoming), err, "path",
@@ -145,11 +147,45 @@ void strv_free(struct strv *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* -add-fd for descriptor fd as fdset set, then the -blockdev file node
+ * node reading it (read-only when ro). */
+static int add_file_node(struct strv *a, int fd, int set, const char *node,
+			 bool ro)
+{
+	return strv_add(a, "-add-fd") |
+	       strv_add(a, "fd=%d,set=%d", fd, set) | strv_add(a, "-blockdev") |
+	       strv_add(a,
+			"{\"driver\":\"file\",\"filename\":\"/dev/fdset/%d\","
+			"\"node-name\":\"%s\",\"read-only\":%s}",
+			set, node, ro ? "true" : "false");
+}
+
+/* The format node fmt over file node file, named node; backing is the
+ * node of its backing image, or NULL for none ("backing": null). */
+static int add_format_node(struct strv *a, enum disk_format fmt,
+			   const char *file, const char *node,
+			   const char *backing, bool ro)
+{
+	if (fmt != DISK_QCOW2)
+		return strv_add(a, "-blockdev") |
+		       strv_add(a,
+				"{\"driver\":\"raw\",\"file\":\"%s\","
+				"\"node-name\":\"%s\",\"read-only\":%s}",
+				file, node, ro ? "true" : "false");
+	return strv_add(a, "-blockdev") |
+	       strv_add(a,
+			"{\"driver\":\"qcow2\",\"file\":\"%s\","
+			"\"node-name\":\"%s\",\"read-only\":%s,"
+			"\"backing\":%s%s%s}",
+			file, node, ro ? "true" : "false",
+			backing ? "\"" : "", backing ? backing : "null",
+			backing ? "\"" : "");
+}
+
 int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
-		    const struct vm_def *def, const struct vm_paths *paths,
+		    const struct vm_def *def, const struct qemu_fds *f,
 		    const char *const *extra, struct strv *a, struct ferr *err)
 {
-	const char *sh = cfg->shared_dir;
 	int bad = 0;
 
 	bad |= strv_add(a, "%s", cfg->qemu_binary);
@@ -178,40 +214,65 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 					      (unsigned long long)def->vcpus);
 	bad |= strv_add(a, "-nodefaults") | strv_add(a, "-no-user-config");
 	bad |= strv_add(a, "-display") | strv_add(a, "none");
+	/* the monitors listen on sockets ferryd created */
 	bad |= strv_add(a, "-chardev") |
-	       strv_add(a, "socket,id=qmp,path=%s,server=on,wait=off",
-			paths->qmp);
+	       strv_add(a, "socket,id=qmp,fd=%d,server=on,wait=off", f->qmp);
 	bad |= strv_add(a, "-mon") | strv_add(a, "chardev=qmp,mode=control");
 	bad |= strv_add(a, "-chardev") |
-	       strv_add(a, "socket,id=mqmp,path=%s,server=on,wait=off",
-			paths->mqmp);
+	       strv_add(a, "socket,id=mqmp,fd=%d,server=on,wait=off", f->mqmp);
 	bad |= strv_add(a, "-mon") | strv_add(a, "chardev=mqmp,mode=control");
+	bad |= strv_add(a, "-add-fd") |
+	       strv_add(a, "fd=%d,set=%d", f->console, f->console);
 	bad |= strv_add(a, "-chardev") |
-	       strv_add(a, "file,id=serial0,path=%s,append=on",
-			paths->console);
+	       strv_add(a, "file,id=serial0,path=/dev/fdset/%d,append=on",
+			f->console);
 	bad |= strv_add(a, "-serial") | strv_add(a, "chardev:serial0");
-	bad |= strv_add(a, "-pidfile") | strv_add(a, "%s", paths->pidfile);
 	/* QEMU may not fork, exec, change privileges or use old syscalls. */
 	bad |= strv_add(a, "-sandbox") |
 	       strv_add(a, "on,obsolete=deny,elevateprivileges=deny,"
 			   "spawn=deny,resourcecontrol=deny");
 	bad |= strv_add(a, "-msg") | strv_add(a, "timestamp=on");
-	if (def->kernel[0]) {
+	/* x86 loads the kernel by name only: /proc/self/fd/N reopens the
+	 * file ferryd opened (QEMU's user needs read permission on it) */
+	if (f->kernel >= 0) {
 		bad |= strv_add(a, "-kernel") |
-		       strv_add(a, "%s/%s", sh, def->kernel);
-		if (def->initrd[0])
+		       strv_add(a, "/proc/self/fd/%d", f->kernel);
+		if (f->initrd >= 0)
 			bad |= strv_add(a, "-initrd") |
-			       strv_add(a, "%s/%s", sh, def->initrd);
+			       strv_add(a, "/proc/self/fd/%d", f->initrd);
 		if (def->cmdline[0])
 			bad |= strv_add(a, "-append") |
 			       strv_add(a, "%s", def->cmdline);
 	}
-	if (def->disk[0])
-		bad |= strv_add(a, "-drive") |
-		       strv_add(a, "file=%s/%s,format=%s,if=virtio", sh,
-				def->disk,
-				def->disk_format == DISK_QCOW2 ? "qcow2"
-							       : "raw");
+	if (f->disk >= 0) {
+		bool base = f->backing >= 0;
+
+		if (base)
+			bad |= add_file_node(a, f->backing, f->backing,
+					     "base-file", true) |
+			       add_format_node(a, def->backing_format,
+					       "base-file", "base", NULL,
+					       true);
+		bad |= add_file_node(a, f->disk, f->disk, "disk-file", false) |
+		       add_format_node(a, def->disk_format, "disk-file",
+				       "disk0", base ? "base" : NULL, false);
+		bad |= strv_add(a, "-device") |
+		       strv_add(a, "virtio-blk-pci,drive=disk0");
+	}
+	if (def->net == NET_BRIDGE) {
+		/* the tap ferryd created on the VM's bridge (vm_net_open) */
+		if (f->tap < 0) {
+			strv_free(a);
+			return ferr_set(err, FERR_INTERNAL,
+					"vm %s is bridged but has no tap",
+					def->name);
+		}
+		bad |= strv_add(a, "-netdev") |
+		       strv_add(a, "tap,id=net0,fd=%d", f->tap);
+		bad |= strv_add(a, "-device") |
+		       strv_add(a, "virtio-net-pci,netdev=net0,mac=%s",
+				def->mac);
+	}
 	if (def->net == NET_USER) {
 		/* restrict=on: the guest cannot reach the host or beyond */
 		bad |= strv_add(a, "-netdev") |
@@ -258,16 +319,19 @@ static void log_tail(const char *path, char *out, size_t len)
 	snprintf(out, len, "%s", buf);
 }
 
-int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid_out,
-	       struct ferr *err)
+int qemu_spawn(const struct strv *argv, const struct vm_paths *paths,
+	       const struct qemu_fds *f, const struct qemu_user *u,
+	       pid_t *pid_out, struct ferr *err)
 {
+	char pidtext[32];
 	int logfd, nullfd;
 	pid_t pid;
 
-	logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	logfd = open(paths->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		     0600);
 	if (logfd < 0)
-		return ferr_set(err, FERR_IO, "cannot create %s: %s", log_path,
-				strerror(errno));
+		return ferr_set(err, FERR_IO, "cannot create %s: %s",
+				paths->log, strerror(errno));
 	nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (nullfd < 0) {
 		close(logfd);
@@ -291,7 +355,11 @@ int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid_out,
 		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 ||
 		    dup2(logfd, 2) < 0)
 			_exit(127);
-		close_range(3, ~0U, 0);
+		if (qemu_child_confine(f, u, paths->run) < 0) {
+			dprintf(2, "ferryd: cannot confine QEMU: %s\n",
+				strerror(errno));
+			_exit(127);
+		}
 		execv(argv->v[0], argv->v);
 		dprintf(2, "ferryd: cannot execute %s: %s\n", argv->v[0],
 			strerror(errno));
@@ -300,6 +368,14 @@ int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid_out,
 	close(logfd);
 	close(nullfd);
 	*pid_out = pid;
+	/* ferryd writes the pidfile: QEMU's user cannot replace it */
+	snprintf(pidtext, sizeof(pidtext), "%d\n", (int)pid);
+	if (file_write_atomic(paths->pidfile, pidtext, strlen(pidtext), 0600,
+			      err) < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -1;
+	}
 	return 0;
 }
 

@@ -42,8 +42,10 @@ struct vm_op {
 	bool force;
 	/* launch */
 	struct strv argv;
-	char log[FERRY_PATH_MAX];
-	char qmp_path[FERRY_SOCK_PATH_MAX + 1];
+	struct vm_paths paths;
+	struct qemu_fds fds;      /* what ferryd opened for QEMU */
+	bool have_fds;
+	const struct qemu_user *user;
 	struct qmp *newq;
 	/* launch, reap */
 	pid_t pid;
@@ -304,6 +306,8 @@ unsigned vm_busy(const struct vm *vm)
 static void op_free(struct vm_op *op)
 {
 	strv_free(&op->argv);
+	if (op->have_fds)
+		qemu_fds_close(&op->fds);
 	if (op->newq)
 		qmp_close(op->newq);
 	free(op);
@@ -559,8 +563,14 @@ void vm_reattach(struct vm *vm)
 
 static int launch_work(struct vm_op *op)
 {
-	if (qemu_spawn(&op->argv, op->log, &op->pid, &op->err) < 0 ||
-	    qemu_wait_ready(op->pid, op->qmp_path, op->log, &op->newq,
+	int rc = qemu_spawn(&op->argv, &op->paths, &op->fds, op->user,
+			    &op->pid, &op->err);
+
+	/* QEMU holds its descriptors now (or never will) */
+	qemu_fds_close(&op->fds);
+	op->have_fds = false;
+	if (rc < 0 ||
+	    qemu_wait_ready(op->pid, op->paths.qmp, op->paths.log, &op->newq,
 			    &op->err) < 0 ||
 	    query_status(op->newq, op->status, sizeof(op->status), &op->err) <
 		    0) {
@@ -580,6 +590,7 @@ static void launch_apply(struct vm_op *op)
 	if (op->rc == 0 && vm_attach(vm, op->newq, op->status, &op->err) == 0) {
 		op->newq = NULL; /* the VM's now */
 		vm->pid = op->pid;
+		snprintf(vm->tap, sizeof(vm->tap), "%s", op->fds.tap_name);
 		vm->started_wall_ms = wall_ms();
 		vm->last_error[0] = '\0';
 		log_info("vm %s: QEMU pid %d started (%s%s)", vm->def.name,
@@ -598,10 +609,8 @@ static void launch_apply(struct vm_op *op)
 int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	      vm_done_fn done, void *ctx, struct ferr *err)
 {
-	struct vm_paths p;
 	struct vm_op *op;
 	uint64_t free_mib;
-	int fd;
 
 	if (vmm_check_files(m, &vm->def, err) < 0)
 		return -1;
@@ -616,21 +625,20 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	op = op_new(vm, "start", err);
 	if (!op)
 		return -1;
-	if (vm_paths_get(m->cfg, &vm->def, &p, err) < 0 ||
-	    qemu_build_argv(m->cfg, m->accel, &vm->def, &p, extra, &op->argv,
-			    err) < 0) {
+	/* confine.c: ferryd opens QEMU's files and hands them over */
+	if (vm_paths_get(m->cfg, &vm->def, &op->paths, err) < 0 ||
+	    qemu_fds_open(m->cfg, &vm->def, &op->paths, &op->fds, err) < 0) {
 		op_free(op);
 		return -1;
 	}
-	snprintf(op->log, sizeof(op->log), "%s", p.log);
-	snprintf(op->qmp_path, sizeof(op->qmp_path), "%s", p.qmp);
+	op->have_fds = true;
+	if (qemu_build_argv(m->cfg, m->accel, &vm->def, &op->fds, extra,
+			    &op->argv, err) < 0) {
+		op_free(op);
+		return -1;
+	}
+	op->user = &m->qemu_user;
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
-	unlink(p.qmp);
-	unlink(p.mqmp);
-	/* a new boot starts a new console log */
-	fd = open(p.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		close(fd);
 	vm->state = VM_STARTING; /* counts its memory from now on */
 	op->work = launch_work;
 	op->apply = launch_apply;
@@ -653,10 +661,11 @@ int vmm_start(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
 
 static int quit_work(struct vm_op *op)
 {
-	struct ferr ignored;
-
-	if (op->q)
-		qmp_command(op->q, "quit", NULL, NULL, &ignored);
+	/* the VM goes away (discarded, or running on another host): nothing
+	 * in this QEMU is worth a graceful quit, and a frozen QEMU must not
+	 * hold up its removal */
+	if (op->pid > 0 && qemu_process_matches(op->pid, op->uuid))
+		kill(op->pid, SIGKILL);
 	qemu_reap(op->pid, op->uuid);
 	return 0;
 }
@@ -691,8 +700,6 @@ int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err)
 	op->what = "quit";
 	op->work = quit_work;
 	op->apply = quit_apply;
-	/* a VM without a monitor is still reaped */
-	op->lend_qmp = true;
 	op->pid = vm->pid;
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	op->after = after;

@@ -21,7 +21,26 @@
 #include "qmp.h"
 
 enum disk_format { DISK_RAW, DISK_QCOW2 };
-enum net_mode { NET_NONE, NET_USER };
+enum net_mode { NET_NONE, NET_USER, NET_BRIDGE };
+
+/* A VM's own migration constraints ("constraints" in its definition):
+ *   {"destinations": {"site": ["eu", "de"]}, "attest": "required",
+ *    "roles": ["operator"], "signature": "<128 hex>"}
+ * every member but the signature optional. A destination must carry, for
+ * each key, one of the listed values among its host labels (the cluster
+ * policy's "hosts"); "attest": "required" needs the destination's
+ * attestation; the requester must hold one of the roles. The signature is
+ * the attestation authority's ECDSA P-256 (r || s) over vm_constraints_tbs
+ * (attest_constraints_digest). */
+struct vm_constraints {
+	bool present;
+	bool attest;
+	struct label dest[FERRY_VM_DEST_LABELS_MAX]; /* key, allowed value */
+	unsigned ndest;
+	char roles[FERRY_VM_ROLES_MAX][FERRY_NAME_MAX + 1];
+	unsigned nroles;
+	uint8_t signature[FERRY_VM_SIG_LEN];
+};
 
 struct vm_def {
 	char name[FERRY_NAME_MAX + 1];
@@ -34,8 +53,14 @@ struct vm_def {
 	char cmdline[FERRY_VM_CMDLINE_MAX + 1];
 	char disk[FERRY_PATH_MAX];
 	enum disk_format disk_format;
+	char backing[FERRY_PATH_MAX];  /* the qcow2 disk's backing image, or
+					  "": QEMU then ignores the one the
+					  image names */
+	enum disk_format backing_format;
 	enum net_mode net;
-	char mac[18];
+	char bridge[FERRY_NAME_MAX + 1]; /* NET_BRIDGE: a name in ferryd.json's
+					    bridges, mapped by each host */
+	char mac[18];                    /* lowercase; kept by migrations */
 	/* migration settings */
 	uint64_t max_downtime_ms; /* highest downtime limit escalation may use */
 	uint64_t max_time_s;      /* a migration of this VM ends within this */
@@ -43,7 +68,22 @@ struct vm_def {
 	/* labels, for the policy's rules (e.g. region=eu) */
 	struct label labels[FERRY_VM_LABELS_MAX];
 	unsigned nlabels;
+	/* migration constraints carried by the VM, signed by an admin
+	 * (constraints.c); checked by every host it lands on */
+	struct vm_constraints cons;
 };
+
+/* constraints.c: parse the "constraints" member of a VM definition
+ * (hostile input, strict; FERR_INVALID naming the field). The signature is
+ * checked by its users (it needs the authority's key). */
+int vm_constraints_from_json(const json_t *obj, struct vm_constraints *c,
+			     struct ferr *err);
+
+/* The constraints as JSON, with the signature (for the definition) or
+ * without it: the canonical content that is signed. NULL when absent or
+ * out of memory. */
+json_t *vm_constraints_to_json(const struct vm_constraints *c,
+			       bool with_signature);
 
 enum vm_state {
 	VM_SHUTOFF,  /* defined, no QEMU */
@@ -79,6 +119,8 @@ struct vm {
 	bool stop_forced;         /* quit already sent */
 	uint64_t started_wall_ms;
 	char last_error[FERRY_ERR_MSG_MAX];
+	char tap[16];             /* NET_BRIDGE: the tap's name when this
+				     ferryd started QEMU, else "" */
 	bool incoming;            /* arriving by migration: not ours yet
 				     (incoming.json, not vm.json) */
 	char qemu_status[32];     /* QEMU's run state when last asked */
@@ -109,8 +151,85 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err);
 json_t *vmdef_to_json(const struct vm_def *def);
 
 /* Is p a safe path relative to the shared-storage dir: not absolute, no
- * ".." component, only [A-Za-z0-9._+/-] (no QEMU option separators)? */
+ * ".." component, only [A-Za-z0-9._+/-] (no QEMU option separators)?
+ * Textual only: files are opened with shared_open. */
 bool vmdef_path_is_safe(const char *p);
+
+struct vm_paths;
+
+/* ---- confinement of QEMU (confine.c) ---- */
+
+#define QEMU_GROUPS_MAX 64
+#define QEMU_FD_BASE 3   /* QEMU's first passed descriptor */
+#define QEMU_FDS_MAX 8   /* descriptors passed to one QEMU */
+
+/* The user QEMU runs as (ferryd.json's qemu_user). */
+struct qemu_user {
+	bool set;            /* switch to it (else QEMU runs as ferryd) */
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[QEMU_GROUPS_MAX]; /* supplementary, e.g. kvm */
+	int ngroups;
+	char name[FERRY_USER_NAME_MAX + 1];
+};
+
+/* Resolve qemu_user name (NULL or "": QEMU runs as ferryd, refused when
+ * ferryd is root). A missing user, uid or a group 0, or a ferryd that is
+ * not root but should switch, is FERR_INVALID. Call before threads start
+ * (name service look-ups). */
+int qemu_user_resolve(const char *name, struct qemu_user *u,
+		      struct ferr *err);
+
+/* Create the run folder (QMP sockets, pidfiles, migration sockets) and
+ * share it with u: owned by ferryd, group u's, mode 03770 (setgid: new
+ * files get that group; sticky: QEMU cannot remove ferryd's files). 0700
+ * when u is not set. */
+int qemu_run_dir_prepare(const char *dir, const struct qemu_user *u,
+			 struct ferr *err);
+
+/* The name QEMU knows a file of the run folder by: QEMU runs in that
+ * folder (it may not be able to search the folders above it), so a socket
+ * path given to QEMU, e.g. a migration URI "unix:NAME", is its base name. */
+const char *vm_run_name(const char *path);
+
+/* Open rel (vmdef_path_is_safe) below shared_dir with flags (O_RDONLY or
+ * O_RDWR): no component may lead out of the shared dir (openat2
+ * RESOLVE_BENEATH: not "..", not an absolute or escaping symlink, no
+ * /proc magic links) and it must be a regular file. The descriptor, or -1:
+ * FERR_NOT_FOUND when missing, FERR_CONFLICT otherwise. */
+int shared_open(const char *shared_dir, const char *rel, int flags,
+		struct ferr *err);
+
+/* Descriptors ferryd opens for one QEMU: in QEMU, fd[i] is descriptor
+ * QEMU_FD_BASE + i; the fields hold those numbers (-1: none). */
+struct qemu_fds {
+	int fd[QEMU_FDS_MAX];
+	unsigned n;
+	int qmp, mqmp;       /* listening QMP sockets (ferryd connects) */
+	int console;         /* console.log, truncated, append */
+	int kernel, initrd;  /* read-only */
+	int disk;            /* read-write; a qcow2 one passed
+				qcow2_header_check */
+	int backing;         /* read-only */
+	int tap;             /* a bridged VM's tap (vm_net_open) */
+	char tap_name[16];   /* its interface name, "" without */
+};
+
+/* Open what def's QEMU needs: the QMP sockets at p->qmp and p->mqmp
+ * (created by ferryd, mode 0600), the console (truncated), and the
+ * kernel, initrd, disk and backing image below the shared dir
+ * (shared_open). On failure nothing stays open. Close with
+ * qemu_fds_close once QEMU has them. */
+int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
+		  const struct vm_paths *p, struct qemu_fds *f,
+		  struct ferr *err);
+void qemu_fds_close(struct qemu_fds *f);
+
+/* For qemu_spawn's child, before exec: place f's descriptors, close the
+ * rest, enter run_dir and become u (when set). Async-signal-safe; -1 with
+ * errno on failure. */
+int qemu_child_confine(const struct qemu_fds *f, const struct qemu_user *u,
+		       const char *run_dir);
 
 /* ---- QEMU processes (qemu.c) ---- */
 
@@ -128,6 +247,7 @@ struct vm_paths {
 	char console[FERRY_PATH_MAX];  /* .../console.log */
 	char log[FERRY_PATH_MAX];      /* .../qemu.log */
 	char incoming[FERRY_PATH_MAX]; /* .../incoming.json while received */
+	char run[FERRY_PATH_MAX];      /* state_dir/run: QEMU's folder */
 	char pidfile[FERRY_PATH_MAX];  /* state_dir/run/UUID.pid */
 	char qmp[FERRY_SOCK_PATH_MAX + 1]; /* state_dir/run/UUID.qmp */
 	char mqmp[FERRY_SOCK_PATH_MAX + 1]; /* .../UUID.mqmp: migration monitor */
@@ -148,19 +268,34 @@ int strv_add(struct strv *s, const char *fmt, ...)
 void strv_free(struct strv *s);
 
 /* Build QEMU's argv for def: accel, memory, vCPUs, two QMP monitors (one
- * for ferryd's main loop, one for a migration thread), serial console to a
- * file, kernel/disk from the shared dir, network, pidfile, sandboxed. Files are not checked here. extra (NULL-terminated,
- * may be NULL) is appended, e.g. "-incoming" "defer". */
+ * for ferryd's main loop, one for a migration thread), serial console,
+ * kernel, initrd and disk, all on the descriptors of f (qemu_fds_open):
+ * QEMU opens no file by name. Disks are -blockdev nodes whose "backing" is
+ * null unless def names a backing image. Network, sandboxed. extra
+ * (NULL-terminated, may be NULL) is appended, e.g. "-incoming" "defer". */
 int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
-		    const struct vm_def *def, const struct vm_paths *paths,
+		    const struct vm_def *def, const struct qemu_fds *f,
 		    const char *const *extra, struct strv *argv,
 		    struct ferr *err);
 
 /* Launch QEMU with argv as a child in its own session (so it outlives
- * ferryd), stdin from /dev/null, stdout/stderr to log_path (truncated).
- * Returns at once with its pid; see qemu_wait_ready. */
-int qemu_spawn(const struct strv *argv, const char *log_path, pid_t *pid,
-	       struct ferr *err);
+ * ferryd), stdin from /dev/null, stdout/stderr to paths->log (truncated),
+ * f's descriptors passed, in paths->run, as user u (qemu_child_confine).
+ * Writes its pid to paths->pidfile. Returns at once with its pid; see
+ * qemu_wait_ready. */
+int qemu_spawn(const struct strv *argv, const struct vm_paths *paths,
+	       const struct qemu_fds *f, const struct qemu_user *u,
+	       pid_t *pid, struct ferr *err);
+
+/* ---- bridged networking (net.c) ---- */
+
+/* For a NET_BRIDGE definition, create its tap on this host's bridge of
+ * that name (cfg->bridges, in the bridge's namespace) into *tap; other
+ * definitions get tap->fd = -1. A bridge this host does not map is
+ * FERR_CONFLICT naming it. The caller closes tap->fd once QEMU holds it. */
+struct tap;
+int vm_net_open(const struct ferryd_config *cfg, const struct vm_def *def,
+		struct tap *tap, struct ferr *err);
 
 /* Wait until the QEMU child pid answers on its QMP socket, and return the
  * connection. If QEMU exits first, the tail of log_path is in the error; if

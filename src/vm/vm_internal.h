@@ -17,6 +17,7 @@ struct vmm {
 	vmm_exit_hook exit_hook;
 	void *exit_hook_arg;
 	struct worker_pool *pool;  /* where operations run */
+	struct qemu_user qemu_user; /* what QEMU runs as (confine.c) */
 };
 
 /* ---- vmm.c ---- */
@@ -58,8 +59,8 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
  * (blocking, with deadlines: the loop is not running yet). */
 void vm_reattach(struct vm *vm);
 
-/* Queue: quit vm's QEMU (SIGKILL after FERRY_KILL_WAIT_MS), detach, then
- * after(vm) on the loop (may be NULL). */
+/* Queue: kill vm's QEMU (it goes away: discarded, or running on another
+ * host), reap it, detach, then after(vm) on the loop (may be NULL). */
 int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err);
 
 /* ---- incoming.c ---- */

@@ -1,5 +1,6 @@
 /* vmdef.c - strict validation of VM definitions. */
 #include "vm.h"
+#include "netdev.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -85,26 +86,46 @@ static int get_rel_path(const json_t *obj, const char *key, const char *what,
 	return 0;
 }
 
+/* A disk format field: absent is raw. */
+static int get_format(const json_t *disk, const char *key,
+		      enum disk_format *out, struct ferr *err)
+{
+	const char *fmt = NULL;
+
+	if (json_get_string(disk, key, "vm.disk", 8, &fmt, err) < 0)
+		return -1;
+	if (!fmt || !strcmp(fmt, "raw"))
+		*out = DISK_RAW;
+	else if (!strcmp(fmt, "qcow2"))
+		*out = DISK_QCOW2;
+	else
+		return ferr_set(err, FERR_INVALID,
+				"vm.disk.%s must be \"raw\" or \"qcow2\"", key);
+	return 0;
+}
+
 /* Parse the optional "disk" object. */
 static int parse_disk(const json_t *disk, struct vm_def *def, struct ferr *err)
 {
-	static const char *const fields[] = { "path", "format", NULL };
-	const char *fmt = NULL;
+	static const char *const fields[] = { "path", "format", "backing",
+					      "backing_format", NULL };
 
 	if (json_check_fields(disk, fields, "vm.disk", err) < 0 ||
 	    get_rel_path(disk, "path", "vm.disk", def->disk, sizeof(def->disk),
 			 err) < 0 ||
-	    json_get_string(disk, "format", "vm.disk", 8, &fmt, err) < 0)
+	    get_format(disk, "format", &def->disk_format, err) < 0 ||
+	    get_rel_path(disk, "backing", "vm.disk", def->backing,
+			 sizeof(def->backing), err) < 0 ||
+	    get_format(disk, "backing_format", &def->backing_format, err) < 0)
 		return -1;
 	if (!def->disk[0])
 		return ferr_set(err, FERR_INVALID, "vm.disk.path is required");
-	if (!fmt || !strcmp(fmt, "raw"))
-		def->disk_format = DISK_RAW;
-	else if (!strcmp(fmt, "qcow2"))
-		def->disk_format = DISK_QCOW2;
-	else
+	if (def->backing[0] && def->disk_format != DISK_QCOW2)
 		return ferr_set(err, FERR_INVALID,
-				"vm.disk.format must be \"raw\" or \"qcow2\"");
+				"vm.disk.backing needs vm.disk.format qcow2");
+	if (!def->backing[0] && json_object_get(disk, "backing_format"))
+		return ferr_set(err, FERR_INVALID,
+				"vm.disk.backing_format needs vm.disk.backing");
 	return 0;
 }
 
@@ -159,11 +180,59 @@ static int parse_migration(const json_t *mig, struct vm_def *def,
 	return 0;
 }
 
+/* The optional "network": "none", "user" or {"bridge": NAME, "mac": MAC}.
+ * def->mac already holds the uuid-derived default. */
+static int parse_network(const json_t *net, struct vm_def *def,
+			 struct ferr *err)
+{
+	static const char *const fields[] = { "bridge", "mac", NULL };
+	const char *br = NULL, *mac = NULL;
+	uint8_t m[6];
+
+	if (!net || (json_is_string(net) &&
+		     !strcmp(json_string_value(net), "none"))) {
+		def->net = NET_NONE;
+		return 0;
+	}
+	if (json_is_string(net) && !strcmp(json_string_value(net), "user")) {
+		def->net = NET_USER;
+		return 0;
+	}
+	if (!json_is_object(net))
+		return ferr_set(err, FERR_INVALID,
+				"vm.network must be \"none\", \"user\" or "
+				"{\"bridge\": NAME, \"mac\": MAC}");
+	if (json_check_fields(net, fields, "vm.network", err) < 0 ||
+	    json_get_string(net, "bridge", "vm.network", FERRY_NAME_MAX, &br,
+			    err) < 0 ||
+	    json_get_string(net, "mac", "vm.network", 17, &mac, err) < 0)
+		return -1;
+	if (!br)
+		return ferr_set(err, FERR_INVALID,
+				"vm.network.bridge is required");
+	if (!name_is_valid(br))
+		return ferr_set(err, FERR_INVALID,
+				"vm.network.bridge \"%.64s\" is not a valid "
+				"name ([a-z0-9][a-z0-9._-]*)", br);
+	if (mac) {
+		if (mac_parse(mac, m) < 0)
+			return ferr_set(err, FERR_INVALID,
+					"vm.network.mac \"%.20s\" is not a "
+					"unicast MAC address "
+					"(aa:bb:cc:dd:ee:ff)", mac);
+		mac_format(m, def->mac);
+	}
+	def->net = NET_BRIDGE;
+	snprintf(def->bridge, sizeof(def->bridge), "%s", br);
+	return 0;
+}
+
 int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 {
 	static const char *const fields[] = {
 		"name", "uuid", "memory_mib", "vcpus", "kernel", "initrd",
-		"cmdline", "disk", "network", "migration", "labels", NULL
+		"cmdline", "disk", "network", "migration", "labels",
+		"constraints", NULL
 	};
 	const char *s = NULL;
 	json_t *disk;
@@ -243,32 +312,36 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 	    parse_labels(json_object_get(obj, "labels"), def, err) < 0)
 		return -1;
 
-	s = NULL;
-	if (json_get_string(obj, "network", "vm", 8, &s, err) < 0)
+	if (json_object_get(obj, "constraints") &&
+	    vm_constraints_from_json(json_object_get(obj, "constraints"),
+				     &def->cons, err) < 0)
 		return -1;
-	if (!s || !strcmp(s, "none"))
-		def->net = NET_NONE;
-	else if (!strcmp(s, "user"))
-		def->net = NET_USER;
-	else
-		return ferr_set(err, FERR_INVALID,
-				"vm.network must be \"none\" or \"user\"");
+
 	/* a stable locally administered MAC derived from the uuid */
 	snprintf(def->mac, sizeof(def->mac), "52:54:00:%.2s:%.2s:%.2s",
 		 def->uuid, def->uuid + 2, def->uuid + 4);
+	if (parse_network(json_object_get(obj, "network"), def, err) < 0)
+		return -1;
 	return 0;
 }
 
 json_t *vmdef_to_json(const struct vm_def *def)
 {
-	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s}", "name", def->name,
+	json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "name", def->name,
 			      "uuid", def->uuid, "memory_mib",
 			      (json_int_t)def->memory_mib, "vcpus",
-			      (json_int_t)def->vcpus, "network",
-			      def->net == NET_USER ? "user" : "none");
+			      (json_int_t)def->vcpus);
 
 	if (!o)
 		return NULL;
+	if (def->net == NET_BRIDGE)
+		json_object_set_new(o, "network",
+				    json_pack("{s:s, s:s}", "bridge",
+					      def->bridge, "mac", def->mac));
+	else
+		json_object_set_new(o, "network",
+				    json_string(def->net == NET_USER ? "user"
+								     : "none"));
 	if (def->kernel[0])
 		json_object_set_new(o, "kernel", json_string(def->kernel));
 	if (def->initrd[0])
@@ -289,11 +362,24 @@ json_t *vmdef_to_json(const struct vm_def *def)
 					    json_string(def->labels[i].value));
 		json_object_set_new(o, "labels", l);
 	}
-	if (def->disk[0])
-		json_object_set_new(
-			o, "disk",
-			json_pack("{s:s, s:s}", "path", def->disk, "format",
-				  def->disk_format == DISK_QCOW2 ? "qcow2"
-								 : "raw"));
+	if (def->cons.present)
+		json_object_set_new(o, "constraints",
+				    vm_constraints_to_json(&def->cons, true));
+	if (def->disk[0]) {
+		json_t *d = json_pack("{s:s, s:s}", "path", def->disk, "format",
+				      def->disk_format == DISK_QCOW2 ? "qcow2"
+								     : "raw");
+
+		if (d && def->backing[0]) {
+			json_object_set_new(d, "backing",
+					    json_string(def->backing));
+			json_object_set_new(
+				d, "backing_format",
+				json_string(def->backing_format == DISK_QCOW2
+						    ? "qcow2"
+						    : "raw"));
+		}
+		json_object_set_new(o, "disk", d);
+	}
 	return o;
 }

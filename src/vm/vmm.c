@@ -110,7 +110,7 @@ static int meminfo_read(uint64_t *total_mib, uint64_t *avail_mib,
 
 uint64_t vmm_memory_free_mib(const struct vmm *m)
 {
-	uint64_t total, avail, committed = vmm_committed_mib(m), room;
+	uint64_t total = 0, avail = 0, committed = vmm_committed_mib(m), room;
 	struct ferr err;
 
 	if (meminfo_read(&total, &avail, &err) < 0)
@@ -280,7 +280,8 @@ int vmm_new(const struct ferryd_config *cfg, struct event_base *base,
 		goto fail;
 	if (fmt_checked(path, sizeof(path), err, "path", "%s/run",
 			cfg->state_dir) < 0 ||
-	    mkdir_p(path, 0700, err) < 0)
+	    qemu_user_resolve(cfg->qemu_user, &m->qemu_user, err) < 0 ||
+	    qemu_run_dir_prepare(path, &m->qemu_user, err) < 0)
 		goto fail;
 	m->sigchld = evsignal_new(base, SIGCHLD, on_sigchld, m);
 	if (!m->sigchld || event_add(m->sigchld, NULL) < 0) {
@@ -369,22 +370,23 @@ out:
 	return rc;
 }
 
-/* Check that a shared-storage file of the definition exists. */
+/* Check that a shared-storage file of the definition is a regular file
+ * below the shared dir (shared_open: no way out of it). */
 static int check_shared_file(const struct vmm *m, const char *rel,
 			     const char *what, struct ferr *err)
 {
-	char path[FERRY_PATH_MAX];
-	struct stat st;
+	struct ferr oerr = { 0 };
+	int fd;
 
 	if (!rel[0])
 		return 0;
-	if (fmt_checked(path, sizeof(path), err, "path", "%s/%s",
-			m->cfg->shared_dir, rel) < 0)
-		return -1;
-	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+	fd = shared_open(m->cfg->shared_dir, rel, O_RDONLY, &oerr);
+	if (fd < 0)
 		return ferr_set(err, FERR_CONFLICT,
-				"%s %s is not a file in shared storage (%s)",
-				what, rel, m->cfg->shared_dir);
+				"%s %s is not a file in shared storage (%s): "
+				"%s",
+				what, rel, m->cfg->shared_dir, oerr.msg);
+	close(fd);
 	return 0;
 }
 
@@ -392,7 +394,8 @@ int vmm_check_files(struct vmm *m, const struct vm_def *def, struct ferr *err)
 {
 	if (check_shared_file(m, def->kernel, "kernel", err) < 0 ||
 	    check_shared_file(m, def->initrd, "initrd", err) < 0 ||
-	    check_shared_file(m, def->disk, "disk", err) < 0)
+	    check_shared_file(m, def->disk, "disk", err) < 0 ||
+	    check_shared_file(m, def->backing, "backing image", err) < 0)
 		return -1;
 	return 0;
 }
@@ -519,6 +522,8 @@ json_t *vm_to_json(const struct vm *vm)
 	if (vm->last_error[0])
 		json_object_set_new(o, "last_error",
 				    json_string(vm->last_error));
+	if (vm->tap[0] && vm->state != VM_SHUTOFF)
+		json_object_set_new(o, "tap", json_string(vm->tap));
 	return o;
 }
 

@@ -1,6 +1,7 @@
 /* libFuzzer target: the API request parser (method, URI, body). Input
  * layout: first byte picks the method, then the URI up to a NUL, then the
- * body. */
+ * body. The whole input, in two pieces, also goes through the header
+ * watch (hdrscan.c). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +20,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *uri;
 	size_t ulen;
 
+	struct api_hdr_scan scan;
+
 	if (size < 1)
 		return 0;
+	memset(&scan, 0, sizeof(scan));
+	api_hdr_scan(&scan, (const char *)data, size / 2);
+	api_hdr_scan(&scan, (const char *)data + size / 2, size - size / 2);
 	nul = memchr(data + 1, 0, size - 1);
 	ulen = nul ? (size_t)(nul - (data + 1)) : size - 1;
 	uri = malloc(ulen + 1);

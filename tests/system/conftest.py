@@ -25,6 +25,23 @@ import etcdlib  # noqa: E402
 import ferrylib  # noqa: E402
 
 
+UFFD_SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def userfaultfd_for_qemu():
+    """Post-copy needs userfaultfd in QEMU, which runs unprivileged
+    (qemu_user): QEMU 7.2 only has the syscall, which an unprivileged
+    process may use for kernel faults only with this sysctl
+    (docs/security.md). Set for the session, then restored."""
+    old = UFFD_SYSCTL.read_text() if UFFD_SYSCTL.exists() else None
+    if old is not None and old.strip() == "0" and os.geteuid() == 0:
+        UFFD_SYSCTL.write_text("1\n")
+    yield
+    if old is not None and os.geteuid() == 0:
+        UFFD_SYSCTL.write_text(old)
+
+
 @pytest.fixture(scope="session")
 def guest_dir():
     env = os.environ.get("FERRY_GUEST_DIR")

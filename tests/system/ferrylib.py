@@ -43,6 +43,7 @@ CORRUPTION_RE = re.compile(r"^memload: CORRUPTION .*$", re.M)
 HB_FIELDS = ("seq", "verified", "dirtied", "errors", "passes")
 
 # `ferry` exit codes (src/cli/cli.h)
+QEMU_USER = "ferry-qemu"  # scripts/deps.sh creates it
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 PORT_MIN, PORT_MAX = 20000, 60000
@@ -262,6 +263,7 @@ class Cluster:
             "shared_dir": "../shared",
             "accel": self.accel,
             "policy": "policy.json",
+            "qemu_user": QEMU_USER,
         }
         cfg.update(self.ferryd_extra)
         return cfg
@@ -667,9 +669,9 @@ class Cluster:
             self.migration(host, mig_id)), timeout, 0.2, f"migration {mig_id} on {host} to end")
 
     def qemu_pids(self, host, uuid=None):
-        """Live QEMU processes of host (their command line names its state
-        dir), optionally only those of the VM with this uuid."""
-        needle = str(self.hosts[host].state_dir).encode() + b"/"
+        """Live QEMU processes of host (they work in its run folder),
+        optionally only those of the VM with this uuid."""
+        run = str(self.hosts[host].state_dir / "run")
         pids = set()
         for p in Path("/proc").iterdir():
             if not p.name.isdigit():
@@ -678,7 +680,11 @@ class Cluster:
             args = proc_cmdline(pid)
             if not args or b"qemu-system" not in args[0]:
                 continue
-            if any(needle in a for a in args) and pid_alive(pid) and \
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                continue
+            if cwd == run and pid_alive(pid) and \
                     (uuid is None or qemu_running(pid, uuid)):
                 pids.add(pid)
         return pids
@@ -740,7 +746,8 @@ class Cluster:
     def our_pids(self):
         """Live processes of this cluster: QEMUs named by pidfiles under
         the state dirs, and anything whose command line names the cluster dir
-        (every ferryd and QEMU, even one whose pidfile is gone)."""
+        or that works in it (every ferryd and QEMU, even one whose pidfile
+        is gone)."""
         pids = set()
         for h in self.hosts.values():
             for pf in (h.state_dir / "run").glob("*.pid"):
@@ -748,14 +755,16 @@ class Cluster:
                     pid = int(pf.read_text().strip())
                 except (OSError, ValueError):
                     continue
-                if pid_alive(pid) and any(str(self.dir).encode() in a
-                                          for a in proc_cmdline(pid)):
+                if pid_alive(pid) and (pid in self.qemu_pids(h.name) or any(
+                        str(self.dir).encode() in a for a in proc_cmdline(pid))):
                     pids.add(pid)
         needle = str(self.dir).encode() + b"/"
         for p in Path("/proc").iterdir():
             if p.name.isdigit() and int(p.name) != os.getpid():
                 if any(needle in a for a in proc_cmdline(int(p.name))) and pid_alive(int(p.name)):
                     pids.add(int(p.name))
+        for h in self.hosts.values():
+            pids |= self.qemu_pids(h.name)
         return pids
 
     def diagnostics(self, lines=40):
@@ -804,10 +813,10 @@ class Cluster:
         assert not stuck, f"ferryd {stuck} did not exit within 30 s of SIGTERM"
 
     SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                       "runtime error:")
+                       "runtime error:", "WARNING: ThreadSanitizer")
 
     def sanitizer_reports(self):
-        """Excerpts of ASan/LSan/UBSan reports in every ferryd log."""
+        """Excerpts of ASan/LSan/UBSan/TSan reports in every ferryd log."""
         found = []
         for h in self.hosts.values():
             try:
@@ -854,6 +863,20 @@ def expect_tls_refused(fn):
     except TLSRefused as e:
         return e
     raise AssertionError(f"expected a TLS refusal, got an HTTP answer: {r}")
+
+
+def client_hello(ctx):
+    """The first flight of a TLS client with ctx (its ClientHello), made by an
+    in-memory handshake: bytes to send slowly, or not at all."""
+    out = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = out.read()
+    assert hello[:1] == b"\x16", hello[:8]
+    return hello
 
 
 def kvm_expected():

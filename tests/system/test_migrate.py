@@ -18,6 +18,7 @@ Run with Debian's interpreter against the ASan build, as the CI does:
     FERRY_BUILD=build-asan /usr/bin/python3 -m pytest tests/system/test_migrate.py
 """
 
+import hashlib
 import os
 import re
 import secrets
@@ -55,7 +56,7 @@ def proxied(make_cluster, request):
     """Factory: proxied(*hosts, **proxy_kw) -> (cluster, {host: FaultProxy})
     with a FaultProxy in front of each named host's migration port, which
     that host advertises to sources. Every host is started."""
-    def make(*hosts, **kw):
+    def make(*hosts, migration=None, **kw):
         c = make_cluster(start=False)
         proxies = {}
         for name in hosts:
@@ -64,7 +65,8 @@ def proxied(make_cluster, request):
             request.addfinalizer(p.stop)
             proxies[name] = p
             c.write_host_config(name, migration={"advertise_address": "127.0.0.1",
-                                                 "advertise_port": p.port})
+                                                 "advertise_port": p.port,
+                                                 **(migration or {})})
         c.start_all()
         return c, proxies
     return make
@@ -402,9 +404,10 @@ def test_kill_destination_ferryd(cluster):
     # the source runs it again while host-b is down
     assert c.vm_info(A, VM)["state"] == "running"
     c.start_host(B)
-    # the restarted ferryd cleaned up the unfinished incoming migration
-    status, reply = c.api(B, "GET", f"/v1/vms/{VM}")
-    assert status == 404, reply
+    # the restarted ferryd cleans up the unfinished incoming migration (its
+    # journal says it was never committed), off the loop: soon, not at once
+    wait_until(lambda: c.api(B, "GET", f"/v1/vms/{VM}")[0] == 404, 30, 0.2,
+               "host-b to discard the unfinished incoming VM")
     assert not qemu_running(dest_pid, uuid)
     assert not c.vm_dir(B, VM).exists()
     assert_single_copy(c, A, uuid, seq)
@@ -462,8 +465,19 @@ def test_tampering_is_detected(proxied):
     assert not proxy.crashes, proxy.crashes
 
 
+def plaintext_policy(c):
+    """The default policy, with plaintext allowed by its rule."""
+    pol = c.default_policy()
+    pol["rules"][0]["plaintext"] = "allow"
+    return pol
+
+
 def test_data_plane_is_encrypted(proxied):
-    c, px = proxied(A, B, capture=True, capture_limit=1 << 30)
+    c, px = proxied(A, B, capture=True, capture_limit=1 << 30,
+                    migration={"allow_plaintext": True})
+    for h in (A, B):
+        c.write_policy(h, plaintext_policy(c))
+        c.api_ok(h, "POST", "/v1/policy/reload")
     secret = "ferrySecret_" + secrets.token_hex(12)
     uuid, seq = boot(c, mib=32, secret=secret)
     assert "memload: secret placed" in c.console(A, VM)
@@ -490,3 +504,91 @@ def test_data_plane_is_encrypted(proxied):
     assert_memload_continues(c, A, seq)
     for p in px.values():
         assert not p.crashes, p.crashes
+
+
+def test_plaintext_needs_config_and_policy(make_cluster):
+    """--insecure is refused unless both hosts' configs allow plaintext and
+    the rule that allows the move says "plaintext": "allow"; each refusal
+    and each use is audited."""
+    c = make_cluster(start=False)
+    c.write_host_config(A, migration={"allow_plaintext": True})
+    c.start_all()
+    uuid, seq = boot(c)
+    # host-b's config is off
+    for h in (A, B):
+        c.write_policy(h, plaintext_policy(c))
+        c.api_ok(h, "POST", "/v1/policy/reload")
+    r = c.migrate(A, VM, B, "--insecure")
+    assert r.returncode != EXIT_OK, r
+    assert "host-b refuses a plaintext migration" in r.summary.get("error", ""), r.summary
+    recs = c.api_ok(B, "GET", "/v1/audit?action=migration.refused")["records"]
+    assert any(x["outcome"] == "plaintext" for x in recs), recs
+    # the source's rule does not allow it
+    c.write_policy(A, c.default_policy())
+    c.api_ok(A, "POST", "/v1/policy/reload")
+    status, reply = c.api(A, "POST", f"/v1/vms/{VM}/migrate",
+                          {"to": B, "address": c.hosts[B].address,
+                           "port": c.hosts[B].port, "insecure": True})
+    assert status == 403 and "plaintext" in reply["error"]["message"], reply
+    # allowed everywhere: it goes, and both hosts record the plaintext use
+    c.write_policy(A, plaintext_policy(c))
+    c.api_ok(A, "POST", "/v1/policy/reload")
+    c.stop_host(B)
+    c.write_host_config(B, migration={"allow_plaintext": True})
+    c.start_host(B)
+    s = assert_completed(c.migrate(A, VM, B, "--insecure"))
+    assert s["insecure"] is True
+    for h in (A, B):
+        recs = c.api_ok(h, "GET", "/v1/audit?action=migration.plaintext")["records"]
+        assert recs and recs[-1]["target"] == VM, (h, recs)
+    assert_single_copy(c, B, uuid, seq)
+
+
+def scan_memory(pid, needles, region_max=512 << 20):
+    """Which of needles (bytes) occur in pid's readable memory."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if "r" not in parts[1] or hi - lo > region_max or \
+                    (len(parts) > 5 and parts[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except (OSError, ValueError, OverflowError):
+                continue
+            for n in needles:
+                if n in data:
+                    found.add(n)
+    return found
+
+
+def file_identity(path, rel):
+    data = path.read_bytes()
+    return {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_session_key_is_wiped(cluster):
+    """The destination wipes a session key from every copy it made (the
+    session, the reply's JSON and text, its buffers): after the session
+    ends, its memory holds the key neither in hex nor in binary."""
+    c = cluster
+    host_a = (str(c.pki / "hosts" / "host-a.crt"), str(c.pki / "hosts" / "host-a.key"))
+    d = c.vm_definition("keyvm")
+    d["uuid"] = "0f0c3c1e-8d1a-4c47-9a55-0c6f1e0b7a21"
+    files = {k: file_identity(c.shared / d[k], d[k]) for k in ("kernel", "initrd")}
+    body = {"version": "1.0", "migration": secrets.token_hex(16), "vm": d,
+            "source": A, "requester": "admin", "multifd": 0, "postcopy": False,
+            "insecure": False, "files": files}
+    status, reply = c.api(B, "POST", "/v1/incoming", body, cert=host_a)
+    assert status == 201 and len(reply["key"]) == 64, (status, reply)
+    key_hex = reply["key"]
+    status, _ = c.api(B, "POST", f"/v1/incoming/{reply['id']}/abort", cert=host_a)
+    assert status == 200
+    wait_until(lambda: c.api(B, "GET", "/v1/vms/keyvm")[0] == 404, 30, 0.2,
+               "the aborted incoming VM to go")
+    needles = [key_hex.encode(), key_hex.upper().encode(), bytes.fromhex(key_hex)]
+    found = scan_memory(c.hosts[B].pid, needles)
+    assert not found, f"host-b's memory still holds the session key: {found}"

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from ferrylib import (EXIT_FAILED, EXIT_OK, expect_tls_refused, qemu_running,
-                      wait_until)
+from ferrylib import (EXIT_FAILED, EXIT_OK, client_hello, expect_tls_refused,
+                      qemu_running, wait_until)
 
 A, B, C = "host-a", "host-b", "host-c"
 SMALL = {"memory_mib": 256, "mib": 32}
@@ -470,6 +470,8 @@ def tamper_cases(lines):
     cases["modify-ts"] = (lines[:k] + [mod] + lines[k + 1:], "modified", k + 1, k + 1)
     # delete record k: found at the line that now holds seq k+1
     cases["delete"] = (lines[:k - 1] + lines[k:], "deleted", k, k + 1)
+    # delete the first two records: the head is anchored at seq 1
+    cases["delete-head"] = (lines[2:], "deleted", 1, 3)
     # insert a copy of record 3 after record k
     cases["insert"] = (lines[:k] + [lines[2]] + lines[k:], "inserted", k + 1, 3)
     # insert a copy of a later record early
@@ -534,7 +536,7 @@ def test_audit_tampering(make_cluster, tmp_path):
             assert f"line {line} (seq {seq})" in rep["message"], (name, rep)
         else:
             assert rep["message"].startswith(f"line {line}"), (name, rep)
-        assert rep["records"] == line - 1, (name, rep)
+        assert rep["records"] == (line - 1 if name != "delete-head" else 0), (name, rep)
         if name.startswith("modify"):
             assert "signature does not match: the record was modified" in rep["message"], rep
         assert f"({kind})" in err and f"line {line}" in err, (name, err)
@@ -701,6 +703,7 @@ def test_crash_safety(make_cluster, tmp_path):
 
 
 FLOOD_SRC = "127.0.0.9"  # the attacker's address; the operator's CLI is 127.0.0.1
+SLOW_SRC = "127.0.0.10"  # the slow-loris clients' address
 
 
 class Flood:
@@ -806,18 +809,108 @@ class Flood:
             return {k: round(v["attempted"] / secs) for k, v in self.stats.items()}, secs
 
 
+class SlowLoris:
+    """Clients from SLOW_SRC that send a TLS ClientHello one byte every
+    `every` s and never finish it, opened at about `rate` per second against
+    the targets in turn. Counts what was attempted, closed by ferryd, and
+    how long the longest-lived one was held."""
+
+    def __init__(self, targets, hello, rate=50, every=1.0):
+        self.targets, self.hello = targets, hello
+        self.rate, self.every = rate, every
+        self.stop_ev = threading.Event()
+        self.lock = threading.Lock()
+        self.open = []  # [socket, bytes sent, opened at, next send]
+        self.stats = {"attempted": 0, "closed": 0, "max_open": 0, "longest_s": 0.0}
+        self.threads = [threading.Thread(target=self._opener, daemon=True),
+                        threading.Thread(target=self._trickler, daemon=True)]
+
+    def _opener(self):
+        n, next_t = 0, time.monotonic()
+        while not self.stop_ev.is_set():
+            with self.lock:
+                self.stats["attempted"] += 1
+            try:
+                s = socket.create_connection(self.targets[n % len(self.targets)],
+                                             timeout=2, source_address=(SLOW_SRC, 0))
+                s.setblocking(False)
+                now = time.monotonic()
+                with self.lock:
+                    self.open.append([s, 0, now, now])
+                    self.stats["max_open"] = max(self.stats["max_open"], len(self.open))
+            except OSError:
+                with self.lock:
+                    self.stats["closed"] += 1
+            n += 1
+            next_t += 1 / self.rate
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+    def _alive(self, conn):
+        s, sent, _, due = conn
+        try:
+            if s.recv(1, socket.MSG_DONTWAIT) == b"":
+                return False
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        if time.monotonic() >= due:
+            try:
+                s.send(self.hello[sent % len(self.hello):][:1])
+            except BlockingIOError:
+                pass
+            except OSError:
+                return False
+            conn[1] += 1
+            conn[3] = due + self.every
+        return True
+
+    def _trickler(self):
+        while not self.stop_ev.is_set():
+            with self.lock:
+                conns = list(self.open)
+            gone = [x for x in conns if not self._alive(x)]
+            now = time.monotonic()
+            with self.lock:
+                for x in gone:
+                    self.open.remove(x)
+                    x[0].close()
+                    self.stats["closed"] += 1
+                    self.stats["longest_s"] = max(self.stats["longest_s"], now - x[2])
+            self.stop_ev.wait(0.05)
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(10)
+        with self.lock:
+            now = time.monotonic()
+            for s, _, opened, _ in self.open:
+                self.stats["longest_s"] = max(self.stats["longest_s"], now - opened)
+                s.close()
+            self.open = []
+
+
 class Sampler:
-    """VmRSS (KiB) of pid every `every` seconds in a thread."""
+    """VmRSS (KiB) and open descriptors of pid every `every` seconds in a
+    thread."""
 
     def __init__(self, pid, every=0.2):
         self.pid, self.every = pid, every
         self.samples = []
+        self.fds = []
         self.stop_ev = threading.Event()
         self.t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self.stop_ev.is_set():
             self.samples.append(rss_kib(self.pid))
+            self.fds.append(fd_count(self.pid))
             self.stop_ev.wait(self.every)
 
     def __enter__(self):
@@ -830,7 +923,8 @@ class Sampler:
 
 
 REFUSALS = ("conn.limited", "auth.failed", "rate.limited", "request.refused",
-            "migration.channel_refused")
+            "migration.channel_refused", "conn.timeout")
+DEADLINE_S = 10  # limits.deadline_s by default
 MiB_KIB = 1024
 MIG_FIGURES = ("total_ms", "downtime_ms", "iterations", "ram_bytes", "mean_mbps")
 
@@ -883,11 +977,18 @@ def test_flood(make_cluster):
             for t in (api, data)]
     idle_t0 = time.monotonic()
     fl = Flood(c, [api, data], c.user_cert("admin", pki=foreign), rate=100, hold=3.0)
+    # and slow-loris clients, 50 new ones a second from their own address
+    # (without a deadline each would be held for ever: 3,000 of them once
+    # held 3,000 descriptors and 150 MB)
+    hello_ctx = c.ssl_context(cert=None)
+    hello_ctx.check_hostname = False
+    slow = SlowLoris([api, data], client_hello(hello_ctx), rate=50)
     # into the flooded host twice (and back between), timed like the
     # unloaded reference: the mean of two
     flooded = []
     with Sampler(pid) as during:
         fl.start()
+        slow.start()
         try:
             time.sleep(3)
             for src, dst in ((A, B), (B, A), (A, B)):
@@ -897,12 +998,16 @@ def test_flood(make_cluster):
                       {k: r.summary.get(k) for k in MIG_FIGURES})
                 if dst == B:
                     flooded.append(r.summary["total_ms"])
-            time.sleep(2)
+            # long enough for slow-loris clients to meet the deadline twice
+            t_end = fl.started + 2 * DEADLINE_S + 3
+            time.sleep(max(2.0, t_end - time.monotonic()))
         finally:
             fl.stop()
+            slow.stop()
     rates, secs = fl.rates()
+    slow_rate = round(slow.stats["attempted"] / secs)
     t_flood = sum(flooded) / len(flooded)
-    # idle connections are dropped after FERRY_API_TIMEOUT_S / the HELLO timeout
+    # idle connections are dropped at the deadline (limits.deadline_s)
     for s in idle:
         s.settimeout(max(1.0, 15 - (time.monotonic() - idle_t0)))
         try:
@@ -917,40 +1022,60 @@ def test_flood(make_cluster):
     wait_until(lambda: fd_count(pid) <= fds_before + 4, 20, 0.5,
                "host-b's connections of the flood to be closed")
     time.sleep(1)
-    rss_after = rss_kib(pid)
-    rss_peak = max(during.samples)
+    rss_after, fds_after = rss_kib(pid), fd_count(pid)
+    rss_peak, fds_peak = max(during.samples), max(during.fds)
     figures = (f"unloaded {unloaded} ms (mean {t_unloaded:.0f}), flooded {flooded} ms "
                f"(mean {t_flood:.0f}) "
                f"({t_flood / t_unloaded:.2f}x); host-b VmRSS peak during the unloaded "
                f"migrations {max(quiet.samples)} KiB, before {rss_before} KiB, "
-               f"peak during {rss_peak} KiB, after {rss_after} KiB; "
+               f"peak during {rss_peak} KiB, after {rss_after} KiB; host-b fds "
+               f"peak during the unloaded migrations {max(quiet.fds)}, before "
+               f"{fds_before}, peak during {fds_peak}, after {fds_after}; "
                f"flood {sum(rates.values())}/s {rates} for {secs:.1f} s, "
-               f"{fl.stats}")
+               f"{fl.stats}; slow-loris {slow_rate}/s {slow.stats}")
     print("\nflood:", figures)
 
     # the flood really was a flood, and the migration did not suffer from it
     assert sum(rates.values()) >= 150, figures
     assert all(v["attempted"] >= 100 for v in fl.stats.values()), figures
+    assert slow.stats["attempted"] >= 500, figures
     assert t_flood <= 2 * t_unloaded, figures
     assert rss_peak - rss_before < 64 * MiB_KIB, figures
     assert rss_after - rss_before < 64 * MiB_KIB, figures
+    # descriptors: bounded by the unauthenticated connections held at once
+    # (conns_total, 256; two sources hold conns_per_addr each) and the
+    # refused ones on their way out, not one per slow client (without the
+    # deadline: 800 after 23 s, growing)
+    assert fds_peak - max(quiet.fds) <= 256, figures
+    # no slow-loris client outlived the deadline (give or take a loaded
+    # machine's lag)
+    assert slow.stats["longest_s"] <= DEADLINE_S + 5, figures
     assert_runs_only_on(c, B, "vm1", uuid, [A])
 
     # the refusals were audited, coalesced, and none hit the real source
     # (host-a) or the operator (the CLI, 127.0.0.1)
     refusals = [x for x in audit_records(c, B)[seq0:] if x["action"] in REFUSALS]
-    by_action = {}
+    by_action, slow_by = {}, {}
     for x in refusals:
         d = x["detail"]
         assert (x["outcome"], x["actor"]) == ("refused", "-"), x
         assert d["count"] >= 1 and sum(d["sources"].values()) + d.get("other_sources", 0) \
             <= d["count"], x
-        assert set(d["sources"]) <= {FLOOD_SRC}, x
+        assert set(d["sources"]) <= {FLOOD_SRC, SLOW_SRC}, x
         by_action[x["action"]] = by_action.get(x["action"], 0) + d["count"]
-    print("flood: refusals audited:", by_action, "in", len(refusals), "records")
+        if SLOW_SRC in d["sources"]:
+            slow_by[x["action"]] = slow_by.get(x["action"], 0) + d["sources"][SLOW_SRC]
+    print("flood: refusals audited:", by_action, "in", len(refusals), "records;",
+          "of the slow-loris clients:", slow_by)
     assert by_action.get("conn.limited", 0) > 0, by_action
     assert by_action.get("auth.failed", 0) > 0, by_action
-    attempted = sum(v["attempted"] for v in fl.stats.values())
+    # the slow-loris clients were counted (over the cap: refused) and cut
+    # at the deadline (audited as such); only those still open when the
+    # flood stopped closed in the middle of their handshake
+    assert slow_by.get("conn.limited", 0) > 0 and slow_by.get("conn.timeout", 0) > 0, slow_by
+    gave_up = slow_by.get("auth.failed", 0) + slow_by.get("migration.channel_refused", 0)
+    assert gave_up <= slow.stats["max_open"], (slow_by, slow.stats)
+    attempted = sum(v["attempted"] for v in fl.stats.values()) + slow.stats["attempted"]
     assert sum(by_action.values()) <= attempted + 2, (by_action, attempted)
     # coalesced: a handful of records per second, not one per connection
     assert len(refusals) <= len(REFUSALS) * (secs + 4), len(refusals)

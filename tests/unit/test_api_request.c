@@ -159,6 +159,68 @@ static void test_bodies(void **state)
 	free(big);
 }
 
+static void test_attest_routes(void **state)
+{
+	struct api_request req;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse("GET", "/v1/attest/identity", NULL, &req, &err),
+			 0);
+	assert_int_equal(req.route, ROUTE_ATTEST_IDENTITY);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_READ);
+	assert_null(api_route_action(req.route)); /* a read */
+	assert_int_equal(parse("POST", "/v1/attest/quote",
+			       "{\"challenge\": \"00\"}", &req, &err),
+			 0);
+	assert_int_equal(req.route, ROUTE_ATTEST_QUOTE);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_READ);
+	assert_false(req.have_exporter); /* the transport sets it */
+	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/attest/activate", "{}", &req,
+			       &err),
+			 0);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_ADMIN);
+	assert_string_equal(api_route_action(req.route), "attest.activate");
+	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/attest/approvals", "{}", &req,
+			       &err),
+			 0);
+	assert_int_equal(api_route_perm(req.route), PERM_ATTEST_ADMIN);
+	assert_string_equal(api_route_action(req.route), "attest.approve");
+	api_request_clear(&req);
+	assert_int_equal(parse("GET", "/v1/attest/quote", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_METHOD);
+	assert_int_equal(parse("POST", "/v1/attest/quote", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	assert_int_equal(parse("GET", "/v1/attest/other", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_NOT_FOUND);
+}
+
+static void test_metrics_route(void **state)
+{
+	struct api_request req;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse("GET", "/v1/metrics", NULL, &req, &err), 0);
+	assert_int_equal(req.route, ROUTE_METRICS);
+	assert_int_equal(api_route_perm(req.route), PERM_METRICS);
+	assert_null(api_route_action(req.route)); /* a read */
+	assert_int_equal(parse("POST", "/v1/metrics", NULL, &req, &err), -1);
+	assert_int_equal(err.code, FERR_METHOD);
+	assert_int_equal(parse("GET", "/v1/metrics?x=1", NULL, &req, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	assert_int_equal(parse("GET", "/v1/metrics", "{}", &req, &err), -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	assert_int_equal(parse("GET", "/metrics", NULL, &req, &err), -1);
+	assert_int_equal(err.code, FERR_NOT_FOUND);
+}
+
 static void test_error_json(void **state)
 {
 	struct ferr err = { 0 };
@@ -178,6 +240,79 @@ static void test_error_json(void **state)
 	json_decref(j);
 }
 
+/* Scan text in pieces of step bytes; true once it flags the request. */
+static bool scan(const char *text, size_t step)
+{
+	struct api_hdr_scan s;
+	size_t len = strlen(text);
+	bool flagged = false;
+
+	memset(&s, 0, sizeof(s));
+	for (size_t i = 0; i < len; i += step)
+		flagged |= api_hdr_scan(&s, text + i,
+					len - i < step ? len - i : step);
+	return flagged;
+}
+
+/* The Content-Length evhttp saturates is flagged, whatever the pieces the
+ * bytes come in; everything evhttp answers itself is not. */
+static void test_header_scan(void **state)
+{
+	static const char *const flagged[] = {
+		"POST /v1/vms HTTP/1.1\r\nHost: x\r\n"
+		"Content-Length: 18446744073709551617\r\n\r\n",
+		"GET /v1/host HTTP/1.1\r\ncontent-LENGTH:   "
+		"99999999999999999999999 \r\n\r\n",
+		"POST /v1/vms HTTP/1.1\nContent-Length:\t9223372036854775808\n\n",
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: 9223372036854775808"
+		"\r\nContent-Length: 1\r\n\r\n",
+	};
+	static const char *const clean[] = {
+		/* fits: evhttp reads it (or answers 413 for too large) */
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: 9223372036854775807"
+		"\r\n\r\n",
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: 12\r\n\r\n",
+		/* not a number, negative, continued, not the first: evhttp
+		 * answers 400 itself or uses the first */
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: "
+		"-99999999999999999999\r\n\r\n",
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: "
+		"99999999999999999999\r\n 7\r\n\r\n",
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: 2\r\n"
+		"Content-Length: 99999999999999999999\r\n\r\n",
+		/* chunked wins */
+		"POST /v1/vms HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n"
+		"Content-Length: 99999999999999999999\r\n\r\n",
+		/* the header block has not ended */
+		"POST /v1/vms HTTP/1.1\r\nContent-Length: "
+		"99999999999999999999\r\n",
+		/* the name must be exact (evhttp does not trim it) */
+		"POST /v1/vms HTTP/1.1\r\nContent-Length : "
+		"99999999999999999999\r\n\r\n",
+		/* the request line is not a header */
+		"Content-Length: 99999999999999999999\r\n\r\n",
+	};
+	char *longline;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(flagged) / sizeof(flagged[0]); i++)
+		for (size_t step = 1; step <= 64; step *= 4)
+			assert_true(scan(flagged[i], step));
+	for (size_t i = 0; i < sizeof(clean) / sizeof(clean[0]); i++)
+		for (size_t step = 1; step <= 64; step *= 4)
+			assert_false(scan(clean[i], step));
+	/* headers past half the limit: evhttp may answer first */
+	longline = malloc(FERRY_API_MAX_HEADERS + 256);
+	strcpy(longline, "POST / HTTP/1.1\r\nX: ");
+	memset(longline + strlen(longline), 'a', FERRY_API_MAX_HEADERS);
+	strcpy(longline + strlen("POST / HTTP/1.1\r\nX: ") +
+		       FERRY_API_MAX_HEADERS,
+	       "\r\nContent-Length: 99999999999999999999\r\n\r\n");
+	assert_false(scan(longline, 1000));
+	free(longline);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -185,6 +320,9 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_bodies),
 		cmocka_unit_test(test_error_json),
+		cmocka_unit_test(test_header_scan),
+		cmocka_unit_test(test_attest_routes),
+		cmocka_unit_test(test_metrics_route),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

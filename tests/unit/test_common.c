@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -94,6 +95,51 @@ static void test_error_table(void **state)
 	assert_int_equal(ferr_http_status((enum ferr_code)999), 500);
 }
 
+/* "[[[...{}...]]]": n nested arrays around an empty object, in an object. */
+static char *nested(unsigned n)
+{
+	char *s = malloc(2 * n + 16);
+	size_t off = 0;
+
+	off += (size_t)sprintf(s + off, "{\"a\":");
+	for (unsigned i = 0; i < n; i++)
+		s[off++] = '[';
+	s[off++] = '1';
+	for (unsigned i = 0; i < n; i++)
+		s[off++] = ']';
+	s[off++] = '}';
+	s[off] = '\0';
+	return s;
+}
+
+/* JSON from outside is nested at most FERRY_JSON_DEPTH_MAX levels. */
+static void test_json_depth(void **state)
+{
+	struct ferr err = { 0 };
+	char *ok = nested(FERRY_JSON_DEPTH_MAX - 1); /* + the object */
+	char *deep = nested(FERRY_JSON_DEPTH_MAX);
+	char *deeper = nested(1000);
+	json_t *j;
+
+	(void)state;
+	j = json_parse_object(ok, strlen(ok), "body", &err);
+	assert_non_null(j);
+	assert_int_equal(json_check_depth(j, "x", &err), 0);
+	json_decref(j);
+	assert_null(json_parse_object(deep, strlen(deep), "body", &err));
+	assert_int_equal(err.code, FERR_INVALID);
+	assert_string_equal(err.msg, "body: JSON nested deeper than 16 levels");
+	assert_null(json_parse_object(deeper, strlen(deeper), "body", &err));
+	assert_string_equal(err.msg, "body: JSON nested deeper than 16 levels");
+	/* scalars and flat values are depth 0 and 1 */
+	j = json_integer(1);
+	assert_int_equal(json_check_depth(j, "x", &err), 0);
+	json_decref(j);
+	free(ok);
+	free(deep);
+	free(deeper);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -101,6 +147,7 @@ int main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_atomic_write),
 		cmocka_unit_test(test_error_table),
+		cmocka_unit_test(test_json_depth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,6 +52,153 @@ static void test_defaults(void **state)
 	assert_int_equal(parse(t, &cfg, &err), 0);
 	assert_int_equal(cfg.listen_port, FERRY_API_PORT_DEFAULT);
 	assert_int_equal(cfg.accel, ACCEL_AUTO);
+	assert_int_equal(cfg.limits.deadline_s, FERRY_GUARD_DEADLINE_S);
+	assert_string_equal(cfg.crl_file, "");
+}
+
+/* The revocation list and the connection deadline. */
+static void test_crl_and_deadline(void **state)
+{
+	const char *t =
+		"{\"host\": \"h\", \"listen\": {\"address\": \"::1\"}, \"tls\": "
+		"{\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\", \"crl\": "
+		"\"pki/crl.pem\"}, \"state_dir\": \"/s\", \"shared_dir\": "
+		"\"/d\", \"limits\": {\"deadline_s\": 3}}";
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse(t, &cfg, &err), 0);
+	assert_string_equal(cfg.crl_file, "/etc/ferry/pki/crl.pem");
+	assert_int_equal(cfg.limits.deadline_s, 3);
+}
+
+/* Members whose key begins with '#' are comments at any depth; other
+ * unknown members are still refused. */
+static void test_comments(void **state)
+{
+	const char *t =
+		"{\"#\": \"top\", \"host\": \"h\", \"#host\": \"why\","
+		" \"listen\": {\"#address\": [1, {\"x\": 2}],"
+		" \"address\": \"::1\"}, \"tls\": {\"ca\": \"a\", \"cert\": \"b\","
+		" \"key\": \"c\"}, \"state_dir\": \"/s\", \"shared_dir\": \"/d\","
+		" \"limits\": {\"#\": \"flood\", \"conns_total\": 9}}";
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse(t, &cfg, &err), 0);
+	assert_string_equal(cfg.host, "h");
+	assert_int_equal(cfg.limits.conns_total, 9);
+	config_clear(&cfg);
+	assert_int_equal(parse("{\"host\": \"h\", \"x#\": 1}", &cfg, &err), -1);
+	assert_non_null(strstr(err.msg, "x#"));
+}
+
+#define BASE                                                                  \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.2\"}, \"tls\": " \
+	"{\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, \"state_dir\": "   \
+	"\"/s\", \"shared_dir\": \"/d\", "
+
+/* Bridges and the data plane's namespace (docs/detection.md). */
+static void test_network(void **state)
+{
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+	static const struct {
+		const char *text;
+		const char *needle;
+	} bad[] = {
+		{ BASE "\"bridges\": {\"lan\": {}}}", "bridges.lan.device" },
+		{ BASE "\"bridges\": {\"lan\": {\"device\": "
+		       "\"a-very-long-bridge\"}}}",
+		  "bridges.lan.device" },
+		{ BASE "\"bridges\": {\"lan\": {\"device\": \"br0\", "
+		       "\"netns\": \"../x\"}}}",
+		  "bridges.lan.netns" },
+		{ BASE "\"bridges\": {\"Lan\": {\"device\": \"br0\"}}}",
+		  "bridges.Lan" },
+		{ BASE "\"bridges\": [1]}", "bridges must be an object" },
+		{ BASE "\"bridges\": {\"lan\": {\"device\": \"br0\", "
+		       "\"stp\": 1}}}",
+		  "unknown field \"stp\"" },
+		{ BASE "\"migration\": {\"netns\": \"ns1\"}}",
+		  "needs migration.advertise_address" },
+		{ BASE "\"migration\": {\"netns\": \"a/b\", "
+		       "\"advertise_address\": \"10.0.0.1\"}}",
+		  "migration.netns" },
+	};
+
+	(void)state;
+	assert_int_equal(
+		parse(BASE "\"bridges\": {\"lan\": {\"device\": \"br0\", "
+			   "\"netns\": \"ns-a\"}, \"dmz\": {\"device\": "
+			   "\"br1\"}}, \"migration\": {\"netns\": \"ns-a\", "
+			   "\"advertise_address\": \"10.231.0.1\"}}",
+		      &cfg, &err),
+		0);
+	assert_int_equal(cfg.nbridges, 2);
+	assert_non_null(config_bridge(&cfg, "lan"));
+	assert_string_equal(config_bridge(&cfg, "lan")->device, "br0");
+	assert_string_equal(config_bridge(&cfg, "lan")->netns, "ns-a");
+	assert_string_equal(config_bridge(&cfg, "dmz")->netns, "");
+	assert_null(config_bridge(&cfg, "wan"));
+	assert_string_equal(cfg.migration_netns, "ns-a");
+	/* the data plane binds the advertised address inside the netns */
+	assert_string_equal(config_dataplane_addr(&cfg), "10.231.0.1");
+	config_clear(&cfg);
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_string_equal(config_dataplane_addr(&cfg), "127.0.0.2");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(parse(bad[i].text, &cfg, &err), -1);
+		assert_int_equal(err.code, FERR_INVALID);
+		if (!strstr(err.msg, bad[i].needle))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
+				 bad[i].needle);
+	}
+}
+
+/* GOOD with an "attestation" member */
+#define WITH_ATTEST(a) \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.1\"}, " \
+	"\"tls\": {\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, "  \
+	"\"state_dir\": \"/s\", \"shared_dir\": \"/d\", "                 \
+	"\"attestation\": " a "}"
+
+static void test_attestation(void **state)
+{
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	/* off by default */
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_OFF);
+	assert_false(cfg.attest.seal);
+	/* the short form: a mode; required seals by default */
+	assert_int_equal(parse(WITH_ATTEST("\"optional\""), &cfg, &err), 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_OPTIONAL);
+	assert_false(cfg.attest.seal);
+	assert_string_equal(cfg.attest.tcti, "device:/dev/tpmrm0");
+	assert_int_equal(cfg.attest.pcr, 15);
+	assert_int_equal(cfg.attest.policy_pcr, 13);
+	assert_int_equal(parse(WITH_ATTEST("{\"mode\": \"required\", "
+					   "\"tcti\": \"swtpm:port=2321\", "
+					   "\"pcr\": 12, \"policy_pcr\": 11, "
+					   "\"registrar\": \"pki/attest\"}"),
+			       &cfg, &err),
+			 0);
+	assert_int_equal(cfg.attest.mode, ATTEST_MODE_REQUIRED);
+	assert_true(cfg.attest.seal);
+	assert_string_equal(cfg.attest.tcti, "swtpm:port=2321");
+	assert_int_equal(cfg.attest.pcr, 12);
+	assert_int_equal(cfg.attest.policy_pcr, 11);
+	assert_string_equal(cfg.attest.registrar, "/etc/ferry/pki/attest");
+	assert_int_equal(parse(WITH_ATTEST("{\"mode\": \"required\", "
+					   "\"seal\": false}"),
+			       &cfg, &err),
+			 0);
+	assert_false(cfg.attest.seal);
 }
 
 /* Each bad config must fail with a message naming the problem. */
@@ -88,6 +235,24 @@ static void test_bad(void **state)
 		  "sun_path/x\", \"shared_dir\": \"/d\"}",
 		  "sun_path" },
 		{ "{\"host\": \"h\", \"host\": \"h\"}", "malformed JSON" },
+		{ "{\"host\": \"h\", \"listen\": {\"address\": \"127.0.0.1\"}, "
+		  "\"tls\": {\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, "
+		  "\"state_dir\": \"/s\", \"shared_dir\": \"/d\", \"limits\": "
+		  "{\"deadline_s\": 301}}",
+		  "limits.deadline_s must be between 1 and 300" },
+		{ "{\"h\": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}",
+		  "JSON nested deeper than 16 levels" },
+		{ WITH_ATTEST("\"sometimes\""), "attestation.mode must be" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"pcr\": 16}"),
+		  "attestation.pcr" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"pcr\": 13}"),
+		  "pcr and policy_pcr must differ" },
+		{ WITH_ATTEST("{\"mode\": \"required\"}"),
+		  "attestation.seal needs attestation.registrar" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"tcti\": \"a b\"}"),
+		  "attestation.tcti" },
+		{ WITH_ATTEST("{\"mode\": \"optional\", \"extra\": 1}"),
+		  "unknown field \"extra\"" },
 	};
 
 	(void)state;
@@ -166,13 +331,57 @@ static void test_etcd(void **state)
 	}
 }
 
+/* qemu_user and audit_rotate_kib (security.md). */
+static void test_qemu_user_and_rotation(void **state)
+{
+#define BASE_CFG                                                               \
+	"{\"host\": \"h\", \"listen\": {\"address\": \"::1\"}, \"tls\": "        \
+	"{\"ca\": \"a\", \"cert\": \"b\", \"key\": \"c\"}, \"state_dir\": "     \
+	"\"/s\", \"shared_dir\": \"/d\""
+	static const struct {
+		const char *text;
+		const char *needle;
+	} bad[] = {
+		{ BASE_CFG ", \"qemu_user\": \"root\"}", "unprivileged user" },
+		{ BASE_CFG ", \"qemu_user\": \"\"}", "unprivileged user" },
+		{ BASE_CFG ", \"qemu_user\": \"a b\"}", "not a user name" },
+		{ BASE_CFG ", \"qemu_user\": \"9q\"}", "not a user name" },
+		{ BASE_CFG ", \"audit_rotate_kib\": 8}", "at least 32" },
+	};
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse(BASE_CFG "}", &cfg, &err), 0);
+	assert_string_equal(cfg.qemu_user, "");
+	assert_int_equal(cfg.audit_rotate_kib, FERRY_AUDIT_ROTATE_KIB_DEFAULT);
+	assert_int_equal(parse(BASE_CFG ", \"qemu_user\": \"ferry-qemu\", "
+				       "\"audit_rotate_kib\": 0}",
+			       &cfg, &err),
+			 0);
+	assert_string_equal(cfg.qemu_user, "ferry-qemu");
+	assert_int_equal(cfg.audit_rotate_kib, 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(parse(bad[i].text, &cfg, &err), -1);
+		if (!strstr(err.msg, bad[i].needle))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
+				 bad[i].needle);
+	}
+#undef BASE_CFG
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_crl_and_deadline),
 		cmocka_unit_test(test_bad),
+		cmocka_unit_test(test_network),
 		cmocka_unit_test(test_etcd),
+		cmocka_unit_test(test_attestation),
+		cmocka_unit_test(test_qemu_user_and_rotation),
+		cmocka_unit_test(test_comments),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

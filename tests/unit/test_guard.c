@@ -91,12 +91,48 @@ static void test_bounded(void **state)
 	guard_free(g);
 }
 
+/* IPv6 sources count per /64 (one host holds a whole /64); an
+ * IPv4-mapped address counts as its IPv4 address. */
+static void test_ipv6_per_64(void **state)
+{
+	struct guard *g = make(2, 100, 1000, 1000);
+	char why[128], src[64];
+
+	(void)state;
+	guard_source("2001:db8:1:2::1", src, sizeof(src));
+	assert_string_equal(src, "2001:db8:1:2::/64");
+	guard_source("2001:db8:1:2:ffff:ffff:ffff:ffff", src, sizeof(src));
+	assert_string_equal(src, "2001:db8:1:2::/64");
+	guard_source("::ffff:10.0.0.7", src, sizeof(src));
+	assert_string_equal(src, "10.0.0.7");
+	guard_source("10.0.0.7", src, sizeof(src));
+	assert_string_equal(src, "10.0.0.7");
+	/* two addresses of one /64 fill its cap; a third is refused */
+	assert_true(guard_conn_open(g, "2001:db8:1:2::1", why, sizeof(why)));
+	assert_true(guard_conn_open(g, "2001:db8:1:2::2", why, sizeof(why)));
+	assert_false(guard_conn_open(g, "2001:db8:1:2:abcd::3", why,
+				     sizeof(why)));
+	assert_non_null(strstr(why, "2001:db8:1:2::/64 has 2"));
+	/* the next /64 has its own */
+	assert_true(guard_conn_open(g, "2001:db8:1:3::1", why, sizeof(why)));
+	/* done with any address of the /64 frees one of its places */
+	guard_conn_done(g, "2001:db8:1:2::99");
+	assert_true(guard_conn_open(g, "2001:db8:1:2::5", why, sizeof(why)));
+	/* IPv4-mapped and plain IPv4 share one count */
+	assert_true(guard_conn_open(g, "::ffff:10.0.0.7", why, sizeof(why)));
+	assert_true(guard_conn_open(g, "10.0.0.7", why, sizeof(why)));
+	assert_false(guard_conn_open(g, "::ffff:10.0.0.7", why, sizeof(why)));
+	assert_int_equal(guard_unauthenticated(g), 5);
+	guard_free(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_conn_caps),
 		cmocka_unit_test(test_rates),
 		cmocka_unit_test(test_bounded),
+		cmocka_unit_test(test_ipv6_per_64),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,8 @@
 
 #include "migrate_int.h"
 #include "tls.h"
+#include "attest.h"
+#include "policy.h"
 #include "../../guest/memload/pattern.h"
 
 static const uint8_t KEY[MIG_KEY_LEN] = { 1, 2, 3, 4, 5 };
@@ -434,6 +436,163 @@ static int teardown_pki(void **state)
 	return rmtree(g_pki, &err);
 }
 
+/* Finished records counted for /v1/metrics: outcomes per role, the
+ * duration and downtime buckets (an observation on a bound falls in that
+ * bucket), bytes; recovered records count only as ended. */
+static void test_stats_note(void **state)
+{
+	struct migrator *m = calloc(1, sizeof(*m));
+	struct mig_stats *s;
+	json_t *recs[] = {
+		json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "role", "source",
+			  "outcome", "completed", "total_ms", 1000,
+			  "downtime_ms", 10, "ram_bytes", 1000, "wire_bytes",
+			  1100),
+		json_pack("{s:s, s:s, s:I, s:I}", "role", "source", "outcome",
+			  "completed", "total_ms", 1001, "downtime_ms", 11),
+		json_pack("{s:s, s:s, s:I}", "role", "source", "outcome",
+			  "cancelled", "wire_bytes", 5),
+		json_pack("{s:s, s:s}", "role", "source", "outcome", "failed"),
+		json_pack("{s:s, s:s, s:I, s:I, s:I}", "role", "destination",
+			  "outcome", "completed", "started_at", 5000,
+			  "ended_at", 9000, "wire_bytes", 1200),
+		json_pack("{s:s, s:s, s:I, s:I, s:b}", "role", "destination",
+			  "outcome", "completed", "started_at", 0, "ended_at",
+			  99999999, "recovered", 1),
+		json_pack("{s:s, s:s}", "role", "destination", "outcome",
+			  "bogus"),
+	};
+
+	(void)state;
+	assert_non_null(m);
+	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
+		assert_non_null(recs[i]);
+		mig_stats_note(m, recs[i]);
+		json_decref(recs[i]);
+	}
+	s = &m->stats;
+	assert_int_equal(s->ended[MIG_STAT_SOURCE][MIG_STAT_COMPLETED], 2);
+	assert_int_equal(s->ended[MIG_STAT_SOURCE][MIG_STAT_CANCELLED], 1);
+	assert_int_equal(s->ended[MIG_STAT_SOURCE][MIG_STAT_FAILED], 1);
+	assert_int_equal(s->ended[MIG_STAT_DEST][MIG_STAT_COMPLETED], 2);
+	assert_int_equal(s->ended[MIG_STAT_DEST][MIG_STAT_FAILED], 1);
+	/* durations: 1000 ms in the 1 s bucket, 1001 ms in the 2 s one */
+	assert_int_equal(s->duration[MIG_STAT_SOURCE].counts[0], 1);
+	assert_int_equal(s->duration[MIG_STAT_SOURCE].counts[1], 1);
+	assert_int_equal(s->duration[MIG_STAT_SOURCE].sum_ms, 2001);
+	/* the destination's 4 s (5 s bucket); the recovered one not */
+	assert_int_equal(s->duration[MIG_STAT_DEST].counts[2], 1);
+	assert_int_equal(s->duration[MIG_STAT_DEST].sum_ms, 4000);
+	assert_int_equal(s->downtime.counts[0], 1); /* 10 ms: le 0.01 */
+	assert_int_equal(s->downtime.counts[1], 1); /* 11 ms: le 0.025 */
+	assert_int_equal(s->downtime.sum_ms, 21);
+	assert_int_equal(s->ram_bytes, 1000);
+	assert_int_equal(s->wire_bytes[MIG_STAT_SOURCE], 1105);
+	assert_int_equal(s->wire_bytes[MIG_STAT_DEST], 1200);
+	free(m);
+}
+
+/* A VM definition with constraints, signed by key (NULL: a zero
+ * signature). */
+static void signed_def(struct vm_def *d, const char *cons, EVP_PKEY *key)
+{
+	char text[1024];
+	uint8_t dg[ATTEST_DIGEST_LEN];
+	struct ferr err = { 0 };
+	json_t *o, *tbs;
+
+	snprintf(text, sizeof(text),
+		 "{\"name\": \"vm1\", \"uuid\": "
+		 "\"5f0c3c1e-8d1a-4c47-9a55-0c6f1e0b7a21\", \"memory_mib\": 64, "
+		 "\"kernel\": \"k\", \"constraints\": {%s%s\"signature\": "
+		 "\"%0128d\"}}",
+		 cons, cons[0] ? ", " : "", 0);
+	o = json_loads(text, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(vmdef_from_json(o, d, &err), 0);
+	json_decref(o);
+	if (!key)
+		return;
+	tbs = vm_constraints_to_json(&d->cons, false);
+	assert_int_equal(attest_constraints_digest(d->uuid, tbs, dg, &err), 0);
+	assert_int_equal(attest_sign(key, dg, d->cons.signature, &err), 0);
+	json_decref(tbs);
+}
+
+static void test_constraints(void **state)
+{
+	static const char pol[] =
+		"{\"roles\": {\"admin\": [\"alice\"], \"operator\": [\"bob\"], "
+		"\"host\": [\"host-a\", \"host-b\"]}, "
+		"\"hosts\": {\"host-b\": {\"labels\": {\"site\": \"eu\", "
+		"\"tier\": \"gold\"}}}, \"rules\": []}";
+	char dir[] = "/tmp/ferry-cons-XXXXXX", path[256];
+	struct ferryd_config cfg = { 0 };
+	struct migrator m = { .cfg = &cfg };
+	struct policy *p = NULL;
+	struct vm_def d;
+	struct ferr err = { 0 };
+	EVP_PKEY *key;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(attest_authority_create(dir, &err), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, ATTEST_AUTHORITY_KEY);
+	key = attest_key_load(path, true, &err);
+	assert_non_null(key);
+	assert_int_equal(policy_parse(pol, strlen(pol), "p", &p, &err), 0);
+	m.deps.policy = &p;
+	snprintf(cfg.host, sizeof(cfg.host), "host-b");
+
+	/* the signature: the authority's, over these constraints and uuid */
+	signed_def(&d, "\"destinations\": {\"site\": [\"eu\"]}", key);
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), 0);
+	assert_int_equal(mig_constraints_verify("", &d, &err), -1);
+	assert_int_equal(err.code, FERR_FORBIDDEN);
+	snprintf(d.cons.dest[0].value, sizeof(d.cons.dest[0].value), "us");
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), -1);
+	assert_non_null(strstr(err.msg, "not signed by the attestation"));
+	signed_def(&d, "\"destinations\": {\"site\": [\"eu\"]}", key);
+	d.uuid[0] = '6';  /* another VM's */
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), -1);
+	signed_def(&d, "\"attest\": \"required\"", NULL);
+	assert_int_equal(mig_constraints_verify(dir, &d, &err), -1);
+
+	/* the checks against this host and the requester */
+	signed_def(&d, "\"destinations\": {\"site\": [\"us\", \"eu\"], "
+		       "\"tier\": [\"gold\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err), 0);
+	signed_def(&d, "\"destinations\": {\"site\": [\"us\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_int_equal(err.code, FERR_FORBIDDEN);
+	assert_non_null(strstr(err.msg, "its label site is eu, not one the VM "
+					"allows"));
+	signed_def(&d, "\"destinations\": {\"rack\": [\"r1\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_non_null(strstr(err.msg, "rack is unset"));
+	signed_def(&d, "\"attest\": \"required\"", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", true, &err), 0);
+	signed_def(&d, "\"roles\": [\"operator\"]", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "bob", false, &err), 0);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+	assert_non_null(strstr(err.msg, "refuse requester alice"));
+	/* another host's labels */
+	snprintf(cfg.host, sizeof(cfg.host), "host-a");
+	signed_def(&d, "\"destinations\": {\"site\": [\"eu\"]}", NULL);
+	assert_int_equal(mig_constraints_check(&m, &d, "alice", false, &err),
+			 -1);
+
+	EVP_PKEY_free(key);
+	policy_free(p);
+	snprintf(path, sizeof(path), "rm -rf %s", dir);
+	assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -446,6 +605,8 @@ int main(void)
 		cmocka_unit_test(test_relay_tls),
 		cmocka_unit_test(test_relay_frames),
 		cmocka_unit_test(test_relay_errors),
+		cmocka_unit_test(test_constraints),
+		cmocka_unit_test(test_stats_note),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }

@@ -50,19 +50,25 @@ static void test_roles_and_permissions(void **state)
 	assert_int_equal(policy_roles(p, "alice"), ROLE_ADMIN);
 	assert_int_equal(policy_roles(p, "host-b"), ROLE_HOST);
 	assert_int_equal(policy_roles(p, "mallory"), 0);
-	assert_true(policy_permits(p, "alice", PERM_VM_WRITE, &d));
-	assert_true(policy_permits(p, "bob", PERM_VM_WRITE, &d));
-	assert_false(policy_permits(p, "carol", PERM_VM_WRITE, &d));
+	assert_true(policy_permits(p, "alice", ID_USER, PERM_VM_WRITE, &d));
+	assert_true(policy_permits(p, "bob", ID_USER, PERM_VM_WRITE, &d));
+	assert_false(policy_permits(p, "carol", ID_USER, PERM_VM_WRITE, &d));
 	assert_non_null(strstr(d.reason, "lacks vm.write"));
-	assert_true(policy_permits(p, "carol", PERM_AUDIT_READ, &d));
-	assert_false(policy_permits(p, "bob", PERM_AUDIT_READ, &d));
-	assert_true(policy_permits(p, "host-a", PERM_MIG_PEER, &d));
-	assert_false(policy_permits(p, "alice", PERM_MIG_PEER, &d));
-	assert_false(policy_permits(p, "balancer", PERM_VM_WRITE, &d));
-	assert_true(policy_permits(p, "balancer", PERM_VM_MIGRATE, &d));
-	assert_false(policy_permits(p, "mallory", PERM_HOST_READ, &d));
+	assert_true(policy_permits(p, "carol", ID_USER, PERM_AUDIT_READ, &d));
+	assert_false(policy_permits(p, "bob", ID_USER, PERM_AUDIT_READ, &d));
+	assert_true(policy_permits(p, "host-a", ID_HOST, PERM_MIG_PEER, &d));
+	/* a user certificate named like a host does not get the host role */
+	assert_false(policy_permits(p, "host-a", ID_USER, PERM_MIG_PEER, &d));
+	assert_non_null(strstr(d.reason, "the host role needs a host "
+					 "certificate"));
+	assert_true(policy_permits(p, "host-a", ID_HOST, PERM_HOST_READ, &d));
+	assert_false(policy_permits(p, "host-a", ID_USER, PERM_HOST_READ, &d));
+	assert_false(policy_permits(p, "alice", ID_USER, PERM_MIG_PEER, &d));
+	assert_false(policy_permits(p, "balancer", ID_USER, PERM_VM_WRITE, &d));
+	assert_true(policy_permits(p, "balancer", ID_USER, PERM_VM_MIGRATE, &d));
+	assert_false(policy_permits(p, "mallory", ID_USER, PERM_HOST_READ, &d));
 	/* no policy: everything denied */
-	assert_false(policy_permits(NULL, "alice", PERM_HOST_READ, &d));
+	assert_false(policy_permits(NULL, "alice", ID_HOST, PERM_HOST_READ, &d));
 	assert_non_null(strstr(d.reason, "no policy"));
 	policy_free(p);
 }
@@ -159,6 +165,18 @@ static void test_invalid(void **state)
 		  "\"migrate_out\": {\"roles\": [\"admin\"]}, \"to\": {\"all\": "
 		  "true}}]}",
 		  "used twice" },
+		{ "{\"roles\": {}, \"rules\": [{\"name\": \"r\", \"vms\": {\"all\":"
+		  " true}, \"migrate_out\": {\"roles\": [\"admin\"]}, \"to\": "
+		  "{\"all\": true}, \"attest\": \"maybe\"}]}",
+		  "rules[0] (r).attest" },
+		{ "{\"roles\": {}, \"attestation\": {\"reference\": [{\"ferryd\":"
+		  " []}]}}",
+		  "attestation.reference[0].hosts: required" },
+		{ "{\"roles\": {}, \"attestation\": {\"reference\": [{\"hosts\":"
+		  " {\"all\": true}, \"qemu\": [\"ABCD\"]}]}}",
+		  "attestation.reference[0].qemu[0]: not a SHA-256" },
+		{ "{\"roles\": {}, \"attestation\": {\"allow\": []}}",
+		  "unknown field \"allow\"" },
 	};
 
 	(void)state;
@@ -177,12 +195,89 @@ static void test_invalid(void **state)
 	}
 }
 
+#define DA "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define DB "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+/* "attest": "required" on the deciding rule; reference values per host. */
+static void test_attestation(void **state)
+{
+	struct policy *p = load(
+		"{\"roles\": {\"admin\": [\"alice\"]},"
+		" \"hosts\": {\"host-b\": {\"labels\": {\"site\": \"eu\"}}},"
+		" \"rules\": [{\"name\": \"strict\", \"vms\": {\"names\": "
+		"[\"db\"]}, \"migrate_out\": {\"roles\": [\"admin\"]}, \"to\": "
+		"{\"all\": true}, \"attest\": \"required\"},"
+		" {\"name\": \"lax\", \"vms\": {\"all\": true}, \"migrate_out\":"
+		" {\"roles\": [\"admin\"]}, \"to\": {\"all\": true}}],"
+		" \"attestation\": {\"reference\": ["
+		"  {\"hosts\": {\"labels\": {\"site\": \"eu\"}}, \"ferryd\": [\"" DA
+		"\"], \"qemu\": [\"" DA "\"]},"
+		"  {\"hosts\": {\"all\": true}, \"qemu\": [\"" DB "\"]}]}}");
+	struct policy_vm db = { "db", NULL, 0 }, web = { "web", NULL, 0 };
+	struct policy_decision d;
+	char scope[128];
+	json_t *refs;
+
+	(void)state;
+	policy_check_out(p, "alice", &db, "host-b", &d);
+	assert_true(d.allow);
+	assert_true(d.attest);
+	policy_check_out(p, "alice", &web, "host-b", &d);
+	assert_true(d.allow);
+	assert_false(d.attest);
+	/* host-b (site=eu) gets both entries' lists */
+	refs = policy_attest_refs(p, "host-b", scope, sizeof(scope));
+	assert_string_equal(scope, "site=eu");
+	assert_int_equal(json_array_size(json_object_get(refs, "ferryd")), 1);
+	assert_int_equal(json_array_size(json_object_get(refs, "qemu")), 2);
+	assert_int_equal(json_array_size(json_object_get(refs, "policy")), 0);
+	json_decref(refs);
+	/* host-c has no labels: only the "all" entry */
+	refs = policy_attest_refs(p, "host-c", scope, sizeof(scope));
+	assert_string_equal(scope, "host host-c");
+	assert_int_equal(json_array_size(json_object_get(refs, "ferryd")), 0);
+	assert_string_equal(json_string_value(json_array_get(
+				    json_object_get(refs, "qemu"), 0)),
+			    DB);
+	json_decref(refs);
+	assert_true(policy_permits(p, "alice", ID_USER, PERM_ATTEST_ADMIN, &d));
+	policy_free(p);
+}
+
+/* The monitor role reads metrics and nothing else; the host and
+ * controller roles do not read metrics. */
+static void test_metrics_permission(void **state)
+{
+	struct policy *p = load("{\"version\": 1, \"roles\": {"
+				"\"monitor\": [\"prometheus\"],"
+				"\"auditor\": [\"carol\"],"
+				"\"host\": [\"host-a\"],"
+				"\"controller\": [\"balancer\"]}}");
+	struct policy_decision d;
+
+	(void)state;
+	assert_int_equal(policy_roles(p, "prometheus"), ROLE_MONITOR);
+	assert_string_equal(role_name(ROLE_MONITOR), "monitor");
+	assert_string_equal(perm_name(PERM_METRICS), "metrics");
+	assert_true(policy_permits(p, "prometheus", ID_USER, PERM_METRICS, &d));
+	assert_true(policy_permits(p, "carol", ID_USER, PERM_METRICS, &d));
+	assert_false(policy_permits(p, "host-a", ID_HOST, PERM_METRICS, &d));
+	assert_false(policy_permits(p, "balancer", ID_USER, PERM_METRICS, &d));
+	for (int perm = 0; perm < PERM__COUNT; perm++)
+		if (perm != PERM_METRICS)
+			assert_false(policy_permits(p, "prometheus", ID_USER,
+						    (enum perm)perm, &d));
+	policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roles_and_permissions),
 		cmocka_unit_test(test_migration_rules),
 		cmocka_unit_test(test_invalid),
+		cmocka_unit_test(test_attestation),
+		cmocka_unit_test(test_metrics_permission),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

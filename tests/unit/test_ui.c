@@ -133,12 +133,58 @@ static void test_routes(void **state)
 					"action=vm.*x", &r, &err), -1);
 }
 
+/* ferry-detect's alarms shown by the dashboard (detection.md's state). */
+static void test_detector_alarms(void **state)
+{
+	const char *ok =
+		"{\"version\": 1, \"updated_ms\": 100000, \"alarms\": ["
+		"{\"kind\": \"unexplained_migration\", \"vm\": \"v1\", "
+		"\"host\": \"\", \"message\": \"no record\"}, "
+		"{\"kind\": \"audit_tampered\", \"vm\": \"\", \"host\": "
+		"\"host-b\", \"message\": \"line 1\"}]}";
+	static const char *const bad[] = {
+		"{\"version\": 2, \"alarms\": []}", "not json",
+		"{\"version\": 1, \"alarms\": {}}"
+	};
+	json_t *out = json_array();
+	json_t *a;
+
+	(void)state;
+	ui_detector_alarms(ok, strlen(ok), 110000, out);
+	assert_int_equal(json_array_size(out), 2);
+	a = json_array_get(out, 0);
+	assert_string_equal(json_string_value(json_object_get(a, "severity")),
+			    "critical");
+	assert_string_equal(json_string_value(json_object_get(a, "vm")), "v1");
+	assert_non_null(strstr(json_string_value(json_object_get(a, "title")),
+			       "no audit record"));
+	a = json_array_get(out, 1);
+	assert_string_equal(json_string_value(json_object_get(a, "host")),
+			    "host-b");
+	json_array_clear(out);
+	/* a detector that stopped updating is a warning */
+	ui_detector_alarms(ok, strlen(ok), 100000 + UI_DETECTOR_STALE_MS + 1,
+			   out);
+	assert_int_equal(json_array_size(out), 3);
+	assert_string_equal(
+		json_string_value(json_object_get(json_array_get(out, 0),
+						  "severity")),
+		"warning");
+	json_array_clear(out);
+	/* hostile or foreign files: one warning, nothing else */
+	for (size_t i = 0; i < 3; i++)
+		ui_detector_alarms(bad[i], strlen(bad[i]), 0, out);
+	assert_int_equal(json_array_size(out), 3);
+	json_decref(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_host_and_origin),
 		cmocka_unit_test(test_token),
 		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_detector_alarms),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,252 @@
+/* postcopy.c - recovery of a post-copy migration whose stream broke (a
+ * ferryd restarted, the link was cut): the VM already runs on the
+ * destination and pulls its missing pages from the source, so neither
+ * side may give up. QEMU pauses both ends ("postcopy-paused"); the source
+ * asks the destination to listen again (QEMU's migrate-recover) through a
+ * new one-channel session, carries that channel like any other, and tells
+ * its QEMU to resume the migration. docs/migration-protocol.md,
+ * "Post-copy recovery". */
+#define _GNU_SOURCE
+#include "migrate_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+/* ---- the destination ---- */
+
+struct recov {
+	struct migrator *m;
+	struct in_session *s; /* the new session, a reference */
+	mig_reply_fn fn;
+	void *ctx;
+};
+
+/* Worker: the VM's QEMU must be paused in post-copy; listen again. */
+static int recover_setup(struct qmp *q, void *arg, struct ferr *err)
+{
+	struct recov *r = arg;
+	char uri[FERRY_SOCK_PATH_MAX + 8];
+	json_t *ret = NULL;
+	const char *st;
+	int rc;
+
+	if (qmp_command(q, "query-migrate", NULL, &ret, err) < 0)
+		return -1;
+	st = json_string_value(json_object_get(ret, "status")) ?: "";
+	rc = strcmp(st, "postcopy-paused") == 0
+		     ? 0
+		     : ferr_set(err, FERR_CONFLICT,
+				"the VM's incoming migration is %s, not "
+				"paused in post-copy",
+				st[0] ? st : "none");
+	json_decref(ret);
+	if (rc < 0)
+		return -1;
+	snprintf(uri, sizeof(uri), "unix:%s", vm_run_name(r->s->in_sock));
+	return qmp_command(q, "migrate-recover",
+			   json_pack("{s:s}", "uri", uri), NULL, err);
+}
+
+static void on_session_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct in_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	event_free(s->timer);
+	s->timer = NULL;
+	if (session_end(&s->m->sessions, s, IN_ABORTED))
+		unlink(s->in_sock);
+}
+
+static void on_recover_ready(void *arg, struct vm *vm, int rc,
+			     const struct ferr *err)
+{
+	struct recov *r = arg;
+	struct in_session *s = r->s;
+	struct migrator *m = r->m;
+	struct timeval tv = { .tv_sec = (time_t)(s->max_time_s +
+						  MIG_SESSION_GRACE_S) };
+	char keyhex[2 * MIG_KEY_LEN + 1];
+	struct ferr e2;
+
+	if (rc < 0 || !vm) {
+		if (session_end(&m->sessions, s, IN_FAILED))
+			unlink(s->in_sock);
+		r->fn(r->ctx, -1, NULL,
+		      err ? err
+			  : &(struct ferr){ FERR_NOT_FOUND, "the VM is gone" });
+		goto out;
+	}
+	s->timer = evtimer_new(m->base, on_session_timeout, s);
+	if (!s->timer || evtimer_add(s->timer, &tv) < 0 ||
+	    session_advance(&m->sessions, s, IN_PREPARING, IN_PREPARED, &e2) <
+		    0) {
+		if (s->timer) {
+			event_free(s->timer);
+			s->timer = NULL;
+		}
+		if (session_end(&m->sessions, s, IN_FAILED))
+			unlink(s->in_sock);
+		r->fn(r->ctx, -1, NULL, &e2);
+		goto out;
+	}
+	hex_encode(s->key, sizeof(s->key), keyhex);
+	log_info("migration %s of vm %s: post-copy recovery from %s through "
+		 "session %s",
+		 s->migration, s->vm, s->source, s->id);
+	mig_audit(m, s->source, "migration.recover", s->vm, "ok",
+		  json_pack("{s:s, s:s}", "id", s->migration, "session",
+			    s->id));
+	r->fn(r->ctx, 0,
+	      json_pack("{s:s, s:s, s:s, s:i}", "id", s->id, "key", keyhex,
+			"data_address", m->cfg->advertise_addr, "data_port",
+			(int)m->cfg->advertise_port),
+	      NULL);
+	OPENSSL_cleanse(keyhex, sizeof(keyhex));
+out:
+	session_put(&m->sessions, s);
+	free(r);
+}
+
+int migrator_recover(struct migrator *m, const char *id, const char *peer,
+		     mig_reply_fn fn, void *ctx, struct ferr *err)
+{
+	struct ferr e2;
+	json_t *rec = journal_read(m->journal_dir, JOURNAL_DEST, id, &e2);
+	const char *phase = json_string_value(json_object_get(rec, "phase"));
+	const char *src = json_string_value(json_object_get(rec, "source"));
+	struct recov *r = NULL;
+	struct vm *vm;
+	int rc = -1;
+
+	if (m->stopping) {
+		ferr_set(err, FERR_UNAVAILABLE, "ferryd is shutting down");
+		goto out;
+	}
+	if (!rec || !phase || (strcmp(phase, "committed") != 0 &&
+			       strcmp(phase, "committing") != 0)) {
+		ferr_set(err, FERR_NOT_FOUND,
+			 "no committed migration %s on this host", id);
+		goto out;
+	}
+	if (!src || strcmp(src, peer) != 0) {
+		ferr_set(err, FERR_FORBIDDEN,
+			 "migration %s belongs to %s, not %s", id,
+			 src ? src : "?", peer);
+		goto out;
+	}
+	vm = vmm_find_uuid(m->vmm, json_string_value(
+					   json_object_get(rec, "uuid")) ?: "");
+	if (!vm || vm->incoming || !vm->qmp) {
+		ferr_set(err, FERR_NOT_FOUND,
+			 "the VM of migration %s does not run here any more",
+			 id);
+		goto out;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r || !(r->s = session_new(&m->sessions, err))) {
+		if (r)
+			goto out;
+		ferr_set(err, FERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	r->m = m;
+	r->fn = fn;
+	r->ctx = ctx;
+	r->s->m = m;
+	r->s->recovery = true;
+	r->s->postcopy = true;
+	r->s->nchan = 1;
+	r->s->max_time_s = vm->def.max_time_s;
+	snprintf(r->s->migration, sizeof(r->s->migration), "%s",
+		 json_string_value(json_object_get(rec, "migration")) ?: id);
+	snprintf(r->s->source, sizeof(r->s->source), "%s", src);
+	snprintf(r->s->requester, sizeof(r->s->requester), "%s", peer);
+	snprintf(r->s->vm, sizeof(r->s->vm), "%s", vm->def.name);
+	snprintf(r->s->uuid, sizeof(r->s->uuid), "%s", vm->def.uuid);
+	if (fmt_checked(r->s->in_sock, sizeof(r->s->in_sock), err,
+			"socket path", "%s/run/%s.in", m->cfg->state_dir,
+			r->s->id) < 0 ||
+	    vm_run_qmp(vm, "migrate-recover", recover_setup, r,
+		       on_recover_ready, err) < 0)
+		goto out;
+	r = NULL;
+	rc = 0;
+out:
+	if (r) {
+		if (r->s) {
+			session_end(&m->sessions, r->s, IN_FAILED);
+			session_put(&m->sessions, r->s);
+		}
+		free(r);
+	}
+	json_decref(rec);
+	return rc;
+}
+
+/* ---- the source ---- */
+
+int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
+{
+	unsigned backoff = MIG_RESOLVE_MIN_S;
+
+	for (;;) {
+		struct peer_session ps = { 0 };
+		char uri[FERRY_SOCK_PATH_MAX + 8];
+		int rc;
+
+		/* the old channels ended with their connection */
+		channels_finish(g);
+		rc = peer_recover(g->m, &g->peer, g->session, &ps, err);
+		if (rc == 0) {
+			memcpy(g->rsession, ps.id, sizeof(g->rsession));
+			hex_decode(ps.id, g->sid, sizeof(g->sid));
+			memcpy(g->key, ps.key, sizeof(g->key));
+			OPENSSL_cleanse(ps.key, sizeof(ps.key));
+			snprintf(g->data_addr, sizeof(g->data_addr), "%s",
+				 ps.data_addr);
+			g->data_port = ps.data_port;
+			g->nchan = 1;
+			/* a recovery session carries no frames */
+			g->plan.z = RELAY_Z_OFF;
+			snprintf(uri, sizeof(uri), "unix:%s",
+				 vm_run_name(g->out_sock));
+			if (channels_start(g, err) == 0 &&
+			    qmp_command(q, "migrate",
+					json_pack("{s:s, s:b}", "uri", uri,
+						  "resume", 1),
+					NULL, err) == 0) {
+				g->recoveries++;
+				mig_rec_set(g, "postcopy_recoveries",
+					    json_integer(g->recoveries));
+				log_info("migration %s of vm %s: post-copy "
+					 "resumed (recovery %u)",
+					 g->id, g->def.name, g->recoveries);
+				return 0;
+			}
+		} else if (err->code == FERR_NOT_FOUND ||
+			   err->code == FERR_FORBIDDEN) {
+			/* the destination says it cannot: the VM is gone
+			 * there (its QEMU crashed) */
+			return -1;
+		}
+		OPENSSL_cleanse(ps.key, sizeof(ps.key));
+		log_warn("migration %s of vm %s: post-copy recovery: %s; "
+			 "again in %u s",
+			 g->id, g->def.name, err->msg, backoff);
+		for (uint64_t until = now_ms() + 1000ULL * backoff;
+		     now_ms() < until;) {
+			if (atomic_load(&g->m->stop))
+				return ferr_set(err, FERR_UNAVAILABLE,
+						"ferryd is stopping");
+			usleep(100 * 1000);
+		}
+		backoff = backoff * 2 > MIG_RESOLVE_MAX_S ? MIG_RESOLVE_MAX_S
+							  : backoff * 2;
+	}
+}
