@@ -952,7 +952,8 @@ def path_label(path):
         return "?"
     mf = path.get("multifd") or 0
     way = f"multifd {mf} ch" if mf else "1 stream"
-    return f"{way}, compress {path.get('compress', '?')}"
+    frames = "" if path.get("frames") else ", no frames"
+    return f"{way}, compress {path.get('compress', '?')}{frames}"
 
 
 def fmt(v, spec, none="–"):
