@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan tsan analyze guest demo check bench bench-detect faults fuzz package clean
+.PHONY: all deps build asan tsan analyze guest demo check bench bench-controller bench-detect faults fuzz package clean
 
 all: build
 
@@ -52,6 +52,12 @@ bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
 	/usr/bin/python3 bench/migrate_bench.py --link $(BENCH_LINK) $(BENCH_ARGS)
 
+# The controller against 1,000, 5,000 and 10,000 simulated hosts with three
+# etcd members (docs/balancer.md, "Scale"); run on a quiet machine.
+# CTL_BENCH_ARGS="--hosts 1000 --rounds 3" to tune.
+bench-controller: build
+	/usr/bin/python3 bench/controller_bench.py $(CTL_BENCH_ARGS)
+
 # The fault matrix (docs/reliability.md): every fault at every phase of a
 # migration, FAULT_TRIALS times per cell, against the sanitizer build; the
 # table is printed at the end. `make check` runs one trial of a few cells.
@@ -76,9 +82,10 @@ FUZZ_SECONDS ?= 600
 fuzz: deps
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
-# Debian packages ferryd and ferry (debian/, docs/install.md) built with
-# dpkg-buildpackage from a copy of the tree into $(DEB_OUT), then unpacked,
-# verified and checked by lintian (tests/package). Slow: not in `make check`.
+# Debian packages ferryd, ferry and ferry-detect (debian/, docs/install.md)
+# built with dpkg-buildpackage from a copy of the tree into $(DEB_OUT), then
+# unpacked, verified and checked by lintian (tests/package). Slow: not in
+# `make check`.
 DEB_OUT ?= build-deb
 package: deps
 	bash scripts/package.sh $(DEB_OUT)

@@ -180,7 +180,7 @@ cat > "$D/demo-vm.json" <<JSON
   "vcpus": 1,
   "kernel": "guest/vmlinuz",
   "initrd": "guest/initramfs.cpio.gz",
-  "cmdline": "console=ttyS0 quiet clocksource=hpet memload.mib=64 memload.rate=2000 memload.secret=FERRY-DEMO-SECRET"
+  "cmdline": "console=ttyS0 quiet clocksource=hpet no_timer_check memload.mib=64 memload.rate=2000 memload.secret=FERRY-DEMO-SECRET"
 }
 JSON
 $FERRY --host host-a vm define "$D/demo-vm.json"

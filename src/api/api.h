@@ -58,6 +58,8 @@ enum api_route {
 	ROUTE_BAL_DRAIN,     /* POST /v1/balance/drain {"host"} */
 	ROUTE_BAL_UNDRAIN,   /* POST /v1/balance/undrain {"host"} */
 	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
+	ROUTE_BAL_PARAMS,    /* POST /v1/balance/params {"params"} */
+	ROUTE_HOST_FENCE,    /* POST /v1/host/fence {"fence"}: a leader's token */
 	ROUTE_ATTEST_IDENTITY, /* GET  /v1/attest/identity: EK cert, AK */
 	ROUTE_ATTEST_QUOTE,    /* POST /v1/attest/quote {"challenge"} */
 	ROUTE_ATTEST_ACTIVATE, /* POST /v1/attest/activate {credential,
@@ -81,6 +83,7 @@ struct api_request {
 	char q_vm[FERRY_NAME_MAX + 1];     /* ROUTE_AUDIT_QUERY filters, */
 	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
 	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
+	bool no_hosts;               /* ROUTE_BAL_STATUS ?hosts=0 */
 	/* set by the transport, not the parser: the connection's attestation
 	 * exporter (tls_exporter), to bind nonces to this TLS session */
 	bool have_exporter;

@@ -64,6 +64,8 @@ static const struct route_def routes[] = {
 	{ ROUTE_BAL_DRAIN, "POST", 2, "balance", "drain", BODY_OBJECT },
 	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
 	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
+	{ ROUTE_BAL_PARAMS, "POST", 2, "balance", "params", BODY_OBJECT },
+	{ ROUTE_HOST_FENCE, "POST", 2, "host", "fence", BODY_OBJECT },
 	{ ROUTE_ATTEST_IDENTITY, "GET", 2, "attest", "identity", BODY_NONE },
 	{ ROUTE_ATTEST_QUOTE, "POST", 2, "attest", "quote", BODY_OBJECT },
 	{ ROUTE_ATTEST_ACTIVATE, "POST", 2, "attest", "activate",
@@ -111,7 +113,10 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_BAL_MODE:
 	case ROUTE_BAL_DRAIN:
 	case ROUTE_BAL_UNDRAIN:
+	case ROUTE_BAL_PARAMS:
 		return PERM_BALANCE_WRITE;
+	case ROUTE_HOST_FENCE:
+		return PERM_VM_MIGRATE; /* it fences migration requests */
 	case ROUTE_ATTEST_IDENTITY:
 	case ROUTE_ATTEST_QUOTE:
 		return PERM_ATTEST_READ;
@@ -164,6 +169,10 @@ const char *api_route_action(enum api_route r)
 		return "balance.drain";
 	case ROUTE_BAL_UNDRAIN:
 		return "balance.undrain";
+	case ROUTE_BAL_PARAMS:
+		return "balance.params";
+	case ROUTE_HOST_FENCE:
+		return "host.fence";
 	case ROUTE_ATTEST_ACTIVATE:
 		return "attest.activate";
 	case ROUTE_ATTEST_APPROVE:
@@ -298,6 +307,16 @@ static int query_param(struct api_request *req, const char *key,
 	uint64_t *num = NULL, max = INT64_MAX;
 	char *str = NULL;
 
+	if (req->route == ROUTE_BAL_STATUS) {
+		/* hosts=0: the figures without the (long) host list */
+		if (strcmp(key, "hosts") != 0 ||
+		    (strcmp(value, "0") && strcmp(value, "1")))
+			return ferr_set(err, FERR_INVALID,
+					"the only query parameter is hosts=0 "
+					"or hosts=1");
+		req->no_hosts = value[0] == '0';
+		return 0;
+	}
 	if (console && !strcmp(key, "offset")) {
 		num = &req->offset;
 	} else if (!strcmp(key, "limit")) {
@@ -334,8 +353,8 @@ static int query_param(struct api_request *req, const char *key,
 	return 0;
 }
 
-/* Parse the query string: only the console and the audit query take
- * parameters. */
+/* Parse the query string: only the console, the audit query and the
+ * balancer's status take parameters. */
 static int parse_query(struct api_request *req, const char *query,
 		       struct ferr *err)
 {
@@ -348,7 +367,8 @@ static int parse_query(struct api_request *req, const char *query,
 						     : FERRY_API_CONSOLE_MAX;
 	if (!query || !*query)
 		return 0;
-	if (req->route != ROUTE_VM_CONSOLE && req->route != ROUTE_AUDIT_QUERY)
+	if (req->route != ROUTE_VM_CONSOLE && req->route != ROUTE_AUDIT_QUERY &&
+	    req->route != ROUTE_BAL_STATUS)
 		return ferr_set(err, FERR_INVALID,
 				"this request takes no query parameters");
 	TAILQ_INIT(&params);

@@ -281,6 +281,12 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 				  json_pack("{s:s, s:s}", "to", g->opts.to,
 					    "rule", d.rule));
 	}
+	/* a controller's request: refused when a newer leader exists */
+	if (g->opts.fence && fence_check(&m->fence, g->opts.fence, err) < 0) {
+		mig_audit(m, requester, "migration.refused", vm->def.name,
+			  "fenced", json_pack("{s:s}", "reason", err->msg));
+		goto fail;
+	}
 	g->def = vm->def;
 	if (mig_attest_plan(m, g, rule_attest, err) < 0)
 		goto fail;
@@ -605,6 +611,7 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 	m->listen_fd = -1;
 	session_table_init(&m->sessions);
 	if (history_open(&m->history, cfg->state_dir, err) < 0 ||
+	    fence_load(&m->fence, cfg->state_dir, err) < 0 ||
 	    journal_init(cfg->state_dir, m->journal_dir,
 			 sizeof(m->journal_dir), err) < 0)
 		goto fail;

@@ -78,6 +78,13 @@ void migrator_free(struct migrator *m);
 int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		   const char *requester, json_t **reply, struct ferr *err);
 
+/* API (controllers): POST /v1/host/fence {"fence": N}: a leader announces
+ * its fencing token; from then on this host refuses migration requests
+ * carrying a lower one (docs/balancer.md, "Fencing"). Refused
+ * (FERR_CONFLICT) when N is below the highest seen; kept durably. */
+int migrator_fence(struct migrator *m, const json_t *body,
+		   const char *requester, json_t **reply, struct ferr *err);
+
 /* API: one migration (active, queued or in the history) by id. */
 int migrator_get(struct migrator *m, const char *id, json_t **reply,
 		 struct ferr *err);

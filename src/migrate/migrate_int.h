@@ -72,11 +72,13 @@ struct mig_opts {
 	enum mig_compress compress;
 	uint64_t max_time_s;         /* 0: the VM's setting */
 	bool insecure;               /* plaintext data plane (benchmarks) */
+	int64_t fence;               /* a controller's fencing token, 0: none */
 };
 
 /* Parse a migrate request body: {"to", "address", "port", "mode",
  * "max_downtime_ms", "bandwidth_mibps", "channels", "max_time_s",
- * "insecure", "compress"}. Unknown fields, wrong types and bad values are FERR_INVALID
+ * "insecure", "compress", "fence"}. Unknown fields, wrong types and bad values
+ * are FERR_INVALID
  * naming the field. */
 int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 		       struct ferr *err);
@@ -736,6 +738,21 @@ struct unresolved {
 	struct unresolved *next;
 };
 
+/* fence.c: the highest fencing token a controller presented here. */
+struct fence {
+	int64_t highest;
+	char path[FERRY_PATH_MAX];
+};
+
+/* Read STATE_DIR/fence (absent: 0). A file that is not a token is
+ * FERR_INVALID naming it. */
+int fence_load(struct fence *f, const char *state_dir, struct ferr *err);
+
+/* Accept token (>= 1) unless it is below the highest seen (FERR_CONFLICT:
+ * a newer controller leads); a higher one is written durably first. Loop
+ * thread. */
+int fence_check(struct fence *f, int64_t token, struct ferr *err);
+
 struct migrator {
 	const struct ferryd_config *cfg;
 	struct event_base *base;
@@ -745,6 +762,7 @@ struct migrator {
 	SSL_CTX *client_ctx;      /* ours: calls and channels to peers */
 	char journal_dir[FERRY_PATH_MAX];
 	struct history history;   /* loop */
+	struct fence fence;       /* loop */
 	struct mig *active;       /* loop */
 	struct mig *queued;       /* loop, oldest first */
 	struct unresolved *unresolved; /* loop */

@@ -23,11 +23,11 @@ int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 	static const char *const fields[] = {
 		"to", "address", "port", "mode", "max_downtime_ms",
 		"bandwidth_mibps", "channels", "max_time_s", "insecure",
-		"compress", NULL
+		"compress", "fence", NULL
 	};
 	const char *s = NULL, *mode = NULL, *compress = NULL;
 	unsigned char buf[16];
-	uint64_t port = FERRY_API_PORT_DEFAULT;
+	uint64_t port = FERRY_API_PORT_DEFAULT, fence = 0;
 
 	memset(o, 0, sizeof(*o));
 	if (!body)
@@ -64,9 +64,12 @@ int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 			 FERRY_MIG_TIME_S_MAX, &o->max_time_s, err) < 0 ||
 	    json_get_bool(body, "insecure", "migration", &o->insecure, err) < 0 ||
 	    json_get_string(body, "compress", "migration", 8, &compress,
-			    err) < 0)
+			    err) < 0 ||
+	    json_get_u64(body, "fence", "migration", 1, INT64_MAX, &fence,
+			 err) < 0)
 		return -1;
 	o->port = (uint16_t)port;
+	o->fence = (int64_t)fence;
 	if (!mode || !strcmp(mode, "live"))
 		o->mode = MIG_LIVE;
 	else if (!strcmp(mode, "offline"))

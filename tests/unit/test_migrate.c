@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -149,6 +150,13 @@ static void test_opts(void **state)
 		  "migration.compress" },
 		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"compress\": 1}",
 		  "compress" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"fence\": 0}",
+		  "migration.fence" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"fence\": "
+		  "\"7\"}",
+		  "migration.fence" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"fence\": -1}",
+		  "migration.fence" },
 	};
 	struct mig_opts o;
 	struct ferr err = { 0 };
@@ -168,12 +176,18 @@ static void test_opts(void **state)
 	assert_true(o.insecure);
 	assert_int_equal(o.max_downtime_ms, 0); /* the VM's setting */
 	assert_int_equal(o.compress, MIG_COMPRESS_AUTO);
+	assert_int_equal(o.fence, 0);
 	assert_int_equal(opts("{\"to\": \"b\", \"address\": \"127.0.0.3\", "
 			      "\"compress\": \"off\", \"channels\": 1}",
 			      &o, &err),
 			 0);
 	assert_int_equal(o.compress, MIG_COMPRESS_OFF);
 	assert_int_equal(o.channels, 1);
+	assert_int_equal(opts("{\"to\": \"b\", \"address\": \"127.0.0.3\", "
+			      "\"fence\": 9223372036854775807}",
+			      &o, &err),
+			 0);
+	assert_int_equal(o.fence, INT64_MAX);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		if (opts(bad[i].text, &o, &err) != -1)
 			fail_msg("case %zu accepted", i);
@@ -181,6 +195,39 @@ static void test_opts(void **state)
 			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
 				 bad[i].needle);
 	}
+}
+
+/* The fencing rule: lower tokens refused, higher ones kept across a
+ * restart (a new load), a broken file refused at load. */
+static void test_fence(void **state)
+{
+	char dir[] = "/tmp/ferry-fence-XXXXXX", path[64];
+	struct fence f, g;
+	struct ferr err = { 0 };
+	FILE *fp;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(fence_load(&f, dir, &err), 0);
+	assert_int_equal(f.highest, 0);
+	assert_int_equal(fence_check(&f, 5, &err), 0);
+	assert_int_equal(fence_check(&f, 5, &err), 0); /* the same leader */
+	assert_int_equal(fence_check(&f, 4, &err), -1);
+	assert_int_equal(err.code, FERR_CONFLICT);
+	assert_non_null(strstr(err.msg, "older than 5"));
+	assert_int_equal(fence_check(&f, 12, &err), 0);
+	assert_int_equal(fence_load(&g, dir, &err), 0);
+	assert_int_equal(g.highest, 12);
+	assert_int_equal(fence_check(&g, 11, &err), -1);
+	snprintf(path, sizeof(path), "%s/fence", dir);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs("12x\n", fp);
+	fclose(fp);
+	assert_int_equal(fence_load(&g, dir, &err), -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	unlink(path);
+	rmdir(dir);
 }
 
 /* ---- the relay ---- */
@@ -601,6 +648,7 @@ int main(void)
 		cmocka_unit_test(test_ack),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_opts),
+		cmocka_unit_test(test_fence),
 		cmocka_unit_test(test_relay_plain),
 		cmocka_unit_test(test_relay_tls),
 		cmocka_unit_test(test_relay_frames),
