@@ -263,7 +263,7 @@ int main(int argc, char **argv)
 			g_rchunk = (size_t)atoi(optarg) * 1024;
 			break;
 		case 'n':
-			ns_a = strdup(optarg);
+			ns_a = optarg; /* argv is writable */
 			ns_b = strchr(ns_a, ',');
 			if (!ns_b)
 				return 2;
