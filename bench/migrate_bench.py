@@ -1146,9 +1146,10 @@ class Bench:
 
     def cmdline(self):
         """Kernel command line, identical for every config.  clocksource=hpet
-        as in ferry's demo and tests (guest/README.md: under QEMU 7.2 TCG a
-        TSC guest stalls after an incoming migration resumed with `cont`,
-        which is how ferry's destination starts)."""
+        and no_timer_check as in ferry's demo and tests (guest/README.md:
+        under QEMU 7.2 TCG a TSC guest stalls after an incoming migration
+        resumed with `cont`, which is how ferry's destination starts; a
+        loaded host makes the boot-time timer check panic)."""
         rate, content = WORKLOADS[self.workload]
         rate = self.args.rate if rate is None else rate
         extra = f" {self.args.guest_append}" if self.args.guest_append else ""
@@ -1215,9 +1216,10 @@ def parse_args(argv):
     ap.add_argument("--accel", default="tcg",
                     help="QEMU -accel value for the QEMU configs, e.g. tcg,thread=single "
                          "(default tcg, as ferryd uses; never kvm here)")
-    ap.add_argument("--guest-append", default="clocksource=hpet",
+    ap.add_argument("--guest-append", default="clocksource=hpet no_timer_check",
                     help="extra kernel parameters for every config (default "
-                         "clocksource=hpet, as ferry's tests use; '' for none)")
+                         "'clocksource=hpet no_timer_check', as ferry's tests "
+                         "use; '' for none)")
     ap.add_argument("--no-tcg-dirty-workaround", dest="tcg_dirty_workaround",
                     action="store_false",
                     help="QEMU configs: give the guest the full RAM size instead of 8 KiB "
