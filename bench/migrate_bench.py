@@ -990,10 +990,11 @@ def report(bench, summary, machine, elapsed):
         head = ["config", "runs ok", "total time (s)", "range (s)", "downtime (ms)",
                 "throughput (Gbit/s)", "RAM sent (MiB)", "wire (MiB)", "iterations",
                 "ferryd CPU (ms/MiB)", "ferry's path"]
+        align = ["---"] + ["---:"] * (len(head) - 2) + ["---"]
         head += [h for _, h in base_keys]
+        align += ["---:"] * len(base_keys)
         p("| " + " | ".join(head) + " |")
-        p("|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]
-                         + ["---:"] * len(base_keys)) + "|")
+        p("|" + "|".join(align) + "|")
         rows = []
         for c in a.configs:
             rows.append(c)

@@ -77,9 +77,8 @@ struct mig_opts {
 
 /* Parse a migrate request body: {"to", "address", "port", "mode",
  * "max_downtime_ms", "bandwidth_mibps", "channels", "max_time_s",
- * "insecure", "compress", "fence"}. Unknown fields, wrong types and bad values
- * are FERR_INVALID
- * naming the field. */
+ * "insecure", "compress", "fence"}. Unknown fields, wrong types and bad
+ * values are FERR_INVALID naming the field. */
 int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 		       struct ferr *err);
 
