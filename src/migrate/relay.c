@@ -5,11 +5,12 @@
  * The lean path (docs/performance.md, "The relay", has the figures):
  * - reads and writes of up to MIG_RELAY_BUF bytes, on sockets with large
  *   buffers, so a MiB costs a few syscalls and wake-ups;
- * - TLS records are encrypted by OpenSSL straight into one send buffer
- *   (a write BIO of ours) and leave in one send() per MIG_RELAY_BUF, not
- *   one per 16 KiB record; received records are read by OpenSSL from the
+ * - TLS records, as OpenSSL writes them, go into one send buffer (a
+ *   write BIO of ours) and leave in one send() per MIG_RELAY_BUF, not one
+ *   per 16 KiB record; received records are read by OpenSSL from the
  *   socket in large reads (read-ahead into a MIG_RELAY_BUF buffer) and
- *   decrypted in place: no memory BIOs, no extra copies;
+ *   decrypted there: no memory BIOs, one copy per byte fewer at each end
+ *   than through them (OpenSSL's own copy out of its record buffer stays);
  * - with kernel TLS (when OpenSSL could turn it on for this socket), the
  *   plaintext goes to the socket as it is and the kernel encrypts it;
  * - frames (MIG_FLAG_FRAMES) are built in place: a raw frame's header is
