@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan tsan analyze guest demo check bench bench-controller bench-detect faults fuzz package clean
+.PHONY: all deps build asan tsan analyze guest demo check check-ha bench bench-ha bench-controller bench-detect faults fuzz package clean
 
 all: build
 
@@ -75,6 +75,16 @@ faults: asan guest
 bench-detect: build guest
 	/usr/bin/python3 bench/detect_bench.py $(BENCH_DETECT_ARGS)
 	/usr/bin/python3 bench/detect_plot.py build/detect-bench
+
+# Checkpoint HA's long scenarios (partition, backup death, tampering, host
+# death with 3 etcd members); `make check` runs the smoke of test_ha.py.
+check-ha: build guest
+	FERRY_HA_FULL=1 /usr/bin/python3 -m pytest -q -ra tests/system/test_ha.py
+
+# Checkpoint-HA figures (docs/ha.md): overhead, pause, bytes, failover
+# time, split brain. BENCH_ARGS="--trials 5 --partitions 5" to shorten.
+bench-ha: build guest
+	/usr/bin/python3 bench/ha_bench.py $(BENCH_ARGS)
 
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.

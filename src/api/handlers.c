@@ -3,6 +3,7 @@
 #include "attest.h"
 #include "audit.h"
 #include "controller.h"
+#include "ha.h"
 #include "load.h"
 #include "migrate.h"
 #include "tls.h"
@@ -47,6 +48,8 @@ static json_t *vm_json(struct api_ctx *ctx, const struct vm *vm)
 
 	if (o)
 		migrator_annotate_vm(ctx->mig, vm, o);
+	if (o && ctx->ha)
+		ha_annotate_vm(ctx->ha, vm, o);
 	return o;
 }
 
@@ -530,6 +533,10 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			      &err) < 0)
 			return fail(&err, reply);
 		return API_DEFERRED;
+	case ROUTE_IN_LOST:
+		rc = migrator_source_lost(ctx->mig, req->vm, identity, reply,
+					  &err);
+		break;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:
@@ -557,7 +564,7 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 								 ctx->crl_revoked));
 		break;
 	default:
-		return -2;
+		return api_handle_ha(ctx, call, identity, req, NULL, reply);
 	}
 	return rc < 0 ? fail(&err, reply) : ok;
 }
@@ -588,7 +595,8 @@ static int console(struct vmm *vmm, struct vm *vm,
 static int check_held(const struct vm *vm, const struct api_request *req,
 		      struct ferr *err)
 {
-	if (req->route == ROUTE_VM_INFO || req->route == ROUTE_VM_CONSOLE)
+	if (req->route == ROUTE_VM_INFO || req->route == ROUTE_VM_CONSOLE ||
+	    req->route == ROUTE_HA_STATUS)
 		return 0;
 	if (vm->hold.resume_guard &&
 	    (req->route == ROUTE_VM_RESUME || req->route == ROUTE_VM_STOP))
@@ -623,6 +631,9 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 	}
 	if (check_held(vm, req, &err) < 0)
 		return fail(&err, reply);
+	status = api_handle_ha(ctx, call, identity, req, vm, reply);
+	if (status != -2)
+		return status;
 	switch (req->route) {
 	case ROUTE_VM_INFO:
 		*reply = vm_json(ctx, vm);
@@ -638,6 +649,13 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 		*reply = json_pack("{s:s}", "deleted", req->vm);
 		return 200;
 	case ROUTE_VM_MIGRATE:
+		if (ctx->ha && ha_knows(ctx->ha, vm)) {
+			ferr_set(&err, FERR_CONFLICT,
+				 "vm %s is protected by HA: disable it "
+				 "first (ha.md)",
+				 vm->def.name);
+			return fail(&err, reply);
+		}
 		if (migrator_start(ctx->mig, vm, req->body, identity, reply,
 				   &err) < 0)
 			return fail(&err, reply);

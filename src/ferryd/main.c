@@ -22,6 +22,7 @@
 #include "config.h"
 #include "controller.h"
 #include "guard.h"
+#include "ha.h"
 #include "load.h"
 #include "migrate.h"
 #include "policy.h"
@@ -167,6 +168,7 @@ int main(int argc, char **argv)
 	struct guard *guard = NULL;
 	struct load *load = NULL;
 	struct controller *ctl = NULL;
+	struct ha *ha = NULL;
 	struct policy *policy = NULL;
 	struct worker_pool *pool = NULL;
 	struct attest_host *attest = NULL;
@@ -175,8 +177,11 @@ int main(int argc, char **argv)
 	const char *config_path = NULL;
 	size_t revoked = 0;
 	struct ferr err = { 0 };
-	int rc = parse_args(argc, argv, &config_path);
+	int rc;
 
+	if (argc == 3 && !strcmp(argv[1], HA_FENCE_AGENT_ARG))
+		return ha_fence_agent_main(argc, argv);
+	rc = parse_args(argc, argv, &config_path);
 	if (rc >= 0)
 		return rc;
 	rc = 1;
@@ -248,6 +253,14 @@ int main(int argc, char **argv)
 							: NULL };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
+	if (ha_new(&cfg, d.base,
+		   &(struct ha_deps){ .audit = audit,
+				      .policy = &policy,
+				      .pool = pool,
+				      .mig = mig,
+				      .vmm = vmm },
+		   &ha, &err) < 0)
+		goto fail;
 	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)
 		goto fail;
 	d.actx = (struct api_ctx){ .vmm = vmm,
@@ -266,6 +279,7 @@ int main(int argc, char **argv)
 				   .load = load,
 				   .ctl = ctl,
 				   .pool = pool,
+				   .ha = ha,
 				   .attest = attest ? attest_host_ops(attest)
 						    : NULL };
 	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
@@ -312,10 +326,12 @@ out:
 	/* stop what runs, let every operation it started end (their
 	 * deadlines bound this), then free from the top down */
 	controller_free(ctl);
+	ha_stop(ha);
 	migrator_stop(mig);
 	if (pool && worker_drain(pool, WORKER_DRAIN_MS))
 		log_error("ferryd: operations still running at exit");
 	api_server_free(api);
+	ha_free(ha);
 	migrator_free(mig);
 	load_free(load);
 	if (!pool || !worker_pending(pool)) {

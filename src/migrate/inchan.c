@@ -124,6 +124,14 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 			 "replay on another connection)");
 		goto fail;
 	}
+	if (s->stream_fn) {
+		/* one channel, reconnected at will */
+		if (h->channel == 0 && h->nchan == 1)
+			return s;
+		ferr_set(err, FERR_FORBIDDEN,
+			 "a stream session has one channel");
+		goto fail;
+	}
 	pthread_mutex_lock(&m->sessions.lock);
 	if (h->nchan != s->nchan || (s->seen & (1u << h->channel))) {
 		pthread_mutex_unlock(&m->sessions.lock);
@@ -174,6 +182,10 @@ static void *chan_in_main(void *arg)
 	if (!s)
 		goto refuse;
 	chan_authenticated(a);
+	if (s->stream_fn) {
+		stream_serve(m, s, &c, exporter);
+		goto out;
+	}
 	pthread_mutex_lock(&m->sessions.lock);
 	qfd = connect_in_order_locked(m, s, h.channel, &err);
 	if (qfd >= 0) {

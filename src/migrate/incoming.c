@@ -145,7 +145,9 @@ void incoming_abort_all(struct migrator *m)
 	struct in_session *s;
 
 	while ((s = session_first(&m->sessions))) {
-		if (s->state == IN_FINISHING && s->committing) {
+		if (s->stream_fn) {
+			session_end(&m->sessions, s, IN_ABORTED);
+		} else if (s->state == IN_FINISHING && s->committing) {
 			/* its commit ends on its own; it is no longer ours
 			 * to abort */
 			session_end(&m->sessions, s, IN_COMMITTED);
@@ -613,6 +615,9 @@ static void on_committed(void *arg, struct vm *vm, int rc,
 		s->timer = NULL;
 	}
 	session_end(&m->sessions, s, IN_COMMITTED);
+	/* QEMU took its channels; it removes the socket only when it closes
+	 * it cleanly, which a VM killed later (in post-copy) never does */
+	unlink(s->in_sock);
 	history_in(m, s, "completed", rc < 0 && err ? err->msg : NULL);
 	vm_release(vm, s->id);
 	fault_point("dst.committed");

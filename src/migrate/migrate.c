@@ -165,10 +165,18 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 				  "record is unreadable (%s): vm %s stays "
 				  "paused for the operator",
 				  g->id, err.msg, g->def.name);
+	} else if (g->interrupted) {
+		if (vm)
+			vm_release(vm, g->id);
+		log_info("migration %s: interrupted in post-copy; the next "
+			 "start resumes it from its journal",
+			 g->id);
 	} else {
 		if (vm) {
 			vm_release(vm, g->id);
-			if (!strcmp(outcome, "completed"))
+			/* split by a failed post-copy: the VM belongs to
+			 * the destination since the switch */
+			if (!strcmp(outcome, "completed") || g->split)
 				vmm_migrated_away(m->vmm, vm);
 		}
 		history_add(&m->history, rec);

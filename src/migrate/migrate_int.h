@@ -153,8 +153,10 @@ struct relay_counters {
 	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
 };
 
-/* Write exactly len bytes on a blocking connection (its socket timeouts
- * bound the wait). */
+/* Read / write exactly len bytes on a blocking connection (its socket
+ * timeouts bound the wait). */
+int conn_read_full(struct mig_conn *c, void *buf, size_t len,
+		   struct ferr *err);
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err);
 
@@ -347,6 +349,12 @@ int peer_recover(struct migrator *m, const struct peer_target *t,
 int peer_abort(struct migrator *m, const struct peer_target *t,
 	       const char *session, const char *reason, struct ferr *err);
 
+/* POST /v1/incoming/ID/lost: tell the destination that this host's half
+ * of post-copy session's VM is gone (migrator_source_lost). 0 when the
+ * destination acted on it or no longer has the VM. */
+int peer_lost(struct migrator *m, const struct peer_target *t,
+	      const char *session, struct ferr *err);
+
 /* Drive a session to an outcome after a switchover: finish it while it is
  * pending, until committed, explicitly not committed, or deadline_ms
  * passes (PEER_UNKNOWN). *stop (may be NULL) cuts it short. */
@@ -411,6 +419,9 @@ struct in_session {
 				     by a finish, never commits anything */
 	struct migrator *m;
 	struct event *timer;      /* loop: lifetime without a finish */
+	mig_stream_fn stream_fn;  /* a stream session (stream.c): its
+				     connections go to stream_fn, not QEMU */
+	void *stream_ctx;
 	struct in_session *next;  /* the table (lock) */
 };
 
@@ -452,7 +463,8 @@ int session_advance(struct session_table *t, struct in_session *s,
 bool session_end(struct session_table *t, struct in_session *s,
 		 enum in_state final);
 
-/* Live sessions in states PREPARING..FINISHING. */
+/* Live migration sessions in states PREPARING..FINISHING (stream
+ * sessions are not counted). */
 unsigned session_count(struct session_table *t);
 
 /* The first live session, with a reference, or NULL (to end them all). */
@@ -608,6 +620,10 @@ struct mig {
 	json_t *rec;              /* the record (lock) */
 	enum mig_state state;     /* loop */
 	bool unresolved;          /* driver's verdict: outcome unknown */
+	bool interrupted;         /* driver: ferryd stopped in post-copy; the
+				   * journal keeps it for the next start */
+	bool split;               /* driver's verdict: post-copy failed after
+				   * the switch; the source copy is void */
 	bool abort_pending;       /* driver: the destination did not confirm
 				     its abort */
 	struct event *done_ev;    /* driver -> loop */
@@ -731,6 +747,11 @@ void recover_all(struct migrator *m);
  * resolver: its VM is held paused as "unresolved", and the loop keeps
  * asking the destination (jrec: its journal record, taken). */
 void recover_unresolved(struct migrator *m, json_t *jrec);
+
+/* stream.c: serve an authenticated connection of stream session s on this
+ * channel thread (the ACK is sent here); returns when the stream ends. */
+void stream_serve(struct migrator *m, struct in_session *s,
+		  struct mig_conn *c, const uint8_t exporter[MIG_EXPORTER_LEN]);
 
 /* recover.c: abort the destination's session of a source record (a
  * failed migration), retrying with backoff until the destination confirms;

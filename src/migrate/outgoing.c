@@ -244,6 +244,11 @@ static int source_setup(struct mig *g, struct qmp *q, uint64_t downtime,
 	if (g->multifd)
 		json_object_set_new(params, "multifd-channels",
 				    json_integer(g->multifd));
+	/* a cap holds for the whole migration, post-copy's background
+	 * transfer included (QEMU leaves that one unlimited by default) */
+	if (g->postcopy_cap && g->opts.bandwidth_mibps)
+		json_object_set_new(params, "max-postcopy-bandwidth",
+				    json_integer((json_int_t)bw));
 	return qmp_simple(q, "migrate-set-parameters", params, err);
 }
 
@@ -539,6 +544,8 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 		if (!strcmp(st, "completed") || !strcmp(st, "failed") ||
 		    !strcmp(st, "cancelled"))
 			return qm;
+		if (*dest_running && atomic_load(&g->m->stop))
+			return qm; /* the journal keeps it for the next start */
 		if (!strcmp(st, "postcopy-paused") && *dest_running) {
 			/* the stream broke after the switch: the VM runs on
 			 * the destination and needs our pages */
@@ -639,6 +646,36 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 				*pause_at = now_ms();
 		}
 		json_decref(qm);
+	}
+}
+
+/* Post-copy failed after the switch (a QEMU died, recovery was refused):
+ * the VM's memory is split between the hosts and neither half can run
+ * alone; it crashed. The destination owns the VM since the switch: it is
+ * told to stop its copy if that still waits for pages; the source's copy
+ * goes when the migration ends (on_mig_done). docs/migration-protocol.md,
+ * "Post-copy recovery". */
+static void split_end(struct mig *g)
+{
+	uint64_t deadline = now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s;
+	unsigned backoff = MIG_RESOLVE_MIN_S;
+	struct ferr e2 = { 0 };
+
+	g->split = true;
+	rec_error(g, "the migration failed after the switch to post-copy: "
+		     "the VM's memory was split between the hosts and the VM "
+		     "crashed");
+	while (peer_lost(g->m, &g->peer, g->session, &e2) < 0) {
+		if (atomic_load(&g->m->stop) ||
+		    now_ms() + 1000ULL * backoff >= deadline) {
+			log_error("migration %s: %s was not told that the "
+				  "source's half of vm %s is lost (%s); its "
+				  "copy may hang until it is stopped",
+				  g->id, g->peer.name, g->def.name, e2.msg);
+			return;
+		}
+		usleep(1000U * 1000U * backoff);
+		backoff *= 2;
 	}
 }
 
@@ -885,10 +922,15 @@ fail:
 		qmp_simple(q, "migrate_cancel", NULL, &e2);
 	}
 end:
-	if (dest_running && strcmp(outcome, "completed") != 0)
-		rec_error(g, "the migration failed after the switch to "
-			     "post-copy; the VM's state is split between the "
-			     "hosts");
+	if (dest_running && strcmp(outcome, "completed") != 0) {
+		if (atomic_load(&g->m->stop)) {
+			/* the next start carries the stream again */
+			g->interrupted = true;
+			outcome = "interrupted";
+		} else {
+			split_end(g);
+		}
+	}
 	if (!dest_running && !g->unresolved) {
 		source_resume(g, q, g->was_running);
 		if (prepared) {

@@ -25,30 +25,17 @@ struct recov {
 	void *ctx;
 };
 
-/* Worker: the VM's QEMU must be paused in post-copy; listen again. */
+/* Worker: listen again. Out of band, and with no query first: the VM's
+ * QEMU may be blocked on a page that only the new stream brings. QEMU
+ * refuses unless its post-copy is paused. */
 static int recover_setup(struct qmp *q, void *arg, struct ferr *err)
 {
 	struct recov *r = arg;
 	char uri[FERRY_SOCK_PATH_MAX + 8];
-	json_t *ret = NULL;
-	const char *st;
-	int rc;
 
-	if (qmp_command(q, "query-migrate", NULL, &ret, err) < 0)
-		return -1;
-	st = json_string_value(json_object_get(ret, "status")) ?: "";
-	rc = strcmp(st, "postcopy-paused") == 0
-		     ? 0
-		     : ferr_set(err, FERR_CONFLICT,
-				"the VM's incoming migration is %s, not "
-				"paused in post-copy",
-				st[0] ? st : "none");
-	json_decref(ret);
-	if (rc < 0)
-		return -1;
 	snprintf(uri, sizeof(uri), "unix:%s", vm_run_name(r->s->in_sock));
-	return qmp_command(q, "migrate-recover",
-			   json_pack("{s:s}", "uri", uri), NULL, err);
+	return qmp_command_oob(q, "migrate-recover",
+			       json_pack("{s:s}", "uri", uri), NULL, err);
 }
 
 static void on_session_timeout(evutil_socket_t fd, short what, void *arg)
@@ -185,6 +172,62 @@ out:
 		}
 		free(r);
 	}
+	json_decref(rec);
+	return rc;
+}
+
+/* ---- the destination: the source lost its copy ---- */
+
+int migrator_source_lost(struct migrator *m, const char *id,
+			 const char *peer, json_t **reply, struct ferr *err)
+{
+	struct ferr e2;
+	json_t *rec = journal_read(m->journal_dir, JOURNAL_DEST, id, &e2);
+	const char *phase = json_string_value(json_object_get(rec, "phase"));
+	const char *src = json_string_value(json_object_get(rec, "source"));
+	const char *outcome = "whole";
+	struct vm *vm;
+	int rc = -1;
+
+	if (!rec || !phase || (strcmp(phase, "committed") != 0 &&
+			       strcmp(phase, "committing") != 0)) {
+		ferr_set(err, FERR_NOT_FOUND,
+			 "no committed migration %s on this host", id);
+		goto out;
+	}
+	if (!src || strcmp(src, peer) != 0) {
+		ferr_set(err, FERR_FORBIDDEN,
+			 "migration %s belongs to %s, not %s", id,
+			 src ? src : "?", peer);
+		goto out;
+	}
+	vm = vmm_find_uuid(m->vmm, json_string_value(
+					   json_object_get(rec, "uuid")) ?: "");
+	if (!vm || vm->incoming || vm->state == VM_SHUTOFF) {
+		ferr_set(err, FERR_NOT_FOUND,
+			 "the VM of migration %s does not run here any more",
+			 id);
+		goto out;
+	}
+	/* QEMU's own word (its MIGRATION events): its monitor may hang
+	 * while a vCPU waits for a page that will never come */
+	if (!strncmp(vm->mig_status, "postcopy-", 9)) {
+		outcome = "crashed";
+		snprintf(vm->last_error, sizeof(vm->last_error),
+			 "crashed: the source of post-copy migration %s lost "
+			 "its half of the VM's memory",
+			 id);
+		log_error("vm %s: %s", vm->def.name, vm->last_error);
+		mig_audit(m, src, "vm.crashed", vm->def.name, "crashed",
+			  json_pack("{s:s, s:s}", "id", id, "reason",
+				    "post-copy source lost"));
+		if (vm->state != VM_STOPPING &&
+		    vmm_stop(m->vmm, vm, true, 0, NULL, NULL, &e2) < 0)
+			log_error("vm %s: %s", vm->def.name, e2.msg);
+	}
+	*reply = json_pack("{s:s, s:s}", "id", id, "outcome", outcome);
+	rc = 0;
+out:
 	json_decref(rec);
 	return rc;
 }

@@ -67,6 +67,37 @@ static int tls_fail(SSL *ssl, int r, const char *what, struct ferr *err)
 			ebuf);
 }
 
+int conn_read_full(struct mig_conn *c, void *buf, size_t len,
+		   struct ferr *err)
+{
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n;
+
+		if (c->ssl) {
+			int r = SSL_read(c->ssl, p, (int)len);
+
+			if (r <= 0)
+				return tls_fail(c->ssl, r, "read", err);
+			n = r;
+		} else {
+			n = recv(c->fd, p, len, 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0)
+				return ferr_set(err, FERR_UNAVAILABLE,
+						"read: connection closed");
+			if (n < 0)
+				return ferr_set(err, FERR_UNAVAILABLE,
+						"read: %s", strerror(errno));
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err)
 {
