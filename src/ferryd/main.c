@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <systemd/sd-daemon.h>
 
@@ -20,6 +21,7 @@
 #include "audit.h"
 #include "common.h"
 #include "config.h"
+#include "etcd.h"
 #include "controller.h"
 #include "guard.h"
 #include "ha.h"
@@ -100,6 +102,29 @@ static void raise_fd_limit(void)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+}
+
+/* The etcd client's copy of the TLS key the TPM keeps sealed (its file is
+ * gone): etcd's key defaults to the host's. The PEM is wiped after. */
+static int etcd_key_share(const char *key_file, EVP_PKEY *key,
+			  struct ferr *err)
+{
+	BIO *b = BIO_new(BIO_s_secmem());
+	char *pem = NULL;
+	long len;
+	int rc = -1;
+
+	if (!b || !PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL)) {
+		ferr_set(err, FERR_INTERNAL, "cannot encode the TLS key");
+		goto out;
+	}
+	len = BIO_get_mem_data(b, &pem);
+	rc = etcd_key_provide(key_file, pem, len > 0 ? (size_t)len : 0, err);
+	if (len > 0)
+		OPENSSL_cleanse(pem, (size_t)len);
+out:
+	BIO_free(b);
+	return rc;
 }
 
 static int parse_args(int argc, char **argv, const char **config_path)
@@ -212,8 +237,10 @@ int main(int argc, char **argv)
 			 err.msg);
 	}
 	if (attest_host_tls_key(attest) &&
-	    tls_key_provide(cfg.key_file, attest_host_tls_key(attest), &err) <
-		    0)
+	    (tls_key_provide(cfg.key_file, attest_host_tls_key(attest), &err) <
+		     0 ||
+	     etcd_key_share(cfg.key_file, attest_host_tls_key(attest),
+			    &err) < 0))
 		goto fail;
 	if (audit_open_key(cfg.state_dir, cfg.host,
 			   attest_host_audit_key(attest), &audit, &err) < 0 ||
@@ -352,6 +379,7 @@ out:
 	policy_free(policy);
 	SSL_CTX_free(ctx);
 	tls_keys_clear();
+	etcd_keys_clear();
 	attest_host_free(attest);
 	config_clear(&cfg);
 	return rc;
