@@ -45,9 +45,12 @@ check: build asan tsan guest
 	bash scripts/check.sh
 
 # Migration benchmark: QEMU's own transports against ferry, side by side
-# (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
+# (bench/README.md): on loopback, then over a link of BENCH_LINK between two
+# network namespaces. BENCH_ARGS="--runs 5" to tune both.
+BENCH_LINK ?= 1gbit
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+	/usr/bin/python3 bench/migrate_bench.py --link $(BENCH_LINK) $(BENCH_ARGS)
 
 # The controller against 1,000, 5,000 and 10,000 simulated hosts with three
 # etcd members (docs/balancer.md, "Scale"); run on a quiet machine.

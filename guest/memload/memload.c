@@ -226,6 +226,20 @@ static uint64_t *page_ptr(const struct state *st, size_t idx)
 }
 
 /*
+ * fill_page - write page idx's content for generation gen.
+ */
+static void fill_page(const struct config *cfg, const struct state *st,
+		      size_t idx, uint32_t gen)
+{
+	uint64_t base = pattern_base(cfg->seed, idx, gen);
+
+	if (cfg->content == CONTENT_TEXT)
+		pattern_text_fill(page_ptr(st, idx), base, &cfg->text);
+	else
+		pattern_fill(page_ptr(st, idx), base);
+}
+
+/*
  * state_init - map and fill all pages (generation 0) and the secret
  * region.  In: cfg validated; st zeroed.  Out: 0, or -1 with the reason
  * in err (st may hold partial mappings; state_free() releases them).
@@ -254,7 +268,7 @@ static int state_init(struct errmsg *err, const struct config *cfg,
 		return -1;
 	for (size_t i = 0; i < st->npages; i++) {
 		st->gens[i] = 0;
-		pattern_fill(page_ptr(st, i), pattern_base(cfg->seed, i, 0));
+		fill_page(cfg, st, i, 0);
 	}
 	if (cfg->secret[0] != '\0') {
 		st->secret_region = map_locked(err, SECRET_REGION_BYTES,
@@ -356,7 +370,7 @@ static void dirty_page(const struct config *cfg, struct state *st, size_t idx)
 	uint32_t gen = st->gens[idx] + 1u; /* wraps by design */
 
 	st->gens[idx] = gen;
-	pattern_fill(page_ptr(st, idx), pattern_base(cfg->seed, idx, gen));
+	fill_page(cfg, st, idx, gen);
 	st->dirtied++;
 }
 
@@ -385,7 +399,18 @@ static int verify_batch(struct errmsg *err, const struct config *cfg,
 		size_t bad = 0;
 		uint64_t got = 0;
 
-		if (!pattern_check(page_ptr(st, idx), base, &bad, &got)) {
+		bool ok = cfg->content == CONTENT_TEXT
+				  ? pattern_text_check(page_ptr(st, idx), base,
+						       &cfg->text, &bad, &got)
+				  : pattern_check(page_ptr(st, idx), base,
+						  &bad, &got);
+
+		if (!ok) {
+			uint64_t want = cfg->content == CONTENT_TEXT
+						? pattern_text_word(base, bad,
+								    &cfg->text)
+						: pattern_word(base, bad);
+
 			st->errors++;
 			if (st->corrupt_lines_left > 0) {
 				st->corrupt_lines_left--;
@@ -394,10 +419,10 @@ static int verify_batch(struct errmsg *err, const struct config *cfg,
 					 " offset=%zu expected=%016" PRIx64
 					 " got=%016" PRIx64,
 					 idx, gen, bad * sizeof(uint64_t),
-					 pattern_word(base, bad), got) != 0)
+					 want, got) != 0)
 					return -1;
 			}
-			pattern_fill(page_ptr(st, idx), base);
+			fill_page(cfg, st, idx, gen);
 		}
 		st->verified++;
 		st->verify_next = idx + 1;

@@ -158,9 +158,21 @@ static int parse_param(struct errmsg *err, const char *tok, struct config *cfg)
 		snprintf(cfg->disk, sizeof(cfg->disk), "%s", val);
 		return 0;
 	}
+	if (strcmp(key, "content") == 0) {
+		if (strcmp(val, "pattern") == 0)
+			cfg->content = CONTENT_PATTERN;
+		else if (strcmp(val, "text") == 0)
+			cfg->content = CONTENT_TEXT;
+		else
+			return set_error(err,
+					 "%scontent='%s' must be pattern or "
+					 "text",
+					 KEY_PREFIX, val);
+		return 0;
+	}
 	return set_error(err,
 			 "unknown parameter '%s%s' (known: mib rate seed "
-			 "secret duty disk)",
+			 "secret duty disk content)",
 			 KEY_PREFIX, key);
 }
 
@@ -227,6 +239,8 @@ int load_config(struct errmsg *err, int argc, char **argv,
 	cfg->rate = DEFAULT_RATE;
 	cfg->seed = DEFAULT_SEED;
 	cfg->duty = DEFAULT_DUTY;
+	cfg->content = CONTENT_PATTERN;
+	pattern_text_init(&cfg->text);
 
 	if (argc > 1) {
 		for (int i = 1; i < argc; i++) {

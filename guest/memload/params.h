@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "pattern.h"
+
 #define DEFAULT_MIB 16u
 #define MAX_MIB 65536u /* 64 GiB: far above any test guest */
 #define DEFAULT_RATE 0u
@@ -26,6 +28,12 @@ struct errmsg {
 	char text[ERRMSG_MAX];
 };
 
+/* Page content (memload.content). */
+enum content {
+	CONTENT_PATTERN, /* incompressible words (pattern_fill) */
+	CONTENT_TEXT,    /* text-like, about 3:1 under zstd -1 */
+};
+
 /* Parsed parameters. */
 struct config {
 	uint64_t mib;
@@ -33,6 +41,8 @@ struct config {
 	bool rate_max;
 	uint64_t seed;
 	uint64_t duty; /* percent of each tick that may be busy */
+	enum content content;
+	struct pattern_text text; /* CONTENT_TEXT's tables */
 	char secret[SECRET_MAX_LEN + 1]; /* empty: no secret */
 	char disk[PARAM_DISK_MAX]; /* empty: no disk mode (disk.h) */
 };

@@ -66,6 +66,7 @@ enum cli_exit {
 #define OPT_FERRYD (UINT64_C(1) << 32)
 #define OPT_BACKUP (UINT64_C(1) << 33)
 #define OPT_INTERVAL (UINT64_C(1) << 34)
+#define OPT_COMPRESS (UINT64_C(1) << 35)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
@@ -90,6 +91,7 @@ struct cli_opts {
 	uint64_t max_downtime_ms;
 	uint64_t bandwidth_mibps;
 	uint64_t channels;
+	const char *compress;
 	bool insecure;
 	uint64_t max_time_s;
 	bool cancel;

@@ -26,6 +26,7 @@ static void usage(FILE *f)
 		"MS]\n"
 		"     [--bandwidth MIBPS] [--channels N] [--max-time S] "
 		"[--insecure]\n"
+		"     [--compress auto|on|off]\n"
 		"  migrate --cancel NAME | migrate history\n"
 		"  audit verify [--log FILE --key FILE] | audit show [--since T]\n"
 		"     [--until T] [--vm NAME] [--actor ID] [--action A] [--limit "

@@ -289,13 +289,15 @@ fail:
 
 int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
-		   bool plaintext,
+		   bool plaintext, enum relay_z z,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err)
 {
-	struct mig_conn c = { .fd = -1 };
-	struct mig_hello h = { .flags = plaintext ? MIG_FLAG_PLAINTEXT : 0,
+	struct mig_conn c = { .fd = -1, .z = z };
+	struct mig_hello h = { .flags = (plaintext ? MIG_FLAG_PLAINTEXT : 0) |
+					(z != RELAY_Z_OFF ? MIG_FLAG_FRAMES
+							  : 0),
 			       .channel = channel,
 			       .nchan = nchan };
 	uint8_t hello[MIG_HELLO_LEN], ack[MIG_ACK_LEN];
@@ -314,6 +316,7 @@ int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 			ferr_set(err, FERR_INTERNAL, "cannot set up TLS");
 			goto fail;
 		}
+		relay_tls_prepare(c.ssl);
 		if (handshake(&c, false, deadline, err) < 0) {
 			ferr_wrap(err, "%s (%s:%u)", peer_name, addr,
 				  (unsigned)port);
@@ -367,6 +370,7 @@ int dataplane_accept(SSL_CTX *ctx, int fd, unsigned deadline_ms,
 			return ferr_set(err, FERR_INTERNAL,
 					"cannot set up TLS");
 		}
+		relay_tls_prepare(c.ssl);
 		if (handshake(&c, true, deadline, err) < 0)
 			goto fail;
 		if (tls_peer_identity(c.ssl, peer, peer_len) < 0) {

@@ -101,6 +101,14 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 				     : "a plaintext channel for a TLS session");
 		goto fail;
 	}
+	if (!!(h->flags & MIG_FLAG_FRAMES) != s->frames) {
+		ferr_set(err, FERR_FORBIDDEN,
+			 s->frames ? "a channel without frames for a session "
+				     "prepared with compression"
+				   : "a channel with frames for a session "
+				     "prepared without compression");
+		goto fail;
+	}
 	if (!s->insecure && strcmp(peer, s->source) != 0) {
 		ferr_set(err, FERR_FORBIDDEN,
 			 "a channel from %s for a session of %s", peer,
@@ -189,6 +197,7 @@ static void *chan_in_main(void *arg)
 		goto refuse;
 	mig_ack_build(ack, MIG_ACK_OK, h.channel, s->key, exporter);
 	socket_set_timeouts(c.fd, 0);
+	c.z = s->frames ? RELAY_Z_DECODE : RELAY_Z_OFF;
 	if (conn_write_full(&c, ack, sizeof(ack), &err) == 0 &&
 	    relay_run(qfd, &c, &s->stop, &s->ctr, &err) == 0)
 		ok = true;

@@ -349,10 +349,10 @@ static int prepare_check(struct migrator *m, const json_t *body,
 {
 	static const char *const fields[] = {
 		"version", "migration", "vm", "source", "requester", "multifd",
-		"postcopy", "insecure", "files", "attest", NULL
+		"postcopy", "insecure", "files", "attest", "compress", NULL
 	};
 	const char *version = NULL, *mig = NULL, *source = NULL;
-	const char *requester = NULL;
+	const char *requester = NULL, *compress = NULL;
 	uint64_t multifd = 0, major = PREPARE_VERSION_MAJOR;
 	bool postcopy = false, insecure = false;
 	struct in_session *s = p->s;
@@ -370,8 +370,15 @@ static int prepare_check(struct migrator *m, const json_t *body,
 	    json_get_u64(body, "multifd", "prepare", 0, MIG_MULTIFD_MAX,
 			 &multifd, err) < 0 ||
 	    json_get_bool(body, "postcopy", "prepare", &postcopy, err) < 0 ||
-	    json_get_bool(body, "insecure", "prepare", &insecure, err) < 0)
+	    json_get_bool(body, "insecure", "prepare", &insecure, err) < 0 ||
+	    json_get_string(body, "compress", "prepare", 16, &compress,
+			    err) < 0)
 		return -1;
+	if (compress && strcmp(compress, "zstd") != 0)
+		return ferr_set(err, FERR_INVALID,
+				"prepare.compress \"%s\" is not supported by "
+				"host %s (it supports \"zstd\")",
+				compress, m->cfg->host);
 	if (version) {
 		char buf[8];
 		const char *dot = strchr(version, '.');
@@ -469,6 +476,7 @@ static int prepare_check(struct migrator *m, const json_t *body,
 	s->nchan = (uint16_t)(1 + multifd);
 	s->insecure = insecure;
 	s->postcopy = postcopy;
+	s->frames = compress != NULL;
 	s->max_time_s = p->def.max_time_s;
 	p->multifd = (unsigned)multifd;
 	p->theirs = json_incref(json_object_get(body, "files"));

@@ -312,10 +312,17 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 	}
 	/* QEMU carries post-copy on the main channel only */
 	g->postcopy_cap = vm->def.allow_postcopy;
-	g->multifd = g->postcopy_cap ? 0
-				     : (unsigned)(g->opts.channels
-							  ? g->opts.channels
-							  : MIG_CHANNELS_DEFAULT);
+	mig_plan_make(&(struct mig_plan_in){
+			      .host_cpus = (unsigned)sysconf(
+				      _SC_NPROCESSORS_ONLN),
+			      .vcpus = vm->def.vcpus,
+			      .postcopy = g->postcopy_cap,
+			      .channels = g->opts.channels,
+			      .compress = g->opts.compress,
+			      .peer_local = mig_addr_is_loopback(
+				      g->opts.address) },
+		      &g->plan);
+	g->multifd = g->plan.multifd;
 	g->nchan = 1 + g->multifd;
 	snprintf(g->peer.name, sizeof(g->peer.name), "%s", g->opts.to);
 	snprintf(g->peer.address, sizeof(g->peer.address), "%s",
@@ -341,8 +348,11 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		(json_int_t)wall_ms(), "outcome", "running", "phase",
 		"queued", "escalation");
 	g->done_ev = event_new(m->base, -1, 0, on_mig_done, g);
-	if (g->rec)
+	if (g->rec) {
 		json_object_set_new(g->rec, "attest", json_boolean(g->att.on));
+		json_object_set_new(g->rec, "path",
+				    mig_plan_json(&g->plan, g->opts.compress));
+	}
 	if (!g->rec || !g->done_ev) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto fail;

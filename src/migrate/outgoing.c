@@ -136,7 +136,8 @@ static void *chan_main(void *arg)
 	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->migration_netns,
 			    config_dataplane_addr(g->m->cfg),
 			    g->opts.to, g->data_addr,
-			    g->data_port, g->opts.insecure, g->sid, g->key,
+			    g->data_port, g->opts.insecure, g->plan.z, g->sid,
+			    g->key,
 			    (uint16_t)a->idx, (uint16_t)g->nchan, &c, &err);
 	if (rc == 0)
 		rc = relay_run(a->fd, &c, &g->relay_stop, &g->ctr, &err);
@@ -717,8 +718,15 @@ static int prepare_dest(struct mig *g, const json_t *files,
 		json_decref(body);
 		return -1;
 	}
+	if (g->plan.z != RELAY_Z_OFF)
+		json_object_set_new(body, "compress", json_string("zstd"));
 	for (;;) {
 		rc = peer_prepare(g->m, &g->peer, body, &ps, err);
+		if (rc < 0 && mig_plan_fallback(&g->plan, g->opts.compress,
+						err)) {
+			json_object_del(body, "compress");
+			continue;
+		}
 		if (rc == 0 || err->code != FERR_RATE)
 			break;
 		if (!waiting) {

@@ -253,6 +253,8 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 				 ps.data_addr);
 			g->data_port = ps.data_port;
 			g->nchan = 1;
+			/* a recovery session carries no frames */
+			g->plan.z = RELAY_Z_OFF;
 			snprintf(uri, sizeof(uri), "unix:%s",
 				 vm_run_name(g->out_sock));
 			if (channels_start(g, err) == 0 &&

@@ -96,8 +96,8 @@ int migrator_stream_dial(struct migrator *m, const char *peer,
 	if (!st)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	if (dataplane_dial(m->client_ctx, m->cfg->migration_netns,
-			   m->cfg->listen_addr, peer, addr, port, false, sid,
-			   key, 0, 1, &st->c, err) < 0) {
+			   m->cfg->listen_addr, peer, addr, port, false,
+			   RELAY_Z_OFF, sid, key, 0, 1, &st->c, err) < 0) {
 		free(st);
 		return -1;
 	}
