@@ -368,7 +368,6 @@ class FaultProxy:
     def is_stalled(self):
         return self._stalled
 
-    @property
     def disarm_corruptions(self):
         """Drop corruptions not yet fired; returns how many."""
         with self._lock:
@@ -376,6 +375,7 @@ class FaultProxy:
             self._corrupts.clear()
             return n
 
+    @property
     def pending_corruptions(self):
         with self._lock:
             return len(self._corrupts)
