@@ -179,6 +179,10 @@ def test_forced_resume_is_audited(cluster):
             if x["target"] == VM and x["detail"].get("force")]
     assert recs and recs[-1]["outcome"] == "ok", recs
     fl.restart(c, B)
+    # the resolver records the end at its next attempt (backoff up to 60 s)
+    wait_until(lambda: any(x["detail"].get("id") == rec["id"] for x in
+                           fl.audit_records(c, A, "migration.end")),
+               90, 0.5, "the source's migration.end")
     settle_and_check(c, uuid, A, rec["id"])
 
 
