@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 GUEST ?= $(BUILD)/guest
 
-.PHONY: all deps build asan tsan analyze guest demo check bench bench-detect faults fuzz package clean
+.PHONY: all deps build asan tsan analyze guest demo check check-ha bench bench-ha bench-controller bench-detect faults fuzz package clean
 
 all: build
 
@@ -45,9 +45,18 @@ check: build asan tsan guest
 	bash scripts/check.sh
 
 # Migration benchmark: QEMU's own transports against ferry, side by side
-# (bench/README.md). BENCH_ARGS="--runs 5 --json out.json" to tune.
+# (bench/README.md): on loopback, then over a link of BENCH_LINK between two
+# network namespaces. BENCH_ARGS="--runs 5" to tune both.
+BENCH_LINK ?= 1gbit
 bench: build guest
 	/usr/bin/python3 bench/migrate_bench.py $(BENCH_ARGS)
+	/usr/bin/python3 bench/migrate_bench.py --link $(BENCH_LINK) $(BENCH_ARGS)
+
+# The controller against 1,000, 5,000 and 10,000 simulated hosts with three
+# etcd members (docs/balancer.md, "Scale"); run on a quiet machine.
+# CTL_BENCH_ARGS="--hosts 1000 --rounds 3" to tune.
+bench-controller: build
+	/usr/bin/python3 bench/controller_bench.py $(CTL_BENCH_ARGS)
 
 # The fault matrix (docs/reliability.md): every fault at every phase of a
 # migration, FAULT_TRIALS times per cell, against the sanitizer build; the
@@ -67,15 +76,26 @@ bench-detect: build guest
 	/usr/bin/python3 bench/detect_bench.py $(BENCH_DETECT_ARGS)
 	/usr/bin/python3 bench/detect_plot.py build/detect-bench
 
+# Checkpoint HA's long scenarios (partition, backup death, tampering, host
+# death with 3 etcd members); `make check` runs the smoke of test_ha.py.
+check-ha: build guest
+	FERRY_HA_FULL=1 /usr/bin/python3 -m pytest -q -ra tests/system/test_ha.py
+
+# Checkpoint-HA figures (docs/ha.md): overhead, pause, bytes, failover
+# time, split brain. BENCH_ARGS="--trials 5 --partitions 5" to shorten.
+bench-ha: build guest
+	/usr/bin/python3 bench/ha_bench.py $(BENCH_ARGS)
+
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.
 FUZZ_SECONDS ?= 600
 fuzz: deps
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
-# Debian packages ferryd and ferry (debian/, docs/install.md) built with
-# dpkg-buildpackage from a copy of the tree into $(DEB_OUT), then unpacked,
-# verified and checked by lintian (tests/package). Slow: not in `make check`.
+# Debian packages ferryd, ferry and ferry-detect (debian/, docs/install.md)
+# built with dpkg-buildpackage from a copy of the tree into $(DEB_OUT), then
+# unpacked, verified and checked by lintian (tests/package). Slow: not in
+# `make check`.
 DEB_OUT ?= build-deb
 package: deps
 	bash scripts/package.sh $(DEB_OUT)

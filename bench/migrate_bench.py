@@ -4,20 +4,31 @@
 One run compares, on the same test guest (guest/README.md: Debian cloud
 kernel + busybox initramfs + memload), side by side:
 
-  qemu-tcp          QEMU direct, plain TCP, one channel
-  qemu-multifd      QEMU plain multifd (--channels channels)
-  qemu-tls          QEMU's own TLS (tls-creds-x509), one channel
-  qemu-tls-multifd  QEMU's own TLS with multifd
-  ferry             ferry's encrypted migration (ferryd x2 + `ferry migrate`)
+  qemu-tcp           QEMU direct, plain TCP, one channel
+  qemu-multifd       QEMU plain multifd (--channels channels)
+  qemu-multifd-zstd  QEMU plain multifd with multifd-compression=zstd
+  qemu-tls           QEMU's own TLS (tls-creds-x509), one channel
+  qemu-tls-multifd   QEMU's own TLS with multifd
+  ferry              ferry's encrypted migration (ferryd x2 + `ferry
+                     migrate`), ferry choosing its path
+  ferry-multifd      the same with --channels (multifd)
+  ferry-zstd         the same with --compress on
+  ferry-nozstd       the same with --compress off
 
-for each workload: `idle` (memload.rate=0, after the fill) and `dirty`
-(memload.rate=20000 pages/s).  Every (config, workload) pair is repeated
---runs times, round-robin, and the median is reported as a markdown table,
-followed by the target checks and the machine description.
+for each workload: `idle` (memload.rate=0, after the fill), `dirty`
+(memload.rate=20000 pages/s) and `text` (idle, memload.content=text, which
+compresses about 3:1).  Every (config, workload) pair is repeated --runs
+times, round-robin, and the median is reported as a markdown table,
+followed by PASS / FAIL lines for the targets of issue 14 and the machine
+description.
 
-Everything (QEMU processes, ferryd hosts, temp dirs) is cleaned up at the
-end, also on failure or Ctrl-C.  Guests run with TCG only.  Traffic stays
-on 127.0.0.0/8.  Standard library only; see bench/README.md.
+Two modes: loopback (default: the hosts are 127.0.0.2 and 127.0.0.3), and
+--link RATE: the two hosts run in network namespaces that the benchmark
+creates, joined by a veth pair shaped with tbf to RATE, and removed at the
+end (also after a failure or Ctrl-C; a later run removes those a killed run
+left).  Everything (QEMU processes, ferryd hosts, temp dirs, namespaces) is
+cleaned up at the end.  Guests run with TCG only.  Standard library only;
+see bench/README.md.
 """
 
 import argparse
@@ -42,20 +53,39 @@ REPO = Path(__file__).resolve().parent.parent
 # would cap every configuration.  1 TiB/s never throttles anything here.
 UNLIMITED_BW = 1 << 40
 
-# key -> (label template, kind, multifd, tls); order is the table's order.
+# key -> (label template, kind, multifd, tls, compression); order is the
+# table's order.  ferry configs: compression is --compress's value.
 CONFIGS = {
-    "qemu-tcp": ("QEMU plain TCP (1 ch)", "qemu", False, False),
-    "qemu-multifd": ("QEMU plain multifd ({ch} ch)", "qemu", True, False),
-    "qemu-tls": ("QEMU TLS (1 ch)", "qemu", False, True),
-    "qemu-tls-multifd": ("QEMU TLS multifd ({ch} ch)", "qemu", True, True),
-    "ferry": ("ferry ({ch} ch)", "ferry", None, None),
+    "qemu-tcp": ("QEMU plain TCP (1 ch)", "qemu", False, False, None),
+    "qemu-multifd": ("QEMU plain multifd ({ch} ch)", "qemu", True, False, None),
+    "qemu-multifd-zstd": ("QEMU plain multifd zstd ({ch} ch)", "qemu", True, False, "zstd"),
+    "qemu-tls": ("QEMU TLS (1 ch)", "qemu", False, True, None),
+    "qemu-tls-multifd": ("QEMU TLS multifd ({ch} ch)", "qemu", True, True, None),
+    "ferry": ("ferry", "ferry", None, None, None),
+    "ferry-multifd": ("ferry --channels {ch}", "ferry", True, None, None),
+    "ferry-zstd": ("ferry --compress on", "ferry", None, None, "on"),
+    "ferry-nozstd": ("ferry --compress off", "ferry", None, None, "off"),
 }
-WORKLOADS = ("idle", "dirty")
+# Default configs per mode (--configs overrides).
+LOOPBACK_CONFIGS = ("qemu-tcp", "qemu-multifd", "qemu-tls", "qemu-tls-multifd", "ferry",
+                    "ferry-multifd")
+LINK_CONFIGS = ("qemu-tcp", "qemu-multifd-zstd", "qemu-tls", "ferry", "ferry-zstd",
+                "ferry-nozstd")
+# workload -> (memload.rate: None = --rate, memload.content)
+WORKLOADS = {
+    "idle": (0, "pattern"),
+    "dirty": (None, "pattern"),
+    "text": (0, "text"),
+}
 
 HB_RE = re.compile(
     r"memload: hb seq=(\d+) verified=(\d+) dirtied=(\d+) errors=(\d+) passes=(\d+)"
 )
 HB_FIELDS = ("seq", "verified", "dirtied", "errors", "passes")
+
+
+def is_ferry(config):
+    return CONFIGS[config][1] == "ferry"
 
 
 class BenchError(Exception):
@@ -75,12 +105,17 @@ def log(msg):
 
 
 def ferry_migrate_argv(name, src_host, dst_host, channels, max_downtime_ms,
-                       bandwidth_mibps):
-    """Arguments after `ferry --config C --host SRC` for one migration."""
+                       bandwidth_mibps, compress=None):
+    """Arguments after `ferry --config C --host SRC` for one migration
+    (channels None: ferry chooses)."""
     argv = ["migrate", name, "--to", dst_host, "--json",
-            "--channels", str(channels), "--max-downtime", str(max_downtime_ms)]
+            "--max-downtime", str(max_downtime_ms)]
+    if channels is not None:
+        argv += ["--channels", str(channels)]
     if bandwidth_mibps is not None:
         argv += ["--bandwidth", str(bandwidth_mibps)]
+    if compress is not None:
+        argv += ["--compress", compress]
     return argv
 
 
@@ -105,6 +140,7 @@ def ferry_metrics(summary):
         "migrate_ms": summary.get("migrate_ms"),
         "qemu_downtime_ms": summary.get("qemu_downtime_ms"),
         "escalation": summary.get("escalation"),
+        "path": summary.get("path"),
     }
 
 
@@ -323,9 +359,9 @@ def read_file(path):
 # TLS certificates for QEMU (GnuTLS-compatible PEM via the openssl CLI)
 
 
-def make_qemu_certs(d):
+def make_qemu_certs(d, ip="127.0.0.1"):
     """ca-cert.pem, server-cert.pem/-key.pem, client-cert.pem/-key.pem in d
-    (RSA-2048, CN and SAN 127.0.0.1).  QEMU checks key usages strictly, so
+    (RSA-2048, CN and SAN ip).  QEMU checks key usages strictly, so
     the CA gets CA:TRUE + keyCertSign and the leaves digitalSignature +
     keyEncipherment + the matching extendedKeyUsage."""
     d.mkdir(parents=True, exist_ok=True)
@@ -344,9 +380,9 @@ def make_qemu_certs(d):
             "basicConstraints=critical,CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\n"
             f"extendedKeyUsage={eku}\n"
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+            f"subjectAltName=IP:{ip},DNS:localhost\n")
         ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{role}-key.pem",
-             "-out", f"{role}.csr", "-subj", "/CN=127.0.0.1")
+             "-out", f"{role}.csr", "-subj", f"/CN={ip}")
         ossl("x509", "-req", "-in", f"{role}.csr", "-CA", "ca-cert.pem",
              "-CAkey", "ca-key.pem", "-set_serial", serial, "-days", "3",
              "-extfile", f"{role}.ext", "-out", f"{role}-cert.pem")
@@ -355,6 +391,84 @@ def make_qemu_certs(d):
             f.unlink()
         else:
             f.chmod(0o600 if "key" in f.name else 0o644)
+
+
+# ---------------------------------------------------------------------------
+# the link (--link): two network namespaces joined by a shaped veth pair
+
+
+class Link:
+    """Hosts "a" (source) and "b" (destination) in network namespaces of
+    their own, joined by a veth pair whose egress is shaped with tbf to
+    RATE in both directions.  Only the addresses inside these namespaces
+    are used.  close() removes both namespaces (which removes the veth
+    pair); sweep() removes those left by a benchmark that was killed."""
+
+    PREFIX = "ferrybench-"
+    ADDR = {"a": "10.213.77.1", "b": "10.213.77.2"}
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.ns = {side: f"{self.PREFIX}{os.getpid()}-{side}" for side in "ab"}
+        self.created = []
+
+    @staticmethod
+    def _ip(*args, check=True):
+        r = subprocess.run(["ip", *args], capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise BenchError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+        return r
+
+    @classmethod
+    def sweep(cls):
+        """Remove our namespaces whose benchmark process is gone."""
+        out = cls._ip("netns", "list", check=False).stdout
+        for line in out.splitlines():
+            name = line.split()[0] if line.split() else ""
+            m = re.fullmatch(re.escape(cls.PREFIX) + r"(\d+)-[ab]", name)
+            if m and not Path(f"/proc/{m.group(1)}").exists():
+                cls._ip("netns", "del", name, check=False)
+
+    def setup(self):
+        self.sweep()
+        for side in "ab":
+            self._ip("netns", "add", self.ns[side])
+            self.created.append(self.ns[side])
+            self._ip("-n", self.ns[side], "link", "set", "lo", "up")
+        self._ip("link", "add", "fb0", "netns", self.ns["a"], "type", "veth",
+                 "peer", "name", "fb0", "netns", self.ns["b"])
+        # burst: at least a 64 KiB GSO packet and 2 ms at the rate
+        burst = max(65536 * 2, parse_rate(self.rate) // 8 // 500)
+        for side in "ab":
+            ns = self.ns[side]
+            self._ip("-n", ns, "addr", "add", f"{self.ADDR[side]}/30", "dev", "fb0")
+            self._ip("-n", ns, "link", "set", "fb0", "up")
+            r = subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", "fb0", "root",
+                                "tbf", "rate", self.rate, "burst", str(burst),
+                                "latency", "20ms"], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BenchError(f"tc tbf on {ns}: {r.stderr.strip()}")
+
+    def prefix(self, side):
+        return ["ip", "netns", "exec", self.ns[side]]
+
+    def describe(self):
+        return (f"veth pair between network namespaces {self.ns['a']} ({self.ADDR['a']}) "
+                f"and {self.ns['b']} ({self.ADDR['b']}), tbf rate {self.rate} each way; "
+                f"no added delay (this kernel has no sch_netem)")
+
+    def close(self):
+        for ns in reversed(self.created):
+            self._ip("netns", "del", ns, check=False)
+        self.created = []
+
+
+def parse_rate(text):
+    """'1gbit' -> bits/s (tc's decimal units)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)bit", text.strip().lower())
+    if not m:
+        raise ValueError(f"bad rate {text!r} (e.g. 1gbit, 500mbit)")
+    return int(float(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[m.group(2)])
 
 
 # ---------------------------------------------------------------------------
@@ -369,7 +483,8 @@ class QemuVM:
         self.qmp_path = self.dir / "qmp.sock"
         self.log = self.dir / "qemu.log"
         a = bench.args
-        argv = [a.qemu, "-name", f"guest=bench-{role},debug-threads=on",
+        argv = bench.netns_prefix("a" if role == "src" else "b")
+        argv += [a.qemu, "-name", f"guest=bench-{role},debug-threads=on",
                 "-machine", "pc", "-accel", a.accel,
                 "-m", bench.qemu_mem_arg(), "-smp", "1",
                 "-nodefaults", "-no-user-config", "-display", "none",
@@ -411,7 +526,7 @@ class QemuVM:
 
 def run_qemu(bench, config, workload, run_idx, rundir, res):
     """One QEMU migration; fills res (also partly, when it raises)."""
-    _, _, multifd, tls = CONFIGS[config]
+    _, _, multifd, tls, compression = CONFIGS[config]
     a = bench.args
     src = dst = None
     try:
@@ -429,6 +544,8 @@ def run_qemu(bench, config, workload, run_idx, rundir, res):
             p = {}
             if multifd:
                 p["multifd-channels"] = a.channels
+            if compression:
+                p["multifd-compression"] = compression
             if tls:
                 p["tls-creds"] = "tls0"
             if vm is src:
@@ -436,8 +553,8 @@ def run_qemu(bench, config, workload, run_idx, rundir, res):
                 p["downtime-limit"] = a.downtime_ms
             if p:
                 vm.qmp.cmd("migrate-set-parameters", **p)
-        port = free_port()
-        uri = f"tcp:127.0.0.1:{port}"
+        port = bench.qemu_port()
+        uri = f"tcp:{bench.host_addr('b')}:{port}"
         dst.qmp.cmd("migrate-incoming", uri=uri)
         t_mig = time.monotonic()
         src.qmp.cmd("migrate", uri=uri)
@@ -500,10 +617,10 @@ def run_qemu(bench, config, workload, run_idx, rundir, res):
 
 
 class FerryCluster:
-    """Two ferryd hosts on 127.0.0.2 / 127.0.0.3 (free ports), a cluster
-    PKI and a client config, as in scripts/demo.sh, with accel tcg."""
-
-    HOSTS = (("host-a", "127.0.0.2"), ("host-b", "127.0.0.3"))
+    """Two ferryd hosts on 127.0.0.2 / 127.0.0.3 (free ports), or on the
+    link's two namespaces, a cluster PKI and a client config, as in
+    scripts/demo.sh, with accel tcg.  With a link, the CLI runs in the
+    source's namespace."""
 
     def __init__(self, bench, bindir):
         self.bench = bench
@@ -512,6 +629,8 @@ class FerryCluster:
         self.dir.mkdir()
         self.client = self.dir / "client.json"
         self.hosts = {}
+        self.HOSTS = (("host-a", bench.host_addr("a")), ("host-b", bench.host_addr("b")))
+        self.side = {"host-a": "a", "host-b": "b"}
 
     @staticmethod
     def probe(bindir):
@@ -527,6 +646,7 @@ class FerryCluster:
         return None
 
     def run(self, argv, timeout=120, check=True):
+        argv = self.bench.netns_prefix("a") + argv
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                cwd=self.dir, stdin=subprocess.DEVNULL)
@@ -564,7 +684,7 @@ class FerryCluster:
         }, indent=2))
         hosts_cfg = {}
         for name, addr in self.HOSTS:
-            port = free_port(addr)
+            port = free_port(addr) if not self.bench.link else 47001
             hd = self.dir / name
             hd.mkdir()
             (hd / "ferryd.json").write_text(json.dumps({
@@ -578,7 +698,8 @@ class FerryCluster:
             }, indent=2))
             hosts_cfg[name] = {"address": addr, "port": port}
             self.hosts[name] = self.bench.procs.spawn(
-                [str(self.bin / "ferryd"), "--config", str(hd / "ferryd.json")],
+                self.bench.netns_prefix(self.side[name])
+                + [str(self.bin / "ferryd"), "--config", str(hd / "ferryd.json")],
                 hd / "ferryd.log")
         self.client.write_text(json.dumps({
             "ca": "pki/ca.crt", "cert": "pki/users/admin.crt", "key": "pki/users/admin.key",
@@ -590,6 +711,18 @@ class FerryCluster:
                     raise BenchError(f"ferryd {name} did not come up: "
                                      f"{tail(self.dir / name / 'ferryd.log', 5)}")
                 time.sleep(0.2)
+
+    def cpu_s(self):
+        """CPU seconds (user + system) both ferryd processes have used:
+        during a migration, mostly their relays."""
+        total = 0.0
+        for p in self.hosts.values():
+            try:
+                f = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
 
     def console(self, host, name):
         r = self.cli(host, "vm", "console", name, check=False, timeout=30)
@@ -626,7 +759,7 @@ class FerryCluster:
                     pass
 
 
-def run_ferry(bench, workload, run_idx, rundir, res):
+def run_ferry(bench, config, workload, run_idx, rundir, res):
     """One ferry migration; fills res (also partly, when it raises)."""
     a = bench.args
     fc = bench.ferry
@@ -650,19 +783,24 @@ def run_ferry(bench, workload, run_idx, rundir, res):
         # heartbeat the source printed (the VM leaves host-a afterwards).
         follow_log = rundir / "src-console.log"
         follower = bench.procs.spawn(
-            [str(fc.bin / "ferry"), "--config", str(fc.client), "--host", "host-a",
-             "vm", "console", name, "--follow"], follow_log, cwd=fc.dir)
+            bench.netns_prefix("a")
+            + [str(fc.bin / "ferry"), "--config", str(fc.client), "--host", "host-a",
+               "vm", "console", name, "--follow"], follow_log, cwd=fc.dir)
         pre_hbs = check_console(fc.console("host-a", name), "source")
-        argv = [str(fc.bin / "ferry"), "--config", str(fc.client), "--host", "host-a",
-                *ferry_migrate_argv(name, "host-a", "host-b", a.channels, a.downtime_ms,
-                                    a.ferry_bandwidth)]
+        argv = bench.netns_prefix("a") + [
+            str(fc.bin / "ferry"), "--config", str(fc.client), "--host", "host-a",
+            *ferry_migrate_argv(name, "host-a", "host-b",
+                                a.channels if CONFIGS[config][2] else a.ferry_channels,
+                                a.downtime_ms, a.ferry_bandwidth, CONFIGS[config][4])]
         t_mig = time.monotonic()
+        cpu0 = fc.cpu_s()
         try:
             r = subprocess.run(argv, capture_output=True, text=True, cwd=fc.dir,
                                stdin=subprocess.DEVNULL, timeout=a.migrate_timeout + 30)
         except subprocess.TimeoutExpired:
             raise BenchError(f"ferry migrate did not finish within {a.migrate_timeout + 30:.0f}s")
         res["wall_ms"] = round((time.monotonic() - t_mig) * 1000)
+        res["ferryd_cpu_s"] = round(fc.cpu_s() - cpu0, 3)
         time.sleep(0.3)
         ProcTable.stop(follower, grace=1.0)
         (rundir / "ferry-migrate.out").write_text(r.stdout + "\n--- stderr\n" + r.stderr)
@@ -762,7 +900,10 @@ def median(vals):
 
 
 def summarize(results, configs, workloads):
-    """{workload: {config: summary}} with medians over the successful runs."""
+    """{workload: {config: summary}} with medians over the successful runs.
+    Each ferry config C also gets a row C + "-phase": the same runs timed
+    like QEMU's rows, from QEMU's migrate command to the VM running on the
+    destination (prepare, i.e. starting the destination QEMU, excluded)."""
     out = {}
     for wl in workloads:
         out[wl] = {}
@@ -780,30 +921,49 @@ def summarize(results, configs, workloads):
                 s["gbps"] = median([r["ram_bytes"] * 8 / (r["total_ms"] / 1000) / 1e9
                                     for r in ok if r["total_ms"] > 0])
                 s["ram_mib"] = median([r["ram_bytes"] / 2**20 for r in ok])
+                s["wire_mib"] = median([r["wire_bytes"] / 2**20 for r in ok
+                                        if r.get("wire_bytes")])
                 s["iterations"] = median([r.get("iterations") for r in ok])
+                s["ferryd_ms_per_mib"] = median([r["ferryd_cpu_s"] * 1000 / (r["ram_bytes"] / 2**20)
+                                                 for r in ok if r.get("ferryd_cpu_s") is not None
+                                                 and r["ram_bytes"]])
+                paths = {path_label(r.get("path")) for r in ok if r.get("path")}
+                s["path"] = ", ".join(sorted(paths)) if paths else None
             out[wl][c] = s
-        if "ferry" in configs:
-            # the same runs timed like QEMU's rows: from QEMU's migrate
-            # command to the VM running on the destination (prepare, i.e.
-            # starting the destination QEMU, excluded)
-            f = out[wl]["ferry"]
-            ok = [r for r in results if r["workload"] == wl and r["config"] == "ferry"
-                  and r["ok"] and r.get("migrate_ms")]
-            p = dict(f)
-            if ok:
-                p["total_s"] = median([r["migrate_ms"] / 1000 for r in ok])
-                p["total_min_s"] = min(r["migrate_ms"] for r in ok) / 1000
-                p["total_max_s"] = max(r["migrate_ms"] for r in ok) / 1000
+            if not is_ferry(c):
+                continue
+            p = dict(s)
+            okp = [r for r in ok if r.get("migrate_ms")]
+            if okp:
+                p["total_s"] = median([r["migrate_ms"] / 1000 for r in okp])
+                p["total_min_s"] = min(r["migrate_ms"] for r in okp) / 1000
+                p["total_max_s"] = max(r["migrate_ms"] for r in okp) / 1000
                 p["gbps"] = median([r["ram_bytes"] * 8 / (r["migrate_ms"] / 1000) / 1e9
-                                    for r in ok])
+                                    for r in okp])
             else:
                 p["ok"] = 0
-            out[wl]["ferry-phase"] = p
+            out[wl][c + "-phase"] = p
     return out
+
+
+def path_label(path):
+    """ferry's chosen path (the record's "path") in a few words."""
+    if not isinstance(path, dict):
+        return "?"
+    mf = path.get("multifd") or 0
+    way = f"multifd {mf} ch" if mf else "1 stream"
+    frames = "" if path.get("frames") else ", no frames"
+    return f"{way}, compress {path.get('compress', '?')}{frames}"
 
 
 def fmt(v, spec, none="–"):
     return none if v is None else format(v, spec)
+
+
+def row_label(key, ch):
+    if key.endswith("-phase"):
+        return CONFIGS[key[:-6]][0].format(ch=ch) + ", migrate → running"
+    return CONFIGS[key][0].format(ch=ch)
 
 
 def report(bench, summary, machine, elapsed):
@@ -811,31 +971,37 @@ def report(bench, summary, machine, elapsed):
     ch = a.channels
     lines = []
     p = lines.append
-    p("## Migration benchmark")
+    p("## Migration benchmark" + (f": link {a.link}" if a.link else ": loopback"))
     p("")
     p(f"Guest: {bench.mem_mib} MiB RAM, 1 vCPU, TCG; memload.mib={bench.fill_mib}; "
-      f"workloads: " + ", ".join(
-          f"{w} (memload.rate={0 if w == 'idle' else a.rate})" for w in a.workloads) + ".")
+      f"workloads: " + ", ".join(f"{w} ({workload_desc(w, a)})" for w in a.workloads) + ".")
     p(f"Migration: max-bandwidth unlimited, downtime-limit {a.downtime_ms} ms, "
-      f"multifd/ferry channels {ch}; median of {bench.runs} run(s) per cell, "
-      f"configs interleaved round-robin.")
+      f"QEMU multifd channels {ch}, ferry "
+      + (f"--channels {a.ferry_channels}" if a.ferry_channels else "choosing its path")
+      + f"; median of {bench.runs} run(s) per cell, configs interleaved round-robin.")
+    if bench.link:
+        p(f"Link: {bench.link.describe()}.")
     p("")
-    base_keys = (("qemu-multifd", "÷ QEMU multifd"), ("qemu-tls", "÷ QEMU TLS"),
-                 ("qemu-tls-multifd", "÷ QEMU TLS multifd"))
+    base_keys = [(k, f"÷ {CONFIGS[k][0].format(ch=ch)}") for k in ("qemu-tcp", "qemu-tls")
+                 if k in a.configs]
     for wl in a.workloads:
-        rate = 0 if wl == "idle" else a.rate
-        p(f"### {wl} (memload.rate={rate})")
+        p(f"### {wl} ({workload_desc(wl, a)})")
         p("")
         head = ["config", "runs ok", "total time (s)", "range (s)", "downtime (ms)",
-                "throughput (Gbit/s)", "RAM sent (MiB)", "iterations"]
+                "throughput (Gbit/s)", "RAM sent (MiB)", "wire (MiB)", "iterations",
+                "ferryd CPU (ms/MiB)", "ferry's path"]
+        align = ["---"] + ["---:"] * (len(head) - 2) + ["---"]
         head += [h for _, h in base_keys]
+        align += ["---:"] * len(base_keys)
         p("| " + " | ".join(head) + " |")
-        p("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
-        rows = list(a.configs) + (["ferry-phase"] if "ferry" in a.configs else [])
+        p("|" + "|".join(align) + "|")
+        rows = []
+        for c in a.configs:
+            rows.append(c)
+        rows += [c + "-phase" for c in a.configs if is_ferry(c)]
         for c in rows:
             s = summary[wl][c]
-            label = (f"ferry ({ch} ch), migrate → running" if c == "ferry-phase"
-                     else CONFIGS[c][0].format(ch=ch))
+            label = row_label(c, ch)
             if s["skipped"]:
                 p(f"| {label} | skipped | " + " | ".join(["–"] * (len(head) - 2)) + " |")
                 continue
@@ -847,7 +1013,9 @@ def report(bench, summary, machine, elapsed):
                    fmt(s["total_s"], ".2f"),
                    f"{s['total_min_s']:.2f}–{s['total_max_s']:.2f}",
                    fmt(s["downtime_ms"], ".0f"), fmt(s["gbps"], ".2f"),
-                   fmt(s["ram_mib"], ".0f"), fmt(s["iterations"], "g")]
+                   fmt(s["ram_mib"], ".0f"), fmt(s.get("wire_mib"), ".0f"),
+                   fmt(s["iterations"], "g"), fmt(s.get("ferryd_ms_per_mib"), ".2f"),
+                   s.get("path") or ""]
             for bk, _ in base_keys:
                 b = summary[wl].get(bk)
                 if b and b.get("total_s"):
@@ -861,11 +1029,11 @@ def report(bench, summary, machine, elapsed):
             p(f"- FAILED run: {c}: {e}")
         if fails:
             p("")
-        p(f"Targets ({wl}):")
-        p("")
-        for ln in target_lines(bench, summary[wl]):
-            p(f"- {ln}")
-        p("")
+    p("### Targets")
+    p("")
+    for ln in target_lines(bench, summary):
+        p(f"- {ln}")
+    p("")
     p("### Machine")
     p("")
     p(f"- CPU: {machine['cpu']} ({machine['cores']} cores, AES-NI "
@@ -873,57 +1041,75 @@ def report(bench, summary, machine, elapsed):
     p(f"- memory: {machine.get('memory_gib', '?')} GiB")
     p(f"- kernel: {machine['kernel']}")
     p(f"- QEMU: {machine['qemu']}" + (f"; GnuTLS {machine['gnutls']}" if machine.get("gnutls") else ""))
+    if machine.get("link"):
+        p(f"- link: {machine['link']}")
     p(f"- load average (1/5/15 min) at start: {machine.get('loadavg_start')}, "
-      f"at end: {machine.get('loadavg_end')} (anything else running on the 2 cores "
+      f"at end: {machine.get('loadavg_end')} (anything else running on the cores "
       f"adds noise; configs are interleaved so it hits all alike)")
     p(f"- benchmark wall time: {elapsed / 60:.1f} min")
     p("")
     return "\n".join(lines)
 
 
-def target_lines(bench, s):
+def workload_desc(wl, a):
+    rate, content = WORKLOADS[wl]
+    rate = a.rate if rate is None else rate
+    return f"memload.rate={rate}" + (f", memload.content={content}" if content != "pattern" else "")
+
+
+# The issue's targets: (mode, workloads, check).  A check compares ferry's
+# total time (or downtime) with a base config's, in the same run.
+LOOPBACK_TARGETS = (
+    ("total", "qemu-tls", 1.0),
+    ("total", "qemu-tcp", 1.15),
+    ("downtime", "qemu-tcp", 1.0),
+)
+LINK_TARGETS = {
+    "text": (("total", "qemu-tcp", 0.6),),
+    "idle": (("total", "ferry-nozstd", 1.05),),
+    "dirty": (("total", "ferry-nozstd", 1.05),),
+}
+
+
+def target_lines(bench, summary):
+    """One PASS / FAIL line per target, workload and timing of ferry (end
+    to end, and migrate → running as QEMU's rows are timed)."""
+    a = bench.args
     out = []
-    for key, what in (("ferry", "end to end (prepare included)"),
-                      ("ferry-phase", "migrate → running, as QEMU's rows are timed")):
-        if key in s:
-            out.append(f"ferry {what}:")
-            out += ["  " + ln for ln in target_lines_for(bench, s, key)]
-    return out or ["n/a: the ferry config was not selected"]
-
-
-def target_lines_for(bench, s, key):
-    f = s.get(key)
-    if f is None:
+    if "ferry" not in a.configs:
         return ["n/a: the ferry config was not selected"]
-    if f["skipped"]:
-        return [f"n/a: ferry skipped: {bench.ferry_skip}"]
-    if not f["ok"]:
-        return ["FAIL: every ferry run failed"]
+    for wl in a.workloads:
+        checks = LINK_TARGETS.get(wl, ()) if a.link else LOOPBACK_TARGETS
+        for key, timing in (("ferry", "end to end"),
+                            ("ferry-phase", "migrate → running")):
+            for what, base, factor in checks:
+                out.append(f"{wl}, ferry {timing}: "
+                           + check_line(bench, summary[wl], key, what, base, factor))
+    return out or ["n/a: no workload with a target"]
 
-    def ratio_check(base_key, factor, what):
-        b = s.get(base_key)
-        if not b:
-            return f"ferry total ≤ {factor}× {what}: n/a ({base_key} not selected)"
-        if not b.get("ok"):
-            return f"ferry total ≤ {factor}× {what}: n/a (no successful {base_key} run)"
-        r = f["total_s"] / b["total_s"]
-        ok = r <= factor
-        return (f"ferry total ≤ {factor}× {what}: {f['total_s']:.2f} s vs "
-                f"{b['total_s']:.2f} s = {r:.3f}× → {'PASS' if ok else 'FAIL'}")
 
+def check_line(bench, s, key, what, base, factor):
+    f = s.get(key)
     ch = bench.args.channels
-    out = [ratio_check("qemu-multifd", 1.1, f"QEMU plain multifd ({ch} ch)"),
-           ratio_check("qemu-tls", 0.6, "QEMU TLS single channel"),
-           ratio_check("qemu-tls-multifd", 0.6, f"QEMU TLS multifd ({ch} ch)")]
-    b = s.get("qemu-multifd")
-    if not b or not b.get("ok"):
-        out.append("ferry downtime ≤ QEMU plain multifd downtime: n/a "
-                   "(no successful qemu-multifd run)")
+    base_label = CONFIGS[base][0].format(ch=ch) if base in CONFIGS else base
+    b = s.get(base + ("-phase" if key.endswith("-phase") and is_ferry(base) else ""))
+    if what == "downtime":
+        name = f"downtime ≤ {base_label}'s"
     else:
+        name = f"total ≤ {factor}× {base_label}"
+    if f is None or f.get("skipped"):
+        return f"{name}: n/a (ferry skipped: {bench.ferry_skip})"
+    if not f.get("ok"):
+        return f"{name}: FAIL (no successful ferry run)"
+    if not b or not b.get("ok"):
+        return f"{name}: n/a (no successful {base} run)"
+    if what == "downtime":
         ok = f["downtime_ms"] <= b["downtime_ms"]
-        out.append(f"ferry downtime ≤ QEMU plain multifd downtime: {f['downtime_ms']:.0f} ms "
-                   f"vs {b['downtime_ms']:.0f} ms → {'PASS' if ok else 'FAIL'}")
-    return out
+        return (f"{name}: {f['downtime_ms']:.0f} ms vs {b['downtime_ms']:.0f} ms → "
+                f"{'PASS' if ok else 'FAIL'}")
+    r = f["total_s"] / b["total_s"]
+    return (f"{name}: {f['total_s']:.2f} s vs {b['total_s']:.2f} s = {r:.3f}× → "
+            f"{'PASS' if r <= factor else 'FAIL'}")
 
 
 # ---------------------------------------------------------------------------
@@ -938,6 +1124,8 @@ class Bench:
         self.ferry = None
         self.ferry_skip = None
         self.certdir = None
+        self.link = Link(args.link) if args.link else None
+        self.port_seq = 0
         self.run_t0 = 0.0
         self.mem_mib = args.mem_mib or (256 if args.quick else 1024)
         self.fill_mib = args.fill_mib or (128 if args.quick else 512)
@@ -959,13 +1147,34 @@ class Bench:
 
     def cmdline(self):
         """Kernel command line, identical for every config.  clocksource=hpet
-        as in ferry's demo and tests (guest/README.md: under QEMU 7.2 TCG a
-        TSC guest stalls after an incoming migration resumed with `cont`,
-        which is how ferry's destination starts)."""
-        rate = 0 if self.workload == "idle" else self.args.rate
+        and no_timer_check as in ferry's demo and tests (guest/README.md:
+        under QEMU 7.2 TCG a TSC guest stalls after an incoming migration
+        resumed with `cont`, which is how ferry's destination starts; a
+        loaded host makes the boot-time timer check panic)."""
+        rate, content = WORKLOADS[self.workload]
+        rate = self.args.rate if rate is None else rate
         extra = f" {self.args.guest_append}" if self.args.guest_append else ""
+        text = f" memload.content={content}" if content != "pattern" else ""
         return (f"console=ttyS0 quiet{extra} memload.mib={self.fill_mib} "
-                f"memload.rate={rate}")
+                f"memload.rate={rate}{text}")
+
+    def netns_prefix(self, side):
+        """argv prefix that runs a command on host side ("a", "b")."""
+        return self.link.prefix(side) if self.link else []
+
+    def host_addr(self, side):
+        """The address of host side: in the link's namespace, or on
+        loopback (127.0.0.2 / 127.0.0.3, for QEMU's and ferry's runs)."""
+        if self.link:
+            return Link.ADDR[side]
+        return "127.0.0.2" if side == "a" else "127.0.0.3"
+
+    def qemu_port(self):
+        """A free port for QEMU's migrate-incoming on host b."""
+        if not self.link:
+            return free_port(self.host_addr("b"))
+        self.port_seq += 1
+        return 48000 + self.port_seq  # a fresh namespace: nothing else there
 
 
 def parse_args(argv):
@@ -974,12 +1183,22 @@ def parse_args(argv):
                     "(see bench/README.md).")
     ap.add_argument("--runs", type=int, default=None,
                     help="runs per (config, workload); median reported (default 3, 1 with --quick)")
-    ap.add_argument("--workloads", default="idle,dirty",
-                    help="comma list of idle,dirty (default both)")
-    ap.add_argument("--configs", default=",".join(CONFIGS),
-                    help="comma list of " + ",".join(CONFIGS) + " (default all)")
+    ap.add_argument("--workloads", default=None,
+                    help="comma list of " + ",".join(WORKLOADS) + " (default idle,dirty; "
+                         "with --link text,idle)")
+    ap.add_argument("--configs", default=None,
+                    help="comma list of " + ",".join(CONFIGS) + " (default "
+                         + ",".join(LOOPBACK_CONFIGS) + "; with --link "
+                         + ",".join(LINK_CONFIGS) + ")")
     ap.add_argument("--channels", type=int, default=2,
-                    help="multifd channels for QEMU multifd configs and ferry (default 2)")
+                    help="multifd channels of the QEMU multifd configs and ferry-multifd "
+                         "(default 2)")
+    ap.add_argument("--ferry-channels", type=int, default=None, metavar="N",
+                    help="pass --channels N to ferry migrate (default: not passed, "
+                         "ferry chooses)")
+    ap.add_argument("--link", metavar="RATE", default=None,
+                    help="run both hosts in network namespaces joined by a veth pair "
+                         "shaped to RATE (e.g. 1gbit) instead of loopback")
     ap.add_argument("--downtime-ms", type=int, default=300,
                     help="downtime limit for every config (default 300)")
     ap.add_argument("--rate", type=int, default=20000,
@@ -998,9 +1217,10 @@ def parse_args(argv):
     ap.add_argument("--accel", default="tcg",
                     help="QEMU -accel value for the QEMU configs, e.g. tcg,thread=single "
                          "(default tcg, as ferryd uses; never kvm here)")
-    ap.add_argument("--guest-append", default="clocksource=hpet",
+    ap.add_argument("--guest-append", default="clocksource=hpet no_timer_check",
                     help="extra kernel parameters for every config (default "
-                         "clocksource=hpet, as ferry's tests use; '' for none)")
+                         "'clocksource=hpet no_timer_check', as ferry's tests "
+                         "use; '' for none)")
     ap.add_argument("--no-tcg-dirty-workaround", dest="tcg_dirty_workaround",
                     action="store_false",
                     help="QEMU configs: give the guest the full RAM size instead of 8 KiB "
@@ -1016,8 +1236,17 @@ def parse_args(argv):
                     help="seconds to wait for 2 destination heartbeats (default 20)")
     ap.add_argument("--keep-temp", action="store_true", help="keep the temp dir (logs)")
     a = ap.parse_args(argv)
+    if a.workloads is None:
+        a.workloads = "text,idle" if a.link else "idle,dirty"
+    if a.configs is None:
+        a.configs = ",".join(LINK_CONFIGS if a.link else LOOPBACK_CONFIGS)
     a.workloads = [w for w in a.workloads.split(",") if w]
     a.configs = [c for c in a.configs.split(",") if c]
+    if a.link:
+        try:
+            parse_rate(a.link)
+        except ValueError as e:
+            ap.error(f"--link: {e}")
     for w in a.workloads:
         if w not in WORKLOADS:
             ap.error(f"unknown workload {w!r} (choose from {', '.join(WORKLOADS)})")
@@ -1064,10 +1293,14 @@ def main(argv=None):
     rc = 0
     bench.tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     try:
+        if bench.link:
+            bench.link.setup()
+            log(f"link: {bench.link.describe()}")
+            machine["link"] = bench.link.describe()
         if any(CONFIGS[c][3] for c in args.configs):
             bench.certdir = bench.tmp / "pki"
-            make_qemu_certs(bench.certdir)
-        if "ferry" in args.configs:
+            make_qemu_certs(bench.certdir, bench.host_addr("b"))
+        if any(is_ferry(c) for c in args.configs):
             bindir = Path(args.ferry).resolve()
             bench.ferry_skip = FerryCluster.probe(bindir)
             if bench.ferry_skip:
@@ -1077,14 +1310,14 @@ def main(argv=None):
                 bench.ferry.start()
                 log(f"ferry: two ferryd hosts up ({bindir})")
 
-        active = [c for c in args.configs if not (c == "ferry" and bench.ferry_skip)]
+        active = [c for c in args.configs if not (is_ferry(c) and bench.ferry_skip)]
         total = bench.runs * len(args.workloads) * len(active)
         n = 0
         log(f"{total} migrations: {bench.runs} run(s) x {len(args.workloads)} workload(s) "
             f"x {len(active)} config(s); guest {bench.mem_mib} MiB, fill {bench.fill_mib} MiB; "
             f"temp dir {bench.tmp}")
         for c in args.configs:
-            if c == "ferry" and bench.ferry_skip:
+            if is_ferry(c) and bench.ferry_skip:
                 for wl in args.workloads:
                     results.append({"config": c, "workload": wl, "run": 0, "ok": False,
                                     "skipped": True, "error": None})
@@ -1104,7 +1337,7 @@ def main(argv=None):
                         if CONFIGS[c][1] == "qemu":
                             run_qemu(bench, c, wl, run_idx, rundir, rec)
                         else:
-                            run_ferry(bench, wl, run_idx, rundir, rec)
+                            run_ferry(bench, c, wl, run_idx, rundir, rec)
                         rec["ok"] = True
                         rec["error"] = None
                         log(f"[{n}/{total}] {wl:5} {c:16} run {run_idx}: "
@@ -1133,6 +1366,8 @@ def main(argv=None):
                 bench.ferry.close()
         finally:
             bench.procs.stop_all()
+            if bench.link:
+                bench.link.close()
             if args.keep_temp:
                 log(f"temp dir kept: {bench.tmp}")
             else:
@@ -1151,6 +1386,7 @@ def main(argv=None):
                "params": {"mem_mib": bench.mem_mib, "fill_mib": bench.fill_mib,
                           "rate": args.rate, "downtime_ms": args.downtime_ms,
                           "channels": args.channels, "runs": bench.runs,
+                          "ferry_channels": args.ferry_channels, "link": args.link,
                           "workloads": args.workloads, "configs": args.configs,
                           "max_bandwidth": UNLIMITED_BW, "settle_s": args.settle,
                           "ferry_skipped": bench.ferry_skip},

@@ -23,8 +23,9 @@ CACHE=$OUT/cache
 META_PKG=linux-image-cloud-amd64
 BUSYBOX=/bin/busybox
 # Kernel config symbol -> module name needed for the ACPI power button to
-# reach busybox acpid (the button driver and the evdev interface).
-NEEDED_DRIVERS="CONFIG_ACPI_BUTTON:button CONFIG_INPUT_EVDEV:evdev"
+# reach busybox acpid (the button driver and the evdev interface), and for
+# memload's disk mode (virtio-blk).
+NEEDED_DRIVERS="CONFIG_ACPI_BUTTON:button CONFIG_INPUT_EVDEV:evdev CONFIG_VIRTIO_PCI:virtio_pci CONFIG_VIRTIO_BLK:virtio_blk"
 # The virtio NIC, loaded by /init only when the kernel command line asks
 # for networking (ferry.ip=): virtio_pci and virtio_net pull in
 # virtio_ring, virtio, virtio_pci_{modern,legacy}_dev, failover and
@@ -96,13 +97,16 @@ if [ ! -f "$OUT/netprobe" ] || [ "$NETPROBE_SRC" -nt "$OUT/netprobe" ]; then
 	mv "$OUT/netprobe.tmp" "$OUT/netprobe"
 fi
 
-MEMLOAD_SRC=$HERE/memload/memload.c
-MEMLOAD_HDR=$HERE/memload/pattern.h
-if [ ! -f "$OUT/memload" ] || [ "$MEMLOAD_SRC" -nt "$OUT/memload" ] ||
-	[ "$MEMLOAD_HDR" -nt "$OUT/memload" ]; then
+MEMLOAD_SRCS=("$HERE/memload/memload.c" "$HERE/memload/params.c")
+stale=0
+[ -f "$OUT/memload" ] || stale=1
+for f in "${MEMLOAD_SRCS[@]}" "$HERE"/memload/*.h; do
+	[ "$f" -nt "$OUT/memload" ] && stale=1
+done
+if [ "$stale" -eq 1 ]; then
 	log "compiling memload"
 	gcc -std=gnu11 -static -O2 -Wall -Wextra -Werror -s \
-		-o "$OUT/memload.tmp" "$MEMLOAD_SRC"
+		-o "$OUT/memload.tmp" "${MEMLOAD_SRCS[@]}"
 	mv "$OUT/memload.tmp" "$OUT/memload"
 fi
 

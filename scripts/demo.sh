@@ -2,7 +2,10 @@
 # demo.sh: two ferryd hosts on loopback (127.0.0.2 and 127.0.0.3, separate
 # state dirs), a cluster PKI, a memload VM started on host-a whose heartbeat
 # is shown, then migrated live and encrypted to host-b, where the heartbeat
-# runs on. Run by `make demo` after the build and the guest.
+# runs on; then checkpoint HA (one etcd member on 127.0.0.4): the VM is
+# protected by host-a, its QEMU on host-b is killed, and host-a runs it on
+# from the last checkpoint. Run by `make demo` after the build and the
+# guest.
 #
 # FERRY_DEMO_DIR (default /tmp/ferry-demo) holds everything; it is wiped at
 # the start. FERRY_DEMO_KEEP=1 leaves the hosts and the VM running.
@@ -18,6 +21,8 @@ BIN=${FERRY_BIN:-$ROOT/build}
 GUEST=${FERRY_GUEST_DIR:-$ROOT/build/guest}
 D=${FERRY_DEMO_DIR:-/tmp/ferry-demo}
 FERRY="$BIN/ferry --config $D/client.json"
+RAM=/dev/shm/ferry-demo-$(id -u)   # the VMs' RAM files (ferryd.json ram_dir)
+ETCD_PORT=${FERRY_DEMO_ETCD_PORT:-12379}
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -26,6 +31,8 @@ cleanup() {
     echo "hosts left running; stop them with: kill \$(cat $D/*/ferryd.pid)"
     return
   fi
+  $FERRY --host host-a ha disable demo >/dev/null 2>&1 || true
+  $FERRY --host host-b ha disable demo >/dev/null 2>&1 || true
   $FERRY --host host-a vm stop demo --force >/dev/null 2>&1 || true
   $FERRY --host host-b vm stop demo --force >/dev/null 2>&1 || true
   for h in host-a host-b; do
@@ -35,6 +42,8 @@ cleanup() {
   for h in host-a host-b; do
     [ -f "$D/$h/swtpm.pid" ] && kill "$(cat "$D/$h/swtpm.pid")" 2>/dev/null || true
   done
+  bash "$ROOT/scripts/etcd-member.sh" stop "$D/etcd" || true
+  rm -rf "$RAM"
 }
 
 # stop anything a previous demo left behind
@@ -46,10 +55,11 @@ if [ -d "$D" ]; then
   for p in "$D"/host-*/state/run/*.pid; do
     [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
   done
+  bash "$ROOT/scripts/etcd-member.sh" stop "$D/etcd" || true
   sleep 0.5
-  rm -rf "$D"
+  rm -rf "$D" "$RAM"
 fi
-mkdir -p "$D/shared/guest"
+mkdir -p "$D/shared/guest" "$RAM"
 trap cleanup EXIT
 
 say "cluster PKI (ferry pki)"
@@ -93,6 +103,11 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
 done
 cp "$D/tpm/ca/swtpm-localca-rootca-cert.pem" "$D/tpm/ca/issuercert.pem" \
   "$D/pki/attest/manufacturers/"
+
+say "one etcd member on 127.0.0.4 (owner leases for checkpoint HA)"
+ETCD_URL=$(bash "$ROOT/scripts/etcd-member.sh" start "$D/etcd" "$D/pki" etcd-1 \
+  127.0.0.4 "$ETCD_PORT" $((ETCD_PORT + 1)))
+echo "$ETCD_URL"
 
 # the policy both hosts enforce (docs/policy.md): admin may do anything,
 # the two hosts are peers, and any VM may move between them, to an attested
@@ -138,6 +153,8 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   "shared_dir": "../shared",
   "accel": "auto",
   "policy": "../policy.json",
+  "ram_dir": "$RAM/$name",
+  "etcd": {"endpoints": ["$ETCD_URL"], "lease_ttl_s": 5},
   "attestation": {"mode": "required", "tcti": "swtpm:host=$addr,port=2321",
                   "registrar": "../pki/attest"}
 }
@@ -180,7 +197,7 @@ cat > "$D/demo-vm.json" <<JSON
   "vcpus": 1,
   "kernel": "guest/vmlinuz",
   "initrd": "guest/initramfs.cpio.gz",
-  "cmdline": "console=ttyS0 quiet clocksource=hpet memload.mib=64 memload.rate=2000 memload.secret=FERRY-DEMO-SECRET"
+  "cmdline": "console=ttyS0 quiet clocksource=hpet no_timer_check memload.mib=64 memload.rate=2000 memload.secret=FERRY-DEMO-SECRET"
 }
 JSON
 $FERRY --host host-a vm define "$D/demo-vm.json"
@@ -216,6 +233,36 @@ if $FERRY --host host-b vm console demo | grep -q CORRUPTION; then
   exit 1
 fi
 $FERRY --host host-a migrate history
+
+say "checkpoint HA: host-a keeps a checkpoint of 'demo' every 2 s"
+$FERRY --host host-b ha enable demo --backup host-a --interval 2s
+for _ in $(seq 60); do
+  $FERRY --host host-b --json ha status demo | grep -q '"seq":[2-9]' && break
+  sleep 0.5
+done
+$FERRY --host host-b ha status demo
+$FERRY --host host-a vm list
+
+say "kill -9 of the VM's QEMU on host-b: host-a runs it from the last checkpoint"
+last=$($FERRY --host host-b vm console demo | grep 'memload: hb' | tail -1)
+kill -9 "$($FERRY --host host-b --json vm info demo | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')"
+for _ in $(seq 100); do
+  $FERRY --host host-a --json vm info demo 2>/dev/null | grep -q '"state":"running"' && break
+  sleep 0.1
+done
+for _ in $(seq 40); do
+  n=$($FERRY --host host-a vm console demo 2>/dev/null | grep -c 'memload: hb' || true)
+  [ "${n:-0}" -ge 3 ] && break
+  sleep 0.5
+done
+echo "last heartbeat on host-b: $last"
+$FERRY --host host-a vm console demo | grep 'memload:' | tail -3
+if $FERRY --host host-a vm console demo | grep -q CORRUPTION; then
+  echo "demo: memload reported corruption after the failover" >&2
+  exit 1
+fi
+$FERRY --host host-a vm list
+$FERRY --host host-a ha status
 
 say "tamper-evident audit log of host-a (signed, hash-chained)"
 $FERRY --host host-a audit show --limit 8

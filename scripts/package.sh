@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# package.sh OUT: build the Debian packages ferryd and ferry
+# package.sh OUT: build the Debian packages ferryd, ferry and ferry-detect
 # (`dpkg-buildpackage -us -uc -b`, debian/) from a copy of this tree, so
 # that the build leaves nothing in it, and put the .deb files (and the
 # .buildinfo/.changes) in OUT. `make package` runs it; docs/install.md.

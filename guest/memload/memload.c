@@ -10,7 +10,7 @@
  * formats are a contract parsed by ferry's system tests (see
  * guest/README.md).
  *
- * Usage: memload [memload.KEY=VALUE ...]
+ * Usage: memload [memload.KEY=VALUE ...] (params.c)
  *   Without arguments the parameters are read from /proc/cmdline.  With
  *   arguments, those are parsed instead (handy for running on a host).
  */
@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "disk.h"
+#include "params.h"
 #include "pattern.h"
 
 /* ---- named constants ---------------------------------------------------- */
@@ -38,15 +40,6 @@
 #define TICK_NS UINT64_C(10000000) /* duty-cycle period: 10 ms */
 #define PERCENT 100u
 
-#define DEFAULT_MIB 16u
-#define MAX_MIB 65536u /* 64 GiB: far above any test guest */
-#define DEFAULT_RATE 0u
-#define MAX_RATE 100000000u /* pages/s; beyond any real workload */
-#define DEFAULT_SEED 1u
-#define DEFAULT_DUTY 100u
-#define MIN_DUTY 1u
-#define MAX_DUTY 100u
-#define SECRET_MAX_LEN 64u
 #define SECRET_REGION_BYTES (64u * 1024u)
 
 #define VERIFY_BATCH 16u /* pages verified between clock reads */
@@ -55,31 +48,12 @@
 #define BACKLOG_TICKS 10u /* a late schedule catches up at most 100 ms */
 #define CORRUPT_LINES_PER_SEC 10u
 
-#define CMDLINE_PATH "/proc/cmdline"
-#define CMDLINE_MAX 4096u
 #define PAGEMAP_PATH "/proc/self/pagemap"
 #define PAGEMAP_PRESENT (UINT64_C(1) << 63)
 #define PAGEMAP_PFN_MASK ((UINT64_C(1) << 55) - 1)
-#define KEY_PREFIX "memload."
 #define LINE_MAX_LEN 512u
-#define ERRMSG_MAX 256u
 
 /* ---- types ----------------------------------------------------------------- */
-
-/* Human-readable reason of the last failure, filled by set_error(). */
-struct errmsg {
-	char text[ERRMSG_MAX];
-};
-
-/* Parsed parameters. */
-struct config {
-	uint64_t mib;
-	uint64_t rate; /* pages/s; ignored when rate_max */
-	bool rate_max;
-	uint64_t seed;
-	uint64_t duty; /* percent of each tick that may be busy */
-	char secret[SECRET_MAX_LEN + 1]; /* empty: no secret */
-};
 
 /* Running state: the memory under test and counters. */
 struct state {
@@ -96,26 +70,10 @@ struct state {
 	uint64_t errors;
 	uint64_t passes;
 	uint64_t corrupt_lines_left; /* remaining budget this second */
+	struct disk disk; /* disk mode (disk.h); fd -1 when off */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
-
-/*
- * set_error - record a formatted failure reason.
- * In: err valid, printf-style format.  Out: err->text holds the message
- * (truncated to ERRMSG_MAX - 1 bytes).  Returns -1 so callers can write
- * "rc = set_error(...)".
- */
-__attribute__((format(printf, 2, 3)))
-static int set_error(struct errmsg *err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err->text, sizeof(err->text), fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 /*
  * write_all - write len bytes of buf to fd, retrying short writes and EINTR.
@@ -234,223 +192,6 @@ static size_t rng_below(uint64_t *s, size_t n)
 	return (size_t)(((u128)rng_next(s) * n) >> 64);
 }
 
-/* ---- parameter parsing ----------------------------------------------------- */
-
-/*
- * parse_u64 - strict unsigned integer: decimal digits, or 0x + hex digits.
- * No sign, no whitespace, no suffix, no overflow.
- * In: key (for messages), text, inclusive range [min, max].
- * Out: 0 and *out set, or -1 with a precise reason in err.
- */
-static int parse_u64(struct errmsg *err, const char *key, const char *text,
-		     uint64_t min, uint64_t max, uint64_t *out)
-{
-	unsigned base = 10;
-	const char *p = text;
-	uint64_t v = 0;
-
-	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
-		base = 16;
-		p += 2;
-	}
-	if (*p == '\0')
-		return set_error(err, "%s%s='%s' is not a number", KEY_PREFIX,
-				 key, text);
-	for (; *p != '\0'; p++) {
-		unsigned d;
-
-		if (*p >= '0' && *p <= '9')
-			d = (unsigned)(*p - '0');
-		else if (base == 16 && *p >= 'a' && *p <= 'f')
-			d = (unsigned)(*p - 'a') + 10u;
-		else if (base == 16 && *p >= 'A' && *p <= 'F')
-			d = (unsigned)(*p - 'A') + 10u;
-		else
-			return set_error(err,
-					 "%s%s='%s' is not a %s integer",
-					 KEY_PREFIX, key, text,
-					 base == 16 ? "hexadecimal" :
-						      "non-negative decimal");
-		if (__builtin_mul_overflow(v, (uint64_t)base, &v) ||
-		    __builtin_add_overflow(v, (uint64_t)d, &v))
-			return set_error(err, "%s%s='%s' overflows 64 bits",
-					 KEY_PREFIX, key, text);
-	}
-	if (v < min || v > max)
-		return set_error(err,
-				 "%s%s=%" PRIu64 " out of range %" PRIu64
-				 "..%" PRIu64,
-				 KEY_PREFIX, key, v, min, max);
-	*out = v;
-	return 0;
-}
-
-/*
- * parse_secret - validate a secret marker: [A-Za-z0-9_-]{1,64}.
- * Out: 0 and cfg->secret set, or -1 with the reason in err.
- */
-static int parse_secret(struct errmsg *err, const char *text,
-			struct config *cfg)
-{
-	size_t len = strlen(text);
-
-	if (len == 0 || len > SECRET_MAX_LEN)
-		return set_error(err,
-				 "%ssecret must be 1..%u characters, got %zu",
-				 KEY_PREFIX, SECRET_MAX_LEN, len);
-	for (size_t i = 0; i < len; i++) {
-		char c = text[i];
-		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			  (c >= '0' && c <= '9') || c == '_' || c == '-';
-
-		if (!ok)
-			return set_error(err,
-					 "%ssecret contains invalid character "
-					 "0x%02x at position %zu (allowed: "
-					 "A-Z a-z 0-9 _ -)",
-					 KEY_PREFIX, (unsigned)(unsigned char)c,
-					 i);
-	}
-	memcpy(cfg->secret, text, len + 1);
-	return 0;
-}
-
-/*
- * parse_param - apply one "memload.KEY=VALUE" token to cfg.  Tokens not
- * starting with "memload." are ignored (other kernel parameters).
- * Out: 0, or -1 with a precise reason in err (unknown key, missing value,
- * bad value).  A repeated key overrides the earlier one, as in the kernel.
- */
-static int parse_param(struct errmsg *err, const char *tok, struct config *cfg)
-{
-	const size_t plen = sizeof(KEY_PREFIX) - 1;
-	char key[32];
-	const char *eq;
-	const char *val;
-	size_t klen;
-
-	if (strncmp(tok, KEY_PREFIX, plen) != 0)
-		return 0;
-	eq = strchr(tok + plen, '=');
-	if (eq == NULL)
-		return set_error(err, "parameter '%s' has no '=VALUE'", tok);
-	klen = (size_t)(eq - (tok + plen));
-	if (klen == 0 || klen >= sizeof(key))
-		return set_error(err, "unknown parameter '%.*s'",
-				 (int)(eq - tok), tok);
-	memcpy(key, tok + plen, klen);
-	key[klen] = '\0';
-	val = eq + 1;
-
-	if (strcmp(key, "mib") == 0)
-		return parse_u64(err, key, val, 1, MAX_MIB, &cfg->mib);
-	if (strcmp(key, "rate") == 0) {
-		if (strcmp(val, "max") == 0) {
-			cfg->rate_max = true;
-			cfg->rate = 0;
-			return 0;
-		}
-		cfg->rate_max = false;
-		return parse_u64(err, key, val, 0, MAX_RATE, &cfg->rate);
-	}
-	if (strcmp(key, "seed") == 0)
-		return parse_u64(err, key, val, 0, UINT64_MAX, &cfg->seed);
-	if (strcmp(key, "duty") == 0)
-		return parse_u64(err, key, val, MIN_DUTY, MAX_DUTY, &cfg->duty);
-	if (strcmp(key, "secret") == 0)
-		return parse_secret(err, val, cfg);
-	return set_error(err,
-			 "unknown parameter '%s%s' (known: mib rate seed "
-			 "secret duty)",
-			 KEY_PREFIX, key);
-}
-
-/*
- * parse_tokens - split text on whitespace and apply every token.
- * In: text is modified in place (NUL-terminated tokens).
- * Out: 0, or -1 with the first failure's reason in err.
- */
-static int parse_tokens(struct errmsg *err, char *text, struct config *cfg)
-{
-	char *save = NULL;
-
-	for (char *tok = strtok_r(text, " \t\n", &save); tok != NULL;
-	     tok = strtok_r(NULL, " \t\n", &save)) {
-		if (parse_param(err, tok, cfg) != 0)
-			return -1;
-	}
-	return 0;
-}
-
-/*
- * read_cmdline - read the kernel command line into buf (NUL-terminated).
- * In: buf of size len > 1.  Out: 0, or -1 with the reason in err.
- */
-static int read_cmdline(struct errmsg *err, char *buf, size_t len)
-{
-	int rc = -1;
-	size_t used = 0;
-	int fd = open(CMDLINE_PATH, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0) {
-		set_error(err, "opening %s: %s", CMDLINE_PATH, strerror(errno));
-		goto out;
-	}
-	while (used < len - 1) {
-		ssize_t n = read(fd, buf + used, len - 1 - used);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			set_error(err, "reading %s: %s", CMDLINE_PATH,
-				  strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		used += (size_t)n;
-	}
-	buf[used] = '\0';
-	rc = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	return rc;
-}
-
-/*
- * load_config - defaults, then /proc/cmdline (argc <= 1) or argv[1..].
- * Out: 0 with cfg filled, or -1 with the reason in err.
- */
-static int load_config(struct errmsg *err, int argc, char **argv,
-		       struct config *cfg)
-{
-	char cmdline[CMDLINE_MAX];
-
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->mib = DEFAULT_MIB;
-	cfg->rate = DEFAULT_RATE;
-	cfg->seed = DEFAULT_SEED;
-	cfg->duty = DEFAULT_DUTY;
-
-	if (argc > 1) {
-		for (int i = 1; i < argc; i++) {
-			if (strncmp(argv[i], KEY_PREFIX,
-				    sizeof(KEY_PREFIX) - 1) != 0)
-				return set_error(err,
-						 "argument '%s' is not "
-						 "memload.KEY=VALUE",
-						 argv[i]);
-			if (parse_param(err, argv[i], cfg) != 0)
-				return -1;
-		}
-		return 0;
-	}
-	if (read_cmdline(err, cmdline, sizeof(cmdline)) != 0)
-		return -1;
-	return parse_tokens(err, cmdline, cfg);
-}
-
 /* ---- memory ---------------------------------------------------------------- */
 
 /*
@@ -485,6 +226,20 @@ static uint64_t *page_ptr(const struct state *st, size_t idx)
 }
 
 /*
+ * fill_page - write page idx's content for generation gen.
+ */
+static void fill_page(const struct config *cfg, const struct state *st,
+		      size_t idx, uint32_t gen)
+{
+	uint64_t base = pattern_base(cfg->seed, idx, gen);
+
+	if (cfg->content == CONTENT_TEXT)
+		pattern_text_fill(page_ptr(st, idx), base, &cfg->text);
+	else
+		pattern_fill(page_ptr(st, idx), base);
+}
+
+/*
  * state_init - map and fill all pages (generation 0) and the secret
  * region.  In: cfg validated; st zeroed.  Out: 0, or -1 with the reason
  * in err (st may hold partial mappings; state_free() releases them).
@@ -513,7 +268,7 @@ static int state_init(struct errmsg *err, const struct config *cfg,
 		return -1;
 	for (size_t i = 0; i < st->npages; i++) {
 		st->gens[i] = 0;
-		pattern_fill(page_ptr(st, i), pattern_base(cfg->seed, i, 0));
+		fill_page(cfg, st, i, 0);
 	}
 	if (cfg->secret[0] != '\0') {
 		st->secret_region = map_locked(err, SECRET_REGION_BYTES,
@@ -615,7 +370,7 @@ static void dirty_page(const struct config *cfg, struct state *st, size_t idx)
 	uint32_t gen = st->gens[idx] + 1u; /* wraps by design */
 
 	st->gens[idx] = gen;
-	pattern_fill(page_ptr(st, idx), pattern_base(cfg->seed, idx, gen));
+	fill_page(cfg, st, idx, gen);
 	st->dirtied++;
 }
 
@@ -644,7 +399,18 @@ static int verify_batch(struct errmsg *err, const struct config *cfg,
 		size_t bad = 0;
 		uint64_t got = 0;
 
-		if (!pattern_check(page_ptr(st, idx), base, &bad, &got)) {
+		bool ok = cfg->content == CONTENT_TEXT
+				  ? pattern_text_check(page_ptr(st, idx), base,
+						       &cfg->text, &bad, &got)
+				  : pattern_check(page_ptr(st, idx), base,
+						  &bad, &got);
+
+		if (!ok) {
+			uint64_t want = cfg->content == CONTENT_TEXT
+						? pattern_text_word(base, bad,
+								    &cfg->text)
+						: pattern_word(base, bad);
+
 			st->errors++;
 			if (st->corrupt_lines_left > 0) {
 				st->corrupt_lines_left--;
@@ -653,10 +419,10 @@ static int verify_batch(struct errmsg *err, const struct config *cfg,
 					 " offset=%zu expected=%016" PRIx64
 					 " got=%016" PRIx64,
 					 idx, gen, bad * sizeof(uint64_t),
-					 pattern_word(base, bad), got) != 0)
+					 want, got) != 0)
 					return -1;
 			}
-			pattern_fill(page_ptr(st, idx), base);
+			fill_page(cfg, st, idx, gen);
 		}
 		st->verified++;
 		st->verify_next = idx + 1;
@@ -692,6 +458,23 @@ static uint64_t dirty_target(uint64_t rate, uint64_t elapsed_ns)
 static int heartbeat(struct errmsg *err, struct state *st, uint64_t seq)
 {
 	st->corrupt_lines_left = CORRUPT_LINES_PER_SEC;
+	if (st->disk.fd >= 0) {
+		uint64_t got = 0;
+		int rc = disk_check(&st->disk, &got);
+
+		if (rc != 0) {
+			st->errors++;
+			if (emit(err,
+				 "DISK MISMATCH disk=%" PRIu64
+				 " memory=%" PRIu64 "%s",
+				 got, st->disk.written,
+				 rc < 0 ? " (read failed)" : "") != 0)
+				return -1;
+		}
+		if (disk_write(&st->disk, seq) != 0)
+			return set_error(err, "writing %s: %s", "the disk",
+					 strerror(errno));
+	}
 	return emit(err,
 		    "hb seq=%" PRIu64 " verified=%" PRIu64 " dirtied=%" PRIu64
 		    " errors=%" PRIu64 " passes=%" PRIu64,
@@ -784,6 +567,11 @@ int main(int argc, char **argv)
 		goto out;
 	if (cfg.secret[0] != '\0' && place_secret(&err, &cfg, &st) != 0)
 		goto out;
+	st.disk.fd = -1;
+	if (cfg.disk[0] != '\0' && disk_open(&st.disk, cfg.disk) != 0) {
+		set_error(&err, "disk mode: %s: %s", cfg.disk, strerror(errno));
+		goto out;
+	}
 	if (cfg.rate_max)
 		snprintf(rate_text, sizeof(rate_text), "max");
 	else

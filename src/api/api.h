@@ -45,6 +45,7 @@ enum api_route {
 	ROUTE_IN_FINISH,  /* POST   /v1/incoming/ID/finish (peer hosts) */
 	ROUTE_IN_ABORT,   /* POST   /v1/incoming/ID/abort  (peer hosts) */
 	ROUTE_IN_RECOVER, /* POST   /v1/incoming/ID/recover (peer hosts) */
+	ROUTE_IN_LOST,    /* POST   /v1/incoming/ID/lost (peer hosts) */
 	ROUTE_AUDIT_QUERY,   /* GET  /v1/audit?since&until&vm&actor&action&limit */
 	ROUTE_AUDIT_LOG,     /* GET  /v1/audit/log: the raw log, to verify */
 	ROUTE_AUDIT_KEY,     /* GET  /v1/audit/key: the host's public key */
@@ -58,6 +59,15 @@ enum api_route {
 	ROUTE_BAL_DRAIN,     /* POST /v1/balance/drain {"host"} */
 	ROUTE_BAL_UNDRAIN,   /* POST /v1/balance/undrain {"host"} */
 	ROUTE_BAL_DRAINS,    /* GET  /v1/balance/drains: drain reports */
+	ROUTE_HA_ENABLE,     /* POST   /v1/vms/NAME/ha {"backup", ...} */
+	ROUTE_HA_DISABLE,    /* DELETE /v1/vms/NAME/ha */
+	ROUTE_HA_STATUS,     /* GET    /v1/vms/NAME/ha */
+	ROUTE_HA_FAILOVER,   /* POST   /v1/vms/NAME/failover */
+	ROUTE_HA_LIST,       /* GET    /v1/ha */
+	ROUTE_STANDBY_PREPARE, /* POST   /v1/standby        (peer hosts) */
+	ROUTE_STANDBY_DISCARD, /* DELETE /v1/standby/UUID   (peer hosts) */
+	ROUTE_BAL_PARAMS,    /* POST /v1/balance/params {"params"} */
+	ROUTE_HOST_FENCE,    /* POST /v1/host/fence {"fence"}: a leader's token */
 	ROUTE_ATTEST_IDENTITY, /* GET  /v1/attest/identity: EK cert, AK */
 	ROUTE_ATTEST_QUOTE,    /* POST /v1/attest/quote {"challenge"} */
 	ROUTE_ATTEST_ACTIVATE, /* POST /v1/attest/activate {credential,
@@ -83,6 +93,7 @@ struct api_request {
 	char q_vm[FERRY_NAME_MAX + 1];     /* ROUTE_AUDIT_QUERY filters, */
 	char q_actor[FERRY_NAME_MAX + 1];  /* empty when absent */
 	char q_action[FERRY_NAME_MAX + 1]; /* exact, or a prefix with '*' */
+	bool no_hosts;               /* ROUTE_BAL_STATUS ?hosts=0 */
 	/* set by the transport, not the parser: the connection's attestation
 	 * exporter (tls_exporter), to bind nonces to this TLS session */
 	bool have_exporter;
@@ -134,6 +145,7 @@ struct audit;
 struct audit_refusals;
 struct guard;
 struct worker_pool;
+struct ha;
 
 /* What the handlers act on. All but the guard and the refusal counter are
  * used on the main thread only. */
@@ -151,6 +163,7 @@ struct api_ctx {
 	struct load *load;
 	struct controller *ctl;   /* NULL unless in controller mode */
 	struct worker_pool *pool; /* blocking work off the loop */
+	struct ha *ha;            /* checkpoint HA */
 	const struct attest_ops *attest; /* NULL when attestation is off */
 };
 
@@ -187,6 +200,12 @@ void api_call_reply(struct api_call *call, int status, json_t *reply);
 int api_handle(struct api_ctx *ctx, struct api_call *call,
 	       const char *identity, const struct api_request *req,
 	       json_t **reply);
+
+/* handlers_ha.c: the HA routes (vm is NULL for the routes that name no
+ * VM). Returns a status, API_DEFERRED, or -2 for another route. */
+int api_handle_ha(struct api_ctx *ctx, struct api_call *call,
+		  const char *identity, const struct api_request *req,
+		  struct vm *vm, json_t **reply);
 
 /* Answer a deferred call of a read route with status 200 and text (taken)
  * of content_type instead of JSON. Loop thread, exactly once per call. */

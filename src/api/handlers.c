@@ -3,6 +3,7 @@
 #include "attest.h"
 #include "audit.h"
 #include "controller.h"
+#include "ha.h"
 #include "load.h"
 #include "migrate.h"
 #include "tls.h"
@@ -47,6 +48,8 @@ static json_t *vm_json(struct api_ctx *ctx, const struct vm *vm)
 
 	if (o)
 		migrator_annotate_vm(ctx->mig, vm, o);
+	if (o && ctx->ha)
+		ha_annotate_vm(ctx->ha, vm, o);
 	return o;
 }
 
@@ -301,6 +304,71 @@ static int audit_reply(struct api_ctx *ctx, struct api_call *call,
 	return API_DEFERRED;
 }
 
+/* A change of the balancer's state: it waits for etcd, on a worker. */
+struct bal_job {
+	struct api_call *call;
+	struct controller *ctl;
+	enum api_route route;
+	json_t *body;
+	char identity[FERRY_NAME_MAX + 1];
+	json_t *reply;
+	int rc;
+	struct ferr err;
+};
+
+static void balance_work(void *arg)
+{
+	struct bal_job *j = arg;
+
+	if (j->route == ROUTE_BAL_MODE)
+		j->rc = controller_set_mode(j->ctl, j->body, j->identity,
+					    &j->reply, &j->err);
+	else if (j->route == ROUTE_BAL_PARAMS)
+		j->rc = controller_set_params(j->ctl, j->body, j->identity,
+					      &j->reply, &j->err);
+	else
+		j->rc = controller_drain(j->ctl, j->body,
+					 j->route == ROUTE_BAL_DRAIN,
+					 j->identity, &j->reply, &j->err);
+}
+
+static void balance_done(void *arg)
+{
+	struct bal_job *j = arg;
+
+	if (j->rc < 0)
+		api_call_reply(j->call, ferr_http_status(j->err.code),
+			       api_error_json(&j->err));
+	else
+		api_call_reply(j->call, 200, j->reply);
+	json_decref(j->body);
+	free(j);
+}
+
+static int defer_balance(struct api_ctx *ctx, struct api_call *call,
+			 const struct api_request *req, const char *identity,
+			 struct ferr *err)
+{
+	struct bal_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	j->call = call;
+	j->ctl = ctx->ctl;
+	j->route = req->route;
+	j->body = json_deep_copy(req->body);
+	snprintf(j->identity, sizeof(j->identity), "%s", identity);
+	if (!j->body || worker_submit(ctx->pool, balance_work, balance_done,
+				      j, err) < 0) {
+		if (!j->body)
+			ferr_set(err, FERR_INTERNAL, "out of memory");
+		json_decref(j->body);
+		free(j);
+		return -1;
+	}
+	return API_DEFERRED;
+}
+
 /* Worker: a /v1/attest route (the TPM is slow, and its commands are
  * serialized by the attest component). */
 static void attest_work(void *arg)
@@ -423,25 +491,27 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 	case ROUTE_BAL_MODE:
 	case ROUTE_BAL_DRAIN:
 	case ROUTE_BAL_UNDRAIN:
+	case ROUTE_BAL_PARAMS:
 		if (!ctx->ctl) {
 			ferr_set(&err, FERR_NOT_FOUND,
 				 "this ferryd is not a balancer controller "
 				 "(ferryd.json: balancer)");
 			rc = -1;
 		} else if (req->route == ROUTE_BAL_STATUS) {
-			*reply = controller_status(ctx->ctl);
+			*reply = controller_status(ctx->ctl, !req->no_hosts);
 		} else if (req->route == ROUTE_BAL_PLAN) {
 			*reply = controller_plan(ctx->ctl);
 		} else if (req->route == ROUTE_BAL_DRAINS) {
 			*reply = controller_drains(ctx->ctl);
-		} else if (req->route == ROUTE_BAL_MODE) {
-			rc = controller_set_mode(ctx->ctl, req->body, reply,
-						 &err);
 		} else {
-			rc = controller_drain(ctx->ctl, req->body,
-					      req->route == ROUTE_BAL_DRAIN,
-					      reply, &err);
+			if (defer_balance(ctx, call, req, identity, &err) < 0)
+				return fail(&err, reply);
+			return API_DEFERRED;
 		}
+		break;
+	case ROUTE_HOST_FENCE:
+		rc = migrator_fence(ctx->mig, req->body, identity, reply,
+				    &err);
 		break;
 	case ROUTE_HOST_DRAIN:
 	case ROUTE_HOST_UNDRAIN:
@@ -499,6 +569,10 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 			      &err) < 0)
 			return fail(&err, reply);
 		return API_DEFERRED;
+	case ROUTE_IN_LOST:
+		rc = migrator_source_lost(ctx->mig, req->vm, identity, reply,
+					  &err);
+		break;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
 	case ROUTE_AUDIT_KEY:
@@ -526,7 +600,7 @@ static int handle_other(struct api_ctx *ctx, struct api_call *call,
 								 ctx->crl_revoked));
 		break;
 	default:
-		return -2;
+		return api_handle_ha(ctx, call, identity, req, NULL, reply);
 	}
 	return rc < 0 ? fail(&err, reply) : ok;
 }
@@ -558,7 +632,7 @@ static int check_held(const struct vm *vm, const struct api_request *req,
 		      struct ferr *err)
 {
 	if (req->route == ROUTE_VM_INFO || req->route == ROUTE_VM_CONSOLE ||
-	    req->route == ROUTE_VM_FW_SHOW)
+	    req->route == ROUTE_HA_STATUS || req->route == ROUTE_VM_FW_SHOW)
 		return 0;
 	if (vm->hold.resume_guard &&
 	    (req->route == ROUTE_VM_RESUME || req->route == ROUTE_VM_STOP))
@@ -593,6 +667,9 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 	}
 	if (check_held(vm, req, &err) < 0)
 		return fail(&err, reply);
+	status = api_handle_ha(ctx, call, identity, req, vm, reply);
+	if (status != -2)
+		return status;
 	switch (req->route) {
 	case ROUTE_VM_INFO:
 		*reply = vm_json(ctx, vm);
@@ -608,6 +685,13 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 		*reply = json_pack("{s:s}", "deleted", req->vm);
 		return 200;
 	case ROUTE_VM_MIGRATE:
+		if (ctx->ha && ha_knows(ctx->ha, vm)) {
+			ferr_set(&err, FERR_CONFLICT,
+				 "vm %s is protected by HA: disable it "
+				 "first (ha.md)",
+				 vm->def.name);
+			return fail(&err, reply);
+		}
 		if (migrator_start(ctx->mig, vm, req->body, identity, reply,
 				   &err) < 0)
 			return fail(&err, reply);

@@ -51,6 +51,7 @@ static const struct route_def routes[] = {
 	{ ROUTE_IN_FINISH, "POST", 3, "incoming", "finish", BODY_OPT_OBJECT },
 	{ ROUTE_IN_ABORT, "POST", 3, "incoming", "abort", BODY_OPT_OBJECT },
 	{ ROUTE_IN_RECOVER, "POST", 3, "incoming", "recover", BODY_EMPTY },
+	{ ROUTE_IN_LOST, "POST", 3, "incoming", "lost", BODY_EMPTY },
 	{ ROUTE_AUDIT_QUERY, "GET", 1, "audit", NULL, BODY_NONE },
 	{ ROUTE_AUDIT_LOG, "GET", 2, "audit", "log", BODY_NONE },
 	{ ROUTE_AUDIT_KEY, "GET", 2, "audit", "key", BODY_NONE },
@@ -64,6 +65,15 @@ static const struct route_def routes[] = {
 	{ ROUTE_BAL_DRAIN, "POST", 2, "balance", "drain", BODY_OBJECT },
 	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
 	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
+	{ ROUTE_HA_ENABLE, "POST", 3, "vms", "ha", BODY_OBJECT },
+	{ ROUTE_HA_DISABLE, "DELETE", 3, "vms", "ha", BODY_NONE },
+	{ ROUTE_HA_STATUS, "GET", 3, "vms", "ha", BODY_NONE },
+	{ ROUTE_HA_FAILOVER, "POST", 3, "vms", "failover", BODY_EMPTY },
+	{ ROUTE_HA_LIST, "GET", 1, "ha", NULL, BODY_NONE },
+	{ ROUTE_STANDBY_PREPARE, "POST", 1, "standby", NULL, BODY_OBJECT },
+	{ ROUTE_STANDBY_DISCARD, "DELETE", 2, "standby", NULL, BODY_NONE },
+	{ ROUTE_BAL_PARAMS, "POST", 2, "balance", "params", BODY_OBJECT },
+	{ ROUTE_HOST_FENCE, "POST", 2, "host", "fence", BODY_OBJECT },
 	{ ROUTE_ATTEST_IDENTITY, "GET", 2, "attest", "identity", BODY_NONE },
 	{ ROUTE_ATTEST_QUOTE, "POST", 2, "attest", "quote", BODY_OBJECT },
 	{ ROUTE_ATTEST_ACTIVATE, "POST", 2, "attest", "activate",
@@ -88,7 +98,16 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_VM_FW_SET:
 		return PERM_VM_FIREWALL;
 	case ROUTE_VM_MIGRATE:
+	case ROUTE_HA_ENABLE:
+	case ROUTE_HA_DISABLE:
+	case ROUTE_HA_FAILOVER:
 		return PERM_VM_MIGRATE;
+	case ROUTE_HA_STATUS:
+	case ROUTE_HA_LIST:
+		return PERM_VM_READ;
+	case ROUTE_STANDBY_PREPARE:
+	case ROUTE_STANDBY_DISCARD:
+		return PERM_MIG_PEER;
 	case ROUTE_MIG_LIST:
 	case ROUTE_MIG_INFO:
 		return PERM_MIG_READ;
@@ -99,6 +118,7 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_IN_FINISH:
 	case ROUTE_IN_ABORT:
 	case ROUTE_IN_RECOVER:
+	case ROUTE_IN_LOST:
 		return PERM_MIG_PEER;
 	case ROUTE_AUDIT_QUERY:
 	case ROUTE_AUDIT_LOG:
@@ -116,7 +136,10 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_BAL_MODE:
 	case ROUTE_BAL_DRAIN:
 	case ROUTE_BAL_UNDRAIN:
+	case ROUTE_BAL_PARAMS:
 		return PERM_BALANCE_WRITE;
+	case ROUTE_HOST_FENCE:
+		return PERM_VM_MIGRATE; /* it fences migration requests */
 	case ROUTE_ATTEST_IDENTITY:
 	case ROUTE_ATTEST_QUOTE:
 		return PERM_ATTEST_READ;
@@ -157,6 +180,8 @@ const char *api_route_action(enum api_route r)
 		return "migration.abort";
 	case ROUTE_IN_RECOVER:
 		return "migration.recover";
+	case ROUTE_IN_LOST:
+		return "migration.source_lost";
 	case ROUTE_POLICY_RELOAD:
 		return "policy.reload";
 	case ROUTE_HOST_DRAIN:
@@ -169,6 +194,20 @@ const char *api_route_action(enum api_route r)
 		return "balance.drain";
 	case ROUTE_BAL_UNDRAIN:
 		return "balance.undrain";
+	case ROUTE_HA_ENABLE:
+		return "ha.enable";
+	case ROUTE_HA_DISABLE:
+		return "ha.disable";
+	case ROUTE_HA_FAILOVER:
+		return "ha.failover_request";
+	case ROUTE_STANDBY_PREPARE:
+		return "ha.standby_prepare";
+	case ROUTE_STANDBY_DISCARD:
+		return "ha.standby_discard_request";
+	case ROUTE_BAL_PARAMS:
+		return "balance.params";
+	case ROUTE_HOST_FENCE:
+		return "host.fence";
 	case ROUTE_ATTEST_ACTIVATE:
 		return "attest.activate";
 	case ROUTE_ATTEST_APPROVE:
@@ -305,6 +344,16 @@ static int query_param(struct api_request *req, const char *key,
 	uint64_t *num = NULL, max = INT64_MAX;
 	char *str = NULL;
 
+	if (req->route == ROUTE_BAL_STATUS) {
+		/* hosts=0: the figures without the (long) host list */
+		if (strcmp(key, "hosts") != 0 ||
+		    (strcmp(value, "0") && strcmp(value, "1")))
+			return ferr_set(err, FERR_INVALID,
+					"the only query parameter is hosts=0 "
+					"or hosts=1");
+		req->no_hosts = value[0] == '0';
+		return 0;
+	}
 	if (console && !strcmp(key, "offset")) {
 		num = &req->offset;
 	} else if (!strcmp(key, "limit")) {
@@ -341,8 +390,8 @@ static int query_param(struct api_request *req, const char *key,
 	return 0;
 }
 
-/* Parse the query string: only the console and the audit query take
- * parameters. */
+/* Parse the query string: only the console, the audit query and the
+ * balancer's status take parameters. */
 static int parse_query(struct api_request *req, const char *query,
 		       struct ferr *err)
 {
@@ -355,7 +404,8 @@ static int parse_query(struct api_request *req, const char *query,
 						     : FERRY_API_CONSOLE_MAX;
 	if (!query || !*query)
 		return 0;
-	if (req->route != ROUTE_VM_CONSOLE && req->route != ROUTE_AUDIT_QUERY)
+	if (req->route != ROUTE_VM_CONSOLE && req->route != ROUTE_AUDIT_QUERY &&
+	    req->route != ROUTE_BAL_STATUS)
 		return ferr_set(err, FERR_INVALID,
 				"this request takes no query parameters");
 	TAILQ_INIT(&params);

@@ -286,6 +286,15 @@ int bal_moved(struct bal_cluster *c, size_t vm, size_t to, uint64_t now_s,
 int bal_done(struct bal_cluster *c, size_t vm, bool ok, uint64_t now_s,
 	     struct ferr *err);
 
+/* Record in vm's history a migration that ended before this model knew of
+ * it (one a previous leader started): as bal_moved at start_s then bal_done
+ * at end_s, except that the VM stays on the host it is reported on. from
+ * is the host it left (BAL_NONE: unknown, or ok false); ok: it completed.
+ * FERR_NOT_FOUND for a bad index, FERR_CONFLICT when vm is in flight. */
+int bal_vm_history(struct bal_cluster *c, size_t vm, size_t from,
+		   uint64_t start_s, uint64_t end_s, bool ok,
+		   struct ferr *err);
+
 /* The cooldown a VM gets after its n-th migration (n >= 1) in the window
  * when that one took duration_s: the formula of bal_done. */
 uint64_t bal_backoff_s(const struct bal_params *p, unsigned n,

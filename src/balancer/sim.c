@@ -3,7 +3,7 @@
  * controller) and two baselines, with CloudSim-style metrics
  * (docs/balancer.md, "Simulator"). Also the benchmark cluster. */
 #define _GNU_SOURCE
-#include "balancer.h"
+#include "bal_int.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -15,8 +15,8 @@
 #define DEF_MEM_MIB (64ULL * 1024)
 #define DEF_INTERVAL_S 300ULL          /* 288 intervals a day */
 #define DEF_BANDWIDTH_MIBPS 125.0      /* a 1 Gbit/s share */
-#define DEF_DIRTY_PER_CORE 16.0        /* MiB/s per core of demand */
-#define DEF_DOWNTIME_S 0.3             /* ferry's default max downtime */
+/* ferry's default max downtime */
+#define DEF_DOWNTIME_S (FERRY_MIG_DOWNTIME_MS_DEFAULT / 1000.0)
 #define DEF_MAX_ROUNDS 30u
 #define DEF_SETUP_S 2.0
 #define DEF_MIG_CPU 0.5                /* cores, on each host */
@@ -31,7 +31,6 @@
 #define OVERLOAD_EPS 1e-9
 #define P95 0.95
 #define SECONDS_PER_HOUR 3600.0
-#define MIB_PER_GIB 1024.0
 
 /* The benchmark cluster (bal_bench_build). */
 #define BENCH_CORES 32.0
@@ -60,7 +59,7 @@ void bal_sim_default(struct bal_sim_config *cfg)
 	cfg->interval_s = DEF_INTERVAL_S;
 	cfg->placement = BAL_PLACE_ROUND_ROBIN;
 	cfg->bandwidth_mibps = DEF_BANDWIDTH_MIBPS;
-	cfg->dirty_per_core_mibps = DEF_DIRTY_PER_CORE;
+	cfg->dirty_per_core_mibps = BAL_DIRTY_PER_CORE_MIBPS;
 	cfg->downtime_s = DEF_DOWNTIME_S;
 	cfg->max_rounds = DEF_MAX_ROUNDS;
 	cfg->setup_s = DEF_SETUP_S;
@@ -592,7 +591,7 @@ static void finish(struct run *r, struct bal_sim_metrics *m)
 	m->imbalance_mean = imb / (double)n;
 	m->imbalance_p95 = r->imb[(size_t)ceil(P95 * (double)n) - 1];
 	m->hot_share = (double)r->hot / ((double)n * (double)r->nh);
-	m->moved_gib = r->moved_mib / MIB_PER_GIB;
+	m->moved_gib = r->moved_mib / BAL_MIB_PER_GIB;
 	m->mig_mean_s = r->migrations ? r->mig_s / (double)r->migrations : 0;
 	m->unplaced = r->unplaced;
 }

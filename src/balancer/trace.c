@@ -2,7 +2,7 @@
  * bounded lines, counts and values, errors with line numbers), writing,
  * and synthetic generation (docs/balancer.md, "Trace format"). */
 #define _GNU_SOURCE
-#include "balancer.h"
+#include "bal_int.h"
 
 #include <errno.h>
 #include <math.h>
@@ -36,7 +36,6 @@ static const uint32_t gen_mem_mib[GEN_MEM_CHOICES] = { 1024, 2048, 4096,
 #define STEADY_BASE_MIN 0.6
 #define STEADY_BASE_MAX 3.8
 #define STEADY_NOISE 0.05
-#define GEN_DIRTY_PER_CORE 16.0   /* MiB/s per core of demand */
 #define GEN_DIRTY_NOISE 4.0       /* MiB/s */
 
 /* ---- a small name -> VM index table ---- */
@@ -591,7 +590,7 @@ int bal_trace_generate(enum bal_trace_kind kind, size_t nvms,
 		for (size_t v = 0; v < nvms; v++) {
 			size_t cell = i * nvms + v;
 			double cpu = clamp_cpu(gen_cpu(kind, &g[v], &rng, i));
-			double dirty = cpu * GEN_DIRTY_PER_CORE +
+			double dirty = cpu * BAL_DIRTY_PER_CORE_MIBPS +
 				       bal_rng_range(&rng, 0, GEN_DIRTY_NOISE);
 
 			/* what the CSV keeps, so a written trace reads back

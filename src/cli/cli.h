@@ -64,6 +64,9 @@ enum cli_exit {
 #define OPT_PORT (UINT64_C(1) << 30)
 #define OPT_POLICY (UINT64_C(1) << 31)
 #define OPT_FERRYD (UINT64_C(1) << 32)
+#define OPT_BACKUP (UINT64_C(1) << 33)
+#define OPT_INTERVAL (UINT64_C(1) << 34)
+#define OPT_COMPRESS (UINT64_C(1) << 35)
 #define OPT_GLOBAL (OPT_CONFIG | OPT_HOST | OPT_JSON | OPT_TIMEOUT)
 #define CLI_SANS_MAX 16
 
@@ -88,6 +91,7 @@ struct cli_opts {
 	uint64_t max_downtime_ms;
 	uint64_t bandwidth_mibps;
 	uint64_t channels;
+	const char *compress;
 	bool insecure;
 	uint64_t max_time_s;
 	bool cancel;
@@ -102,6 +106,8 @@ struct cli_opts {
 	unsigned port;          /* ui: 0 takes any free port */
 	const char *policy;     /* attest: the policy with reference values */
 	const char *ferryd;     /* host reseal: the host's ferryd.json */
+	const char *backup;     /* ha enable: the backup host */
+	const char *interval;   /* ha enable: "N" or "Ns" seconds */
 };
 
 struct cli_host {
@@ -205,6 +211,7 @@ int cmd_audit(const struct cli_opts *o, int argc, char **argv);
 int cmd_balance(const struct cli_opts *o, int argc, char **argv);
 int cmd_ui(const struct cli_opts *o, int argc, char **argv);
 int cmd_complete(const struct cli_opts *o, int argc, char **argv);
+int cmd_ha(const struct cli_opts *o, int argc, char **argv);
 
 /* `ferry host drain|undrain HOST` (verb "drain" or "undrain"). */
 int cmd_host_drain(const struct cli_opts *o, const char *verb,

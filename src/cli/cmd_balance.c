@@ -1,6 +1,6 @@
-/* cmd_balance.c - `ferry balance status|plan|mode` and `ferry host
- * drain|undrain`, answered by the controller (a ferryd in controller mode:
- * the client config's "controller", or --host). */
+/* cmd_balance.c - `ferry balance status|plan|mode|params` and `ferry host
+ * drain|undrain`, answered by a controller (a ferryd in controller mode:
+ * the client config's "controller", or --host; leader or standby). */
 #define _GNU_SOURCE
 #include "cli.h"
 
@@ -15,6 +15,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: ferry balance status|plan\n"
 			"       ferry balance mode off|recommend|auto\n"
+			"       ferry balance params [KEY=VALUE]...\n"
 			"       ferry host drain|undrain HOST\n"
 			"  (answered by the controller: client.json "
 			"\"controller\", or --host)\n");
@@ -53,6 +54,10 @@ static void print_status(const json_t *r)
 	json_t *hosts = json_object_get(r, "hosts"), *h, *m;
 	size_t i;
 
+	printf("controller %s: %s (leader %s, token %lld)\n",
+	       str(r, "controller"), str(r, "role"),
+	       str(json_object_get(r, "leader"), "controller"),
+	       (long long)json_integer_value(json_object_get(r, "token")));
 	printf("mode %s, round %lld every %lld s, imbalance %.3f, %lld "
 	       "migrations so far\n",
 	       str(r, "mode"),
@@ -178,8 +183,47 @@ out:
 	return rc;
 }
 
-/* Run verb against the controller. */
-static int run(const struct cli_opts *o, const char *verb, const char *arg)
+/* {"params": {KEY: number}} from KEY=VALUE arguments; NULL after a
+ * message when one is malformed. */
+static json_t *params_body(int argc, char **argv)
+{
+	json_t *p = json_object();
+
+	for (int i = 0; p && i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+		char key[64], *end = NULL;
+		double d;
+
+		if (!eq || eq == argv[i] || !eq[1] ||
+		    (size_t)(eq - argv[i]) >= sizeof(key))
+			goto bad;
+		snprintf(key, sizeof(key), "%.*s", (int)(eq - argv[i]),
+			 argv[i]);
+		if (strspn(eq + 1, "0123456789") == strlen(eq + 1)) {
+			uint64_t u;
+
+			if (parse_u64(eq + 1, 0, INT64_MAX, &u) < 0)
+				goto bad;
+			json_object_set_new(p, key, json_integer((json_int_t)u));
+			continue;
+		}
+		d = strtod(eq + 1, &end);
+		if (!end || *end)
+			goto bad;
+		json_object_set_new(p, key, json_real(d));
+		continue;
+bad:
+		fprintf(stderr, "ferry: error: \"%s\" is not KEY=NUMBER\n",
+			argv[i]);
+		json_decref(p);
+		return NULL;
+	}
+	return json_pack("{s:o}", "params", p);
+}
+
+/* Run verb against the controller (params: the body of `params`). */
+static int run(const struct cli_opts *o, const char *verb, const char *arg,
+	       const json_t *params)
 {
 	struct cli_config cfg;
 	const struct cli_host *h;
@@ -205,6 +249,14 @@ static int run(const struct cli_opts *o, const char *verb, const char *arg)
 				 &err);
 		if (rc == 0)
 			printf("balancer mode: %s\n", str(r, "mode"));
+	} else if (!strcmp(verb, "params")) {
+		body = params ? json_deep_copy(params) : NULL;
+		rc = body ? client_call(&c, h, "POST", "/v1/balance/params",
+					body, &r, &err)
+			  : client_call(&c, h, "GET", "/v1/balance?hosts=0",
+					NULL, &r, &err);
+		if (rc == 0)
+			print_json(json_object_get(r, "params"));
 	} else if (!strcmp(verb, "drain")) {
 		rc = drain(o, &c, h, arg, &err);
 	} else {
@@ -226,11 +278,21 @@ int cmd_balance(const struct cli_opts *o, int argc, char **argv)
 		return usage();
 	if ((!strcmp(argv[0], "status") || !strcmp(argv[0], "plan")) &&
 	    argc == 1)
-		return run(o, argv[0], NULL);
+		return run(o, argv[0], NULL, NULL);
+	if (!strcmp(argv[0], "params")) {
+		json_t *body = argc > 1 ? params_body(argc - 1, argv + 1) : NULL;
+		int rc;
+
+		if (argc > 1 && !body)
+			return EXIT_USAGE;
+		rc = run(o, "params", NULL, body);
+		json_decref(body);
+		return rc;
+	}
 	if (!strcmp(argv[0], "mode") && argc == 2 &&
 	    (!strcmp(argv[1], "off") || !strcmp(argv[1], "recommend") ||
 	     !strcmp(argv[1], "auto")))
-		return run(o, "mode", argv[1]);
+		return run(o, "mode", argv[1], NULL);
 	return usage();
 }
 
@@ -245,5 +307,5 @@ int cmd_host_drain(const struct cli_opts *o, const char *verb,
 			host);
 		return EXIT_USAGE;
 	}
-	return run(o, verb, host);
+	return run(o, verb, host, NULL);
 }

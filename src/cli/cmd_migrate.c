@@ -26,7 +26,8 @@ static int usage(void)
 		"usage: ferry migrate NAME --to HOST [--offline|--postcopy]\n"
 		"         [--max-downtime MS] [--bandwidth MIBPS] [--channels "
 		"N]\n"
-		"         [--max-time S] [--insecure] [--json]\n"
+		"         [--max-time S] [--compress auto|on|off] [--insecure] "
+		"[--json]\n"
 		"       ferry migrate --cancel NAME\n"
 		"       ferry migrate history [--json]\n");
 	return EXIT_USAGE;
@@ -239,7 +240,7 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv)
 	const uint64_t run_opts = OPT_TO | OPT_OFFLINE | OPT_POSTCOPY |
 				  OPT_MAX_DOWNTIME | OPT_BANDWIDTH |
 				  OPT_CHANNELS | OPT_INSECURE | OPT_MAX_TIME |
-				  OPT_NO_WAIT;
+				  OPT_NO_WAIT | OPT_COMPRESS;
 	struct cli_config cfg;
 	const struct cli_host *h, *dst;
 	struct client c = { 0 };
@@ -310,6 +311,9 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv)
 	if (o->max_time_s)
 		json_object_set_new(body, "max_time_s",
 				    json_integer((json_int_t)o->max_time_s));
+	if (o->compress) /* ferryd checks the value */
+		json_object_set_new(body, "compress",
+				    json_string(o->compress));
 	if (o->insecure)
 		fprintf(stderr, "ferry: WARNING: --insecure: guest memory will "
 				"cross the network unencrypted and "

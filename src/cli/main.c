@@ -26,10 +26,14 @@ static void usage(FILE *f)
 		"MS]\n"
 		"     [--bandwidth MIBPS] [--channels N] [--max-time S] "
 		"[--insecure]\n"
+		"     [--compress auto|on|off]\n"
 		"  migrate --cancel NAME | migrate history\n"
 		"  audit verify [--log FILE --key FILE] | audit show [--since T]\n"
 		"     [--until T] [--vm NAME] [--actor ID] [--action A] [--limit "
 		"N]\n"
+		"  ha enable NAME --backup HOST [--interval 10s] | ha status "
+		"[NAME]\n"
+		"     | ha disable NAME | ha failover NAME\n"
 		"  policy reload | policy digest FILE\n"
 		"  ui [--port N]       the web dashboard (docs/dashboard.md)\n"
 		"  pki init | host NAME | user NAME   (--dir DIR)\n"
@@ -48,6 +52,7 @@ static const struct {
 	{ "pki", cmd_pki },         { "migrate", cmd_migrate },
 	{ "audit", cmd_audit },     { "policy", cmd_policy },
 	{ "balance", cmd_balance }, { "ui", cmd_ui },
+	{ "ha", cmd_ha },
 	{ "complete", cmd_complete },
 };
 

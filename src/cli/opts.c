@@ -70,6 +70,9 @@ static const struct opt_row rows[] = {
 	{ "port", OPT_PORT, K_U32, F(port), 0, 65535, "a TCP port" },
 	{ "policy", OPT_POLICY, K_STRING, F(policy), 0, 0, NULL },
 	{ "ferryd", OPT_FERRYD, K_STRING, F(ferryd), 0, 0, NULL },
+	{ "backup", OPT_BACKUP, K_STRING, F(backup), 0, 0, NULL },
+	{ "interval", OPT_INTERVAL, K_STRING, F(interval), 0, 0, NULL },
+	{ "compress", OPT_COMPRESS, K_STRING, F(compress), 0, 0, NULL },
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

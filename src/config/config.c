@@ -345,7 +345,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
 		"capacity", "balancer", "etcd", "attestation", "qemu_user",
-		"audit_rotate_kib", "bridges", NULL
+		"audit_rotate_kib", "bridges", "ram_dir", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = {
@@ -464,6 +464,18 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		ferr_set(err, FERR_INVALID,
 			 "state_dir and shared_dir must not contain ','");
 		goto wrap;
+	}
+	if (json_object_get(root, "ram_dir")) {
+		if (get_path(root, "ram_dir", "config", base_dir, cfg->ram_dir,
+			     sizeof(cfg->ram_dir), err) < 0)
+			goto wrap;
+		if (strchr(cfg->ram_dir, ',') ||
+		    strlen(cfg->ram_dir) > FERRY_STATE_DIR_MAX) {
+			ferr_set(err, FERR_INVALID,
+				 "ram_dir must not contain ',' and must be at "
+				 "most %d bytes", FERRY_STATE_DIR_MAX);
+			goto wrap;
+		}
 	}
 	if (strlen(cfg->state_dir) > FERRY_STATE_DIR_MAX) {
 		ferr_set(err, FERR_INVALID,

@@ -81,6 +81,9 @@ struct ferryd_config {
 	json_t *balancer;                  /* controller mode (balancer.md), or
 					      NULL; owned, see config_clear */
 	struct etcd_config etcd;           /* n_endpoints 0: no etcd section */
+	char ram_dir[FERRY_PATH_MAX];      /* "ram_dir": VMs' RAM as shared
+					      files here (checkpoint HA reads
+					      them); empty: anonymous RAM */
 	struct attest_config attest;       /* "attestation" */
 };
 

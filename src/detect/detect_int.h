@@ -162,6 +162,7 @@ struct dt_opts {
 	unsigned duration_s;      /* 0: until SIGINT/SIGTERM */
 	bool watch;               /* per-target lines each second */
 	bool json;                /* JSON lines instead of text */
+	bool no_series;           /* no series.csv (a line per probe) */
 	struct det_params det;
 };
 
@@ -223,6 +224,7 @@ struct run {
 	struct target t[DT_TARGETS_MAX * 2];
 	struct det_ctx ctx[DT_TARGETS_MAX * 2];
 	unsigned nt;
+	bool targets_full;        /* --from-hosts found more VMs than fit */
 	struct event ev[DT_EVENTS_MAX];
 	unsigned nev;
 	struct alarm al[DT_ALARMS_MAX];

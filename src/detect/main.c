@@ -16,6 +16,7 @@ static void usage(FILE *f)
 		"       ferry-detect alarms [--state-dir DIR] [--json]\n"
 		"       ferry-detect replay --csv FILE [--source remote|local]\n"
 		"                    [--target ADDR] [detector options]\n"
+		"       ferry-detect --version\n"
 		"options of run and watch:\n"
 		"  --config FILE        client.json with an auditor identity\n"
 		"  --state-dir DIR      state.json, events.jsonl, series.csv,\n"
@@ -27,7 +28,8 @@ static void usage(FILE *f)
 		"  --icmp-suffices      with --iface: ICMP signatures alone may\n"
 		"                       still report a migration\n"
 		"  --target ADDR[=VM]   ping ADDR (repeatable)\n"
-		"  --from-hosts         also every bridged VM with ferry.ip=\n"
+		"  --from-hosts         also every bridged VM with ferry.ip=,\n"
+		"                       as the hosts list them\n"
 		"  --local VM           read VM's own probes from its console\n"
 		"  --interval MS        probe interval (50)\n"
 		"  --timeout MS         a probe is lost after this (1000)\n"
@@ -42,6 +44,7 @@ static void usage(FILE *f)
 		"  --grace MS           wait this long for audit records (2000)\n"
 		"  --duration S         stop after S seconds (0: on a signal)\n"
 		"  --json               JSON lines on stdout\n"
+		"  --no-series          keep no series.csv (a line per probe)\n"
 		"  --log-level L        debug, info, warn, error (info)\n");
 }
 
@@ -91,6 +94,7 @@ int main(int argc, char **argv)
 		{ "source", required_argument, 0, 'R' },
 		{ "max-stop-ms", required_argument, 0, 'P' },
 		{ "icmp-suffices", no_argument, 0, 'X' },
+		{ "no-series", no_argument, 0, 'N' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
@@ -99,16 +103,20 @@ int main(int argc, char **argv)
 	struct ferr err = { 0 };
 	const char *cmd, *csv = NULL, *source = "remote";
 	bool icmp_suffices = false;
-	int c, bad = 0;
+	int c, li = 0, bad = 0;
 
 	det_params_default(&o.det);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("ferry-detect %s\n", FERRY_VERSION);
+		return 0;
+	}
 	cmd = argv[1];
 	optind = 2;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", opts, &li)) != -1) {
 		switch (c) {
 		case 'c': o.config = optarg; break;
 		case 's': o.state_dir = optarg; break;
@@ -137,6 +145,7 @@ int main(int argc, char **argv)
 		case 'G': bad |= num(optarg, 0, 600000, &o.grace_ms); break;
 		case 'D': bad |= num(optarg, 0, 86400 * 365, &o.duration_s); break;
 		case 'j': o.json = true; break;
+		case 'N': o.no_series = true; break;
 		case 'C': csv = optarg; break;
 		case 'X': icmp_suffices = true; break;
 		case 'R': source = optarg; break;
@@ -154,11 +163,11 @@ int main(int argc, char **argv)
 				bad = 1;
 			break;
 		case 'h': usage(stdout); return 0;
-		default: bad = 1;
+		default: return 2; /* getopt_long said why */
 		}
 		if (bad) {
 			fprintf(stderr, "ferry-detect: bad value for --%s\n",
-				c == '?' ? "?" : argv[optind - 1] + 2);
+				opts[li].name);
 			return 2;
 		}
 	}

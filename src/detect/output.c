@@ -202,15 +202,17 @@ int dt_open_outputs(struct run *r, struct ferr *err)
 	    fmt_checked(path, sizeof(path), err, "path", "%s/series.csv", d) <
 		    0)
 		return -1;
-	r->csv = fopen(path, "a");
+	if (!r->o->no_series && !(r->csv = fopen(path, "a")))
+		return ferr_set(err, FERR_IO, "cannot write %s: %s", path,
+				strerror(errno));
 	if (fmt_checked(path, sizeof(path), err, "path", "%s/events.jsonl",
 			d) < 0)
 		return -1;
 	r->events = fopen(path, "a");
-	if (!r->csv || !r->events)
+	if (!r->events)
 		return ferr_set(err, FERR_IO, "cannot write in %s: %s", d,
 				strerror(errno));
-	if (ftell(r->csv) == 0)
+	if (r->csv && ftell(r->csv) == 0)
 		fprintf(r->csv, "t_ms,target,source,vm,rtt_ms,lost\n");
 	if (fmt_checked(path, sizeof(path), err, "path", "%s/audit", d) < 0 ||
 	    audit_open(path, "detector", &r->audit, err) < 0)

@@ -74,8 +74,10 @@ int probe_open(const char *ns, struct probe_sock *ps, struct ferr *err)
 int probe_send(struct probe_sock *ps, uint32_t addr, uint16_t seq)
 {
 	struct sockaddr_in to = { .sin_family = AF_INET };
-	struct icmphdr h = { .type = ICMP_ECHO };
+	struct icmphdr h;
 
+	memset(&h, 0, sizeof(h));
+	h.type = ICMP_ECHO;
 	to.sin_addr.s_addr = addr;
 	h.un.echo.id = htons(ps->id);
 	h.un.echo.sequence = htons(seq);

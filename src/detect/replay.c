@@ -80,7 +80,8 @@ int dt_replay(const char *csv, const char *target, const char *source,
 		rows[n++] = (struct row){ t, lost ? -1 : rtt };
 	}
 	fclose(f);
-	qsort(rows, n, sizeof(*rows), by_time);
+	if (n > 0)
+		qsort(rows, n, sizeof(*rows), by_time);
 	det_init(&d, p, print_ev, NULL);
 	/* replay in time order: sends, answers and losses as they happened */
 	for (size_t i = 0, done = 0; i < n; i++) {

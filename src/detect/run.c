@@ -216,6 +216,48 @@ static void take_local(struct run *r)
 	r->view.nlocal = 0;
 }
 
+/* The detector's callback for targets from first to the last. */
+static void hook_targets(struct run *r, unsigned first)
+{
+	for (unsigned i = first; i < r->nt; i++) {
+		r->ctx[i] = (struct det_ctx){ r, i };
+		r->t[i].det.cb = dt_on_det;
+		r->t[i].det.cb_arg = &r->ctx[i];
+	}
+}
+
+/* --from-hosts: a target for each bridged VM with ferry.ip= in the hosts'
+ * lists that has none yet (under the view's lock). Run at every refresh,
+ * so VMs created after the start are watched too. */
+static void add_host_targets(struct run *r)
+{
+	unsigned first = r->nt;
+
+	for (unsigned k = 0; k < r->view.nvms; k++) {
+		const struct dt_vm *v = &r->view.vms[k];
+		char a[INET_ADDRSTRLEN];
+		bool dup = false;
+		struct ferr err;
+
+		if (!v->ip || !v->mac[0])
+			continue;
+		inet_ntop(AF_INET, &v->ip, a, sizeof(a));
+		for (unsigned i = 0; i < r->nt; i++)
+			dup |= !r->t[i].local && r->t[i].addr == v->ip;
+		if (dup)
+			continue;
+		if (!add_target(r, a, v->name, false, &err)) {
+			if (!r->targets_full)
+				log_warn("not watching %s (%s): %s", v->name, a,
+					 err.msg);
+			r->targets_full = true;
+			continue;
+		}
+		log_info("watching %s at %s", v->name, a);
+	}
+	hook_targets(r, first);
+}
+
 static int setup_targets(struct run *r, struct ferr *err)
 {
 	const struct dt_opts *o = r->o;
@@ -234,20 +276,6 @@ static int setup_targets(struct run *r, struct ferr *err)
 		if (!add_target(r, buf, eq, false, err))
 			return -1;
 	}
-	if (o->from_hosts)
-		for (unsigned k = 0; k < r->view.nvms; k++) {
-			char a[INET_ADDRSTRLEN];
-			bool dup = false;
-
-			if (!r->view.vms[k].ip || !r->view.vms[k].mac[0])
-				continue;
-			inet_ntop(AF_INET, &r->view.vms[k].ip, a, sizeof(a));
-			for (unsigned i = 0; i < r->nt; i++)
-				dup |= !strcmp(r->t[i].addr_s, a);
-			if (!dup && !add_target(r, a, r->view.vms[k].name,
-						false, err))
-				return -1;
-		}
 	for (unsigned i = 0; i < o->nlocal; i++) {
 		struct target *t = add_target(r, "local", o->local_vms[i],
 					      true, err);
@@ -256,15 +284,14 @@ static int setup_targets(struct run *r, struct ferr *err)
 			return -1;
 		t->local_idx = i;
 	}
-	if (!r->nt)
+	hook_targets(r, 0);
+	/* with --from-hosts, no VM yet is fine: they come with the refreshes */
+	if (o->from_hosts)
+		add_host_targets(r);
+	else if (!r->nt)
 		return ferr_set(err, FERR_INVALID,
 				"nothing to watch: give --target, --local or "
 				"--from-hosts");
-	for (unsigned i = 0; i < r->nt; i++) {
-		r->ctx[i] = (struct det_ctx){ r, i };
-		r->t[i].det.cb = dt_on_det;
-		r->t[i].det.cb_arg = &r->ctx[i];
-	}
 	return 0;
 }
 
@@ -279,19 +306,20 @@ int dt_run(const struct dt_opts *o, struct ferr *err)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	r->o = o;
 	r->started_ms = wall_ms();
+	r->api.view = &r->view; /* api_stop cleans up through it */
 	pthread_mutex_init(&r->view.mu, NULL);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);
-	if (dt_open_outputs(r, err) < 0 ||
-	    cli_config_load(o->config, &r->api.cfg, err) < 0 ||
-	    client_init(&r->api.client, &r->api.cfg, 10, err) < 0)
+	/* the configuration first: a bad one leaves no state dir behind */
+	if (cli_config_load(o->config, &r->api.cfg, err) < 0 ||
+	    client_init(&r->api.client, &r->api.cfg, 10, err) < 0 ||
+	    dt_open_outputs(r, err) < 0)
 		goto out;
 	if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) < 0) {
 		ferr_set(err, FERR_IO, "pipe: %s", strerror(errno));
 		goto out;
 	}
-	r->api.view = &r->view;
 	r->api.interval_ms = o->api_interval_ms;
 	r->api.wake_fd = wake[1];
 	for (unsigned i = 0; i < o->nlocal; i++)
@@ -319,7 +347,6 @@ int dt_run(const struct dt_opts *o, struct ferr *err)
 	pthread_mutex_unlock(&r->view.mu);
 	if (rc < 0)
 		goto out;
-	rc = -1;
 	audit_log(r->audit, "ferry-detect", "detect.start", "-", "ok",
 		  json_pack("{s:i}", "targets", (int)r->nt), err);
 	log_info("watching %u target(s)%s%s", r->nt,
@@ -355,6 +382,8 @@ int dt_run(const struct dt_opts *o, struct ferr *err)
 			while (read(wake[0], buf, sizeof(buf)) > 0)
 				;
 			pthread_mutex_lock(&r->view.mu);
+			if (o->from_hosts)
+				add_host_targets(r);
 			resolve_targets(r);
 			take_local(r);
 			dt_sync_events(r);

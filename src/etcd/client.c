@@ -18,6 +18,44 @@ static void curl_init_once(void)
 	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+static struct {
+	char *path;
+	char *pem;
+	size_t len;
+} provided;
+
+int etcd_key_provide(const char *key_file, const void *pem, size_t len,
+		     struct ferr *err)
+{
+	char *p = strdup(key_file), *k = malloc(len ? len : 1);
+
+	if (!p || !k) {
+		free(p);
+		free(k);
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	}
+	memcpy(k, pem, len);
+	etcd_keys_clear();
+	provided.path = p;
+	provided.pem = k;
+	provided.len = len;
+	return 0;
+}
+
+void etcd_keys_clear(void)
+{
+	if (provided.pem)
+		explicit_bzero(provided.pem, provided.len);
+	free(provided.pem);
+	free(provided.path);
+	memset(&provided, 0, sizeof(provided));
+}
+
+static bool key_provided(const char *key_file)
+{
+	return provided.path && !strcmp(provided.path, key_file);
+}
+
 struct etcd *etcd_open(const struct etcd_config *cfg, struct ferr *err)
 {
 	const char *files[] = { cfg->ca_file, cfg->cert_file, cfg->key_file };
@@ -27,7 +65,8 @@ struct etcd *etcd_open(const struct etcd_config *cfg, struct ferr *err)
 	if (etcd_config_check(cfg, err) < 0)
 		return NULL;
 	for (size_t i = 0; i < 3; i++)
-		if (access(files[i], R_OK) != 0) {
+		if (!(i == 2 && key_provided(files[i])) &&
+		    access(files[i], R_OK) != 0) {
 			ferr_set(err, FERR_NOT_FOUND, "etcd: cannot read %s: %s",
 				 files[i], strerror(errno));
 			return NULL;
@@ -96,7 +135,15 @@ int etcd_curl_init(const struct etcd *e, CURL *curl, struct ferr *err)
 	SET(CURLOPT_CAINFO, c->ca_file);
 	SET(CURLOPT_CAPATH, NULL); /* the cluster CA only, no system store */
 	SET(CURLOPT_SSLCERT, c->cert_file);
-	SET(CURLOPT_SSLKEY, c->key_file);
+	if (key_provided(c->key_file)) {
+		struct curl_blob b = { provided.pem, provided.len,
+				       CURL_BLOB_COPY };
+
+		SET(CURLOPT_SSLKEY_BLOB, &b);
+		SET(CURLOPT_SSLKEYTYPE, "PEM");
+	} else {
+		SET(CURLOPT_SSLKEY, c->key_file);
+	}
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 #undef SET
 	if (rc != CURLE_OK)

@@ -81,9 +81,18 @@ int etcd_config_check(const struct etcd_config *cfg, struct ferr *err);
 
 struct etcd;
 
+/* Use pem (a private key in PEM, len bytes, copied) instead of reading
+ * key_file, for every client whose key file it is: a key kept sealed by
+ * the TPM, whose file no longer exists (tls_key_provide in tls.h does the
+ * same for ferry's own TLS). One key; a second call replaces it. Call
+ * before any client is opened; etcd_keys_clear() wipes and drops it. */
+int etcd_key_provide(const char *key_file, const void *pem, size_t len,
+		     struct ferr *err);
+void etcd_keys_clear(void);
+
 /* A client for cfg (copied). Checks the config and that the CA,
- * certificate and key files are readable; it connects on first use. NULL
- * with *err on failure. Thread-safe. */
+ * certificate and key files are readable (the key unless provided); it
+ * connects on first use. NULL with *err on failure. Thread-safe. */
 struct etcd *etcd_open(const struct etcd_config *cfg, struct ferr *err);
 
 /* Free the client and its connections. No call or watch may be running on

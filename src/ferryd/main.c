@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <systemd/sd-daemon.h>
 
@@ -20,8 +21,10 @@
 #include "audit.h"
 #include "common.h"
 #include "config.h"
+#include "etcd.h"
 #include "controller.h"
 #include "guard.h"
+#include "ha.h"
 #include "load.h"
 #include "migrate.h"
 #include "policy.h"
@@ -101,6 +104,29 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* The etcd client's copy of the TLS key the TPM keeps sealed (its file is
+ * gone): etcd's key defaults to the host's. The PEM is wiped after. */
+static int etcd_key_share(const char *key_file, EVP_PKEY *key,
+			  struct ferr *err)
+{
+	BIO *b = BIO_new(BIO_s_secmem());
+	char *pem = NULL;
+	long len;
+	int rc = -1;
+
+	if (!b || !PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL)) {
+		ferr_set(err, FERR_INTERNAL, "cannot encode the TLS key");
+		goto out;
+	}
+	len = BIO_get_mem_data(b, &pem);
+	rc = etcd_key_provide(key_file, pem, len > 0 ? (size_t)len : 0, err);
+	if (len > 0)
+		OPENSSL_cleanse(pem, (size_t)len);
+out:
+	BIO_free(b);
+	return rc;
+}
+
 static int parse_args(int argc, char **argv, const char **config_path)
 {
 	static const struct option opts[] = {
@@ -167,6 +193,7 @@ int main(int argc, char **argv)
 	struct guard *guard = NULL;
 	struct load *load = NULL;
 	struct controller *ctl = NULL;
+	struct ha *ha = NULL;
 	struct policy *policy = NULL;
 	struct worker_pool *pool = NULL;
 	struct attest_host *attest = NULL;
@@ -175,8 +202,11 @@ int main(int argc, char **argv)
 	const char *config_path = NULL;
 	size_t revoked = 0;
 	struct ferr err = { 0 };
-	int rc = parse_args(argc, argv, &config_path);
+	int rc;
 
+	if (argc == 3 && !strcmp(argv[1], HA_FENCE_AGENT_ARG))
+		return ha_fence_agent_main(argc, argv);
+	rc = parse_args(argc, argv, &config_path);
 	if (rc >= 0)
 		return rc;
 	rc = 1;
@@ -207,8 +237,10 @@ int main(int argc, char **argv)
 			 err.msg);
 	}
 	if (attest_host_tls_key(attest) &&
-	    tls_key_provide(cfg.key_file, attest_host_tls_key(attest), &err) <
-		    0)
+	    (tls_key_provide(cfg.key_file, attest_host_tls_key(attest), &err) <
+		     0 ||
+	     etcd_key_share(cfg.key_file, attest_host_tls_key(attest),
+			    &err) < 0))
 		goto fail;
 	if (audit_open_key(cfg.state_dir, cfg.host,
 			   attest_host_audit_key(attest), &audit, &err) < 0 ||
@@ -251,6 +283,14 @@ int main(int argc, char **argv)
 							: NULL };
 	if (migrator_new(&cfg, d.base, vmm, &deps, &mig, &err) < 0)
 		goto fail;
+	if (ha_new(&cfg, d.base,
+		   &(struct ha_deps){ .audit = audit,
+				      .policy = &policy,
+				      .pool = pool,
+				      .mig = mig,
+				      .vmm = vmm },
+		   &ha, &err) < 0)
+		goto fail;
 	if (cfg.balancer && controller_new(&cfg, audit, &ctl, &err) < 0)
 		goto fail;
 	d.actx = (struct api_ctx){ .vmm = vmm,
@@ -269,6 +309,7 @@ int main(int argc, char **argv)
 				   .load = load,
 				   .ctl = ctl,
 				   .pool = pool,
+				   .ha = ha,
 				   .attest = attest ? attest_host_ops(attest)
 						    : NULL };
 	if (api_server_start(d.base, &cfg, ctx, &d.actx, &api, &err) < 0)
@@ -315,10 +356,12 @@ out:
 	/* stop what runs, let every operation it started end (their
 	 * deadlines bound this), then free from the top down */
 	controller_free(ctl);
+	ha_stop(ha);
 	migrator_stop(mig);
 	if (pool && worker_drain(pool, WORKER_DRAIN_MS))
 		log_error("ferryd: operations still running at exit");
 	api_server_free(api);
+	ha_free(ha);
 	migrator_free(mig);
 	load_free(load);
 	if (!pool || !worker_pending(pool)) {
@@ -339,6 +382,7 @@ out:
 	policy_free(policy);
 	SSL_CTX_free(ctx);
 	tls_keys_clear();
+	etcd_keys_clear();
 	attest_host_free(attest);
 	config_clear(&cfg);
 	return rc;

@@ -21,6 +21,7 @@ struct pending {
 	httpc_done_fn done;
 	void *arg;
 	struct evhttp_connection *conn;
+	struct httpc_conn *owner; /* a kept connection's, or NULL */
 	enum evhttp_request_error error;
 	bool have_error;
 	char name[FERRY_NAME_MAX + 1];
@@ -30,6 +31,24 @@ struct pending {
 				    (evhttp may reset the TLS session before
 				    on_done runs) */
 	bool *have_exporter;
+};
+
+/* A connection kept open between requests (httpc_conn_*). */
+struct httpc_conn {
+	struct event_base *base;
+	SSL_CTX *ctx;
+	char name[FERRY_NAME_MAX + 1];
+	char address[64];
+	char local[64];          /* "" for any */
+	uint16_t port;
+	bool check_name;
+	unsigned timeout_s;
+	struct evhttp_connection *conn; /* NULL: none open */
+	bool closed;             /* the server closed it: open a new one */
+	unsigned long used;      /* requests answered on conn */
+	struct pending *inflight;
+	char *retry_path;        /* a GET sent on a used connection */
+	struct httpc_conn_stats stats;
 };
 
 /* The handshake is done: take the exporter when it is wanted. */
@@ -156,23 +175,80 @@ static void free_conn(evutil_socket_t fd, short what, void *arg)
 	evhttp_connection_free(arg);
 }
 
+/* Free conn at the loop's next turn: evhttp still uses a connection after
+ * a request's callback returns (on every path: reply, failure, clean-up). */
+static void free_conn_later(struct evhttp_connection *conn)
+{
+	struct timeval now = { 0, 0 };
+
+	evhttp_connection_set_closecb(conn, NULL, NULL);
+	if (event_base_once(evhttp_connection_get_base(conn), -1, EV_TIMEOUT,
+			    free_conn, conn, &now) < 0)
+		log_error("httpc: a connection could not be freed");
+}
+
+static int conn_send(struct httpc_conn *hc, const char *method,
+		     const char *path, const json_t *body, httpc_done_fn done,
+		     void *arg, struct ferr *err);
+
+/* A kept connection's request ended: keep the connection for the next one,
+ * or drop it when it failed. A GET that failed without an answer on a
+ * connection that had served requests (the server may have closed it while
+ * idle) is sent once more on a new connection. */
+static bool owner_done(struct pending *p, bool ok)
+{
+	struct httpc_conn *hc = p->owner;
+	char *path = hc->retry_path;
+	struct ferr err;
+
+	hc->inflight = NULL;
+	hc->retry_path = NULL;
+	if (ok) {
+		/* idle until the next request: evhttp would take the read
+		 * timeout for a failure and close the connection */
+		bufferevent_set_timeouts(
+			evhttp_connection_get_bufferevent(hc->conn), NULL,
+			NULL);
+		hc->used++;
+		free(path);
+		return false;
+	}
+	free_conn_later(hc->conn);
+	hc->conn = NULL;
+	hc->closed = false;
+	hc->used = 0;
+	if (path && !(p->have_error && p->error == EVREQ_HTTP_TIMEOUT)) {
+		hc->stats.retries++;
+		if (conn_send(hc, "GET", path, NULL, p->done, p->arg, &err) ==
+		    0) {
+			free(path);
+			return true;
+		}
+	}
+	free(path);
+	return false;
+}
+
 static void on_done(struct evhttp_request *r, void *arg)
 {
 	struct pending *p = arg;
 	struct ferr err = { 0 };
 	json_t *reply = NULL;
 	int status = 0;
-	struct timeval now = { 0, 0 };
+	int rc = take_reply(p, r, &status, &reply, &err);
 
-	if (take_reply(p, r, &status, &reply, &err) < 0)
+	if (p->owner) {
+		if (owner_done(p, rc == 0)) {
+			free(p); /* sent again: done() comes later */
+			return;
+		}
+	} else {
+		free_conn_later(p->conn);
+	}
+	if (rc < 0)
 		p->done(0, NULL, &err, p->arg);
 	else
 		p->done(status, reply, NULL, p->arg);
-	/* evhttp still uses the connection after this returns (on every
-	 * path: reply, failure, clean-up): free it at the next turn of the
-	 * loop */
-	event_base_once(evhttp_connection_get_base(p->conn), -1, EV_TIMEOUT,
-			free_conn, p->conn, &now);
 	free(p);
 }
 
@@ -185,39 +261,32 @@ static enum evhttp_cmd_type method_type(const char *m)
 	return EVHTTP_REQ_GET;
 }
 
-/* httpc_start, with the TLS exporter of the connection into exporter
- * (and *have_exporter set) when exporter is not NULL. */
-static int start_x(struct event_base *base, SSL_CTX *ctx,
-		   const struct httpc_peer *host, unsigned timeout_s,
-		   const char *method, const char *path, const json_t *body,
-		   httpc_done_fn done, void *arg, unsigned char *exporter,
-		   bool *have_exporter, struct ferr *err)
+/* A new TLS connection to host on base (not yet connected: evhttp connects
+ * with the first request). keep: it will serve several requests;
+ * exporter_for: the request that wants the TLS exporter. */
+static struct evhttp_connection *conn_open(struct event_base *base,
+					   SSL_CTX *ctx,
+					   const struct httpc_peer *host,
+					   unsigned timeout_s, bool keep,
+					   struct pending *exporter_for,
+					   struct ferr *err)
 {
-	struct pending *p = calloc(1, sizeof(*p));
 	struct bufferevent *bev = NULL;
-	struct evhttp_connection *conn = NULL;
-	struct evhttp_request *req = NULL;
-	struct evkeyvalq *hdrs;
-	char *text = NULL;
-	char hostport[96];
+	struct evhttp_connection *conn;
 	SSL *ssl = SSL_new(ctx);
 
-	if (!p || !ssl) {
+	if (!ssl) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
-		goto fail;
+		return NULL;
 	}
-	p->done = done;
-	p->arg = arg;
-	snprintf(p->name, sizeof(p->name), "%s", host->name);
-	snprintf(p->address, sizeof(p->address), "%s", host->address);
-	p->port = host->port;
+	/* an idle kept connection holds no record buffers */
+	if (keep)
+		SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
 	if (tls_client_expect(ssl, host->address,
 			      host->check_name ? host->name : NULL, err) < 0)
 		goto fail;
-	if (exporter) {
-		p->exporter = exporter;
-		p->have_exporter = have_exporter;
-		SSL_set_app_data(ssl, p);
+	if (exporter_for) {
+		SSL_set_app_data(ssl, exporter_for);
 		SSL_set_info_callback(ssl, on_tls_info);
 	}
 	bev = bufferevent_openssl_socket_new(base, -1, ssl,
@@ -237,28 +306,44 @@ static int start_x(struct event_base *base, SSL_CTX *ctx,
 		ferr_set(err, FERR_INTERNAL, "cannot create an HTTP connection");
 		goto fail;
 	}
-	bev = NULL; /* owned by conn */
-	p->conn = conn;
 	if (host->local)
 		evhttp_connection_set_local_address(conn, host->local);
 	evhttp_connection_set_timeout(conn, (int)timeout_s);
 	evhttp_connection_set_max_body_size(conn, FERRY_API_REPLY_MAX);
-	req = evhttp_request_new(on_done, p);
-	if (!req) {
-		ferr_set(err, FERR_INTERNAL, "out of memory");
-		goto fail;
-	}
+	return conn;
+fail:
+	if (bev)
+		bufferevent_free(bev);
+	SSL_free(ssl);
+	return NULL;
+}
+
+/* Send one request for p on conn; -1 with *err when it could not be sent
+ * (done is then never called and p is the caller's). */
+static int send_request(struct evhttp_connection *conn, struct pending *p,
+			const char *method, const char *path,
+			const json_t *body, bool keep, struct ferr *err)
+{
+	struct evhttp_request *req = evhttp_request_new(on_done, p);
+	struct evkeyvalq *hdrs;
+	char hostport[96];
+	char *text;
+
+	if (!req)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	evhttp_request_set_error_cb(req, on_error);
 	hdrs = evhttp_request_get_output_headers(req);
-	snprintf(hostport, sizeof(hostport), "%s:%u", host->address,
-		 (unsigned)host->port);
+	snprintf(hostport, sizeof(hostport), "%s:%u", p->address,
+		 (unsigned)p->port);
 	evhttp_add_header(hdrs, "Host", hostport);
-	evhttp_add_header(hdrs, "Connection", "close");
+	if (!keep)
+		evhttp_add_header(hdrs, "Connection", "close");
 	if (body) {
 		text = json_dumps(body, JSON_COMPACT);
 		if (!text) {
-			ferr_set(err, FERR_INTERNAL, "cannot encode request");
-			goto fail;
+			evhttp_request_free(req);
+			return ferr_set(err, FERR_INTERNAL,
+					"cannot encode request");
 		}
 		evhttp_add_header(hdrs, "Content-Type", "application/json");
 		evbuffer_add(evhttp_request_get_output_buffer(req), text,
@@ -266,22 +351,51 @@ static int start_x(struct event_base *base, SSL_CTX *ctx,
 		free(text);
 	}
 	/* evhttp owns req from here, even when this fails */
-	if (evhttp_make_request(conn, req, method_type(method), path) < 0) {
-		req = NULL;
-		ferr_set(err, FERR_UNAVAILABLE, "cannot send the request");
-		goto fail;
+	if (evhttp_make_request(conn, req, method_type(method), path) < 0)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"cannot send the request");
+	return 0;
+}
+
+static struct pending *pending_new(const struct httpc_peer *host,
+				   httpc_done_fn done, void *arg)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->done = done;
+	p->arg = arg;
+	snprintf(p->name, sizeof(p->name), "%s", host->name);
+	snprintf(p->address, sizeof(p->address), "%s", host->address);
+	p->port = host->port;
+	return p;
+}
+
+/* httpc_start, with the TLS exporter of the connection into exporter
+ * (and *have_exporter set) when exporter is not NULL. */
+static int start_x(struct event_base *base, SSL_CTX *ctx,
+		   const struct httpc_peer *host, unsigned timeout_s,
+		   const char *method, const char *path, const json_t *body,
+		   httpc_done_fn done, void *arg, unsigned char *exporter,
+		   bool *have_exporter, struct ferr *err)
+{
+	struct pending *p = pending_new(host, done, arg);
+
+	if (!p)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	p->exporter = exporter;
+	p->have_exporter = have_exporter;
+	p->conn = conn_open(base, ctx, host, timeout_s, false,
+			    exporter ? p : NULL, err);
+	if (!p->conn || send_request(p->conn, p, method, path, body, false,
+				     err) < 0) {
+		if (p->conn)
+			evhttp_connection_free(p->conn);
+		free(p);
+		return -1;
 	}
 	return 0;
-fail:
-	if (req)
-		evhttp_request_free(req);
-	if (conn)
-		evhttp_connection_free(conn);
-	if (bev)
-		bufferevent_free(bev);
-	SSL_free(ssl);
-	free(p);
-	return -1;
 }
 
 int httpc_start(struct event_base *base, SSL_CTX *ctx,
@@ -291,6 +405,131 @@ int httpc_start(struct event_base *base, SSL_CTX *ctx,
 {
 	return start_x(base, ctx, host, timeout_s, method, path, body, done,
 		       arg, NULL, NULL, err);
+}
+
+/* ---- kept connections ---- */
+
+static void on_conn_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct httpc_conn *hc = arg;
+
+	(void)conn;
+	hc->closed = true;
+}
+
+struct httpc_conn *httpc_conn_new(struct event_base *base, SSL_CTX *ctx,
+				  const struct httpc_peer *peer,
+				  unsigned timeout_s, struct ferr *err)
+{
+	struct httpc_conn *hc = calloc(1, sizeof(*hc));
+
+	if (!hc) {
+		ferr_set(err, FERR_INTERNAL, "out of memory");
+		return NULL;
+	}
+	hc->base = base;
+	hc->ctx = ctx;
+	snprintf(hc->name, sizeof(hc->name), "%s", peer->name);
+	snprintf(hc->address, sizeof(hc->address), "%s", peer->address);
+	snprintf(hc->local, sizeof(hc->local), "%s",
+		 peer->local ? peer->local : "");
+	hc->port = peer->port;
+	hc->check_name = peer->check_name;
+	hc->timeout_s = timeout_s;
+	return hc;
+}
+
+static int conn_send(struct httpc_conn *hc, const char *method,
+		     const char *path, const json_t *body, httpc_done_fn done,
+		     void *arg, struct ferr *err)
+{
+	struct httpc_peer peer = { .name = hc->name,
+				   .address = hc->address,
+				   .port = hc->port,
+				   .check_name = hc->check_name,
+				   .local = hc->local[0] ? hc->local : NULL };
+	struct pending *p = pending_new(&peer, done, arg);
+
+	if (!p)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	if (hc->conn && hc->closed) {
+		free_conn_later(hc->conn);
+		hc->conn = NULL;
+	}
+	if (!hc->conn) {
+		hc->conn = conn_open(hc->base, hc->ctx, &peer, hc->timeout_s,
+				     true, NULL, err);
+		if (!hc->conn) {
+			free(p);
+			return -1;
+		}
+		evhttp_connection_set_closecb(hc->conn, on_conn_closed, hc);
+		hc->closed = false;
+		hc->used = 0;
+		hc->stats.connects++;
+	}
+	if (hc->used && !body && !strcmp(method, "GET")) {
+		hc->retry_path = strdup(path);
+		if (!hc->retry_path) {
+			free(p);
+			return ferr_set(err, FERR_INTERNAL, "out of memory");
+		}
+	}
+	if (hc->used) {
+		struct timeval tv = { (time_t)hc->timeout_s, 0 };
+
+		bufferevent_set_timeouts(
+			evhttp_connection_get_bufferevent(hc->conn), &tv, &tv);
+	}
+	p->conn = hc->conn;
+	p->owner = hc;
+	if (send_request(hc->conn, p, method, path, body, true, err) < 0) {
+		free(hc->retry_path);
+		hc->retry_path = NULL;
+		free_conn_later(hc->conn);
+		hc->conn = NULL;
+		free(p);
+		return -1;
+	}
+	hc->inflight = p;
+	hc->stats.requests++;
+	return 0;
+}
+
+int httpc_conn_start(struct httpc_conn *hc, const char *method,
+		     const char *path, const json_t *body, httpc_done_fn done,
+		     void *arg, struct ferr *err)
+{
+	if (hc->inflight)
+		return ferr_set(err, FERR_CONFLICT,
+				"a request to host %s is still running",
+				hc->name);
+	return conn_send(hc, method, path, body, done, arg, err);
+}
+
+bool httpc_conn_busy(const struct httpc_conn *hc)
+{
+	return hc->inflight != NULL;
+}
+
+void httpc_conn_stats(const struct httpc_conn *hc,
+		      struct httpc_conn_stats *out)
+{
+	*out = hc->stats;
+}
+
+void httpc_conn_free(struct httpc_conn *hc)
+{
+	if (!hc)
+		return;
+	if (hc->conn) {
+		/* frees a request in flight with it, without its callback */
+		evhttp_connection_set_closecb(hc->conn, NULL, NULL);
+		evhttp_connection_free(hc->conn);
+	}
+	free(hc->inflight);
+	free(hc->retry_path);
+	free(hc);
 }
 
 /* Where a blocking request's result lands. */

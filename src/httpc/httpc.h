@@ -6,6 +6,7 @@
 #ifndef FERRY_HTTPC_H
 #define FERRY_HTTPC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -56,6 +57,48 @@ int httpc_request_x(SSL_CTX *ctx, const struct httpc_peer *peer,
 		    unsigned timeout_s, const char *method, const char *path,
 		    const json_t *body, int *status, json_t **reply,
 		    unsigned char *exporter, struct ferr *err);
+
+/* A connection kept open for many requests to one peer, one request at a
+ * time (HTTP/1.1 keep-alive), so that a poller pays the TLS handshake once
+ * rather than once per request. It connects with its first request and
+ * again whenever the connection failed or the server closed it; a GET that
+ * fails without an answer on a connection that had already served one
+ * (the server may have closed it while idle) is sent once more on a new
+ * connection. Requests carry no "Connection: close". Loop thread only. */
+struct httpc_conn;
+
+struct httpc_conn_stats {
+	unsigned long connects; /* TLS connections opened */
+	unsigned long requests; /* requests sent */
+	unsigned long retries;  /* GETs sent again on a new connection */
+};
+
+/* A kept connection to peer (copied) on base; nothing is sent yet. Each
+ * request's connection, TLS and reply phases get timeout_s each. NULL with
+ * *err when out of memory. */
+struct httpc_conn *httpc_conn_new(struct event_base *base, SSL_CTX *ctx,
+				  const struct httpc_peer *peer,
+				  unsigned timeout_s, struct ferr *err);
+
+/* Start one request on hc, as httpc_start: done(arg) is called exactly
+ * once, later, from the loop. FERR_CONFLICT while hc's previous request
+ * runs (see httpc_conn_busy); -1 with *err when it could not be started
+ * (done is then never called). */
+int httpc_conn_start(struct httpc_conn *hc, const char *method,
+		     const char *path, const json_t *body, httpc_done_fn done,
+		     void *arg, struct ferr *err);
+
+/* Is a request of hc running? */
+bool httpc_conn_busy(const struct httpc_conn *hc);
+
+/* Counts since httpc_conn_new. */
+void httpc_conn_stats(const struct httpc_conn *hc,
+		      struct httpc_conn_stats *out);
+
+/* Close and free hc; a request still running is dropped without its
+ * done(). Run the loop until it has no events left before freeing base
+ * (closed connections are freed by an event). NULL is fine. */
+void httpc_conn_free(struct httpc_conn *hc);
 
 /* Like httpc_request, but a non-2xx status is -1 with *err built from the
  * reply's error object (its message, and a code from the status). */

@@ -300,26 +300,29 @@ int conn_io_deadline(struct mig_conn *c, bool rd, void *buf, size_t len,
 
 int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
-		   bool plaintext,
+		   bool plaintext, enum relay_z z,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err)
 {
+	uint16_t flags = (plaintext ? MIG_FLAG_PLAINTEXT : 0) |
+			 (z != RELAY_Z_OFF ? MIG_FLAG_FRAMES : 0);
+
 	return dataplane_dial_flags(ctx, netns, local_addr, peer_name, addr,
-				    port, plaintext ? MIG_FLAG_PLAINTEXT : 0,
-				    sid, key, channel, nchan, out, err);
+				    port, flags, z, sid, key, channel, nchan,
+				    out, err);
 }
 
 int dataplane_dial_flags(SSL_CTX *ctx, const char *netns,
 			 const char *local_addr, const char *peer_name,
 			 const char *addr, uint16_t port, uint16_t flags,
-			 const uint8_t sid[MIG_SESSION_ID_LEN],
+			 enum relay_z z, const uint8_t sid[MIG_SESSION_ID_LEN],
 			 const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 			 uint16_t nchan, struct mig_conn *out,
 			 struct ferr *err)
 {
 	bool plaintext = flags & MIG_FLAG_PLAINTEXT;
-	struct mig_conn c = { .fd = -1 };
+	struct mig_conn c = { .fd = -1, .z = z };
 	struct mig_hello h = { .flags = flags,
 			       .channel = channel,
 			       .nchan = nchan };
@@ -339,6 +342,7 @@ int dataplane_dial_flags(SSL_CTX *ctx, const char *netns,
 			ferr_set(err, FERR_INTERNAL, "cannot set up TLS");
 			goto fail;
 		}
+		relay_tls_prepare(c.ssl);
 		if (handshake(&c, false, deadline, err) < 0) {
 			ferr_wrap(err, "%s (%s:%u)", peer_name, addr,
 				  (unsigned)port);
@@ -392,6 +396,7 @@ int dataplane_accept(SSL_CTX *ctx, int fd, unsigned deadline_ms,
 			return ferr_set(err, FERR_INTERNAL,
 					"cannot set up TLS");
 		}
+		relay_tls_prepare(c.ssl);
 		if (handshake(&c, true, deadline, err) < 0)
 			goto fail;
 		if (tls_peer_identity(c.ssl, peer, peer_len) < 0) {

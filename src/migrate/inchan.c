@@ -101,6 +101,14 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 				     : "a plaintext channel for a TLS session");
 		goto fail;
 	}
+	if (!!(h->flags & MIG_FLAG_FRAMES) != s->frames) {
+		ferr_set(err, FERR_FORBIDDEN,
+			 s->frames ? "a channel without frames for a session "
+				     "prepared with compression"
+				   : "a channel with frames for a session "
+				     "prepared without compression");
+		goto fail;
+	}
 	if (!s->insecure && strcmp(peer, s->source) != 0) {
 		ferr_set(err, FERR_FORBIDDEN,
 			 "a channel from %s for a session of %s", peer,
@@ -114,6 +122,14 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 		ferr_set(err, FERR_FORBIDDEN,
 			 "the HELLO's MAC is wrong (no session key, or a "
 			 "replay on another connection)");
+		goto fail;
+	}
+	if (s->stream_fn) {
+		/* one channel, reconnected at will */
+		if (h->channel == 0 && h->nchan == 1)
+			return s;
+		ferr_set(err, FERR_FORBIDDEN,
+			 "a stream session has one channel");
 		goto fail;
 	}
 	pthread_mutex_lock(&m->sessions.lock);
@@ -173,6 +189,10 @@ static void *chan_in_main(void *arg)
 	if (!s)
 		goto refuse;
 	chan_authenticated(a);
+	if (s->stream_fn) {
+		stream_serve(m, s, &c, exporter);
+		goto out;
+	}
 	if (h.flags & MIG_FLAG_CONTEXT) {
 		/* the VM's tracked flows, not a QEMU channel (secctx.c) */
 		ok = mig_ctx_receive(m, s, &c, exporter, &err) == 0;
@@ -192,6 +212,7 @@ static void *chan_in_main(void *arg)
 		goto refuse;
 	mig_ack_build(ack, MIG_ACK_OK, h.channel, s->key, exporter);
 	socket_set_timeouts(c.fd, 0);
+	c.z = s->frames ? RELAY_Z_DECODE : RELAY_Z_OFF;
 	if (conn_write_full(&c, ack, sizeof(ack), &err) == 0 &&
 	    relay_run(qfd, &c, &s->stop, &s->ctr, &err) == 0)
 		ok = true;

@@ -145,7 +145,9 @@ void incoming_abort_all(struct migrator *m)
 	struct in_session *s;
 
 	while ((s = session_first(&m->sessions))) {
-		if (s->state == IN_FINISHING && s->committing) {
+		if (s->stream_fn) {
+			session_end(&m->sessions, s, IN_ABORTED);
+		} else if (s->state == IN_FINISHING && s->committing) {
 			/* its commit ends on its own; it is no longer ours
 			 * to abort */
 			session_end(&m->sessions, s, IN_COMMITTED);
@@ -347,10 +349,11 @@ static int prepare_check(struct migrator *m, const json_t *body,
 {
 	static const char *const fields[] = {
 		"version", "migration", "vm", "source", "requester", "multifd",
-		"postcopy", "insecure", "files", "attest", "firewall", NULL
+		"postcopy", "insecure", "files", "attest", "compress",
+		"firewall", NULL
 	};
 	const char *version = NULL, *mig = NULL, *source = NULL;
-	const char *requester = NULL;
+	const char *requester = NULL, *compress = NULL;
 	uint64_t multifd = 0, major = PREPARE_VERSION_MAJOR;
 	bool postcopy = false, insecure = false;
 	struct in_session *s = p->s;
@@ -368,8 +371,15 @@ static int prepare_check(struct migrator *m, const json_t *body,
 	    json_get_u64(body, "multifd", "prepare", 0, MIG_MULTIFD_MAX,
 			 &multifd, err) < 0 ||
 	    json_get_bool(body, "postcopy", "prepare", &postcopy, err) < 0 ||
-	    json_get_bool(body, "insecure", "prepare", &insecure, err) < 0)
+	    json_get_bool(body, "insecure", "prepare", &insecure, err) < 0 ||
+	    json_get_string(body, "compress", "prepare", 16, &compress,
+			    err) < 0)
 		return -1;
+	if (compress && strcmp(compress, "zstd") != 0)
+		return ferr_set(err, FERR_INVALID,
+				"prepare.compress \"%s\" is not supported by "
+				"host %s (it supports \"zstd\")",
+				compress, m->cfg->host);
 	if (version) {
 		char buf[8];
 		const char *dot = strchr(version, '.');
@@ -471,6 +481,7 @@ static int prepare_check(struct migrator *m, const json_t *body,
 	s->nchan = (uint16_t)(1 + multifd);
 	s->insecure = insecure;
 	s->postcopy = postcopy;
+	s->frames = compress != NULL;
 	s->max_time_s = p->def.max_time_s;
 	p->multifd = (unsigned)multifd;
 	p->theirs = json_incref(json_object_get(body, "files"));
@@ -609,6 +620,9 @@ static void on_committed(void *arg, struct vm *vm, int rc,
 		s->timer = NULL;
 	}
 	session_end(&m->sessions, s, IN_COMMITTED);
+	/* QEMU took its channels; it removes the socket only when it closes
+	 * it cleanly, which a VM killed later (in post-copy) never does */
+	unlink(s->in_sock);
 	history_in(m, s, "completed", rc < 0 && err ? err->msg : NULL);
 	vm_release(vm, s->id);
 	fault_point("dst.committed");

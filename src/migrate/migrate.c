@@ -165,10 +165,18 @@ static void on_mig_done(evutil_socket_t fd, short what, void *arg)
 				  "record is unreadable (%s): vm %s stays "
 				  "paused for the operator",
 				  g->id, err.msg, g->def.name);
+	} else if (g->interrupted) {
+		if (vm)
+			vm_release(vm, g->id);
+		log_info("migration %s: interrupted in post-copy; the next "
+			 "start resumes it from its journal",
+			 g->id);
 	} else {
 		if (vm) {
 			vm_release(vm, g->id);
-			if (!strcmp(outcome, "completed"))
+			/* split by a failed post-copy: the VM belongs to
+			 * the destination since the switch */
+			if (!strcmp(outcome, "completed") || g->split)
 				vmm_migrated_away(m->vmm, vm);
 		}
 		history_add(&m->history, rec);
@@ -281,6 +289,12 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 				  json_pack("{s:s, s:s}", "to", g->opts.to,
 					    "rule", d.rule));
 	}
+	/* a controller's request: refused when a newer leader exists */
+	if (g->opts.fence && fence_check(&m->fence, g->opts.fence, err) < 0) {
+		mig_audit(m, requester, "migration.refused", vm->def.name,
+			  "fenced", json_pack("{s:s}", "reason", err->msg));
+		goto fail;
+	}
 	g->def = vm->def;
 	if (vm->fw.present) /* the rules on its tap go with it (secctx.c) */
 		g->def.fw = vm->fw;
@@ -300,10 +314,17 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 	}
 	/* QEMU carries post-copy on the main channel only */
 	g->postcopy_cap = vm->def.allow_postcopy;
-	g->multifd = g->postcopy_cap ? 0
-				     : (unsigned)(g->opts.channels
-							  ? g->opts.channels
-							  : MIG_CHANNELS_DEFAULT);
+	mig_plan_make(&(struct mig_plan_in){
+			      .host_cpus = (unsigned)sysconf(
+				      _SC_NPROCESSORS_ONLN),
+			      .vcpus = vm->def.vcpus,
+			      .postcopy = g->postcopy_cap,
+			      .channels = g->opts.channels,
+			      .compress = g->opts.compress,
+			      .peer_local = mig_addr_is_loopback(
+				      g->opts.address) },
+		      &g->plan);
+	g->multifd = g->plan.multifd;
 	g->nchan = 1 + g->multifd;
 	snprintf(g->peer.name, sizeof(g->peer.name), "%s", g->opts.to);
 	snprintf(g->peer.address, sizeof(g->peer.address), "%s",
@@ -329,8 +350,11 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		(json_int_t)wall_ms(), "outcome", "running", "phase",
 		"queued", "escalation");
 	g->done_ev = event_new(m->base, -1, 0, on_mig_done, g);
-	if (g->rec)
+	if (g->rec) {
 		json_object_set_new(g->rec, "attest", json_boolean(g->att.on));
+		json_object_set_new(g->rec, "path",
+				    mig_plan_json(&g->plan, g->opts.compress));
+	}
 	if (!g->rec || !g->done_ev) {
 		ferr_set(err, FERR_INTERNAL, "out of memory");
 		goto fail;
@@ -597,6 +621,7 @@ int migrator_new(const struct ferryd_config *cfg, struct event_base *base,
 	m->listen_fd = -1;
 	session_table_init(&m->sessions);
 	if (history_open(&m->history, cfg->state_dir, err) < 0 ||
+	    fence_load(&m->fence, cfg->state_dir, err) < 0 ||
 	    journal_init(cfg->state_dir, m->journal_dir,
 			 sizeof(m->journal_dir), err) < 0)
 		goto fail;

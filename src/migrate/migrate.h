@@ -78,6 +78,13 @@ void migrator_free(struct migrator *m);
 int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		   const char *requester, json_t **reply, struct ferr *err);
 
+/* API (controllers): POST /v1/host/fence {"fence": N}: a leader announces
+ * its fencing token; from then on this host refuses migration requests
+ * carrying a lower one (docs/balancer.md, "Fencing"). Refused
+ * (FERR_CONFLICT) when N is below the highest seen; kept durably. */
+int migrator_fence(struct migrator *m, const json_t *body,
+		   const char *requester, json_t **reply, struct ferr *err);
+
 /* API: one migration (active, queued or in the history) by id. */
 int migrator_get(struct migrator *m, const char *id, json_t **reply,
 		 struct ferr *err);
@@ -111,6 +118,16 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 int migrator_recover(struct migrator *m, const char *id, const char *peer,
 		     mig_reply_fn fn, void *ctx, struct ferr *err);
 
+/* API (peer hosts): the source of committed post-copy session id lost its
+ * copy of the VM (its QEMU died, or its own half of the state can no
+ * longer be sent). If this host's QEMU still waits for pages (post-copy
+ * not complete), the VM cannot go on: it is killed and recorded as
+ * crashed here, audited. *reply: {"outcome": "crashed"} or, when the VM
+ * already had every page, {"outcome": "whole"} (it runs on). FERR_NOT_FOUND
+ * when no such committed migration or running VM is here. Loop. */
+int migrator_source_lost(struct migrator *m, const char *id,
+			 const char *peer, json_t **reply, struct ferr *err);
+
 /* API (peer hosts): abort an uncommitted session (a committed one is
  * FERR_CONFLICT; body: NULL or {"reason"}, recorded and audited), and
  * say where a session stands: {"id", "vm", "state",
@@ -131,6 +148,56 @@ uint64_t migrator_conns_accepted(struct migrator *m);
 /* Outgoing migrations running and queued, and unresolved ones. */
 void migrator_counts(struct migrator *m, unsigned *active, unsigned *queued,
 		     unsigned *unresolved);
+
+/* ---- streams: the data plane for other components (checkpoint HA) ----
+ *
+ * A stream session is a standing session on this host's data plane: the
+ * same TLS 1.3 with host certificates, HELLO/ACK bound to the session key
+ * and the connection's exporter, the same refusals and audit records as a
+ * migration channel; but it is never finished, and each authenticated
+ * connection is handed to a callback instead of a QEMU socket. The source
+ * may connect again after a connection ends. Used by src/ha to send
+ * checkpoints to the backup (docs/ha.md). Thread-safe: any thread. */
+#define MIG_STREAM_ID_HEX_LEN 32 /* a session id in hex */
+#define MIG_STREAM_KEY_LEN 32
+
+struct mig_stream;
+
+/* Runs on the connection's own thread with the stream (ACK already sent);
+ * the stream is closed after it returns. */
+typedef void (*mig_stream_fn)(void *ctx, struct mig_stream *st);
+
+/* Destination: open a stream session that accepts connections from host
+ * `source` only. id (hex) and key go to the source through the API; *port
+ * is the data plane's advertised port and data_addr its address. */
+int migrator_stream_listen(struct migrator *m, const char *source,
+			   mig_stream_fn fn, void *ctx,
+			   char id[MIG_STREAM_ID_HEX_LEN + 1],
+			   uint8_t key[MIG_STREAM_KEY_LEN], char *data_addr,
+			   size_t addr_len, uint16_t *port, struct ferr *err);
+
+/* Destination: end the session id; its connections are shut, so their
+ * callbacks return soon (a callback may be running still). */
+void migrator_stream_unlisten(struct migrator *m, const char *id);
+
+/* Source: connect to `peer` (its identity) at addr:port for session id
+ * with key (hex id, binary key). On success *out is the stream. */
+int migrator_stream_dial(struct migrator *m, const char *peer,
+			 const char *addr, uint16_t port, const char *id,
+			 const uint8_t key[MIG_STREAM_KEY_LEN],
+			 struct mig_stream **out, struct ferr *err);
+
+/* Read / write exactly len bytes, each wait bounded by the stream's
+ * timeout (mig_stream_set_timeout; 0: none). A TLS record that fails
+ * authentication, a reset or an early end is an error. */
+int mig_stream_read(struct mig_stream *st, void *buf, size_t len,
+		    struct ferr *err);
+int mig_stream_write(struct mig_stream *st, const void *buf, size_t len,
+		     struct ferr *err);
+void mig_stream_set_timeout(struct mig_stream *st, unsigned ms);
+
+/* Source: close a dialed stream (clean: TLS close_notify) and free it. */
+void mig_stream_close(struct mig_stream *st, bool clean);
 
 /* ---- figures for /v1/metrics (stats.c) ---- */
 

@@ -18,6 +18,8 @@
  *   options.c   migrate request options
  *   channel.c   HELLO/ACK and the session binding (wire.h)
  *   relay.c     one channel's bytes
+ *   frame.c     frames of compressed channels (declared in frame.h)
+ *   plan.c      one stream or multifd, frames or not
  *   dataplane.c TCP, TLS and unix socket set-up
  *   attest_step.c attestation in prepare, the VM's own constraints
  *   secctx.c    the VM's security context: its rules in prepare, its
@@ -33,12 +35,12 @@
 
 #include <openssl/ssl.h>
 
+#include "frame.h"
 #include "migrate.h"
 #include "wire.h"
 
 #define MIG_ID_HEX_LEN (MIG_SESSION_ID_LEN * 2)
 
-#define MIG_CHANNELS_DEFAULT 2       /* multifd channels */
 #define MIG_POLL_INTERVAL_MS 100     /* source: query-migrate period */
 #define MIG_DATA_CONNS_MAX 64        /* data-plane channel threads at once */
 #define MIG_FINISH_WAIT_MS 30000     /* destination: wait for the load */
@@ -56,6 +58,13 @@
 
 enum mig_mode { MIG_LIVE, MIG_OFFLINE, MIG_POSTCOPY };
 
+/* Compression of the channels (--compress). */
+enum mig_compress {
+	MIG_COMPRESS_AUTO, /* frames; the relays compress while link-bound */
+	MIG_COMPRESS_ON,   /* frames; every frame that shrinks goes zstd */
+	MIG_COMPRESS_OFF,  /* no frames */
+};
+
 /* Options of one outgoing migration, validated (mig_opts_from_json). */
 struct mig_opts {
 	enum mig_mode mode;
@@ -64,19 +73,22 @@ struct mig_opts {
 	uint16_t port;               /* destination API port */
 	uint64_t max_downtime_ms;    /* 0: the VM's setting */
 	uint64_t bandwidth_mibps;    /* 0: unlimited */
-	uint64_t channels;           /* multifd channels; 0: the default */
+	uint64_t channels;           /* 0: chosen; 1: one stream; N: multifd */
+	enum mig_compress compress;
 	uint64_t max_time_s;         /* 0: the VM's setting */
 	bool insecure;               /* plaintext data plane (benchmarks) */
+	int64_t fence;               /* a controller's fencing token, 0: none */
 };
 
 /* Parse a migrate request body: {"to", "address", "port", "mode",
  * "max_downtime_ms", "bandwidth_mibps", "channels", "max_time_s",
- * "insecure"}. Unknown fields, wrong types and bad values are FERR_INVALID
- * naming the field. */
+ * "insecure", "compress", "fence"}. Unknown fields, wrong types and bad
+ * values are FERR_INVALID naming the field. */
 int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 		       struct ferr *err);
 
 const char *mig_mode_name(enum mig_mode m);
+const char *mig_compress_name(enum mig_compress c);
 
 /* ---- channel.c: HELLO/ACK messages and the session binding ---- */
 
@@ -137,10 +149,12 @@ int hex_decode(const char *in, uint8_t *out, size_t len);
 
 /* ---- relay.c: one channel's bytes between QEMU and the network ---- */
 
-/* The network end of a channel: TLS (ssl != NULL) or plaintext. */
+/* The network end of a channel: TLS (ssl != NULL) or plaintext, and
+ * whether it carries frames (a HELLO flag). */
 struct mig_conn {
 	int fd;
 	SSL *ssl;
+	enum relay_z z;
 };
 
 /* Byte counts of one session, updated by its relays. */
@@ -150,8 +164,10 @@ struct relay_counters {
 	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
 };
 
-/* Write exactly len bytes on a blocking connection (its socket timeouts
- * bound the wait). */
+/* Read / write exactly len bytes on a blocking connection (its socket
+ * timeouts bound the wait). */
+int conn_read_full(struct mig_conn *c, void *buf, size_t len,
+		   struct ferr *err);
 int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
 		    struct ferr *err);
 
@@ -159,6 +175,10 @@ int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
  * socket is reset so the peer sees an error, not an end of stream. Adds
  * the connection's TCP byte counts to ctr when not NULL. */
 void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr);
+
+/* Set up a data-plane TLS connection for the relay, before its handshake:
+ * a read buffer of MIG_RELAY_BUF, and kernel TLS when the kernel has it. */
+void relay_tls_prepare(SSL *ssl);
 
 /* Relay between the local QEMU socket and the network connection in both
  * directions until both are closed (0), an error (-1: a TLS record that
@@ -169,17 +189,50 @@ void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr);
 int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
 	      struct relay_counters *ctr, struct ferr *err);
 
+/* ---- plan.c: one stream or multifd, frames or not ---- */
+
+struct mig_plan_in {
+	unsigned host_cpus;  /* online CPUs of the source host */
+	unsigned vcpus;      /* the VM's */
+	bool postcopy;       /* post-copy enabled: QEMU needs one stream */
+	uint64_t channels;   /* the request's: 0 choose, 1 one stream, N */
+	enum mig_compress compress;
+	bool peer_local;     /* the destination is on this host (loopback) */
+};
+
+struct mig_plan {
+	unsigned multifd;    /* multifd channels; 0: QEMU's one stream */
+	enum relay_z z;      /* the source relays' frames (RELAY_Z_OFF: none) */
+	const char *why;     /* the rule that chose multifd, for the record */
+};
+
+/* Choose the path (docs/performance.md, "Choosing the path"). Pure. */
+void mig_plan_make(const struct mig_plan_in *in, struct mig_plan *out);
+
+/* Is addr (numeric) a loopback address (127/8, ::1, ::ffff:127/104)? */
+bool mig_addr_is_loopback(const char *addr);
+
+/* The plan for the migration record. */
+json_t *mig_plan_json(const struct mig_plan *p, enum mig_compress c);
+
+/* After a refused prepare: when compression was only chosen
+ * automatically and err is an older destination refusing the "compress"
+ * field, drop the frames and return true (prepare again); else false. */
+bool mig_plan_fallback(struct mig_plan *p, enum mig_compress c,
+		       const struct ferr *err);
+
 /* ---- dataplane.c: TCP and TLS set-up of channels ---- */
 
 /* Source: connect from local_addr (this host's address, or NULL), in
  * network namespace netns (NULL or "": ferryd's own), to the
  * destination's migration port, authenticate it as peer_name (TLS unless
- * plaintext), send the HELLO for channel and check the ACK, the handshake
- * and the ACK within MIG_HANDSHAKE_TIMEOUT_MS. On success *out is a
- * blocking connection ready to relay. */
+ * plaintext), send the HELLO for channel (with MIG_FLAG_FRAMES unless z is
+ * RELAY_Z_OFF) and check the ACK, the handshake and the ACK within
+ * MIG_HANDSHAKE_TIMEOUT_MS. On success *out is a blocking connection ready
+ * to relay, out->z = z. */
 int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
-		   bool plaintext,
+		   bool plaintext, enum relay_z z,
 		   const uint8_t sid[MIG_SESSION_ID_LEN],
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
@@ -188,7 +241,7 @@ int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 int dataplane_dial_flags(SSL_CTX *ctx, const char *netns,
 			 const char *local_addr, const char *peer_name,
 			 const char *addr, uint16_t port, uint16_t flags,
-			 const uint8_t sid[MIG_SESSION_ID_LEN],
+			 enum relay_z z, const uint8_t sid[MIG_SESSION_ID_LEN],
 			 const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 			 uint16_t nchan, struct mig_conn *out,
 			 struct ferr *err);
@@ -321,6 +374,12 @@ int peer_recover(struct migrator *m, const struct peer_target *t,
 int peer_abort(struct migrator *m, const struct peer_target *t,
 	       const char *session, const char *reason, struct ferr *err);
 
+/* POST /v1/incoming/ID/lost: tell the destination that this host's half
+ * of post-copy session's VM is gone (migrator_source_lost). 0 when the
+ * destination acted on it or no longer has the VM. */
+int peer_lost(struct migrator *m, const struct peer_target *t,
+	      const char *session, struct ferr *err);
+
 /* Drive a session to an outcome after a switchover: finish it while it is
  * pending, until committed, explicitly not committed, or deadline_ms
  * passes (PEER_UNKNOWN). *stop (may be NULL) cuts it short. */
@@ -369,6 +428,7 @@ struct in_session {
 	uint16_t nchan;
 	bool insecure;
 	bool postcopy;
+	bool frames;              /* channels carry frames (zstd) */
 	uint32_t seen;            /* channel indexes accepted (lock) */
 	unsigned next_index;      /* next channel to connect to QEMU (lock) */
 	enum in_state state;      /* written under the lock */
@@ -388,6 +448,9 @@ struct in_session {
 	char ctx_ns[64];          /* the VM's bridge's namespace here */
 	struct migrator *m;
 	struct event *timer;      /* loop: lifetime without a finish */
+	mig_stream_fn stream_fn;  /* a stream session (stream.c): its
+				     connections go to stream_fn, not QEMU */
+	void *stream_ctx;
 	struct in_session *next;  /* the table (lock) */
 };
 
@@ -429,7 +492,8 @@ int session_advance(struct session_table *t, struct in_session *s,
 bool session_end(struct session_table *t, struct in_session *s,
 		 enum in_state final);
 
-/* Live sessions in states PREPARING..FINISHING. */
+/* Live migration sessions in states PREPARING..FINISHING (stream
+ * sessions are not counted). */
 unsigned session_count(struct session_table *t);
 
 /* The first live session, with a reference, or NULL (to end them all). */
@@ -595,6 +659,7 @@ struct mig {
 	char out_sock[FERRY_SOCK_PATH_MAX + 1];
 	unsigned multifd;         /* multifd channels, 0 when off */
 	unsigned nchan;           /* connections QEMU opens */
+	struct mig_plan plan;     /* the path (plan.c) */
 	bool postcopy_cap;
 	bool was_running;         /* the VM ran when the driver started */
 	atomic_bool cancel;       /* set by the API */
@@ -611,6 +676,10 @@ struct mig {
 	json_t *rec;              /* the record (lock) */
 	enum mig_state state;     /* loop */
 	bool unresolved;          /* driver's verdict: outcome unknown */
+	bool interrupted;         /* driver: ferryd stopped in post-copy; the
+				   * journal keeps it for the next start */
+	bool split;               /* driver's verdict: post-copy failed after
+				   * the switch; the source copy is void */
 	bool abort_pending;       /* driver: the destination did not confirm
 				     its abort */
 	struct event *done_ev;    /* driver -> loop */
@@ -637,6 +706,21 @@ struct unresolved {
 	struct unresolved *next;
 };
 
+/* fence.c: the highest fencing token a controller presented here. */
+struct fence {
+	int64_t highest;
+	char path[FERRY_PATH_MAX];
+};
+
+/* Read STATE_DIR/fence (absent: 0). A file that is not a token is
+ * FERR_INVALID naming it. */
+int fence_load(struct fence *f, const char *state_dir, struct ferr *err);
+
+/* Accept token (>= 1) unless it is below the highest seen (FERR_CONFLICT:
+ * a newer controller leads); a higher one is written durably first. Loop
+ * thread. */
+int fence_check(struct fence *f, int64_t token, struct ferr *err);
+
 struct migrator {
 	const struct ferryd_config *cfg;
 	struct event_base *base;
@@ -646,6 +730,7 @@ struct migrator {
 	SSL_CTX *client_ctx;      /* ours: calls and channels to peers */
 	char journal_dir[FERRY_PATH_MAX];
 	struct history history;   /* loop */
+	struct fence fence;       /* loop */
 	struct mig *active;       /* loop */
 	struct mig *queued;       /* loop, oldest first */
 	struct unresolved *unresolved; /* loop */
@@ -718,6 +803,11 @@ void recover_all(struct migrator *m);
  * resolver: its VM is held paused as "unresolved", and the loop keeps
  * asking the destination (jrec: its journal record, taken). */
 void recover_unresolved(struct migrator *m, json_t *jrec);
+
+/* stream.c: serve an authenticated connection of stream session s on this
+ * channel thread (the ACK is sent here); returns when the stream ends. */
+void stream_serve(struct migrator *m, struct in_session *s,
+		  struct mig_conn *c, const uint8_t exporter[MIG_EXPORTER_LEN]);
 
 /* recover.c: abort the destination's session of a source record (a
  * failed migration), retrying with backoff until the destination confirms;

@@ -22,11 +22,12 @@ int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 {
 	static const char *const fields[] = {
 		"to", "address", "port", "mode", "max_downtime_ms",
-		"bandwidth_mibps", "channels", "max_time_s", "insecure", NULL
+		"bandwidth_mibps", "channels", "max_time_s", "insecure",
+		"compress", "fence", NULL
 	};
-	const char *s = NULL, *mode = NULL;
+	const char *s = NULL, *mode = NULL, *compress = NULL;
 	unsigned char buf[16];
-	uint64_t port = FERRY_API_PORT_DEFAULT;
+	uint64_t port = FERRY_API_PORT_DEFAULT, fence = 0;
 
 	memset(o, 0, sizeof(*o));
 	if (!body)
@@ -61,9 +62,14 @@ int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 			 &o->channels, err) < 0 ||
 	    json_get_u64(body, "max_time_s", "migration", FERRY_MIG_TIME_S_MIN,
 			 FERRY_MIG_TIME_S_MAX, &o->max_time_s, err) < 0 ||
-	    json_get_bool(body, "insecure", "migration", &o->insecure, err) < 0)
+	    json_get_bool(body, "insecure", "migration", &o->insecure, err) < 0 ||
+	    json_get_string(body, "compress", "migration", 8, &compress,
+			    err) < 0 ||
+	    json_get_u64(body, "fence", "migration", 1, INT64_MAX, &fence,
+			 err) < 0)
 		return -1;
 	o->port = (uint16_t)port;
+	o->fence = (int64_t)fence;
 	if (!mode || !strcmp(mode, "live"))
 		o->mode = MIG_LIVE;
 	else if (!strcmp(mode, "offline"))
@@ -74,5 +80,15 @@ int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 		return ferr_set(err, FERR_INVALID,
 				"migration.mode must be \"live\", \"offline\" "
 				"or \"postcopy\"");
+	if (!compress || !strcmp(compress, "auto"))
+		o->compress = MIG_COMPRESS_AUTO;
+	else if (!strcmp(compress, "on"))
+		o->compress = MIG_COMPRESS_ON;
+	else if (!strcmp(compress, "off"))
+		o->compress = MIG_COMPRESS_OFF;
+	else
+		return ferr_set(err, FERR_INVALID,
+				"migration.compress must be \"auto\", \"on\" "
+				"or \"off\"");
 	return 0;
 }

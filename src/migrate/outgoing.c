@@ -136,7 +136,8 @@ static void *chan_main(void *arg)
 	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->migration_netns,
 			    config_dataplane_addr(g->m->cfg),
 			    g->opts.to, g->data_addr,
-			    g->data_port, g->opts.insecure, g->sid, g->key,
+			    g->data_port, g->opts.insecure, g->plan.z, g->sid,
+			    g->key,
 			    (uint16_t)a->idx, (uint16_t)g->nchan, &c, &err);
 	if (rc == 0)
 		rc = relay_run(a->fd, &c, &g->relay_stop, &g->ctr, &err);
@@ -243,6 +244,11 @@ static int source_setup(struct mig *g, struct qmp *q, uint64_t downtime,
 	if (g->multifd)
 		json_object_set_new(params, "multifd-channels",
 				    json_integer(g->multifd));
+	/* a cap holds for the whole migration, post-copy's background
+	 * transfer included (QEMU leaves that one unlimited by default) */
+	if (g->postcopy_cap && g->opts.bandwidth_mibps)
+		json_object_set_new(params, "max-postcopy-bandwidth",
+				    json_integer((json_int_t)bw));
 	return qmp_simple(q, "migrate-set-parameters", params, err);
 }
 
@@ -538,6 +544,8 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 		if (!strcmp(st, "completed") || !strcmp(st, "failed") ||
 		    !strcmp(st, "cancelled"))
 			return qm;
+		if (*dest_running && atomic_load(&g->m->stop))
+			return qm; /* the journal keeps it for the next start */
 		if (!strcmp(st, "postcopy-paused") && *dest_running) {
 			/* the stream broke after the switch: the VM runs on
 			 * the destination and needs our pages */
@@ -645,6 +653,36 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 	}
 }
 
+/* Post-copy failed after the switch (a QEMU died, recovery was refused):
+ * the VM's memory is split between the hosts and neither half can run
+ * alone; it crashed. The destination owns the VM since the switch: it is
+ * told to stop its copy if that still waits for pages; the source's copy
+ * goes when the migration ends (on_mig_done). docs/migration-protocol.md,
+ * "Post-copy recovery". */
+static void split_end(struct mig *g)
+{
+	uint64_t deadline = now_ms() + 1000ULL * g->m->cfg->confirm_timeout_s;
+	unsigned backoff = MIG_RESOLVE_MIN_S;
+	struct ferr e2 = { 0 };
+
+	g->split = true;
+	rec_error(g, "the migration failed after the switch to post-copy: "
+		     "the VM's memory was split between the hosts and the VM "
+		     "crashed");
+	while (peer_lost(g->m, &g->peer, g->session, &e2) < 0) {
+		if (atomic_load(&g->m->stop) ||
+		    now_ms() + 1000ULL * backoff >= deadline) {
+			log_error("migration %s: %s was not told that the "
+				  "source's half of vm %s is lost (%s); its "
+				  "copy may hang until it is stopped",
+				  g->id, g->peer.name, g->def.name, e2.msg);
+			return;
+		}
+		usleep(1000U * 1000U * backoff);
+		backoff *= 2;
+	}
+}
+
 /* Make sure the source VM runs again if it ran before. */
 static void source_resume(struct mig *g, struct qmp *q, bool was_running)
 {
@@ -685,8 +723,15 @@ static int prepare_dest(struct mig *g, const json_t *files,
 		json_decref(body);
 		return -1;
 	}
+	if (g->plan.z != RELAY_Z_OFF)
+		json_object_set_new(body, "compress", json_string("zstd"));
 	for (;;) {
 		rc = peer_prepare(g->m, &g->peer, body, &ps, err);
+		if (rc < 0 && mig_plan_fallback(&g->plan, g->opts.compress,
+						err)) {
+			json_object_del(body, "compress");
+			continue;
+		}
 		if (rc == 0 || err->code != FERR_RATE)
 			break;
 		if (!waiting) {
@@ -889,10 +934,15 @@ fail:
 		qmp_simple(q, "migrate_cancel", NULL, &e2);
 	}
 end:
-	if (dest_running && strcmp(outcome, "completed") != 0)
-		rec_error(g, "the migration failed after the switch to "
-			     "post-copy; the VM's state is split between the "
-			     "hosts");
+	if (dest_running && strcmp(outcome, "completed") != 0) {
+		if (atomic_load(&g->m->stop)) {
+			/* the next start carries the stream again */
+			g->interrupted = true;
+			outcome = "interrupted";
+		} else {
+			split_end(g);
+		}
+	}
 	if (!dest_running && !g->unresolved) {
 		source_resume(g, q, g->was_running);
 		if (prepared) {

@@ -230,6 +230,24 @@ int peer_abort(struct migrator *m, const struct peer_target *t,
 	return rc;
 }
 
+int peer_lost(struct migrator *m, const struct peer_target *t,
+	      const char *session, struct ferr *err)
+{
+	struct httpc_peer p;
+	char path[128];
+	json_t *reply = NULL;
+	int rc;
+
+	httpc_of(m, t, &p);
+	snprintf(path, sizeof(path), "/v1/incoming/%s/lost", session);
+	rc = httpc_call(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST", path,
+			NULL, &reply, err);
+	json_decref(reply);
+	if (rc < 0 && err->code == FERR_NOT_FOUND)
+		rc = 0; /* nothing of it left there */
+	return rc;
+}
+
 enum peer_outcome peer_settle(struct migrator *m, const struct peer_target *t,
 			      const char *session, bool resume,
 			      uint64_t deadline_ms, const atomic_bool *stop,

@@ -25,30 +25,17 @@ struct recov {
 	void *ctx;
 };
 
-/* Worker: the VM's QEMU must be paused in post-copy; listen again. */
+/* Worker: listen again. Out of band, and with no query first: the VM's
+ * QEMU may be blocked on a page that only the new stream brings. QEMU
+ * refuses unless its post-copy is paused. */
 static int recover_setup(struct qmp *q, void *arg, struct ferr *err)
 {
 	struct recov *r = arg;
 	char uri[FERRY_SOCK_PATH_MAX + 8];
-	json_t *ret = NULL;
-	const char *st;
-	int rc;
 
-	if (qmp_command(q, "query-migrate", NULL, &ret, err) < 0)
-		return -1;
-	st = json_string_value(json_object_get(ret, "status")) ?: "";
-	rc = strcmp(st, "postcopy-paused") == 0
-		     ? 0
-		     : ferr_set(err, FERR_CONFLICT,
-				"the VM's incoming migration is %s, not "
-				"paused in post-copy",
-				st[0] ? st : "none");
-	json_decref(ret);
-	if (rc < 0)
-		return -1;
 	snprintf(uri, sizeof(uri), "unix:%s", vm_run_name(r->s->in_sock));
-	return qmp_command(q, "migrate-recover",
-			   json_pack("{s:s}", "uri", uri), NULL, err);
+	return qmp_command_oob(q, "migrate-recover",
+			       json_pack("{s:s}", "uri", uri), NULL, err);
 }
 
 static void on_session_timeout(evutil_socket_t fd, short what, void *arg)
@@ -113,13 +100,48 @@ out:
 	free(r);
 }
 
+/* The VM that committed session id brought here from peer, its source,
+ * while its QEMU runs; *rec gets the session's journal record (a new
+ * reference, or NULL). NULL with FERR_NOT_FOUND (no such committed session
+ * or running VM) or FERR_FORBIDDEN (another source's). Loop. */
+static struct vm *committed_vm(struct migrator *m, const char *id,
+			       const char *peer, json_t **rec,
+			       struct ferr *err)
+{
+	struct ferr e2;
+	const char *phase, *src;
+	struct vm *vm;
+
+	*rec = journal_read(m->journal_dir, JOURNAL_DEST, id, &e2);
+	phase = json_string_value(json_object_get(*rec, "phase"));
+	src = json_string_value(json_object_get(*rec, "source"));
+	if (!phase || (strcmp(phase, "committed") != 0 &&
+		       strcmp(phase, "committing") != 0)) {
+		ferr_set(err, FERR_NOT_FOUND,
+			 "no committed migration %s on this host", id);
+		return NULL;
+	}
+	if (!src || strcmp(src, peer) != 0) {
+		ferr_set(err, FERR_FORBIDDEN,
+			 "migration %s belongs to %s, not %s", id,
+			 src ? src : "?", peer);
+		return NULL;
+	}
+	vm = vmm_find_uuid(m->vmm, json_string_value(
+					   json_object_get(*rec, "uuid")) ?: "");
+	if (!vm || vm->incoming || !vm->qmp) {
+		ferr_set(err, FERR_NOT_FOUND,
+			 "the VM of migration %s does not run here any more",
+			 id);
+		return NULL;
+	}
+	return vm;
+}
+
 int migrator_recover(struct migrator *m, const char *id, const char *peer,
 		     mig_reply_fn fn, void *ctx, struct ferr *err)
 {
-	struct ferr e2;
-	json_t *rec = journal_read(m->journal_dir, JOURNAL_DEST, id, &e2);
-	const char *phase = json_string_value(json_object_get(rec, "phase"));
-	const char *src = json_string_value(json_object_get(rec, "source"));
+	json_t *rec = NULL;
 	struct recov *r = NULL;
 	struct vm *vm;
 	int rc = -1;
@@ -128,26 +150,9 @@ int migrator_recover(struct migrator *m, const char *id, const char *peer,
 		ferr_set(err, FERR_UNAVAILABLE, "ferryd is shutting down");
 		goto out;
 	}
-	if (!rec || !phase || (strcmp(phase, "committed") != 0 &&
-			       strcmp(phase, "committing") != 0)) {
-		ferr_set(err, FERR_NOT_FOUND,
-			 "no committed migration %s on this host", id);
+	vm = committed_vm(m, id, peer, &rec, err);
+	if (!vm)
 		goto out;
-	}
-	if (!src || strcmp(src, peer) != 0) {
-		ferr_set(err, FERR_FORBIDDEN,
-			 "migration %s belongs to %s, not %s", id,
-			 src ? src : "?", peer);
-		goto out;
-	}
-	vm = vmm_find_uuid(m->vmm, json_string_value(
-					   json_object_get(rec, "uuid")) ?: "");
-	if (!vm || vm->incoming || !vm->qmp) {
-		ferr_set(err, FERR_NOT_FOUND,
-			 "the VM of migration %s does not run here any more",
-			 id);
-		goto out;
-	}
 	r = calloc(1, sizeof(*r));
 	if (!r || !(r->s = session_new(&m->sessions, err))) {
 		if (r)
@@ -165,7 +170,7 @@ int migrator_recover(struct migrator *m, const char *id, const char *peer,
 	r->s->max_time_s = vm->def.max_time_s;
 	snprintf(r->s->migration, sizeof(r->s->migration), "%s",
 		 json_string_value(json_object_get(rec, "migration")) ?: id);
-	snprintf(r->s->source, sizeof(r->s->source), "%s", src);
+	snprintf(r->s->source, sizeof(r->s->source), "%s", peer);
 	snprintf(r->s->requester, sizeof(r->s->requester), "%s", peer);
 	snprintf(r->s->vm, sizeof(r->s->vm), "%s", vm->def.name);
 	snprintf(r->s->uuid, sizeof(r->s->uuid), "%s", vm->def.uuid);
@@ -185,6 +190,42 @@ out:
 		}
 		free(r);
 	}
+	json_decref(rec);
+	return rc;
+}
+
+/* ---- the destination: the source lost its copy ---- */
+
+int migrator_source_lost(struct migrator *m, const char *id,
+			 const char *peer, json_t **reply, struct ferr *err)
+{
+	struct ferr e2;
+	json_t *rec = NULL;
+	const char *outcome = "whole";
+	struct vm *vm = committed_vm(m, id, peer, &rec, err);
+	int rc = -1;
+
+	if (!vm)
+		goto out;
+	/* QEMU's own word (its MIGRATION events): its monitor may hang
+	 * while a vCPU waits for a page that will never come */
+	if (!strncmp(vm->mig_status, "postcopy-", 9)) {
+		outcome = "crashed";
+		snprintf(vm->last_error, sizeof(vm->last_error),
+			 "crashed: the source of post-copy migration %s lost "
+			 "its half of the VM's memory",
+			 id);
+		log_error("vm %s: %s", vm->def.name, vm->last_error);
+		mig_audit(m, peer, "vm.crashed", vm->def.name, "crashed",
+			  json_pack("{s:s, s:s}", "id", id, "reason",
+				    "post-copy source lost"));
+		if (vm->state != VM_STOPPING &&
+		    vmm_stop(m->vmm, vm, true, 0, NULL, NULL, &e2) < 0)
+			log_error("vm %s: %s", vm->def.name, e2.msg);
+	}
+	*reply = json_pack("{s:s, s:s}", "id", id, "outcome", outcome);
+	rc = 0;
+out:
 	json_decref(rec);
 	return rc;
 }
@@ -212,6 +253,8 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 				 ps.data_addr);
 			g->data_port = ps.data_port;
 			g->nchan = 1;
+			/* a recovery session carries no frames */
+			g->plan.z = RELAY_Z_OFF;
 			snprintf(uri, sizeof(uri), "unix:%s",
 				 vm_run_name(g->out_sock));
 			if (channels_start(g, err) == 0 &&

@@ -181,7 +181,9 @@ unsigned session_count(struct session_table *t)
 	unsigned n;
 
 	pthread_mutex_lock(&t->lock);
-	n = t->live;
+	n = 0;
+	for (struct in_session *s = t->head; s; s = s->next)
+		n += !s->stream_fn;
 	pthread_mutex_unlock(&t->lock);
 	return n;
 }

@@ -55,9 +55,11 @@
 #define MIG_ACK_OFF_RESERVED2 44 /* u32, zero */
 
 #define MIG_FLAG_PLAINTEXT 0x0001u /* --insecure: no TLS on this channel */
-#define MIG_FLAG_CONTEXT 0x0002u   /* the VM's security context, not a
+#define MIG_FLAG_FRAMES 0x0002u    /* S -> D bytes are frames (below) */
+#define MIG_FLAG_CONTEXT 0x0004u   /* the VM's security context, not a
 				      QEMU channel (below) */
-#define MIG_FLAGS_KNOWN (MIG_FLAG_PLAINTEXT | MIG_FLAG_CONTEXT)
+#define MIG_FLAGS_KNOWN \
+	(MIG_FLAG_PLAINTEXT | MIG_FLAG_FRAMES | MIG_FLAG_CONTEXT)
 
 #define MIG_ACK_OK 0u
 #define MIG_ACK_REFUSED 1u /* unknown session, bad MAC, bad channel */
@@ -93,5 +95,44 @@ _Static_assert(MIG_CTX_REPLY_OFF_REASON + MIG_CTX_REASON_LEN ==
 #define MIG_ORDER_TIMEOUT_MS 30000   /* wait for the lower channels */
 #define MIG_RELAY_BUF (256 * 1024)
 #define MIG_POLL_MS 200              /* relay wake-up to check for stop */
+
+/* Frames: a channel whose HELLO has MIG_FLAG_FRAMES (the session was
+ * prepared with "compress": "zstd") carries the source QEMU's bytes as a
+ * sequence of frames inside TLS; the return direction stays a plain
+ * stream. Each frame is a 12-byte header and its payload:
+ *
+ *   offset size field
+ *   0      1    type: MIG_FRAME_RAW (payload = the bytes) or
+ *                MIG_FRAME_ZSTD (payload = one zstd frame, level 1, with
+ *                its content size, no dictionary)
+ *   1      1    flags, 0
+ *   2      2    reserved, 0
+ *   4      4    payload length
+ *   8      4    length of the bytes it stands for (raw length)
+ *
+ * The receiver refuses a frame whose raw length is 0 or above
+ * MIG_FRAME_RAW_MAX, a raw frame whose payload length differs from it, a
+ * zstd frame whose payload is not shorter than the raw length or that
+ * claims to expand more than MIG_FRAME_RATIO_MAX times, and a zstd payload
+ * that is not exactly one zstd frame of exactly that content size, whose
+ * window exceeds MIG_FRAME_WINDOW_LOG: one frame never expands beyond
+ * MIG_FRAME_RAW_MAX bytes of memory. */
+#define MIG_FRAME_HDR_LEN 12
+#define MIG_FRAME_OFF_TYPE 0     /* u8 */
+#define MIG_FRAME_OFF_FLAGS 1    /* u8, 0 */
+#define MIG_FRAME_OFF_RESERVED 2 /* u16, 0 */
+#define MIG_FRAME_OFF_LEN 4      /* u32 */
+#define MIG_FRAME_OFF_RAW 8      /* u32 */
+#define MIG_FRAME_RAW 1u
+#define MIG_FRAME_ZSTD 2u
+#define MIG_FRAME_RAW_MAX MIG_RELAY_BUF
+#define MIG_FRAME_RATIO_MAX 1024     /* raw length / payload length, at most */
+#define MIG_FRAME_WINDOW_LOG 18      /* 2^18 = MIG_FRAME_RAW_MAX */
+#define MIG_FRAME_ZSTD_LEVEL 1
+
+_Static_assert(MIG_FRAME_OFF_RAW + 4 == MIG_FRAME_HDR_LEN,
+	       "frame header fields fill its length");
+_Static_assert((1 << MIG_FRAME_WINDOW_LOG) >= MIG_FRAME_RAW_MAX,
+	       "a frame's window covers its raw length");
 
 #endif

@@ -23,6 +23,7 @@ struct qmp {
 	uint64_t dropped; /* events dropped because the queue was full */
 	qmp_event_cb cb;
 	void *cb_arg;
+	bool oob;        /* out-of-band execution negotiated */
 };
 
 int qmp_fd(const struct qmp *q)
@@ -202,15 +203,15 @@ uint64_t qmp_events_dropped(const struct qmp *q)
 	return q->dropped;
 }
 
-int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
-		struct ferr *err)
+static int run_command(struct qmp *q, const char *verb, const char *cmd,
+		       json_t *args, json_t **ret, struct ferr *err)
 {
 	uint64_t deadline = now_ms() + FERRY_QMP_TIMEOUT_MS;
 	uint64_t id = ++q->next_id;
 	json_t *req, *msg = NULL;
 	int rc = -1;
 
-	req = json_pack("{s:s, s:I}", "execute", cmd, "id", (json_int_t)id);
+	req = json_pack("{s:s, s:I}", verb, cmd, "id", (json_int_t)id);
 	if (!req) {
 		json_decref(args);
 		return ferr_set(err, FERR_INTERNAL, "cannot build QMP command");
@@ -264,6 +265,19 @@ out:
 	json_decref(msg);
 	json_decref(req);
 	return rc;
+}
+
+int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
+		struct ferr *err)
+{
+	return run_command(q, "execute", cmd, args, ret, err);
+}
+
+int qmp_command_oob(struct qmp *q, const char *cmd, json_t *args,
+		    json_t **ret, struct ferr *err)
+{
+	return run_command(q, q->oob ? "exec-oob" : "execute", cmd, args, ret,
+			   err);
 }
 
 int qmp_poll_events(struct qmp *q, struct ferr *err)
@@ -334,7 +348,8 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **out,
 	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct qmp *q;
-	json_t *greet = NULL;
+	json_t *greet = NULL, *caps, *c;
+	size_t i;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return ferr_set(err, FERR_INVALID, "QMP path too long: %s",
@@ -365,9 +380,17 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **out,
 		ferr_set(err, FERR_UNAVAILABLE, "QMP greeting missing");
 		goto fail;
 	}
+	/* out-of-band commands when QEMU offers them: they run even while
+	 * its main thread is blocked (a post-copy VM waiting for pages) */
+	caps = json_object_get(json_object_get(greet, "QMP"), "capabilities");
+	json_array_foreach(caps, i, c)
+		if (json_is_string(c) && !strcmp(json_string_value(c), "oob"))
+			q->oob = true;
 	json_decref(greet);
 	greet = NULL;
-	if (qmp_command(q, "qmp_capabilities", NULL, NULL, err) < 0)
+	if (qmp_command(q, "qmp_capabilities",
+			q->oob ? json_pack("{s:[s]}", "enable", "oob") : NULL,
+			NULL, err) < 0)
 		goto fail;
 	*out = q;
 	return 0;

@@ -47,6 +47,12 @@ void qmp_set_event_cb(struct qmp *q, qmp_event_cb cb, void *arg);
 int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
 		struct ferr *err);
 
+/* Like qmp_command, out of band ("exec-oob") when QEMU offered it at
+ * connect: for the commands QEMU allows there (migrate-recover,
+ * migrate-pause), which must work while its main thread is blocked. */
+int qmp_command_oob(struct qmp *q, const char *cmd, json_t *args,
+		    json_t **ret, struct ferr *err);
+
 /* Events dropped so far because more than the queue's bound arrived
  * between two dispatches (the oldest go first). Whoever tracks QEMU's
  * state from events should re-read it when this grows. */

@@ -26,6 +26,7 @@
 				     files), rwx for ferryd and QEMU */
 #define RUN_DIR_MODE_OWN 0700
 #define CONSOLE_MODE 0600
+#define RAM_MODE_SHARED 0660 /* ferryd and QEMU's group */
 #define QMP_BACKLOG 4
 
 /* ---- the user ---------------------------------------------------------- */
@@ -223,16 +224,40 @@ static void keep(struct qemu_fds *f, int fd, int *slot)
 	f->n++;
 }
 
+/* The guest's RAM as a shared file (ram_dir, docs/ha.md): new and empty
+ * (QEMU sizes it), readable and writable by QEMU's group only. */
+static int ram_open(const char *path, const struct qemu_user *u,
+		    struct ferr *err)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW |
+				    O_CLOEXEC,
+		      0600);
+
+	if (fd < 0)
+		return ferr_set(err, FERR_IO, "cannot create %s: %s", path,
+				strerror(errno));
+	if (u && u->set &&
+	    (fchown(fd, geteuid(), u->gid) < 0 ||
+	     fchmod(fd, RAM_MODE_SHARED) < 0)) {
+		ferr_set(err, FERR_IO, "cannot share %s with QEMU: %s", path,
+			 strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
 int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
-		  const struct vm_paths *p, struct qemu_fds *f,
-		  struct ferr *err)
+		  const struct vm_paths *p, const struct qemu_user *u,
+		  struct qemu_fds *f, struct ferr *err)
 {
 	const char *sh = cfg->shared_dir;
 	int fd;
 
 	memset(f, 0, sizeof(*f));
-	f->kernel = f->initrd = f->disk = f->backing = f->tap = -1;
-	_Static_assert(QEMU_FDS_MAX >= 8, "room for every descriptor");
+	f->kernel = f->initrd = f->disk = f->backing = f->tap = f->ram = -1;
+	_Static_assert(QEMU_FDS_MAX >= 9, "room for every descriptor");
 	if ((fd = listen_at(p->qmp, err)) < 0)
 		goto fail;
 	keep(f, fd, &f->qmp);
@@ -278,6 +303,11 @@ int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
 			goto fail;
 		keep(f, tap.fd, &f->tap);
 		snprintf(f->tap_name, sizeof(f->tap_name), "%s", tap.ifname);
+	}
+	if (p->ram[0]) {
+		if ((fd = ram_open(p->ram, u, err)) < 0)
+			goto fail;
+		keep(f, fd, &f->ram);
 	}
 	return 0;
 fail:

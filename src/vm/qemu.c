@@ -111,6 +111,11 @@ int vm_paths_get(const struct ferryd_config *cfg, const struct vm_def *def,
 	    fmt_checked(p->mqmp, sizeof(p->mqmp), err, "QMP socket path",
 			"%s/run/%s.mqmp", sd, def->uuid) < 0)
 		return -1;
+	p->ram[0] = '\0';
+	if (cfg->ram_dir[0] &&
+	    fmt_checked(p->ram, sizeof(p->ram), err, "RAM file path",
+			"%s/%s.ram", cfg->ram_dir, def->uuid) < 0)
+		return -1;
 	return 0;
 }
 
@@ -186,6 +191,7 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 		    const struct vm_def *def, const struct qemu_fds *f,
 		    const char *const *extra, struct strv *a, struct ferr *err)
 {
+	uint64_t ram_kib;
 	int bad = 0;
 
 	bad |= strv_add(a, "%s", cfg->qemu_binary);
@@ -202,14 +208,28 @@ int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 	 * 9.0, "physmem: Fix migration dirty bitmap coherency with TCG
 	 * memory access"): a migrating guest gets corrupted. 8 KiB less
 	 * RAM keeps QEMU off that path. */
-	if (accel == ACCEL_KVM)
-		bad |= strv_add(a, "-m") |
-		       strv_add(a, "%llu", (unsigned long long)def->memory_mib);
-	else
-		bad |= strv_add(a, "-m") |
-		       strv_add(a, "%lluK",
-				(unsigned long long)def->memory_mib * 1024 -
-					TCG_RAM_SHORTFALL_KIB);
+	ram_kib = def->memory_mib * 1024 -
+		  (accel == ACCEL_KVM ? 0 : TCG_RAM_SHORTFALL_KIB);
+	bad |= strv_add(a, "-m") |
+	       strv_add(a, "%lluK", (unsigned long long)ram_kib);
+	if (cfg->ram_dir[0]) {
+		if (f->ram < 0) {
+			strv_free(a);
+			return ferr_set(err, FERR_INTERNAL,
+					"vm %s has no RAM file", def->name);
+		}
+		/* share=on: the guest's writes land in the file, which
+		 * ferryd maps to take checkpoints (docs/ha.md). QEMU opens
+		 * memory backends by name only: /proc/self/fd/N reopens the
+		 * file ferryd created (its group is QEMU's) */
+		bad |= strv_add(a, "-object") |
+		       strv_add(a,
+				"memory-backend-file,id=ram0,size=%lluK,"
+				"mem-path=/proc/self/fd/%d,share=on",
+				(unsigned long long)ram_kib, f->ram);
+		bad |= strv_add(a, "-machine") |
+		       strv_add(a, "memory-backend=ram0");
+	}
 	bad |= strv_add(a, "-smp") | strv_add(a, "%llu",
 					      (unsigned long long)def->vcpus);
 	bad |= strv_add(a, "-nodefaults") | strv_add(a, "-no-user-config");
@@ -421,6 +441,25 @@ int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
 		}
 		usleep(20 * 1000);
 	}
+}
+
+bool qemu_process_stopped(pid_t pid)
+{
+	char path[64];
+	char *text = NULL, *p;
+	size_t len = 0;
+	struct ferr ignored;
+	bool stopped;
+
+	if (pid <= 1)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (file_read_all(path, 4096, &text, &len, &ignored) < 0)
+		return false;
+	p = strrchr(text, ')');
+	stopped = p && p[1] == ' ' && p[2] == 'T';
+	free(text);
+	return stopped;
 }
 
 bool qemu_process_matches(pid_t pid, const char *uuid)

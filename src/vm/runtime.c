@@ -73,6 +73,8 @@ static void vm_remove_runtime(struct vm *vm)
 	unlink(p.qmp);
 	unlink(p.mqmp);
 	unlink(p.pidfile);
+	if (p.ram[0])
+		unlink(p.ram);
 }
 
 /* Map a QMP run state onto ours. */
@@ -94,9 +96,14 @@ static void on_qmp_event(struct qmp *q, const char *name, json_t *data,
 	struct vm *vm = arg;
 
 	(void)q;
-	(void)data;
 	log_debug("vm %s: QMP event %s", vm->def.name, name);
-	if (!strcmp(name, "SHUTDOWN")) {
+	if (!strcmp(name, "MIGRATION")) {
+		const char *st = json_string_value(json_object_get(data,
+								   "status"));
+
+		snprintf(vm->mig_status, sizeof(vm->mig_status), "%s",
+			 st ? st : "");
+	} else if (!strcmp(name, "SHUTDOWN")) {
 		vm->state = VM_STOPPING;
 	} else if (!strcmp(name, "STOP")) {
 		if (vm->state != VM_STOPPING)
@@ -176,6 +183,8 @@ static void reap_apply(struct vm_op *op)
 	}
 	if (m->exit_hook)
 		m->exit_hook(vm, m->exit_hook_arg);
+	if (m->ha_exit_hook)
+		m->ha_exit_hook(vm, m->ha_exit_hook_arg);
 	vm->state = VM_SHUTOFF;
 	vm->pid = 0;
 	vm->stop_forced = false;
@@ -561,6 +570,16 @@ void vm_reattach(struct vm *vm)
 		return;
 	}
 	vm->pid = pid;
+	if (qemu_process_stopped(pid)) {
+		/* frozen (HA's fence agent, docs/ha.md): it cannot answer,
+		 * and the VM may run on the backup by now */
+		vm->state = VM_UNKNOWN;
+		snprintf(vm->last_error, sizeof(vm->last_error),
+			 "QEMU pid %d is frozen (SIGSTOP): not attached",
+			 (int)pid);
+		log_warn("vm %s: %s", vm->def.name, vm->last_error);
+		return;
+	}
 	if (vm->def.net == NET_BRIDGE && vm_net_find_tap(pid, vm->tap) < 0)
 		log_warn("vm %s: QEMU pid %d holds no tap", vm->def.name,
 			 (int)pid);
@@ -661,7 +680,8 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	/* confine.c: ferryd opens QEMU's files and hands them over */
 	if (vm_fwb_plan(m, vm, &op->fwb, err) < 0 ||
 	    vm_paths_get(m->cfg, &vm->def, &op->paths, err) < 0 ||
-	    qemu_fds_open(m->cfg, &vm->def, &op->paths, &op->fds, err) < 0) {
+	    qemu_fds_open(m->cfg, &vm->def, &op->paths, &m->qemu_user,
+			  &op->fds, err) < 0) {
 		op_free(op);
 		return -1;
 	}

@@ -131,6 +131,8 @@ struct vm {
 	bool incoming;            /* arriving by migration: not ours yet
 				     (incoming.json, not vm.json) */
 	char qemu_status[32];     /* QEMU's run state when last asked */
+	char mig_status[32];      /* the last MIGRATION event's status (a
+				   * destination: how its incoming stands) */
 	uint64_t events_dropped;  /* QMP events dropped, as last seen */
 	struct vm_hold hold;
 	struct vm_op *ops;        /* queued operations, the first running */
@@ -168,7 +170,7 @@ struct vm_paths;
 
 #define QEMU_GROUPS_MAX 64
 #define QEMU_FD_BASE 3   /* QEMU's first passed descriptor */
-#define QEMU_FDS_MAX 8   /* descriptors passed to one QEMU */
+#define QEMU_FDS_MAX 9   /* descriptors passed to one QEMU */
 
 /* The user QEMU runs as (ferryd.json's qemu_user). */
 struct qemu_user {
@@ -219,17 +221,20 @@ struct qemu_fds {
 				qcow2_header_check */
 	int backing;         /* read-only */
 	int tap;             /* a bridged VM's tap (vm_net_open) */
+	int ram;             /* the guest's RAM file in ram_dir (HA) */
 	char tap_name[16];   /* its interface name, "" without */
 };
 
 /* Open what def's QEMU needs: the QMP sockets at p->qmp and p->mqmp
- * (created by ferryd, mode 0600), the console (truncated), and the
- * kernel, initrd, disk and backing image below the shared dir
- * (shared_open). On failure nothing stays open. Close with
- * qemu_fds_close once QEMU has them. */
+ * (created by ferryd, mode 0600), the console (truncated), the kernel,
+ * initrd, disk and backing image below the shared dir (shared_open), and,
+ * when ram_dir is set, the RAM file p->ram (created empty, owned by
+ * ferryd, group u's and mode 0660 when u is set: QEMU sizes it). On
+ * failure nothing stays open. Close with qemu_fds_close once QEMU has
+ * them. */
 int qemu_fds_open(const struct ferryd_config *cfg, const struct vm_def *def,
-		  const struct vm_paths *p, struct qemu_fds *f,
-		  struct ferr *err);
+		  const struct vm_paths *p, const struct qemu_user *u,
+		  struct qemu_fds *f, struct ferr *err);
 void qemu_fds_close(struct qemu_fds *f);
 
 /* For qemu_spawn's child, before exec: place f's descriptors, close the
@@ -258,6 +263,8 @@ struct vm_paths {
 	char pidfile[FERRY_PATH_MAX];  /* state_dir/run/UUID.pid */
 	char qmp[FERRY_SOCK_PATH_MAX + 1]; /* state_dir/run/UUID.qmp */
 	char mqmp[FERRY_SOCK_PATH_MAX + 1]; /* .../UUID.mqmp: migration monitor */
+	char ram[FERRY_PATH_MAX];      /* ram_dir/UUID.ram: the guest's RAM as
+					  a shared file; empty: no ram_dir */
 };
 
 /* Fill *p for def under cfg's state dir. */
@@ -274,12 +281,14 @@ int strv_add(struct strv *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void strv_free(struct strv *s);
 
-/* Build QEMU's argv for def: accel, memory, vCPUs, two QMP monitors (one
- * for ferryd's main loop, one for a migration thread), serial console,
- * kernel, initrd and disk, all on the descriptors of f (qemu_fds_open):
- * QEMU opens no file by name. Disks are -blockdev nodes whose "backing" is
- * null unless def names a backing image. Network, sandboxed. extra
- * (NULL-terminated, may be NULL) is appended, e.g. "-incoming" "defer". */
+/* Build QEMU's argv for def: accel, memory (the shared RAM file of f->ram
+ * when ram_dir is set, so that checkpoint HA can read it), vCPUs, two QMP
+ * monitors (one for ferryd's main loop, one for a migration thread),
+ * serial console, kernel, initrd and disk, all on the descriptors of f
+ * (qemu_fds_open): QEMU opens no file by name. Disks are -blockdev nodes
+ * whose "backing" is null unless def names a backing image. Network,
+ * sandboxed. extra (NULL-terminated, may be NULL) is appended, e.g.
+ * "-incoming" "defer". */
 int qemu_build_argv(const struct ferryd_config *cfg, enum accel_mode accel,
 		    const struct vm_def *def, const struct qemu_fds *f,
 		    const char *const *extra, struct strv *argv,
@@ -313,6 +322,9 @@ int vm_net_find_tap(pid_t pid, char out[16]);
  * it takes longer than FERRY_QEMU_START_TIMEOUT_MS it is killed. */
 int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
 		    struct qmp **out, struct ferr *err);
+
+/* Is pid stopped by a signal (SIGSTOP: frozen by HA's self-fencing)? */
+bool qemu_process_stopped(pid_t pid);
 
 /* Is pid a live (not zombie) QEMU process started for uuid? */
 bool qemu_process_matches(pid_t pid, const char *uuid);
@@ -382,6 +394,9 @@ json_t *vmm_host_info(struct vmm *m);
  * reset; incoming VMs are discarded right after the call. */
 typedef void (*vmm_exit_hook)(struct vm *vm, void *arg);
 void vmm_set_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg);
+
+/* A second exit hook, for checkpoint HA (called after the first). */
+void vmm_set_ha_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg);
 
 /* Hold vm for owner (see struct vm_hold) / release it (only owner's). */
 void vm_hold(struct vm *vm, const char *owner, const char *state,

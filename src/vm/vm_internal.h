@@ -17,6 +17,8 @@ struct vmm {
 	size_t count;
 	vmm_exit_hook exit_hook;
 	void *exit_hook_arg;
+	vmm_exit_hook ha_exit_hook;
+	void *ha_exit_hook_arg;
 	struct worker_pool *pool;  /* where operations run */
 	struct qemu_user qemu_user; /* what QEMU runs as (confine.c) */
 	struct fw_cluster fw;      /* the policy's firewall settings (fw.c) */

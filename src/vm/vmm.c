@@ -22,6 +22,12 @@ void vmm_set_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg)
 	m->exit_hook_arg = arg;
 }
 
+void vmm_set_ha_exit_hook(struct vmm *m, vmm_exit_hook fn, void *arg)
+{
+	m->ha_exit_hook = fn;
+	m->ha_exit_hook_arg = arg;
+}
+
 const char *vm_state_name(enum vm_state s)
 {
 	switch (s) {

@@ -28,6 +28,7 @@ _spec.loader.exec_module(_sc)
 guest_dir = _sc.guest_dir
 ferry_build = _sc.ferry_build
 make_cluster = _sc.make_cluster
+userfaultfd_for_qemu = _sc.userfaultfd_for_qemu  # autouse: post-copy cells
 pytest_runtest_makereport = _sc.pytest_runtest_makereport
 
 import ferrylib  # noqa: E402

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "migrate.h"
+#include "migrate_int.h"  /* the internal parsers under test */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

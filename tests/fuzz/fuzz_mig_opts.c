@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "migrate.h"
+#include "migrate_int.h"  /* the internal parsers under test */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -2,7 +2,8 @@
 them into $FERRY_DEB_DIR: each .deb unpacked into a clean tree (dpkg -x)
 and its files, metadata and maintainer scripts checked; the unit verified
 by systemd-analyze; lintian over the upload, which must report nothing but
-the tag debian/ferryd.lintian-overrides explains.
+the tags debian/ferryd.lintian-overrides and
+debian/ferry-detect.lintian-overrides explain.
 
 Run: make package   (or FERRY_DEB_DIR=build-deb /usr/bin/python3 -m pytest -q tests/package)
 """
@@ -40,7 +41,18 @@ FILES = {
         "usr/share/man/man1/ferry-balancer.1.gz",
         "usr/share/man/man1/ferry.1.gz",
     },
+    "ferry-detect": {
+        "etc/default/ferry-detect",
+        "lib/systemd/system/ferry-detect.service",
+        "usr/bin/ferry-detect",
+        "usr/share/bash-completion/completions/ferry-detect",
+        "usr/share/doc/ferry-detect/changelog.gz",
+        "usr/share/doc/ferry-detect/copyright",
+        "usr/share/lintian/overrides/ferry-detect",
+        "usr/share/man/man1/ferry-detect.1.gz",
+    },
 }
+UNITS = {"ferryd": "ferryd.service", "ferry-detect": "ferry-detect.service"}
 
 
 def run(argv, **kw):
@@ -85,10 +97,20 @@ def test_files(unpacked):
     assert stat.S_IMODE((root / "etc/ferry/ferryd.json").stat().st_mode) == 0o644
     unit = (root / "lib/systemd/system/ferryd.service").read_text()
     assert "\nExecStart=/usr/bin/ferryd --config /etc/ferry/ferryd.json\n" in unit
+    root = unpacked["ferry-detect"][0]
+    assert stat.S_IMODE((root / "usr/bin/ferry-detect").stat().st_mode) == 0o755
+    assert stat.S_IMODE((root / "etc/default/ferry-detect").stat().st_mode) == 0o644
+    unit = (root / "lib/systemd/system/ferry-detect.service").read_text()
+    assert "\nEnvironmentFile=-/etc/default/ferry-detect\n" in unit
+    assert ("\nExecStart=/usr/bin/ferry-detect run --config /etc/ferry/detect.json "
+            "--state-dir /var/lib/ferry-detect --from-hosts --no-series $FERRY_DETECT_OPTS\n"
+            ) in unit
+    assert "\nLoadCredential=detect.key:/etc/ferry/pki/detect.key\n" in unit
 
 
 def test_binaries_run(unpacked):
-    for p, prog in (("ferry", "ferry"), ("ferryd", "ferryd")):
+    for p, prog in (("ferry", "ferry"), ("ferryd", "ferryd"),
+                    ("ferry-detect", "ferry-detect")):
         r = run([unpacked[p][0] / "usr/bin" / prog, "--version"])
         assert r.returncode == 0 and r.stdout.strip() == f"{prog} {VERSION}", r
 
@@ -112,16 +134,28 @@ def test_metadata(debs, unpacked):
     assert not (ctl / "preinst").exists() or "stop" not in (ctl / "preinst").read_text()
     prerm = (ctl / "prerm").read_text()
     assert re.search(r'"\$1" = remove .*\n\s*deb-systemd-invoke stop ferryd.service', prerm)
+    # the detector: the same life cycle; its options file is a conffile
+    depends = field(debs["ferry-detect"], "Depends")
+    assert "libssl3" in depends and "qemu" not in depends, depends
+    ctl = unpacked["ferry-detect"][1]
+    assert (ctl / "conffiles").read_text().split() == ["/etc/default/ferry-detect"]
+    postinst = (ctl / "postinst").read_text()
+    assert "deb-systemd-helper debian-installed 'ferry-detect.service'" in postinst
+    assert "try-restart" in postinst and "deb-systemd-invoke start" not in postinst
+    prerm = (ctl / "prerm").read_text()
+    assert re.search(r'"\$1" = remove .*\n\s*deb-systemd-invoke stop ferry-detect.service',
+                     prerm)
 
 
-def test_unit_verifies(unpacked, tmp_path):
-    """systemd-analyze verify of the packaged unit, its ExecStart pointed
+@pytest.mark.parametrize("package", sorted(UNITS))
+def test_unit_verifies(unpacked, tmp_path, package):
+    """systemd-analyze verify of each packaged unit, its ExecStart pointed
     into the unpacked tree (nothing else changes), its man pages found
     there."""
-    root = unpacked["ferryd"][0]
-    unit = (root / "lib/systemd/system/ferryd.service").read_text()
-    f = tmp_path / "ferryd.service"
-    f.write_text(unit.replace("=/usr/bin/ferryd", f"={root}/usr/bin/ferryd"))
+    root = unpacked[package][0]
+    unit = (root / "lib/systemd/system" / UNITS[package]).read_text()
+    f = tmp_path / UNITS[package]
+    f.write_text(unit.replace("=/usr/bin/", f"={root}/usr/bin/"))
     r = run(["systemd-analyze", "verify", f],
             env={**os.environ, "MANPATH": str(root / "usr/share/man")})
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
@@ -131,5 +165,6 @@ def test_lintian(debs):
     changes = debs["ferry"].with_name(f"ferry_{VERSION}_amd64.changes")
     r = run(["lintian", "--pedantic", "--display-info", "--show-overrides", changes])
     tags = [l for l in r.stdout.splitlines() if re.match(r"^[EWIPXCO]: ", l)]
-    assert tags == ["O: ferryd: package-supports-alternative-init-but-no-init.d-script "
-                    "[lib/systemd/system/ferryd.service]"], r.stdout + r.stderr
+    assert sorted(tags) == [
+        f"O: {p}: package-supports-alternative-init-but-no-init.d-script "
+        f"[lib/systemd/system/{UNITS[p]}]" for p in sorted(UNITS)], r.stdout + r.stderr

@@ -368,6 +368,13 @@ class FaultProxy:
     def is_stalled(self):
         return self._stalled
 
+    def disarm_corruptions(self):
+        """Drop corruptions not yet fired; returns how many."""
+        with self._lock:
+            n = len(self._corrupts)
+            self._corrupts.clear()
+            return n
+
     @property
     def pending_corruptions(self):
         with self._lock:

@@ -486,7 +486,9 @@ class Cluster:
         memload.rate=rate (plus secret and extra kernel parameters)."""
         # clocksource=hpet: see guest/README.md (TSC stalls after a migration
         # whose destination is resumed with `cont`, QEMU 7.2 TCG)
-        cmdline = (f"console=ttyS0 quiet clocksource=hpet memload.mib={mib} "
+        # no_timer_check: a guest kernel checking its IO-APIC timer on a host
+        # too loaded to deliver the ticks in time panics at boot (guest/README.md)
+        cmdline = (f"console=ttyS0 quiet clocksource=hpet no_timer_check memload.mib={mib} "
                    f"memload.rate={rate}")
         if secret:
             cmdline += f" memload.secret={secret}"

@@ -17,6 +17,7 @@ answers prepare with a quote it did not make for this migration.
 
 import http.server
 import json
+import os
 import secrets
 import socket
 import ssl
@@ -82,7 +83,10 @@ def test_attested_migration_not_enrolled_and_tampered(make_tpm_cluster):
     c, tpms = make_tpm_cluster(hosts=2, seal=False)
     # host-b runs a QEMU that is not in the allowlist (a wrapper: a copy of
     # the binary elsewhere would not find its modules)
-    bad_qemu = c.dir / "qemu-system-x86_64"
+    # (in a folder the unprivileged QEMU user may enter and read)
+    os.chmod(c.dir, 0o711)
+    (c.dir / "bin").mkdir(mode=0o755)
+    bad_qemu = c.dir / "bin" / "qemu-system-x86_64"
     bad_qemu.write_text(f'#!/bin/sh\nexec {QEMU} "$@"\n')
     bad_qemu.chmod(0o755)
     c.stop_host(B)

@@ -125,8 +125,9 @@ def test_load_report(make_cluster):
     assert load["memory_committed_mib"] >= 512
     vm = next(v for v in load["vms"] if v["name"] == "busy")
     assert vm["memory_mib"] == 256
-    # duty 50 under TCG is about half a core (guest/README.md)
-    assert 0.3 <= vm["cpu_cores"] <= 0.8, vm
+    # duty 50 under TCG is about half a core (guest/README.md); less when
+    # other processes crowd the 2 cores, never idle and never more
+    assert 0.15 <= vm["cpu_cores"] <= 0.8, vm
 
     # dirty rates: measured every 10 s by QEMU's page sampling
     def measured():

@@ -259,6 +259,7 @@ def test_corruption_detected(boot):
 @pytest.mark.parametrize("append,reason", [
     ("memload.mib=abc", r"memload\.mib='abc' is not a non-negative decimal integer"),
     ("memload.secret=bad!marker", r"memload\.secret contains invalid character"),
+    ("memload.disk=vda", r"memload\.disk must be a /dev/ path"),
 ])
 def test_bad_parameter(boot, append, reason):
     g = boot(append)

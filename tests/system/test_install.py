@@ -15,7 +15,9 @@ Run: /usr/bin/python3 -m pytest -q tests/system/test_install.py
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -23,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from ferrylib import REPO, build_dir, qemu_running
+from ferrylib import REPO, build_dir, qemu_running, wait_until
 
 A = "host-a"
-PAGES = ("ferry.1", "ferry-balancer.1", "ferryd.8", "ferryd.json.5")
+PAGES = ("ferry.1", "ferry-balancer.1", "ferryd.8", "ferryd.json.5", "ferry-detect.1")
 
 
 def run(argv, **kw):
@@ -75,23 +77,29 @@ def test_installed_files(tree):
     assert files == {d.relative_to("/") for d in tree.dest.values()}
     want = {
         "ferry": r"/bin/ferry$", "ferryd": r"/bin/ferryd$",
-        "ferry-balancer": r"/bin/ferry-balancer$",
+        "ferry-balancer": r"/bin/ferry-balancer$", "ferry-detect": r"/bin/ferry-detect$",
         "dist/ferryd.service": r"^/(usr/)?lib/systemd/system/ferryd\.service$",
+        "dist/ferry-detect.service": r"^/(usr/)?lib/systemd/system/ferry-detect\.service$",
+        "dist/default/ferry-detect": r"/etc/default/ferry-detect$",
         "dist/sysusers.d/ferryd.conf": r"^/usr/lib/sysusers\.d/ferryd\.conf$",
         "dist/tmpfiles.d/ferryd.conf": r"^/usr/lib/tmpfiles\.d/ferryd\.conf$",
         "dist/ferryd.json": r"/etc/ferry/ferryd\.json$",
         "dist/bash-completion/ferry": r"/share/bash-completion/completions/ferry$",
+        "dist/bash-completion/ferry-detect":
+            r"/share/bash-completion/completions/ferry-detect$",
         "docs/man/ferry.1": r"/man/man1/ferry\.1$",
         "docs/man/ferry-balancer.1": r"/man/man1/ferry-balancer\.1$",
         "docs/man/ferryd.8": r"/man/man8/ferryd\.8$",
         "docs/man/ferryd.json.5": r"/man/man5/ferryd\.json\.5$",
+        "docs/man/ferry-detect.1": r"/man/man1/ferry-detect\.1$",
     }
     assert set(tree.dest) == set(want)
     for name, pattern in want.items():
         assert re.search(pattern, str(tree.host_path(name))), (name, tree.host_path(name))
-    for b in ("ferry", "ferryd", "ferry-balancer"):
+    for b in ("ferry", "ferryd", "ferry-balancer", "ferry-detect"):
         assert stat.S_IMODE(tree.path(b).stat().st_mode) == 0o755
-    assert stat.S_IMODE(tree.path("dist/ferryd.json").stat().st_mode) == 0o644
+    for f in ("dist/ferryd.json", "dist/default/ferry-detect"):
+        assert stat.S_IMODE(tree.path(f).stat().st_mode) == 0o644
 
 
 # ------------------------------------------------------------------ units
@@ -126,9 +134,7 @@ def verify(unit_text, name, tmp, manpath):
 def test_units_verify(tree, tmp_path):
     """systemd-analyze accepts the units. The installed ExecStart names
     the binary where a real install puts it; here it is in the DESTDIR
-    tree, so the unit is verified with that prefix (nothing else changes).
-    The detector's unit is a template until ferry-detect is built: it is
-    verified with a stand-in executable."""
+    tree, so the unit is verified with that prefix (nothing else changes)."""
     if not shutil.which("systemd-analyze"):
         pytest.fail("systemd-analyze missing: scripts/deps.sh installs systemd")
     manpath = tree.path("docs/man/ferry.1").parents[1]
@@ -142,13 +148,10 @@ def test_units_verify(tree, tmp_path):
         verify(unit.replace("KillMode=process", "KillMod=process")
                .replace(f"={bindir}/", f"={tree.root}{bindir}/"), "bad.service",
                tmp_path, manpath)
-    stub = tmp_path / "bin" / "ferry-detect"
-    stub.parent.mkdir()
-    stub.write_text("#!/bin/sh\nexit 0\n")
-    stub.chmod(0o755)
-    detect = (REPO / "dist/systemd/ferry-detect.service.in").read_text()
-    verify(detect.replace("@bindir@", str(stub.parent)).replace("@sysconfdir@", "/etc"),
-           "ferry-detect.service", tmp_path, manpath)
+    detect = tree.path("dist/ferry-detect.service").read_text()
+    assert f"ExecStart={bindir}/ferry-detect run " in detect
+    verify(detect.replace(f"={bindir}/", f"={tree.root}{bindir}/"), "ferry-detect.service",
+           tmp_path, manpath)
 
 
 def test_unit_contract(tree):
@@ -329,14 +332,27 @@ def test_man_ferry(tree):
     assert not missing, f"ferry(1) lacks commands {missing}"
 
 
-def test_man_ferryd_and_balancer(tree):
-    for prog, page in (("ferryd", "ferryd.8"), ("ferry-balancer", "ferry-balancer.1")):
+def test_man_ferryd_balancer_detect(tree):
+    for prog, page in (("ferryd", "ferryd.8"), ("ferry-balancer", "ferry-balancer.1"),
+                       ("ferry-detect", "ferry-detect.1")):
         help_text = run([tree.path(prog), "--help"]).stdout
         opts = options_of(help_text) | {"--help"}
         assert len(opts) > 2, help_text
         man = roff_text(tree.path("docs/man/" + page))
         missing = [o for o in sorted(opts) if not mentions(man, o)]
         assert not missing, f"{page} lacks {missing}"
+    man = roff_text(tree.path("docs/man/ferry-detect.1"))
+    usage = run([tree.path("ferry-detect"), "--help"]).stdout
+    cmds = set(re.findall(r"ferry-detect ([a-z|]+)", usage))
+    cmds = {c for w in cmds for c in w.split("|")}
+    assert cmds == {"run", "watch", "alarms", "replay"}, usage
+    missing = [f"ferry-detect {c}" for c in sorted(cmds)
+               if not re.search(rf"^\s*\*?{c}\*?\s*$", page_src(tree, "ferry-detect.1"), re.M)]
+    assert not missing, f"ferry-detect(1) has no entry for {missing}"
+
+
+def page_src(tree, page):
+    return (REPO / "docs/man" / (page + ".scd")).read_text()
 
 
 def test_man_ferryd_json(tree):
@@ -366,14 +382,15 @@ def test_man_pages_render(tree):
 
 
 def complete(tree, words):
-    """COMPREPLY of the installed completion for the command line `words`
-    (the last one is being completed), with the installed ferry first on
-    PATH."""
-    script = (f'source "{tree.path("dist/bash-completion/ferry")}"; '
-              'COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _ferry; '
+    """COMPREPLY of the installed completion of words[0] (ferry or
+    ferry-detect) for the command line `words` (the last one is being
+    completed), with the installed programs first on PATH."""
+    prog = words[0]
+    script = (f'source "{tree.path("dist/bash-completion/" + prog)}"; '
+              f'COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _{prog.replace("-", "_")}; '
               'printf "%s\\n" "${COMPREPLY[@]}"')
     path = f"{tree.path('ferry').parent}:{os.environ['PATH']}"
-    r = run(["bash", "-c", script, "ferry", *words], env={**os.environ, "PATH": path})
+    r = run(["bash", "-c", script, prog, *words], env={**os.environ, "PATH": path})
     assert r.returncode == 0, r.stderr
     return set(r.stdout.split())
 
@@ -408,3 +425,178 @@ def test_completion_names(tree, make_cluster):
     assert complete(t, ["ferry", *conf, "vm", "info", "b"]) == {"beta"}
     assert complete(t, ["ferry", *conf, "--host", "host-b", "vm", "info", ""]) == set()
     assert {"alpha", "beta", "history"} <= complete(t, ["ferry", *conf, "migrate", ""])
+
+
+def test_completion_detect(tree):
+    t = tree
+    opts = options_of(run([t.path("ferry-detect"), "--help"]).stdout)
+    assert len(opts) > 20
+    assert complete(t, ["ferry-detect", ""]) == \
+        {"run", "watch", "alarms", "replay", "--help", "--version"}
+    assert complete(t, ["ferry-detect", "run", "--"]) == opts - {"--version"}
+    assert complete(t, ["ferry-detect", "run", "--no-s"]) == {"--no-series"}
+    assert complete(t, ["ferry-detect", "replay", "--source", ""]) == {"remote", "local"}
+    assert complete(t, ["ferry-detect", "run", "--log-level", "d"]) == {"debug"}
+    assert "lo" in complete(t, ["ferry-detect", "run", "--iface", ""])
+    # a value is not completed as an option or a command
+    assert complete(t, ["ferry-detect", "run", "--interval", ""]) == set()
+    assert complete(t, ["ferry-detect", "run", "--target", ""]) == set()
+
+
+# ------------------------------------------------------------------ the detector
+
+
+def detect_json_example(text):
+    """The detect.json of a document: the fenced block that names the
+    unit's credentials."""
+    block = None
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            if block is not None and "/run/credentials/ferry-detect.service/" in block:
+                return json.loads(block)
+            block = "" if block is None else None
+        elif block is not None:
+            block += line + "\n"
+    raise AssertionError("no detect.json example")
+
+
+def test_detector_refuses(tree, tmp_path):
+    """A missing configuration is a message and exit 1 (it crashed), and
+    leaves no state dir; a bad option value names the option."""
+    det = tree.path("ferry-detect")
+    sd = tmp_path / "state"
+    r = run([det, "run", "--config", tmp_path / "none.json", "--state-dir", sd,
+             "--from-hosts"])
+    assert r.returncode == 1, r
+    assert "cannot open client config" in r.stderr and not sd.exists(), r.stderr
+    for bad in (["--interval", "1"], ["--interval=1"]):
+        r = run([det, "run", *bad])
+        assert r.returncode == 2 and r.stderr == "ferry-detect: bad value for --interval\n", r
+
+
+NOBODY = 65534
+
+
+def test_confined_detector(tree, make_cluster):
+    """ferry-detect as its unit runs it: the unit's command line (with the
+    shipped environment file's options), the example detect.json of
+    docs/install.md with the credentials where LoadCredential puts them,
+    a user without rights (DynamicUser), the unit's NoNewPrivileges,
+    capabilities and umask (setpriv). It starts with no VM to watch,
+    watches a bridged VM defined afterwards (its ferry.ip= on loopback: the
+    probes stay on this machine), and stops cleanly on SIGTERM; --netns
+    cannot work under the unit."""
+    k = unit_keys(tree.path("dist/ferry-detect.service").read_text())
+    s = lambda key: k.get(("Service", key))  # noqa: E731
+    assert s("DynamicUser") == ["yes"] and s("NoNewPrivileges") == ["yes"]
+    assert s("User") is None
+    caps = s("AmbientCapabilities")[0].split()
+    assert caps == ["CAP_NET_RAW"] and s("CapabilityBoundingSet") == [" ".join(caps)]
+    assert k[("Install", "WantedBy")] == ["multi-user.target"]
+    envfile = tree.host_path("dist/default/ferry-detect")
+    assert s("EnvironmentFile") == [f"-{envfile}"]
+    env_opts = re.search(r"^FERRY_DETECT_OPTS=(.*)$", tree.path("dist/default/ferry-detect")
+                         .read_text(), re.M).group(1)
+    argv = shlex.split(s("ExecStart")[0])
+    assert argv[0] == str(tree.host_path("ferry-detect")) and argv[1] == "run"
+    assert {"--from-hosts", "--no-series", "$FERRY_DETECT_OPTS"} <= set(argv), argv
+    assert argv[argv.index("--config") + 1] == str(envfile.parents[1] / "ferry/detect.json")
+    assert argv[argv.index("--state-dir") + 1] == "/var/lib/" + s("StateDirectory")[0]
+    creds = dict(c.split(":", 1) for c in s("LoadCredential"))
+
+    c = make_cluster(hosts=1, start=False, users=("admin", "detect"))
+    pol = c.default_policy()
+    pol["roles"] = {"admin": ["admin"], "auditor": ["detect"], "host": [A]}
+    c.write_policy(A, pol)
+    c.start_all()
+
+    # the files as the service sees them, in a folder it may reach
+    base = Path(tempfile.mkdtemp(prefix="ferry-detect-", dir="/tmp"))
+    try:
+        base.chmod(0o711)
+        det = base / "ferry-detect"
+        shutil.copy(tree.path("ferry-detect"), det)
+        cred = base / "credentials" / "ferry-detect.service"
+        cred.mkdir(parents=True)
+        pki = {"ca.crt": c.pki / "ca.crt", "detect.crt": c.pki / "users/detect.crt",
+               "detect.key": c.pki / "users/detect.key"}
+        for cid, src in creds.items():
+            assert src == f"{envfile.parents[1]}/ferry/pki/{cid}", (cid, src)
+            shutil.copy(pki[cid], cred / cid)
+            os.chown(cred / cid, NOBODY, NOBODY)
+            (cred / cid).chmod(0o400)
+        os.chown(cred, NOBODY, NOBODY)
+        cred.chmod(0o500)
+        (base / "credentials").chmod(0o755)
+        example = detect_json_example((REPO / "docs/install.md").read_text())
+        assert detect_json_example(page_src(tree, "ferry-detect.1")) == example
+        conf = json.loads(json.dumps(example).replace(
+            "/run/credentials/ferry-detect.service/", f"{cred}/"))
+        conf["hosts"] = {A: {"address": c.hosts[A].address, "port": c.hosts[A].port}}
+        (base / "detect.json").write_text(json.dumps(conf))
+        (base / "detect.json").chmod(0o644)
+        sd = base / "state"
+        sd.mkdir(mode=0o755)
+        os.chown(sd, NOBODY, NOBODY)
+        argv[0] = str(det)
+        argv[argv.index("--config") + 1] = str(base / "detect.json")
+        argv[argv.index("--state-dir") + 1] = str(sd)
+        i = argv.index("$FERRY_DETECT_OPTS")
+        argv[i:i + 1] = shlex.split(shlex.split(env_opts)[0] if env_opts else "")
+        set_caps = ",".join(["-all"] + ["+" + c.lower().removeprefix("cap_") for c in caps])
+        confine = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                   "--no-new-privs", f"--bounding-set={set_caps}", f"--inh-caps={set_caps}",
+                   f"--ambient-caps={set_caps}"]
+        umask = int(s("UMask")[0], 8)
+        err = open(base / "stderr", "w+")
+        p = subprocess.Popen(confine + argv, stdout=subprocess.DEVNULL, stderr=err,
+                             preexec_fn=lambda: os.umask(umask))
+        try:
+            def state():
+                assert p.poll() is None, (base / "stderr").read_text()
+                try:
+                    return json.loads((sd / "state.json").read_text())
+                except (OSError, ValueError):
+                    return None
+            st = wait_until(state, 30, 0.2, "the detector's first state")
+            assert st["targets"] == []  # no VM yet: it runs on
+            assert [(h["host"], h["reached"], h["audit_ok"]) for h in st["hosts"]] == \
+                [(A, True, True)], st["hosts"]
+            status = Path(f"/proc/{p.pid}/status").read_text()
+            assert re.search(rf"^Uid:\s+{NOBODY}\s", status, re.M)
+            assert re.search(r"^NoNewPrivs:\s*1", status, re.M)
+            want = sum(1 << CAP_NUMBERS[cap] for cap in caps)
+            for field in ("CapBnd", "CapEff", "CapAmb"):
+                assert int(re.search(rf"^{field}:\s*(\w+)", status, re.M).group(1), 16) == want
+
+            c.define_vm(A, "dv", mib=16, extra="ferry.ip=127.0.0.9/8",
+                        network={"bridge": "lan", "mac": "52:54:00:aa:00:09"})
+            t = wait_until(lambda: [t for t in state()["targets"]
+                                    if t["target"] == "127.0.0.9" and t["rtt_ms"] > 0],
+                           30, 0.2, "the detector to ping the new VM")[0]
+            assert (t["vm"], t["mac"]) == ("dv", "52:54:00:aa:00:09"), t
+            assert "watching dv at 127.0.0.9" in (base / "stderr").read_text()
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=20) == 0, (base / "stderr").read_text()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert not (sd / "series.csv").exists()  # --no-series
+        assert stat.S_IMODE((sd / "events.jsonl").stat().st_mode) == 0o600  # UMask
+        r = run([c.ferry_bin, "audit", "verify", "--log", sd / "audit/audit.log",
+                 "--key", sd / "audit/audit.pub"])
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        # --netns needs CAP_SYS_ADMIN, which the unit does not grant
+        ns = f"fyi{os.getpid()}"
+        assert run(["ip", "netns", "add", ns]).returncode == 0
+        try:
+            r = run(confine + argv + ["--netns", ns, "--duration", "1"],
+                    preexec_fn=lambda: os.umask(umask))
+        finally:
+            run(["ip", "netns", "del", ns])
+        assert r.returncode == 1, r
+        assert f"cannot enter network namespace {ns}: Operation not permitted" in r.stderr
+    finally:
+        shutil.rmtree(base)

@@ -191,7 +191,9 @@ def test_live_migration(cluster):
     assert (s["vm"], s["uuid"], s["source"], s["destination"]) == (VM, uuid, A, B), s
     assert s["role"] == "source" and s["requester"] == "admin", s
     assert s["iterations"] >= 1 and s["total_ms"] > 0 and s["mean_mbps"] > 0, s
-    assert s["channels"] == 2 and s["insecure"] is False, s
+    # one stream or multifd, as ferry chose for this host (plan.c)
+    assert s["channels"] == s["path"]["multifd"] and s["path"]["why"], s
+    assert s["insecure"] is False, s
     assert "offline" not in steps(s), s  # a lightly loaded guest converges live
 
     # the source's history (CLI and API) lists it as completed

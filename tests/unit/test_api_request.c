@@ -43,6 +43,8 @@ static void test_routes(void **state)
 		  "0123abcd" },
 		{ "POST", "/v1/incoming/0123abcd/abort", ROUTE_IN_ABORT,
 		  "0123abcd" },
+		{ "GET", "/v1/balance?hosts=0", ROUTE_BAL_STATUS, "" },
+		{ "GET", "/v1/balance?hosts=1", ROUTE_BAL_STATUS, "" },
 	};
 
 	(void)state;
@@ -97,6 +99,12 @@ static void test_refusals(void **state)
 		  FERR_INVALID },
 		{ "DELETE", "/v1/migrations/a", NULL, FERR_METHOD },
 		{ "GET", "/v1/incoming/A_B", NULL, FERR_INVALID },
+		{ "GET", "/v1/balance?hosts=no", NULL, FERR_INVALID },
+		{ "GET", "/v1/balance?limit=1", NULL, FERR_INVALID },
+		{ "GET", "/v1/balance/plan?hosts=0", NULL, FERR_INVALID },
+		{ "POST", "/v1/host/fence", NULL, FERR_INVALID },
+		{ "GET", "/v1/host/fence", NULL, FERR_METHOD },
+		{ "POST", "/v1/balance/params", "[]", FERR_INVALID },
 	};
 
 	(void)state;
@@ -114,6 +122,36 @@ static void test_refusals(void **state)
 				 cases[i].code, err.msg);
 		assert_null(req.body);
 	}
+}
+
+/* The controller's and the fencing routes: bodies, permissions, audit. */
+static void test_balance_routes(void **state)
+{
+	struct api_request req;
+	struct ferr err = { 0 };
+
+	(void)state;
+	assert_int_equal(parse("GET", "/v1/balance?hosts=0", NULL, &req, &err),
+			 0);
+	assert_true(req.no_hosts);
+	assert_int_equal(parse("GET", "/v1/balance", NULL, &req, &err), 0);
+	assert_false(req.no_hosts);
+	assert_int_equal(parse("POST", "/v1/host/fence", "{\"fence\": 3}", &req,
+			       &err),
+			 0);
+	assert_int_equal(req.route, ROUTE_HOST_FENCE);
+	assert_non_null(req.body);
+	api_request_clear(&req);
+	assert_int_equal(parse("POST", "/v1/balance/params",
+			       "{\"params\": {\"high\": 0.7}}", &req, &err),
+			 0);
+	assert_int_equal(req.route, ROUTE_BAL_PARAMS);
+	api_request_clear(&req);
+	assert_int_equal(api_route_perm(ROUTE_HOST_FENCE), PERM_VM_MIGRATE);
+	assert_int_equal(api_route_perm(ROUTE_BAL_PARAMS), PERM_BALANCE_WRITE);
+	assert_string_equal(api_route_action(ROUTE_HOST_FENCE), "host.fence");
+	assert_string_equal(api_route_action(ROUTE_BAL_PARAMS),
+			    "balance.params");
 }
 
 static void test_bodies(void **state)
@@ -318,6 +356,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_balance_routes),
 		cmocka_unit_test(test_bodies),
 		cmocka_unit_test(test_error_json),
 		cmocka_unit_test(test_header_scan),

@@ -412,6 +412,68 @@ static void test_return_ban(void **state)
 	bal_cluster_free(c);
 }
 
+/* History from a previous leader: the cooldown and the return ban hold
+ * for a VM this model never saw move. */
+static void test_history(void **state)
+{
+	const struct hspec hosts[] = { { "h1", true }, { "h2", false },
+				       { "h3", false } };
+	const struct vspec vms[] = {
+		{ "a", "h1", 1.0, 0, false, NULL, NULL, NULL },
+		{ "b", "h1", 1.0, 0, false, NULL, NULL, NULL },
+		{ "c", "h3", 8.0, 0, false, NULL, NULL, NULL },
+	};
+	struct bal_params p;
+	struct bal_cluster *c;
+	struct bal_plan plan;
+	const struct bal_blocked *bl;
+	struct ferr err = { 0 };
+	size_t a, b;
+
+	(void)state;
+	quiet_params(&p);
+	c = cluster(&p);
+	round_at(c, 1000, hosts, 3, vms, 3);
+	a = bal_vm_find(c, "a");
+	b = bal_vm_find(c, "b");
+	/* a came h2 -> h1 (ended at 990): cooling down until 990 + base */
+	assert_int_equal(bal_vm_history(c, a, bal_host_find(c, "h2"), 980, 990,
+					true, &err),
+			 0);
+	assert_int_equal(bal_vm_at(c, a)->host, bal_host_find(c, "h1"));
+	assert_int_equal(bal_vm_at(c, a)->to, BAL_NONE);
+	assert_int_equal(bal_vm_at(c, a)->moves, 1);
+	assert_int_equal(bal_vm_at(c, a)->cooldown_until_s,
+			 990 + p.cooldown_base_s);
+	assert_int_equal(bal_vm_at(c, a)->left_host[0], bal_host_find(c, "h2"));
+	/* b's move failed: cooldown, no departure */
+	assert_int_equal(bal_vm_history(c, b, BAL_NONE, 900, 960, false, &err),
+			 0);
+	assert_int_equal(bal_vm_at(c, b)->cooldown_until_s,
+			 960 + p.cooldown_base_s);
+	assert_int_equal(bal_vm_at(c, b)->left_host[0], BAL_NONE);
+	assert_int_equal(bal_vm_history(c, 99, BAL_NONE, 1, 2, true, &err), -1);
+	assert_int_equal(err.code, FERR_NOT_FOUND);
+	plan_of(c, &plan);
+	bl = blocked_of(&plan, "a");
+	assert_non_null(bl);
+	assert_int_equal(bl->code, BAL_BLOCK_COOLDOWN);
+	assert_non_null(blocked_of(&plan, "b"));
+	bal_plan_free(&plan);
+	/* after the cooldown a drains to h3, not back to h2 (return ban) */
+	round_at(c, 990 + p.cooldown_base_s, hosts, 3, vms, 3);
+	plan_of(c, &plan);
+	assert_non_null(move_of(&plan, "a"));
+	assert_string_equal(move_of(&plan, "a")->to_name, "h3");
+	assert_int_equal(bal_moved(c, a, move_of(&plan, "a")->to,
+				   990 + p.cooldown_base_s, &err),
+			 0);
+	bal_plan_free(&plan);
+	assert_int_equal(bal_vm_history(c, a, BAL_NONE, 1, 2, true, &err), -1);
+	assert_int_equal(err.code, FERR_CONFLICT);
+	bal_cluster_free(c);
+}
+
 /* ---- what to move ---- */
 
 static void test_min_improvement(void **state)
@@ -1073,6 +1135,7 @@ int main(void)
 		cmocka_unit_test(test_imbalance),
 		cmocka_unit_test(test_cooldown),
 		cmocka_unit_test(test_return_ban),
+		cmocka_unit_test(test_history),
 		cmocka_unit_test(test_min_improvement),
 		cmocka_unit_test(test_prediction),
 		cmocka_unit_test(test_policy),

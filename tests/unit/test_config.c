@@ -331,6 +331,32 @@ static void test_etcd(void **state)
 	}
 }
 
+/* ram_dir: optional, resolved against the config's folder, no ','. */
+static void test_ram_dir(void **state)
+{
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+	char text[1024];
+
+	(void)state;
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_string_equal(cfg.ram_dir, "");
+	config_clear(&cfg);
+	snprintf(text, sizeof(text), "%.*s, \"ram_dir\": \"ram\"}",
+		 (int)strlen(GOOD) - 1, GOOD);
+	assert_int_equal(parse(text, &cfg, &err), 0);
+	assert_string_equal(cfg.ram_dir, "/etc/ferry/ram");
+	config_clear(&cfg);
+	snprintf(text, sizeof(text), "%.*s, \"ram_dir\": \"/dev/shm/a,b\"}",
+		 (int)strlen(GOOD) - 1, GOOD);
+	assert_int_equal(parse(text, &cfg, &err), -1);
+	assert_non_null(strstr(err.msg, "ram_dir"));
+	snprintf(text, sizeof(text), "%.*s, \"ram_dir\": 5}",
+		 (int)strlen(GOOD) - 1, GOOD);
+	assert_int_equal(parse(text, &cfg, &err), -1);
+	assert_non_null(strstr(err.msg, "ram_dir"));
+}
+
 /* qemu_user and audit_rotate_kib (security.md). */
 static void test_qemu_user_and_rotation(void **state)
 {
@@ -382,6 +408,7 @@ int main(void)
 		cmocka_unit_test(test_attestation),
 		cmocka_unit_test(test_qemu_user_and_rotation),
 		cmocka_unit_test(test_comments),
+		cmocka_unit_test(test_ram_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,12 @@
 /* Unit tests of the migration data plane: HELLO/ACK encoding and binding,
- * options, and the relay (plaintext and TLS over socketpairs). */
+ * options, and the relay (plaintext and TLS over socketpairs, as a stream
+ * and with frames). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,6 +18,7 @@
 #include "tls.h"
 #include "attest.h"
 #include "policy.h"
+#include "../../guest/memload/pattern.h"
 
 static const uint8_t KEY[MIG_KEY_LEN] = { 1, 2, 3, 4, 5 };
 static const uint8_t EXP[MIG_EXPORTER_LEN] = { 9, 8, 7 };
@@ -142,6 +145,18 @@ static void test_opts(void **state)
 		  "insecure" },
 		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"x\": 1}",
 		  "unknown field" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"compress\": "
+		  "\"lz4\"}",
+		  "migration.compress" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"compress\": 1}",
+		  "compress" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"fence\": 0}",
+		  "migration.fence" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"fence\": "
+		  "\"7\"}",
+		  "migration.fence" },
+		{ "{\"to\": \"b\", \"address\": \"127.0.0.3\", \"fence\": -1}",
+		  "migration.fence" },
 	};
 	struct mig_opts o;
 	struct ferr err = { 0 };
@@ -160,6 +175,19 @@ static void test_opts(void **state)
 	assert_int_equal(o.channels, 4);
 	assert_true(o.insecure);
 	assert_int_equal(o.max_downtime_ms, 0); /* the VM's setting */
+	assert_int_equal(o.compress, MIG_COMPRESS_AUTO);
+	assert_int_equal(o.fence, 0);
+	assert_int_equal(opts("{\"to\": \"b\", \"address\": \"127.0.0.3\", "
+			      "\"compress\": \"off\", \"channels\": 1}",
+			      &o, &err),
+			 0);
+	assert_int_equal(o.compress, MIG_COMPRESS_OFF);
+	assert_int_equal(o.channels, 1);
+	assert_int_equal(opts("{\"to\": \"b\", \"address\": \"127.0.0.3\", "
+			      "\"fence\": 9223372036854775807}",
+			      &o, &err),
+			 0);
+	assert_int_equal(o.fence, INT64_MAX);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		if (opts(bad[i].text, &o, &err) != -1)
 			fail_msg("case %zu accepted", i);
@@ -167,6 +195,39 @@ static void test_opts(void **state)
 			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg,
 				 bad[i].needle);
 	}
+}
+
+/* The fencing rule: lower tokens refused, higher ones kept across a
+ * restart (a new load), a broken file refused at load. */
+static void test_fence(void **state)
+{
+	char dir[] = "/tmp/ferry-fence-XXXXXX", path[64];
+	struct fence f, g;
+	struct ferr err = { 0 };
+	FILE *fp;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(fence_load(&f, dir, &err), 0);
+	assert_int_equal(f.highest, 0);
+	assert_int_equal(fence_check(&f, 5, &err), 0);
+	assert_int_equal(fence_check(&f, 5, &err), 0); /* the same leader */
+	assert_int_equal(fence_check(&f, 4, &err), -1);
+	assert_int_equal(err.code, FERR_CONFLICT);
+	assert_non_null(strstr(err.msg, "older than 5"));
+	assert_int_equal(fence_check(&f, 12, &err), 0);
+	assert_int_equal(fence_load(&g, dir, &err), 0);
+	assert_int_equal(g.highest, 12);
+	assert_int_equal(fence_check(&g, 11, &err), -1);
+	snprintf(path, sizeof(path), "%s/fence", dir);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs("12x\n", fp);
+	fclose(fp);
+	assert_int_equal(fence_load(&g, dir, &err), -1);
+	assert_int_equal(err.code, FERR_INVALID);
+	unlink(path);
+	rmdir(dir);
 }
 
 /* ---- the relay ---- */
@@ -188,7 +249,25 @@ static void *relay_thread(void *arg)
 	return NULL;
 }
 
-/* Write len pseudo-random bytes to fd, then half-close. */
+/* The test stream: pseudo-random bytes, or (text) memload's text pages,
+ * which compress about 3:1. */
+static bool g_text;
+static struct pattern_text g_vocab;
+
+static uint8_t stream_byte(unsigned *x, size_t pos)
+{
+	if (g_text) {
+		uint64_t x8 = pattern_text_seed(pos / 8);
+
+		(void)x;
+		return (uint8_t)(pattern_text_next(&x8, &g_vocab) >>
+				 (8 * (pos % 8)));
+	}
+	*x = *x * 1103515245u + 12345u;
+	return (uint8_t)(*x >> 16);
+}
+
+/* Write len bytes of the stream to fd, then half-close. */
 struct writer {
 	int fd;
 	size_t len;
@@ -206,10 +285,8 @@ static void *writer_thread(void *arg)
 		size_t n = w->len - sent < sizeof(buf) ? w->len - sent
 						       : sizeof(buf);
 
-		for (size_t i = 0; i < n; i++) {
-			x = x * 1103515245u + 12345u;
-			buf[i] = (uint8_t)(x >> 16);
-		}
+		for (size_t i = 0; i < n; i++)
+			buf[i] = stream_byte(&x, sent + i);
 		if (write(w->fd, buf, n) != (ssize_t)n)
 			break;
 		sent += n;
@@ -228,8 +305,7 @@ static size_t read_check(int fd, size_t len, unsigned seed)
 
 	while ((n = read(fd, buf, sizeof(buf))) > 0) {
 		for (ssize_t i = 0; i < n; i++) {
-			x = x * 1103515245u + 12345u;
-			if (buf[i] != (uint8_t)(x >> 16))
+			if (buf[i] != stream_byte(&x, got + (size_t)i))
 				fail_msg("byte %zu differs", got + (size_t)i);
 		}
 		got += (size_t)n;
@@ -239,8 +315,9 @@ static size_t read_check(int fd, size_t len, unsigned seed)
 }
 
 /* QEMU-a <-> relay A <-> network <-> relay B <-> QEMU-b, both directions
- * at once, then half-closes; over TLS when ctxs are given. */
-static void run_pair(SSL_CTX *cctx, SSL_CTX *sctx)
+ * at once, then half-closes; over TLS when ctxs are given; A sends frames
+ * (B decodes them) unless z is RELAY_Z_OFF. Returns the bytes A sent. */
+static uint64_t run_pair(SSL_CTX *cctx, SSL_CTX *sctx, enum relay_z z)
 {
 	enum { UP = 3 * 1024 * 1024 + 17, DOWN = 1024 * 1024 + 5 };
 	int qa[2], qb[2], net[2];
@@ -254,8 +331,10 @@ static void run_pair(SSL_CTX *cctx, SSL_CTX *sctx)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, net), 0);
 	a.local = qa[1];
 	a.remote.fd = net[0];
+	a.remote.z = z;
 	b.local = qb[1];
 	b.remote.fd = net[1];
+	b.remote.z = z == RELAY_Z_OFF ? RELAY_Z_OFF : RELAY_Z_DECODE;
 	if (cctx) {
 		a.remote.ssl = SSL_new(cctx);
 		b.remote.ssl = SSL_new(sctx);
@@ -278,7 +357,11 @@ static void run_pair(SSL_CTX *cctx, SSL_CTX *sctx)
 	pthread_join(tb, NULL);
 	if (a.rc || b.rc)
 		fail_msg("relay failed: %s / %s", a.err.msg, b.err.msg);
-	assert_int_equal(atomic_load(&a.ctr.to_remote), UP);
+	if (z == RELAY_Z_OFF)
+		assert_int_equal(atomic_load(&a.ctr.to_remote), UP);
+	/* what A sent is what B received; the return direction is a stream */
+	assert_int_equal(atomic_load(&a.ctr.to_remote),
+			 atomic_load(&b.ctr.from_remote));
 	assert_int_equal(atomic_load(&b.ctr.to_remote), DOWN);
 	if (cctx) {
 		SSL_free(a.remote.ssl);
@@ -289,23 +372,25 @@ static void run_pair(SSL_CTX *cctx, SSL_CTX *sctx)
 		close(qb[i]);
 		close(net[i]);
 	}
+	return atomic_load(&a.ctr.to_remote);
 }
 
 static void test_relay_plain(void **state)
 {
 	(void)state;
-	run_pair(NULL, NULL);
+	run_pair(NULL, NULL, RELAY_Z_OFF);
 }
 
 static char g_pki[64];
 
-static void test_relay_tls(void **state)
+/* The relay over TLS, with contexts from the test PKI. */
+static uint64_t run_pair_tls(enum relay_z z)
 {
 	char ca[128], crt[128], key[128];
 	struct ferr err = { 0 };
 	SSL_CTX *c, *s;
+	uint64_t sent;
 
-	(void)state;
 	snprintf(ca, sizeof(ca), "%s/ca.crt", g_pki);
 	snprintf(crt, sizeof(crt), "%s/hosts/h.crt", g_pki);
 	snprintf(key, sizeof(key), "%s/hosts/h.key", g_pki);
@@ -313,9 +398,39 @@ static void test_relay_tls(void **state)
 	s = tls_server_ctx_new(ca, crt, key, &err);
 	assert_non_null(c);
 	assert_non_null(s);
-	run_pair(c, s);
+	sent = run_pair(c, s, z);
 	SSL_CTX_free(c);
 	SSL_CTX_free(s);
+	return sent;
+}
+
+static void test_relay_tls(void **state)
+{
+	(void)state;
+	run_pair_tls(RELAY_Z_OFF);
+}
+
+/* Frames: compressible bytes shrink on the wire and arrive intact (plain
+ * and TLS); incompressible ones go as raw frames, with 12 bytes of header
+ * per frame at most. */
+static void test_relay_frames(void **state)
+{
+	enum { UP = 3 * 1024 * 1024 + 17 };
+	uint64_t sent;
+
+	(void)state;
+	g_text = true;
+	sent = run_pair(NULL, NULL, RELAY_Z_ON);
+	assert_true(sent * 2 < UP);
+	sent = run_pair_tls(RELAY_Z_ON);
+	assert_true(sent * 2 < UP);
+	/* auto: correct whether or not it compresses */
+	run_pair_tls(RELAY_Z_AUTO);
+	g_text = false;
+	sent = run_pair_tls(RELAY_Z_ON);
+	assert_true(sent >= UP);
+	assert_true(sent <= UP + (UP / 4096 + 1) * MIG_FRAME_HDR_LEN);
+	g_text = false;
 }
 
 /* A relay whose peer resets mid-stream fails; stop ends it too. */
@@ -348,6 +463,7 @@ static int setup_pki(void **state)
 	struct ferr err = { 0 };
 
 	(void)state;
+	pattern_text_init(&g_vocab);
 	snprintf(g_pki, sizeof(g_pki), "/tmp/ferry-unit-XXXXXX");
 	if (!mkdtemp(g_pki))
 		return -1;
@@ -532,8 +648,10 @@ int main(void)
 		cmocka_unit_test(test_ack),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_opts),
+		cmocka_unit_test(test_fence),
 		cmocka_unit_test(test_relay_plain),
 		cmocka_unit_test(test_relay_tls),
+		cmocka_unit_test(test_relay_frames),
 		cmocka_unit_test(test_relay_errors),
 		cmocka_unit_test(test_constraints),
 		cmocka_unit_test(test_stats_note),

@@ -239,7 +239,27 @@ static void test_argv(void **state)
 	i = find_arg(&a, "-cpu");
 	assert_string_equal(a.v[i + 1], "host");
 	i = find_arg(&a, "-m");
-	assert_string_equal(a.v[i + 1], "256");
+	assert_string_equal(a.v[i + 1], "262144K");
+	assert_int_equal(find_arg(&a, "-object"), -1); /* no ram_dir */
+	strv_free(&a);
+	/* ram_dir: RAM is a shared file the size of -m, on the descriptor
+	 * ferryd created */
+	snprintf(cfg.ram_dir, sizeof(cfg.ram_dir), "/dev/shm/f");
+	assert_int_equal(vm_paths_get(&cfg, &d, &p, &err), 0);
+	assert_string_equal(p.ram,
+			    "/dev/shm/f/0123abcd-0000-4000-8000-00000000beef.ram");
+	f.ram = -1;
+	assert_int_equal(
+		qemu_build_argv(&cfg, ACCEL_TCG, &d, &f, NULL, &a, &err), -1);
+	f.ram = 8;
+	assert_int_equal(
+		qemu_build_argv(&cfg, ACCEL_TCG, &d, &f, NULL, &a, &err), 0);
+	i = find_arg(&a, "-object");
+	assert_true(i > 0);
+	assert_string_equal(a.v[i + 1],
+			    "memory-backend-file,id=ram0,size=262136K,mem-path="
+			    "/proc/self/fd/8,share=on");
+	assert_string_equal(a.v[i + 3], "memory-backend=ram0");
 	strv_free(&a);
 }
 
@@ -441,8 +461,8 @@ static void test_constraints(void **state)
 		"{\"roles\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"], " SIG "}",
 		"{\"attest\": \"required\"}",              /* unsigned */
 		"{\"signature\": \"00\"}",
-		"{\"signature\": \"0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
-		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}",
+		("{\"signature\": \"0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+		 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}"),
 		"[]",
 	};
 	char text[2048];

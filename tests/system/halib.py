@@ -1,0 +1,58 @@
+"""Helpers for checkpoint-HA tests (test_ha.py, bench/ha_bench.py): a
+cluster whose hosts use etcd and keep their VMs' RAM in shared files."""
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import ferrylib
+
+LEASE_TTL_S = 5
+
+
+def ha_cluster(make_cluster, make_etcd, hosts=2, etcd_members=1, ttl=LEASE_TTL_S,
+               request=None, endpoints=None, overrides=None, ec=None):
+    """A started cluster with HA set up on every host (etcd, ram_dir in
+    /dev/shm, removed afterwards) and its etcd cluster. endpoints: {host:
+    [urls]} in place of the members' (e.g. through a proxy); overrides:
+    {host: {field: value}} for ferryd.json."""
+    ec = ec or make_etcd(n=etcd_members)
+    c = make_cluster(hosts=hosts, start=False)
+    ram_root = Path(f"/dev/shm/{c.dir.name}")
+    ram_root.mkdir()
+    if request is not None:
+        request.addfinalizer(lambda: shutil.rmtree(ram_root, ignore_errors=True))
+    for name in c.hosts:
+        etcd = ec.ferryd_etcd_section(lease_ttl_s=ttl, timeout_ms=3000,
+                                      member_timeout_ms=1000)
+        if endpoints and name in endpoints:
+            etcd["endpoints"] = endpoints[name]
+        c.write_host_config(name, ram_dir=str(ram_root / name), etcd=etcd,
+                            **((overrides or {}).get(name, {})))
+    c.start_all()
+    c.ram_root = ram_root
+    return c, ec
+
+
+def ha_status(c, host, vm):
+    code, body = c.api(host, "GET", f"/v1/vms/{vm}/ha")
+    return body if code == 200 else None
+
+
+def wait_checkpoints(c, host, vm, n, timeout=120):
+    def check():
+        st = ha_status(c, host, vm)
+        last = (st or {}).get("last_checkpoint")
+        return st if last and last["seq"] >= n else None
+    return ferrylib.wait_until(check, timeout, 1.0, f"{n} checkpoints of {vm}")
+
+
+def vm_names(c, host):
+    return {v["name"]: v for v in c.list_vms(host)}
+
+
+def kill_qemu(c, host, vm):
+    pid = c.vm_info(host, vm)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    return time.monotonic()
