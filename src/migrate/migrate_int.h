@@ -7,7 +7,8 @@
  *   recover.c   start-up recovery and the resolver of unresolved
  *               migrations (the confirm protocol)
  *   outgoing.c  the source's driver thread, acceptor and channel threads
- *   incoming.c  the destination's prepare / finish / abort (loop thread)
+ *   inprepare.c the destination's prepare (loop thread)
+ *   incoming.c  the destination's finish / abort (loop thread)
  *   inchan.c    the destination's data-plane listener and channel threads
  *   postcopy.c  recovery of a post-copy migration whose stream broke
  *   peer.c      the source's calls to the destination (blocking, threads)
@@ -784,6 +785,14 @@ void mig_rec_set(struct mig *g, const char *key, json_t *val);
 
 /* outgoing.c: the source's journal record of g at phase (a new object). */
 json_t *mig_journal_rec(struct mig *g, const char *phase);
+
+/* incoming.c: journal the destination's session s at phase (loop). */
+int incoming_journal(struct migrator *m, const struct in_session *s,
+		     const char *phase, bool resume, struct ferr *err);
+
+/* incoming.c: the session's deadline passed before its finish: abort it
+ * (an event callback, arg the session). */
+void incoming_session_timeout(evutil_socket_t fd, short what, void *arg);
 
 /* incoming.c: a VM's QEMU exited (loop thread). */
 void incoming_vm_exited(struct migrator *m, struct vm *vm);
