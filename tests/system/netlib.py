@@ -236,12 +236,12 @@ class Lan:
 def checked_lan(request, **kw):
     """A Lan(**kw) for one test (request: pytest's), removed after it with
     a check that it left no namespace behind."""
-    before = set(namespaces())
     lan = Lan(**kw)
 
     def close():
         lan.close()
-        left = set(namespaces()) - before
+        # only this Lan's: other processes may make and remove their own
+        left = {n for n in namespaces() if n.startswith(lan.tag + "-")}
         assert not left, f"namespaces left behind: {left}"
     request.addfinalizer(close)
     return lan
