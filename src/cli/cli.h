@@ -181,6 +181,11 @@ int client_call_bound(struct client *c, const struct cli_host *host,
 		      const json_t *body, json_t **reply,
 		      unsigned char *exporter, struct ferr *err);
 
+/* The host's audit public key (GET /v1/audit/key) as an EVP_PKEY the
+ * caller frees; NULL with FERR_UNAVAILABLE if it sent none usable. */
+EVP_PKEY *client_audit_key(struct client *c, const struct cli_host *host,
+			   struct ferr *err);
+
 /* ---- output.c ---- */
 
 /* Print a one-line error to stderr and return the exit code for it. */
