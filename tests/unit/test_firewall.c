@@ -330,6 +330,13 @@ static void test_digest_pinned(void **state)
 	parse_ok("{\"default\": \"drop\", \"rules\": []}", &p);
 	fw_policy_digest(&p, d);
 	assert_string_equal(d, "6fe2444afb6a225e");
+	/* keys sorted, compact: sha256('{"default":"drop","rules":[{"action":
+	 * "accept","dir":"in","from":"10.0.0.0/8","port":22,"proto":"tcp"}]}') */
+	parse_ok("{\"rules\": [{\"port\": 22, \"proto\": \"tcp\", \"dir\": \"in\","
+		 " \"from\": \"10.0.0.0/8\"}], \"default\": \"drop\"}",
+		 &p);
+	fw_policy_digest(&p, d);
+	assert_string_equal(d, "a1e57c740946c7ec");
 }
 
 static void test_cluster_and_effective(void **state)
@@ -608,7 +615,9 @@ REENC(m_timeout_big, f->timeout = FERRY_FW_CT_TIMEOUT_MAX + 1)
 REENC(m_state0, f->tcp_state = 0)
 REENC(m_state10, f->tcp_state = FW_CT_TCP_STATE_MAX + 1)
 REENC(m_wscale, f->wscale[1] = 15)
+REENC(m_wscale0, f->wscale[0] = 15)
 REENC(m_tcpflags, f->tcp_flags[0] = 0x08)
+REENC(m_tcpflags1, f->tcp_flags[1] = 0x80)
 REENC(m_udp_state, { f->proto = 17; })
 REENC(m_udp_icmp, {
 	f->proto = 17;
@@ -654,7 +663,9 @@ static void test_ct_record_bad(void **state)
 	ct_bad(m_state0, "TCP fields do not go with protocol 6");
 	ct_bad(m_state10, "TCP fields do not go with protocol 6");
 	ct_bad(m_wscale, "TCP fields do not go with protocol 6");
+	ct_bad(m_wscale0, "TCP fields do not go with protocol 6");
 	ct_bad(m_tcpflags, "TCP fields do not go with protocol 6");
+	ct_bad(m_tcpflags1, "TCP fields do not go with protocol 6");
 	ct_bad(m_udp_state, "TCP fields do not go with protocol 17");
 	ct_bad(m_udp_icmp, "ICMP fields do not go with protocol 17");
 	ct_bad(m_sport0, "ports or ICMP fields do not go with protocol 6");
