@@ -66,14 +66,15 @@ def load_flows(lan, host, t, n, workdir):
     netlib.ns_run(ns, "conntrack", "-D", "-m", f"{t}/{MARK_MASK}", check=False)
     if n:
         path = workdir / "flows.ct"
-        src, dst = lan.observer_address, lan.vm_address(0)
+        base, last = lan.observer_address.rsplit(".", 1)
         with open(path, "w") as f:
             for i in range(n):
-                # source ports 10000..; past 55535 flows, the next source
-                # address would be needed (n is at most FERRY_FW_CT_FLOWS_MAX)
-                f.write(f"-I -p tcp -s {src} -d {dst} --sport {10000 + i % 55000} "
-                        f"--dport {PORT} --state ESTABLISHED -t 3600 "
-                        f"-u SEEN_REPLY,ASSURED -m {t}\n")
+                # 50,000 source ports per source address: the observer's,
+                # then the addresses below it (tracked, never used)
+                src = f"{base}.{int(last) - i // 50000}"
+                f.write(f"-I -p tcp -s {src} -d {lan.vm_address(0)} "
+                        f"--sport {10000 + i % 50000} --dport {PORT} "
+                        f"--state ESTABLISHED -t 3600 -u SEEN_REPLY,ASSURED -m {t}\n")
         netlib.ns_run(ns, "conntrack", "-R", str(path))
     got = tracked(lan, host, t)
     if got != n:
@@ -152,10 +153,10 @@ def table(flows, results, runs):
              "downtime ms |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for n in flows:
-        extra = f"{med(n, 'ctx_ms') - base:g}" if base is not None else "-"
-        lines.append(f"| {n} | {med(n, 'bytes'):g} | {med(n, 'export_ms'):g} | "
-                     f"{med(n, 'import_ms'):g} | {med(n, 'ctx_ms'):g} | {extra} | "
-                     f"{med(n, 'downtime_ms'):g} |")
+        extra = f"{med(n, 'ctx_ms') - base:.0f}" if base is not None else "-"
+        lines.append(f"| {n} | {med(n, 'bytes'):.0f} | {med(n, 'export_ms'):.0f} | "
+                     f"{med(n, 'import_ms'):.0f} | {med(n, 'ctx_ms'):.0f} | {extra} | "
+                     f"{med(n, 'downtime_ms'):.0f} |")
     lines.append(f"\nmedians of {runs} migrations per row (alternating host-a/host-b); "
                  f"extra: context ms minus that of {flows[0]} flows")
     return "\n".join(lines)
@@ -166,7 +167,7 @@ def main():
     ap.add_argument("--flows", default="0,10,10000",
                     help="comma-separated flow counts, the first the baseline (default "
                          "0,10,10000)")
-    ap.add_argument("--runs", type=int, default=3, help="migrations per flow count")
+    ap.add_argument("--runs", type=int, default=5, help="migrations per flow count")
     ap.add_argument("--settle", type=float, default=2.0,
                     help="seconds between migrations")
     ap.add_argument("--out", default=str(REPO / "build" / "secctx-bench.json"))
