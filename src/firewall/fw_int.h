@@ -1,7 +1,8 @@
 /* fw_int.h - what the firewall component's files share (firewall.h is its
  * contract for the rest of ferry). nftjson.c is pure: it turns what the
  * kernel holds (a listing) and what a VM should have into one nftables
- * JSON transaction; nft.c runs those inside a namespace.
+ * JSON transaction (nftlist.c reads a listing); nft.c runs those inside
+ * a namespace.
  *
  * The tables "ferry-<host>" (docs/security.md, "Security context"):
  *
@@ -73,6 +74,37 @@ json_t *fw_batch_remove(const char *table, const struct fw_listing *l,
 
 /* The transaction that deletes both tables (those that exist). */
 json_t *fw_batch_drop(const char *table, const struct fw_listing *l);
+
+/* ---- reading a listing (nftlist.c) ---- */
+
+/* Each object of kind in the listing, from index *i on (advanced past it);
+ * NULL past the end. */
+const json_t *fw_ls_item(const json_t *listing, const char *kind, size_t *i);
+
+/* The "elem" array of set or map name (NULL when empty or absent). */
+const json_t *fw_ls_elems(const json_t *listing, const char *name);
+
+/* A set element's value (a string), or a map element's key; NULL if none. */
+const char *fw_elem_key(const json_t *e);
+
+/* A verdict map element's jump target, or NULL. */
+const char *fw_elem_target(const json_t *e);
+
+/* A concatenated element's i-th part, or NULL. */
+const char *fw_concat_part(const json_t *e, size_t i);
+
+/* The uuid of a VM chain name "vm-<uuid>-in|out" into out, or false. */
+bool fw_chain_uuid(const char *chain, char out[FERRY_UUID_STR_LEN + 1]);
+
+/* The name of uuid's chain to the VM (in) or from it into out. */
+void fw_vm_chain(char out[FW_CHAIN_MAX], const char *uuid, bool in);
+
+/* Does the listing have a chain called name? */
+bool fw_chain_exists(const json_t *listing, const char *name);
+
+/* Does chain have a rule whose comment is comment? */
+bool fw_rule_with_comment(const json_t *listing, const char *chain,
+			  const char *comment);
 
 /* fw_show's answer from a listing. */
 json_t *fw_show_json(const struct fw_listing *l, const char *uuid);

@@ -11,7 +11,6 @@
 #include <openssl/sha.h>
 
 #define ETH_P_RARP_NUM 0x8035
-#define VM_CHAIN_PREFIX "vm-"
 
 /* ---- building expressions ---- */
 
@@ -225,117 +224,6 @@ static const struct {
 	{ "inet", "out", 3 },
 };
 
-/* ---- reading a listing ---- */
-
-/* Each object of kind in the listing, by index; NULL past the end. */
-static const json_t *item(const json_t *listing, const char *kind,
-			  size_t *i)
-{
-	const json_t *arr = json_object_get(listing, "nftables");
-
-	for (; *i < json_array_size(arr); (*i)++) {
-		const json_t *o = json_object_get(json_array_get(arr, *i), kind);
-
-		if (o) {
-			(*i)++;
-			return o;
-		}
-	}
-	return NULL;
-}
-
-/* The "elem" array of set or map name (NULL when empty or absent). */
-static const json_t *elems(const json_t *listing, const char *name)
-{
-	const char *kinds[] = { "set", "map" };
-
-	for (int k = 0; k < 2; k++) {
-		const json_t *s;
-		size_t i = 0;
-
-		while ((s = item(listing, kinds[k], &i)))
-			if (!strcmp(json_string_value(json_object_get(s, "name"))
-					    ?: "",
-				    name))
-				return json_object_get(s, "elem");
-	}
-	return NULL;
-}
-
-/* A set element's value (a string), or a map element's key. */
-static const char *elem_key(const json_t *e)
-{
-	return json_is_array(e) ? json_string_value(json_array_get(e, 0))
-				: json_string_value(e);
-}
-
-/* A verdict map element's jump target. */
-static const char *elem_target(const json_t *e)
-{
-	return json_string_value(json_object_get(
-		json_object_get(json_array_get(e, 1), "jump"), "target"));
-}
-
-/* A concatenated element's i-th part. */
-static const char *concat_part(const json_t *e, size_t i)
-{
-	return json_string_value(
-		json_array_get(json_object_get(e, "concat"), i));
-}
-
-/* The uuid of a VM chain name "vm-<uuid>-in|out" into out, or false. */
-static bool chain_uuid(const char *chain, char out[FERRY_UUID_STR_LEN + 1])
-{
-	size_t n = chain ? strlen(chain) : 0;
-	size_t pre = strlen(VM_CHAIN_PREFIX);
-
-	if (n != pre + FERRY_UUID_STR_LEN + 3 &&
-	    n != pre + FERRY_UUID_STR_LEN + 4)
-		return false;
-	if (strncmp(chain, VM_CHAIN_PREFIX, pre) != 0 ||
-	    (strcmp(chain + pre + FERRY_UUID_STR_LEN, "-in") != 0 &&
-	     strcmp(chain + pre + FERRY_UUID_STR_LEN, "-out") != 0))
-		return false;
-	memcpy(out, chain + pre, FERRY_UUID_STR_LEN);
-	out[FERRY_UUID_STR_LEN] = '\0';
-	return true;
-}
-
-static void vm_chain(char out[FW_CHAIN_MAX], const char *uuid, bool in)
-{
-	snprintf(out, FW_CHAIN_MAX, VM_CHAIN_PREFIX "%s-%s", uuid,
-		 in ? "in" : "out");
-}
-
-static bool chain_exists(const json_t *listing, const char *name)
-{
-	const json_t *c;
-	size_t i = 0;
-
-	while ((c = item(listing, "chain", &i)))
-		if (!strcmp(json_string_value(json_object_get(c, "name")) ?: "",
-			    name))
-			return true;
-	return false;
-}
-
-/* Does chain have a rule whose comment is comment? */
-static bool rule_with_comment(const json_t *listing, const char *chain,
-			      const char *comment)
-{
-	const json_t *r;
-	size_t i = 0;
-
-	while ((r = item(listing, "rule", &i)))
-		if (!strcmp(json_string_value(json_object_get(r, "chain")) ?: "",
-			    chain) &&
-		    !strcmp(json_string_value(json_object_get(r, "comment"))
-				    ?: "",
-			    comment))
-			return true;
-	return false;
-}
-
 bool fw_skeleton_ok(const struct fw_listing *l)
 {
 	if (!l->bridge || !l->inet)
@@ -349,9 +237,9 @@ bool fw_skeleton_ok(const struct fw_listing *l)
 		unsigned n = 0, others = 0;
 		size_t i = 0;
 
-		if (!chain_exists(listing, skeleton_chains[k].chain))
+		if (!fw_chain_exists(listing, skeleton_chains[k].chain))
 			return false;
-		while ((r = item(listing, "rule", &i))) {
+		while ((r = fw_ls_item(listing, "rule", &i))) {
 			if (strcmp(json_string_value(json_object_get(r, "chain"))
 					   ?: "",
 				   skeleton_chains[k].chain))
@@ -379,8 +267,8 @@ int fw_want_init(struct fw_want *w, const struct fw_vm *vm, struct ferr *err)
 	char chain[FW_CHAIN_MAX];
 
 	memset(w, 0, sizeof(*w));
-	vm_chain(chain, vm->uuid, true);
-	if (strlen(vm->uuid) != FERRY_UUID_STR_LEN || !chain_uuid(chain, u))
+	fw_vm_chain(chain, vm->uuid, true);
+	if (strlen(vm->uuid) != FERRY_UUID_STR_LEN || !fw_chain_uuid(chain, u))
 		return ferr_set(err, FERR_INVALID, "bad vm uuid");
 	if (!vm->tap[0] || strlen(vm->tap) > 15 || strchr(vm->tap, '"'))
 		return ferr_set(err, FERR_INVALID, "bad tap name");
@@ -443,7 +331,7 @@ static void vm_rules(json_t *b, const char *t, const struct fw_want *w,
 	const struct fw_policy *p = w->policy;
 	char chain[FW_CHAIN_MAX], comment[32];
 
-	vm_chain(chain, w->uuid, in);
+	fw_vm_chain(chain, w->uuid, in);
 	add_rule(b, "bridge", t, chain, "arp",
 		 json_pack("[o, {s:n}]",
 			   match("==", payload("ether", "type"),
@@ -575,9 +463,9 @@ static void plan_removal(json_t *b, const char *t, const struct fw_listing *l,
 	json_t *e;
 
 	for (int k = 0; k < 2; k++) {
-		json_array_foreach(elems(l->bridge, maps[k]), i, e) {
-			const char *tap = elem_key(e);
-			bool owned = chain_uuid(elem_target(e), u);
+		json_array_foreach(fw_ls_elems(l->bridge, maps[k]), i, e) {
+			const char *tap = fw_elem_key(e);
+			bool owned = fw_chain_uuid(fw_elem_target(e), u);
 
 			if (!owned || sel_goes(s, u) ||
 			    (s->tap && tap && !strcmp(tap, s->tap)))
@@ -588,30 +476,30 @@ static void plan_removal(json_t *b, const char *t, const struct fw_listing *l,
 						      json_string(tap));
 		}
 	}
-	json_array_foreach(elems(l->bridge, "vm_taps"), i, e)
-		if (!in_list(kept_taps, elem_key(e)))
+	json_array_foreach(fw_ls_elems(l->bridge, "vm_taps"), i, e)
+		if (!in_list(kept_taps, fw_elem_key(e)))
 			del_elem(b, "bridge", t, "vm_taps",
-				 json_string(elem_key(e) ?: ""));
-	json_array_foreach(elems(l->bridge, "vm_ports"), i, e) {
-		if (in_list(kept_taps, concat_part(e, 0)))
+				 json_string(fw_elem_key(e) ?: ""));
+	json_array_foreach(fw_ls_elems(l->bridge, "vm_ports"), i, e) {
+		if (in_list(kept_taps, fw_concat_part(e, 0)))
 			json_array_append_new(kept_macs,
-					      json_string(concat_part(e, 1) ?: ""));
+					      json_string(fw_concat_part(e, 1) ?: ""));
 		else
 			del_elem(b, "bridge", t, "vm_ports", json_deep_copy(e));
 	}
-	json_array_foreach(elems(l->inet, "vm_macs"), i, e)
-		if (!in_list(kept_macs, elem_key(e)))
+	json_array_foreach(fw_ls_elems(l->inet, "vm_macs"), i, e)
+		if (!in_list(kept_macs, fw_elem_key(e)))
 			del_elem(b, "inet", t, "vm_macs",
-				 json_string(elem_key(e) ?: ""));
-	json_array_foreach(elems(l->inet, "vm_tags"), i, e)
-		if (!in_list(kept_macs, elem_key(e)))
+				 json_string(fw_elem_key(e) ?: ""));
+	json_array_foreach(fw_ls_elems(l->inet, "vm_tags"), i, e)
+		if (!in_list(kept_macs, fw_elem_key(e)))
 			del_elem(b, "inet", t, "vm_tags",
-				 json_string(elem_key(e) ?: ""));
+				 json_string(fw_elem_key(e) ?: ""));
 	i = 0;
-	while (chains && (c = item(l->bridge, "chain", &i))) {
+	while (chains && (c = fw_ls_item(l->bridge, "chain", &i))) {
 		const char *name = json_string_value(json_object_get(c, "name"));
 
-		if (!chain_uuid(name, u) || !sel_goes(s, u))
+		if (!fw_chain_uuid(name, u) || !sel_goes(s, u))
 			continue;
 		json_array_append_new(b, cmd("flush", "chain", "bridge", t,
 					     json_pack("{s:s}", "name", name)));
@@ -634,9 +522,9 @@ static const char *map_lookup(const json_t *listing, const char *map,
 	size_t i;
 	json_t *e;
 
-	json_array_foreach(elems(listing, map), i, e)
-		if (key && !strcmp(elem_key(e) ?: "", key))
-			return elem_target(e);
+	json_array_foreach(fw_ls_elems(listing, map), i, e)
+		if (key && !strcmp(fw_elem_key(e) ?: "", key))
+			return fw_elem_target(e);
 	return NULL;
 }
 
@@ -647,10 +535,10 @@ static bool mac_owner(const struct fw_listing *l, const char *mac,
 	size_t i;
 	json_t *e;
 
-	json_array_foreach(elems(l->bridge, "vm_ports"), i, e)
-		if (!strcmp(concat_part(e, 1) ?: "", mac) &&
-		    chain_uuid(map_lookup(l->bridge, "to_vm",
-					  concat_part(e, 0)),
+	json_array_foreach(fw_ls_elems(l->bridge, "vm_ports"), i, e)
+		if (!strcmp(fw_concat_part(e, 1) ?: "", mac) &&
+		    fw_chain_uuid(map_lookup(l->bridge, "to_vm",
+					  fw_concat_part(e, 0)),
 			       u))
 			return true;
 	return false;
@@ -667,28 +555,33 @@ static bool intact(const struct fw_listing *l, const struct fw_want *w)
 
 	if (!fw_skeleton_ok(l))
 		return false;
-	vm_chain(in, w->uuid, true);
-	vm_chain(out, w->uuid, false);
+	fw_vm_chain(in, w->uuid, true);
+	fw_vm_chain(out, w->uuid, false);
 	snprintf(comment, sizeof(comment), "default %s", w->digest);
-	if (!rule_with_comment(l->bridge, in, comment) ||
-	    !rule_with_comment(l->bridge, out, comment) ||
-	    !in_list(elems(l->bridge, "vm_taps"), w->tap))
+	if (!fw_rule_with_comment(l->bridge, in, comment) ||
+	    !fw_rule_with_comment(l->bridge, out, comment) ||
+	    !in_list(fw_ls_elems(l->bridge, "vm_taps"), w->tap))
 		return false;
 	for (int k = 0; k < 2; k++) {
-		json_array_foreach(elems(l->bridge, maps[k]), i, e) {
-			const char *target = elem_target(e) ?: "";
+		bool found = false;
+
+		json_array_foreach(fw_ls_elems(l->bridge, maps[k]), i, e) {
+			const char *target = fw_elem_target(e) ?: "";
 			bool ours = !strcmp(target, k ? out : in);
 
-			if (ours != !strcmp(elem_key(e) ?: "", w->tap))
+			if (ours != !strcmp(fw_elem_key(e) ?: "", w->tap))
 				return false; /* another tap, or not ours */
+			found |= ours;
 		}
+		if (!found)
+			return false;
 	}
-	json_array_foreach(elems(l->bridge, "vm_ports"), i, e)
-		port |= !strcmp(concat_part(e, 0) ?: "", w->tap) &&
-			!strcmp(concat_part(e, 1) ?: "", w->mac);
-	mac = in_list(elems(l->inet, "vm_macs"), w->mac);
-	json_array_foreach(elems(l->inet, "vm_tags"), i, e)
-		tag |= !strcmp(elem_key(e) ?: "", w->mac) &&
+	json_array_foreach(fw_ls_elems(l->bridge, "vm_ports"), i, e)
+		port |= !strcmp(fw_concat_part(e, 0) ?: "", w->tap) &&
+			!strcmp(fw_concat_part(e, 1) ?: "", w->mac);
+	mac = in_list(fw_ls_elems(l->inet, "vm_macs"), w->mac);
+	json_array_foreach(fw_ls_elems(l->inet, "vm_tags"), i, e)
+		tag |= !strcmp(fw_elem_key(e) ?: "", w->mac) &&
 		       json_integer_value(json_array_get(e, 1)) == w->tag;
 	return port && mac && tag;
 }
@@ -711,10 +604,10 @@ json_t *fw_batch_install(const char *table, const struct fw_listing *l,
 			 "vm %s has MAC %s on this host already", u, w->mac);
 		return NULL;
 	}
-	json_array_foreach(elems(l->inet, "vm_tags"), i, e) {
+	json_array_foreach(fw_ls_elems(l->inet, "vm_tags"), i, e) {
 		if (json_integer_value(json_array_get(e, 1)) == w->tag &&
-		    strcmp(elem_key(e) ?: "", w->mac) != 0 &&
-		    mac_owner(l, elem_key(e) ?: "", u) &&
+		    strcmp(fw_elem_key(e) ?: "", w->mac) != 0 &&
+		    mac_owner(l, fw_elem_key(e) ?: "", u) &&
 		    strcmp(u, w->uuid) != 0) {
 			ferr_set(err, FERR_CONFLICT,
 				 "vm %s has the same flow tag %#x as vm %s",
@@ -742,7 +635,7 @@ json_t *fw_batch_install(const char *table, const struct fw_listing *l,
 		plan_removal(b, table, l, &s, false, NULL);
 	}
 	for (int in = 1; in >= 0; in--) {
-		vm_chain(chain, w->uuid, in);
+		fw_vm_chain(chain, w->uuid, in);
 		json_array_append_new(b, cmd("add", "chain", "bridge", table,
 					     json_pack("{s:s}", "name", chain)));
 		json_array_append_new(b, cmd("flush", "chain", "bridge", table,
@@ -750,7 +643,7 @@ json_t *fw_batch_install(const char *table, const struct fw_listing *l,
 		vm_rules(b, table, w, in);
 	}
 	for (int in = 1; in >= 0; in--) {
-		vm_chain(chain, w->uuid, in);
+		fw_vm_chain(chain, w->uuid, in);
 		json_array_append_new(
 			b, cmd("add", "element", "bridge", table,
 			       json_pack("{s:s, s:[[s, {s:{s:s}}]]}", "name",
@@ -803,99 +696,4 @@ json_t *fw_batch_drop(const char *table, const struct fw_listing *l)
 		json_array_append_new(b, cmd("delete", "table", "inet", table,
 					     NULL));
 	return json_pack("{s:o}", "nftables", b);
-}
-
-/* ---- show ---- */
-
-/* The counters of chain, by the rules' comments. */
-static json_t *chain_counters(const json_t *listing, const char *chain)
-{
-	json_t *out = json_array();
-	const json_t *r;
-	size_t i = 0;
-
-	while ((r = item(listing, "rule", &i))) {
-		const char *c = json_string_value(json_object_get(r, "comment"));
-		const json_t *cnt = NULL;
-		unsigned n;
-		size_t k;
-		json_t *x, *o;
-
-		if (strcmp(json_string_value(json_object_get(r, "chain")) ?: "",
-			   chain) || !c)
-			continue;
-		json_array_foreach(json_object_get(r, "expr"), k, x)
-			if (json_object_get(x, "counter"))
-				cnt = json_object_get(x, "counter");
-		if (!cnt)
-			continue;
-		if (sscanf(c, "rule %u", &n) == 1)
-			o = json_pack("{s:I}", "rule", (json_int_t)n);
-		else
-			o = json_pack("{s:s}", "rule",
-				      !strncmp(c, "default", 7) ? "default" : c);
-		json_object_set(o, "packets", json_object_get(cnt, "packets"));
-		json_object_set(o, "bytes", json_object_get(cnt, "bytes"));
-		/* the three "established" rules of an in chain add up */
-		if (json_array_size(out) &&
-		    json_equal(json_object_get(json_array_get(
-					   out, json_array_size(out) - 1),
-					   "rule"),
-			       json_object_get(o, "rule"))) {
-			json_t *last = json_array_get(out,
-						      json_array_size(out) - 1);
-			const char *keys[] = { "packets", "bytes" };
-
-			for (int j = 0; j < 2; j++)
-				json_object_set_new(
-					last, keys[j],
-					json_integer(json_integer_value(
-							     json_object_get(
-								     last,
-								     keys[j])) +
-						     json_integer_value(
-							     json_object_get(
-								     o,
-								     keys[j]))));
-			json_decref(o);
-			continue;
-		}
-		json_array_append_new(out, o);
-	}
-	return out;
-}
-
-json_t *fw_show_json(const struct fw_listing *l, const char *uuid)
-{
-	char in[FW_CHAIN_MAX], out[FW_CHAIN_MAX];
-	const char *tap = NULL;
-	const json_t *r;
-	size_t i = 0;
-	json_t *o;
-
-	vm_chain(in, uuid, true);
-	vm_chain(out, uuid, false);
-	if (!l->bridge || !chain_exists(l->bridge, in))
-		return json_pack("{s:b}", "installed", 0);
-	{
-		size_t k;
-		json_t *e;
-
-		json_array_foreach(elems(l->bridge, "to_vm"), k, e)
-			if (!strcmp(elem_target(e) ?: "", in))
-				tap = elem_key(e);
-	}
-	o = json_pack("{s:b, s:s?, s:{s:o, s:o}}", "installed", 1, "tap", tap,
-		      "counters", "in", chain_counters(l->bridge, in), "out",
-		      chain_counters(l->bridge, out));
-	while ((r = item(l->bridge, "rule", &i))) {
-		const char *c = json_string_value(json_object_get(r, "comment"));
-
-		if (c && !strcmp(json_string_value(json_object_get(r, "chain"))
-					 ?: "",
-				 in) &&
-		    !strncmp(c, "default ", 8))
-			json_object_set_new(o, "digest", json_string(c + 8));
-	}
-	return o;
 }

@@ -109,7 +109,7 @@ int mig_ctx_send(struct mig *g, struct ferr *err)
 				 MIG_FLAG_CONTEXT |
 					 (g->opts.insecure ? MIG_FLAG_PLAINTEXT
 							   : 0),
-				 g->sid, g->key, 0, (uint16_t)g->nchan, &c,
+				 RELAY_Z_OFF, g->sid, g->key, 0, (uint16_t)g->nchan, &c,
 				 err) < 0 ||
 	    conn_io_deadline(&c, false, buf, len, deadline,
 			     "the connection state", err) < 0 ||

@@ -1,7 +1,8 @@
 /* runtime.c - QEMU processes of the host's VMs: operations (one at a time
  * per VM, each on a worker thread with the VM's monitor lent to it), QMP
- * events, launch, re-attachment after a ferryd restart, stop, pause,
- * resume, reaping. The loop never waits for QEMU (vm.h). */
+ * events, launch, re-attachment after a ferryd restart, quit, reaping
+ * (stop, pause and resume: control.c). The loop never waits for QEMU
+ * (vm.h). */
 #define _GNU_SOURCE
 #include "vm_internal.h"
 #include "worker.h"
@@ -40,6 +41,7 @@ struct vm_op {
 	/* one QMP command (pause, resume, stop) */
 	const char *cmd;
 	bool force;
+	vm_cmd_apply_fn cmd_apply;
 	/* launch */
 	struct strv argv;
 	struct vm_paths paths;
@@ -492,10 +494,16 @@ static int cmd_work(struct vm_op *op)
 	return qmp_command(op->q, op->cmd, NULL, NULL, &op->err);
 }
 
-/* Queue op->cmd for vm; apply runs after it. */
-static int submit_cmd(struct vm *vm, const char *cmd, bool force,
-		      void (*apply)(struct vm_op *op), vm_done_fn done,
-		      void *ctx, struct ferr *err)
+/* The after-step of vm_submit_cmd. */
+static void cmd_apply(struct vm_op *op)
+{
+	if (op->cmd_apply)
+		op->cmd_apply(op->vm, op->rc, op->force);
+}
+
+int vm_submit_cmd(struct vm *vm, const char *cmd, bool force,
+		  vm_cmd_apply_fn apply, vm_done_fn done, void *ctx,
+		  struct ferr *err)
 {
 	struct vm_op *op = op_new(vm, cmd, err);
 
@@ -505,7 +513,8 @@ static int submit_cmd(struct vm *vm, const char *cmd, bool force,
 	op->work = cmd_work;
 	op->cmd = cmd;
 	op->force = force;
-	op->apply = apply;
+	op->apply = cmd_apply;
+	op->cmd_apply = apply;
 	op->done = done;
 	op->ctx = ctx;
 	vm_op_submit(vm, op);
@@ -518,9 +527,8 @@ static int noop_work(struct vm_op *op)
 	return 0;
 }
 
-/* Queue nothing but done, after the VM's earlier operations. */
-static int submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
-		       struct ferr *err)
+int vm_submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
+		   struct ferr *err)
 {
 	struct vm_op *op = op_new(vm, "wait", err);
 
@@ -765,141 +773,4 @@ int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err)
 		vm->state = VM_STOPPING;
 	vm_op_submit(vm, op);
 	return 0;
-}
-
-/* ---- stop, pause, resume ---- */
-
-/* Stop timer: first the graceful deadline (then quit), then the quit
- * deadline (then SIGKILL). */
-static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct vm *vm = arg;
-	struct timeval tv = { .tv_sec = FERRY_KILL_WAIT_MS / 1000 };
-	struct ferr err;
-
-	(void)fd;
-	(void)what;
-	if (!vm->stop_forced) {
-		log_info("vm %s: graceful stop timed out, quitting QEMU",
-			 vm->def.name);
-		vm->stop_forced = true;
-		if (submit_cmd(vm, "quit", true, NULL, NULL, NULL, &err) < 0)
-			log_warn("vm %s: quit: %s", vm->def.name, err.msg);
-		if (vm->state != VM_SHUTOFF && vm->stop_timer)
-			evtimer_add(vm->stop_timer, &tv);
-		return;
-	}
-	if (vm->pid > 0 && qemu_process_matches(vm->pid, vm->def.uuid)) {
-		log_warn("vm %s: QEMU pid %d did not exit, killing it",
-			 vm->def.name, (int)vm->pid);
-		kill(vm->pid, SIGKILL);
-	}
-}
-
-/* A VM whose hold guards it changes only with force. */
-static int check_guard(const struct vm *vm, bool force, const char *verb,
-		       struct ferr *err)
-{
-	if (vm->hold.owner[0] && vm->hold.resume_guard && !force)
-		return ferr_set(err, FERR_CONFLICT,
-				"vm %s was left paused by migration %s, whose "
-				"outcome is not known yet: it may run on the "
-				"other host already. %s it only if you know it "
-				"does not (--force); ferryd keeps asking the "
-				"other host",
-				vm->def.name, vm->hold.owner, verb);
-	return 0;
-}
-
-int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
-	     vm_done_fn done, void *ctx, struct ferr *err)
-{
-	struct timeval tv = { 0 };
-
-	(void)m;
-	if (vm->state == VM_SHUTOFF)
-		return ferr_set(err, FERR_CONFLICT, "vm %s is not running",
-				vm->def.name);
-	if (check_guard(vm, force, "Stop", err) < 0)
-		return -1;
-	if (!vm->stop_timer) {
-		vm->stop_timer = evtimer_new(vm->vmm->base, on_stop_timer, vm);
-		if (!vm->stop_timer)
-			return ferr_set(err, FERR_INTERNAL, "out of memory");
-	}
-	if (vm->state == VM_STOPPING && !force) {
-		/* already on its way: nothing to queue */
-		return submit_noop(vm, done, ctx, err);
-	}
-	if (force || !vm->qmp) {
-		if (vm->qmp) {
-			if (submit_cmd(vm, "quit", true, NULL, done, ctx,
-				       err) < 0)
-				return -1;
-		} else {
-			if (vm->pid > 0)
-				kill(vm->pid, SIGTERM);
-			if (submit_noop(vm, done, ctx, err) < 0)
-				return -1;
-		}
-		vm->stop_forced = true;
-		tv.tv_sec = FERRY_KILL_WAIT_MS / 1000;
-	} else {
-		if (submit_cmd(vm, "system_powerdown", false, NULL, done, ctx,
-			       err) < 0)
-			return -1;
-		tv.tv_sec = timeout_s;
-	}
-	if (force && vm->hold.resume_guard)
-		memset(&vm->hold, 0, sizeof(vm->hold));
-	evtimer_del(vm->stop_timer);
-	vm->state = VM_STOPPING;
-	evtimer_add(vm->stop_timer, &tv);
-	log_info("vm %s: %s stop requested", vm->def.name,
-		 force ? "forced" : "graceful");
-	return 0;
-}
-
-static void pause_apply(struct vm_op *op)
-{
-	if (op->rc == 0 && op->vm->state == VM_RUNNING)
-		op->vm->state = VM_PAUSED;
-}
-
-static void resume_apply(struct vm_op *op)
-{
-	struct vm *vm = op->vm;
-
-	if (op->rc < 0)
-		return;
-	if (vm->state == VM_PAUSED)
-		vm->state = VM_RUNNING;
-	if (op->force && vm->hold.resume_guard) {
-		log_warn("vm %s: resumed by force, although migration %s had "
-			 "left it paused",
-			 vm->def.name, vm->hold.owner);
-		memset(&vm->hold, 0, sizeof(vm->hold));
-	}
-}
-
-int vmm_pause(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
-	      struct ferr *err)
-{
-	(void)m;
-	if (vm->state != VM_RUNNING)
-		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not running",
-				vm->def.name, vm_state_name(vm->state));
-	return submit_cmd(vm, "stop", false, pause_apply, done, ctx, err);
-}
-
-int vmm_resume(struct vmm *m, struct vm *vm, bool force, vm_done_fn done,
-	       void *ctx, struct ferr *err)
-{
-	(void)m;
-	if (vm->state != VM_PAUSED)
-		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not paused",
-				vm->def.name, vm_state_name(vm->state));
-	if (check_guard(vm, force, "Resume", err) < 0)
-		return -1;
-	return submit_cmd(vm, "cont", force, resume_apply, done, ctx, err);
 }

@@ -54,6 +54,21 @@ struct vm_op;
 /* Queue op on vm (see vm.h, "operations"). */
 void vm_op_submit(struct vm *vm, struct vm_op *op);
 
+/* What follows a queued command on the loop: rc its result, force as
+ * given to vm_submit_cmd. */
+typedef void (*vm_cmd_apply_fn)(struct vm *vm, int rc, bool force);
+
+/* Queue the QMP command cmd (no arguments, a string that outlives the
+ * operation) for vm after its earlier operations; apply (may be NULL) then
+ * done run on the loop after it. */
+int vm_submit_cmd(struct vm *vm, const char *cmd, bool force,
+		  vm_cmd_apply_fn apply, vm_done_fn done, void *ctx,
+		  struct ferr *err);
+
+/* Queue nothing but done, after vm's earlier operations. */
+int vm_submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
+		   struct ferr *err);
+
 /* Check files and memory, then queue the launch of QEMU for vm with extra
  * arguments and the attachment of its QMP. On failure (at once, or in
  * done) nothing is left running and vm is shut off. */
