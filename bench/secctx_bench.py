@@ -25,7 +25,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -175,7 +175,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("secctx_bench: needs root (network namespaces, conntrack)")
     for tool in ("conntrack", "nft"):
-        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
+        if not shutil.which(tool):
             sys.exit(f"secctx_bench: {tool} missing (scripts/deps.sh)")
     t0 = time.monotonic()
     flows, results = run(args)
