@@ -28,12 +28,17 @@ static const json_t *counter_of(const json_t *list, const json_t *rule)
 	return NULL;
 }
 
+/* One line of the table; cnt NULL: "-" for its counters, or the headers
+ * when num is "#". */
 static void print_row(const char *num, const char *dir, const char *action,
 		      const char *proto, const char *port, const char *peer,
 		      const json_t *cnt)
 {
-	char pk[24] = "-", by[24] = "-";
+	bool head = !strcmp(num, "#");
+	char pk[24], by[24];
 
+	snprintf(pk, sizeof(pk), "%s", head ? "PACKETS" : "-");
+	snprintf(by, sizeof(by), "%s", head ? "BYTES" : "-");
 	if (cnt) {
 		snprintf(pk, sizeof(pk), "%lld",
 			 (long long)json_integer_value(

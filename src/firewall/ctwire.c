@@ -1,37 +1,16 @@
 /* ctwire.c - the connection-tracking context's records (ct_wire.h).
  * Pure. */
 #include "ct_wire.h"
+#include "le.h"
 
 #include <string.h>
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) | ((uint32_t)get16(p + 2) << 16);
-}
 
 void fw_ct_encode_header(uint8_t out[FW_CT_HDR_LEN], uint32_t count)
 {
 	memset(out, 0, FW_CT_HDR_LEN);
-	put32(out + FW_CT_HDR_OFF_MAGIC, FW_CT_MAGIC);
-	put16(out + FW_CT_HDR_OFF_VERSION, FW_CT_VERSION);
-	put32(out + FW_CT_HDR_OFF_COUNT, count);
+	le_put32(out + FW_CT_HDR_OFF_MAGIC, FW_CT_MAGIC);
+	le_put16(out + FW_CT_HDR_OFF_VERSION, FW_CT_VERSION);
+	le_put32(out + FW_CT_HDR_OFF_COUNT, count);
 }
 
 void fw_ct_encode(uint8_t out[FW_CT_REC_LEN], const struct fw_ct_flow *f)
@@ -40,10 +19,10 @@ void fw_ct_encode(uint8_t out[FW_CT_REC_LEN], const struct fw_ct_flow *f)
 	out[FW_CT_REC_OFF_FAMILY] = f->family;
 	out[FW_CT_REC_OFF_PROTO] = f->proto;
 	out[FW_CT_REC_OFF_TCP_STATE] = f->tcp_state;
-	put32(out + FW_CT_REC_OFF_STATUS, f->status);
-	put32(out + FW_CT_REC_OFF_TIMEOUT, f->timeout);
-	put16(out + FW_CT_REC_OFF_SPORT, f->sport);
-	put16(out + FW_CT_REC_OFF_DPORT, f->dport);
+	le_put32(out + FW_CT_REC_OFF_STATUS, f->status);
+	le_put32(out + FW_CT_REC_OFF_TIMEOUT, f->timeout);
+	le_put16(out + FW_CT_REC_OFF_SPORT, f->sport);
+	le_put16(out + FW_CT_REC_OFF_DPORT, f->dport);
 	out[FW_CT_REC_OFF_ICMP_TYPE] = f->icmp_type;
 	out[FW_CT_REC_OFF_ICMP_CODE] = f->icmp_code;
 	memcpy(out + FW_CT_REC_OFF_WSCALE, f->wscale, 2);
@@ -55,19 +34,19 @@ void fw_ct_encode(uint8_t out[FW_CT_REC_LEN], const struct fw_ct_flow *f)
 int fw_ct_decode_header(const uint8_t in[FW_CT_HDR_LEN], uint32_t *count,
 			struct ferr *err)
 {
-	if (get32(in + FW_CT_HDR_OFF_MAGIC) != FW_CT_MAGIC)
+	if (le_get32(in + FW_CT_HDR_OFF_MAGIC) != FW_CT_MAGIC)
 		return ferr_set(err, FERR_INVALID,
 				"connection context: bad magic");
-	if (get16(in + FW_CT_HDR_OFF_VERSION) != FW_CT_VERSION)
+	if (le_get16(in + FW_CT_HDR_OFF_VERSION) != FW_CT_VERSION)
 		return ferr_set(err, FERR_INVALID,
 				"connection context: version %u is not %u",
-				(unsigned)get16(in + FW_CT_HDR_OFF_VERSION),
+				(unsigned)le_get16(in + FW_CT_HDR_OFF_VERSION),
 				FW_CT_VERSION);
-	if (get16(in + FW_CT_HDR_OFF_FLAGS) ||
-	    get32(in + FW_CT_HDR_OFF_RESERVED))
+	if (le_get16(in + FW_CT_HDR_OFF_FLAGS) ||
+	    le_get32(in + FW_CT_HDR_OFF_RESERVED))
 		return ferr_set(err, FERR_INVALID,
 				"connection context: reserved bits set");
-	*count = get32(in + FW_CT_HDR_OFF_COUNT);
+	*count = le_get32(in + FW_CT_HDR_OFF_COUNT);
 	if (*count > FERRY_FW_CT_FLOWS_MAX)
 		return ferr_set(err, FERR_INVALID,
 				"connection context: %u flows; at most %d",
@@ -100,10 +79,10 @@ int fw_ct_decode(const uint8_t in[FW_CT_REC_LEN], struct fw_ct_flow *f,
 	f->family = in[FW_CT_REC_OFF_FAMILY];
 	f->proto = in[FW_CT_REC_OFF_PROTO];
 	f->tcp_state = in[FW_CT_REC_OFF_TCP_STATE];
-	f->status = get32(in + FW_CT_REC_OFF_STATUS);
-	f->timeout = get32(in + FW_CT_REC_OFF_TIMEOUT);
-	f->sport = get16(in + FW_CT_REC_OFF_SPORT);
-	f->dport = get16(in + FW_CT_REC_OFF_DPORT);
+	f->status = le_get32(in + FW_CT_REC_OFF_STATUS);
+	f->timeout = le_get32(in + FW_CT_REC_OFF_TIMEOUT);
+	f->sport = le_get16(in + FW_CT_REC_OFF_SPORT);
+	f->dport = le_get16(in + FW_CT_REC_OFF_DPORT);
 	f->icmp_type = in[FW_CT_REC_OFF_ICMP_TYPE];
 	f->icmp_code = in[FW_CT_REC_OFF_ICMP_CODE];
 	memcpy(f->wscale, in + FW_CT_REC_OFF_WSCALE, 2);
@@ -121,7 +100,7 @@ int fw_ct_decode(const uint8_t in[FW_CT_REC_LEN], struct fw_ct_flow *f,
 		return ferr_set(err, FERR_INVALID,
 				"connection context: protocol %u over IPv%u",
 				(unsigned)f->proto, (unsigned)f->family);
-	if (in[FW_CT_REC_OFF_RESERVED0] || get16(in + FW_CT_REC_OFF_RESERVED1))
+	if (in[FW_CT_REC_OFF_RESERVED0] || le_get16(in + FW_CT_REC_OFF_RESERVED1))
 		return ferr_set(err, FERR_INVALID,
 				"connection context: reserved bytes set");
 	if ((f->status & ~FW_CT_STATUS_KNOWN) || f->timeout == 0 ||

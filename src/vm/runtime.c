@@ -455,14 +455,15 @@ static int run_qmp_work(struct vm_op *op)
 	return op->fn(op->q, op->fn_ctx, &op->err);
 }
 
-int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
-	       vm_done_fn done, struct ferr *err)
+/* Queue fn(q, ctx) on a worker, q the VM's monitor when lend, else NULL. */
+static int run_fn(struct vm *vm, const char *what, bool lend, vm_qmp_fn fn,
+		  void *ctx, vm_done_fn done, struct ferr *err)
 {
 	struct vm_op *op = op_new(vm, what, err);
 
 	if (!op)
 		return -1;
-	op->lend_qmp = op->need_qmp = true;
+	op->lend_qmp = op->need_qmp = lend;
 	op->work = run_qmp_work;
 	op->fn = fn;
 	op->fn_ctx = ctx;
@@ -472,20 +473,16 @@ int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
 	return 0;
 }
 
+int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
+	       vm_done_fn done, struct ferr *err)
+{
+	return run_fn(vm, what, true, fn, ctx, done, err);
+}
+
 int vm_run_work(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
 		vm_done_fn done, struct ferr *err)
 {
-	struct vm_op *op = op_new(vm, what, err);
-
-	if (!op)
-		return -1;
-	op->work = run_qmp_work; /* with op->q NULL: no monitor lent */
-	op->fn = fn;
-	op->fn_ctx = ctx;
-	op->done = done;
-	op->ctx = ctx;
-	vm_op_submit(vm, op);
-	return 0;
+	return run_fn(vm, what, false, fn, ctx, done, err);
 }
 
 /* One QMP command of op->cmd, no arguments. */

@@ -11,7 +11,6 @@ rules allow, and 5001, which they do not.
 import json
 import os
 import select
-import signal
 import socket
 import threading
 import time
@@ -38,15 +37,7 @@ RULES = {"default": "drop",
 
 @pytest.fixture
 def lan(request):
-    before = set(netlib.namespaces())
-    lan = netlib.Lan()
-
-    def close():
-        lan.close()
-        left = set(netlib.namespaces()) - before
-        assert not left, f"namespaces left behind: {left}"
-    request.addfinalizer(close)
-    return lan
+    return netlib.checked_lan(request)
 
 
 def fw_cluster(lan, make_cluster, firewall=RULES, policy_fw=None, start_vm=True):
