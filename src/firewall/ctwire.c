@@ -67,7 +67,8 @@ static bool addr_ok(uint8_t family, const uint8_t a[16])
 		       !(a[0] == 255 && a[1] == 255 && a[2] == 255 &&
 			 a[3] == 255);
 	}
-	return memcmp(a, zero, 16) != 0 && a[0] != 0xff;
+	/* not ::, ::1 or multicast */
+	return memcmp(a, zero, 15) != 0 && a[0] != 0xff;
 }
 
 int fw_ct_decode(const uint8_t in[FW_CT_REC_LEN], struct fw_ct_flow *f,

@@ -121,8 +121,9 @@ int fw_effective(const struct fw_cluster *c, const struct fw_policy *own,
 
 /* ---- enforcement (nft.c) ---- */
 
-/* The tag of a VM's flows (their ct mark): the first 29 bits of its
- * uuid (never 0). The same on every host, so imported flows keep it. */
+/* The tag of a VM's flows (their ct mark): the low 29 bits of its uuid's
+ * first 32 (never 0). The same on every host, so imported flows keep
+ * it. */
 uint32_t fw_tag(const char *uuid);
 
 /* One VM's binding on this host. */

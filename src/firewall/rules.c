@@ -88,7 +88,8 @@ static int parse_port(const json_t *v, const char *what, struct fw_rule *r,
 		return 0;
 	}
 	s = json_string_value(v);
-	if (!s || strlen(s) > PORT_TEXT_MAX || !(dash = strchr(s, '-')) ||
+	if (!s || strlen(s) != json_string_length(v) ||
+	    strlen(s) > PORT_TEXT_MAX || !(dash = strchr(s, '-')) ||
 	    port_value(s, (size_t)(dash - s), &r->port_lo) < 0 ||
 	    port_value(dash + 1, strlen(dash + 1), &r->port_hi) < 0)
 		return ferr_set(err, FERR_INVALID,

@@ -160,10 +160,11 @@ int mig_ctx_receive(struct migrator *m, struct in_session *s,
 		mig_ack_build(ack, MIG_ACK_REFUSED, 0, NULL, NULL);
 		conn_io_deadline(c, false, ack, sizeof(ack), deadline, "the ACK",
 				 err);
-		return ferr_set(err, FERR_FORBIDDEN,
-				"vm %s is not bridged here: no connection "
-				"state to take",
-				s->vm);
+		ferr_set(err, FERR_FORBIDDEN,
+			 "vm %s is not bridged here: no connection state to "
+			 "take",
+			 s->vm);
+		goto out;
 	}
 	mig_ack_build(ack, MIG_ACK_OK, 0, s->key, exporter);
 	if (conn_io_deadline(c, false, ack, sizeof(ack), deadline, "the ACK",

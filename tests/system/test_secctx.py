@@ -428,3 +428,28 @@ def test_firewall_commands_permissions_audit_and_default(lan, make_cluster):
     assert show["rules"]["rules"][0]["port"] == SHUT
     wait_until(lambda: echo(lan, SHUT) and not echo(lan, OPEN, timeout=1), 10, 0.2,
                "the default's ports")
+
+
+ONLY_OPEN = {"default": "drop", "rules": [{"dir": "in", "proto": "tcp", "port": OPEN}]}
+ONLY_SHUT = {"default": "drop", "rules": [{"dir": "in", "proto": "tcp", "port": SHUT}]}
+
+
+def test_new_default_reaches_a_migrated_vm(lan, make_cluster):
+    """A VM that arrived on the cluster default (carried by its migration)
+    gets the destination's new default at a policy reload, as a VM started
+    there would."""
+    c = fw_cluster(lan, make_cluster, firewall=None, policy_fw={"default": ONLY_OPEN})
+    r = c.migrate(A, VM, B)
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: echo(lan, OPEN), 20, 0.2, "the open port on host-b")
+    pol = json.loads(c.policy_path(B).read_text())
+    pol["firewall"] = {"default": ONLY_SHUT}
+    c.write_policy(B, pol)
+    c.api_ok(B, "POST", "/v1/policy/reload")
+    # a VM started on host-b would have it at once (queued operation)
+    wait_until(lambda: c.api_ok(B, "GET", f"/v1/vms/{VM}/firewall")["rules"]["rules"][0]
+               ["port"] == SHUT, 10, 0.2, "the new default on host-b's VM")
+    show = c.api_ok(B, "GET", f"/v1/vms/{VM}/firewall")
+    assert show["origin"] == "default" and show["firewall"] is None, show
+    wait_until(lambda: echo(lan, SHUT) and not echo(lan, OPEN, timeout=1), 10, 0.2,
+               "the new default's ports")

@@ -165,6 +165,10 @@ static void test_parse_bad(void **state)
 		  "firewall.rules[0].port must be a port (1..65535) or a range "
 		  "\"LOW-HIGH\"");
 	parse_bad("{\"default\": \"drop\", \"rules\": [{\"dir\": \"in\","
+		  " \"proto\": \"tcp\", \"port\": \"80-90\\u0000junk\"}]}",
+		  "firewall.rules[0].port must be a port (1..65535) or a range "
+		  "\"LOW-HIGH\"");
+	parse_bad("{\"default\": \"drop\", \"rules\": [{\"dir\": \"in\","
 		  " \"proto\": \"udp\", \"port\": \"90-80\"}]}",
 		  "firewall.rules[0].port range 90-80 runs backwards");
 	/* the example: a prefix with host bits */
@@ -647,6 +651,11 @@ REENC(m_v6_zero, {
 	f->family = 6;
 	memset(f->src, 0, 16);
 })
+REENC(m_v6_lo, {
+	f->family = 6;
+	memset(f->src, 0, 16);
+	f->src[15] = 1;
+})
 MUT(m_reserved0, r[FW_CT_REC_OFF_RESERVED0] = 1)
 MUT(m_reserved1, r[FW_CT_REC_OFF_RESERVED1 + 1] = 1)
 
@@ -678,6 +687,7 @@ static void test_ct_record_bad(void **state)
 	ct_bad(m_v4_tail, "not a unicast IPv4 address");
 	ct_bad(m_v6_mcast, "not a unicast IPv6 address");
 	ct_bad(m_v6_zero, "not a unicast IPv6 address");
+	ct_bad(m_v6_lo, "not a unicast IPv6 address");
 	ct_bad(m_reserved0, "reserved bytes set");
 	ct_bad(m_reserved1, "reserved bytes set");
 }
