@@ -86,6 +86,14 @@ check-ha: build guest
 bench-ha: build guest
 	/usr/bin/python3 bench/ha_bench.py $(BENCH_ARGS)
 
+# What carrying a VM's tracked flows adds to a migration's switchover
+# (docs/security.md, "Security context"): 0, 10 and 10,000 flows, 5
+# migrations each, on a LAN of network namespaces. Needs root.
+# BENCH_SECCTX_ARGS="--flows 0,10,10000 --runs 5" to tune.
+.PHONY: bench-secctx
+bench-secctx: build guest
+	/usr/bin/python3 bench/secctx_bench.py $(BENCH_SECCTX_ARGS)
+
 # libFuzzer targets (clang, ASan + UBSan) for FUZZ_SECONDS each; `make check`
 # runs them briefly.
 FUZZ_SECONDS ?= 600

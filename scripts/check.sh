@@ -29,11 +29,11 @@ echo "== static analysis (scan-build)"
 bash scripts/analyze.sh
 
 echo "== fuzz targets, briefly (libFuzzer, clang, ASan + UBSan)"
-bash scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-10}"
+bash scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-5}"
 
 echo "== system tests (ferryd from build-asan)"
 FERRY_BUILD="$ROOT/build-asan" FERRY_GUEST_DIR="$ROOT/build/guest" \
-  /usr/bin/python3 -m pytest -q -ra tests/system "$@"
+  /usr/bin/python3 -m pytest -q -ra --durations=25 tests/system "$@"
 
 echo "== fault matrix, smoke (one trial of a few cells; make faults runs all)"
 FAULT_CELLS=smoke FAULT_TRIALS=1 FAULT_RESULTS="$ROOT/build-asan/faults-smoke.jsonl" \

@@ -4,8 +4,10 @@
 # is shown, then migrated live and encrypted to host-b, where the heartbeat
 # runs on; then checkpoint HA (one etcd member on 127.0.0.4): the VM is
 # protected by host-a, its QEMU on host-b is killed, and host-a runs it on
-# from the last checkpoint. Run by `make demo` after the build and the
-# guest.
+# from the last checkpoint; then (as root) a VM's firewall: a VM on a
+# bridge in network namespaces the demo creates, its rules migrated with
+# it and an open TCP connection kept across the move. Run by `make demo`
+# after the build and the guest.
 #
 # FERRY_DEMO_DIR (default /tmp/ferry-demo) holds everything; it is wiped at
 # the start. FERRY_DEMO_KEEP=1 leaves the hosts and the VM running.
@@ -23,6 +25,12 @@ D=${FERRY_DEMO_DIR:-/tmp/ferry-demo}
 FERRY="$BIN/ferry --config $D/client.json"
 RAM=/dev/shm/ferry-demo-$(id -u)   # the VMs' RAM files (ferryd.json ram_dir)
 ETCD_PORT=${FERRY_DEMO_ETCD_PORT:-12379}
+# the VM LAN of the firewall part (root only): a switch, one namespace per
+# host with its bridge br0, and an observer that talks to the VM
+NS=fdemo
+WEB_IP=10.231.0.100 OBS_IP=10.231.0.250
+LAN=0
+[ "$(id -u)" -eq 0 ] && LAN=1
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -35,6 +43,8 @@ cleanup() {
   $FERRY --host host-b ha disable demo >/dev/null 2>&1 || true
   $FERRY --host host-a vm stop demo --force >/dev/null 2>&1 || true
   $FERRY --host host-b vm stop demo --force >/dev/null 2>&1 || true
+  $FERRY --host host-a vm stop web --force >/dev/null 2>&1 || true
+  $FERRY --host host-b vm stop web --force >/dev/null 2>&1 || true
   for h in host-a host-b; do
     [ -f "$D/$h/ferryd.pid" ] && kill "$(cat "$D/$h/ferryd.pid")" 2>/dev/null || true
   done
@@ -44,6 +54,39 @@ cleanup() {
   done
   bash "$ROOT/scripts/etcd-member.sh" stop "$D/etcd" || true
   rm -rf "$RAM"
+  lan_down
+}
+
+lan_down() {
+  [ "$LAN" = 1 ] || return 0
+  for n in a b obs sw; do ip netns del "$NS-$n" 2>/dev/null || true; done
+}
+
+# The VM LAN: host-a's and host-b's bridges and the observer on a switch.
+lan_up() {
+  local n
+  for n in sw a b obs; do
+    ip netns add "$NS-$n"
+    ip -n "$NS-$n" link set lo up
+  done
+  for n in sw a b; do
+    ip -n "$NS-$n" link add br0 type bridge forward_delay 0 stp_state 0
+    ip -n "$NS-$n" link set br0 up
+  done
+  for n in a b obs; do
+    ip -n "$NS-$n" link add up0 type veth peer name "p-$n" netns "$NS-sw"
+    ip -n "$NS-sw" link set "p-$n" master br0 up
+    ip -n "$NS-$n" link set up0 up
+  done
+  ip -n "$NS-a" link set up0 master br0
+  ip -n "$NS-b" link set up0 master br0
+  ip -n "$NS-obs" addr add "$OBS_IP/24" dev up0
+}
+
+# Send "ping" to the VM's TCP port $1 from the observer: did it echo?
+echoes() {
+  echo ping | ip netns exec "$NS-obs" timeout 3 busybox nc "$WEB_IP" "$1" 2>/dev/null |
+    grep -q ping
 }
 
 # stop anything a previous demo left behind
@@ -59,8 +102,10 @@ if [ -d "$D" ]; then
   sleep 0.5
   rm -rf "$D" "$RAM"
 fi
+lan_down
 mkdir -p "$D/shared/guest" "$RAM"
 trap cleanup EXIT
+if [ "$LAN" = 1 ]; then lan_up; fi
 
 say "cluster PKI (ferry pki)"
 $BIN/ferry pki init --dir "$D/pki" --cluster demo
@@ -142,6 +187,8 @@ JSON
 for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   name=${h%%:*} addr=${h##*:}
   mkdir -p "$D/$name"
+  bridges=""
+  [ "$LAN" = 1 ] && bridges="\"bridges\": {\"lan\": {\"device\": \"br0\", \"netns\": \"$NS-${name#host-}\"}},"
   cat > "$D/$name/ferryd.json" <<JSON
 {
   "host": "$name",
@@ -154,6 +201,7 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   "accel": "auto",
   "policy": "../policy.json",
   "ram_dir": "$RAM/$name",
+  $bridges
   "etcd": {"endpoints": ["$ETCD_URL"], "lease_ttl_s": 5},
   "attestation": {"mode": "required", "tcti": "swtpm:host=$addr,port=2321",
                   "registrar": "../pki/attest"}
@@ -263,6 +311,44 @@ if $FERRY --host host-a vm console demo | grep -q CORRUPTION; then
 fi
 $FERRY --host host-a vm list
 $FERRY --host host-a ha status
+
+if [ "$LAN" = 1 ]; then
+  say "a VM's firewall: 'web' on a bridge, default drop, tcp/5000 and icmp allowed (nftables on its tap, before its vCPUs run)"
+  cat > "$D/web-vm.json" <<JSON
+{
+  "name": "web",
+  "memory_mib": 128,
+  "vcpus": 1,
+  "kernel": "guest/vmlinuz",
+  "initrd": "guest/initramfs.cpio.gz",
+  "cmdline": "console=ttyS0 quiet clocksource=hpet no_timer_check memload.mib=16 memload.rate=100 ferry.ip=$WEB_IP/24 ferry.serve=5000,5001",
+  "network": {"bridge": "lan", "mac": "52:54:00:de:00:01"},
+  "firewall": {"default": "drop",
+               "rules": [{"dir": "in", "proto": "tcp", "port": 5000},
+                         {"dir": "in", "proto": "icmp"}]}
+}
+JSON
+  $FERRY --host host-a vm define "$D/web-vm.json"
+  $FERRY --host host-a vm start web
+  for _ in $(seq 120); do echoes 5000 && break; sleep 0.5; done
+  echoes 5000 && echo "tcp/5000 from the observer: answered"
+  if echoes 5001; then echo "demo: tcp/5001 got through the firewall" >&2; exit 1; fi
+  echo "tcp/5001 from the observer: dropped"
+
+  say "an open TCP connection to 'web' while it migrates to host-b with its rules and its tracked flows"
+  ip netns exec "$NS-obs" timeout 40 bash -c "exec 3<>/dev/tcp/$WEB_IP/5000 &&
+    for i in \$(seq 100); do echo \"line \$i\" >&3; sleep 0.1; done &&
+    head -n 100 <&3" > "$D/stream.out" 2>/dev/null &
+  stream=$!
+  sleep 2
+  $FERRY --host host-a migrate web --to host-b
+  wait "$stream" || true
+  echo "the connection: $(grep -c '^line' "$D/stream.out") of 100 lines echoed, the last after the move"
+  [ "$(grep -c '^line' "$D/stream.out")" = 100 ] || { echo "demo: the connection broke" >&2; exit 1; }
+  if echoes 5001; then echo "demo: tcp/5001 got through on host-b" >&2; exit 1; fi
+  $FERRY --host host-b vm firewall show web
+  $FERRY --host host-b vm stop web --force >/dev/null
+fi
 
 say "tamper-evident audit log of host-a (signed, hash-chained)"
 $FERRY --host host-a audit show --limit 8

@@ -17,6 +17,10 @@ PACKAGES=(
   # libraries
   libssl-dev libjansson-dev libevent-dev libcmocka-dev libzstd-dev
   libcurl4-openssl-dev
+  # a VM's firewall (docs/security.md, "Security context"): nftables through
+  # libnftables' JSON API, connection tracking through libnetfilter_conntrack;
+  # nft and conntrack for the tests
+  libnftables-dev libnetfilter-conntrack-dev nftables conntrack
   # cluster state (docs/etcd.md): etcd server for tests and the demo, etcdctl
   etcd-server etcd-client
   # TPM 2.0: tss2 ESYS (ferryd), software TPMs for tests and the demo,

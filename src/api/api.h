@@ -74,6 +74,8 @@ enum api_route {
 				  secret} (enrolment) */
 	ROUTE_ATTEST_APPROVE,  /* POST /v1/attest/approvals: seal approvals */
 	ROUTE_METRICS,         /* GET  /v1/metrics: Prometheus text */
+	ROUTE_VM_FW_SHOW,      /* GET  /v1/vms/NAME/firewall */
+	ROUTE_VM_FW_SET,       /* POST /v1/vms/NAME/firewall {"firewall"} */
 };
 
 /* A validated request. */

@@ -107,6 +107,39 @@ static void on_vm_done(void *arg, struct vm *vm, int rc,
 	free(l);
 }
 
+/* A firewall show ended: answer with what it found. */
+static void on_fw_shown(void *arg, struct vm *vm, int rc,
+			const struct ferr *err)
+{
+	struct later *l = arg;
+
+	(void)vm;
+	if (rc < 0)
+		api_call_reply(l->call, ferr_http_status(err->code),
+			       api_error_json(err));
+	else
+		api_call_reply(l->call, 200, l->reply);
+	free(l);
+}
+
+/* POST /v1/vms/NAME/firewall: {"firewall": RULES | null}. */
+static int fw_body(const json_t *body, struct fw_policy *own,
+		   struct ferr *err)
+{
+	static const char *const fields[] = { "firewall", NULL };
+	const json_t *f = json_object_get(body, "firewall");
+
+	memset(own, 0, sizeof(*own));
+	if (json_check_fields(body, fields, "request body", err) < 0)
+		return -1;
+	if (!f)
+		return ferr_set(err, FERR_INVALID,
+				"request body needs \"firewall\": the rules, "
+				"or null for none of its own");
+	return json_is_null(f) ? 0
+			       : fw_policy_from_json(f, "firewall", own, err);
+}
+
 /* A migration step ended: answer with its reply or the error. */
 static void on_mig_reply(void *arg, int rc, json_t *reply,
 			 const struct ferr *err)
@@ -174,9 +207,12 @@ int api_policy_reload(struct api_ctx *ctx, const char *identity,
 			      : json_pack("{s:s}", "error", err->msg),
 		      &aerr) < 0)
 		log_error("audit: %s", aerr.msg);
-	if (rc == 0)
+	if (rc == 0) {
+		/* VMs on the cluster's default firewall get the new one */
+		vmm_fw_configure(ctx->vmm, policy_firewall(*ctx->policy));
 		log_info("policy: reloaded %s (%zu rules)", ctx->policy_path,
 			 policy_rule_count(*ctx->policy));
+	}
 	else
 		log_warn("policy: reload refused, the old policy stays: %s",
 			 err->msg);
@@ -596,7 +632,7 @@ static int check_held(const struct vm *vm, const struct api_request *req,
 		      struct ferr *err)
 {
 	if (req->route == ROUTE_VM_INFO || req->route == ROUTE_VM_CONSOLE ||
-	    req->route == ROUTE_HA_STATUS)
+	    req->route == ROUTE_HA_STATUS || req->route == ROUTE_VM_FW_SHOW)
 		return 0;
 	if (vm->hold.resume_guard &&
 	    (req->route == ROUTE_VM_RESUME || req->route == ROUTE_VM_STOP))
@@ -683,6 +719,17 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 	case ROUTE_VM_RESUME:
 		rc = vmm_resume(vmm, vm, req->force, on_vm_done, l, &err);
 		break;
+	case ROUTE_VM_FW_SHOW:
+		rc = vmm_fw_show(vmm, vm, &l->reply, on_fw_shown, l, &err);
+		break;
+	case ROUTE_VM_FW_SET: {
+		struct fw_policy own;
+
+		rc = fw_body(req->body, &own, &err);
+		if (rc == 0)
+			rc = vmm_fw_set(vmm, vm, &own, on_vm_done, l, &err);
+		break;
+	}
 	default:
 		rc = ferr_set(&err, FERR_INTERNAL, "unhandled route");
 		break;

@@ -81,6 +81,8 @@ static const struct route_def routes[] = {
 	{ ROUTE_ATTEST_APPROVE, "POST", 2, "attest", "approvals",
 	  BODY_OBJECT },
 	{ ROUTE_METRICS, "GET", 1, "metrics", NULL, BODY_NONE },
+	{ ROUTE_VM_FW_SHOW, "GET", 3, "vms", "firewall", BODY_NONE },
+	{ ROUTE_VM_FW_SET, "POST", 3, "vms", "firewall", BODY_OBJECT },
 };
 
 enum perm api_route_perm(enum api_route r)
@@ -91,7 +93,10 @@ enum perm api_route_perm(enum api_route r)
 	case ROUTE_VM_LIST:
 	case ROUTE_VM_INFO:
 	case ROUTE_VM_CONSOLE:
+	case ROUTE_VM_FW_SHOW:
 		return PERM_VM_READ;
+	case ROUTE_VM_FW_SET:
+		return PERM_VM_FIREWALL;
 	case ROUTE_VM_MIGRATE:
 	case ROUTE_HA_ENABLE:
 	case ROUTE_HA_DISABLE:
@@ -207,6 +212,8 @@ const char *api_route_action(enum api_route r)
 		return "attest.activate";
 	case ROUTE_ATTEST_APPROVE:
 		return "attest.approve";
+	case ROUTE_VM_FW_SET:
+		return "vm.firewall";
 	default:
 		return NULL;
 	}

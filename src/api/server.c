@@ -383,6 +383,11 @@ static int audit_request(struct api_server *s, const char *identity,
 	if (json_object_get(reply, "id"))
 		json_object_set(detail, "migration",
 				json_object_get(reply, "id"));
+	if (req->route == ROUTE_VM_FW_SET && status < 300)
+		/* the VM's own rules now (null: the cluster default) */
+		json_object_set(detail, "firewall",
+				json_object_get(reply, "firewall")
+					?: json_null());
 	if (audit_log(s->actx->audit, identity, action,
 		      req->vm[0] ? req->vm : "-",
 		      status < 300 ? "ok" : "error", detail, &err) < 0) {

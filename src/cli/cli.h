@@ -181,6 +181,11 @@ int client_call_bound(struct client *c, const struct cli_host *host,
 		      const json_t *body, json_t **reply,
 		      unsigned char *exporter, struct ferr *err);
 
+/* The host's audit public key (GET /v1/audit/key) as an EVP_PKEY the
+ * caller frees; NULL with FERR_UNAVAILABLE if it sent none usable. */
+EVP_PKEY *client_audit_key(struct client *c, const struct cli_host *host,
+			   struct ferr *err);
+
 /* ---- output.c ---- */
 
 /* Print a one-line error to stderr and return the exit code for it. */
@@ -224,6 +229,17 @@ int cmd_host_attest(const struct cli_opts *o, int argc, char **argv);
 /* `ferry vm sign FILE --dir PKI` (cmd_attest.c): the definition with its
  * constraints signed by the attestation authority, on stdout. */
 int cmd_vm_sign(const struct cli_opts *o, const char *file);
+
+/* cmd_firewall.c: `ferry vm firewall show|set|clear NAME`. */
+int cmd_vm_firewall(const struct cli_opts *o, int argc, char **argv);
+
+/* Print GET /v1/vms/NAME/firewall's answer: the rules with their
+ * counters. */
+void print_firewall(const json_t *fw);
+
+/* Read a JSON file ("-" is stdin) as a JSON object (at most
+ * FERRY_JSON_DEPTH_MAX deep). */
+json_t *cli_read_json(const char *path, struct ferr *err);
 
 /* ---- opts.c: options and connection set-up shared by every command ---- */
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/pem.h>
 
 /* Required path field of obj, resolved against base. */
 static int get_path(const json_t *obj, const char *key, const char *base,
@@ -241,4 +242,27 @@ int client_call_bound(struct client *c, const struct cli_host *host,
 
 	return httpc_call_x(c->ctx, &p, c->timeout_s, method, path, body,
 			    reply, exporter, err);
+}
+
+EVP_PKEY *client_audit_key(struct client *c, const struct cli_host *host,
+			   struct ferr *err)
+{
+	json_t *reply = NULL;
+	const char *pem;
+	EVP_PKEY *key = NULL;
+	BIO *bio;
+
+	if (client_call(c, host, "GET", "/v1/audit/key", NULL, &reply, err) <
+	    0)
+		return NULL;
+	pem = json_string_value(json_object_get(reply, "public_key"));
+	bio = pem ? BIO_new_mem_buf(pem, -1) : NULL;
+	if (bio)
+		key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	json_decref(reply);
+	if (!key)
+		ferr_set(err, FERR_UNAVAILABLE,
+			 "host %s sent no usable audit public key", host->name);
+	return key;
 }

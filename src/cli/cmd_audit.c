@@ -18,7 +18,6 @@
 /* Largest audit log series `ferry audit verify` downloads. */
 #define CLI_AUDIT_DOWNLOAD_MAX (1ULL << 40)
 
-#include <openssl/pem.h>
 
 static int usage(void)
 {
@@ -30,29 +29,6 @@ static int usage(void)
 		"FILE]\n"
 		"  without --log, the host's log is fetched over the API\n");
 	return EXIT_USAGE;
-}
-
-/* The host's public key from the API, as an EVP_PKEY. */
-static EVP_PKEY *fetch_key(struct client *c, const struct cli_host *h,
-			   struct ferr *err)
-{
-	json_t *reply = NULL;
-	const char *pem;
-	EVP_PKEY *key = NULL;
-	BIO *bio;
-
-	if (client_call(c, h, "GET", "/v1/audit/key", NULL, &reply, err) < 0)
-		return NULL;
-	pem = json_string_value(json_object_get(reply, "public_key"));
-	bio = pem ? BIO_new_mem_buf(pem, -1) : NULL;
-	if (bio)
-		key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	json_decref(reply);
-	if (!key)
-		ferr_set(err, FERR_UNAVAILABLE,
-			 "host %s sent no usable audit public key", h->name);
-	return key;
 }
 
 /* The host's log series, streamed into an unnamed temporary file, then
@@ -136,7 +112,7 @@ static int verify(const struct cli_opts *o, struct ferr *err)
 			fprintf(stderr, "ferry: warning: the public key comes "
 					"from host itself; pass --key to pin "
 					"it\n");
-			key = fetch_key(&c, h, err);
+			key = client_audit_key(&c, h, err);
 			if (!key)
 				goto out;
 		}

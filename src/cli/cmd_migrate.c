@@ -76,6 +76,7 @@ static void print_summary(const json_t *rec)
 {
 	const char *outcome = str(rec, "outcome");
 	const json_t *att = json_object_get(rec, "attestation");
+	const json_t *ctx = json_object_get(rec, "context");
 
 	/* the destination's quote, checked in prepare before any memory */
 	if (json_is_true(json_object_get(att, "verified")))
@@ -99,6 +100,12 @@ static void print_summary(const json_t *rec)
 		       num(rec, "downtime_ms"), num(rec, "ram_bytes") / MIB,
 		       num(rec, "wire_bytes") / MIB,
 		       num(rec, "mean_mbps") / 1000.0, num(rec, "iterations"));
+		if (ctx)
+			printf("security context: %.0f tracked flows carried "
+			       "and imported in %.0f ms before the VM resumed "
+			       "on %s\n",
+			       num(ctx, "flows"), num(ctx, "ms"),
+			       str(rec, "destination"));
 	} else {
 		printf("migration of vm %s from %s to %s %s after %.2f s%s%s\n",
 		       str(rec, "vm"), str(rec, "source"),

@@ -1,5 +1,5 @@
 /* cmd_vm.c - `ferry vm define|start|stop|pause|resume|delete|list|info|
- * console`. */
+ * console` (and `firewall`: cmd_firewall.c). */
 #define _GNU_SOURCE
 #include "cli.h"
 
@@ -21,12 +21,12 @@ static int usage(void)
 		"       ferry vm resume NAME [--force]\n"
 		"       ferry vm stop NAME [--force] [--timeout S] [--no-wait]\n"
 		"       ferry vm console NAME [--follow] [--offset N]\n"
+		"       ferry vm firewall show|set|clear NAME [FILE|-]\n"
 		"  (all take --host NAME --json --config FILE)\n");
 	return EXIT_USAGE;
 }
 
-/* Read a definition file ("-" is stdin) as a JSON object. */
-static json_t *read_definition(const char *path, struct ferr *err)
+json_t *cli_read_json(const char *path, struct ferr *err)
 {
 	json_error_t jerr;
 	json_t *obj;
@@ -194,6 +194,8 @@ int cmd_vm(const struct cli_opts *o, int argc, char **argv)
 	if (argc < 1)
 		return usage();
 	verb = argv[0];
+	if (!strcmp(verb, "firewall"))
+		return cmd_vm_firewall(o, argc - 1, argv + 1);
 	if (!strcmp(verb, "list")) {
 		if (argc != 1 || cli_check_opts(o, 0, "vm list"))
 			return usage();
@@ -221,7 +223,7 @@ int cmd_vm(const struct cli_opts *o, int argc, char **argv)
 		return usage();
 	}
 	if (!strcmp(verb, "define")) {
-		body = read_definition(argv[1], &err);
+		body = cli_read_json(argv[1], &err);
 		if (!body)
 			return cli_fail(&err);
 	} else if (argc == 2 && !name_is_valid(argv[1])) {
@@ -251,9 +253,23 @@ int cmd_vm(const struct cli_opts *o, int argc, char **argv)
 			       json_string_value(
 				       json_object_get(reply, "uuid")));
 	} else if (!strcmp(verb, "info")) {
+		json_t *fw = NULL;
+		char fpath[300];
+
 		if (client_call(&c, h, "GET", path, NULL, &reply, &err) < 0)
 			goto fail;
+		/* a bridged VM's rules and their counters */
+		snprintf(fpath, sizeof(fpath), "%s/firewall", path);
+		if (json_is_object(json_object_get(reply, "network")) &&
+		    client_call(&c, h, "GET", fpath, NULL, &fw, &err) < 0)
+			goto fail;
+		if (o->json && fw)
+			json_object_set_new(reply, "firewall_status", fw);
 		print_vm(o, reply);
+		if (!o->json && fw) {
+			print_firewall(fw);
+			json_decref(fw);
+		}
 	} else if (!strcmp(verb, "delete")) {
 		if (client_call(&c, h, "DELETE", path, NULL, &reply, &err) < 0)
 			goto fail;

@@ -34,6 +34,12 @@
 #define FERRY_VM_ROLES_MAX 8          /* constraints: allowed roles */
 #define FERRY_VM_SIG_LEN 64           /* constraints: ECDSA P-256 r || s */
 
+/* A VM's firewall (src/firewall, security.md) */
+#define FERRY_FW_RULES_MAX 64         /* rules per VM */
+#define FERRY_FW_CT_FLOWS_MAX 65536   /* tracked flows carried by a migration */
+#define FERRY_FW_CT_TIMEOUT_MAX 432000 /* s: an imported flow's timeout (the
+					  kernel's TCP established default) */
+
 /* REST API */
 #define FERRY_API_PORT_DEFAULT 8443
 #define FERRY_API_MAX_BODY (64 * 1024)          /* request body bytes */

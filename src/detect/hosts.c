@@ -14,7 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/pem.h>
 
 #define CONSOLE_CHUNK (64 * 1024)
 
@@ -101,28 +100,6 @@ static void refresh_vms(struct dt_api *a, unsigned i, struct dt_vm *vms,
 	json_decref(reply);
 }
 
-static EVP_PKEY *fetch_key(struct dt_api *a, const struct cli_host *h,
-			   struct ferr *err)
-{
-	json_t *reply = NULL;
-	const char *pem;
-	EVP_PKEY *key = NULL;
-	BIO *bio;
-
-	if (client_call(&a->client, h, "GET", "/v1/audit/key", NULL, &reply,
-			err) < 0)
-		return NULL;
-	pem = json_string_value(json_object_get(reply, "public_key"));
-	bio = pem ? BIO_new_mem_buf(pem, -1) : NULL;
-	if (bio)
-		key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	json_decref(reply);
-	if (!key)
-		ferr_set(err, FERR_UNAVAILABLE, "no usable audit key");
-	return key;
-}
-
 /* Fetch and verify host i's audit log; keep its migration.* records. */
 static void refresh_audit(struct dt_api *a, unsigned i, struct dt_host *out)
 {
@@ -135,7 +112,9 @@ static void refresh_audit(struct dt_api *a, unsigned i, struct dt_host *out)
 
 	out->audit_ok = false;
 	out->nrecs = 0;
-	if (!a->keys[i] && !(a->keys[i] = fetch_key(a, h, &err))) {
+	if (!a->keys[i])
+		a->keys[i] = client_audit_key(&a->client, h, &err);
+	if (!a->keys[i]) {
 		snprintf(out->audit_msg, sizeof(out->audit_msg),
 			 "cannot get the audit key: %s", err.msg);
 		return;

@@ -271,6 +271,9 @@ int main(int argc, char **argv)
 	    vmm_new(&cfg, d.base, accel, pool, &vmm, &err) < 0 ||
 	    load_new(&cfg, d.base, vmm, &load, &err) < 0)
 		goto fail;
+	/* the running VMs' firewalls, before anything resumes one */
+	vmm_fw_configure(vmm, policy_firewall(policy));
+	vmm_fw_reattach(vmm);
 	deps = (struct migrator_deps){ .audit = audit,
 				       .refusals = refusals,
 				       .guard = guard,

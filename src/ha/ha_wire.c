@@ -1,57 +1,17 @@
 /* ha_wire.c - checkpoint record headers (ha_wire.h). Pure: unit-tested and
  * fuzzed. */
 #include "ha_wire.h"
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 3; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
+#include "le.h"
 
 void ha_rec_encode(uint8_t out[HA_REC_LEN], const struct ha_rec *r)
 {
-	put32(out + HA_REC_OFF_MAGIC, HA_MAGIC);
-	put16(out + HA_REC_OFF_VERSION, HA_VERSION);
-	put16(out + HA_REC_OFF_TYPE, r->type);
-	put64(out + HA_REC_OFF_SEQ, r->seq);
-	put64(out + HA_REC_OFF_ARG, r->arg);
-	put32(out + HA_REC_OFF_LEN, r->len);
-	put32(out + HA_REC_OFF_RESERVED, 0);
+	le_put32(out + HA_REC_OFF_MAGIC, HA_MAGIC);
+	le_put16(out + HA_REC_OFF_VERSION, HA_VERSION);
+	le_put16(out + HA_REC_OFF_TYPE, r->type);
+	le_put64(out + HA_REC_OFF_SEQ, r->seq);
+	le_put64(out + HA_REC_OFF_ARG, r->arg);
+	le_put32(out + HA_REC_OFF_LEN, r->len);
+	le_put32(out + HA_REC_OFF_RESERVED, 0);
 }
 
 int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
@@ -59,20 +19,20 @@ int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
 {
 	bool ok;
 
-	if (get32(in + HA_REC_OFF_MAGIC) != HA_MAGIC)
+	if (le_get32(in + HA_REC_OFF_MAGIC) != HA_MAGIC)
 		return ferr_set(err, FERR_INVALID, "checkpoint record: bad magic");
-	if (get16(in + HA_REC_OFF_VERSION) != HA_VERSION)
+	if (le_get16(in + HA_REC_OFF_VERSION) != HA_VERSION)
 		return ferr_set(err, FERR_INVALID,
 				"checkpoint record: version %u, expected %u",
-				(unsigned)get16(in + HA_REC_OFF_VERSION),
+				(unsigned)le_get16(in + HA_REC_OFF_VERSION),
 				HA_VERSION);
-	if (get32(in + HA_REC_OFF_RESERVED) != 0)
+	if (le_get32(in + HA_REC_OFF_RESERVED) != 0)
 		return ferr_set(err, FERR_INVALID,
 				"checkpoint record: reserved bytes not zero");
-	r->type = get16(in + HA_REC_OFF_TYPE);
-	r->seq = get64(in + HA_REC_OFF_SEQ);
-	r->arg = get64(in + HA_REC_OFF_ARG);
-	r->len = get32(in + HA_REC_OFF_LEN);
+	r->type = le_get16(in + HA_REC_OFF_TYPE);
+	r->seq = le_get64(in + HA_REC_OFF_SEQ);
+	r->arg = le_get64(in + HA_REC_OFF_ARG);
+	r->len = le_get32(in + HA_REC_OFF_LEN);
 	if ((r->seq == 0) != (r->type == HA_REC_HELLO))
 		return ferr_set(err, FERR_INVALID,
 				"checkpoint record: sequence number %llu for "
@@ -122,21 +82,21 @@ int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
 void ha_fence_encode(uint8_t out[HA_FENCE_MSG_LEN], uint16_t cmd,
 		     uint64_t deadline_ms)
 {
-	put32(out + HA_FENCE_OFF_MAGIC, HA_FENCE_MAGIC);
-	put16(out + HA_FENCE_OFF_VERSION, HA_FENCE_VERSION);
-	put16(out + HA_FENCE_OFF_CMD, cmd);
-	put64(out + HA_FENCE_OFF_DEADLINE, deadline_ms);
+	le_put32(out + HA_FENCE_OFF_MAGIC, HA_FENCE_MAGIC);
+	le_put16(out + HA_FENCE_OFF_VERSION, HA_FENCE_VERSION);
+	le_put16(out + HA_FENCE_OFF_CMD, cmd);
+	le_put64(out + HA_FENCE_OFF_DEADLINE, deadline_ms);
 }
 
 int ha_fence_decode(const uint8_t in[HA_FENCE_MSG_LEN], uint16_t *cmd,
 		    uint64_t *deadline_ms, struct ferr *err)
 {
-	if (get32(in + HA_FENCE_OFF_MAGIC) != HA_FENCE_MAGIC ||
-	    get16(in + HA_FENCE_OFF_VERSION) != HA_FENCE_VERSION)
+	if (le_get32(in + HA_FENCE_OFF_MAGIC) != HA_FENCE_MAGIC ||
+	    le_get16(in + HA_FENCE_OFF_VERSION) != HA_FENCE_VERSION)
 		return ferr_set(err, FERR_INVALID,
 				"fence message: bad magic or version");
-	*cmd = get16(in + HA_FENCE_OFF_CMD);
-	*deadline_ms = get64(in + HA_FENCE_OFF_DEADLINE);
+	*cmd = le_get16(in + HA_FENCE_OFF_CMD);
+	*deadline_ms = le_get64(in + HA_FENCE_OFF_DEADLINE);
 	if (*cmd == HA_FENCE_ARM ||
 	    (*cmd == HA_FENCE_DISARM && *deadline_ms == 0))
 		return 0;

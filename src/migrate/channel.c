@@ -1,34 +1,13 @@
 /* channel.c - HELLO/ACK encoding and the HMAC binding of a data-plane
  * connection to its migration session (wire.h). */
 #include "migrate_int.h"
+#include "le.h"
 
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) | ((uint32_t)get16(p + 2) << 16);
-}
 
 void hex_encode(const uint8_t *in, size_t len, char *out)
 {
@@ -75,7 +54,7 @@ int mig_exporter(SSL *ssl, const uint8_t key[MIG_KEY_LEN],
 	unsigned int len = MIG_EXPORTER_LEN;
 
 	memcpy(ctx, sid, MIG_SESSION_ID_LEN);
-	put16(ctx + MIG_SESSION_ID_LEN, channel);
+	le_put16(ctx + MIG_SESSION_ID_LEN, channel);
 	if (!ssl) {
 		/* plaintext: no TLS session to bind to; a value only the
 		 * holders of the session key can make stands in for it */
@@ -124,12 +103,12 @@ void mig_hello_build(uint8_t out[MIG_HELLO_LEN], const struct mig_hello *h,
 		     const uint8_t exporter[MIG_EXPORTER_LEN])
 {
 	memset(out, 0, MIG_HELLO_LEN);
-	put32(out + MIG_HELLO_OFF_MAGIC, MIG_MAGIC);
-	put16(out + MIG_HELLO_OFF_VERSION, MIG_VERSION);
-	put16(out + MIG_HELLO_OFF_FLAGS, h->flags);
+	le_put32(out + MIG_HELLO_OFF_MAGIC, MIG_MAGIC);
+	le_put16(out + MIG_HELLO_OFF_VERSION, MIG_VERSION);
+	le_put16(out + MIG_HELLO_OFF_FLAGS, h->flags);
 	memcpy(out + MIG_HELLO_OFF_SESSION, h->session, MIG_SESSION_ID_LEN);
-	put16(out + MIG_HELLO_OFF_CHANNEL, h->channel);
-	put16(out + MIG_HELLO_OFF_NCHAN, h->nchan);
+	le_put16(out + MIG_HELLO_OFF_CHANNEL, h->channel);
+	le_put16(out + MIG_HELLO_OFF_NCHAN, h->nchan);
 	mac_compute(MIG_MAC_LABEL_HELLO, out, MIG_HELLO_OFF_MAC, key, exporter,
 		    out + MIG_HELLO_OFF_MAC);
 }
@@ -137,21 +116,21 @@ void mig_hello_build(uint8_t out[MIG_HELLO_LEN], const struct mig_hello *h,
 int mig_hello_parse(const uint8_t in[MIG_HELLO_LEN], struct mig_hello *h,
 		    struct ferr *err)
 {
-	if (get32(in + MIG_HELLO_OFF_MAGIC) != MIG_MAGIC)
+	if (le_get32(in + MIG_HELLO_OFF_MAGIC) != MIG_MAGIC)
 		return ferr_set(err, FERR_INVALID, "not a ferry migration "
 						   "channel (bad magic)");
-	if (get16(in + MIG_HELLO_OFF_VERSION) != MIG_VERSION)
+	if (le_get16(in + MIG_HELLO_OFF_VERSION) != MIG_VERSION)
 		return ferr_set(err, FERR_INVALID,
 				"unsupported channel version %u",
-				(unsigned)get16(in + MIG_HELLO_OFF_VERSION));
-	h->flags = get16(in + MIG_HELLO_OFF_FLAGS);
-	h->channel = get16(in + MIG_HELLO_OFF_CHANNEL);
-	h->nchan = get16(in + MIG_HELLO_OFF_NCHAN);
+				(unsigned)le_get16(in + MIG_HELLO_OFF_VERSION));
+	h->flags = le_get16(in + MIG_HELLO_OFF_FLAGS);
+	h->channel = le_get16(in + MIG_HELLO_OFF_CHANNEL);
+	h->nchan = le_get16(in + MIG_HELLO_OFF_NCHAN);
 	memcpy(h->session, in + MIG_HELLO_OFF_SESSION, MIG_SESSION_ID_LEN);
 	if (h->flags & ~MIG_FLAGS_KNOWN)
 		return ferr_set(err, FERR_INVALID, "unknown channel flags 0x%x",
 				(unsigned)h->flags);
-	if (get32(in + MIG_HELLO_OFF_RESERVED) != 0)
+	if (le_get32(in + MIG_HELLO_OFF_RESERVED) != 0)
 		return ferr_set(err, FERR_INVALID,
 				"reserved channel field is not zero");
 	if (h->nchan == 0 || h->nchan > MIG_CHANNELS_MAX ||
@@ -180,10 +159,10 @@ void mig_ack_build(uint8_t out[MIG_ACK_LEN], uint16_t status,
 		   const uint8_t exporter[MIG_EXPORTER_LEN])
 {
 	memset(out, 0, MIG_ACK_LEN);
-	put32(out + MIG_ACK_OFF_MAGIC, MIG_MAGIC);
-	put16(out + MIG_ACK_OFF_VERSION, MIG_VERSION);
-	put16(out + MIG_ACK_OFF_STATUS, status);
-	put16(out + MIG_ACK_OFF_CHANNEL, channel);
+	le_put32(out + MIG_ACK_OFF_MAGIC, MIG_MAGIC);
+	le_put16(out + MIG_ACK_OFF_VERSION, MIG_VERSION);
+	le_put16(out + MIG_ACK_OFF_STATUS, status);
+	le_put16(out + MIG_ACK_OFF_CHANNEL, channel);
 	if (status == MIG_ACK_OK && key)
 		mac_compute(MIG_MAC_LABEL_ACK, out, MIG_ACK_OFF_MAC, key,
 			    exporter, out + MIG_ACK_OFF_MAC);
@@ -196,17 +175,17 @@ int mig_ack_check(const uint8_t in[MIG_ACK_LEN], uint16_t channel,
 	uint8_t mac[MIG_MAC_LEN];
 	bool ok;
 
-	if (get32(in + MIG_ACK_OFF_MAGIC) != MIG_MAGIC ||
-	    get16(in + MIG_ACK_OFF_VERSION) != MIG_VERSION)
+	if (le_get32(in + MIG_ACK_OFF_MAGIC) != MIG_MAGIC ||
+	    le_get16(in + MIG_ACK_OFF_VERSION) != MIG_VERSION)
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"the destination answered with a bad ACK");
-	if (get16(in + MIG_ACK_OFF_STATUS) != MIG_ACK_OK)
+	if (le_get16(in + MIG_ACK_OFF_STATUS) != MIG_ACK_OK)
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"the destination refused channel %u",
 				(unsigned)channel);
-	if (get16(in + MIG_ACK_OFF_CHANNEL) != channel ||
-	    get16(in + MIG_ACK_OFF_RESERVED) != 0 ||
-	    get32(in + MIG_ACK_OFF_RESERVED2) != 0)
+	if (le_get16(in + MIG_ACK_OFF_CHANNEL) != channel ||
+	    le_get16(in + MIG_ACK_OFF_RESERVED) != 0 ||
+	    le_get32(in + MIG_ACK_OFF_RESERVED2) != 0)
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"the destination's ACK is malformed");
 	mac_compute(MIG_MAC_LABEL_ACK, in, MIG_ACK_OFF_MAC, key, exporter,
@@ -218,4 +197,41 @@ int mig_ack_check(const uint8_t in[MIG_ACK_LEN], uint16_t channel,
 				"the destination's ACK does not prove the "
 				"session key");
 	return 0;
+}
+
+void mig_ctx_reply_build(uint8_t out[MIG_CTX_REPLY_LEN], uint16_t status,
+			 uint32_t count, uint32_t ms, const char *reason)
+{
+	memset(out, 0, MIG_CTX_REPLY_LEN);
+	le_put32(out + MIG_CTX_REPLY_OFF_MAGIC, MIG_CTX_MAGIC);
+	le_put16(out + MIG_CTX_REPLY_OFF_VERSION, MIG_VERSION);
+	le_put16(out + MIG_CTX_REPLY_OFF_STATUS, status);
+	le_put32(out + MIG_CTX_REPLY_OFF_COUNT, count);
+	le_put32(out + MIG_CTX_REPLY_OFF_MS, ms);
+	if (reason)
+		strncpy((char *)out + MIG_CTX_REPLY_OFF_REASON, reason,
+			MIG_CTX_REASON_LEN - 1);
+}
+
+int mig_ctx_reply_parse(const uint8_t in[MIG_CTX_REPLY_LEN], uint32_t *count,
+			uint32_t *ms, struct ferr *err)
+{
+	char reason[MIG_CTX_REASON_LEN];
+
+	if (le_get32(in + MIG_CTX_REPLY_OFF_MAGIC) != MIG_CTX_MAGIC ||
+	    le_get16(in + MIG_CTX_REPLY_OFF_VERSION) != MIG_VERSION)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"the context reply is malformed");
+	*count = le_get32(in + MIG_CTX_REPLY_OFF_COUNT);
+	*ms = le_get32(in + MIG_CTX_REPLY_OFF_MS);
+	if (le_get16(in + MIG_CTX_REPLY_OFF_STATUS) == MIG_ACK_OK)
+		return 0;
+	memcpy(reason, in + MIG_CTX_REPLY_OFF_REASON, sizeof(reason));
+	reason[sizeof(reason) - 1] = '\0';
+	for (char *c = reason; *c; c++) /* the peer's text, for logs */
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	return ferr_set(err, FERR_UNAVAILABLE,
+			"the destination refused the VM's connection state: %s",
+			reason);
 }

@@ -287,6 +287,17 @@ fail:
 	return -1;
 }
 
+int conn_io_deadline(struct mig_conn *c, bool rd, void *buf, size_t len,
+		     uint64_t deadline, const char *what, struct ferr *err)
+{
+	int rc;
+
+	fd_set_nonblock(c->fd);
+	rc = io_full(c, rd, buf, len, deadline, what, err);
+	set_blocking(c->fd);
+	return rc;
+}
+
 int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const char *peer_name, const char *addr, uint16_t port,
 		   bool plaintext, enum relay_z z,
@@ -294,10 +305,25 @@ int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
 		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
 		   uint16_t nchan, struct mig_conn *out, struct ferr *err)
 {
+	uint16_t flags = (plaintext ? MIG_FLAG_PLAINTEXT : 0) |
+			 (z != RELAY_Z_OFF ? MIG_FLAG_FRAMES : 0);
+
+	return dataplane_dial_flags(ctx, netns, local_addr, peer_name, addr,
+				    port, flags, z, sid, key, channel, nchan,
+				    out, err);
+}
+
+int dataplane_dial_flags(SSL_CTX *ctx, const char *netns,
+			 const char *local_addr, const char *peer_name,
+			 const char *addr, uint16_t port, uint16_t flags,
+			 enum relay_z z, const uint8_t sid[MIG_SESSION_ID_LEN],
+			 const uint8_t key[MIG_KEY_LEN], uint16_t channel,
+			 uint16_t nchan, struct mig_conn *out,
+			 struct ferr *err)
+{
+	bool plaintext = flags & MIG_FLAG_PLAINTEXT;
 	struct mig_conn c = { .fd = -1, .z = z };
-	struct mig_hello h = { .flags = (plaintext ? MIG_FLAG_PLAINTEXT : 0) |
-					(z != RELAY_Z_OFF ? MIG_FLAG_FRAMES
-							  : 0),
+	struct mig_hello h = { .flags = flags,
 			       .channel = channel,
 			       .nchan = nchan };
 	uint8_t hello[MIG_HELLO_LEN], ack[MIG_ACK_LEN];

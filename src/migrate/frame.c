@@ -2,6 +2,7 @@
  * source's encoder, which decides frame by frame whether compressing pays,
  * and the destination's decoder with its limits. */
 #include "migrate_int.h"
+#include "le.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -57,31 +58,13 @@ static void wipe_free(void *opaque, void *addr)
 
 static const ZSTD_customMem wipe_mem = { wipe_alloc, wipe_free, NULL };
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 void frame_header(uint8_t hdr[MIG_FRAME_HDR_LEN], unsigned type,
 		  uint32_t len, uint32_t raw)
 {
 	memset(hdr, 0, MIG_FRAME_HDR_LEN);
 	hdr[MIG_FRAME_OFF_TYPE] = (uint8_t)type;
-	put32(hdr + MIG_FRAME_OFF_LEN, len);
-	put32(hdr + MIG_FRAME_OFF_RAW, raw);
+	le_put32(hdr + MIG_FRAME_OFF_LEN, len);
+	le_put32(hdr + MIG_FRAME_OFF_RAW, raw);
 }
 
 /* ---- the controller ---- */
@@ -237,8 +220,8 @@ uint8_t *frame_dec_space(struct frame_dec *d, uint8_t *out, size_t *want)
 /* Check a complete header; on success the payload is expected next. */
 static int header_check(struct frame_dec *d, struct ferr *err)
 {
-	uint32_t len = get32(d->hdr + MIG_FRAME_OFF_LEN);
-	uint32_t raw = get32(d->hdr + MIG_FRAME_OFF_RAW);
+	uint32_t len = le_get32(d->hdr + MIG_FRAME_OFF_LEN);
+	uint32_t raw = le_get32(d->hdr + MIG_FRAME_OFF_RAW);
 	unsigned type = d->hdr[MIG_FRAME_OFF_TYPE];
 
 	if (type != MIG_FRAME_RAW && type != MIG_FRAME_ZSTD)

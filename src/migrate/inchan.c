@@ -133,14 +133,21 @@ static struct in_session *claim(struct migrator *m, const uint8_t *hello,
 		goto fail;
 	}
 	pthread_mutex_lock(&m->sessions.lock);
-	if (h->nchan != s->nchan || (s->seen & (1u << h->channel))) {
+	if (h->nchan != s->nchan ||
+	    ((h->flags & MIG_FLAG_CONTEXT) ? s->ctx_claimed
+					   : (s->seen & (1u << h->channel)))) {
 		pthread_mutex_unlock(&m->sessions.lock);
 		ferr_set(err, FERR_FORBIDDEN,
-			 "channel %u of %u is unexpected or a duplicate",
+			 "%s %u of %u is unexpected or a duplicate",
+			 (h->flags & MIG_FLAG_CONTEXT) ? "context channel"
+						       : "channel",
 			 (unsigned)h->channel, (unsigned)h->nchan);
 		goto fail;
 	}
-	s->seen |= 1u << h->channel;
+	if (h->flags & MIG_FLAG_CONTEXT)
+		s->ctx_claimed = true;
+	else
+		s->seen |= 1u << h->channel;
 	pthread_mutex_unlock(&m->sessions.lock);
 	return s;
 fail:
@@ -184,6 +191,14 @@ static void *chan_in_main(void *arg)
 	chan_authenticated(a);
 	if (s->stream_fn) {
 		stream_serve(m, s, &c, exporter);
+		goto out;
+	}
+	if (h.flags & MIG_FLAG_CONTEXT) {
+		/* the VM's tracked flows, not a QEMU channel (secctx.c) */
+		ok = mig_ctx_receive(m, s, &c, exporter, &err) == 0;
+		if (!ok)
+			log_warn("incoming migration %s: context channel: %s",
+				 s->id, err.msg);
 		goto out;
 	}
 	pthread_mutex_lock(&m->sessions.lock);

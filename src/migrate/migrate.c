@@ -296,6 +296,8 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 		goto fail;
 	}
 	g->def = vm->def;
+	if (vm->fw.present) /* the rules on its tap go with it (secctx.c) */
+		g->def.fw = vm->fw;
 	if (mig_attest_plan(m, g, rule_attest, err) < 0)
 		goto fail;
 	if (!g->opts.max_downtime_ms ||

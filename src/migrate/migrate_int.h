@@ -7,7 +7,8 @@
  *   recover.c   start-up recovery and the resolver of unresolved
  *               migrations (the confirm protocol)
  *   outgoing.c  the source's driver thread, acceptor and channel threads
- *   incoming.c  the destination's prepare / finish / abort (loop thread)
+ *   inprepare.c the destination's prepare (loop thread)
+ *   incoming.c  the destination's finish / abort (loop thread)
  *   inchan.c    the destination's data-plane listener and channel threads
  *   postcopy.c  recovery of a post-copy migration whose stream broke
  *   peer.c      the source's calls to the destination (blocking, threads)
@@ -16,12 +17,14 @@
  *   history.c   finished migrations (migrations.jsonl)
  *   identity.c  identities of shared-storage files
  *   options.c   migrate request options
- *   channel.c   HELLO/ACK and the session binding (wire.h)
- *   relay.c     one channel's bytes
- *   frame.c     frames of compressed channels (declared in frame.h)
+ *   channel.c   HELLO/ACK and the session binding (wire.h)  \  declared
+ *   relay.c     one channel's bytes                          |  in
+ *   dataplane.c TCP, TLS and unix socket set-up              /  dataplane.h
+ *   frame.c     frames of compressed channels (frame.h)
  *   plan.c      one stream or multifd, frames or not
- *   dataplane.c TCP, TLS and unix socket set-up
  *   attest_step.c attestation in prepare, the VM's own constraints
+ *   secctx.c    the VM's security context: its rules in prepare, its
+ *               tracked flows on the context channel
  */
 #ifndef FERRY_MIGRATE_INT_H
 #define FERRY_MIGRATE_INT_H
@@ -33,7 +36,7 @@
 
 #include <openssl/ssl.h>
 
-#include "frame.h"
+#include "dataplane.h"
 #include "migrate.h"
 #include "wire.h"
 
@@ -88,96 +91,6 @@ int mig_opts_from_json(const json_t *body, struct mig_opts *o,
 const char *mig_mode_name(enum mig_mode m);
 const char *mig_compress_name(enum mig_compress c);
 
-/* ---- channel.c: HELLO/ACK messages and the session binding ---- */
-
-struct mig_hello {
-	uint16_t flags;
-	uint16_t channel;
-	uint16_t nchan;
-	uint8_t session[MIG_SESSION_ID_LEN];
-};
-
-/* The value a channel's HELLO and ACK MACs are bound to: the TLS exporter
- * of the connection for (session, channel); for a plaintext channel, an
- * HMAC of (MIG_PLAINTEXT_LABEL, session, channel) under the session key.
- */
-int mig_exporter(SSL *ssl, const uint8_t key[MIG_KEY_LEN],
-		 const uint8_t sid[MIG_SESSION_ID_LEN], uint16_t channel,
-		 uint8_t out[MIG_EXPORTER_LEN], struct ferr *err);
-
-/* Encode a HELLO with its MAC. */
-void mig_hello_build(uint8_t out[MIG_HELLO_LEN], const struct mig_hello *h,
-		     const uint8_t key[MIG_KEY_LEN],
-		     const uint8_t exporter[MIG_EXPORTER_LEN]);
-
-/* Decode a HELLO's fields and check magic, version, flags, reserved bytes
- * and channel numbers (not the MAC: the key is found by the session id). */
-int mig_hello_parse(const uint8_t in[MIG_HELLO_LEN], struct mig_hello *h,
-		    struct ferr *err);
-
-/* Is the HELLO's MAC right for key and exporter (constant time)? */
-bool mig_hello_mac_ok(const uint8_t in[MIG_HELLO_LEN],
-		      const uint8_t key[MIG_KEY_LEN],
-		      const uint8_t exporter[MIG_EXPORTER_LEN]);
-
-/* Encode an ACK. A refusal (status != MIG_ACK_OK) carries a zero MAC. */
-void mig_ack_build(uint8_t out[MIG_ACK_LEN], uint16_t status,
-		   uint16_t channel, const uint8_t key[MIG_KEY_LEN],
-		   const uint8_t exporter[MIG_EXPORTER_LEN]);
-
-/* Check an ACK for channel: format, status OK and MAC. */
-int mig_ack_check(const uint8_t in[MIG_ACK_LEN], uint16_t channel,
-		  const uint8_t key[MIG_KEY_LEN],
-		  const uint8_t exporter[MIG_EXPORTER_LEN], struct ferr *err);
-
-/* Lowercase hex of len bytes into out (2*len+1). */
-void hex_encode(const uint8_t *in, size_t len, char *out);
-
-/* Exactly 2*len lowercase or uppercase hex characters into len bytes. */
-int hex_decode(const char *in, uint8_t *out, size_t len);
-
-/* ---- relay.c: one channel's bytes between QEMU and the network ---- */
-
-/* The network end of a channel: TLS (ssl != NULL) or plaintext, and
- * whether it carries frames (a HELLO flag). */
-struct mig_conn {
-	int fd;
-	SSL *ssl;
-	enum relay_z z;
-};
-
-/* Byte counts of one session, updated by its relays. */
-struct relay_counters {
-	_Atomic uint64_t to_remote;   /* application bytes sent to the peer */
-	_Atomic uint64_t from_remote; /* application bytes from the peer */
-	_Atomic uint64_t wire;        /* TCP payload bytes both ways */
-};
-
-/* Read / write exactly len bytes on a blocking connection (its socket
- * timeouts bound the wait). */
-int conn_read_full(struct mig_conn *c, void *buf, size_t len,
-		   struct ferr *err);
-int conn_write_full(struct mig_conn *c, const void *buf, size_t len,
-		    struct ferr *err);
-
-/* Close the connection: clean sends TLS close_notify first; otherwise the
- * socket is reset so the peer sees an error, not an end of stream. Adds
- * the connection's TCP byte counts to ctr when not NULL. */
-void conn_close(struct mig_conn *c, bool clean, struct relay_counters *ctr);
-
-/* Set up a data-plane TLS connection for the relay, before its handshake:
- * a read buffer of MIG_RELAY_BUF, and kernel TLS when the kernel has it. */
-void relay_tls_prepare(SSL *ssl);
-
-/* Relay between the local QEMU socket and the network connection in both
- * directions until both are closed (0), an error (-1: a TLS record that
- * fails authentication, a reset, an end of stream without close_notify), or
- * *stop becomes true (-1, FERR_UNAVAILABLE "cancelled"). An end of stream
- * on one side is passed on as a half-close. Both fds are made non-blocking;
- * neither is closed here. */
-int relay_run(int local_fd, struct mig_conn *remote, const atomic_bool *stop,
-	      struct relay_counters *ctr, struct ferr *err);
-
 /* ---- plan.c: one stream or multifd, frames or not ---- */
 
 struct mig_plan_in {
@@ -209,44 +122,6 @@ json_t *mig_plan_json(const struct mig_plan *p, enum mig_compress c);
  * field, drop the frames and return true (prepare again); else false. */
 bool mig_plan_fallback(struct mig_plan *p, enum mig_compress c,
 		       const struct ferr *err);
-
-/* ---- dataplane.c: TCP and TLS set-up of channels ---- */
-
-/* Source: connect from local_addr (this host's address, or NULL), in
- * network namespace netns (NULL or "": ferryd's own), to the
- * destination's migration port, authenticate it as peer_name (TLS unless
- * plaintext), send the HELLO for channel (with MIG_FLAG_FRAMES unless z is
- * RELAY_Z_OFF) and check the ACK, the handshake and the ACK within
- * MIG_HANDSHAKE_TIMEOUT_MS. On success *out is a blocking connection ready
- * to relay, out->z = z. */
-int dataplane_dial(SSL_CTX *ctx, const char *netns, const char *local_addr,
-		   const char *peer_name, const char *addr, uint16_t port,
-		   bool plaintext, enum relay_z z,
-		   const uint8_t sid[MIG_SESSION_ID_LEN],
-		   const uint8_t key[MIG_KEY_LEN], uint16_t channel,
-		   uint16_t nchan, struct mig_conn *out, struct ferr *err);
-
-/* Destination: after accept(), run the TLS handshake (unless the first
- * bytes are a plaintext HELLO), refuse a peer without a host certificate
- * (FERR_FORBIDDEN), read the HELLO and report the peer's identity, all
- * within deadline_ms of the call (FERR_TIMEOUT). The caller then looks up
- * the session and answers. */
-int dataplane_accept(SSL_CTX *ctx, int fd, unsigned deadline_ms,
-		     struct mig_conn *out, uint8_t hello[MIG_HELLO_LEN],
-		     char *peer, size_t peer_len, struct ferr *err);
-
-/* Set SO_RCVTIMEO/SO_SNDTIMEO (0 clears them) and TCP_NODELAY. */
-void socket_set_timeouts(int fd, unsigned ms);
-
-/* Connect a unix stream socket to path. */
-int unix_connect(const char *path, struct ferr *err);
-
-/* Mode of the unix sockets QEMU connects to: the run folder gives them
- * QEMU's group (vm.h, qemu_run_dir_prepare). */
-#define MIG_SOCK_MODE 0660
-
-/* Create a listening unix stream socket at path (mode MIG_SOCK_MODE). */
-int unix_listen(const char *path, struct ferr *err);
 
 /* ---- journal.c: the durable record of migrations in flight ----
  *
@@ -417,6 +292,10 @@ struct in_session {
 	bool committing;          /* loop: QEMU was asked to resume the VM */
 	bool recovery;            /* carries a post-copy stream again: ends
 				     by a finish, never commits anything */
+	bool ctx_on;              /* its VM has a firewall here: a context
+				     channel may bring its flows (secctx.c) */
+	bool ctx_claimed;         /* that channel came (lock) */
+	char ctx_ns[64];          /* the VM's bridge's namespace here */
 	struct migrator *m;
 	struct event *timer;      /* loop: lifetime without a finish */
 	mig_stream_fn stream_fn;  /* a stream session (stream.c): its
@@ -575,6 +454,33 @@ int mig_constraints_verify(const char *registrar, const struct vm_def *def,
 int mig_constraints_store(struct migrator *m, const struct vm_def *def,
 			  struct ferr *err);
 
+/* ---- secctx.c: the VM's security context in a migration ---- */
+
+/* Source, driver: add "firewall" (the rules on the VM's tap, its own or
+ * the default) to a prepare body (version 1.2) when it has any. */
+int mig_ctx_body(struct mig *g, json_t *body, struct ferr *err);
+
+/* Destination, loop: the prepare's "firewall" (NULL when absent) into
+ * def->fw, checked against the VM's own rules and this host's policy
+ * (audited as a policy decision); s learns whether a context may come. */
+int mig_ctx_prepare(struct migrator *m, const json_t *fw, const char *peer,
+		    struct vm_def *def, struct in_session *s,
+		    struct ferr *err);
+
+/* Source, driver, once the source QEMU completed (the VM is stopped):
+ * export the tracked flows of the VM, send them on the context channel
+ * and wait until the destination imported them; 0 at once when the VM has
+ * no firewall. On failure the migration must fail before its switchover.
+ * Records "context" ({flows, skipped, bytes, export_ms, import_ms, ms}). */
+int mig_ctx_send(struct mig *g, struct ferr *err);
+
+/* Destination, channel thread: the context channel of s (its HELLO
+ * checked): ACK, read the context, import it into the VM's namespace with
+ * the VM's tag, answer (audited as migration.context). */
+int mig_ctx_receive(struct migrator *m, struct in_session *s,
+		    struct mig_conn *c, const uint8_t exporter[MIG_EXPORTER_LEN],
+		    struct ferr *err);
+
 enum mig_state {
 	MIG_QUEUED,     /* waiting for a free slot (loop) */
 	MIG_RUNNING,    /* the driver runs */
@@ -728,6 +634,14 @@ void mig_rec_set(struct mig *g, const char *key, json_t *val);
 
 /* outgoing.c: the source's journal record of g at phase (a new object). */
 json_t *mig_journal_rec(struct mig *g, const char *phase);
+
+/* incoming.c: journal the destination's session s at phase (loop). */
+int incoming_journal(struct migrator *m, const struct in_session *s,
+		     const char *phase, bool resume, struct ferr *err);
+
+/* incoming.c: the session's deadline passed before its finish: abort it
+ * (an event callback, arg the session). */
+void incoming_session_timeout(evutil_socket_t fd, short what, void *arg);
 
 /* incoming.c: a VM's QEMU exited (loop thread). */
 void incoming_vm_exited(struct migrator *m, struct vm *vm);

@@ -567,6 +567,10 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 		}
 		if (!strcmp(st, "postcopy-active")) {
 			set_phase(g, "postcopy");
+			if (!*dest_running && mig_ctx_send(g, err) < 0)
+				/* no way back after the switch: the VM goes
+				 * on without its flows' state */
+				rec_error(g, "post-copy: %s", err->msg);
 			if (!*dest_running) {
 				/* the VM must run on the destination while
 				 * its pages are pulled: the point of no
@@ -707,14 +711,15 @@ static int prepare_dest(struct mig *g, const json_t *files,
 	int rc;
 
 	body = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I, s:b, s:b, s:O}",
-			 "version", "1.1", "migration", g->id, "vm",
+			 "version", "1.2", "migration", g->id, "vm",
 			 vmdef_to_json(&g->def), "source", g->m->cfg->host,
 			 "requester", g->requester, "multifd",
 			 (json_int_t)g->multifd, "postcopy", g->postcopy_cap,
 			 "insecure", g->opts.insecure, "files", files);
 	if (!body)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	if (mig_attest_body(g, body, err) < 0) {
+	if (mig_attest_body(g, body, err) < 0 ||
+	    mig_ctx_body(g, body, err) < 0) {
 		json_decref(body);
 		return -1;
 	}
@@ -855,6 +860,13 @@ transfer:
 	st = json_string_value(json_object_get(qm, "status")) ?: "";
 	t_done = now_ms();
 	if (!strcmp(st, "completed")) {
+		/* the VM is stopped: its tracked flows reach the destination
+		 * before anything can resume it there; failing that, the
+		 * migration fails before the switchover */
+		if (!dest_running && mig_ctx_send(g, &err) < 0) {
+			rec_error(g, "%s", err.msg);
+			goto end;
+		}
 		set_phase(g, "switchover");
 		if (!dest_running) {
 			enum peer_outcome o = PEER_UNKNOWN;

@@ -46,14 +46,40 @@ static void wipe_key(json_t *reply)
 		OPENSSL_cleanse((char *)s, strlen(s));
 }
 
+/* The session in a prepare or recover reply (what) from peer into out:
+ * its id, key and data-plane address. FERR_UNAVAILABLE if malformed. */
+static int session_reply(const json_t *reply, const char *peer,
+			 const char *what, struct peer_session *out,
+			 struct ferr *err)
+{
+	const char *id = json_string_value(json_object_get(reply, "id"));
+	const char *key = json_string_value(json_object_get(reply, "key"));
+	const char *addr =
+		json_string_value(json_object_get(reply, "data_address"));
+	json_int_t port = json_integer_value(json_object_get(reply,
+							      "data_port"));
+
+	if (!id || strlen(id) != MIG_ID_HEX_LEN ||
+	    hex_decode(id, (uint8_t[MIG_SESSION_ID_LEN]){ 0 },
+		       MIG_SESSION_ID_LEN) < 0 ||
+	    !key || strlen(key) != 2 * MIG_KEY_LEN ||
+	    hex_decode(key, out->key, MIG_KEY_LEN) < 0 || !addr ||
+	    strlen(addr) >= sizeof(out->data_addr) || port < 1 ||
+	    port > 65535)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"%s's %s reply is malformed", peer, what);
+	snprintf(out->id, sizeof(out->id), "%s", id);
+	snprintf(out->data_addr, sizeof(out->data_addr), "%s", addr);
+	out->data_port = (uint16_t)port;
+	return 0;
+}
+
 int peer_prepare(struct migrator *m, const struct peer_target *t,
 		 const json_t *body, struct peer_session *out,
 		 struct ferr *err)
 {
 	struct httpc_peer p;
 	json_t *reply = NULL;
-	const char *id, *key, *addr;
-	json_int_t port;
 	int status = 0, rc = -1;
 
 	httpc_of(m, t, &p);
@@ -71,24 +97,8 @@ int peer_prepare(struct migrator *m, const struct peer_target *t,
 			 msg ? msg : "no reason given");
 		goto out;
 	}
-	id = json_string_value(json_object_get(reply, "id"));
-	key = json_string_value(json_object_get(reply, "key"));
-	addr = json_string_value(json_object_get(reply, "data_address"));
-	port = json_integer_value(json_object_get(reply, "data_port"));
-	if (!id || strlen(id) != MIG_ID_HEX_LEN ||
-	    hex_decode(id, (uint8_t[MIG_SESSION_ID_LEN]){ 0 },
-		       MIG_SESSION_ID_LEN) < 0 ||
-	    !key || strlen(key) != 2 * MIG_KEY_LEN ||
-	    hex_decode(key, out->key, MIG_KEY_LEN) < 0 || !addr ||
-	    strlen(addr) >= sizeof(out->data_addr) || port < 1 ||
-	    port > 65535) {
-		ferr_set(err, FERR_UNAVAILABLE,
-			 "%s's prepare reply is malformed", t->name);
+	if (session_reply(reply, t->name, "prepare", out, err) < 0)
 		goto out;
-	}
-	snprintf(out->id, sizeof(out->id), "%s", id);
-	snprintf(out->data_addr, sizeof(out->data_addr), "%s", addr);
-	out->data_port = (uint16_t)port;
 	out->attestation = json_incref(json_object_get(reply, "attestation"));
 	rc = 0;
 out:
@@ -171,8 +181,6 @@ int peer_recover(struct migrator *m, const struct peer_target *t,
 	struct httpc_peer p;
 	char path[128];
 	json_t *reply = NULL;
-	const char *id, *key, *addr;
-	json_int_t port;
 	int rc = -1;
 
 	httpc_of(m, t, &p);
@@ -180,24 +188,8 @@ int peer_recover(struct migrator *m, const struct peer_target *t,
 	if (httpc_call(m->client_ctx, &p, m->cfg->peer_timeout_s, "POST",
 		       path, NULL, &reply, err) < 0)
 		return -1;
-	id = json_string_value(json_object_get(reply, "id"));
-	key = json_string_value(json_object_get(reply, "key"));
-	addr = json_string_value(json_object_get(reply, "data_address"));
-	port = json_integer_value(json_object_get(reply, "data_port"));
-	if (!id || strlen(id) != MIG_ID_HEX_LEN ||
-	    hex_decode(id, (uint8_t[MIG_SESSION_ID_LEN]){ 0 },
-		       MIG_SESSION_ID_LEN) < 0 ||
-	    !key || strlen(key) != 2 * MIG_KEY_LEN ||
-	    hex_decode(key, out->key, MIG_KEY_LEN) < 0 || !addr ||
-	    strlen(addr) >= sizeof(out->data_addr) || port < 1 ||
-	    port > 65535) {
-		ferr_set(err, FERR_UNAVAILABLE,
-			 "%s's recover reply is malformed", t->name);
+	if (session_reply(reply, t->name, "recover", out, err) < 0)
 		goto out;
-	}
-	snprintf(out->id, sizeof(out->id), "%s", id);
-	snprintf(out->data_addr, sizeof(out->data_addr), "%s", addr);
-	out->data_port = (uint16_t)port;
 	rc = 0;
 out:
 	wipe_key(reply);

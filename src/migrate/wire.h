@@ -56,10 +56,33 @@
 
 #define MIG_FLAG_PLAINTEXT 0x0001u /* --insecure: no TLS on this channel */
 #define MIG_FLAG_FRAMES 0x0002u    /* S -> D bytes are frames (below) */
-#define MIG_FLAGS_KNOWN (MIG_FLAG_PLAINTEXT | MIG_FLAG_FRAMES)
+#define MIG_FLAG_CONTEXT 0x0004u   /* the VM's security context, not a
+				      QEMU channel (below) */
+#define MIG_FLAGS_KNOWN \
+	(MIG_FLAG_PLAINTEXT | MIG_FLAG_FRAMES | MIG_FLAG_CONTEXT)
 
 #define MIG_ACK_OK 0u
 #define MIG_ACK_REFUSED 1u /* unknown session, bad MAC, bad channel */
+
+/* The context channel (HELLO flag MIG_FLAG_CONTEXT, channel 0): when the
+ * source QEMU has completed (the VM is stopped), the source opens it, sends
+ * one connection-tracking context (src/firewall/ct_wire.h) after the ACK,
+ * and the destination answers with a CTX reply once it has imported it,
+ * or refused it. One per session. */
+#define MIG_CTX_MAGIC 0x52544346u  /* "FCTR" read as little-endian bytes */
+#define MIG_CTX_REPLY_LEN 128
+#define MIG_CTX_REPLY_OFF_MAGIC 0    /* u32 */
+#define MIG_CTX_REPLY_OFF_VERSION 4  /* u16, MIG_VERSION */
+#define MIG_CTX_REPLY_OFF_STATUS 6   /* u16, MIG_ACK_OK or MIG_ACK_REFUSED */
+#define MIG_CTX_REPLY_OFF_COUNT 8    /* u32: flows imported */
+#define MIG_CTX_REPLY_OFF_MS 12      /* u32: the import's time in ms */
+#define MIG_CTX_REPLY_OFF_REASON 16  /* char[112]: why refused, NUL-padded */
+#define MIG_CTX_REASON_LEN 112
+#define MIG_CTX_TIMEOUT_MS 30000     /* the context out, the reply back */
+
+_Static_assert(MIG_CTX_REPLY_OFF_REASON + MIG_CTX_REASON_LEN ==
+		       MIG_CTX_REPLY_LEN,
+	       "the context reply's fields fill it");
 
 /* MAC domain separation labels */
 #define MIG_MAC_LABEL_HELLO "ferry-migration-hello"

@@ -1,5 +1,6 @@
 /* policy.c - strict parsing of the policy file and its decisions. */
 #include "policy.h"
+#include "firewall.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 struct policy {
 	json_t *root; /* validated: evaluated directly */
+	struct fw_cluster fw; /* "firewall", parsed */
 };
 
 static const char *const role_names[] = { "admin", "operator", "auditor",
@@ -40,6 +42,7 @@ static const unsigned perm_roles[PERM__COUNT] = {
 	[PERM_ATTEST_ADMIN] = ROLE_ADMIN,
 	[PERM_METRICS] = ROLE_ADMIN | ROLE_OPERATOR | ROLE_AUDITOR |
 			 ROLE_MONITOR,
+	[PERM_VM_FIREWALL] = ROLE_ADMIN,
 };
 
 static const char *const perm_names[PERM__COUNT] = {
@@ -57,6 +60,7 @@ static const char *const perm_names[PERM__COUNT] = {
 	[PERM_ATTEST_READ] = "attest.read",
 	[PERM_ATTEST_ADMIN] = "attest.admin",
 	[PERM_METRICS] = "metrics",
+	[PERM_VM_FIREWALL] = "vm.firewall",
 };
 
 const char *perm_name(enum perm perm)
@@ -362,7 +366,7 @@ static int check_policy(const json_t *root, struct ferr *err)
 {
 	static const char *const fields[] = { "version", "roles", "hosts",
 					      "groups", "rules",
-					      "attestation", NULL };
+					      "attestation", "firewall", NULL };
 	static const char *const host_fields[] = { "labels", NULL };
 	json_t *roles, *hosts, *groups, *rules, *v;
 	const char *key;
@@ -469,6 +473,12 @@ int policy_parse(const char *text, size_t len, const char *origin,
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	}
 	p->root = root;
+	if (json_object_get(root, "firewall") &&
+	    fw_cluster_from_json(json_object_get(root, "firewall"), "firewall",
+				 &p->fw, err) < 0) {
+		policy_free(p);
+		return ferr_wrap(err, "%s", origin);
+	}
 	*out = p;
 	return 0;
 }
@@ -495,6 +505,13 @@ int policy_reload(struct policy **cur, const char *path, struct ferr *err)
 	policy_free(*cur);
 	*cur = p;
 	return 0;
+}
+
+const struct fw_cluster *policy_firewall(const struct policy *p)
+{
+	static const struct fw_cluster none;
+
+	return p ? &p->fw : &none;
 }
 
 size_t policy_rule_count(const struct policy *p)

@@ -44,6 +44,7 @@ enum perm {
 	PERM_ATTEST_READ,    /* the host's TPM identity and quotes */
 	PERM_ATTEST_ADMIN,   /* enrolment (credential activation), approvals */
 	PERM_METRICS,        /* GET /v1/metrics */
+	PERM_VM_FIREWALL,    /* change a VM's firewall rules */
 	PERM__COUNT
 };
 
@@ -81,6 +82,12 @@ int policy_load(const char *path, struct policy **out, struct ferr *err);
  * the new one in its place; on error *cur is untouched (the old policy
  * stays in force). */
 int policy_reload(struct policy **cur, const char *path, struct ferr *err);
+
+/* The policy's firewall settings ("firewall", docs/policy.md): the
+ * default rules of VMs that have none, and the checks on any VM's rules.
+ * Never NULL (a NULL policy has none). */
+struct fw_cluster;
+const struct fw_cluster *policy_firewall(const struct policy *p);
 
 /* Number of rules (for reload reports). */
 size_t policy_rule_count(const struct policy *p);

@@ -217,6 +217,10 @@ static void on_persist_retry(evutil_socket_t fd, short what, void *arg)
 static void commit_now(struct vm *vm)
 {
 	vm->incoming = false;
+	/* rules a migration carried from the source's cluster default: the
+	 * default here applies from now on (and follows policy reloads) */
+	if (vm->def.fw.present && vm->def.fw.origin == FW_ORIGIN_DEFAULT)
+		vm->def.fw.present = false;
 	persist_committed(vm);
 	log_info("vm %s: now runs on this host", vm->def.name);
 }

@@ -1,7 +1,8 @@
 /* runtime.c - QEMU processes of the host's VMs: operations (one at a time
  * per VM, each on a worker thread with the VM's monitor lent to it), QMP
- * events, launch, re-attachment after a ferryd restart, stop, pause,
- * resume, reaping. The loop never waits for QEMU (vm.h). */
+ * events, launch, re-attachment after a ferryd restart, quit, reaping
+ * (stop, pause and resume: control.c). The loop never waits for QEMU
+ * (vm.h). */
 #define _GNU_SOURCE
 #include "vm_internal.h"
 #include "worker.h"
@@ -40,6 +41,7 @@ struct vm_op {
 	/* one QMP command (pause, resume, stop) */
 	const char *cmd;
 	bool force;
+	vm_cmd_apply_fn cmd_apply;
 	/* launch */
 	struct strv argv;
 	struct vm_paths paths;
@@ -52,6 +54,7 @@ struct vm_op {
 	char uuid[FERRY_UUID_STR_LEN + 1];
 	char status[32];        /* QEMU's run state after a launch */
 	char why[FERRY_ERR_MSG_MAX]; /* reap: why QMP closed */
+	struct vm_fwb fwb;      /* launch, reap, quit: the VM's firewall */
 	struct vm_op *next;
 };
 
@@ -159,6 +162,7 @@ static void qemu_reap(pid_t pid, const char *uuid)
 static int reap_work(struct vm_op *op)
 {
 	qemu_reap(op->pid, op->uuid);
+	vm_fwb_down(op->vm->vmm, &op->fwb);
 	return 0;
 }
 
@@ -187,6 +191,7 @@ static void reap_apply(struct vm_op *op)
 	vm->pid = 0;
 	vm->stop_forced = false;
 	vm->qemu_status[0] = '\0';
+	vm->fw.present = false;
 	if (vm->stop_timer)
 		evtimer_del(vm->stop_timer);
 	if (vm->incoming)
@@ -225,6 +230,7 @@ static void vm_qemu_gone(struct vm *vm, const char *why)
 	op->work = reap_work;
 	op->apply = reap_apply;
 	op->pid = vm->pid;
+	vm_fwb_init(vm, &op->fwb);
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	snprintf(op->why, sizeof(op->why), "%s", why);
 	vm_op_submit(vm, op);
@@ -449,14 +455,15 @@ static int run_qmp_work(struct vm_op *op)
 	return op->fn(op->q, op->fn_ctx, &op->err);
 }
 
-int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
-	       vm_done_fn done, struct ferr *err)
+/* Queue fn(q, ctx) on a worker, q the VM's monitor when lend, else NULL. */
+static int run_fn(struct vm *vm, const char *what, bool lend, vm_qmp_fn fn,
+		  void *ctx, vm_done_fn done, struct ferr *err)
 {
 	struct vm_op *op = op_new(vm, what, err);
 
 	if (!op)
 		return -1;
-	op->lend_qmp = op->need_qmp = true;
+	op->lend_qmp = op->need_qmp = lend;
 	op->work = run_qmp_work;
 	op->fn = fn;
 	op->fn_ctx = ctx;
@@ -466,16 +473,34 @@ int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
 	return 0;
 }
 
+int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
+	       vm_done_fn done, struct ferr *err)
+{
+	return run_fn(vm, what, true, fn, ctx, done, err);
+}
+
+int vm_run_work(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
+		vm_done_fn done, struct ferr *err)
+{
+	return run_fn(vm, what, false, fn, ctx, done, err);
+}
+
 /* One QMP command of op->cmd, no arguments. */
 static int cmd_work(struct vm_op *op)
 {
 	return qmp_command(op->q, op->cmd, NULL, NULL, &op->err);
 }
 
-/* Queue op->cmd for vm; apply runs after it. */
-static int submit_cmd(struct vm *vm, const char *cmd, bool force,
-		      void (*apply)(struct vm_op *op), vm_done_fn done,
-		      void *ctx, struct ferr *err)
+/* The after-step of vm_submit_cmd. */
+static void cmd_apply(struct vm_op *op)
+{
+	if (op->cmd_apply)
+		op->cmd_apply(op->vm, op->rc, op->force);
+}
+
+int vm_submit_cmd(struct vm *vm, const char *cmd, bool force,
+		  vm_cmd_apply_fn apply, vm_done_fn done, void *ctx,
+		  struct ferr *err)
 {
 	struct vm_op *op = op_new(vm, cmd, err);
 
@@ -485,7 +510,8 @@ static int submit_cmd(struct vm *vm, const char *cmd, bool force,
 	op->work = cmd_work;
 	op->cmd = cmd;
 	op->force = force;
-	op->apply = apply;
+	op->apply = cmd_apply;
+	op->cmd_apply = apply;
 	op->done = done;
 	op->ctx = ctx;
 	vm_op_submit(vm, op);
@@ -498,9 +524,8 @@ static int noop_work(struct vm_op *op)
 	return 0;
 }
 
-/* Queue nothing but done, after the VM's earlier operations. */
-static int submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
-		       struct ferr *err)
+int vm_submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
+		   struct ferr *err)
 {
 	struct vm_op *op = op_new(vm, "wait", err);
 
@@ -560,6 +585,9 @@ void vm_reattach(struct vm *vm)
 		log_warn("vm %s: %s", vm->def.name, vm->last_error);
 		return;
 	}
+	if (vm->def.net == NET_BRIDGE && vm_net_find_tap(pid, vm->tap) < 0)
+		log_warn("vm %s: QEMU pid %d holds no tap", vm->def.name,
+			 (int)pid);
 	/* at start-up, before the API listens: blocking with deadlines */
 	if (qmp_connect(p.qmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0 ||
 	    query_status(q, status, sizeof(status), &err) < 0 ||
@@ -582,8 +610,16 @@ void vm_reattach(struct vm *vm)
 
 static int launch_work(struct vm_op *op)
 {
-	int rc = qemu_spawn(&op->argv, &op->paths, &op->fds, op->user,
-			    &op->pid, &op->err);
+	int rc;
+
+	/* the rules are on the tap before QEMU (and so the vCPUs) runs */
+	if (vm_fwb_up(op->vm->vmm, &op->fwb, &op->err) < 0) {
+		qemu_fds_close(&op->fds);
+		op->have_fds = false;
+		return -1;
+	}
+	rc = qemu_spawn(&op->argv, &op->paths, &op->fds, op->user, &op->pid,
+			&op->err);
 
 	/* QEMU holds its descriptors now (or never will) */
 	qemu_fds_close(&op->fds);
@@ -597,6 +633,7 @@ static int launch_work(struct vm_op *op)
 			kill(op->pid, SIGKILL);
 			waitpid(op->pid, NULL, 0);
 		}
+		vm_fwb_down(op->vm->vmm, &op->fwb);
 		return -1;
 	}
 	return 0;
@@ -610,6 +647,7 @@ static void launch_apply(struct vm_op *op)
 		op->newq = NULL; /* the VM's now */
 		vm->pid = op->pid;
 		snprintf(vm->tap, sizeof(vm->tap), "%s", op->fds.tap_name);
+		vm->fw = op->fwb.policy;
 		vm->started_wall_ms = wall_ms();
 		vm->last_error[0] = '\0';
 		log_info("vm %s: QEMU pid %d started (%s%s)", vm->def.name,
@@ -645,13 +683,15 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	if (!op)
 		return -1;
 	/* confine.c: ferryd opens QEMU's files and hands them over */
-	if (vm_paths_get(m->cfg, &vm->def, &op->paths, err) < 0 ||
+	if (vm_fwb_plan(m, vm, &op->fwb, err) < 0 ||
+	    vm_paths_get(m->cfg, &vm->def, &op->paths, err) < 0 ||
 	    qemu_fds_open(m->cfg, &vm->def, &op->paths, &m->qemu_user,
 			  &op->fds, err) < 0) {
 		op_free(op);
 		return -1;
 	}
 	op->have_fds = true;
+	snprintf(op->fwb.tap, sizeof(op->fwb.tap), "%s", op->fds.tap_name);
 	if (qemu_build_argv(m->cfg, m->accel, &vm->def, &op->fds, extra,
 			    &op->argv, err) < 0) {
 		op_free(op);
@@ -687,6 +727,7 @@ static int quit_work(struct vm_op *op)
 	if (op->pid > 0 && qemu_process_matches(op->pid, op->uuid))
 		kill(op->pid, SIGKILL);
 	qemu_reap(op->pid, op->uuid);
+	vm_fwb_down(op->vm->vmm, &op->fwb);
 	return 0;
 }
 
@@ -706,6 +747,7 @@ static void quit_apply(struct vm_op *op)
 	vm->state = VM_SHUTOFF;
 	vm->pid = 0;
 	vm->qemu_status[0] = '\0';
+	vm->fw.present = false;
 	if (op->after)
 		op->after(vm);
 }
@@ -721,147 +763,11 @@ int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err)
 	op->work = quit_work;
 	op->apply = quit_apply;
 	op->pid = vm->pid;
+	vm_fwb_init(vm, &op->fwb);
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	op->after = after;
 	if (vm->state != VM_SHUTOFF)
 		vm->state = VM_STOPPING;
 	vm_op_submit(vm, op);
 	return 0;
-}
-
-/* ---- stop, pause, resume ---- */
-
-/* Stop timer: first the graceful deadline (then quit), then the quit
- * deadline (then SIGKILL). */
-static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct vm *vm = arg;
-	struct timeval tv = { .tv_sec = FERRY_KILL_WAIT_MS / 1000 };
-	struct ferr err;
-
-	(void)fd;
-	(void)what;
-	if (!vm->stop_forced) {
-		log_info("vm %s: graceful stop timed out, quitting QEMU",
-			 vm->def.name);
-		vm->stop_forced = true;
-		if (submit_cmd(vm, "quit", true, NULL, NULL, NULL, &err) < 0)
-			log_warn("vm %s: quit: %s", vm->def.name, err.msg);
-		if (vm->state != VM_SHUTOFF && vm->stop_timer)
-			evtimer_add(vm->stop_timer, &tv);
-		return;
-	}
-	if (vm->pid > 0 && qemu_process_matches(vm->pid, vm->def.uuid)) {
-		log_warn("vm %s: QEMU pid %d did not exit, killing it",
-			 vm->def.name, (int)vm->pid);
-		kill(vm->pid, SIGKILL);
-	}
-}
-
-/* A VM whose hold guards it changes only with force. */
-static int check_guard(const struct vm *vm, bool force, const char *verb,
-		       struct ferr *err)
-{
-	if (vm->hold.owner[0] && vm->hold.resume_guard && !force)
-		return ferr_set(err, FERR_CONFLICT,
-				"vm %s was left paused by migration %s, whose "
-				"outcome is not known yet: it may run on the "
-				"other host already. %s it only if you know it "
-				"does not (--force); ferryd keeps asking the "
-				"other host",
-				vm->def.name, vm->hold.owner, verb);
-	return 0;
-}
-
-int vmm_stop(struct vmm *m, struct vm *vm, bool force, unsigned timeout_s,
-	     vm_done_fn done, void *ctx, struct ferr *err)
-{
-	struct timeval tv = { 0 };
-
-	(void)m;
-	if (vm->state == VM_SHUTOFF)
-		return ferr_set(err, FERR_CONFLICT, "vm %s is not running",
-				vm->def.name);
-	if (check_guard(vm, force, "Stop", err) < 0)
-		return -1;
-	if (!vm->stop_timer) {
-		vm->stop_timer = evtimer_new(vm->vmm->base, on_stop_timer, vm);
-		if (!vm->stop_timer)
-			return ferr_set(err, FERR_INTERNAL, "out of memory");
-	}
-	if (vm->state == VM_STOPPING && !force) {
-		/* already on its way: nothing to queue */
-		return submit_noop(vm, done, ctx, err);
-	}
-	if (force || !vm->qmp) {
-		if (vm->qmp) {
-			if (submit_cmd(vm, "quit", true, NULL, done, ctx,
-				       err) < 0)
-				return -1;
-		} else {
-			if (vm->pid > 0)
-				kill(vm->pid, SIGTERM);
-			if (submit_noop(vm, done, ctx, err) < 0)
-				return -1;
-		}
-		vm->stop_forced = true;
-		tv.tv_sec = FERRY_KILL_WAIT_MS / 1000;
-	} else {
-		if (submit_cmd(vm, "system_powerdown", false, NULL, done, ctx,
-			       err) < 0)
-			return -1;
-		tv.tv_sec = timeout_s;
-	}
-	if (force && vm->hold.resume_guard)
-		memset(&vm->hold, 0, sizeof(vm->hold));
-	evtimer_del(vm->stop_timer);
-	vm->state = VM_STOPPING;
-	evtimer_add(vm->stop_timer, &tv);
-	log_info("vm %s: %s stop requested", vm->def.name,
-		 force ? "forced" : "graceful");
-	return 0;
-}
-
-static void pause_apply(struct vm_op *op)
-{
-	if (op->rc == 0 && op->vm->state == VM_RUNNING)
-		op->vm->state = VM_PAUSED;
-}
-
-static void resume_apply(struct vm_op *op)
-{
-	struct vm *vm = op->vm;
-
-	if (op->rc < 0)
-		return;
-	if (vm->state == VM_PAUSED)
-		vm->state = VM_RUNNING;
-	if (op->force && vm->hold.resume_guard) {
-		log_warn("vm %s: resumed by force, although migration %s had "
-			 "left it paused",
-			 vm->def.name, vm->hold.owner);
-		memset(&vm->hold, 0, sizeof(vm->hold));
-	}
-}
-
-int vmm_pause(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
-	      struct ferr *err)
-{
-	(void)m;
-	if (vm->state != VM_RUNNING)
-		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not running",
-				vm->def.name, vm_state_name(vm->state));
-	return submit_cmd(vm, "stop", false, pause_apply, done, ctx, err);
-}
-
-int vmm_resume(struct vmm *m, struct vm *vm, bool force, vm_done_fn done,
-	       void *ctx, struct ferr *err)
-{
-	(void)m;
-	if (vm->state != VM_PAUSED)
-		return ferr_set(err, FERR_CONFLICT, "vm %s is %s, not paused",
-				vm->def.name, vm_state_name(vm->state));
-	if (check_guard(vm, force, "Resume", err) < 0)
-		return -1;
-	return submit_cmd(vm, "cont", force, resume_apply, done, ctx, err);
 }

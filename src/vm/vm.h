@@ -18,6 +18,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "firewall.h"
 #include "qmp.h"
 
 enum disk_format { DISK_RAW, DISK_QCOW2 };
@@ -71,6 +72,10 @@ struct vm_def {
 	/* migration constraints carried by the VM, signed by an admin
 	 * (constraints.c); checked by every host it lands on */
 	struct vm_constraints cons;
+	/* its own firewall ("firewall", origin FW_ORIGIN_VM), or the rules a
+	 * migration carried for a VM that had the cluster default (origin
+	 * FW_ORIGIN_DEFAULT: not saved in the definition); fw.c */
+	struct fw_policy fw;
 };
 
 /* constraints.c: parse the "constraints" member of a VM definition
@@ -119,8 +124,10 @@ struct vm {
 	bool stop_forced;         /* quit already sent */
 	uint64_t started_wall_ms;
 	char last_error[FERRY_ERR_MSG_MAX];
-	char tap[16];             /* NET_BRIDGE: the tap's name when this
-				     ferryd started QEMU, else "" */
+	char tap[16];             /* NET_BRIDGE: its tap's name (found
+				     again after a restart) */
+	struct fw_policy fw;      /* the firewall on its tap (fw.present),
+				     its own rules or the default */
 	bool incoming;            /* arriving by migration: not ours yet
 				     (incoming.json, not vm.json) */
 	char qemu_status[32];     /* QEMU's run state when last asked */
@@ -306,6 +313,10 @@ struct tap;
 int vm_net_open(const struct ferryd_config *cfg, const struct vm_def *def,
 		struct tap *tap, struct ferr *err);
 
+/* The name of the tap QEMU process pid holds (its /dev/net/tun
+ * descriptor's "iff:" in /proc), or -1. */
+int vm_net_find_tap(pid_t pid, char out[16]);
+
 /* Wait until the QEMU child pid answers on its QMP socket, and return the
  * connection. If QEMU exits first, the tail of log_path is in the error; if
  * it takes longer than FERRY_QEMU_START_TIMEOUT_MS it is killed. */
@@ -434,6 +445,42 @@ int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
 
 /* Operations queued or running on vm. */
 unsigned vm_busy(const struct vm *vm);
+
+/* ---- the VM's firewall (fw.c, docs/security.md) ----
+ *
+ * A bridged VM's rules (its own, else the cluster policy's default) are
+ * installed on its tap before QEMU starts (so before its vCPUs first run)
+ * and removed, with the state of its tracked flows, when QEMU exits. */
+
+/* Take the cluster policy's firewall settings (a copy). Running VMs that
+ * have the default get the new default (queued operations); a VM whose
+ * rules the new settings refuse keeps the ones it has (logged). */
+void vmm_fw_configure(struct vmm *m, const struct fw_cluster *c);
+
+/* At start-up, after vmm_new and vmm_fw_configure, before the API
+ * listens (blocking): in every bridge namespace, remove the rules of VMs
+ * that no longer run here, and make sure every running bridged VM has
+ * exactly its rules once (an intact installation is left as it is, with
+ * its counters). Failures are logged and shown as the VM's last_error. */
+void vmm_fw_reattach(struct vmm *m);
+
+/* May def have its rules (def->fw, own or carried) on this host? The
+ * policy's checks (fw_effective); FERR_FORBIDDEN naming the check,
+ * FERR_INVALID for rules on a VM that is not bridged. */
+int vmm_fw_check(struct vmm *m, const struct vm_def *def, struct ferr *err);
+
+/* Replace vm's own rules by own (own->present false: none, the default
+ * applies) and save its definition; a running VM gets them on its tap
+ * first, atomically (an operation: done follows). Nothing changes on an
+ * error. */
+int vmm_fw_set(struct vmm *m, struct vm *vm, const struct fw_policy *own,
+	       vm_done_fn done, void *ctx, struct ferr *err);
+
+/* What vm has, in *out (set before done runs): {"vm", "firewall" (its
+ * own, or null), "origin" ("vm", "default" or "none"), "rules" (those in
+ * force), "installed" (fw_show, when it runs)}. An operation. */
+int vmm_fw_show(struct vmm *m, struct vm *vm, json_t **out, vm_done_fn done,
+		void *ctx, struct ferr *err);
 
 /* ---- VMs arriving or leaving by migration (incoming.c) ---- */
 

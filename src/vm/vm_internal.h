@@ -6,6 +6,7 @@
 #define FERRY_VM_INTERNAL_H
 
 #include "vm.h"
+#include "netdev.h"
 
 struct vmm {
 	const struct ferryd_config *cfg;
@@ -20,6 +21,8 @@ struct vmm {
 	void *ha_exit_hook_arg;
 	struct worker_pool *pool;  /* where operations run */
 	struct qemu_user qemu_user; /* what QEMU runs as (confine.c) */
+	struct fw_cluster fw;      /* the policy's firewall settings (fw.c) */
+	bool fw_ready;             /* vmm_fw_reattach has run */
 };
 
 /* ---- vmm.c ---- */
@@ -51,6 +54,21 @@ struct vm_op;
 /* Queue op on vm (see vm.h, "operations"). */
 void vm_op_submit(struct vm *vm, struct vm_op *op);
 
+/* What follows a queued command on the loop: rc its result, force as
+ * given to vm_submit_cmd. */
+typedef void (*vm_cmd_apply_fn)(struct vm *vm, int rc, bool force);
+
+/* Queue the QMP command cmd (no arguments, a string that outlives the
+ * operation) for vm after its earlier operations; apply (may be NULL) then
+ * done run on the loop after it. */
+int vm_submit_cmd(struct vm *vm, const char *cmd, bool force,
+		  vm_cmd_apply_fn apply, vm_done_fn done, void *ctx,
+		  struct ferr *err);
+
+/* Queue nothing but done, after vm's earlier operations. */
+int vm_submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
+		   struct ferr *err);
+
 /* Check files and memory, then queue the launch of QEMU for vm with extra
  * arguments and the attachment of its QMP. On failure (at once, or in
  * done) nothing is left running and vm is shut off. */
@@ -64,6 +82,38 @@ void vm_reattach(struct vm *vm);
 /* Queue: kill vm's QEMU (it goes away: discarded, or running on another
  * host), reap it, detach, then after(vm) on the loop (may be NULL). */
 int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err);
+
+/* Queue fn(NULL, ctx, err) on a worker thread after the VM's earlier
+ * operations, without its monitor; done follows on the loop. */
+int vm_run_work(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
+		vm_done_fn done, struct ferr *err);
+
+/* ---- fw.c ---- */
+
+/* A VM's firewall binding, copied into its operations (worker threads). */
+struct vm_fwb {
+	bool on;                         /* the VM is bridged */
+	char ns[NETDEV_NETNS_MAX + 1];   /* its bridge's namespace */
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	char tap[NETDEV_IFNAME_MAX + 1]; /* set once the tap exists */
+	uint8_t mac[6];
+	struct fw_policy policy;         /* the rules to install, if present */
+};
+
+/* vm's binding without rules (what removing them needs). */
+void vm_fwb_init(const struct vm *vm, struct vm_fwb *b);
+
+/* Loop, at launch: vm's binding with the rules it gets here (fw_effective);
+ * FERR_FORBIDDEN when the policy refuses them. */
+int vm_fwb_plan(struct vmm *m, const struct vm *vm, struct vm_fwb *b,
+		struct ferr *err);
+
+/* Worker: install b's rules on b->tap (nothing when it has none). */
+int vm_fwb_up(const struct vmm *m, const struct vm_fwb *b, struct ferr *err);
+
+/* Worker: the VM left this host (stopped, crashed, migrated away,
+ * discarded): remove its rules and forget its tracked flows. Logged. */
+void vm_fwb_down(const struct vmm *m, const struct vm_fwb *b);
 
 /* ---- incoming.c ---- */
 

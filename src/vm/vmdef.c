@@ -232,7 +232,7 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 	static const char *const fields[] = {
 		"name", "uuid", "memory_mib", "vcpus", "kernel", "initrd",
 		"cmdline", "disk", "network", "migration", "labels",
-		"constraints", NULL
+		"constraints", "firewall", NULL
 	};
 	const char *s = NULL;
 	json_t *disk;
@@ -322,6 +322,16 @@ int vmdef_from_json(const json_t *obj, struct vm_def *def, struct ferr *err)
 		 def->uuid, def->uuid + 2, def->uuid + 4);
 	if (parse_network(json_object_get(obj, "network"), def, err) < 0)
 		return -1;
+	if (json_object_get(obj, "firewall")) {
+		if (fw_policy_from_json(json_object_get(obj, "firewall"),
+					"vm.firewall", &def->fw, err) < 0)
+			return -1;
+		if (def->net != NET_BRIDGE)
+			return ferr_set(err, FERR_INVALID,
+					"vm.firewall needs a bridged network "
+					"(vm.network.bridge): it filters the "
+					"VM's tap");
+	}
 	return 0;
 }
 
@@ -365,6 +375,8 @@ json_t *vmdef_to_json(const struct vm_def *def)
 	if (def->cons.present)
 		json_object_set_new(o, "constraints",
 				    vm_constraints_to_json(&def->cons, true));
+	if (def->fw.present && def->fw.origin == FW_ORIGIN_VM)
+		json_object_set_new(o, "firewall", fw_policy_to_json(&def->fw));
 	if (def->disk[0]) {
 		json_t *d = json_pack("{s:s, s:s}", "path", def->disk, "format",
 				      def->disk_format == DISK_QCOW2 ? "qcow2"

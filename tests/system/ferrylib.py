@@ -1,6 +1,9 @@
 """Shared helpers for ferry's system tests: a throw-away cluster of ferryd
 hosts on loopback, the `ferry` CLI, the raw REST API over mutual TLS and the
-test guest's memload output.
+test guest's memload output. Split in three modules, every public name
+re-exported here (`from ferrylib import X` works for all of them):
+proclib.py (processes, polling, ports) and vmops.py (memload's output, the
+Cluster's VM and migration methods, MigrateResult).
 
 A Cluster lives in a short temp dir (/tmp/ferry-XXXXXXXX; state dirs must
 stay under 60 characters for the QMP unix-socket paths):
@@ -19,11 +22,8 @@ QEMU of the cluster, checks that they are gone and removes DIR.
 import http.client
 import json
 import os
-import random
-import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -32,24 +32,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[2]
+from proclib import (PORT_MAX, PORT_MIN, _port_free, alloc_ports, pid_alive,
+                     proc_cmdline, proc_state, qemu_running, tail, wait_pid_gone,
+                     wait_until)
+from vmops import (CORRUPTION_RE, HB_FIELDS, HB_RE, VM_BOOT_TIMEOUT, MigrateResult,
+                   VmOps, parse_heartbeats)
 
-# memload's output contract (guest/README.md)
-HB_RE = re.compile(
-    r"^memload: hb seq=(\d+) verified=(\d+) dirtied=(\d+) errors=(\d+) passes=(\d+)\s*$",
-    re.M,
-)
-CORRUPTION_RE = re.compile(r"^memload: CORRUPTION .*$", re.M)
-HB_FIELDS = ("seq", "verified", "dirtied", "errors", "passes")
+REPO = Path(__file__).resolve().parents[2]
 
 # `ferry` exit codes (src/cli/cli.h)
 QEMU_USER = "ferry-qemu"  # scripts/deps.sh creates it
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
-PORT_MIN, PORT_MAX = 20000, 60000
 PORTS_PER_HOST = 10  # the API port plus room for later listeners (migration)
-VM_BOOT_TIMEOUT = 60.0  # start -> first heartbeat, generous for a loaded TCG host
 HOST_START_TIMEOUT = 20.0
+
+# the public names, with those of proclib and vmops (_port_free: tpmlib)
+__all__ = [
+    "PORT_MAX", "PORT_MIN", "_port_free", "alloc_ports", "pid_alive",
+    "proc_cmdline", "proc_state", "qemu_running", "tail", "wait_pid_gone",
+    "wait_until", "CORRUPTION_RE", "HB_FIELDS", "HB_RE", "VM_BOOT_TIMEOUT",
+    "MigrateResult", "VmOps", "parse_heartbeats", "REPO", "QEMU_USER", "EXIT_OK",
+    "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_NOT_FOUND",
+    "PORTS_PER_HOST", "HOST_START_TIMEOUT", "build_dir", "TLSRefused", "Host",
+    "Cluster", "live_clusters", "expect_tls_refused", "client_hello", "kvm_expected",
+]
 
 _DEFAULT = object()  # "use the cluster's admin credentials"
 _live_clusters = []  # clusters not yet closed, for failure diagnostics
@@ -58,100 +65,6 @@ _live_clusters = []  # clusters not yet closed, for failure diagnostics
 def build_dir():
     """Folder holding the ferryd and ferry binaries ($FERRY_BUILD)."""
     return Path(os.environ.get("FERRY_BUILD", REPO / "build")).resolve()
-
-
-def parse_heartbeats(text):
-    """memload heartbeats in console text, as dicts, from complete lines only
-    (a line still being written could carry a truncated number)."""
-    text = text[: text.rfind("\n") + 1]
-    return [dict(zip(HB_FIELDS, map(int, m.groups()))) for m in HB_RE.finditer(text)]
-
-
-def proc_state(pid):
-    """State letter of pid from /proc (R, S, Z, ...), or None if there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def pid_alive(pid):
-    """Is pid a live process (not gone, not a zombie)?"""
-    return bool(pid) and proc_state(pid) not in (None, "Z", "X")
-
-
-def proc_cmdline(pid):
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-
-
-def qemu_running(pid, uuid):
-    """Is pid a live QEMU started for the VM with this uuid?"""
-    args = proc_cmdline(pid)
-    return pid_alive(pid) and any(
-        a == b"-uuid" and b == uuid.encode() for a, b in zip(args, args[1:])
-    )
-
-
-def wait_pid_gone(pid, timeout=10.0):
-    """Wait until pid has exited (a zombie counts as exited). True if it did."""
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def wait_until(pred, timeout, interval=0.1, what="condition"):
-    """Poll pred() until it returns a true value, which is returned; raise
-    AssertionError naming `what` after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def tail(path, n=40):
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except OSError as e:
-        return f"({path}: {e.strerror})"
-    return "\n".join(lines[-n:])
-
-
-def _port_free(addr, port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((addr, port))
-        except OSError:
-            return False
-    return True
-
-
-_next_port = random.randrange(PORT_MIN, PORT_MAX)
-
-
-def alloc_ports(addrs, count):
-    """A block of `count` consecutive ports that are free on every address,
-    never handed out before in this process (so consecutive tests never
-    reuse one while an old socket lingers)."""
-    global _next_port
-    for _ in range(1000):
-        base = _next_port
-        if base + count > PORT_MAX:
-            base = PORT_MIN
-        _next_port = base + count
-        if all(_port_free(a, p) for a in addrs for p in range(base, base + count)):
-            return base
-    raise RuntimeError("no free port block found")
 
 
 class TLSRefused(Exception):
@@ -196,7 +109,7 @@ class Host:
 
 
 @dataclass
-class Cluster:
+class Cluster(VmOps):
     """A PKI, shared storage and n ferryd hosts on loopback (see module doc)."""
 
     build: Path
@@ -478,198 +391,6 @@ class Cluster:
     def host_info(self, host):
         return self.api_ok(host, "GET", "/v1/host")
 
-    # ---------------------------------------------------------------- VMs
-
-    def vm_definition(self, name, memory_mib=256, mib=32, rate=1000, secret=None,
-                      extra="", vcpus=1, **fields):
-        """A definition booting the test guest with memload.mib=mib and
-        memload.rate=rate (plus secret and extra kernel parameters)."""
-        # clocksource=hpet: see guest/README.md (TSC stalls after a migration
-        # whose destination is resumed with `cont`, QEMU 7.2 TCG)
-        # no_timer_check: a guest kernel checking its IO-APIC timer on a host
-        # too loaded to deliver the ticks in time panics at boot (guest/README.md)
-        cmdline = (f"console=ttyS0 quiet clocksource=hpet no_timer_check memload.mib={mib} "
-                   f"memload.rate={rate}")
-        if secret:
-            cmdline += f" memload.secret={secret}"
-        if extra:
-            cmdline += f" {extra}"
-        d = {"name": name, "memory_mib": memory_mib, "vcpus": vcpus,
-             "kernel": "guest/vmlinuz", "initrd": "guest/initramfs.cpio.gz",
-             "cmdline": cmdline}
-        d.update(fields)
-        return d
-
-    def define_vm(self, host, name, **kw):
-        """Define a test-guest VM (see vm_definition) through the API."""
-        return self.api_ok(host, "POST", "/v1/vms", self.vm_definition(name, **kw),
-                           expect=(201,))
-
-    def start_vm(self, host, name):
-        vm = self.api_ok(host, "POST", f"/v1/vms/{name}/start")
-        assert vm["state"] == "running" and vm["pid"] > 0, vm
-        return vm
-
-    def stop_vm(self, host, name, force=False, timeout_s=30, wait=True):
-        self.api_ok(host, "POST", f"/v1/vms/{name}/stop",
-                    {"force": force, "timeout_s": timeout_s}, expect=(202,))
-        if wait:
-            return self.wait_vm_state(host, name, "shutoff", timeout_s + 20)
-        return None
-
-    def vm_info(self, host, name):
-        return self.api_ok(host, "GET", f"/v1/vms/{name}")
-
-    def list_vms(self, host):
-        return self.api_ok(host, "GET", "/v1/vms")["vms"]
-
-    def wait_vm_state(self, host, name, state, timeout=30):
-        last = {}
-
-        def check():
-            last.update(self.vm_info(host, name))
-            return last if last["state"] == state else None
-        try:
-            return wait_until(check, timeout, 0.1, f"vm {name} on {host} to be {state}")
-        except AssertionError as e:
-            raise AssertionError(f"{e}; last: {last}") from None
-
-    def vm_dir(self, host, name):
-        return self.hosts[host].state_dir / "vms" / name
-
-    def pidfile(self, host, uuid):
-        return self.hosts[host].state_dir / "run" / f"{uuid}.pid"
-
-    def console(self, host, vm):
-        """The VM's whole serial console through the API."""
-        out, offset = [], 0
-        while True:
-            r = self.api_ok(host, "GET", f"/v1/vms/{vm}/console?offset={offset}")
-            out.append(r["data"])
-            if r["next"] <= offset:
-                return "".join(out)
-            offset = r["next"]
-
-    def console_file(self, host, vm):
-        """The console log straight from the state dir (works without ferryd)."""
-        try:
-            return (self.vm_dir(host, vm) / "console.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def _console_text(self, host, vm, source):
-        return self.console(host, vm) if source == "api" else self.console_file(host, vm)
-
-    def heartbeats(self, host, vm, source="api"):
-        """Parsed memload heartbeats; source "api" or "file"."""
-        return parse_heartbeats(self._console_text(host, vm, source))
-
-    def wait_heartbeats(self, host, vm, n=1, timeout=VM_BOOT_TIMEOUT, after_seq=None,
-                        source="api"):
-        """Wait for n heartbeats with seq > after_seq (default: the last one
-        seen now; 0: since boot) and return all heartbeats."""
-        if after_seq is None:
-            hbs = self.heartbeats(host, vm, source)
-            after_seq = hbs[-1]["seq"] if hbs else 0
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self._console_text(host, vm, source)
-            hbs = parse_heartbeats(text)
-            if sum(1 for h in hbs if h["seq"] > after_seq) >= n:
-                return hbs
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"vm {vm} on {host}: fewer than {n} heartbeats after seq {after_seq} "
-                    f"within {timeout}s; console tail:\n"
-                    + "\n".join(text.splitlines()[-15:]))
-            time.sleep(0.25)
-
-    # ---------------------------------------------------------------- migration
-
-    def migrate_argv(self, src, vm, to, *opts, config=None):
-        """argv of `ferry --host SRC --json migrate VM --to TO OPTS` (config:
-        another client.json, e.g. another user's; default the cluster's)."""
-        return [self.ferry_bin, "--config", config or self.client_config, "--host", src,
-                "--json", "migrate", vm, "--to", to, *opts]
-
-    def migrate_start(self, src, vm, to, *opts, config=None):
-        """Start `ferry migrate` in the background (see migrate()); finish it
-        with migrate_result()."""
-        return subprocess.Popen([str(a) for a in self.migrate_argv(src, vm, to, *opts,
-                                                                   config=config)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-
-    def migrate_result(self, proc, timeout=600):
-        """Wait for a migrate_start() process -> MigrateResult."""
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError(f"ferry migrate did not end within {timeout}s; "
-                                 f"stderr: {err}") from None
-        events = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return MigrateResult(proc.returncode, events, err)
-
-    def migrate(self, src, vm, to, *opts, timeout=600, config=None):
-        """Run `ferry --host SRC --json migrate VM --to TO OPTS` to its end ->
-        MigrateResult (returncode, JSON events, stderr; .summary is the final
-        record). Does not assert the outcome."""
-        return self.migrate_result(self.migrate_start(src, vm, to, *opts, config=config),
-                                   timeout)
-
-    def migrations(self, host):
-        """GET /v1/migrations: active migrations and the history, newest first."""
-        return self.api_ok(host, "GET", "/v1/migrations")["migrations"]
-
-    def migration(self, host, mig_id):
-        return self.api_ok(host, "GET", f"/v1/migrations/{mig_id}")
-
-    def active_migration(self, host, vm):
-        """The record of vm's migration in progress on host (source side), or
-        None."""
-        status, info = self.api(host, "GET", f"/v1/vms/{vm}")
-        mig_id = info.get("active_migration") if status == 200 else None
-        if not isinstance(mig_id, str) or info.get("state") == "incoming":
-            return None
-        rec = self.migration(host, mig_id)
-        return rec if rec.get("outcome") == "running" else None
-
-    def wait_migration(self, host, vm, pred, timeout=60, what="migration progress",
-                       proc=None):
-        """Poll vm's active outgoing migration on host until pred(record) is
-        true; returns that record. proc (from migrate_start) lets it fail at
-        once when the migration ended; until it has started, it waits."""
-        last = {}
-
-        def check():
-            rec = self.active_migration(host, vm)
-            if rec is None:
-                if proc is not None and proc.poll() is not None:
-                    done = [m for m in self.migrations(host)
-                            if m.get("vm") == vm and m.get("role") == "source"]
-                    raise AssertionError(
-                        f"migration of {vm} on {host} ended (ferry exited "
-                        f"{proc.returncode}) while waiting for {what}; latest: "
-                        f"{done[0] if done else None}; last seen: {last}")
-                return None
-            last.clear()
-            last.update(rec)
-            return rec if pred(rec) else None
-        try:
-            return wait_until(check, timeout, 0.1, f"{what} of {vm} on {host}")
-        except AssertionError as e:
-            if "timed out" in str(e):
-                raise AssertionError(f"{e}; last seen: {last}") from None
-            raise
-
-    def wait_migration_done(self, host, mig_id, timeout=120):
-        """Poll migration mig_id on host until its outcome is no longer
-        "running"; returns the final record."""
-        return wait_until(lambda: (lambda r: r if r.get("outcome") != "running" else None)(
-            self.migration(host, mig_id)), timeout, 0.2, f"migration {mig_id} on {host} to end")
-
     def qemu_pids(self, host, uuid=None):
         """Live QEMU processes of host (they work in its run folder),
         optionally only those of the VM with this uuid."""
@@ -831,27 +552,6 @@ class Cluster:
                     found.append(f"{h.name}: " + "\n".join(lines[i:i + 12]))
                     break
         return found
-
-
-@dataclass
-class MigrateResult:
-    """The end of a `ferry --json migrate` run: exit code, its JSON lines
-    (events "started", "progress"..., "summary") and stderr."""
-    returncode: int
-    events: list
-    stderr: str
-
-    @property
-    def summary(self):
-        for e in reversed(self.events):
-            if e.get("event") == "summary":
-                return e
-        raise AssertionError(f"ferry migrate printed no summary (exit "
-                             f"{self.returncode}): {self.stderr}")
-
-    @property
-    def started(self):
-        return next((e for e in self.events if e.get("event") == "started"), None)
 
 
 def live_clusters():

@@ -233,6 +233,20 @@ class Lan:
         self.close()
 
 
+def checked_lan(request, **kw):
+    """A Lan(**kw) for one test (request: pytest's), removed after it with
+    a check that it left no namespace behind."""
+    lan = Lan(**kw)
+
+    def close():
+        lan.close()
+        # only this Lan's: other processes may make and remove their own
+        left = {n for n in namespaces() if n.startswith(lan.tag + "-")}
+        assert not left, f"namespaces left behind: {left}"
+    request.addfinalizer(close)
+    return lan
+
+
 def namespaces():
     """Names of the namespaces in /run/netns."""
     return sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []

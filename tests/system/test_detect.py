@@ -28,15 +28,7 @@ ALARM_WITHIN_S = 5.0
 
 @pytest.fixture
 def lan(request):
-    before = set(netlib.namespaces())
-    lan = netlib.Lan(rate="400mbit")
-
-    def close():
-        lan.close()
-        left = set(netlib.namespaces()) - before
-        assert not left, f"namespaces left behind: {left}"
-    request.addfinalizer(close)
-    return lan
+    return netlib.checked_lan(request, rate="400mbit")
 
 
 @pytest.fixture
