@@ -725,9 +725,9 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 	case ROUTE_VM_FW_SET: {
 		struct fw_policy own;
 
-		rc = fw_body(req->body, &own, &err);
-		if (rc == 0)
-			rc = vmm_fw_set(vmm, vm, &own, on_vm_done, l, &err);
+		rc = fw_body(req->body, &own, &err) < 0
+			     ? -1
+			     : vmm_fw_set(vmm, vm, &own, on_vm_done, l, &err);
 		break;
 	}
 	default:
