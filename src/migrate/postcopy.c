@@ -16,6 +16,9 @@
 
 #include <openssl/crypto.h>
 
+#define RECOVERY_DIAL_MS 30000   /* retries of one recovery channel */
+#define RECOVERY_DIAL_MIN_MS 500 /* its first backoff, doubling */
+
 /* ---- the destination ---- */
 
 struct recov {
@@ -232,6 +235,35 @@ out:
 
 /* ---- the source ---- */
 
+/* Dial the recovery channel of g's new session, retrying with backoff up
+ * to RECOVERY_DIAL_MS: a handshake that failed (a flipped byte, a cut)
+ * before the destination took the HELLO leaves the session and QEMU's
+ * listener there as they were. Done before QEMU is told to resume, so
+ * that a failure leaves it in postcopy-paused, where it can be told again
+ * (QEMU 7.2 wedges when the stream breaks inside its resume handshake). */
+static int recovery_dial(struct mig *g, struct ferr *err)
+{
+	uint64_t deadline = now_ms() + RECOVERY_DIAL_MS;
+	unsigned wait_ms = RECOVERY_DIAL_MIN_MS;
+
+	for (;;) {
+		if (mig_dial(g, 0, &g->ready, err) == 0)
+			return 0;
+		log_warn("migration %s of vm %s: recovery channel: %s; again "
+			 "in %u ms",
+			 g->id, g->def.name, err->msg, wait_ms);
+		if (now_ms() + wait_ms >= deadline)
+			return -1;
+		for (uint64_t until = now_ms() + wait_ms; now_ms() < until;) {
+			if (atomic_load(&g->m->stop))
+				return ferr_set(err, FERR_UNAVAILABLE,
+						"ferryd is stopping");
+			usleep(100 * 1000);
+		}
+		wait_ms *= 2;
+	}
+}
+
 int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 {
 	unsigned backoff = MIG_RESOLVE_MIN_S;
@@ -257,7 +289,9 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 			g->plan.z = RELAY_Z_OFF;
 			snprintf(uri, sizeof(uri), "unix:%s",
 				 vm_run_name(g->out_sock));
-			if (channels_start(g, err) == 0 &&
+			/* the channel is up before QEMU hears of it */
+			if (recovery_dial(g, err) == 0 &&
+			    channels_start(g, err) == 0 &&
 			    qmp_command(q, "migrate",
 					json_pack("{s:s, s:b}", "uri", uri,
 						  "resume", 1),

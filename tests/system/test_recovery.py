@@ -336,6 +336,40 @@ def test_postcopy_destination_killed(cluster):
     settle_and_check(c, uuid, B, rec["id"])
 
 
+def test_postcopy_recovery_handshake_fails(make_cluster, request):
+    """The post-copy stream breaks (a flipped byte), then the recovery
+    channel's TLS handshake fails too (another flipped byte, in the
+    destination's first answer). The source dials and authenticates that
+    channel before it tells its QEMU to resume, so QEMU is still
+    postcopy-paused when the handshake fails: the source dials again and
+    the VM keeps running on the destination (postcopy:corrupt_byte of the
+    fault matrix; QEMU 7.2 wedges when told to resume over a dead
+    channel)."""
+    c = make_cluster(start=False)
+    if not fl.fault_points_built(c):
+        pytest.skip("ferryd built without fault points (make asan builds them)")
+    hb = c.hosts[B]
+    data = FaultProxy(hb.address, hb.port + 1, listen_host=hb.address).start()
+    request.addfinalizer(data.stop)
+    c.write_host_config(B, migration={**fl.FAST_TIMEOUTS,
+                                      "advertise_address": hb.address,
+                                      "advertise_port": data.port})
+    c.start_all()
+    uuid = boot(c, migration={"allow_postcopy": True})
+    fl.arm(c, A, "src.postcopy")
+    rec = fl.start_migration(c, A, VM, B, POSTCOPY)
+    fl.wait_stopped(c, A)
+    # post-copy's one stream is connection 0; the recovery's is 1
+    data.corrupt(data.bytes_forwarded("up", conn=0) + 100, "up", conn=0)
+    data.corrupt(60, "down", conn=1)  # inside the TLS ServerHello
+    fl.cont(c, A)
+    done = fl.wait_outcome(c, A, rec["id"])
+    assert data.pending_corruptions == 0, data.events
+    assert done["outcome"] == "completed", done
+    assert done.get("postcopy_recoveries", 0) >= 1, done
+    settle_and_check(c, uuid, B, rec["id"])
+
+
 def split_postcopy(c, victim):
     """Post-copy under way (the VM runs on B, pages still come from A),
     then victim's QEMU of the VM is killed: the VM's memory is split."""
