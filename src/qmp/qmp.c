@@ -314,9 +314,15 @@ int qmp_keep(struct qmp *q, struct ferr *err)
 	if (!q->oob)
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"QEMU offered no out-of-band execution");
-	return run_command(q, "execute", "getfd",
-			   json_pack("{s:s}", "fdname", QMP_KEEP_FDNAME),
-			   q->fd, NULL, err);
+	int rc = run_command(q, "execute", "getfd",
+			     json_pack("{s:s}", "fdname", QMP_KEEP_FDNAME),
+			     q->fd, NULL, err);
+
+	/* QEMU makes the descriptors it receives blocking, and the flag is
+	 * the socket's, shared with ours */
+	if (fd_set_nonblock(q->fd) < 0 && rc == 0)
+		rc = ferr_set(err, FERR_IO, "fcntl: %s", strerror(errno));
+	return rc;
 }
 
 int qmp_command_oob(struct qmp *q, const char *cmd, json_t *args,
