@@ -589,6 +589,9 @@ void vm_reattach(struct vm *vm)
 		log_error("vm %s: %s", vm->def.name, vm->last_error);
 		return;
 	}
+	/* events QEMU sent meanwhile (into a kept monitor, e.g. MIGRATION's
+	 * postcopy-paused) may already be queued: dispatch them first */
+	event_active(vm->qmp_ev, EV_READ, 0);
 	vm->started_wall_ms = wall_ms();
 	log_info("vm %s: re-attached to QEMU pid %d (%s)", vm->def.name,
 		 (int)pid, status);
