@@ -18,6 +18,7 @@
 
 #define RECOVERY_DIAL_MS 30000   /* retries of one recovery channel */
 #define RECOVERY_DIAL_MIN_MS 500 /* its first backoff, doubling */
+#define RECOVERY_RESUME_MS 10000 /* QEMU takes the channel within */
 
 /* ---- the destination ---- */
 
@@ -264,6 +265,46 @@ static int recovery_dial(struct mig *g, struct ferr *err)
 	}
 }
 
+/* QEMU leaves postcopy-paused only when its new channel is connected,
+ * asynchronously, after `migrate` returned: wait for that, so that the
+ * monitor does not take the state it had for a new break. */
+static int wait_resumed(struct qmp *q, struct ferr *err)
+{
+	uint64_t deadline = now_ms() + RECOVERY_RESUME_MS;
+
+	while (now_ms() < deadline) {
+		json_t *qm = NULL;
+		bool paused;
+
+		if (qmp_command(q, "query-migrate", NULL, &qm, err) < 0)
+			return -1;
+		paused = !strcmp(json_string_value(json_object_get(
+					 qm, "status")) ?: "",
+				 "postcopy-paused");
+		json_decref(qm);
+		if (!paused)
+			return 0;
+		usleep(50 * 1000);
+	}
+	return ferr_set(err, FERR_TIMEOUT,
+			"QEMU did not take the recovery channel");
+}
+
+/* Have the destination end recovery session g->rsession, which will
+ * carry nothing (best effort: it ends by itself at its time bound). */
+static void drop_rsession(struct mig *g)
+{
+	struct ferr e2;
+
+	if (!g->rsession[0])
+		return;
+	if (peer_finish(g->m, &g->peer, g->rsession, true, &e2) !=
+	    PEER_COMMITTED)
+		log_warn("migration %s: ending recovery session %s: %s", g->id,
+			 g->rsession, e2.msg);
+	g->rsession[0] = '\0';
+}
+
 int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 {
 	unsigned backoff = MIG_RESOLVE_MIN_S;
@@ -275,6 +316,7 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 
 		/* the old channels ended with their connection */
 		channels_finish(g);
+		drop_rsession(g);
 		rc = peer_recover(g->m, &g->peer, g->session, &ps, err);
 		if (rc == 0) {
 			memcpy(g->rsession, ps.id, sizeof(g->rsession));
@@ -295,7 +337,8 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 			    qmp_command(q, "migrate",
 					json_pack("{s:s, s:b}", "uri", uri,
 						  "resume", 1),
-					NULL, err) == 0) {
+					NULL, err) == 0 &&
+			    wait_resumed(q, err) == 0) {
 				g->recoveries++;
 				mig_rec_set(g, "postcopy_recoveries",
 					    json_integer(g->recoveries));

@@ -311,12 +311,14 @@ int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
 
 int qmp_keep(struct qmp *q, struct ferr *err)
 {
+	int rc;
+
 	if (!q->oob)
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"QEMU offered no out-of-band execution");
-	int rc = run_command(q, "execute", "getfd",
-			     json_pack("{s:s}", "fdname", QMP_KEEP_FDNAME),
-			     q->fd, NULL, err);
+	rc = run_command(q, "execute", "getfd",
+			 json_pack("{s:s}", "fdname", QMP_KEEP_FDNAME), q->fd,
+			 NULL, err);
 
 	/* QEMU makes the descriptors it receives blocking, and the flag is
 	 * the socket's, shared with ours */
