@@ -593,8 +593,8 @@ void vm_reattach(struct vm *vm)
 	 * postcopy-paused) may already be queued: dispatch them first */
 	event_active(vm->qmp_ev, EV_READ, 0);
 	vm->started_wall_ms = wall_ms();
-	log_info("vm %s: re-attached to QEMU pid %d (%s)", vm->def.name,
-		 (int)pid, status);
+	log_info("vm %s: re-attached to QEMU pid %d (%s%s)", vm->def.name,
+		 (int)pid, status, kept >= 0 ? ", its kept monitor" : "");
 }
 
 /* ---- launch ---- */
