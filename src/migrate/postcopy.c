@@ -329,11 +329,12 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 			g->nchan = 1;
 			/* a recovery session carries no frames */
 			g->plan.z = RELAY_Z_OFF;
-			snprintf(uri, sizeof(uri), "unix:%s",
-				 vm_run_name(g->out_sock));
-			/* the channel is up before QEMU hears of it */
+			/* the channel is up before QEMU hears of it; its
+			 * socket is named by channels_start */
 			if (recovery_dial(g, err) == 0 &&
 			    channels_start(g, err) == 0 &&
+			    snprintf(uri, sizeof(uri), "unix:%s",
+				     vm_run_name(g->out_sock)) > 0 &&
 			    qmp_command(q, "migrate",
 					json_pack("{s:s, s:b}", "uri", uri,
 						  "resume", 1),
