@@ -419,6 +419,7 @@ int migrator_finish(struct migrator *m, const char *id, const json_t *body,
 			s->timer = NULL;
 		}
 		session_end(&m->sessions, s, IN_COMMITTED);
+		unlink(s->in_sock); /* in case QEMU never took it */
 		session_put(&m->sessions, s);
 		json_object_set_new(reply, "committed", json_true());
 		return now_reply(m, fn, ctx, reply, err);

@@ -241,6 +241,7 @@ int migrator_start(struct migrator *m, struct vm *vm, const json_t *body,
 	pthread_mutex_init(&g->lock, NULL);
 	g->m = m;
 	g->listen_fd = -1;
+	g->ready.fd = -1;
 	if (mig_opts_from_json(body, &g->opts, err) < 0)
 		goto fail;
 	if (!strcmp(g->opts.to, m->cfg->host)) {
@@ -399,6 +400,7 @@ int mig_resume_postcopy(struct migrator *m, struct vm *vm,
 	pthread_mutex_init(&g->lock, NULL);
 	g->m = m;
 	g->listen_fd = -1;
+	g->ready.fd = -1;
 	g->resume_only = true;
 	g->def = vm->def;
 	g->opts.mode = MIG_POSTCOPY;

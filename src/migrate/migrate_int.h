@@ -517,6 +517,10 @@ struct mig {
 	struct relay_counters ctr;
 	struct mig_attest att;    /* the destination's attestation */
 	int listen_fd;
+	struct mig_conn ready;    /* channel 0 dialled and authenticated
+				     before QEMU connects (a post-copy
+				     recovery's), fd -1 when none; taken by
+				     its channel thread */
 	pthread_t driver;
 	pthread_t acceptor;
 	bool acceptor_started;
@@ -611,6 +615,11 @@ void *mig_driver(void *arg);
 /* outgoing.c: listen on g's unix socket and start the acceptor of the
  * g->nchan channels QEMU opens there (each relayed to g's session). */
 int channels_start(struct mig *g, struct ferr *err);
+
+/* outgoing.c: dial and authenticate channel idx of g's session (TLS,
+ * HELLO, ACK; dataplane_dial). */
+int mig_dial(struct mig *g, unsigned idx, struct mig_conn *c,
+	     struct ferr *err);
 
 /* outgoing.c: let the channels end (or stop them), join their threads,
  * remove the socket. */

@@ -124,21 +124,32 @@ struct chan_arg {
 	unsigned idx;
 };
 
-/* One channel: dial the destination, then relay until done. */
+int mig_dial(struct mig *g, unsigned idx, struct mig_conn *c,
+	     struct ferr *err)
+{
+	return dataplane_dial(g->m->client_ctx, g->m->cfg->migration_netns,
+			      config_dataplane_addr(g->m->cfg), g->opts.to,
+			      g->data_addr, g->data_port, g->opts.insecure,
+			      g->plan.z, g->sid, g->key, (uint16_t)idx,
+			      (uint16_t)g->nchan, c, err);
+}
+
+/* One channel: dial the destination (unless g->ready already holds it),
+ * then relay until done. */
 static void *chan_main(void *arg)
 {
 	struct chan_arg *a = arg;
 	struct mig *g = a->g;
 	struct mig_conn c = { .fd = -1 };
 	struct ferr err = { 0 };
-	int rc;
+	int rc = 0;
 
-	rc = dataplane_dial(g->m->client_ctx, g->m->cfg->migration_netns,
-			    config_dataplane_addr(g->m->cfg),
-			    g->opts.to, g->data_addr,
-			    g->data_port, g->opts.insecure, g->plan.z, g->sid,
-			    g->key,
-			    (uint16_t)a->idx, (uint16_t)g->nchan, &c, &err);
+	if (a->idx == 0 && g->ready.fd >= 0) {
+		c = g->ready;
+		g->ready = (struct mig_conn){ .fd = -1 };
+	} else {
+		rc = mig_dial(g, a->idx, &c, &err);
+	}
 	if (rc == 0)
 		rc = relay_run(a->fd, &c, &g->relay_stop, &g->ctr, &err);
 	if (rc < 0 && !atomic_load(&g->relay_stop))
@@ -449,6 +460,7 @@ void channels_finish(struct mig *g)
 	for (unsigned i = 0; i < g->nthreads; i++)
 		pthread_join(g->chan_thread[i], NULL);
 	g->nthreads = 0;
+	conn_close(&g->ready, false, &g->ctr); /* QEMU never came for it */
 	if (g->listen_fd >= 0) {
 		close(g->listen_fd);
 		g->listen_fd = -1;

@@ -16,6 +16,10 @@
 
 #include <openssl/crypto.h>
 
+#define RECOVERY_DIAL_MS 30000   /* retries of one recovery channel */
+#define RECOVERY_DIAL_MIN_MS 500 /* its first backoff, doubling */
+#define RECOVERY_RESUME_MS 10000 /* QEMU takes the channel within */
+
 /* ---- the destination ---- */
 
 struct recov {
@@ -232,6 +236,75 @@ out:
 
 /* ---- the source ---- */
 
+/* Dial the recovery channel of g's new session, retrying with backoff up
+ * to RECOVERY_DIAL_MS: a handshake that failed (a flipped byte, a cut)
+ * before the destination took the HELLO leaves the session and QEMU's
+ * listener there as they were. Done before QEMU is told to resume, so
+ * that a failure leaves it in postcopy-paused, where it can be told again
+ * (QEMU 7.2 wedges when the stream breaks inside its resume handshake). */
+static int recovery_dial(struct mig *g, struct ferr *err)
+{
+	uint64_t deadline = now_ms() + RECOVERY_DIAL_MS;
+	unsigned wait_ms = RECOVERY_DIAL_MIN_MS;
+
+	for (;;) {
+		if (mig_dial(g, 0, &g->ready, err) == 0)
+			return 0;
+		log_warn("migration %s of vm %s: recovery channel: %s; again "
+			 "in %u ms",
+			 g->id, g->def.name, err->msg, wait_ms);
+		if (now_ms() + wait_ms >= deadline)
+			return -1;
+		for (uint64_t until = now_ms() + wait_ms; now_ms() < until;) {
+			if (atomic_load(&g->m->stop))
+				return ferr_set(err, FERR_UNAVAILABLE,
+						"ferryd is stopping");
+			usleep(100 * 1000);
+		}
+		wait_ms *= 2;
+	}
+}
+
+/* QEMU leaves postcopy-paused only when its new channel is connected,
+ * asynchronously, after `migrate` returned: wait for that, so that the
+ * monitor does not take the state it had for a new break. */
+static int wait_resumed(struct qmp *q, struct ferr *err)
+{
+	uint64_t deadline = now_ms() + RECOVERY_RESUME_MS;
+
+	while (now_ms() < deadline) {
+		json_t *qm = NULL;
+		bool paused;
+
+		if (qmp_command(q, "query-migrate", NULL, &qm, err) < 0)
+			return -1;
+		paused = !strcmp(json_string_value(json_object_get(
+					 qm, "status")) ?: "",
+				 "postcopy-paused");
+		json_decref(qm);
+		if (!paused)
+			return 0;
+		usleep(50 * 1000);
+	}
+	return ferr_set(err, FERR_TIMEOUT,
+			"QEMU did not take the recovery channel");
+}
+
+/* Have the destination end recovery session g->rsession, which will
+ * carry nothing (best effort: it ends by itself at its time bound). */
+static void drop_rsession(struct mig *g)
+{
+	struct ferr e2;
+
+	if (!g->rsession[0])
+		return;
+	if (peer_finish(g->m, &g->peer, g->rsession, true, &e2) !=
+	    PEER_COMMITTED)
+		log_warn("migration %s: ending recovery session %s: %s", g->id,
+			 g->rsession, e2.msg);
+	g->rsession[0] = '\0';
+}
+
 int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 {
 	unsigned backoff = MIG_RESOLVE_MIN_S;
@@ -243,6 +316,7 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 
 		/* the old channels ended with their connection */
 		channels_finish(g);
+		drop_rsession(g);
 		rc = peer_recover(g->m, &g->peer, g->session, &ps, err);
 		if (rc == 0) {
 			memcpy(g->rsession, ps.id, sizeof(g->rsession));
@@ -255,13 +329,17 @@ int pc_resume(struct mig *g, struct qmp *q, struct ferr *err)
 			g->nchan = 1;
 			/* a recovery session carries no frames */
 			g->plan.z = RELAY_Z_OFF;
-			snprintf(uri, sizeof(uri), "unix:%s",
-				 vm_run_name(g->out_sock));
-			if (channels_start(g, err) == 0 &&
+			/* the channel is up before QEMU hears of it; its
+			 * socket is named by channels_start */
+			if (recovery_dial(g, err) == 0 &&
+			    channels_start(g, err) == 0 &&
+			    snprintf(uri, sizeof(uri), "unix:%s",
+				     vm_run_name(g->out_sock)) > 0 &&
 			    qmp_command(q, "migrate",
 					json_pack("{s:s, s:b}", "uri", uri,
 						  "resume", 1),
-					NULL, err) == 0) {
+					NULL, err) == 0 &&
+			    wait_resumed(q, err) == 0) {
 				g->recoveries++;
 				mig_rec_set(g, "postcopy_recoveries",
 					    json_integer(g->recoveries));

@@ -12,6 +12,7 @@
 
 #define QMP_READ_CHUNK 65536
 #define QMP_EVENTS_MAX 256 /* queued events; older ones are dropped */
+#define QMP_KEEP_FDNAME "ferry-qmp-keep"
 
 struct qmp {
 	int fd;
@@ -24,6 +25,7 @@ struct qmp {
 	qmp_event_cb cb;
 	void *cb_arg;
 	bool oob;        /* out-of-band execution negotiated */
+	bool resync;     /* adopted: the first line may be a partial one */
 };
 
 int qmp_fd(const struct qmp *q)
@@ -99,9 +101,15 @@ static int take_line(struct qmp *q, json_t **msg, struct ferr *err)
 	    json_check_depth(*msg, "QMP message", err) < 0) {
 		json_decref(*msg);
 		*msg = NULL;
+		if (q->resync) {
+			/* the tail of a line our predecessor read in part */
+			q->resync = false;
+			return take_line(q, msg, err);
+		}
 		return ferr_set(err, FERR_UNAVAILABLE,
 				"QEMU sent an invalid QMP message");
 	}
+	q->resync = false;
 	return 1;
 }
 
@@ -144,9 +152,31 @@ static json_t *next_message(struct qmp *q, uint64_t deadline, struct ferr *err)
 	}
 }
 
-/* Send one JSON object followed by a newline, within deadline. */
-static int send_message(struct qmp *q, json_t *msg, uint64_t deadline,
-			struct ferr *err)
+/* Send one byte of buf with descriptor fd attached (SCM_RIGHTS). */
+static ssize_t send_with_fd(int sock, const char *buf, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+	memset(u.buf, 0, sizeof(u.buf));
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	return sendmsg(sock, &mh, MSG_NOSIGNAL);
+}
+
+/* Send one JSON object followed by a newline, within deadline; passfd (if
+ * not -1) goes with its first byte. */
+static int send_message(struct qmp *q, json_t *msg, int passfd,
+			uint64_t deadline, struct ferr *err)
 {
 	char *text = json_dumps(msg, JSON_COMPACT);
 	size_t len, off = 0;
@@ -158,7 +188,12 @@ static int send_message(struct qmp *q, json_t *msg, uint64_t deadline,
 	text[len] = '\n'; /* replaces the NUL; we send by length */
 	len++;
 	while (off < len) {
-		ssize_t n = send(q->fd, text + off, len - off, MSG_NOSIGNAL);
+		ssize_t n = passfd >= 0 ? send_with_fd(q->fd, text, passfd)
+					: send(q->fd, text + off, len - off,
+					       MSG_NOSIGNAL);
+
+		if (n > 0)
+			passfd = -1;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
@@ -204,7 +239,8 @@ uint64_t qmp_events_dropped(const struct qmp *q)
 }
 
 static int run_command(struct qmp *q, const char *verb, const char *cmd,
-		       json_t *args, json_t **ret, struct ferr *err)
+		       json_t *args, int passfd, json_t **ret,
+		       struct ferr *err)
 {
 	uint64_t deadline = now_ms() + FERRY_QMP_TIMEOUT_MS;
 	uint64_t id = ++q->next_id;
@@ -218,7 +254,7 @@ static int run_command(struct qmp *q, const char *verb, const char *cmd,
 	}
 	if (args)
 		json_object_set_new(req, "arguments", args);
-	if (send_message(q, req, deadline, err) < 0)
+	if (send_message(q, req, passfd, deadline, err) < 0)
 		goto out;
 	for (;;) {
 		json_t *jid, *e;
@@ -270,14 +306,32 @@ out:
 int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
 		struct ferr *err)
 {
-	return run_command(q, "execute", cmd, args, ret, err);
+	return run_command(q, "execute", cmd, args, -1, ret, err);
+}
+
+int qmp_keep(struct qmp *q, struct ferr *err)
+{
+	int rc;
+
+	if (!q->oob)
+		return ferr_set(err, FERR_UNAVAILABLE,
+				"QEMU offered no out-of-band execution");
+	rc = run_command(q, "execute", "getfd",
+			 json_pack("{s:s}", "fdname", QMP_KEEP_FDNAME), q->fd,
+			 NULL, err);
+
+	/* QEMU makes the descriptors it receives blocking, and the flag is
+	 * the socket's, shared with ours */
+	if (fd_set_nonblock(q->fd) < 0 && rc == 0)
+		rc = ferr_set(err, FERR_IO, "fcntl: %s", strerror(errno));
+	return rc;
 }
 
 int qmp_command_oob(struct qmp *q, const char *cmd, json_t *args,
 		    json_t **ret, struct ferr *err)
 {
-	return run_command(q, q->oob ? "exec-oob" : "execute", cmd, args, ret,
-			   err);
+	return run_command(q, q->oob ? "exec-oob" : "execute", cmd, args, -1,
+			   ret, err);
 }
 
 int qmp_poll_events(struct qmp *q, struct ferr *err)
@@ -339,6 +393,17 @@ int qmp_from_fd(int fd, struct qmp **out, struct ferr *err)
 		return ferr_set(err, FERR_IO, "fcntl: %s", strerror(errno));
 	}
 	*out = q;
+	return 0;
+}
+
+int qmp_adopt(int fd, struct qmp **out, struct ferr *err)
+{
+	if (qmp_from_fd(fd, out, err) < 0)
+		return -1;
+	(*out)->oob = true;    /* qmp_keep keeps only such connections */
+	(*out)->resync = true;
+	/* ids far from our predecessor's, whose late replies may come */
+	(*out)->next_id = (wall_ms() & 0xffffffffffULL) << 16;
 	return 0;
 }
 

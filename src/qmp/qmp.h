@@ -29,6 +29,20 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **out,
  * handed, or a fuzzer's. Set non-blocking; owned by *out. */
 int qmp_from_fd(int fd, struct qmp **out, struct ferr *err);
 
+/* Hand QEMU a duplicate of q's own socket (QMP getfd): QEMU then holds
+ * the connection open, so it and its negotiated capabilities outlive this
+ * process, for a successor to take back (qmp_adopt). Only for a
+ * connection with out-of-band execution (FERR_UNAVAILABLE otherwise).
+ * While QEMU holds it, a new connection to that monitor is not served:
+ * re-attach must adopt it. */
+int qmp_keep(struct qmp *q, struct ferr *err);
+
+/* Take over fd, a connection a predecessor negotiated (with out-of-band
+ * execution) and kept with qmp_keep: its first line may be the tail of
+ * one the predecessor read in part (dropped), and replies to the
+ * predecessor's commands may still come (ignored). Owned by *out. */
+int qmp_adopt(int fd, struct qmp **out, struct ferr *err);
+
 /* Close the connection and free q (NULL is fine). Queued events are
  * dropped. */
 void qmp_close(struct qmp *q);

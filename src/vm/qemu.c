@@ -2,15 +2,20 @@
 #define _GNU_SOURCE
 #include "vm.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +24,7 @@
 #define PROC_CMDLINE_MAX (256 * 1024)
 #define LOG_TAIL_BYTES 200
 #define TCG_RAM_SHORTFALL_KIB 8ULL /* see qemu_build_argv */
+#define QEMU_FDS_SCAN_MAX 4096 /* descriptors of QEMU's looked at */
 
 /* Does /proc/cpuinfo text list the vmx or svm flag? */
 static bool cpu_has_virt(const char *cpuinfo, struct ferr *err)
@@ -441,6 +447,53 @@ int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
 		}
 		usleep(20 * 1000);
 	}
+}
+
+int qemu_kept_monitor(pid_t pid, const char *qmp_path)
+{
+	char dir[64];
+	struct dirent *de;
+	DIR *d;
+	int pidfd, found = -1;
+	unsigned seen = 0;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return -1;
+	d = opendir(dir);
+	while (d && found < 0 && (de = readdir(d)) &&
+	       seen++ < QEMU_FDS_SCAN_MAX) {
+		struct sockaddr_un sa;
+		socklen_t salen = sizeof(sa);
+		char link[32];
+		uint64_t n;
+		ssize_t ll;
+		int fd;
+
+		ll = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
+		if (ll <= 0 || parse_u64(de->d_name, 0, INT32_MAX, &n) < 0)
+			continue;
+		link[ll] = '\0';
+		if (strncmp(link, "socket:", 7) != 0)
+			continue;
+		fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)n, 0);
+		if (fd < 0)
+			continue;
+		/* ours is the client end: its peer is the monitor's socket */
+		memset(&sa, 0, sizeof(sa));
+		if (getpeername(fd, (struct sockaddr *)&sa, &salen) == 0 &&
+		    sa.sun_family == AF_UNIX &&
+		    salen > offsetof(struct sockaddr_un, sun_path) &&
+		    strncmp(sa.sun_path, qmp_path, sizeof(sa.sun_path)) == 0)
+			found = fd;
+		else
+			close(fd);
+	}
+	if (d)
+		closedir(d);
+	close(pidfd);
+	return found;
 }
 
 bool qemu_process_stopped(pid_t pid)

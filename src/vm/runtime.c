@@ -47,6 +47,7 @@ struct vm_op {
 	struct vm_paths paths;
 	struct qemu_fds fds;      /* what ferryd opened for QEMU */
 	bool have_fds;
+	bool keep;              /* launch: QEMU keeps the monitor (qmp_keep) */
 	const struct qemu_user *user;
 	struct qmp *newq;
 	/* launch, reap */
@@ -565,6 +566,7 @@ void vm_reattach(struct vm *vm)
 	struct qmp *q = NULL;
 	struct ferr err;
 	pid_t pid;
+	int kept, rc;
 
 	if (vm_paths_get(vm->vmm->cfg, &vm->def, &p, &err) < 0)
 		return;
@@ -589,9 +591,23 @@ void vm_reattach(struct vm *vm)
 		log_warn("vm %s: QEMU pid %d holds no tap", vm->def.name,
 			 (int)pid);
 	/* at start-up, before the API listens: blocking with deadlines */
-	if (qmp_connect(p.qmp, FERRY_QMP_TIMEOUT_MS, &q, &err) < 0 ||
-	    query_status(q, status, sizeof(status), &err) < 0 ||
-	    vm_attach(vm, q, status, &err) < 0) {
+	kept = qemu_kept_monitor(pid, p.qmp);
+	rc = kept >= 0 ? qmp_adopt(kept, &q, &err)
+		       : qmp_connect(p.qmp, FERRY_QMP_TIMEOUT_MS, &q, &err);
+	if (rc == 0 && query_status(q, status, sizeof(status), &err) < 0) {
+		if (kept >= 0 && err.code == FERR_TIMEOUT) {
+			/* its main thread is blocked (a vCPU waits for a
+			 * post-copy page): out-of-band commands work, events
+			 * tell the rest */
+			snprintf(status, sizeof(status), "running");
+			log_warn("vm %s: QEMU pid %d does not answer in band; "
+				 "attached through its kept monitor",
+				 vm->def.name, (int)pid);
+		} else {
+			rc = -1;
+		}
+	}
+	if (rc < 0 || vm_attach(vm, q, status, &err) < 0) {
 		if (q && !vm->qmp)
 			qmp_close(q);
 		vm->state = VM_UNKNOWN;
@@ -601,9 +617,12 @@ void vm_reattach(struct vm *vm)
 		log_error("vm %s: %s", vm->def.name, vm->last_error);
 		return;
 	}
+	/* events QEMU sent meanwhile (into a kept monitor, e.g. MIGRATION's
+	 * postcopy-paused) may already be queued: dispatch them first */
+	event_active(vm->qmp_ev, EV_READ, 0);
 	vm->started_wall_ms = wall_ms();
-	log_info("vm %s: re-attached to QEMU pid %d (%s)", vm->def.name,
-		 (int)pid, status);
+	log_info("vm %s: re-attached to QEMU pid %d (%s%s)", vm->def.name,
+		 (int)pid, status, kept >= 0 ? ", its kept monitor" : "");
 }
 
 /* ---- launch ---- */
@@ -635,6 +654,13 @@ static int launch_work(struct vm_op *op)
 		}
 		vm_fwb_down(op->vm->vmm, &op->fwb);
 		return -1;
+	}
+	if (op->keep) {
+		struct ferr kerr;
+
+		if (qmp_keep(op->newq, &kerr) < 0)
+			log_warn("vm %s: its monitor will not outlive ferryd: %s",
+				 op->uuid, kerr.msg);
 	}
 	return 0;
 }
@@ -698,6 +724,10 @@ int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 		return -1;
 	}
 	op->user = &m->qemu_user;
+	/* a post-copy destination must re-attach even while a vCPU that
+	 * waits for a page blocks QEMU's main thread, where a new monitor
+	 * connection is negotiated: the negotiated one outlives ferryd */
+	op->keep = vm->incoming && vm->def.allow_postcopy;
 	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
 	vm->state = VM_STARTING; /* counts its memory from now on */
 	op->work = launch_work;

@@ -323,6 +323,11 @@ int vm_net_find_tap(pid_t pid, char out[16]);
 int qemu_wait_ready(pid_t pid, const char *qmp_path, const char *log_path,
 		    struct qmp **out, struct ferr *err);
 
+/* The monitor connection to qmp_path that ferryd handed QEMU pid to keep
+ * (qmp_keep), duplicated out of QEMU's descriptors (pidfd_getfd): a new
+ * descriptor, or -1 when QEMU holds none (or it cannot be taken). */
+int qemu_kept_monitor(pid_t pid, const char *qmp_path);
+
 /* Is pid stopped by a signal (SIGSTOP: frozen by HA's self-fencing)? */
 bool qemu_process_stopped(pid_t pid);
 

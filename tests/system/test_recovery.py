@@ -10,6 +10,8 @@ finding of issue 9. Needs the sanitizer build with fault points:
     FERRY_BUILD=build-asan /usr/bin/python3 -m pytest tests/system/test_recovery.py
 """
 
+import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -333,6 +335,85 @@ def test_postcopy_destination_killed(cluster):
     done = fl.wait_outcome(c, A, rec["id"])
     assert done["outcome"] == "completed", done
     assert done.get("postcopy_recoveries", 0) >= 1, done
+    settle_and_check(c, uuid, B, rec["id"])
+
+
+def test_postcopy_recovery_handshake_fails(make_cluster, request):
+    """The post-copy stream breaks (a flipped byte), then the recovery
+    channel's TLS handshake fails too (another flipped byte, in the
+    destination's first answer). The source dials and authenticates that
+    channel before it tells its QEMU to resume, so QEMU is still
+    postcopy-paused when the handshake fails: the source dials again and
+    the VM keeps running on the destination (postcopy:corrupt_byte of the
+    fault matrix; QEMU 7.2 wedges when told to resume over a dead
+    channel)."""
+    c = make_cluster(start=False)
+    if not fl.fault_points_built(c):
+        pytest.skip("ferryd built without fault points (make asan builds them)")
+    hb = c.hosts[B]
+    data = FaultProxy(hb.address, hb.port + 1, listen_host=hb.address).start()
+    request.addfinalizer(data.stop)
+    c.write_host_config(B, migration={**fl.FAST_TIMEOUTS,
+                                      "advertise_address": hb.address,
+                                      "advertise_port": data.port})
+    c.start_all()
+    uuid = boot(c, migration={"allow_postcopy": True})
+    fl.arm(c, A, "src.postcopy")
+    rec = fl.start_migration(c, A, VM, B, POSTCOPY)
+    fl.wait_stopped(c, A)
+    # post-copy's one stream is connection 0; the recovery's is 1
+    data.corrupt(data.bytes_forwarded("up", conn=0) + 100, "up", conn=0)
+    data.corrupt(60, "down", conn=1)  # inside the TLS ServerHello
+    fl.cont(c, A)
+    done = fl.wait_outcome(c, A, rec["id"])
+    assert data.pending_corruptions == 0, data.events
+    assert done["outcome"] == "completed", done
+    assert done.get("postcopy_recoveries", 0) >= 1, done
+    settle_and_check(c, uuid, B, rec["id"])
+
+
+@contextlib.contextmanager
+def main_thread_frozen(pid):
+    """Hold only the main thread of process pid (ptrace-stopped; its other
+    threads run on), as a vCPU that waits for a post-copy page while
+    holding QEMU's global lock does: QMP's in-band commands, capability
+    negotiation included, never answer, out-of-band ones do."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                            ctypes.c_void_p]
+    seize, interrupt, detach, wall = 0x4206, 0x4207, 17, 0x40000000
+    if libc.ptrace(seize, pid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), f"PTRACE_SEIZE {pid}")
+    try:
+        assert libc.ptrace(interrupt, pid, None, None) == 0
+        os.waitpid(pid, wall)
+        yield
+    finally:
+        libc.ptrace(detach, pid, None, None)
+
+
+def test_postcopy_destination_killed_qemu_blocked(cluster):
+    """The destination ferryd dies in post-copy while its QEMU's main
+    thread is blocked (a vCPU waits for a page with the global lock held):
+    a new monitor connection cannot even be negotiated there. The restarted
+    ferryd takes back the negotiated monitor QEMU kept for it, runs the
+    recovery out of band, and the VM keeps running on the destination
+    (postcopy:kill_dst_ferryd of the fault matrix)."""
+    c = cluster
+    uuid = boot(c, migration={"allow_postcopy": True})
+    fl.arm(c, A, "src.postcopy")
+    rec = fl.start_migration(c, A, VM, B, POSTCOPY)
+    fl.wait_stopped(c, A)
+    c.kill_host(B, signal.SIGKILL)
+    with main_thread_frozen(fl.qemu_pid(c, B, uuid)):
+        fl.cont(c, A)
+        fl.restart(c, B)
+        # the stream is carried again while the main thread still waits
+        wait_until(lambda: (fl.source_record(c, A, rec["id"]) or {})
+                   .get("postcopy_recoveries", 0) >= 1, 90, 0.5,
+                   "the source to resume post-copy")
+    done = fl.wait_outcome(c, A, rec["id"])
+    assert done["outcome"] == "completed", done
     settle_and_check(c, uuid, B, rec["id"])
 
 

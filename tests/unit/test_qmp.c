@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -188,12 +190,125 @@ static void test_burst_between_commands(void **state)
 	stop_fake(&f, q);
 }
 
+/* The other end of an adopted or kept connection: plays QEMU for one
+ * command. */
+struct peer {
+	int fd;
+	pthread_t t;
+	int passed;       /* a descriptor that came with the command, or -1 */
+	char cmd[512];    /* the command's text */
+};
+
+static void *peer_main(void *arg)
+{
+	struct peer *p = arg;
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	size_t n = 0;
+	char reply[128], *id;
+
+	p->passed = -1;
+	while (n < sizeof(p->cmd) - 1) {
+		struct iovec iov = { .iov_base = p->cmd + n, .iov_len = 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = u.buf,
+				     .msg_controllen = sizeof(u.buf) };
+		struct cmsghdr *cm;
+
+		if (recvmsg(p->fd, &mh, 0) != 1)
+			break;
+		cm = CMSG_FIRSTHDR(&mh);
+		if (cm && cm->cmsg_type == SCM_RIGHTS) {
+			memcpy(&p->passed, CMSG_DATA(cm), sizeof(int));
+			/* as QEMU does with what it receives */
+			fcntl(p->passed, F_SETFL,
+			      fcntl(p->passed, F_GETFL) & ~O_NONBLOCK);
+		}
+		if (p->cmd[n++] == '\n')
+			break;
+	}
+	p->cmd[n] = '\0';
+	id = strstr(p->cmd, "\"id\":");
+	snprintf(reply, sizeof(reply), "{\"return\": {}, \"id\": %lld}\n",
+		 id ? strtoll(id + 5, NULL, 10) : 0LL);
+	send_all(p->fd, reply, strlen(reply));
+	return NULL;
+}
+
+/* A connection taken over from a predecessor: the tail of a line it read
+ * in part is dropped, a late reply to its command (id 1) is not taken for
+ * ours, queued events are kept, and commands go out of band. */
+static void test_adopt(void **state)
+{
+	const char *backlog =
+		"\"running\": true}, \"id\": 7}\n"
+		"{\"return\": {\"wrong\": 1}, \"id\": 1}\n"
+		"{\"event\": \"MIGRATION_PASS\", \"data\": {}}\n";
+	struct peer p = { 0 };
+	struct qmp *q = NULL;
+	struct ferr err;
+	json_t *ret = NULL;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	send_all(sv[1], backlog, strlen(backlog));
+	assert_int_equal(qmp_adopt(sv[0], &q, &err), 0);
+	p.fd = sv[1];
+	assert_int_equal(pthread_create(&p.t, NULL, peer_main, &p), 0);
+	qmp_set_event_cb(q, count_event, NULL);
+	assert_int_equal(qmp_command_oob(q, "migrate-recover", NULL, &ret,
+					 &err),
+			 0);
+	pthread_join(p.t, NULL);
+	assert_non_null(strstr(p.cmd, "\"exec-oob\""));
+	assert_null(json_object_get(ret, "wrong"));
+	json_decref(ret);
+	seen = 0;
+	assert_int_equal(qmp_poll_events(q, &err), 0);
+	assert_int_equal(seen, 1);
+	qmp_close(q);
+	close(sv[1]);
+}
+
+/* qmp_keep passes the connection's own socket with getfd, and leaves it
+ * non-blocking although the receiver made it blocking. */
+static void test_keep(void **state)
+{
+	struct peer p = { 0 };
+	struct qmp *q = NULL;
+	struct ferr err;
+	struct stat a, b;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(qmp_adopt(sv[0], &q, &err), 0);
+	p.fd = sv[1];
+	assert_int_equal(pthread_create(&p.t, NULL, peer_main, &p), 0);
+	assert_int_equal(qmp_keep(q, &err), 0);
+	pthread_join(p.t, NULL);
+	assert_non_null(strstr(p.cmd, "\"getfd\""));
+	assert_true(p.passed >= 0);
+	assert_int_equal(fstat(p.passed, &a), 0);
+	assert_int_equal(fstat(qmp_fd(q), &b), 0);
+	assert_true(a.st_ino == b.st_ino); /* our own socket */
+	assert_true(fcntl(qmp_fd(q), F_GETFL) & O_NONBLOCK);
+	close(p.passed);
+	qmp_close(q);
+	close(sv[1]);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_burst_during_command),
 		cmocka_unit_test(test_burst_between_commands),
+		cmocka_unit_test(test_adopt),
+		cmocka_unit_test(test_keep),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
