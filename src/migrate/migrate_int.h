@@ -6,7 +6,9 @@
  *               records, audit
  *   recover.c   start-up recovery and the resolver of unresolved
  *               migrations (the confirm protocol)
- *   outgoing.c  the source's driver thread, acceptor and channel threads
+ *   outgoing.c  the source's driver thread and its record
+ *   outchan.c   the source's acceptor and channel threads
+ *   converge.c  the escalation of a migration that does not converge
  *   inprepare.c the destination's prepare (loop thread)
  *   incoming.c  the destination's finish / abort (loop thread)
  *   inchan.c    the destination's data-plane listener and channel threads
@@ -612,16 +614,16 @@ void mig_audit(struct migrator *m, const char *actor, const char *action,
 /* outgoing.c: run the driver of g (a thread). */
 void *mig_driver(void *arg);
 
-/* outgoing.c: listen on g's unix socket and start the acceptor of the
+/* outchan.c: listen on g's unix socket and start the acceptor of the
  * g->nchan channels QEMU opens there (each relayed to g's session). */
 int channels_start(struct mig *g, struct ferr *err);
 
-/* outgoing.c: dial and authenticate channel idx of g's session (TLS,
+/* outchan.c: dial and authenticate channel idx of g's session (TLS,
  * HELLO, ACK; dataplane_dial). */
 int mig_dial(struct mig *g, unsigned idx, struct mig_conn *c,
 	     struct ferr *err);
 
-/* outgoing.c: let the channels end (or stop them), join their threads,
+/* outchan.c: let the channels end (or stop them), join their threads,
  * remove the socket. */
 void channels_finish(struct mig *g);
 
@@ -640,6 +642,33 @@ int mig_resume_postcopy(struct migrator *m, struct vm *vm,
 
 /* outgoing.c: set a field of g's record under its lock (steals val). */
 void mig_rec_set(struct mig *g, const char *key, json_t *val);
+
+/* outgoing.c: record the first error of the migration (later ones are
+ * consequences), and log it. */
+void mig_rec_error(struct mig *g, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* outgoing.c: append a step to the record's escalation log (at_ms since
+ * t0), log and audit it. */
+void mig_rec_step(struct mig *g, uint64_t t0, const char *step,
+		  const char *detail);
+
+/* converge.c: where a migration's escalation stands (the driver sets t0,
+ * deadline, max_downtime, downtime and iter_remaining = UINT64_MAX). */
+struct converge {
+	uint64_t t0, deadline;
+	uint64_t max_downtime, downtime;
+	unsigned iteration;
+	uint64_t iter_remaining; /* remaining at the last new iteration */
+	unsigned stuck;
+	bool throttled, postcopy, offline;
+};
+
+/* converge.c: after a query-migrate result qm, escalate when the
+ * iterations stall or the time bound says so (QMP commands on q). *paused
+ * is set when the VM was paused (offline). */
+int mig_converge_check(struct mig *g, struct qmp *q, struct converge *c,
+		       json_t *qm, bool *paused, struct ferr *err);
 
 /* outgoing.c: the source's journal record of g at phase (a new object). */
 json_t *mig_journal_rec(struct mig *g, const char *phase);

@@ -1,26 +1,19 @@
-/* outgoing.c - the source side of a migration: the driver thread (prepare,
- * QEMU set-up, progress, convergence escalation, finish or roll back), the
- * acceptor of QEMU's channels and one relay thread per channel. */
+/* outgoing.c - the source side of a migration: the driver thread
+ * (prepare, QEMU set-up, progress, finish or roll back) and its record;
+ * QEMU's channels are outchan.c's, the convergence escalation
+ * converge.c's. */
 #define _GNU_SOURCE
 #include "migrate_int.h"
 #include "fault.h"
 
-#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
-#define CHANNEL_DRAIN_MS 5000   /* let channels end by themselves */
-#define DOWNTIME_LIMIT_OFFLINE 2000000 /* QEMU's maximum, in ms */
-#define STUCK_ITERATIONS 2      /* iterations without 10% progress */
-#define THROTTLE_BY_FRACTION 0.30 /* of the time bound: throttle by then */
-#define POSTCOPY_BY_FRACTION 0.50
-#define OFFLINE_BY_FRACTION 0.65
 
 void mig_rec_set(struct mig *g, const char *key, json_t *val)
 {
@@ -29,10 +22,7 @@ void mig_rec_set(struct mig *g, const char *key, json_t *val)
 	pthread_mutex_unlock(&g->lock);
 }
 
-/* Record the first error of the migration (later ones are consequences). */
-static void rec_error(struct mig *g, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void rec_error(struct mig *g, const char *fmt, ...)
+void mig_rec_error(struct mig *g, const char *fmt, ...)
 {
 	char msg[FERRY_ERR_MSG_MAX];
 	va_list ap;
@@ -47,9 +37,8 @@ static void rec_error(struct mig *g, const char *fmt, ...)
 	log_warn("migration %s of vm %s: %s", g->id, g->def.name, msg);
 }
 
-/* Append a step to the record's escalation log. */
-static void rec_step(struct mig *g, uint64_t t0, const char *step,
-		     const char *detail)
+void mig_rec_step(struct mig *g, uint64_t t0, const char *step,
+		  const char *detail)
 {
 	json_t *e = json_pack("{s:s, s:I, s:s}", "step", step, "at_ms",
 			      (json_int_t)(now_ms() - t0), "detail", detail);
@@ -112,89 +101,8 @@ static int journal_phase(struct mig *g, const char *phase)
 			   &err);
 	json_decref(rec);
 	if (rc < 0)
-		rec_error(g, "%s", err.msg);
+		mig_rec_error(g, "%s", err.msg);
 	return rc;
-}
-
-/* ---- channels ---- */
-
-struct chan_arg {
-	struct mig *g;
-	int fd;
-	unsigned idx;
-};
-
-int mig_dial(struct mig *g, unsigned idx, struct mig_conn *c,
-	     struct ferr *err)
-{
-	return dataplane_dial(g->m->client_ctx, g->m->cfg->migration_netns,
-			      config_dataplane_addr(g->m->cfg), g->opts.to,
-			      g->data_addr, g->data_port, g->opts.insecure,
-			      g->plan.z, g->sid, g->key, (uint16_t)idx,
-			      (uint16_t)g->nchan, c, err);
-}
-
-/* One channel: dial the destination (unless g->ready already holds it),
- * then relay until done. */
-static void *chan_main(void *arg)
-{
-	struct chan_arg *a = arg;
-	struct mig *g = a->g;
-	struct mig_conn c = { .fd = -1 };
-	struct ferr err = { 0 };
-	int rc = 0;
-
-	if (a->idx == 0 && g->ready.fd >= 0) {
-		c = g->ready;
-		g->ready = (struct mig_conn){ .fd = -1 };
-	} else {
-		rc = mig_dial(g, a->idx, &c, &err);
-	}
-	if (rc == 0)
-		rc = relay_run(a->fd, &c, &g->relay_stop, &g->ctr, &err);
-	if (rc < 0 && !atomic_load(&g->relay_stop))
-		rec_error(g, "channel %u: %s", a->idx, err.msg);
-	conn_close(&c, rc == 0, &g->ctr);
-	close(a->fd);
-	free(a);
-	return NULL;
-}
-
-/* Accept the nchan connections QEMU opens, in order, one thread each. */
-static void *acceptor_main(void *arg)
-{
-	struct mig *g = arg;
-	unsigned idx = 0;
-
-	while (idx < g->nchan && !atomic_load(&g->relay_stop)) {
-		struct pollfd pfd = { .fd = g->listen_fd, .events = POLLIN };
-		struct chan_arg *a;
-		int fd;
-
-		if (poll(&pfd, 1, MIG_POLL_MS) <= 0)
-			continue;
-		fd = accept4(g->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		a = calloc(1, sizeof(*a));
-		if (!a) {
-			close(fd);
-			break;
-		}
-		a->g = g;
-		a->fd = fd;
-		a->idx = idx;
-		if (pthread_create(&g->chan_thread[g->nthreads], NULL,
-				   chan_main, a) != 0) {
-			rec_error(g, "cannot start a channel thread");
-			close(fd);
-			free(a);
-			break;
-		}
-		g->nthreads++;
-		idx++;
-	}
-	return NULL;
 }
 
 /* ---- QEMU ---- */
@@ -296,177 +204,7 @@ static void rec_progress(struct mig *g, json_t *qm, uint64_t t0)
 	mig_rec_set(g, "progress", p);
 }
 
-/* ---- convergence ---- */
-
-enum step_kind { STEP_DOWNTIME, STEP_THROTTLE, STEP_POSTCOPY, STEP_OFFLINE };
-
-struct converge {
-	uint64_t t0, deadline;
-	uint64_t max_downtime, downtime;
-	unsigned iteration;
-	uint64_t iter_remaining; /* remaining at the last new iteration */
-	unsigned stuck;
-	bool throttled, postcopy, offline;
-};
-
-/* Next escalation step, in the documented order. */
-static enum step_kind next_step(const struct mig *g, const struct converge *c)
-{
-	if (c->downtime < c->max_downtime)
-		return STEP_DOWNTIME;
-	if (!c->throttled)
-		return STEP_THROTTLE;
-	if (g->postcopy_cap && !c->postcopy)
-		return STEP_POSTCOPY;
-	return STEP_OFFLINE;
-}
-
-/* Take the next escalation step. *paused is set when the VM was paused. */
-static int escalate(struct mig *g, struct qmp *q, struct converge *c,
-		    const char *why, bool *paused, struct ferr *err)
-{
-	char detail[160];
-
-	switch (next_step(g, c)) {
-	case STEP_DOWNTIME:
-		c->downtime = c->downtime * 2 > c->max_downtime
-				      ? c->max_downtime
-				      : c->downtime * 2;
-		snprintf(detail, sizeof(detail), "%s: downtime limit %llu ms",
-			 why, (unsigned long long)c->downtime);
-		rec_step(g, c->t0, "downtime", detail);
-		mig_rec_set(g, "downtime_limit_ms", json_integer((json_int_t)c->downtime));
-		return qmp_simple(q, "migrate-set-parameters",
-				  json_pack("{s:I}", "downtime-limit",
-					    (json_int_t)c->downtime),
-				  err);
-	case STEP_THROTTLE:
-		c->throttled = true;
-		snprintf(detail, sizeof(detail),
-			 "%s: auto-converge throttling (30 %% +20 %% per "
-			 "round, up to 99 %%)",
-			 why);
-		rec_step(g, c->t0, "throttle", detail);
-		return qmp_simple(q, "migrate-set-parameters",
-				  json_pack("{s:i, s:i, s:i}",
-					    "max-cpu-throttle", 99,
-					    "cpu-throttle-initial", 30,
-					    "cpu-throttle-increment", 20),
-				  err);
-	case STEP_POSTCOPY:
-		c->postcopy = true;
-		snprintf(detail, sizeof(detail), "%s: switching to post-copy",
-			 why);
-		rec_step(g, c->t0, "postcopy", detail);
-		return qmp_simple(q, "migrate-start-postcopy", NULL, err);
-	default:
-		if (c->offline)
-			return 0;
-		c->offline = true;
-		snprintf(detail, sizeof(detail),
-			 "%s: pausing the VM to finish offline", why);
-		rec_step(g, c->t0, "offline", detail);
-		if (qmp_simple(q, "stop", NULL, err) < 0)
-			return -1;
-		*paused = true;
-		return qmp_simple(q, "migrate-set-parameters",
-				  json_pack("{s:I}", "downtime-limit",
-					    (json_int_t)DOWNTIME_LIMIT_OFFLINE),
-				  err);
-	}
-}
-
-/* Decide on escalation after a query-migrate result. */
-static int converge_check(struct mig *g, struct qmp *q, struct converge *c,
-			  json_t *qm, bool *paused, struct ferr *err)
-{
-	json_t *ram = json_object_get(qm, "ram");
-	unsigned iter = (unsigned)json_integer_value(
-		json_object_get(ram, "dirty-sync-count"));
-	uint64_t rem = (uint64_t)json_integer_value(
-		json_object_get(ram, "remaining"));
-	double frac = (double)(now_ms() - c->t0) /
-		      (double)(c->deadline - c->t0);
-	enum step_kind want;
-
-	if (c->offline || c->postcopy)
-		return 0;
-	if (iter > c->iteration) {
-		/* a new pass: did the previous one shrink what is left? */
-		if (c->iteration >= 2 && rem * 10 >= c->iter_remaining * 9)
-			c->stuck++;
-		else if (rem * 10 < c->iter_remaining * 9)
-			c->stuck = 0;
-		c->iteration = iter;
-		c->iter_remaining = rem;
-	}
-	if (c->stuck >= STUCK_ITERATIONS) {
-		c->stuck = 0;
-		return escalate(g, q, c, "not converging", paused, err);
-	}
-	/* the time bound forces the later steps */
-	want = frac >= OFFLINE_BY_FRACTION    ? STEP_OFFLINE
-	       : frac >= POSTCOPY_BY_FRACTION ? STEP_POSTCOPY
-	       : frac >= THROTTLE_BY_FRACTION ? STEP_THROTTLE
-					      : STEP_DOWNTIME;
-	if (want == STEP_DOWNTIME)
-		return 0;
-	while (!c->offline && !c->postcopy && next_step(g, c) <= want) {
-		if (escalate(g, q, c, "time bound", paused, err) < 0)
-			return -1;
-	}
-	return 0;
-}
-
 /* ---- the driver ---- */
-
-/* Wait for channel threads to end by themselves, then stop and join all. */
-int channels_start(struct mig *g, struct ferr *err)
-{
-	if (fmt_checked(g->out_sock, sizeof(g->out_sock), err, "socket path",
-			"%s/run/%s.out", g->m->cfg->state_dir, g->id) < 0)
-		return -1;
-	g->nthreads = 0;
-	atomic_store(&g->relay_stop, false);
-	g->listen_fd = unix_listen(g->out_sock, err);
-	if (g->listen_fd < 0)
-		return -1;
-	if (pthread_create(&g->acceptor, NULL, acceptor_main, g) != 0) {
-		close(g->listen_fd);
-		g->listen_fd = -1;
-		unlink(g->out_sock);
-		return ferr_set(err, FERR_INTERNAL,
-				"cannot start the acceptor");
-	}
-	g->acceptor_started = true;
-	return 0;
-}
-
-void channels_finish(struct mig *g)
-{
-	uint64_t deadline = now_ms() + CHANNEL_DRAIN_MS;
-
-	while (now_ms() < deadline) {
-		uint64_t before = atomic_load(&g->ctr.to_remote);
-
-		usleep(50 * 1000);
-		if (atomic_load(&g->ctr.to_remote) == before)
-			break;
-	}
-	atomic_store(&g->relay_stop, true);
-	if (g->acceptor_started)
-		pthread_join(g->acceptor, NULL);
-	g->acceptor_started = false;
-	for (unsigned i = 0; i < g->nthreads; i++)
-		pthread_join(g->chan_thread[i], NULL);
-	g->nthreads = 0;
-	conn_close(&g->ready, false, &g->ctr); /* QEMU never came for it */
-	if (g->listen_fd >= 0) {
-		close(g->listen_fd);
-		g->listen_fd = -1;
-	}
-	unlink(g->out_sock);
-}
 
 /* Final figures of the record. total_ms ends when the VM runs on the
  * destination (or the migration failed); downtime_ms is the guest-visible
@@ -496,7 +234,7 @@ static void rec_final(struct mig *g, json_t *qm, const char *outcome,
 		/* the VM runs on the destination: a channel that failed after
 		 * QEMU completed (the destination QEMU may reset a multifd
 		 * channel when it closes it) is no error of the migration;
-		 * rec_error() has logged it */
+		 * mig_rec_error() has logged it */
 		json_object_del(g->rec, "error");
 		json_object_set_new(g->rec, "downtime_ms",
 				    json_integer((json_int_t)down));
@@ -582,7 +320,7 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 			if (!*dest_running && mig_ctx_send(g, err) < 0)
 				/* no way back after the switch: the VM goes
 				 * on without its flows' state */
-				rec_error(g, "post-copy: %s", err->msg);
+				mig_rec_error(g, "post-copy: %s", err->msg);
 			if (!*dest_running) {
 				/* the VM must run on the destination while
 				 * its pages are pulled: the point of no
@@ -596,7 +334,7 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 					*dest_running = true;
 					fault_point("src.postcopy");
 				} else
-					rec_error(g, "post-copy: %s", err->msg);
+					mig_rec_error(g, "post-copy: %s", err->msg);
 			}
 		} else if (!strcmp(st, "active")) {
 			set_phase(g, *paused ? "offline" : "precopy");
@@ -623,7 +361,7 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 			}
 			if (why) {
 				if (!atomic_load(&g->cancel))
-					rec_error(g, "%s", why);
+					mig_rec_error(g, "%s", why);
 				cancel_sent = true;
 				if (qmp_simple(q, "migrate_cancel", NULL,
 					       err) < 0) {
@@ -644,7 +382,7 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 				    ram, "dirty-sync-count")) >= 1) {
 				postcopy_started = true;
 				c->postcopy = true;
-				rec_step(g, c->t0, "postcopy",
+				mig_rec_step(g, c->t0, "postcopy",
 					 "post-copy mode: switching after the "
 					 "first pass");
 				if (qmp_simple(q, "migrate-start-postcopy",
@@ -653,7 +391,7 @@ static json_t *monitor(struct mig *g, struct qmp *q, struct converge *c,
 					return NULL;
 				}
 			} else if (g->opts.mode == MIG_LIVE &&
-				   converge_check(g, q, c, qm, paused, err) <
+				   mig_converge_check(g, q, c, qm, paused, err) <
 					   0) {
 				json_decref(qm);
 				return NULL;
@@ -678,7 +416,7 @@ static void split_end(struct mig *g)
 	struct ferr e2 = { 0 };
 
 	g->split = true;
-	rec_error(g, "the migration failed after the switch to post-copy: "
+	mig_rec_error(g, "the migration failed after the switch to post-copy: "
 		     "the VM's memory was split between the hosts and the VM "
 		     "crashed");
 	while (peer_lost(g->m, &g->peer, g->session, &e2) < 0) {
@@ -706,7 +444,7 @@ static void source_resume(struct mig *g, struct qmp *q, bool was_running)
 	if (source_running(q, &running, &err) == 0 && running)
 		return;
 	if (qmp_simple(q, "cont", NULL, &err) < 0)
-		rec_error(g, "cannot resume the source VM: %s", err.msg);
+		mig_rec_error(g, "cannot resume the source VM: %s", err.msg);
 	else
 		log_info("migration %s: source vm %s resumed", g->id,
 			 g->def.name);
@@ -848,7 +586,7 @@ void *mig_driver(void *arg)
 		paused = true;
 		pause_at = now_ms();
 		c.offline = true;
-		rec_step(g, c.t0, "offline", "offline mode: VM paused for the "
+		mig_rec_step(g, c.t0, "offline", "offline mode: VM paused for the "
 					     "whole transfer");
 	}
 	if (journal_phase(g, "migrating") < 0)
@@ -876,7 +614,7 @@ transfer:
 		 * before anything can resume it there; failing that, the
 		 * migration fails before the switchover */
 		if (!dest_running && mig_ctx_send(g, &err) < 0) {
-			rec_error(g, "%s", err.msg);
+			mig_rec_error(g, "%s", err.msg);
 			goto end;
 		}
 		set_phase(g, "switchover");
@@ -896,12 +634,12 @@ transfer:
 				dest_running = true;
 				fault_point("src.committed");
 			} else if (o == PEER_NOT_COMMITTED) {
-				rec_error(g, "%s did not take the VM: %s",
+				mig_rec_error(g, "%s did not take the VM: %s",
 					  g->peer.name, err.msg);
 				prepared = false; /* nothing left to abort */
 			} else {
 				/* unknown: never resume on a guess */
-				rec_error(g,
+				mig_rec_error(g,
 					  "%s gave no answer after the "
 					  "switchover (%s); the source VM "
 					  "stays paused and ferryd keeps "
@@ -930,7 +668,7 @@ transfer:
 		const char *desc = json_string_value(
 			json_object_get(qm, "error-desc"));
 
-		rec_error(g, "QEMU: migration %s%s%s", st, desc ? ": " : "",
+		mig_rec_error(g, "QEMU: migration %s%s%s", st, desc ? ": " : "",
 			  desc ? desc : "");
 	}
 	goto end;
@@ -938,7 +676,7 @@ fail:
 	if (atomic_load(&g->cancel) && !prepared)
 		outcome = "cancelled";
 	else
-		rec_error(g, "%s", err.msg);
+		mig_rec_error(g, "%s", err.msg);
 	if (q && qm == NULL) {
 		/* a failure after `migrate` was sent: stop QEMU's side */
 		struct ferr e2;
