@@ -7,7 +7,8 @@ hits both arms alike:
              guest with HA off, on, and off again, for each --intervals;
              the "on" window is compared with the mean of the two around it
   pause      the pause of every checkpoint (median, p99, max) and the
-             bytes each checkpoint sent, from `ferry ha status`
+             bytes each checkpoint sent, from `ferry ha status`; and the
+             time of one 1 GiB memory copy, the pause's floor here
   failover   --trials kills of the primary's QEMU (a 256 MiB guest,
              interval 1 s, the VM going back and forth): kill -> the VM
              running on the backup, and kill -> its first heartbeat there
@@ -136,6 +137,21 @@ def overhead(c, intervals, window):
     return rows
 
 
+def copy_floor(nbytes=1 << 30, runs=5):
+    """The pause's floor on this machine: one copy of nbytes of memory
+    (what the pause must do without a dirty log), median of runs, in ms.
+    A memoryview assignment is one memcpy; both buffers are touched first."""
+    src, dst = bytearray(b"\x01") * nbytes, bytearray(nbytes)
+    dst[:] = src
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        memoryview(dst)[:] = memoryview(src)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    del src, dst
+    return statistics.median(times)
+
+
 def pauses(c, interval, count):
     """Pause and bytes of `count` checkpoints of the 1 GiB guest."""
     vm = "big"
@@ -161,10 +177,12 @@ def pauses(c, interval, count):
          "pause_median_ms": statistics.median(pause),
          "pause_p99_ms": pause[min(len(pause) - 1, int(len(pause) * 0.99))],
          "pause_max_ms": pause[-1],
-         "bytes_median": statistics.median(bytes_), "bytes_max": max(bytes_)}
+         "bytes_median": statistics.median(bytes_), "bytes_max": max(bytes_),
+         "copy_1gib_ms": copy_floor()}
     print(f"pause at {interval} s, n={r['n']}: median {r['pause_median_ms']:.1f} ms, "
           f"p99 {r['pause_p99_ms']:.1f} ms, max {r['pause_max_ms']:.1f} ms; bytes per "
-          f"checkpoint median {r['bytes_median']:,.0f}, max {r['bytes_max']:,}", flush=True)
+          f"checkpoint median {r['bytes_median']:,.0f}, max {r['bytes_max']:,}; "
+          f"a 1 GiB memory copy alone: {r['copy_1gib_ms']:.1f} ms (median of 5)", flush=True)
     return r
 
 

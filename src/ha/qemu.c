@@ -1,13 +1,14 @@
 /* qemu.c - HA's QMP sequences, each run as one VM operation on a worker
  * thread with the VM's monitor (vm_run_qmp):
- *   checkpoint: stop, copy RAM, save the device state (x-ignore-shared:
- *               no RAM in the stream), cont;
+ *   checkpoint: stop, copy RAM while QEMU saves the device state
+ *               (x-ignore-shared: no RAM in the stream), cont;
  *   load:       the standby loads the device state and runs. */
 #define _GNU_SOURCE
 #include "ha_int.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -209,33 +210,14 @@ again:
 	}
 }
 
-struct half {
-	uint8_t *dst;
-	const uint8_t *src;
-	size_t len;
-};
-
-static void *copy_half(void *arg)
+/* Copy the VM's RAM into the checkpoint's copy (arg: the ha_pv), with
+ * the vCPUs stopped. A thread body; returns NULL. */
+static void *copy_ram(void *arg)
 {
-	struct half *c = arg;
+	struct ha_pv *pv = arg;
 
-	memcpy(c->dst, c->src, c->len);
+	memcpy(pv->snap, pv->ram, pv->ram_size);
 	return NULL;
-}
-
-/* Copy the RAM on two threads: the vCPUs are stopped, the copy is memory
- * bound, and a second core shortens the pause. */
-static void copy_ram(struct ha_pv *pv)
-{
-	size_t half = (pv->ram_size / 2) & ~(size_t)(HA_PAGE_SIZE - 1);
-	struct half second = { pv->snap + half, pv->ram + half,
-			       pv->ram_size - half };
-	pthread_t t;
-	bool two = pthread_create(&t, NULL, copy_half, &second) == 0;
-
-	memcpy(pv->snap, pv->ram, two ? half : pv->ram_size);
-	if (two)
-		pthread_join(t, NULL);
 }
 
 int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
@@ -243,23 +225,30 @@ int ha_qmp_checkpoint(struct qmp *q, void *ctx, struct ferr *err)
 	struct ha_pause *p = ctx;
 	struct ha_pv *pv = p->pv;
 	uint64_t t0, deadline;
+	pthread_t copier;
+	bool copying = false;
 	char st[32];
 	int lfd, rc = -1;
 
 	lfd = unix_sock(pv->run_sock, true, err);
 	if (lfd < 0)
 		return -1;
-	if (pv->disk_size && ha_disk_prepare(q, pv, err) < 0)
+	/* everything that need not wait for the stop comes before it */
+	if ((pv->disk_size && ha_disk_prepare(q, pv, err) < 0) ||
+	    save_caps(q, err) < 0)
 		goto out;
 	t0 = mono_us();
 	if (cmd(q, "stop", NULL, err) < 0)
 		goto out;
 	/* RAM, disk and devices from the same instant: the vCPUs are
-	 * stopped, and stop drained the disk's requests in flight */
-	copy_ram(pv);
+	 * stopped, and stop drained the disk's requests in flight. The RAM
+	 * copy (memory bound) runs beside QEMU saving the device state,
+	 * which leaves RAM alone (x-ignore-shared). */
+	copying = pthread_create(&copier, NULL, copy_ram, pv) == 0;
+	if (!copying)
+		copy_ram(pv);
 	deadline = now_ms() + HA_DEVSTATE_TIMEOUT_MS;
 	if ((pv->disk_size && ha_disk_snapshot(q, pv, deadline, err) < 0) ||
-	    save_caps(q, err) < 0 ||
 	    cmd(q, "migrate",
 		json_pack("{s:s+}", "uri", "unix:",
 			  vm_run_name(pv->run_sock)), err) < 0 ||
@@ -276,6 +265,8 @@ resume:
 	{
 		struct ferr e2 = { 0 };
 
+		if (copying)
+			pthread_join(copier, NULL);
 		if (rc < 0) {
 			/* a save still running would keep the VM paused */
 			cmd(q, "migrate_cancel", NULL, &e2);
@@ -283,17 +274,21 @@ resume:
 				   now_ms() + HA_DEVSTATE_TIMEOUT_MS, st,
 				   sizeof(st), &e2);
 		}
-
-		/* a later migration must carry RAM again */
-		if (ignore_shared(q, false, &e2) < 0 && rc == 0)
-			rc = ferr_set(err, e2.code, "%s", e2.msg);
 		if (!p->keep_paused || rc < 0) {
 			if (cmd(q, "cont", NULL, &e2) < 0 && rc == 0)
 				rc = ferr_set(err, e2.code, "%s", e2.msg);
 		}
+		p->pause_ms = (double)(mono_us() - t0) / 1000.0;
 	}
-	p->pause_ms = (double)(mono_us() - t0) / 1000.0;
 out:
+	{
+		struct ferr e3 = { 0 };
+
+		/* a later migration must carry RAM again (after the pause:
+		 * it need not wait for the VM) */
+		if (ignore_shared(q, false, &e3) < 0 && rc == 0)
+			rc = ferr_set(err, e3.code, "%s", e3.msg);
+	}
 	if (pv->disk_size)
 		ha_disk_release(q, pv);
 	close(lfd);
