@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from proclib import (PORT_MAX, PORT_MIN, _port_free, alloc_ports, pid_alive,
+from proclib import (PORT_MAX, PORT_MIN, port_free, alloc_ports, pid_alive,
                      proc_cmdline, proc_state, qemu_running, tail, wait_pid_gone,
                      wait_until)
 from vmops import (CORRUPTION_RE, HB_FIELDS, HB_RE, VM_BOOT_TIMEOUT, MigrateResult,
@@ -47,9 +47,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3,
 PORTS_PER_HOST = 10  # the API port plus room for later listeners (migration)
 HOST_START_TIMEOUT = 20.0
 
-# the public names, with those of proclib and vmops (_port_free: tpmlib)
+# the public names, with those of proclib and vmops
 __all__ = [
-    "PORT_MAX", "PORT_MIN", "_port_free", "alloc_ports", "pid_alive",
+    "PORT_MAX", "PORT_MIN", "port_free", "alloc_ports", "pid_alive",
     "proc_cmdline", "proc_state", "qemu_running", "tail", "wait_pid_gone",
     "wait_until", "CORRUPTION_RE", "HB_FIELDS", "HB_RE", "VM_BOOT_TIMEOUT",
     "MigrateResult", "VmOps", "parse_heartbeats", "REPO", "QEMU_USER", "EXIT_OK",

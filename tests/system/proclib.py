@@ -70,7 +70,7 @@ def tail(path, n=40):
     return "\n".join(lines[-n:])
 
 
-def _port_free(addr, port):
+def port_free(addr, port):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((addr, port))
@@ -92,6 +92,6 @@ def alloc_ports(addrs, count):
         if base + count > PORT_MAX:
             base = PORT_MIN
         _next_port = base + count
-        if all(_port_free(a, p) for a in addrs for p in range(base, base + count)):
+        if all(port_free(a, p) for a in addrs for p in range(base, base + count)):
             return base
     raise RuntimeError("no free port block found")

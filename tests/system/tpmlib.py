@@ -50,7 +50,7 @@ class Tpm:
              "--ctrl", f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
              "--flags", "startup-clear"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        ferrylib.wait_until(lambda: not ferrylib._port_free("127.0.0.1", self.port)
+        ferrylib.wait_until(lambda: not ferrylib.port_free("127.0.0.1", self.port)
                             or self.proc.poll() is not None,
                             START_TIMEOUT, 0.05, f"swtpm of {self.name}")
         assert self.proc.poll() is None, f"swtpm of {self.name} exited"
