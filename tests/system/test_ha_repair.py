@@ -118,6 +118,7 @@ def test_ha_migrate_protected_vm(request, make_cluster, make_etcd):
     start_protected(c, "host-a", "host-b")
     r = c.migrate("host-a", "vm1", "host-c")
     assert r.returncode == 0 and r.summary["outcome"] == "completed", r
+    assert any((e.get("ha") or {}).get("protection") == "follows" for e in r.events), r.events
     st = wait_protected(c, "host-c", "vm1", "host-b", n=2)
     assert st["interval_s"] == 2, st
     assert "vm1" not in halib.vm_names(c, "host-a")
