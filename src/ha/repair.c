@@ -91,8 +91,11 @@ static void rp_later(struct ha_rp *rp, uint64_t ms)
 static struct ha_rp *rp_new(struct ha *h, enum rp_kind kind,
 			    const struct ha_pv *pv, const char *after)
 {
-	struct ha_rp *rp = calloc(1, sizeof(*rp));
+	struct ha_rp *rp;
 
+	if (atomic_load(&h->stopping))
+		return NULL; /* ha_stop dropped the others already */
+	rp = calloc(1, sizeof(*rp));
 	if (!rp) {
 		log_error("ha: vm %s: out of memory", pv->name);
 		return NULL;
@@ -274,8 +277,9 @@ static void adopt_done(void *arg)
 	struct ha_pv *pv = a->pv;
 	struct vm *vm = vmm_find_uuid(a->h->deps.vmm, pv->uuid);
 
-	if (a->rc == 0 && (!vm || ha_find(a->h, pv->uuid))) {
-		/* went away, or protected meanwhile */
+	if (a->rc == 0 && (!vm || ha_find(a->h, pv->uuid) ||
+			   atomic_load(&a->h->stopping))) {
+		/* went away, protected meanwhile, or ferryd stops */
 		struct retire r = { .pv = pv, .release = true };
 
 		ha_retire_work(&r);
@@ -465,6 +469,17 @@ static void mprep_done(void *arg)
 
 	if (vm)
 		vm_release(vm, "ha-migrate");
+	if (m->rc < 0 && atomic_load(&h->stopping)) {
+		struct retire r = { .pv = pv };
+
+		/* ha_stop is past: end it here; the standby may still take
+		 * the VM, so pv_free's agent freezes it (the safe default) */
+		ha_retire_work(&r);
+		m->fn(m->ctx, -1, NULL, &m->err);
+		ha_pv_free(pv);
+		free(m);
+		return;
+	}
 	if (m->rc < 0) {
 		pv->next = h->pvs; /* still protected */
 		h->pvs = pv;

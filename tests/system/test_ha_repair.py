@@ -155,3 +155,21 @@ def test_ha_migrate_to_its_backup(request, make_cluster, make_etcd):
     assert all(h["errors"] == 0 for h in hbs), hbs
     rec = records(c, "host-b", "ha.reprotected")
     assert rec and rec[-1]["detail"]["after"] == "migration", rec
+
+
+def test_ha_migrate_failure_protects_again(request, make_cluster, make_etcd):
+    """The migration of a protected VM fails (its destination's ferryd is
+    down): the VM stays on host-a and is protected again with the same
+    backup; a failover then still works."""
+    c, _ = halib.ha_cluster(make_cluster, make_etcd, hosts=3, request=request,
+                            peers=True)
+    start_protected(c, "host-a", "host-b")
+    c.stop_host("host-c")
+    r = c.migrate("host-a", "vm1", "host-c")
+    assert r.returncode != 0, r
+    wait_protected(c, "host-a", "vm1", "host-b", n=2)
+    rec = records(c, "host-a", "ha.reprotected")
+    assert rec and rec[-1]["detail"]["after"] == "failed migration", rec
+    assert rec[-1]["outcome"] == "ok", rec
+    assert halib.vm_names(c, "host-b")["vm1"]["hold"] == "ha-standby"
+    failover_to(c, "host-a", "host-b")
