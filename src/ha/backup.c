@@ -286,6 +286,7 @@ static void on_taken_over(struct ha *h, void *arg)
 	struct ha_pv *pv = arg;
 	struct vm *vm = vmm_find_uuid(h->deps.vmm, pv->uuid);
 	struct ferr err = { 0 };
+	char left[FERRY_NAME_MAX + 1];
 
 	pthread_join(pv->t_main, NULL); /* it posted this and ended */
 	pv->t_main_on = false;
@@ -296,9 +297,7 @@ static void on_taken_over(struct ha *h, void *arg)
 						NULL, &err) < 0)
 		log_error("ha: vm %s: %s", pv->name, err.msg);
 	pv->pid = vm->pid;
-	char left[FERRY_NAME_MAX + 1];
-
-	snprintf(left, sizeof(left), "%s", pv->peer);
+	snprintf(left, sizeof(left), "%s", pv->peer); /* the old primary */
 	pthread_mutex_lock(&pv->lock);
 	pv->peer[0] = '\0'; /* no backup now; the old primary is gone */
 	pthread_mutex_unlock(&pv->lock);
