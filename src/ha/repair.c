@@ -118,8 +118,10 @@ static void why_add(struct ha_rp *rp, const char *host, const char *msg)
 {
 	size_t len = strlen(rp->why);
 
-	snprintf(rp->why + len, sizeof(rp->why) - len, "%s%s: %s",
-		 len ? "; " : "", host, msg);
+	/* most errors name the host already */
+	snprintf(rp->why + len, sizeof(rp->why) - len, "%s%s%s%s",
+		 len ? "; " : "", strstr(msg, host) ? "" : host,
+		 strstr(msg, host) ? "" : ": ", msg);
 }
 
 /* ---- re-protection ---- */
