@@ -66,6 +66,7 @@ enum api_route {
 	ROUTE_HA_LIST,       /* GET    /v1/ha */
 	ROUTE_STANDBY_PREPARE, /* POST   /v1/standby        (peer hosts) */
 	ROUTE_STANDBY_DISCARD, /* DELETE /v1/standby/UUID   (peer hosts) */
+	ROUTE_HA_ADOPT,      /* POST   /v1/ha/adopt         (peer hosts) */
 	ROUTE_BAL_PARAMS,    /* POST /v1/balance/params {"params"} */
 	ROUTE_HOST_FENCE,    /* POST /v1/host/fence {"fence"}: a leader's token */
 	ROUTE_ATTEST_IDENTITY, /* GET  /v1/attest/identity: EK cert, AK */
@@ -206,6 +207,12 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 int api_handle_ha(struct api_ctx *ctx, struct api_call *call,
 		  const char *identity, const struct api_request *req,
 		  struct vm *vm, json_t **reply);
+
+/* handlers_ha.c: POST /v1/vms/NAME/migrate of a VM HA protects here: its
+ * protection ends first (ha_migrate), then the migration starts (202). */
+int api_ha_migrate(struct api_ctx *ctx, struct api_call *call,
+		   const char *identity, const struct api_request *req,
+		   struct vm *vm, json_t **reply);
 
 /* Answer a deferred call of a read route with status 200 and text (taken)
  * of content_type instead of JSON. Loop thread, exactly once per call. */

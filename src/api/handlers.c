@@ -685,13 +685,9 @@ int api_handle(struct api_ctx *ctx, struct api_call *call,
 		*reply = json_pack("{s:s}", "deleted", req->vm);
 		return 200;
 	case ROUTE_VM_MIGRATE:
-		if (ctx->ha && ha_knows(ctx->ha, vm)) {
-			ferr_set(&err, FERR_CONFLICT,
-				 "vm %s is protected by HA: disable it "
-				 "first (ha.md)",
-				 vm->def.name);
-			return fail(&err, reply);
-		}
+		if (ctx->ha && ha_knows(ctx->ha, vm))
+			return api_ha_migrate(ctx, call, identity, req, vm,
+					      reply);
 		if (migrator_start(ctx->mig, vm, req->body, identity, reply,
 				   &err) < 0)
 			return fail(&err, reply);

@@ -72,6 +72,7 @@ static const struct route_def routes[] = {
 	{ ROUTE_HA_LIST, "GET", 1, "ha", NULL, BODY_NONE },
 	{ ROUTE_STANDBY_PREPARE, "POST", 1, "standby", NULL, BODY_OBJECT },
 	{ ROUTE_STANDBY_DISCARD, "DELETE", 2, "standby", NULL, BODY_NONE },
+	{ ROUTE_HA_ADOPT, "POST", 2, "ha", "adopt", BODY_OBJECT },
 	{ ROUTE_BAL_PARAMS, "POST", 2, "balance", "params", BODY_OBJECT },
 	{ ROUTE_HOST_FENCE, "POST", 2, "host", "fence", BODY_OBJECT },
 	{ ROUTE_ATTEST_IDENTITY, "GET", 2, "attest", "identity", BODY_NONE },
@@ -107,6 +108,7 @@ enum perm api_route_perm(enum api_route r)
 		return PERM_VM_READ;
 	case ROUTE_STANDBY_PREPARE:
 	case ROUTE_STANDBY_DISCARD:
+	case ROUTE_HA_ADOPT:
 		return PERM_MIG_PEER;
 	case ROUTE_MIG_LIST:
 	case ROUTE_MIG_INFO:
@@ -204,6 +206,8 @@ const char *api_route_action(enum api_route r)
 		return "ha.standby_prepare";
 	case ROUTE_STANDBY_DISCARD:
 		return "ha.standby_discard_request";
+	case ROUTE_HA_ADOPT:
+		return "ha.adopt_request";
 	case ROUTE_BAL_PARAMS:
 		return "balance.params";
 	case ROUTE_HOST_FENCE:

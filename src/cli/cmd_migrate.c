@@ -330,6 +330,12 @@ int cmd_migrate(const struct cli_opts *o, int argc, char **argv)
 		rc = cli_fail(&err);
 		goto out;
 	}
+	if (!o->json && json_object_get(reply, "ha"))
+		/* a protected VM: its protection ended here and follows it */
+		printf("vm %s: HA protection handed over: %s protects it "
+		       "once it arrives (backup %s, or another)\n",
+		       argv[0], dst->name,
+		       str(json_object_get(reply, "ha"), "backup"));
 	if (o->no_wait) {
 		if (o->json)
 			print_event("started", reply);

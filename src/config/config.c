@@ -337,6 +337,47 @@ static int get_qemu_user(const json_t *root, struct ferryd_config *cfg,
 	return 0;
 }
 
+/* "ha_peers": [{"host", "address", "port"}] (docs/ha.md). */
+static int parse_ha_peers(const json_t *arr, struct ferryd_config *cfg,
+			  struct ferr *err)
+{
+	static const char *const fields[] = { "host", "address", "port",
+					      NULL };
+	unsigned char buf[16];
+	size_t i;
+	json_t *o;
+
+	if (!json_is_array(arr) || json_array_size(arr) > FERRY_HA_PEERS_MAX)
+		return ferr_set(err, FERR_INVALID,
+				"ha_peers must be an array of at most %d hosts",
+				FERRY_HA_PEERS_MAX);
+	json_array_foreach(arr, i, o) {
+		struct ha_peer_cfg *p = &cfg->ha_peers[i];
+		const char *host = NULL, *addr = NULL;
+		uint64_t port = FERRY_API_PORT_DEFAULT;
+
+		if (json_check_fields(o, fields, "ha_peers", err) < 0 ||
+		    json_get_string(o, "host", "ha_peers", FERRY_NAME_MAX,
+				    &host, err) < 0 ||
+		    json_get_string(o, "address", "ha_peers", 63, &addr,
+				    err) < 0 ||
+		    json_get_u64(o, "port", "ha_peers", 1, 65535, &port,
+				 err) < 0)
+			return -1;
+		if (!host || !name_is_valid(host) || !addr ||
+		    (inet_pton(AF_INET, addr, buf) != 1 &&
+		     inet_pton(AF_INET6, addr, buf) != 1))
+			return ferr_set(err, FERR_INVALID,
+					"ha_peers[%zu] needs a host name and "
+					"a numeric IP address", i);
+		snprintf(p->host, sizeof(p->host), "%s", host);
+		snprintf(p->address, sizeof(p->address), "%s", addr);
+		p->port = (uint16_t)port;
+	}
+	cfg->n_ha_peers = (unsigned)json_array_size(arr);
+	return 0;
+}
+
 int config_parse(const char *text, size_t len, const char *base_dir,
 		 const char *origin, struct ferryd_config *cfg,
 		 struct ferr *err)
@@ -345,7 +386,7 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 		"host", "listen", "tls", "state_dir", "shared_dir", "accel",
 		"qemu", "memory_reserve_mib", "migration", "policy", "limits",
 		"capacity", "balancer", "etcd", "attestation", "qemu_user",
-		"audit_rotate_kib", "bridges", "ram_dir", NULL
+		"audit_rotate_kib", "bridges", "ram_dir", "ha_peers", NULL
 	};
 	static const char *const cap_fields[] = { "cpus", "memory_mib", NULL };
 	static const char *const mig_fields[] = {
@@ -630,6 +671,9 @@ int config_parse(const char *text, size_t len, const char *base_dir,
 	if (json_object_get(root, "etcd") &&
 	    parse_etcd(json_object_get(root, "etcd"), base_dir, cfg, &cfg->etcd,
 		       err) < 0)
+		goto wrap;
+	if (json_object_get(root, "ha_peers") &&
+	    parse_ha_peers(json_object_get(root, "ha_peers"), cfg, err) < 0)
 		goto wrap;
 	if (json_object_get(root, "attestation") &&
 	    parse_attest(json_object_get(root, "attestation"), base_dir,

@@ -15,6 +15,16 @@
 enum accel_mode { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
 
 #define FERRY_BRIDGES_MAX 16
+#define FERRY_HA_PEERS_MAX 16
+
+/* A host that may keep this host's protected VMs' backups ("ha_peers"):
+ * checkpoint HA re-protects a VM with one of them after a failover or a
+ * migration (docs/ha.md). */
+struct ha_peer_cfg {
+	char host[FERRY_NAME_MAX + 1];
+	char address[64];                  /* its API: numeric IP address */
+	uint16_t port;
+};
 
 /* A VM network ("bridge" in a VM definition) mapped to this host's Linux
  * bridge, in a network namespace or ferryd's own (netns empty). */
@@ -85,6 +95,8 @@ struct ferryd_config {
 					      files here (checkpoint HA reads
 					      them); empty: anonymous RAM */
 	struct attest_config attest;       /* "attestation" */
+	struct ha_peer_cfg ha_peers[FERRY_HA_PEERS_MAX]; /* "ha_peers" */
+	unsigned n_ha_peers;
 };
 
 /* A member whose key begins with this is a comment, ignored at any depth

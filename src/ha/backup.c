@@ -286,6 +286,7 @@ static void on_taken_over(struct ha *h, void *arg)
 	struct ha_pv *pv = arg;
 	struct vm *vm = vmm_find_uuid(h->deps.vmm, pv->uuid);
 	struct ferr err = { 0 };
+	char left[FERRY_NAME_MAX + 1];
 
 	pthread_join(pv->t_main, NULL); /* it posted this and ended */
 	pv->t_main_on = false;
@@ -296,12 +297,14 @@ static void on_taken_over(struct ha *h, void *arg)
 						NULL, &err) < 0)
 		log_error("ha: vm %s: %s", pv->name, err.msg);
 	pv->pid = vm->pid;
+	snprintf(left, sizeof(left), "%s", pv->peer); /* the old primary */
 	pthread_mutex_lock(&pv->lock);
 	pv->peer[0] = '\0'; /* no backup now; the old primary is gone */
 	pthread_mutex_unlock(&pv->lock);
-	if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) == 0)
+	if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) == 0) {
 		pv->t_lease_on = true;
-	else
+		ha_reprotect_after_failover(h, pv, left);
+	} else
 		log_error("ha: vm %s: cannot start the lease thread", pv->name);
 }
 

@@ -622,6 +622,7 @@ void ha_stop(struct ha *h)
 		return;
 	atomic_store(&h->stopping, true);
 	vmm_set_ha_exit_hook(h->deps.vmm, NULL, NULL);
+	ha_repair_stop(h);
 	while (h->pvs) {
 		struct ha_pv *pv = h->pvs;
 		struct retire r = { .pv = pv };

@@ -98,8 +98,27 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 int ha_standby_discard(struct ha *h, const char *uuid, const char *peer,
 		       json_t **reply, struct ferr *err);
 
+/* API: vm, protected here, is to migrate (body: the migration's, naming
+ * "to", "address", "port"): end its protection in order first — the
+ * checkpoints, the backup's standby (refused when the backup cannot be
+ * told), the owner lease — so no backup can start it; fn follows, and the
+ * caller then starts the migration. This host follows it: moved, the
+ * destination is asked to adopt its protection (POST /v1/ha/adopt);
+ * failed, it is protected again with the same backup. */
+int ha_migrate(struct ha *h, struct vm *vm, const json_t *body,
+	       const char *requester, ha_reply_fn fn, void *ctx,
+	       struct ferr *err);
+
+/* API (peer hosts): the VM body {"vm", "uuid"} arrived here by migration
+ * from `peer`, where it was protected with {"backup", "address", "port",
+ * "interval_s", "requester"}: own it in etcd and choose its backup (the
+ * same, unless it is this host; else one of ha_peers). fn follows. */
+int ha_adopt(struct ha *h, const json_t *body, const char *peer,
+	     ha_reply_fn fn, void *ctx, struct ferr *err);
+
 /* Does HA protect vm here (primary) or keep its standby? A protected VM
- * must not be migrated: its QEMU's exit would start the backup. */
+ * migrates only through ha_migrate: its QEMU's exit would start the
+ * backup. */
 bool ha_knows(struct ha *h, const struct vm *vm);
 
 /* Add {"ha": role/health} to a VM object when HA knows the VM. */

@@ -12,6 +12,9 @@
  *   qemu.c     the QMP sequences (pause + copy + device state; load)
  *   peer.c     the primary's calls to the backup's API
  *   ha_wire.c  record headers and fence messages (ha_wire.h)
+ *   repair.c   protection that follows the VM: re-protection after a
+ *              failover, migration of a protected VM
+ *   pick.c     the order in which backups are tried (pure)
  */
 #ifndef FERRY_HA_INT_H
 #define FERRY_HA_INT_H
@@ -125,6 +128,8 @@ struct ha_pv {
 	atomic_bool vm_gone;               /* primary: QEMU exited */
 	atomic_bool failover_req;          /* primary: planned switch */
 	atomic_bool handover;              /* lease thread: end quietly */
+	atomic_bool ckpt_stop;             /* checkpoint thread: end (a
+					      migration), the lease kept */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	/* status (lock) */
@@ -153,6 +158,9 @@ struct ha {
 	struct etcd *etcd;                 /* NULL: not configured */
 	SSL_CTX *client_ctx;               /* calls to peers' APIs */
 	struct ha_pv *pvs;                 /* loop */
+	struct ha_rp *rps;                 /* loop: VMs choosing a backup,
+					      and migrations followed
+					      (repair.c) */
 	atomic_bool stopping;
 };
 
@@ -270,6 +278,23 @@ int ha_disk_stage(struct ha_pv *pv, uint64_t off, const void *data,
 		  uint32_t len, struct ferr *err);
 int ha_disk_apply(struct ha_pv *pv, struct ferr *err);
 void ha_disk_stage_reset(struct ha_pv *pv);
+
+/* repair.c (loop thread) */
+/* pv just took over here (a failover from `left`): choose a backup for it
+ * among ha_peers, `left` last; unprotected with the reason while none
+ * takes it, retried with backoff. */
+void ha_reprotect_after_failover(struct ha *h, struct ha_pv *pv,
+				 const char *left);
+/* ha_stop: drop what repair.c waits for. */
+void ha_repair_stop(struct ha *h);
+
+/* pick.c: the candidates for a VM's backup, in the order they are tried:
+ * prefer (the backup it had, when it is not this host), then the hosts of
+ * peers in their order, then `last` (the host the VM left) when it is one
+ * of them; never self, each once. Returns how many were put in out. */
+size_t ha_cand_order(const struct ha_peer_cfg *peers, size_t n,
+		     const struct ha_peer_cfg *prefer, const char *self,
+		     const char *last, struct ha_peer_cfg *out, size_t max);
 
 /* peer.c: calls to the peer's API (blocking; threads). */
 int ha_peer_prepare(struct ha_pv *pv, struct ferr *err);

@@ -39,8 +39,9 @@ int ha_peer_prepare(struct ha_pv *pv, struct ferr *err)
 	def = pv->def_json ? json_incref(pv->def_json) : NULL;
 	if (!def)
 		return ferr_set(err, FERR_INTERNAL, "no VM definition");
-	body = json_pack("{s:o, s:s, s:I}", "vm", def, "requester",
-			 pv->requester, "ram_bytes", (json_int_t)pv->ram_size);
+	body = json_pack("{s:o, s:s, s:I, s:I}", "vm", def, "requester",
+			 pv->requester, "ram_bytes", (json_int_t)pv->ram_size,
+			 "interval_s", (json_int_t)(pv->interval_ms / 1000));
 	if (body && pv->disk_size)
 		json_object_set_new(body, "disk_bytes",
 				    json_integer((json_int_t)pv->disk_size));

@@ -292,7 +292,8 @@ void *ha_primary_main(void *arg)
 	uint64_t next = now_ms(), seq = 0;
 	unsigned dial_fails = 0;
 
-	while (!atomic_load(&pv->stop) && !atomic_load(&pv->vm_gone)) {
+	while (!atomic_load(&pv->stop) && !atomic_load(&pv->vm_gone) &&
+	       !atomic_load(&pv->ckpt_stop)) {
 		struct ha_pause p = { .pv = pv };
 		uint64_t bytes = 0, pages = 0;
 		struct ferr err = { 0 };
@@ -326,10 +327,11 @@ void *ha_primary_main(void *arg)
 				continue;
 			}
 		}
-		while (!atomic_load(&pv->failover_req) && now_ms() < next)
+		while (!atomic_load(&pv->failover_req) &&
+		       !atomic_load(&pv->ckpt_stop) && now_ms() < next)
 			if (ha_wait(pv, next - now_ms()))
 				goto out;
-		if (atomic_load(&pv->vm_gone))
+		if (atomic_load(&pv->vm_gone) || atomic_load(&pv->ckpt_stop))
 			break;
 		planned = atomic_load(&pv->failover_req);
 		next = now_ms() + pv->interval_ms;

@@ -116,10 +116,11 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 		       ha_reply_fn fn, void *ctx, struct ferr *err)
 {
 	static const char *const fields[] = { "vm", "requester", "ram_bytes",
-					      "disk_bytes", NULL };
+					      "disk_bytes", "interval_s",
+					      NULL };
 	static const char *const extra[] = { "-incoming", "defer", NULL };
 	const char *requester = NULL;
-	uint64_t ram = 0, disk = 0;
+	uint64_t ram = 0, disk = 0, interval = HA_INTERVAL_S_DEFAULT;
 	struct vm_def def;
 	struct policy_decision d;
 	struct policy_vm pvm;
@@ -136,7 +137,9 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 	    json_get_u64(body, "ram_bytes", "request body", HA_PAGE_SIZE,
 			 HA_RAM_MAX, &ram, err) < 0 ||
 	    json_get_u64(body, "disk_bytes", "request body", HA_SECTOR,
-			 HA_DISK_MAX, &disk, err) < 0)
+			 HA_DISK_MAX, &disk, err) < 0 ||
+	    json_get_u64(body, "interval_s", "request body", 1,
+			 HA_INTERVAL_S_MAX, &interval, err) < 0)
 		return -1;
 	if (!requester || !json_is_object(json_object_get(body, "vm")) ||
 	    ram % HA_PAGE_SIZE)
@@ -175,6 +178,8 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 		 requester);
 	p->pv->ram_size = (size_t)ram;
 	p->pv->disk_size = disk;
+	/* kept for a re-protection after a takeover here */
+	p->pv->interval_ms = interval * 1000;
 	/* the standby runs on its own copy of the disk, never the
 	 * primary's file, so no later write of the primary leaks in */
 	if (disk && ha_disk_standby(p->pv, h->cfg->shared_dir, h->cfg->host,

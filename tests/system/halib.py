@@ -12,11 +12,12 @@ LEASE_TTL_S = 5
 
 
 def ha_cluster(make_cluster, make_etcd, hosts=2, etcd_members=1, ttl=LEASE_TTL_S,
-               request=None, endpoints=None, overrides=None, ec=None):
+               request=None, endpoints=None, overrides=None, ec=None, peers=False):
     """A started cluster with HA set up on every host (etcd, ram_dir in
     /dev/shm, removed afterwards) and its etcd cluster. endpoints: {host:
     [urls]} in place of the members' (e.g. through a proxy); overrides:
-    {host: {field: value}} for ferryd.json."""
+    {host: {field: value}} for ferryd.json; peers: every host lists the
+    others in ha_peers (re-protection, docs/ha.md)."""
     ec = ec or make_etcd(n=etcd_members)
     c = make_cluster(hosts=hosts, start=False)
     ram_root = Path(f"/dev/shm/{c.dir.name}")
@@ -28,8 +29,12 @@ def ha_cluster(make_cluster, make_etcd, hosts=2, etcd_members=1, ttl=LEASE_TTL_S
                                       member_timeout_ms=1000)
         if endpoints and name in endpoints:
             etcd["endpoints"] = endpoints[name]
-        c.write_host_config(name, ram_dir=str(ram_root / name), etcd=etcd,
-                            **((overrides or {}).get(name, {})))
+        extra = dict((overrides or {}).get(name, {}))
+        if peers:
+            extra.setdefault("ha_peers", [
+                {"host": h.name, "address": h.address, "port": h.port}
+                for h in c.hosts.values() if h.name != name])
+        c.write_host_config(name, ram_dir=str(ram_root / name), etcd=etcd, **extra)
     c.start_all()
     c.ram_root = ram_root
     return c, ec

@@ -357,6 +357,47 @@ static void test_ram_dir(void **state)
 	assert_non_null(strstr(err.msg, "ram_dir"));
 }
 
+/* ha_peers: hosts with a numeric API address; port defaults. */
+static void test_ha_peers(void **state)
+{
+	static const char *const bad[] = {
+		"{}",
+		"[{\"host\": \"b\"}]",
+		"[{\"host\": \"b\", \"address\": \"name.example\"}]",
+		"[{\"host\": \"B C\", \"address\": \"10.0.0.2\"}]",
+		"[{\"host\": \"b\", \"address\": \"10.0.0.2\", \"x\": 1}]",
+		"[{\"host\": \"b\", \"address\": \"10.0.0.2\", \"port\": 0}]",
+	};
+	struct ferryd_config cfg;
+	struct ferr err = { 0 };
+	char text[1024];
+
+	(void)state;
+	assert_int_equal(parse(GOOD, &cfg, &err), 0);
+	assert_int_equal(cfg.n_ha_peers, 0);
+	config_clear(&cfg);
+	snprintf(text, sizeof(text),
+		 "%.*s, \"ha_peers\": [{\"host\": \"b\", \"address\": "
+		 "\"10.0.0.2\"}, {\"host\": \"c\", \"address\": \"::1\", "
+		 "\"port\": 9000}]}",
+		 (int)strlen(GOOD) - 1, GOOD);
+	assert_int_equal(parse(text, &cfg, &err), 0);
+	assert_int_equal(cfg.n_ha_peers, 2);
+	assert_string_equal(cfg.ha_peers[0].host, "b");
+	assert_string_equal(cfg.ha_peers[0].address, "10.0.0.2");
+	assert_int_equal(cfg.ha_peers[0].port, FERRY_API_PORT_DEFAULT);
+	assert_string_equal(cfg.ha_peers[1].address, "::1");
+	assert_int_equal(cfg.ha_peers[1].port, 9000);
+	config_clear(&cfg);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "%.*s, \"ha_peers\": %s}",
+			 (int)strlen(GOOD) - 1, GOOD, bad[i]);
+		assert_int_equal(parse(text, &cfg, &err), -1);
+		if (!strstr(err.msg, "ha_peers"))
+			fail_msg("case %zu: \"%s\"", i, err.msg);
+	}
+}
+
 /* qemu_user and audit_rotate_kib (security.md). */
 static void test_qemu_user_and_rotation(void **state)
 {
@@ -409,6 +450,7 @@ int main(void)
 		cmocka_unit_test(test_qemu_user_and_rotation),
 		cmocka_unit_test(test_comments),
 		cmocka_unit_test(test_ram_dir),
+		cmocka_unit_test(test_ha_peers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

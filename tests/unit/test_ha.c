@@ -4,11 +4,13 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "api.h"
+#include "ha_int.h"
 #include "ha_wire.h"
 
 static void roundtrip(uint16_t type, uint64_t seq, uint64_t arg,
@@ -186,6 +188,8 @@ static void test_routes(void **state)
 	route("DELETE", "/v1/standby/0123abcd-0000-4000-8000-00000000beef",
 	      NULL, ROUTE_STANDBY_DISCARD, PERM_MIG_PEER,
 	      "ha.standby_discard_request");
+	route("POST", "/v1/ha/adopt", "{}", ROUTE_HA_ADOPT, PERM_MIG_PEER,
+	      "ha.adopt_request");
 	/* enable needs a body; failover takes none but {} */
 	assert_int_equal(api_parse_request("POST", "/v1/vms/vm1/ha", NULL, 0,
 					   &req, &err),
@@ -200,6 +204,49 @@ static void test_routes(void **state)
 	assert_int_equal(err.code, FERR_METHOD);
 }
 
+static struct ha_peer_cfg peer(const char *host)
+{
+	struct ha_peer_cfg p = { .port = 7443 };
+
+	snprintf(p.host, sizeof(p.host), "%s", host);
+	snprintf(p.address, sizeof(p.address), "127.0.0.9");
+	return p;
+}
+
+/* The order in which a new backup is tried: the one it had first (not
+ * this host), ha_peers in order, the host the VM left last, each once. */
+static void test_cand_order(void **state)
+{
+	struct ha_peer_cfg peers[] = { peer("a"), peer("b"), peer("c"),
+				       peer("b") };
+	struct ha_peer_cfg out[8], pre = peer("c"), self = peer("b");
+	size_t n;
+
+	(void)state;
+	/* after a failover on b from a: c first, a last, never b */
+	n = ha_cand_order(peers, 4, NULL, "b", "a", out, 8);
+	assert_int_equal(n, 2);
+	assert_string_equal(out[0].host, "c");
+	assert_string_equal(out[1].host, "a");
+	/* a migration to d with backup c: c first, then the others */
+	n = ha_cand_order(peers, 4, &pre, "d", NULL, out, 8);
+	assert_int_equal(n, 3);
+	assert_string_equal(out[0].host, "c");
+	assert_string_equal(out[1].host, "a");
+	assert_string_equal(out[2].host, "b");
+	/* migrated to its backup: that host is never its own backup */
+	n = ha_cand_order(peers, 4, &self, "b", NULL, out, 8);
+	assert_int_equal(n, 2);
+	assert_string_equal(out[0].host, "a");
+	assert_string_equal(out[1].host, "c");
+	/* the host left, when it is the only one; none; the bound */
+	n = ha_cand_order(peers, 1, NULL, "b", "a", out, 8);
+	assert_int_equal(n, 1);
+	assert_string_equal(out[0].host, "a");
+	assert_int_equal(ha_cand_order(peers, 0, NULL, "b", "a", out, 8), 0);
+	assert_int_equal(ha_cand_order(peers, 4, &pre, "d", NULL, out, 2), 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -208,6 +255,7 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_fence_msg),
 		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_cand_order),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
