@@ -138,7 +138,6 @@ def fresh_vm(c, postcopy):
 def inject(c, api, data, fault, src, dst, trig, uid):
     """The fault, with trig stopped at its point; returns the hosts to
     restart."""
-    other = dst if trig == src else src
     proxies = [api[dst], data[dst]]
     if fault in ("kill_src_ferryd", "kill_dst_ferryd"):
         victim = src if fault == "kill_src_ferryd" else dst
@@ -176,8 +175,8 @@ def inject(c, api, data, fault, src, dst, trig, uid):
         return []
     if fault == "corrupt_byte":
         for p in proxies:
-            p.corrupt(p.bytes_forwarded("up") + 100, direction="up")
-            p.corrupt(p.bytes_forwarded("down") + 100, direction="down")
+            p.corrupt(100, direction="up", relative=True)
+            p.corrupt(100, direction="down", relative=True)
         fl.cont(c, trig)
         return []
     raise AssertionError(f"unknown fault {fault}")

@@ -89,7 +89,7 @@ def vm_on(c, host, name):
 
 def settled_owner(c, hosts, name, uuid, timeout=90):
     """Wait until exactly one host runs vm name (QEMU alive, state running,
-    nothing unresolved or incoming anywhere) or none does (every host lists
+    nothing unresolved, incoming or held by a migration anywhere) or none does (every host lists
     it shut off or not at all); returns the owner or None."""
     last = {}
 
@@ -100,6 +100,10 @@ def settled_owner(c, hosts, name, uuid, timeout=90):
         if any(s in ("unresolved", "incoming", "starting", "stopping")
                for s in states.values()):
             return None
+        # a migration still holds it: the hosts are read one after the
+        # other, so its switchover can fall between two reads
+        if any(v and v.get("hold") for v in views.values()):
+            return None
         running = [h for h, v in views.items()
                    if v and v["state"] == "running" and qemu_running(v["pid"], uuid)]
         others_quiet = all(not c.qemu_pids(h, uuid) for h in hosts if h not in running)
@@ -109,7 +113,9 @@ def settled_owner(c, hosts, name, uuid, timeout=90):
                 not v or v["state"] == "shutoff" for v in views.values()):
             return "nowhere"
         if len(running) > 1:
-            raise AssertionError(f"vm {name} runs on {running}: {views}")
+            brief = {h: v and {k: v.get(k) for k in ("state", "pid", "hold", "last_error")}
+                     for h, v in views.items()}
+            raise AssertionError(f"vm {name} runs on {running}: {brief}")
         return None
     try:
         owner = wait_until(check, timeout, 0.25, f"vm {name} to settle")

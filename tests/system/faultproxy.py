@@ -328,16 +328,23 @@ class FaultProxy:
         self._update_hold_locked()
         self._cond.notify_all()
 
-    def corrupt(self, at_byte, direction="up", xor=0xFF, conn=None):
+    def corrupt(self, at_byte, direction="up", xor=0xFF, conn=None, relative=False):
         """XOR the byte at offset at_byte of `direction`'s cumulative stream
-        (of connection number `conn` if given) with xor, once."""
+        (of connection number `conn` if given) with xor, once. relative (not
+        with conn): at_byte counts from what has been forwarded when it is
+        armed, taken under the proxy's lock (bytes still in flight keep
+        arriving while a caller reads bytes_forwarded)."""
         _check_direction(direction)
         at, xor = int(at_byte), int(xor)
         if not 1 <= xor <= 0xFF:
             raise ValueError("xor must be in 1..255")
         if at < 0:
             raise ValueError("at_byte must be >= 0")
+        if relative and conn is not None:
+            raise ValueError("relative offsets count the whole stream, not one connection")
         with self._lock:
+            if relative:
+                at += self._reserved[direction]
             if conn is None and at < self._reserved[direction]:
                 raise ValueError(f"offset {at} of {direction} already forwarded "
                                  f"({self._reserved[direction]} bytes so far)")

@@ -412,6 +412,17 @@ def test_corrupt_flips_one_byte_at_the_offset(servers, proxies):
     with pytest.raises(ValueError):
         p.corrupt(10, "up")  # already forwarded
 
+    # relative: from what has been forwarded when armed (size + MiB so far)
+    p.corrupt(7, "up", relative=True)
+    with pytest.raises(ValueError):
+        p.corrupt(7, "up", conn=2, relative=True)
+    c = connect(p)
+    c.sendall(data[:MiB])
+    c.shutdown(socket.SHUT_WR)
+    got3, _ = recv_all(c, MiB)
+    c.close()
+    assert diff_positions(data[:MiB], got3) == [7]
+
 
 def test_capture_and_contains_across_recv_boundaries(servers, proxies):
     echo = servers("echo")
