@@ -6,6 +6,7 @@ import os
 import struct
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -265,13 +266,21 @@ def test_ha_host_death_three_members(request, make_cluster, make_etcd):
     assert hbs[0]["seq"] >= before - 3, (before, hbs[0])
 
 
-def fence_agents(vm):
-    """pids of the fence agents (`ferryd --ha-fence-agent VM`) for vm."""
+def fence_agents(vm, qemu_pid):
+    """pids of the fence agents (`ferryd --ha-fence-agent VM`) for vm whose
+    QEMU is qemu_pid (its pidfd, the agent's fd 4): other clusters' agents
+    on this machine are not counted."""
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             args = ferrylib.proc_cmdline(int(pid)) or []
-            if args[1:3] == [b"--ha-fence-agent", vm.encode()]:
+            if args[1:3] != [b"--ha-fence-agent", vm.encode()]:
+                continue
+            try:
+                info = Path(f"/proc/{pid}/fdinfo/4").read_text()
+            except OSError:
+                continue
+            if f"Pid:\t{qemu_pid}\n" in info:
                 pids.append(int(pid))
     return pids
 
@@ -288,7 +297,7 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     c.wait_heartbeats("host-a", "vm1", n=1)
     enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 2)
-    assert len(fence_agents("vm1")) == 1, fence_agents("vm1")
+    assert len(fence_agents("vm1", pid_a)) == 1, fence_agents("vm1", pid_a)
     console_b = c.vm_dir("host-b", "vm1") / "console.log"
     frozen_at = first_b_output = None
     t0 = time.monotonic()
@@ -315,7 +324,8 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     assert frozen_at - t0 < halib.LEASE_TTL_S - 1, frozen_at - t0
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=30)
     assert all(h["errors"] == 0 for h in hbs), hbs
-    assert proc_state(pid_a) == "T" and not fence_agents("vm1")[1:], fence_agents("vm1")
+    assert proc_state(pid_a) == "T" and not fence_agents("vm1", pid_a)[1:], \
+        fence_agents("vm1", pid_a)
     # the restarted primary ferryd does not hang on, nor thaw, the copy
     c.start_host("host-a")
     vm = halib.vm_names(c, "host-a")["vm1"]
