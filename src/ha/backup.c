@@ -303,6 +303,7 @@ static void on_taken_over(struct ha *h, void *arg)
 		pv->t_lease_on = true;
 	else
 		log_error("ha: vm %s: cannot start the lease thread", pv->name);
+	ha_record_save(pv); /* its owner lease, after a restart too */
 }
 
 static bool take_over(struct ha_pv *pv)

@@ -458,6 +458,8 @@ int ha_retire_ext(struct ha *h, struct ha_pv *pv, bool release,
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	*r = (struct retire){ pv, release, discard_peer, fn, ctx, NULL };
 	unlink_pv(h, pv);
+	if (pv->role == HA_PRIMARY)
+		ha_record_drop(h, pv->uuid); /* its protection ends here */
 	atomic_store(&pv->stop, true);
 	ha_wake(pv);
 	if (worker_submit(h->deps.pool, ha_retire_work, retire_done, r, err) <
@@ -577,6 +579,7 @@ int ha_new(const struct ferryd_config *cfg, struct event_base *base,
 			goto fail;
 	}
 	vmm_set_ha_exit_hook(deps->vmm, on_vm_exit, h);
+	ha_recover(h);
 	*out = h;
 	return 0;
 fail:

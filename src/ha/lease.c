@@ -101,16 +101,27 @@ static void discard(struct ha_pv *pv, const char *holder)
 	ha_post_moved(pv, holder);
 }
 
-/* Loop: a VM paused by a planned switch that failed runs again. */
+struct thawed {
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	bool cont;
+};
+
+/* Loop: a thawed QEMU that ferryd could not attach to (frozen when it
+ * started: recover.c) gets its monitor back; one paused by a planned
+ * switch that failed runs again. */
 static void on_thawed(struct ha *h, void *arg)
 {
-	char *uuid = arg;
-	struct vm *vm = vmm_find_uuid(h->deps.vmm, uuid);
+	struct thawed *t = arg;
+	struct vm *vm = vmm_find_uuid(h->deps.vmm, t->uuid);
 	struct ferr err;
 
-	if (vm && vmm_resume(h->deps.vmm, vm, false, NULL, NULL, &err) < 0)
+	if (vm && !vm->qmp && vm->pid > 0 &&
+	    vmm_reattach(h->deps.vmm, vm, NULL, NULL, &err) < 0)
 		log_error("ha: vm %s: %s", vm->def.name, err.msg);
-	free(uuid);
+	if (vm && t->cont &&
+	    vmm_resume(h->deps.vmm, vm, false, NULL, NULL, &err) < 0)
+		log_error("ha: vm %s: %s", vm->def.name, err.msg);
+	free(t);
 }
 
 /* The agent armed from renewed_ms on; a frozen VM whose lease we hold
@@ -120,7 +131,7 @@ static void guard(struct ha_pv *pv)
 	uint64_t deadline;
 	struct ferr err = { 0 };
 	bool thaw, cont;
-	char *uuid;
+	struct thawed *t;
 
 	pthread_mutex_lock(&pv->lock);
 	deadline = pv->renewed_ms + ttl_ms(pv) - HA_AGENT_MARGIN_MS;
@@ -147,8 +158,12 @@ static void guard(struct ha_pv *pv)
 	ha_audit(pv->h, "-", "ha.unfenced", pv->name, "ok",
 		 json_pack("{s:s}", "uuid", pv->uuid));
 	ha_set_health(pv, HA_SYNCING, NULL);
-	if (cont && (uuid = strdup(pv->uuid)))
-		ha_post(pv->h, on_thawed, uuid);
+	t = calloc(1, sizeof(*t));
+	if (t) {
+		snprintf(t->uuid, sizeof(t->uuid), "%s", pv->uuid);
+		t->cont = cont;
+		ha_post(pv->h, on_thawed, t);
+	}
 }
 
 /* QEMU died here: give the key up now, then wait to see who took it. */
@@ -187,10 +202,7 @@ static void release_for_backup(struct ha_pv *pv)
 		      "QEMU exited and no backup took the VM over");
 }
 
-/* Who owns the VM? Held by another host: this copy is discarded
- * (*moved). Held by this host under an old lease that lives: renewed and
- * kept. Free: taken. -1 when etcd cannot tell (or took it meanwhile). */
-static int owner_resolve(struct ha_pv *pv, bool *moved, struct ferr *err)
+int ha_owner_resolve(struct ha_pv *pv, bool *moved, struct ferr *err)
 {
 	struct ha *h = pv->h;
 	char holder[FERRY_NAME_MAX + 1];
@@ -227,7 +239,7 @@ static bool fenced_step(struct ha_pv *pv)
 	struct ferr err = { 0 };
 	bool moved;
 
-	if (owner_resolve(pv, &moved, &err) < 0)
+	if (ha_owner_resolve(pv, &moved, &err) < 0)
 		return false; /* unreachable, or our old key: again later */
 	if (moved)
 		return true;

@@ -281,7 +281,9 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     """kill -9 of the primary's ferryd alone, its QEMU running on: the VM's
     fence agent freezes QEMU at once, before the backup starts the VM after
     the lease's TTL; a probe every 10 ms sees it never run on both hosts. A
-    ferryd started again leaves the frozen copy frozen (not attached)."""
+    ferryd started again reads its HA record, finds the owner key held by
+    the backup and removes its frozen copy (QEMU killed, definition gone,
+    record gone); both hosts agree where the VM runs."""
     c, ec = halib.ha_cluster(make_cluster, make_etcd, request=request)
     c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
     pid_a = c.start_vm("host-a", "vm1")["pid"]
@@ -316,11 +318,24 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=30)
     assert all(h["errors"] == 0 for h in hbs), hbs
     assert proc_state(pid_a) == "T" and not fence_agents("vm1")[1:], fence_agents("vm1")
-    # the restarted primary ferryd does not hang on, nor thaw, the copy
+    # the restarted primary asks etcd before it touches the copy: host-b
+    # owns the VM, so the frozen copy goes, never thawed
+    uuid = halib.vm_names(c, "host-b")["vm1"]["uuid"]
+    record = c.hosts["host-a"].state_dir / "ha" / f"{uuid}.json"
+    assert record.exists()
     c.start_host("host-a")
-    vm = halib.vm_names(c, "host-a")["vm1"]
-    assert vm["state"] == "unknown" and "frozen" in vm.get("last_error", ""), vm
-    assert proc_state(pid_a) == "T"
+    ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-a"), 30, 0.2,
+                        "host-a to drop its frozen copy")
+    ferrylib.wait_pid_gone(pid_a, timeout=10)
+    assert not record.exists()
+    assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
+    vm = halib.vm_names(c, "host-b")["vm1"]
+    assert vm["state"] == "running" and not vm.get("hold"), vm
+    assert len(fence_agents("vm1")) == 1  # host-b's, for its own VM
+    acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
+    assert "ha.fenced_discard" in acts and "ha.moved" in acts, acts
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2)
+    assert all(h["errors"] == 0 for h in hbs), hbs
 
 
 def reprotect_and_switch(c, vm, primary, backup):
@@ -370,9 +385,10 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     time.sleep(halib.LEASE_TTL_S + 1)
     assert proc_state(pid) not in (None, "T"), proc_state(pid)
     assert "vm1" not in halib.vm_names(c, "host-b")
+    # started again, host-a resumes the protection by itself (its HA
+    # record; test_ha_restart.py)
     c.start_host("host-a")
     assert c.vm_info("host-a", "vm1")["state"] == "running"
-    enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 1)
     # stopping the VM on purpose ends protection; it does not fail over
     c.stop_vm("host-a", "vm1", force=True)
