@@ -265,14 +265,24 @@ def test_ha_host_death_three_members(request, make_cluster, make_etcd):
     assert hbs[0]["seq"] >= before - 3, (before, hbs[0])
 
 
-def fence_agents(vm):
-    """pids of the fence agents (`ferryd --ha-fence-agent VM`) for vm."""
+def fence_agents(vm, c=None, host=None):
+    """pids of the fence agents (`ferryd --ha-fence-agent VM`) for vm; with
+    c and host, only those the host's running ferryd started (other tests
+    on the machine may have a vm1 too)."""
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             args = ferrylib.proc_cmdline(int(pid)) or []
-            if args[1:3] == [b"--ha-fence-agent", vm.encode()]:
-                pids.append(int(pid))
+            if args[1:3] != [b"--ha-fence-agent", vm.encode()]:
+                continue
+            if c is not None:
+                try:
+                    stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(stat[1]) != c.hosts[host].proc.pid:
+                    continue
+            pids.append(int(pid))
     return pids
 
 
@@ -331,7 +341,8 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
     vm = halib.vm_names(c, "host-b")["vm1"]
     assert vm["state"] == "running" and not vm.get("hold"), vm
-    assert len(fence_agents("vm1")) == 1  # host-b's, for its own VM
+    assert len(fence_agents("vm1", c, "host-b")) == 1  # for its own VM
+    assert not fence_agents("vm1", c, "host-a")
     acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
     assert "ha.fenced_discard" in acts and "ha.moved" in acts, acts
     hbs = c.wait_heartbeats("host-b", "vm1", n=2)

@@ -87,9 +87,9 @@ def test_ha_restart_before_ttl_thaws(request, make_cluster, make_etcd):
     again: the primary pairs anew (degraded, then ok)."""
     c, pid, uuid = protected(request, make_cluster, make_etcd)
     c.stop_host("host-b")
+    before = c.heartbeats("host-a", "vm1")[-1]["seq"]
     c.kill_host("host-a")
     wait_frozen(pid)
-    before = c.heartbeats("host-a", "vm1")[-1]["seq"]
     c.start_host("host-a")
     ferrylib.wait_until(lambda: proc_state(pid) not in (None, "T"), 30, 0.1,
                         "the VM to be thawed")
@@ -100,7 +100,7 @@ def test_ha_restart_before_ttl_thaws(request, make_cluster, make_etcd):
     assert st["lease_holder"] == "host-a" and st["lease"] != 0, st
     hbs = c.wait_heartbeats("host-a", "vm1", n=3, after_seq=before)
     assert all(h["errors"] == 0 for h in hbs), hbs
-    assert len(fence_agents("vm1")) == 1, fence_agents("vm1")  # armed again
+    assert len(fence_agents("vm1", c, "host-a")) == 1  # armed again
     acts = audit_actions(c, "host-a")
     assert "ha.unfenced" in acts, acts
 
