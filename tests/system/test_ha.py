@@ -381,9 +381,13 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     # a protected VM is not migrated (its QEMU's exit would start the backup)
     r = c.cli("--host", "host-a", "migrate", "vm1", "--to", "host-b", check=False)
     assert r.returncode != 0 and "protected by HA" in r.stderr, r.stderr
+    uuid = c.vm_info("host-a", "vm1")["uuid"]
+    record = c.hosts["host-a"].state_dir / "ha" / f"{uuid}.json"
+    assert record.exists()  # kept for a restart (test_ha_restart.py)
     c.cli("--host", "host-a", "ha", "disable", "vm1")
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
                         "the standby to go")
+    assert not record.exists()
     assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
     assert c.vm_info("host-a", "vm1")["state"] == "running"
     enable(c, "vm1", "host-a", "host-b")
@@ -406,6 +410,7 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
                         "the standby to go after the stop")
     assert c.vm_info("host-a", "vm1")["state"] == "shutoff"
+    assert not record.exists()
     acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
     assert "ha.stopped" in acts and "ha.released" not in acts, acts
     # a VM that arrived by migration (its QEMU keeps the migration's

@@ -150,3 +150,88 @@ def test_ha_restart_bad_record_stays_frozen(request, make_cluster, make_etcd):
     assert vm["state"] == "unknown" and "frozen" in vm.get("last_error", ""), vm
     assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
     assert path.exists()  # left for the operator
+
+
+def test_ha_restart_etcd_unreachable_stays_frozen(request, make_cluster, make_etcd):
+    """kill -9 of the primary's ferryd, which starts again while it cannot
+    reach etcd: the VM stays frozen, shown as fenced with no known owner,
+    past the lease's TTL; once etcd is back, the lease is taken and the VM
+    thawed."""
+    from faultproxy import FaultProxy
+    ec = make_etcd(n=1)
+    m = ec.members[0]
+    proxy = FaultProxy(m.address, m.client_port, listen_host="127.0.0.1")
+    proxy.start()
+    request.addfinalizer(proxy.stop)
+    c, _ = halib.ha_cluster(make_cluster, make_etcd, request=request, ec=ec,
+                            endpoints={"host-a": [f"https://127.0.0.1:{proxy.port}"]})
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    pid = c.start_vm("host-a", "vm1")["pid"]
+    c.wait_heartbeats("host-a", "vm1", n=2)
+    enable(c, "vm1", "host-a", "host-b")
+    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    c.stop_host("host-b")
+    before = c.heartbeats("host-a", "vm1")[-1]["seq"]
+    c.kill_host("host-a")
+    wait_frozen(pid)
+    proxy.cut()
+    c.start_host("host-a")
+    t_end = time.monotonic() + halib.LEASE_TTL_S + 1
+    while time.monotonic() < t_end:
+        assert proc_state(pid) == "T", "thawed without etcd"
+        time.sleep(0.05)
+    st = halib.ha_status(c, "host-a", "vm1")
+    assert st["health"] == "fenced" and st["lease_holder"] == "", st
+    vm = halib.vm_names(c, "host-a")["vm1"]
+    assert vm["state"] == "unknown" and vm["ha"]["health"] == "fenced", vm
+    proxy.heal()
+    ferrylib.wait_until(lambda: proc_state(pid) not in (None, "T"), 30, 0.1,
+                        "the VM to be thawed once etcd is back")
+    ferrylib.wait_until(lambda: c.vm_info("host-a", "vm1")["state"] == "running", 30,
+                        0.2, "vm1 attached and running")
+    assert halib.ha_status(c, "host-a", "vm1")["lease_holder"] == "host-a"
+    hbs = c.wait_heartbeats("host-a", "vm1", n=2, after_seq=before)
+    assert all(h["errors"] == 0 for h in hbs), hbs
+
+
+def test_ha_restart_after_host_death_drops_copy(request, make_cluster, make_etcd):
+    """The primary host dies (ferryd and QEMU killed); the backup takes
+    over after the TTL. The primary's ferryd, started again, finds no QEMU
+    and host-b holding the VM: it removes its definition and record."""
+    c, pid, uuid = protected(request, make_cluster, make_etcd)
+    c.kill_host("host-a")
+    os.kill(pid, 9)
+    c.wait_vm_state("host-b", "vm1", "running", timeout=halib.LEASE_TTL_S + 10)
+    c.start_host("host-a")
+    ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-a"), 30, 0.2,
+                        "host-a to drop vm1")
+    assert not record_path(c, "host-a", uuid).exists()
+    assert "ha.moved" in audit_actions(c, "host-a")
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=60)
+    assert all(h["errors"] == 0 for h in hbs), hbs
+
+
+def test_ha_backup_restart_repairs(request, make_cluster, make_etcd):
+    """The backup's ferryd restarts (its standby is not kept): the primary
+    reports degraded, then pairs anew with a new standby and is ok again;
+    the old standby QEMU is gone. (This was the behaviour before HA records
+    too; the test keeps it so.)"""
+    c, pid, uuid = protected(request, make_cluster, make_etcd)
+    old = c.vm_info("host-b", "vm1")["pid"]
+    c.stop_host("host-b")
+
+    def degraded():
+        s = halib.ha_status(c, "host-a", "vm1")
+        return s if s["health"] == "degraded" and s["alarm"] else None
+    ferrylib.wait_until(degraded, 60, 0.5, "degraded without the backup")
+    c.start_host("host-b")
+    ferrylib.wait_pid_gone(old, timeout=30)
+    n = halib.ha_status(c, "host-a", "vm1")["checkpoints"]
+    ferrylib.wait_until(lambda: halib.ha_status(c, "host-a", "vm1")["checkpoints"] >= n + 2,
+                        90, 0.5, "checkpoints to the new standby")
+    assert halib.ha_status(c, "host-a", "vm1")["health"] == "ok"
+    vm = halib.vm_names(c, "host-b")["vm1"]
+    assert vm["hold"] == "ha-standby" and vm["pid"] != old, vm
+    assert c.vm_info("host-a", "vm1")["pid"] == pid
+    hbs = c.wait_heartbeats("host-a", "vm1", n=2)
+    assert all(h["errors"] == 0 for h in hbs), hbs
