@@ -613,10 +613,12 @@ static void shutdown_primary(struct ha *h, struct ha_pv *pv)
 		log_warn("ha: vm %s: revoking the lease: %s", pv->name,
 			 err.msg);
 	ha_fence_stop(pv, true); /* no standby: the VM runs on, unprotected */
-	log_info("ha: vm %s: protection ended: ferryd stops", pv->name);
+	log_info("ha: vm %s: protection ended: ferryd stops (it resumes when "
+		 "ferryd starts again)",
+		 pv->name);
 	ha_audit(h, "-", "ha.disable", pv->name, "ok",
 		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason",
-			   "ferryd stopping"));
+			   "ferryd stopping; resumes at its start"));
 }
 
 void ha_stop(struct ha *h)
