@@ -332,12 +332,12 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     # owns the VM, so the frozen copy goes, never thawed
     uuid = halib.vm_names(c, "host-b")["vm1"]["uuid"]
     record = c.hosts["host-a"].state_dir / "ha" / f"{uuid}.json"
-    assert record.exists()
+    had_record = record.exists()
     c.start_host("host-a")
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-a"), 30, 0.2,
                         "host-a to drop its frozen copy")
     ferrylib.wait_pid_gone(pid_a, timeout=10)
-    assert not record.exists()
+    assert had_record and not record.exists()
     assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
     vm = halib.vm_names(c, "host-b")["vm1"]
     assert vm["state"] == "running" and not vm.get("hold"), vm

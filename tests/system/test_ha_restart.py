@@ -48,8 +48,6 @@ def test_ha_restart_graceful_resumes(request, make_cluster, make_etcd):
     with a new standby, checkpoints go on, and a failover afterwards gets
     an intact VM; the backup never ran it before."""
     c, pid, uuid = protected(request, make_cluster, make_etcd)
-    rec = json.loads(record_path(c, "host-a", uuid).read_text())
-    assert rec["backup"] == "host-b" and rec["interval_s"] == 2 and rec["version"] == 1, rec
     console_b = c.vm_dir("host-b", "vm1") / "console.log"
     before = c.heartbeats("host-a", "vm1")[-1]["seq"]
     c.stop_host("host-a")
@@ -67,6 +65,8 @@ def test_ha_restart_graceful_resumes(request, make_cluster, make_etcd):
     assert all(h["errors"] == 0 for h in hbs), hbs
     assert "ha.resumed" in audit_actions(c, "host-a")
     assert not console_b.exists() or console_b.stat().st_size == 0, "ran on host-b"
+    rec = json.loads(record_path(c, "host-a", uuid).read_text())
+    assert rec["backup"] == "host-b" and rec["interval_s"] == 2 and rec["version"] == 1, rec
     # the checkpoints after the restart are whole: the backup resumes from one
     n = halib.ha_status(c, "host-a", "vm1")["last_checkpoint"]["seq"]
     halib.wait_checkpoints(c, "host-a", "vm1", n + 1)
