@@ -176,7 +176,9 @@ static void release_for_backup(struct ha_pv *pv)
 	struct ferr err = { 0 };
 
 	ha_fence_stop(pv, true);
-	while (etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0) {
+	/* (no lease: a restarted ferryd found QEMU gone before it took one) */
+	while (pv->lease &&
+	       etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0) {
 		log_warn("ha: vm %s: releasing the lease: %s", pv->name,
 			 err.msg);
 		if (ha_wait(pv, 200) || now_ms() > deadline)

@@ -221,9 +221,17 @@ static void *recover_main(void *arg)
 		ha_set_alarm(pv, err.msg);
 		return NULL;
 	}
-	while (is_fenced(pv))
+	while (is_fenced(pv)) {
+		if (!qemu_process_matches(pv->pid, pv->uuid)) {
+			/* killed while frozen: the lease thread gives the key
+			 * up for the backup (lease.c) */
+			atomic_store(&pv->vm_gone, true);
+			ha_wake(pv);
+			return NULL;
+		}
 		if (ha_wait(pv, 200))
 			return NULL;
+	}
 	/* its monitor: re-attached once QEMU runs again */
 	deadline = now_ms() + HA_ATTACH_WAIT_MS;
 	while (ha_vm_qmp(h, pv->uuid, "ha check", qmp_ping, NULL, &err) < 0) {
@@ -243,6 +251,7 @@ static void *recover_main(void *arg)
 	}
 	/* the backup may still keep the old standby: pair anew */
 	wait = HA_REPAIR_MS;
+	err = (struct ferr){ 0 };
 	while (ha_peer_discard(pv) < 0 ||
 	       ha_primary_setup(pv, false, &err) < 0) {
 		if (!err.msg[0])
