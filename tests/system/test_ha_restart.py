@@ -235,3 +235,39 @@ def test_ha_backup_restart_repairs(request, make_cluster, make_etcd):
     assert c.vm_info("host-a", "vm1")["pid"] == pid
     hbs = c.wait_heartbeats("host-a", "vm1", n=2)
     assert all(h["errors"] == 0 for h in hbs), hbs
+
+
+def test_ha_restart_failed_over_vm_thawed(request, make_cluster, make_etcd):
+    """A VM that failed over to host-b runs there unprotected, under
+    host-b's lease and fence agent, with an HA record without a backup.
+    kill -9 of host-b's ferryd freezes it; started again, host-b retakes
+    the lease and thaws it; `ha enable` protects it again from there."""
+    c, pid, uuid = protected(request, make_cluster, make_etcd)
+    halib.kill_qemu(c, "host-a", "vm1")
+    c.wait_vm_state("host-b", "vm1", "running", timeout=10)
+    ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-a"), 20, 0.2,
+                        "host-a to drop vm1")
+    pid_b = c.vm_info("host-b", "vm1")["pid"]
+    rec = ferrylib.wait_until(
+        lambda: record_path(c, "host-b", uuid).exists() and
+        json.loads(record_path(c, "host-b", uuid).read_text()), 10, 0.2, "host-b's record")
+    assert rec["backup"] == "" and rec["port"] == 0, rec
+    c.wait_heartbeats("host-b", "vm1", n=1, after_seq=0, timeout=60)
+    before = c.heartbeats("host-b", "vm1")[-1]["seq"]
+    c.kill_host("host-b")
+    wait_frozen(pid_b)
+    c.start_host("host-b")
+    ferrylib.wait_until(lambda: proc_state(pid_b) not in (None, "T"), 30, 0.1,
+                        "the VM to be thawed")
+    ferrylib.wait_until(lambda: c.vm_info("host-b", "vm1")["state"] == "running", 30,
+                        0.2, "vm1 attached and running")
+    st = halib.ha_status(c, "host-b", "vm1")
+    assert st["role"] == "primary" and st["health"] == "unprotected", st
+    assert st["lease_holder"] == "host-b", st
+    assert len(fence_agents("vm1", c, "host-b")) == 1
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=before)
+    assert all(h["errors"] == 0 for h in hbs), hbs
+    enable(c, "vm1", "host-b", "host-a")
+    st = halib.wait_checkpoints(c, "host-b", "vm1", 2)
+    assert st["health"] == "ok" and st["backup"] == "host-a", st
+    assert json.loads(record_path(c, "host-b", uuid).read_text())["backup"] == "host-a"
