@@ -261,9 +261,10 @@ def test_ha_restart_failed_over_vm_thawed(request, make_cluster, make_etcd):
                         "the VM to be thawed")
     ferrylib.wait_until(lambda: c.vm_info("host-b", "vm1")["state"] == "running", 30,
                         0.2, "vm1 attached and running")
-    st = halib.ha_status(c, "host-b", "vm1")
-    assert st["role"] == "primary" and st["health"] == "unprotected", st
-    assert st["lease_holder"] == "host-b", st
+    st = ferrylib.wait_until(
+        lambda: (s := halib.ha_status(c, "host-b", "vm1"))["health"] == "unprotected" and s,
+        10, 0.1, "unprotected again")
+    assert st["role"] == "primary" and st["lease_holder"] == "host-b", st
     assert len(fence_agents("vm1", c, "host-b")) == 1
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=before)
     assert all(h["errors"] == 0 for h in hbs), hbs
