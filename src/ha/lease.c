@@ -27,6 +27,9 @@
 /* The agent freezes this long before the lease could expire: after the
  * lease thread's own fence (HA_FENCE_MARGIN_MS), before the server's. */
 #define HA_AGENT_MARGIN_MS 1000
+/* Fenced: who owns the VM is asked again after 0.5 s, doubling to 4 s. */
+#define HA_FENCED_RETRY_MS 500
+#define HA_FENCED_RETRY_MAX_MS 4000
 
 static uint64_t ttl_ms(const struct ha_pv *pv)
 {
@@ -256,6 +259,7 @@ void *ha_lease_main(void *arg)
 {
 	struct ha_pv *pv = arg;
 	struct ha *h = pv->h;
+	uint64_t retry_ms = HA_FENCED_RETRY_MS;
 	bool fenced;
 
 	pthread_mutex_lock(&pv->lock);
@@ -282,8 +286,13 @@ void *ha_lease_main(void *arg)
 			pthread_mutex_lock(&pv->lock);
 			fenced = pv->health == HA_FENCED;
 			pthread_mutex_unlock(&pv->lock);
+			/* etcd did not say yet: ask again, less often */
 			if (fenced)
-				ha_wait(pv, 500);
+				ha_wait(pv, retry_ms);
+			if (!fenced)
+				retry_ms = HA_FENCED_RETRY_MS;
+			else if (retry_ms < HA_FENCED_RETRY_MAX_MS)
+				retry_ms *= 2;
 			continue;
 		}
 		if (now >= fence_at) {
