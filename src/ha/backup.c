@@ -306,6 +306,7 @@ static void on_taken_over(struct ha *h, void *arg)
 		ha_reprotect_after_failover(h, pv, left);
 	} else
 		log_error("ha: vm %s: cannot start the lease thread", pv->name);
+	ha_record_save(pv); /* its owner lease, after a restart too */
 }
 
 static bool take_over(struct ha_pv *pv)

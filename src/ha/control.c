@@ -146,6 +146,7 @@ static void enable_done(void *arg)
 			e->h->pvs = pv;
 		}
 		ha_set_health(pv, HA_SYNCING, NULL);
+		ha_record_save(pv);
 		log_info("ha: vm %s protected by %s every %llu s", pv->name,
 			 pv->peer, (unsigned long long)pv->interval_ms / 1000);
 		e->fn(e->ctx, 0, ha_pv_json(pv), NULL);

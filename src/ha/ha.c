@@ -458,6 +458,8 @@ int ha_retire_ext(struct ha *h, struct ha_pv *pv, bool release,
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	*r = (struct retire){ pv, release, discard_peer, fn, ctx, NULL };
 	unlink_pv(h, pv);
+	if (pv->role == HA_PRIMARY)
+		ha_record_drop(h, pv->uuid); /* its protection ends here */
 	atomic_store(&pv->stop, true);
 	ha_wake(pv);
 	if (worker_submit(h->deps.pool, ha_retire_work, retire_done, r, err) <
@@ -577,6 +579,7 @@ int ha_new(const struct ferryd_config *cfg, struct event_base *base,
 			goto fail;
 	}
 	vmm_set_ha_exit_hook(deps->vmm, on_vm_exit, h);
+	ha_recover(h);
 	*out = h;
 	return 0;
 fail:
@@ -610,10 +613,12 @@ static void shutdown_primary(struct ha *h, struct ha_pv *pv)
 		log_warn("ha: vm %s: revoking the lease: %s", pv->name,
 			 err.msg);
 	ha_fence_stop(pv, true); /* no standby: the VM runs on, unprotected */
-	log_info("ha: vm %s: protection ended: ferryd stops", pv->name);
+	log_info("ha: vm %s: protection ended: ferryd stops (it resumes when "
+		 "ferryd starts again)",
+		 pv->name);
 	ha_audit(h, "-", "ha.disable", pv->name, "ok",
 		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "reason",
-			   "ferryd stopping"));
+			   "ferryd stopping; resumes at its start"));
 }
 
 void ha_stop(struct ha *h)

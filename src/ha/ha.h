@@ -47,13 +47,18 @@ typedef void (*ha_reply_fn)(void *ctx, int rc, json_t *reply,
 			    const struct ferr *err);
 
 /* Create HA for this host (never fails for a missing etcd section: then
- * every enable is refused). Creates ram_dir when set. */
+ * every enable is refused). Creates ram_dir when set. Call after the VMs
+ * are loaded: the VMs this host protected before a restart (their HA
+ * records, <state_dir>/ha) are resolved in etcd on threads and protected
+ * again, or removed (docs/ha.md, "Restarts"). */
 int ha_new(const struct ferryd_config *cfg, struct event_base *base,
 	   const struct ha_deps *deps, struct ha **out, struct ferr *err);
 
-/* Stop every HA thread (protected VMs keep running, unprotected; leases
- * are left to expire, so a backup may take over: disable HA before
- * stopping ferryd for good). Call before migrator_stop. */
+/* Stop every HA thread. Protection of each VM ends in order (its standby
+ * discarded, then its lease revoked: the VM runs on, unprotected; frozen
+ * when the backup cannot be told); the HA records stay, so protection
+ * resumes when ferryd starts again (`ha disable` first to end it for
+ * good). Call before migrator_stop. */
 void ha_stop(struct ha *h);
 
 /* Free, after ha_stop and a drained worker pool. NULL is fine. */

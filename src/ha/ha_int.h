@@ -8,6 +8,8 @@
  *   primary.c  the primary: enable, the checkpoint thread, failover
  *   lease.c    the owner lease: keepalive, self-fencing, release
  *   fence.c    the fence agent: freezes QEMU without ferryd
+ *   record.c   the HA record's text (ha_wire.h)
+ *   recover.c  HA records on disk; protection resumed after a restart
  *   backup.c   the backup: standby, receiving checkpoints, takeover
  *   qemu.c     the QMP sequences (pause + copy + device state; load)
  *   peer.c     the primary's calls to the backup's API
@@ -222,6 +224,11 @@ json_t *ha_pv_json(struct ha_pv *pv);
 /* lease.c: the owner lease (primary and, after a takeover, backup). */
 int ha_lease_take(struct ha_pv *pv, struct ferr *err);
 void *ha_lease_main(void *arg);
+/* Thread: who owns the VM? Held by another host: this copy is killed and
+ * removed (*moved). Held by this host under an old lease that lives:
+ * renewed and kept. Free: taken (compare-and-swap). -1 when etcd cannot
+ * tell (or the old lease just ended: ask again). */
+int ha_owner_resolve(struct ha_pv *pv, bool *moved, struct ferr *err);
 
 /* fence.c: the VM's fence agent (owned by the lease thread, or whoever
  * ends protection after it was joined). */
@@ -295,6 +302,17 @@ void ha_repair_stop(struct ha *h);
 size_t ha_cand_order(const struct ha_peer_cfg *peers, size_t n,
 		     const struct ha_peer_cfg *prefer, const char *self,
 		     const char *last, struct ha_peer_cfg *out, size_t max);
+
+/* recover.c: HA records (<state_dir>/ha/<uuid>.json) and restarts. */
+/* Write pv's record atomically; errors are logged (-1): a missing record
+ * costs protection after a restart only. */
+int ha_record_save(struct ha_pv *pv);
+/* Remove the record of uuid (none: fine). */
+void ha_record_drop(struct ha *h, const char *uuid);
+/* Loop, at start-up, VMs loaded: every record's VM is resolved in etcd
+ * (threads) and protected again, or removed; a bad record is refused and
+ * its VM left as it is. */
+void ha_recover(struct ha *h);
 
 /* peer.c: calls to the peer's API (blocking; threads). */
 int ha_peer_prepare(struct ha_pv *pv, struct ferr *err);

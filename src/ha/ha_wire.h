@@ -114,4 +114,48 @@ void ha_rec_encode(uint8_t out[HA_REC_LEN], const struct ha_rec *r);
 int ha_rec_decode(const uint8_t in[HA_REC_LEN], struct ha_rec *r,
 		  struct ferr *err);
 
+/* ---- the HA record of a protected VM (record.c, recover.c) ----
+ *
+ * The primary keeps one JSON file per protected VM,
+ * <state_dir>/ha/<uuid>.json, written atomically (file_write_atomic), so
+ * that a restarted ferryd knows what it protected (docs/ha.md,
+ * "Restarts"):
+ *
+ *   {"version": 1, "vm": NAME, "uuid": UUID, "requester": NAME,
+ *    "backup": HOST or "" (none: the VM failed over to here),
+ *    "address": IP, "port": N (the backup's API; "" and 0 without one),
+ *    "interval_s": N}
+ *
+ * Nothing about the lease is kept: the owner key names its holder and its
+ * lease, and a restart reads them there. The file is input from disk and
+ * is checked as hostile. */
+#define HA_RECORD_VERSION 1u
+#define HA_RECORD_MAX 4096        /* bytes of one record file */
+#define HA_RECORD_ADDR_MAX 63     /* a numeric IPv4 or IPv6 address */
+#define HA_RECORD_INTERVAL_MAX 3600
+
+struct ha_record {
+	char vm[FERRY_NAME_MAX + 1];
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	char requester[FERRY_NAME_MAX + 1];
+	char backup[FERRY_NAME_MAX + 1];   /* "": no backup */
+	char address[HA_RECORD_ADDR_MAX + 1];
+	uint16_t port;
+	uint32_t interval_s;
+};
+
+/* Parse a record file's text (len bytes, need not be NUL-terminated):
+ * exactly the fields above, the version HA_RECORD_VERSION, names and the
+ * uuid well formed, the address numeric, port and interval in range; a
+ * backup needs an address and a port, no backup neither. -1 with
+ * FERR_INVALID (FERR_TOO_LARGE above HA_RECORD_MAX) naming the field;
+ * *r is then unspecified. Pure. */
+int ha_record_parse(const char *text, size_t len, struct ha_record *r,
+		    struct ferr *err);
+
+/* The record's text (malloc'd, NUL-terminated, *len without the NUL);
+ * -1 when r would not parse back (FERR_INVALID) or out of memory. Pure. */
+int ha_record_format(const struct ha_record *r, char **out, size_t *len,
+		     struct ferr *err);
+
 #endif

@@ -27,6 +27,9 @@
 /* The agent freezes this long before the lease could expire: after the
  * lease thread's own fence (HA_FENCE_MARGIN_MS), before the server's. */
 #define HA_AGENT_MARGIN_MS 1000
+/* Fenced: who owns the VM is asked again after 0.5 s, doubling to 4 s. */
+#define HA_FENCED_RETRY_MS 500
+#define HA_FENCED_RETRY_MAX_MS 4000
 
 static uint64_t ttl_ms(const struct ha_pv *pv)
 {
@@ -101,16 +104,27 @@ static void discard(struct ha_pv *pv, const char *holder)
 	ha_post_moved(pv, holder);
 }
 
-/* Loop: a VM paused by a planned switch that failed runs again. */
+struct thawed {
+	char uuid[FERRY_UUID_STR_LEN + 1];
+	bool cont;
+};
+
+/* Loop: a thawed QEMU that ferryd could not attach to (frozen when it
+ * started: recover.c) gets its monitor back; one paused by a planned
+ * switch that failed runs again. */
 static void on_thawed(struct ha *h, void *arg)
 {
-	char *uuid = arg;
-	struct vm *vm = vmm_find_uuid(h->deps.vmm, uuid);
+	struct thawed *t = arg;
+	struct vm *vm = vmm_find_uuid(h->deps.vmm, t->uuid);
 	struct ferr err;
 
-	if (vm && vmm_resume(h->deps.vmm, vm, false, NULL, NULL, &err) < 0)
+	if (vm && !vm->qmp && vm->pid > 0 &&
+	    vmm_reattach(h->deps.vmm, vm, NULL, NULL, &err) < 0)
 		log_error("ha: vm %s: %s", vm->def.name, err.msg);
-	free(uuid);
+	if (vm && t->cont &&
+	    vmm_resume(h->deps.vmm, vm, false, NULL, NULL, &err) < 0)
+		log_error("ha: vm %s: %s", vm->def.name, err.msg);
+	free(t);
 }
 
 /* The agent armed from renewed_ms on; a frozen VM whose lease we hold
@@ -120,7 +134,7 @@ static void guard(struct ha_pv *pv)
 	uint64_t deadline;
 	struct ferr err = { 0 };
 	bool thaw, cont;
-	char *uuid;
+	struct thawed *t;
 
 	pthread_mutex_lock(&pv->lock);
 	deadline = pv->renewed_ms + ttl_ms(pv) - HA_AGENT_MARGIN_MS;
@@ -147,8 +161,12 @@ static void guard(struct ha_pv *pv)
 	ha_audit(pv->h, "-", "ha.unfenced", pv->name, "ok",
 		 json_pack("{s:s}", "uuid", pv->uuid));
 	ha_set_health(pv, HA_SYNCING, NULL);
-	if (cont && (uuid = strdup(pv->uuid)))
-		ha_post(pv->h, on_thawed, uuid);
+	t = calloc(1, sizeof(*t));
+	if (t) {
+		snprintf(t->uuid, sizeof(t->uuid), "%s", pv->uuid);
+		t->cont = cont;
+		ha_post(pv->h, on_thawed, t);
+	}
 }
 
 /* QEMU died here: give the key up now, then wait to see who took it. */
@@ -161,7 +179,9 @@ static void release_for_backup(struct ha_pv *pv)
 	struct ferr err = { 0 };
 
 	ha_fence_stop(pv, true);
-	while (etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0) {
+	/* (no lease: a restarted ferryd found QEMU gone before it took one) */
+	while (pv->lease &&
+	       etcd_lease_revoke(h->etcd, pv->lease, 0, &err) < 0) {
 		log_warn("ha: vm %s: releasing the lease: %s", pv->name,
 			 err.msg);
 		if (ha_wait(pv, 200) || now_ms() > deadline)
@@ -187,10 +207,7 @@ static void release_for_backup(struct ha_pv *pv)
 		      "QEMU exited and no backup took the VM over");
 }
 
-/* Who owns the VM? Held by another host: this copy is discarded
- * (*moved). Held by this host under an old lease that lives: renewed and
- * kept. Free: taken. -1 when etcd cannot tell (or took it meanwhile). */
-static int owner_resolve(struct ha_pv *pv, bool *moved, struct ferr *err)
+int ha_owner_resolve(struct ha_pv *pv, bool *moved, struct ferr *err)
 {
 	struct ha *h = pv->h;
 	char holder[FERRY_NAME_MAX + 1];
@@ -227,7 +244,7 @@ static bool fenced_step(struct ha_pv *pv)
 	struct ferr err = { 0 };
 	bool moved;
 
-	if (owner_resolve(pv, &moved, &err) < 0)
+	if (ha_owner_resolve(pv, &moved, &err) < 0)
 		return false; /* unreachable, or our old key: again later */
 	if (moved)
 		return true;
@@ -242,6 +259,7 @@ void *ha_lease_main(void *arg)
 {
 	struct ha_pv *pv = arg;
 	struct ha *h = pv->h;
+	uint64_t retry_ms = HA_FENCED_RETRY_MS;
 	bool fenced;
 
 	pthread_mutex_lock(&pv->lock);
@@ -268,8 +286,13 @@ void *ha_lease_main(void *arg)
 			pthread_mutex_lock(&pv->lock);
 			fenced = pv->health == HA_FENCED;
 			pthread_mutex_unlock(&pv->lock);
+			/* etcd did not say yet: ask again, less often */
 			if (fenced)
-				ha_wait(pv, 500);
+				ha_wait(pv, retry_ms);
+			if (!fenced)
+				retry_ms = HA_FENCED_RETRY_MS;
+			else if (retry_ms < HA_FENCED_RETRY_MAX_MS)
+				retry_ms *= 2;
 			continue;
 		}
 		if (now >= fence_at) {

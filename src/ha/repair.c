@@ -303,6 +303,7 @@ static void adopt_done(void *arg)
 	pv->role = HA_PRIMARY;
 	pv->health = HA_UNPROTECTED;
 	pthread_mutex_unlock(&pv->lock);
+	ha_record_save(pv); /* its owner lease, after a restart too */
 	ha_audit(a->h, a->from, "ha.adopt", pv->name, "ok",
 		 json_pack("{s:s, s:s, s:s}", "uuid", pv->uuid, "from",
 			   a->from, "backup", a->backup.host));
@@ -489,6 +490,7 @@ static void mprep_done(void *arg)
 		free(m);
 		return;
 	}
+	ha_record_drop(h, pv->uuid); /* a failed migration writes it anew */
 	ha_audit(h, "-", "ha.disable", pv->name, "ok",
 		 json_pack("{s:s, s:s, s:s, s:s}", "uuid", pv->uuid, "reason",
 			   "migration", "to", m->dest.host, "backup",

@@ -625,6 +625,69 @@ void vm_reattach(struct vm *vm)
 		 (int)pid, status, kept >= 0 ? ", its kept monitor" : "");
 }
 
+/* ---- attach later: a QEMU frozen at start-up, thawed by HA ---- */
+
+static int reattach_work(struct vm_op *op)
+{
+	int kept;
+
+	if (!qemu_process_matches(op->pid, op->uuid))
+		return ferr_set(&op->err, FERR_CONFLICT, "QEMU pid %d is gone",
+				(int)op->pid);
+	if (qemu_process_stopped(op->pid))
+		return ferr_set(&op->err, FERR_CONFLICT,
+				"QEMU pid %d is still frozen", (int)op->pid);
+	kept = qemu_kept_monitor(op->pid, op->paths.qmp);
+	if ((kept >= 0 ? qmp_adopt(kept, &op->newq, &op->err)
+		       : qmp_connect(op->paths.qmp, FERRY_QMP_TIMEOUT_MS,
+				     &op->newq, &op->err)) < 0)
+		return -1;
+	return query_status(op->newq, op->status, sizeof(op->status),
+			    &op->err);
+}
+
+static void reattach_apply(struct vm_op *op)
+{
+	struct vm *vm = op->vm;
+
+	if (op->rc < 0 || vm->qmp || vm->pid != op->pid)
+		return;
+	if (vm_attach(vm, op->newq, op->status, &op->err) < 0) {
+		op->rc = -1;
+		return;
+	}
+	op->newq = NULL; /* the VM's now */
+	vm->last_error[0] = '\0';
+	vm->started_wall_ms = wall_ms();
+	log_info("vm %s: attached to QEMU pid %d (%s)", vm->def.name,
+		 (int)vm->pid, op->status);
+}
+
+int vmm_reattach(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
+		 struct ferr *err)
+{
+	struct vm_op *op;
+
+	if (vm->qmp || vm->pid <= 0)
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s has no QEMU to attach to", vm->def.name);
+	op = op_new(vm, "attach", err);
+	if (!op)
+		return -1;
+	if (vm_paths_get(m->cfg, &vm->def, &op->paths, err) < 0) {
+		free(op);
+		return -1;
+	}
+	op->pid = vm->pid;
+	snprintf(op->uuid, sizeof(op->uuid), "%s", vm->def.uuid);
+	op->work = reattach_work;
+	op->apply = reattach_apply;
+	op->done = done;
+	op->ctx = ctx;
+	vm_op_submit(vm, op);
+	return 0;
+}
+
 /* ---- launch ---- */
 
 static int launch_work(struct vm_op *op)

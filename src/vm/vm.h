@@ -448,6 +448,12 @@ typedef int (*vm_qmp_fn)(struct qmp *q, void *ctx, struct ferr *err);
 int vm_run_qmp(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
 	       vm_done_fn done, struct ferr *err);
 
+/* Attach to the monitor of vm's QEMU again: one left unattached at
+ * start-up because it was frozen (vm->qmp NULL, pid set), once HA thawed
+ * it. done (may be NULL) follows. */
+int vmm_reattach(struct vmm *m, struct vm *vm, vm_done_fn done, void *ctx,
+		 struct ferr *err);
+
 /* Operations queued or running on vm. */
 unsigned vm_busy(const struct vm *vm);
 

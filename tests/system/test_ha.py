@@ -6,7 +6,6 @@ import os
 import struct
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -266,22 +265,24 @@ def test_ha_host_death_three_members(request, make_cluster, make_etcd):
     assert hbs[0]["seq"] >= before - 3, (before, hbs[0])
 
 
-def fence_agents(vm, qemu_pid):
-    """pids of the fence agents (`ferryd --ha-fence-agent VM`) for vm whose
-    QEMU is qemu_pid (its pidfd, the agent's fd 4): other clusters' agents
-    on this machine are not counted."""
+def fence_agents(vm, c=None, host=None):
+    """pids of the fence agents (`ferryd --ha-fence-agent VM`) for vm; with
+    c and host, only those the host's running ferryd started (other tests
+    on the machine may have a vm1 too)."""
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             args = ferrylib.proc_cmdline(int(pid)) or []
             if args[1:3] != [b"--ha-fence-agent", vm.encode()]:
                 continue
-            try:
-                info = Path(f"/proc/{pid}/fdinfo/4").read_text()
-            except OSError:
-                continue
-            if f"Pid:\t{qemu_pid}\n" in info:
-                pids.append(int(pid))
+            if c is not None:
+                try:
+                    stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(stat[1]) != c.hosts[host].proc.pid:
+                    continue
+            pids.append(int(pid))
     return pids
 
 
@@ -290,14 +291,17 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     """kill -9 of the primary's ferryd alone, its QEMU running on: the VM's
     fence agent freezes QEMU at once, before the backup starts the VM after
     the lease's TTL; a probe every 10 ms sees it never run on both hosts. A
-    ferryd started again leaves the frozen copy frozen (not attached)."""
+    ferryd started again reads its HA record, finds the owner key held by
+    the backup and removes its frozen copy (QEMU killed, definition gone,
+    record gone); both hosts agree where the VM runs."""
     c, ec = halib.ha_cluster(make_cluster, make_etcd, request=request)
     c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
     pid_a = c.start_vm("host-a", "vm1")["pid"]
     c.wait_heartbeats("host-a", "vm1", n=1)
     enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 2)
-    assert len(fence_agents("vm1", pid_a)) == 1, fence_agents("vm1", pid_a)
+    agents = fence_agents("vm1", c, "host-a")
+    assert len(agents) == 1, agents
     console_b = c.vm_dir("host-b", "vm1") / "console.log"
     frozen_at = first_b_output = None
     t0 = time.monotonic()
@@ -324,13 +328,27 @@ def test_ha_ferryd_crash_fences(request, make_cluster, make_etcd):
     assert frozen_at - t0 < halib.LEASE_TTL_S - 1, frozen_at - t0
     hbs = c.wait_heartbeats("host-b", "vm1", n=2, after_seq=0, timeout=30)
     assert all(h["errors"] == 0 for h in hbs), hbs
-    assert proc_state(pid_a) == "T" and not fence_agents("vm1", pid_a)[1:], \
-        fence_agents("vm1", pid_a)
-    # the restarted primary ferryd does not hang on, nor thaw, the copy
+    # host-a's agent froze QEMU and ended
+    assert proc_state(pid_a) == "T" and proc_state(agents[0]) in (None, "Z"), agents
+    # the restarted primary asks etcd before it touches the copy: host-b
+    # owns the VM, so the frozen copy goes, never thawed
+    uuid = halib.vm_names(c, "host-b")["vm1"]["uuid"]
+    record = c.hosts["host-a"].state_dir / "ha" / f"{uuid}.json"
+    had_record = record.exists()
     c.start_host("host-a")
-    vm = halib.vm_names(c, "host-a")["vm1"]
-    assert vm["state"] == "unknown" and "frozen" in vm.get("last_error", ""), vm
-    assert proc_state(pid_a) == "T"
+    ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-a"), 30, 0.2,
+                        "host-a to drop its frozen copy")
+    ferrylib.wait_pid_gone(pid_a, timeout=10)
+    assert had_record and not record.exists()
+    assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
+    vm = halib.vm_names(c, "host-b")["vm1"]
+    assert vm["state"] == "running" and not vm.get("hold"), vm
+    assert len(fence_agents("vm1", c, "host-b")) == 1  # for its own VM
+    assert not fence_agents("vm1", c, "host-a")
+    acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
+    assert "ha.fenced_discard" in acts and "ha.moved" in acts, acts
+    hbs = c.wait_heartbeats("host-b", "vm1", n=2)
+    assert all(h["errors"] == 0 for h in hbs), hbs
 
 
 def reprotect_and_switch(c, vm, primary, backup):
@@ -362,9 +380,16 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     c.wait_heartbeats("host-a", "vm1", n=1)
     enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    # a protected VM is not migrated (its QEMU's exit would start the backup)
+    r = c.cli("--host", "host-a", "migrate", "vm1", "--to", "host-b", check=False)
+    assert r.returncode != 0 and "protected by HA" in r.stderr, r.stderr
+    uuid = c.vm_info("host-a", "vm1")["uuid"]
+    record = c.hosts["host-a"].state_dir / "ha" / f"{uuid}.json"
+    assert record.exists()  # kept for a restart (test_ha_restart.py)
     c.cli("--host", "host-a", "ha", "disable", "vm1")
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
                         "the standby to go")
+    assert not record.exists()
     assert c.api("host-a", "GET", "/v1/vms/vm1/ha")[0] == 404
     assert c.vm_info("host-a", "vm1")["state"] == "running"
     enable(c, "vm1", "host-a", "host-b")
@@ -377,15 +402,17 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     time.sleep(halib.LEASE_TTL_S + 1)
     assert proc_state(pid) not in (None, "T"), proc_state(pid)
     assert "vm1" not in halib.vm_names(c, "host-b")
+    # started again, host-a resumes the protection by itself (its HA
+    # record; test_ha_restart.py)
     c.start_host("host-a")
     assert c.vm_info("host-a", "vm1")["state"] == "running"
-    enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 1)
     # stopping the VM on purpose ends protection; it does not fail over
     c.stop_vm("host-a", "vm1", force=True)
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
                         "the standby to go after the stop")
     assert c.vm_info("host-a", "vm1")["state"] == "shutoff"
+    assert not record.exists()
     acts = [r["action"] for r in c.api_ok("host-a", "GET", "/v1/audit?limit=500")["records"]]
     assert "ha.stopped" in acts and "ha.released" not in acts, acts
     # a VM that arrived by migration (its QEMU keeps the migration's
