@@ -76,7 +76,8 @@ int api_handle_ha(struct api_ctx *ctx, struct api_call *call,
 			       &err);
 		break;
 	case ROUTE_HA_DISABLE:
-		rc = ha_disable(ctx->ha, vm, identity, on_ha_reply, l, &err);
+		rc = ha_disable(ctx->ha, vm, identity, req->force, on_ha_reply,
+				l, &err);
 		break;
 	case ROUTE_HA_FAILOVER:
 		rc = ha_failover(ctx->ha, vm, identity, on_ha_reply, l, &err);

@@ -66,7 +66,7 @@ static const struct route_def routes[] = {
 	{ ROUTE_BAL_UNDRAIN, "POST", 2, "balance", "undrain", BODY_OBJECT },
 	{ ROUTE_BAL_DRAINS, "GET", 2, "balance", "drains", BODY_NONE },
 	{ ROUTE_HA_ENABLE, "POST", 3, "vms", "ha", BODY_OBJECT },
-	{ ROUTE_HA_DISABLE, "DELETE", 3, "vms", "ha", BODY_NONE },
+	{ ROUTE_HA_DISABLE, "DELETE", 3, "vms", "ha", BODY_FORCE },
 	{ ROUTE_HA_STATUS, "GET", 3, "vms", "ha", BODY_NONE },
 	{ ROUTE_HA_FAILOVER, "POST", 3, "vms", "failover", BODY_EMPTY },
 	{ ROUTE_HA_LIST, "GET", 1, "ha", NULL, BODY_NONE },

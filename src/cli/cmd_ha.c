@@ -9,7 +9,7 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: ferry ha enable NAME --backup HOST [--interval 10s]\n"
-		"       ferry ha status [NAME] | ha disable NAME | "
+		"       ferry ha status [NAME] | ha disable NAME [--force] | "
 		"ha failover NAME\n");
 	return EXIT_USAGE;
 }
@@ -89,7 +89,10 @@ int cmd_ha(const struct cli_opts *o, int argc, char **argv)
 	} else if (!strcmp(verb, "status")) {
 		if (cli_check_opts(o, 0, "ha status"))
 			return EXIT_USAGE;
-	} else if (!strcmp(verb, "disable") || !strcmp(verb, "failover")) {
+	} else if (!strcmp(verb, "disable")) {
+		if (argc != 2 || cli_check_opts(o, OPT_FORCE, "ha disable"))
+			return EXIT_USAGE;
+	} else if (!strcmp(verb, "failover")) {
 		if (argc != 2 || cli_check_opts(o, 0, "ha"))
 			return EXIT_USAGE;
 	} else {
@@ -117,6 +120,8 @@ int cmd_ha(const struct cli_opts *o, int argc, char **argv)
 	} else if (!strcmp(verb, "disable")) {
 		method = "DELETE";
 		snprintf(path, sizeof(path), "/v1/vms/%s/ha", argv[1]);
+		if (o->force)
+			body = json_pack("{s:b}", "force", 1);
 	} else if (!strcmp(verb, "failover")) {
 		method = "POST";
 		snprintf(path, sizeof(path), "/v1/vms/%s/failover", argv[1]);

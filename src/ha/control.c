@@ -275,16 +275,31 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 }
 
 int ha_disable(struct ha *h, struct vm *vm, const char *requester,
-	       ha_reply_fn fn, void *ctx, struct ferr *err)
+	       bool force, ha_reply_fn fn, void *ctx, struct ferr *err)
 {
 	struct ha_pv *pv = ha_find(h, vm->def.uuid);
+	enum ha_health health;
 
 	(void)requester;
 	if (!pv || pv->role != HA_PRIMARY)
 		return ferr_set(err, FERR_NOT_FOUND,
 				"vm %s is not protected by HA on this host",
 				vm->def.name);
-	return ha_retire_ext(h, pv, true, true, fn, ctx, err);
+	if (force || !pv->peer[0])
+		return ha_retire_ext(h, pv, true, true, fn, ctx, err);
+	pthread_mutex_lock(&pv->lock);
+	health = pv->health;
+	pthread_mutex_unlock(&pv->lock);
+	if (atomic_load(&pv->recovering) || health == HA_FENCED ||
+	    atomic_load(&pv->failover_req) || !pv->t_main_on)
+		return ferr_set(err, FERR_CONFLICT,
+				"vm %s is fenced, switching or being recovered "
+				"(%s): its backup %s could still take it over; "
+				"try again later, or force it if %s is down "
+				"for good",
+				vm->def.name, ha_health_name(health), pv->peer,
+				pv->peer);
+	return ha_retire_careful(h, pv, fn, ctx, err);
 }
 
 /* Worker: ask the checkpoint thread for the switch and wait for it. */

@@ -422,7 +422,8 @@ void ha_retire_work(void *arg)
 	pv->watch = NULL;
 	for (int i = 0; i < 1000 && atomic_load(&pv->streams) > 0; i++)
 		usleep(10 * 1000);
-	bool no_standby = r->discard_peer && ha_peer_discard(pv) == 0;
+	bool no_standby = r->standby_gone ||
+			  (r->discard_peer && ha_peer_discard(pv) == 0);
 
 	if (!r->release)
 		return;
@@ -456,7 +457,8 @@ int ha_retire_ext(struct ha *h, struct ha_pv *pv, bool release,
 
 	if (!r)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	*r = (struct retire){ pv, release, discard_peer, fn, ctx, NULL };
+	*r = (struct retire){ .pv = pv, .release = release,
+			      .discard_peer = discard_peer, .fn = fn, .ctx = ctx };
 	unlink_pv(h, pv);
 	if (pv->role == HA_PRIMARY)
 		ha_record_drop(h, pv->uuid); /* its protection ends here */
@@ -470,6 +472,88 @@ int ha_retire_ext(struct ha *h, struct ha_pv *pv, bool release,
 		free(r);
 		return -1;
 	}
+	return 0;
+}
+
+int ha_standby_end(struct ha_pv *pv, struct ferr *err)
+{
+	atomic_store(&pv->ckpt_stop, true);
+	ha_wake(pv);
+	if (pv->t_main_on)
+		pthread_join(pv->t_main, NULL);
+	pv->t_main_on = false;
+	atomic_store(&pv->ckpt_stop, false);
+	if (!pv->peer[0] || ha_peer_discard(pv) == 0)
+		return 0;
+	if (pthread_create(&pv->t_main, NULL, ha_primary_main, pv) == 0)
+		pv->t_main_on = true;
+	return ferr_set(err, FERR_UNAVAILABLE,
+			"backup %s could not be told to drop its standby: vm "
+			"%s stays protected (it could start the VM otherwise)",
+			pv->peer, pv->name);
+}
+
+/* `ha disable` without force, on a worker: the standby goes first; only
+ * then the checkpoints' lease (retire). */
+struct careful {
+	struct retire r;
+	int rc;
+	struct ferr err;
+};
+
+static void careful_work(void *arg)
+{
+	struct careful *c = arg;
+
+	c->rc = ha_standby_end(c->r.pv, &c->err);
+	if (c->rc == 0)
+		ha_retire_work(&c->r);
+}
+
+static void careful_done(void *arg)
+{
+	struct careful *c = arg;
+	struct ha_pv *pv = c->r.pv;
+	struct ha *h = pv->h;
+
+	if (c->rc < 0 && !atomic_load(&h->stopping)) {
+		pv->next = h->pvs; /* still protected */
+		h->pvs = pv;
+		c->r.fn(c->r.ctx, -1, NULL, &c->err);
+		free(c);
+		return;
+	}
+	if (c->rc < 0) {
+		/* ha_stop is past: end it as it would have */
+		c->r.standby_gone = false;
+		c->r.discard_peer = false;
+		ha_retire_work(&c->r);
+		c->r.fn(c->r.ctx, -1, NULL, &c->err);
+		ha_pv_free(pv);
+		free(c);
+		return;
+	}
+	ha_record_drop(h, pv->uuid);
+	c->r.fn(c->r.ctx, 0, json_object(), NULL);
+	ha_pv_free(pv);
+	free(c);
+}
+
+int ha_retire_careful(struct ha *h, struct ha_pv *pv, ha_reply_fn fn,
+		      void *ctx, struct ferr *err)
+{
+	struct careful *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	c->r = (struct retire){ .pv = pv, .release = true, .standby_gone = true,
+				.fn = fn, .ctx = ctx };
+	if (worker_submit(h->deps.pool, careful_work, careful_done, c, err) <
+	    0) {
+		free(c);
+		return -1;
+	}
+	unlink_pv(h, pv); /* its VM's exit is no failover meanwhile */
 	return 0;
 }
 

@@ -79,10 +79,14 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 	      const char *requester, ha_reply_fn fn, void *ctx,
 	      struct ferr *err);
 
-/* API: stop protecting vm (the backup's standby is discarded, the lease
- * released). fn follows. */
+/* API: stop protecting vm: the backup's standby is discarded first, then
+ * the lease released, so the backup can never start the VM. When the
+ * backup cannot be told, protection stays (fn gets FERR_UNAVAILABLE); a
+ * VM fenced or being recovered is refused (FERR_CONFLICT). force (the
+ * operator says the backup host is down for good) releases the lease
+ * whatever the backup answers. fn follows. */
 int ha_disable(struct ha *h, struct vm *vm, const char *requester,
-	       ha_reply_fn fn, void *ctx, struct ferr *err);
+	       bool force, ha_reply_fn fn, void *ctx, struct ferr *err);
 
 /* API: planned switch: a last checkpoint with the VM paused, then the
  * backup takes over and this host's copy is removed. fn follows. */

@@ -132,6 +132,8 @@ struct ha_pv {
 	atomic_bool handover;              /* lease thread: end quietly */
 	atomic_bool ckpt_stop;             /* checkpoint thread: end (a
 					      migration), the lease kept */
+	atomic_bool recovering;            /* t_main resolves a restart
+					      (recover.c), not checkpoints */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	/* status (lock) */
@@ -206,11 +208,23 @@ struct retire {
 	struct ha_pv *pv;
 	bool release;       /* revoke the lease (disable) */
 	bool discard_peer;  /* primary: discard the backup's standby */
+	bool standby_gone;  /* primary: the standby was discarded already */
 	ha_reply_fn fn;
 	void *ctx;
 	json_t *reply;
 };
 void ha_retire_work(void *arg);
+/* Worker: end pv's checkpoint thread and have its backup discard the
+ * standby, so that no backup can start the VM; pv's lease thread runs on.
+ * When the backup cannot be told: the checkpoints start again and -1
+ * (FERR_UNAVAILABLE), the VM stays protected. */
+int ha_standby_end(struct ha_pv *pv, struct ferr *err);
+/* `ha disable` that never lets the backup start the VM: the standby is
+ * discarded first (ha_standby_end), the lease released after; when the
+ * backup cannot be told, fn gets -1 and the VM stays protected. pv's
+ * checkpoint thread must be ha_primary_main (not a restart's recovery). */
+int ha_retire_careful(struct ha *h, struct ha_pv *pv, ha_reply_fn fn,
+		      void *ctx, struct ferr *err);
 /* Take pv out of the registry and retire it on a worker; fn (may be NULL)
  * answers when done. */
 int ha_retire_ext(struct ha *h, struct ha_pv *pv, bool release,

@@ -249,6 +249,7 @@ static void *recover_main(void *arg)
 		/* failed over (or adopted) here before: the lease alone,
 		 * then re-protection with ha_peers (on_lease_only) */
 		ha_set_health(pv, HA_UNPROTECTED, "failed over; no backup");
+		atomic_store(&pv->recovering, false);
 		ha_post(h, on_lease_only, pv);
 		return NULL;
 	}
@@ -270,6 +271,7 @@ static void *recover_main(void *arg)
 		 pv->name, pv->peer);
 	ha_audit(h, "-", "ha.resumed", pv->name, "ok",
 		 json_pack("{s:s, s:s}", "uuid", pv->uuid, "backup", pv->peer));
+	atomic_store(&pv->recovering, false);
 	return ha_primary_main(pv);
 }
 
@@ -337,6 +339,7 @@ static int recover_one(struct ha *h, const char *path, const char *file,
 		ha_set_health(pv, HA_FENCED,
 			      "ferryd restarted: the VM stays frozen until "
 			      "etcd says who owns it");
+	atomic_store(&pv->recovering, true);
 	if (pthread_create(&pv->t_main, NULL, recover_main, pv) != 0) {
 		ha_pv_free(pv);
 		return ferr_set(err, FERR_INTERNAL,

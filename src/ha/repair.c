@@ -421,20 +421,8 @@ static void mprep_work(void *arg)
 	struct ha_pv *pv = m->pv;
 	struct ferr e2;
 
-	atomic_store(&pv->ckpt_stop, true);
-	ha_wake(pv);
-	if (pv->t_main_on)
-		pthread_join(pv->t_main, NULL);
-	pv->t_main_on = false;
-	atomic_store(&pv->ckpt_stop, false);
-	if (pv->peer[0] && ha_peer_discard(pv) < 0) {
-		m->rc = ferr_set(&m->err, FERR_UNAVAILABLE,
-				 "backup %s could not be told to drop its "
-				 "standby: vm %s stays protected here and is "
-				 "not migrated",
-				 pv->peer, pv->name);
-		if (pthread_create(&pv->t_main, NULL, ha_primary_main, pv) == 0)
-			pv->t_main_on = true;
+	if (ha_standby_end(pv, &m->err) < 0) {
+		m->rc = ferr_wrap(&m->err, "vm %s is not migrated", pv->name);
 		return;
 	}
 	if (pv->peer[0] && !strcmp(pv->peer, m->dest.host)) {
@@ -533,7 +521,7 @@ int ha_migrate(struct ha *h, struct vm *vm, const json_t *body,
 	pthread_mutex_lock(&pv->lock);
 	busy = pv->health == HA_FENCED || pv->health == HA_STANDBY;
 	pthread_mutex_unlock(&pv->lock);
-	if (pv->role != HA_PRIMARY || busy ||
+	if (pv->role != HA_PRIMARY || busy || atomic_load(&pv->recovering) ||
 	    atomic_load(&pv->failover_req) || (!pv->t_main_on && pv->peer[0]))
 		return ferr_set(err, FERR_CONFLICT,
 				"vm %s is a standby, fenced, switching or "

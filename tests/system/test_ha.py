@@ -380,12 +380,24 @@ def test_ha_disable_cleans_up(request, make_cluster, make_etcd):
     c.wait_heartbeats("host-a", "vm1", n=1)
     enable(c, "vm1", "host-a", "host-b")
     halib.wait_checkpoints(c, "host-a", "vm1", 2)
-    # a protected VM is not migrated (its QEMU's exit would start the backup)
-    r = c.cli("--host", "host-a", "migrate", "vm1", "--to", "host-b", check=False)
-    assert r.returncode != 0 and "protected by HA" in r.stderr, r.stderr
     uuid = c.vm_info("host-a", "vm1")["uuid"]
     record = c.hosts["host-a"].state_dir / "ha" / f"{uuid}.json"
     assert record.exists()  # kept for a restart (test_ha_restart.py)
+    # a backup that cannot be told to drop its standby (alive, but not
+    # answering) could start the VM once the lease is gone: the disable is
+    # refused and the VM stays protected
+    c.hosts["host-b"].proc.send_signal(signal.SIGSTOP)
+    try:
+        r = c.cli("--host", "host-a", "ha", "disable", "vm1", check=False,
+                  timeout=120)
+    finally:
+        c.hosts["host-b"].proc.send_signal(signal.SIGCONT)
+    assert r.returncode != 0 and "stays protected" in r.stderr, (r.stdout, r.stderr)
+    assert record.exists()
+    st = halib.ha_status(c, "host-a", "vm1")
+    assert st["role"] == "primary" and st["lease_holder"] == "host-a", st
+    seq = st["last_checkpoint"]["seq"]
+    halib.wait_checkpoints(c, "host-a", "vm1", seq + 1)  # checkpoints go on
     c.cli("--host", "host-a", "ha", "disable", "vm1")
     ferrylib.wait_until(lambda: "vm1" not in halib.vm_names(c, "host-b"), 20, 0.2,
                         "the standby to go")
