@@ -256,6 +256,9 @@ void ha_fence_stop(struct ha_pv *pv, bool disarm);
 
 /* primary.c */
 void *ha_primary_main(void *arg);
+/* Start pv's lease thread (ha_lease_main), which renews the lease it
+ * holds; -1 when the thread cannot start. */
+int ha_lease_thread_start(struct ha_pv *pv, struct ferr *err);
 /* Worker: take the lease (unless it is held: re-protection after a
  * failover), map the RAM, reserve the copies, pair with the backup. */
 int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err);

@@ -22,7 +22,7 @@ static uint8_t *anon(size_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static int lease_thread_start(struct ha_pv *pv, struct ferr *err)
+int ha_lease_thread_start(struct ha_pv *pv, struct ferr *err)
 {
 	if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0)
 		return ferr_set(err, FERR_INTERNAL,
@@ -36,7 +36,7 @@ int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err)
 	/* renew from the start: the rest of the set-up may take longer than
 	 * the lease lives */
 	if (take_lease &&
-	    (ha_lease_take(pv, err) < 0 || lease_thread_start(pv, err) < 0))
+	    (ha_lease_take(pv, err) < 0 || ha_lease_thread_start(pv, err) < 0))
 		return -1;
 	if (!pv->ram && ha_map_ram(pv, false, err) < 0)
 		return -1;
@@ -263,7 +263,7 @@ retake:
 
 		atomic_store(&pv->handover, false);
 		if (ha_lease_take(pv, &e2) == 0) {
-			lease_thread_start(pv, &e2);
+			ha_lease_thread_start(pv, &e2);
 			ha_vm_qmp(h, pv->uuid, "resume", ha_qmp_cont, NULL,
 				  &e2);
 			return false;
@@ -279,7 +279,7 @@ retake:
 		pthread_mutex_unlock(&pv->lock);
 		ha_set_health(pv, HA_FENCED, "the planned switch failed and "
 					     "the owner is unknown: VM paused");
-		lease_thread_start(pv, &e2);
+		ha_lease_thread_start(pv, &e2);
 	}
 	return false;
 }

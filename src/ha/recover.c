@@ -184,15 +184,6 @@ static void on_lease_only(struct ha *h, void *arg)
 	ha_reprotect_after_failover(h, pv, NULL);
 }
 
-static int lease_thread_start(struct ha_pv *pv, struct ferr *err)
-{
-	if (pthread_create(&pv->t_lease, NULL, ha_lease_main, pv) != 0)
-		return ferr_set(err, FERR_INTERNAL,
-				"cannot start the lease thread");
-	pv->t_lease_on = true;
-	return 0;
-}
-
 /* t_main of a VM protected before the restart. */
 static void *recover_main(void *arg)
 {
@@ -219,7 +210,7 @@ static void *recover_main(void *arg)
 	}
 	/* frozen: the lease thread asks etcd, then discards the copy or
 	 * thaws it under the lease, the agent armed (lease.c) */
-	if (lease_thread_start(pv, &err) < 0) {
+	if (ha_lease_thread_start(pv, &err) < 0) {
 		log_error("ha: vm %s: %s", pv->name, err.msg);
 		ha_set_alarm(pv, err.msg);
 		return NULL;

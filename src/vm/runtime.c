@@ -1,7 +1,7 @@
 /* runtime.c - QEMU processes of the host's VMs: operations (one at a time
  * per VM, each on a worker thread with the VM's monitor lent to it), QMP
- * events, launch, re-attachment after a ferryd restart, quit, reaping
- * (stop, pause and resume: control.c). The loop never waits for QEMU
+ * events, launch, attaching to a QEMU thawed by HA, quit, reaping (stop,
+ * pause and resume: control.c; re-attachment at start-up: attach.c). The loop never waits for QEMU
  * (vm.h). */
 #define _GNU_SOURCE
 #include "vm_internal.h"
@@ -16,8 +16,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#define PIDFILE_MAX 64
 
 /* One operation on a VM: work() on a worker thread, apply() then done()
  * on the loop. */
@@ -121,9 +119,7 @@ static void on_qmp_event(struct qmp *q, const char *name, json_t *data,
 	}
 }
 
-/* QEMU's run state ("running", "postmigrate", ...) into out. */
-static int query_status(struct qmp *q, char *out, size_t len,
-			struct ferr *err)
+int vm_query_status(struct qmp *q, char *out, size_t len, struct ferr *err)
 {
 	json_t *ret = NULL;
 	const char *st;
@@ -239,7 +235,7 @@ static void vm_qemu_gone(struct vm *vm, const char *why)
 
 static int status_work(struct vm_op *op)
 {
-	return query_status(op->q, op->status, sizeof(op->status), &op->err);
+	return vm_query_status(op->q, op->status, sizeof(op->status), &op->err);
 }
 
 static void status_apply(struct vm_op *op)
@@ -291,10 +287,8 @@ static void on_qmp_readable(evutil_socket_t fd, short what, void *arg)
 	vm_dispatch(arg);
 }
 
-/* Take over a QMP connection for vm and start watching it; status is
- * QEMU's run state. */
-static int vm_attach(struct vm *vm, struct qmp *q, const char *status,
-		     struct ferr *err)
+int vm_attach(struct vm *vm, struct qmp *q, const char *status,
+	      struct ferr *err)
 {
 	vm->qmp = q;
 	qmp_set_event_cb(q, on_qmp_event, vm);
@@ -539,92 +533,6 @@ int vm_submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
 	return 0;
 }
 
-/* ---- re-attach at start-up ---- */
-
-/* Read the pid in a pidfile; 0 when absent or unreadable. */
-static pid_t pidfile_read(const char *path)
-{
-	char *text = NULL;
-	size_t len = 0;
-	uint64_t v = 0;
-	struct ferr err;
-
-	if (file_read_all(path, PIDFILE_MAX, &text, &len, &err) < 0)
-		return 0;
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' '))
-		text[--len] = '\0';
-	if (parse_u64(text, 2, INT32_MAX, &v) < 0)
-		v = 0;
-	free(text);
-	return (pid_t)v;
-}
-
-void vm_reattach(struct vm *vm)
-{
-	char status[32] = "";
-	struct vm_paths p;
-	struct qmp *q = NULL;
-	struct ferr err;
-	pid_t pid;
-	int kept, rc;
-
-	if (vm_paths_get(vm->vmm->cfg, &vm->def, &p, &err) < 0)
-		return;
-	pid = pidfile_read(p.pidfile);
-	if (!pid || !qemu_process_matches(pid, vm->def.uuid)) {
-		unlink(p.qmp);
-		unlink(p.pidfile);
-		return;
-	}
-	vm->pid = pid;
-	if (qemu_process_stopped(pid)) {
-		/* frozen (HA's fence agent, docs/ha.md): it cannot answer,
-		 * and the VM may run on the backup by now */
-		vm->state = VM_UNKNOWN;
-		snprintf(vm->last_error, sizeof(vm->last_error),
-			 "QEMU pid %d is frozen (SIGSTOP): not attached",
-			 (int)pid);
-		log_warn("vm %s: %s", vm->def.name, vm->last_error);
-		return;
-	}
-	if (vm->def.net == NET_BRIDGE && vm_net_find_tap(pid, vm->tap) < 0)
-		log_warn("vm %s: QEMU pid %d holds no tap", vm->def.name,
-			 (int)pid);
-	/* at start-up, before the API listens: blocking with deadlines */
-	kept = qemu_kept_monitor(pid, p.qmp);
-	rc = kept >= 0 ? qmp_adopt(kept, &q, &err)
-		       : qmp_connect(p.qmp, FERRY_QMP_TIMEOUT_MS, &q, &err);
-	if (rc == 0 && query_status(q, status, sizeof(status), &err) < 0) {
-		if (kept >= 0 && err.code == FERR_TIMEOUT) {
-			/* its main thread is blocked (a vCPU waits for a
-			 * post-copy page): out-of-band commands work, events
-			 * tell the rest */
-			snprintf(status, sizeof(status), "running");
-			log_warn("vm %s: QEMU pid %d does not answer in band; "
-				 "attached through its kept monitor",
-				 vm->def.name, (int)pid);
-		} else {
-			rc = -1;
-		}
-	}
-	if (rc < 0 || vm_attach(vm, q, status, &err) < 0) {
-		if (q && !vm->qmp)
-			qmp_close(q);
-		vm->state = VM_UNKNOWN;
-		snprintf(vm->last_error, sizeof(vm->last_error),
-			 "cannot re-attach to QEMU pid %d: %s", (int)pid,
-			 err.msg);
-		log_error("vm %s: %s", vm->def.name, vm->last_error);
-		return;
-	}
-	/* events QEMU sent meanwhile (into a kept monitor, e.g. MIGRATION's
-	 * postcopy-paused) may already be queued: dispatch them first */
-	event_active(vm->qmp_ev, EV_READ, 0);
-	vm->started_wall_ms = wall_ms();
-	log_info("vm %s: re-attached to QEMU pid %d (%s%s)", vm->def.name,
-		 (int)pid, status, kept >= 0 ? ", its kept monitor" : "");
-}
-
 /* ---- attach later: a QEMU frozen at start-up, thawed by HA ---- */
 
 static int reattach_work(struct vm_op *op)
@@ -642,7 +550,7 @@ static int reattach_work(struct vm_op *op)
 		       : qmp_connect(op->paths.qmp, FERRY_QMP_TIMEOUT_MS,
 				     &op->newq, &op->err)) < 0)
 		return -1;
-	return query_status(op->newq, op->status, sizeof(op->status),
+	return vm_query_status(op->newq, op->status, sizeof(op->status),
 			    &op->err);
 }
 
@@ -709,7 +617,7 @@ static int launch_work(struct vm_op *op)
 	if (rc < 0 ||
 	    qemu_wait_ready(op->pid, op->paths.qmp, op->paths.log, &op->newq,
 			    &op->err) < 0 ||
-	    query_status(op->newq, op->status, sizeof(op->status), &op->err) <
+	    vm_query_status(op->newq, op->status, sizeof(op->status), &op->err) <
 		    0) {
 		if (op->pid > 0 && qemu_process_matches(op->pid, op->uuid)) {
 			kill(op->pid, SIGKILL);

@@ -1,6 +1,6 @@
 /* vm_internal.h - what the files of the vm component share (vmm.c: the
- * list and definitions; runtime.c: QEMU processes; incoming.c: VMs that
- * arrive or leave by migration). Not for other components: they use vm.h.
+ * list and definitions; runtime.c: QEMU processes; attach.c: finding them
+ * again at start-up; incoming.c: VMs that arrive or leave by migration). Not for other components: they use vm.h.
  */
 #ifndef FERRY_VM_INTERNAL_H
 #define FERRY_VM_INTERNAL_H
@@ -75,9 +75,13 @@ int vm_submit_noop(struct vm *vm, vm_done_fn done, void *ctx,
 int vm_launch(struct vmm *m, struct vm *vm, const char *const *extra,
 	      vm_done_fn done, void *ctx, struct ferr *err);
 
-/* At start-up: find vm's QEMU if it still runs and re-attach to it
- * (blocking, with deadlines: the loop is not running yet). */
-void vm_reattach(struct vm *vm);
+/* QEMU's run state ("running", "postmigrate", ...) into out (len bytes). */
+int vm_query_status(struct qmp *q, char *out, size_t len, struct ferr *err);
+
+/* Take over the QMP connection q for vm and start watching it (events,
+ * QEMU's exit); status is QEMU's run state. On failure q is closed. */
+int vm_attach(struct vm *vm, struct qmp *q, const char *status,
+	      struct ferr *err);
 
 /* Queue: kill vm's QEMU (it goes away: discarded, or running on another
  * host), reap it, detach, then after(vm) on the loop (may be NULL). */
@@ -87,6 +91,12 @@ int vm_quit(struct vm *vm, void (*after)(struct vm *vm), struct ferr *err);
  * operations, without its monitor; done follows on the loop. */
 int vm_run_work(struct vm *vm, const char *what, vm_qmp_fn fn, void *ctx,
 		vm_done_fn done, struct ferr *err);
+
+/* ---- attach.c ---- */
+
+/* At start-up: find vm's QEMU if it still runs and re-attach to it
+ * (blocking, with deadlines: the loop is not running yet). */
+void vm_reattach(struct vm *vm);
 
 /* ---- fw.c ---- */
 
