@@ -11,7 +11,7 @@ import pytest
 import ferrylib
 import halib
 
-# make check runs the first failover and migration; `make check-ha` all
+# make check runs the re-protection after a failover; `make check-ha` all
 full = pytest.mark.skipif(os.environ.get("FERRY_HA_FULL") != "1",
                           reason="FERRY_HA_FULL=1 (make check-ha)")
 
@@ -115,6 +115,7 @@ def test_ha_unprotected_until_a_host_returns(request, make_cluster, make_etcd):
     wait_protected(c, "host-b", "vm1", "host-a", n=1, timeout=120)
 
 
+@full
 def test_ha_migrate_protected_vm(request, make_cluster, make_etcd):
     """A protected VM (backup host-b) migrates host-a -> host-c: the standby
     is discarded before the migration starts, host-c protects it with the
