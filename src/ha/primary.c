@@ -14,10 +14,12 @@
 
 #include <openssl/evp.h>
 
+/* len bytes of private memory, every page faulted in now: the pause
+ * copies into it, and a page fault per page would land in the pause. */
 static uint8_t *anon(size_t len)
 {
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 
 	return p == MAP_FAILED ? NULL : p;
 }
@@ -59,8 +61,6 @@ int ha_primary_setup(struct ha_pv *pv, bool take_lease, struct ferr *err)
 		return ferr_set(err, FERR_INTERNAL,
 				"cannot reserve %zu bytes for checkpoints",
 				pv->ram_size);
-	/* fault the copy's pages in now, not during the pause */
-	memset(pv->snap, 0, pv->ram_size);
 	if (ha_peer_prepare(pv, err) < 0)
 		return -1;
 	pv->fresh_backup = pv->disk_fresh = true;
