@@ -3,8 +3,9 @@
 # state dirs), a cluster PKI, a memload VM started on host-a whose heartbeat
 # is shown, then migrated live and encrypted to host-b, where the heartbeat
 # runs on; then checkpoint HA (one etcd member on 127.0.0.4): the VM is
-# protected by host-a, its QEMU on host-b is killed, and host-a runs it on
-# from the last checkpoint; then (as root) a VM's firewall: a VM on a
+# protected by host-a, its QEMU on host-b is killed, host-a runs it on
+# from the last checkpoint and protects it again with host-b by itself
+# (ha_peers); then (as root) a VM's firewall: a VM on a
 # bridge in network namespaces the demo creates, its rules migrated with
 # it and an open TCP connection kept across the move. Run by `make demo`
 # after the build and the guest.
@@ -184,8 +185,8 @@ cat > "$D/policy.json" <<JSON
 }
 JSON
 
-for h in host-a:127.0.0.2 host-b:127.0.0.3; do
-  name=${h%%:*} addr=${h##*:}
+for h in host-a:127.0.0.2:host-b:127.0.0.3 host-b:127.0.0.3:host-a:127.0.0.2; do
+  IFS=: read -r name addr peer peer_addr <<<"$h"
   mkdir -p "$D/$name"
   bridges=""
   [ "$LAN" = 1 ] && bridges="\"bridges\": {\"lan\": {\"device\": \"br0\", \"netns\": \"$NS-${name#host-}\"}},"
@@ -203,6 +204,7 @@ for h in host-a:127.0.0.2 host-b:127.0.0.3; do
   "ram_dir": "$RAM/$name",
   $bridges
   "etcd": {"endpoints": ["$ETCD_URL"], "lease_ttl_s": 5},
+  "ha_peers": [{"host": "$peer", "address": "$peer_addr", "port": 8443}],
   "attestation": {"mode": "required", "tcti": "swtpm:host=$addr,port=2321",
                   "registrar": "../pki/attest"}
 }
@@ -310,7 +312,14 @@ if $FERRY --host host-a vm console demo | grep -q CORRUPTION; then
   exit 1
 fi
 $FERRY --host host-a vm list
-$FERRY --host host-a ha status
+
+say "host-a protects 'demo' again by itself (ferryd.json ha_peers): host-b, once its old copy is gone"
+for _ in $(seq 120); do
+  $FERRY --host host-a --json ha status demo 2>/dev/null |
+    grep -q '"backup":"host-b".*"seq":[1-9]\|"seq":[1-9].*"backup":"host-b"' && break
+  sleep 0.5
+done
+$FERRY --host host-a ha status demo
 
 if [ "$LAN" = 1 ]; then
   say "a VM's firewall: 'web' on a bridge, default drop, tcp/5000 and icmp allowed (nftables on its tap, before its vCPUs run)"
