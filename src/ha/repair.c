@@ -74,6 +74,7 @@ static void rp_free(struct ha_rp *rp)
 
 static void rp_fire(evutil_socket_t fd, short what, void *arg);
 
+/* Run rp's next step in ms; when it cannot be scheduled, rp is freed. */
 static void rp_later(struct ha_rp *rp, uint64_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000),
@@ -162,6 +163,7 @@ static void rp_step(struct ha_rp *rp)
 	struct ha_pv *pv = ha_find(h, rp->uuid);
 	enum ha_health health;
 	char msg[FERRY_ERR_MSG_MAX];
+	uint64_t wait_ms;
 
 	if (!vm || vm->leaving || !pv || pv->role != HA_PRIMARY ||
 	    pv->t_main_on || !pv->t_lease_on) {
@@ -211,9 +213,10 @@ static void rp_step(struct ha_rp *rp)
 	rp->told = true;
 	rp->next = 0;
 	rp->why[0] = '\0';
-	rp_later(rp, rp->backoff_ms);
+	wait_ms = rp->backoff_ms;
 	rp->backoff_ms = rp->backoff_ms * 2 > HA_RP_MAX_MS ? HA_RP_MAX_MS
 							 : rp->backoff_ms * 2;
+	rp_later(rp, wait_ms); /* last: on failure it frees rp */
 }
 
 /* Choose pv's backup: prefer (may be NULL) first, `last` last. */
