@@ -201,7 +201,8 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 	p->h = h;
 	p->fn = fn;
 	p->ctx = ctx;
-	p->attest = json_incref(json_object_get(body, "attest"));
+	/* a copy: the worker reads it, the loop frees the body */
+	p->attest = json_deep_copy(json_object_get(body, "attest"));
 	if (exporter) {
 		memcpy(p->exporter, exporter, sizeof(p->exporter));
 		p->have_exporter = true;
