@@ -5,7 +5,9 @@
  *    to this migration and this TLS session, the event log and the
  *    reference values for the destination;
  *  - destination: the nonce and the quote (on a worker thread: the TPM is
- *    slow), the VM's signed constraints checked and kept sealed. */
+ *    slow), the VM's signed constraints checked and kept sealed.
+ * The migrator_attest_* functions (migrate.h) are the same checks for
+ * other peers that get a VM's state: checkpoint HA's backup (src/ha). */
 #define _GNU_SOURCE
 #include "migrate_int.h"
 #include "attest.h"
