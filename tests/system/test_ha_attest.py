@@ -3,8 +3,9 @@
 pairing"), with a software TPM per host and etcd: the primary sends a fresh
 challenge with POST /v1/standby, the backup answers with a quote bound to
 it, its standby session and the TLS session, and the primary checks it
-before a checkpoint is sent. A refusal names its reason, is audited on the
-primary (ha.attest) and leaves no standby on the backup."""
+before a checkpoint is sent. A refusal names its reason (403 from the
+primary's check, audited there as ha.attest; 409 from a backup whose
+attestation is off) and leaves no standby on the backup."""
 import json
 import os
 
@@ -36,9 +37,18 @@ def enable(c):
                   "interval_s": 2})
 
 
+def no_standby(c):
+    """No standby left on the backup, the VM runs on unprotected."""
+    assert VM not in halib.vm_names(c, B)
+    assert c.api_ok(B, "GET", "/v1/ha")["ha"] == []
+    assert halib.ha_status(c, A, VM) is None or \
+        halib.ha_status(c, A, VM).get("backup") is None
+    assert c.vm_info(A, VM)["state"] == "running"
+
+
 def refused(c, code, body, reason):
-    """ha enable was refused for reason: audited on the primary, no
-    standby left on the backup, the VM runs on unprotected."""
+    """ha enable was refused for reason by the primary's check: audited on
+    the primary, no standby left."""
     assert code == 403, (code, body)
     msg = body["error"]["message"]
     assert "attestation of host-b refused: " in msg and reason in msg, msg
@@ -46,11 +56,20 @@ def refused(c, code, body, reason):
     assert recs and recs[-1]["outcome"] == "refused", recs
     assert reason in recs[-1]["detail"]["reason"]
     assert recs[-1]["detail"]["host"] == B
-    assert VM not in halib.vm_names(c, B)
-    assert c.api_ok(B, "GET", "/v1/ha")["ha"] == []
-    assert halib.ha_status(c, A, VM) is None or \
-        halib.ha_status(c, A, VM).get("backup") is None
-    assert c.vm_info(A, VM)["state"] == "running"
+    no_standby(c)
+
+
+def restart_b(c, edit, reset=None):
+    """Restart host-b with edit(its ferryd.json as a dict); reset(B) while
+    it is stopped."""
+    c.stop_host(B)
+    if reset:
+        reset(B)
+    path = c.hosts[B].config
+    cfg = json.loads(path.read_text())
+    edit(cfg)
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+    c.start_host(B)
 
 
 def test_ha_backup_attested(request, make_cluster, make_etcd):
@@ -90,6 +109,16 @@ def test_ha_backup_attested(request, make_cluster, make_etcd):
     c.wait_heartbeats(A, VM, n=2)
     admin(c, "host", "enroll", A)
 
+    # a backup whose attestation is off cannot quote: it refuses (409)
+    attestation = json.loads(c.hosts[B].config.read_text())["attestation"]
+    restart_b(c, lambda cfg: cfg.pop("attestation"))
+    code, body = enable(c)
+    assert code == 409, (code, body)
+    assert "host host-b cannot be attested: its attestation is off" in \
+        body["error"]["message"], body
+    no_standby(c)
+    restart_b(c, lambda cfg: cfg.update(attestation=attestation))
+
     # not enrolled: refused before any checkpoint
     code, body = enable(c)
     refused(c, code, body, "host-b is not enrolled")
@@ -103,13 +132,7 @@ def test_ha_backup_attested(request, make_cluster, make_etcd):
 
     # the approved QEMU after a reboot (the TPM reset forgets the other):
     # paired after a verified quote, checkpoints arrive
-    c.stop_host(B)
-    tpms.reset(B)
-    cfg_path = c.hosts[B].config
-    cfg = json.loads(cfg_path.read_text())
-    cfg.pop("qemu")
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    c.start_host(B)
+    restart_b(c, lambda cfg: cfg.pop("qemu"), reset=tpms.reset)
     code, body = enable(c)
     assert code in (200, 201), (code, body)
     st = halib.wait_checkpoints(c, A, VM, 2, timeout=60)
