@@ -80,7 +80,8 @@ bench-detect: build guest
 # death with 3 etcd members); `make check` runs the smoke of test_ha.py.
 check-ha: build guest
 	FERRY_HA_FULL=1 /usr/bin/python3 -m pytest -q -ra tests/system/test_ha.py \
-	  tests/system/test_ha_repair.py tests/system/test_ha_restart.py
+	  tests/system/test_ha_repair.py tests/system/test_ha_restart.py \
+	  tests/system/test_ha_attest.py
 
 # Checkpoint-HA figures (docs/ha.md): overhead, pause, bytes, failover
 # time, split brain. BENCH_ARGS="--trials 5 --partitions 5" to shorten.

@@ -88,6 +88,8 @@ int api_handle_ha(struct api_ctx *ctx, struct api_call *call,
 		break;
 	default:
 		rc = ha_standby_prepare(ctx->ha, req->body, identity,
+					req->have_exporter ? req->tls_exporter
+							   : NULL,
 					on_ha_reply, l, &err);
 		break;
 	}

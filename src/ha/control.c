@@ -242,6 +242,13 @@ int ha_enable(struct ha *h, struct vm *vm, const json_t *body,
 		if (!pv)
 			return -1;
 	}
+	/* attested as a migration to it would be (docs/ha.md) */
+	if (migrator_attest_plan(h->deps.mig, d.attest, vm->def.cons.attest,
+				 backup, &pv->att, err) < 0) {
+		if (!reuse)
+			ha_pv_free(pv);
+		return -1;
+	}
 	pthread_mutex_lock(&pv->lock);
 	snprintf(pv->requester, sizeof(pv->requester), "%s", requester);
 	snprintf(pv->peer, sizeof(pv->peer), "%s", backup);

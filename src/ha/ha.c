@@ -97,6 +97,7 @@ void ha_pv_free(struct ha_pv *pv)
 {
 	if (!pv)
 		return;
+	migrator_attest_clear(&pv->att);
 	/* an agent nobody disarmed freezes its QEMU now: its VM may run
 	 * elsewhere, or soon will */
 	ha_fence_stop(pv, false);

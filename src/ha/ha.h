@@ -98,10 +98,14 @@ int ha_failover(struct ha *h, struct vm *vm, const char *requester,
 json_t *ha_status(struct ha *h, const char *vm_name, struct ferr *err);
 
 /* API (peer hosts): prepare a standby for a VM whose primary is `peer`:
- * body {"vm": definition, "requester", "ram_bytes"}; the reply carries the
- * stream session {"id", "key", "data_address", "data_port"}. */
+ * body {"vm": definition, "requester", "ram_bytes", "attest"?}; the reply
+ * carries the stream session {"id", "key", "data_address", "data_port"}
+ * and, when body has "attest" {"challenge"}, "attestation": this host's
+ * quote bound to the challenge, the session id and the TLS session whose
+ * exporter is given (NULL: unknown). */
 int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
-		       ha_reply_fn fn, void *ctx, struct ferr *err);
+		       const unsigned char *exporter, ha_reply_fn fn,
+		       void *ctx, struct ferr *err);
 
 /* API (peer hosts): discard the standby of VM uuid prepared by peer. */
 int ha_standby_discard(struct ha *h, const char *uuid, const char *peer,

@@ -74,6 +74,7 @@ struct ha_pv {
 	uint64_t interval_ms;
 	char owner_key[96];                /* ha/vm/UUID/owner */
 	json_t *def_json;                  /* primary: the VM's definition */
+	struct mig_attest att;             /* primary: the backup's (loop) */
 	/* RAM: the shared file, mapped (primary: read-only) */
 	char ram_path[FERRY_PATH_MAX];
 	uint8_t *ram;

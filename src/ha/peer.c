@@ -27,6 +27,40 @@ static int hexval(char c)
 	return -1;
 }
 
+/* The backup's quote, bound to the challenge sent, its standby session id
+ * and this TLS connection, checked as a migration's destination's is
+ * (migrator_attest_verify) and audited; refused, the standby is
+ * discarded. */
+static int attest_backup(struct ha_pv *pv, const char *id,
+			 json_t *attestation, struct ferr *err)
+{
+	json_t *report;
+	int rc;
+
+	json_decref(pv->att.answer);
+	pv->att.answer = json_incref(attestation);
+	rc = migrator_attest_verify(pv->h->deps.mig, &pv->att, pv->peer, id,
+				    &report, err);
+	ha_audit(pv->h, pv->requester, "ha.attest", pv->name,
+		 rc < 0 ? "refused" : "verified",
+		 json_pack("{s:s, s:s, s:s, s:s*}", "uuid", pv->uuid, "host",
+			   pv->peer, "scope", pv->att.scope, "reason",
+			   json_string_value(
+				   json_object_get(report, "reason"))));
+	json_decref(report);
+	json_decref(pv->att.answer);
+	pv->att.answer = NULL;
+	OPENSSL_cleanse(pv->att.exporter, sizeof(pv->att.exporter));
+	if (rc < 0) {
+		log_warn("ha: vm %s: %s", pv->name, err->msg);
+		ha_peer_discard(pv);
+		return -1;
+	}
+	log_info("ha: vm %s: backup %s attested (%s)", pv->name, pv->peer,
+		 pv->att.scope);
+	return 0;
+}
+
 int ha_peer_prepare(struct ha_pv *pv, struct ferr *err)
 {
 	struct ha *h = pv->h;
@@ -45,9 +79,14 @@ int ha_peer_prepare(struct ha_pv *pv, struct ferr *err)
 	if (body && pv->disk_size)
 		json_object_set_new(body, "disk_bytes",
 				    json_integer((json_int_t)pv->disk_size));
+	if (migrator_attest_body(&pv->att, body, err) < 0) {
+		json_decref(body);
+		return -1;
+	}
 	peer_of(pv, &p);
-	if (httpc_call(h->client_ctx, &p, HA_PEER_TIMEOUT_S, "POST",
-		       "/v1/standby", body, &reply, err) < 0) {
+	if (httpc_call_x(h->client_ctx, &p, HA_PEER_TIMEOUT_S, "POST",
+			 "/v1/standby", body, &reply, pv->att.exporter,
+			 err) < 0) {
 		json_decref(body);
 		return ferr_wrap(err, "backup %s", pv->peer);
 	}
@@ -74,6 +113,10 @@ int ha_peer_prepare(struct ha_pv *pv, struct ferr *err)
 		}
 		pv->key[i] = (uint8_t)(hi << 4 | lo);
 	}
+	if (pv->att.on && attest_backup(pv, id, json_object_get(reply,
+								  "attestation"),
+					err) < 0)
+		goto out;
 	snprintf(pv->sess, sizeof(pv->sess), "%s", id);
 	snprintf(pv->data_addr, sizeof(pv->data_addr), "%s", addr);
 	pv->data_port = (uint16_t)port;

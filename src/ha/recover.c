@@ -18,6 +18,7 @@
  * (ha.record_refused) and its VM left as it is: frozen stays frozen. */
 #define _GNU_SOURCE
 #include "ha_int.h"
+#include "policy.h"
 #include "qmp.h"
 
 #include <dirent.h>
@@ -284,6 +285,8 @@ static int recover_one(struct ha *h, const char *path, const char *file,
 	struct ha_record r;
 	struct ha_pv *pv;
 	struct vm *vm;
+	struct policy_vm pvm;
+	struct policy_decision d;
 	char *text = NULL;
 	size_t len = 0;
 
@@ -314,6 +317,8 @@ static int recover_one(struct ha *h, const char *path, const char *file,
 				"ha record: this host has no etcd section "
 				"now: nobody can say who owns vm %s",
 				r.vm);
+	pvm = (struct policy_vm){ vm->def.name, vm->def.labels,
+				  vm->def.nlabels };
 	pv = ha_pv_new(h, HA_PRIMARY, &vm->def, err);
 	if (!pv)
 		return -1;
@@ -323,6 +328,13 @@ static int recover_one(struct ha *h, const char *path, const char *file,
 	pv->peer_port = r.port;
 	pv->interval_ms = (uint64_t)r.interval_s * 1000;
 	pv->def_json = vmdef_to_json(&vm->def);
+	/* the standby paired anew is attested as in ha_enable */
+	policy_check_out(*h->deps.policy, r.requester, &pvm, r.backup, &d);
+	if (migrator_attest_plan(h->deps.mig, d.attest, vm->def.cons.attest,
+				 r.backup, &pv->att, err) < 0) {
+		ha_pv_free(pv);
+		return -1;
+	}
 	pv->pid = vm->pid > 0 && qemu_process_matches(vm->pid, vm->def.uuid)
 			  ? vm->pid
 			  : 0;

@@ -19,7 +19,38 @@ struct prep {
 	int rc;
 	struct ferr err;
 	uint8_t key[MIG_STREAM_KEY_LEN];
+	json_t *attest;          /* the primary's {"challenge"}, or NULL */
+	uint8_t exporter[32];    /* its TLS session's (have_exporter) */
+	bool have_exporter;
+	json_t *attestation;     /* our answer: {"quote", "quote_ms"} */
 };
+
+/* Worker: the quote the primary asked for, bound to its challenge, this
+ * standby's stream session and the request's TLS session (as a
+ * migration's destination answers in prepare). */
+static int quote(struct prep *p)
+{
+	uint8_t nonce[32];
+	int rc;
+
+	rc = migrator_attest_request(p->h->deps.mig, p->attest,
+				     "request body.attest", p->pv->sess,
+				     p->have_exporter ? p->exporter : NULL,
+				     nonce, &p->err);
+	if (rc == 0)
+		rc = migrator_attest_quote(p->h->deps.mig, nonce,
+					   &p->attestation, &p->err);
+	OPENSSL_cleanse(nonce, sizeof(nonce));
+	return rc;
+}
+
+static void prep_free(struct prep *p)
+{
+	OPENSSL_cleanse(p->key, sizeof(p->key));
+	json_decref(p->attest);
+	json_decref(p->attestation);
+	free(p);
+}
 
 /* Worker: map the standby's RAM, open the stream session. */
 static void prep_work(void *arg)
@@ -34,6 +65,8 @@ static void prep_work(void *arg)
 					       p->key, pv->data_addr,
 					       sizeof(pv->data_addr),
 					       &pv->data_port, &p->err);
+	if (p->rc == 0 && p->attest && (p->rc = quote(p)) < 0)
+		migrator_stream_unlisten(p->h->deps.mig, pv->sess);
 	if (p->rc == 0 &&
 	    pthread_create(&pv->t_main, NULL, ha_backup_main, pv) != 0) {
 		migrator_stream_unlisten(p->h->deps.mig, pv->sess);
@@ -50,10 +83,9 @@ static void prep_fail(struct prep *p, const struct ferr *err)
 
 	if (vm && vm->incoming)
 		vmm_incoming_discard(p->h->deps.vmm, vm);
-	OPENSSL_cleanse(p->key, sizeof(p->key));
 	ha_pv_free(p->pv);
 	p->fn(p->ctx, -1, NULL, err);
-	free(p);
+	prep_free(p);
 }
 
 static void prep_done(void *arg)
@@ -85,12 +117,12 @@ static void prep_done(void *arg)
 			   pv->requester));
 	log_info("ha: vm %s: standby for %s ready", pv->name, pv->peer);
 	p->fn(p->ctx, 0,
-	      json_pack("{s:s, s:s, s:s, s:i}", "id", pv->sess, "key", hex,
-			"data_address", pv->data_addr, "data_port",
-			(int)pv->data_port),
+	      json_pack("{s:s, s:s, s:s, s:i, s:O*}", "id", pv->sess, "key",
+			hex, "data_address", pv->data_addr, "data_port",
+			(int)pv->data_port, "attestation", p->attestation),
 	      NULL);
 	OPENSSL_cleanse(hex, sizeof(hex));
-	free(p);
+	prep_free(p);
 }
 
 /* The standby QEMU answers on QMP (or failed to start). */
@@ -113,11 +145,12 @@ static void on_standby_started(void *ctx, struct vm *vm, int rc,
 }
 
 int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
-		       ha_reply_fn fn, void *ctx, struct ferr *err)
+		       const unsigned char *exporter, ha_reply_fn fn,
+		       void *ctx, struct ferr *err)
 {
 	static const char *const fields[] = { "vm", "requester", "ram_bytes",
 					      "disk_bytes", "interval_s",
-					      NULL };
+					      "attest", NULL };
 	static const char *const extra[] = { "-incoming", "defer", NULL };
 	const char *requester = NULL;
 	uint64_t ram = 0, disk = 0, interval = HA_INTERVAL_S_DEFAULT;
@@ -168,9 +201,15 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 	p->h = h;
 	p->fn = fn;
 	p->ctx = ctx;
+	/* a copy: the worker reads it, the loop frees the body */
+	p->attest = json_deep_copy(json_object_get(body, "attest"));
+	if (exporter) {
+		memcpy(p->exporter, exporter, sizeof(p->exporter));
+		p->have_exporter = true;
+	}
 	p->pv = ha_pv_new(h, HA_BACKUP, &def, err);
 	if (!p->pv) {
-		free(p);
+		prep_free(p);
 		return -1;
 	}
 	snprintf(p->pv->peer, sizeof(p->pv->peer), "%s", peer);
@@ -185,14 +224,14 @@ int ha_standby_prepare(struct ha *h, const json_t *body, const char *peer,
 	if (disk && ha_disk_standby(p->pv, h->cfg->shared_dir, h->cfg->host,
 				    def.disk, sizeof(def.disk), err) < 0) {
 		ha_pv_free(p->pv);
-		free(p);
+		prep_free(p);
 		return -1;
 	}
 	if (vmm_check_files(h->deps.vmm, &def, err) < 0 ||
 	    vmm_start_incoming(h->deps.vmm, &def, "ha-standby", extra,
 			       on_standby_started, p, &vm, err) < 0) {
 		ha_pv_free(p->pv);
-		free(p);
+		prep_free(p);
 		return -1;
 	}
 	return 0;

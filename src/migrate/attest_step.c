@@ -5,7 +5,9 @@
  *    to this migration and this TLS session, the event log and the
  *    reference values for the destination;
  *  - destination: the nonce and the quote (on a worker thread: the TPM is
- *    slow), the VM's signed constraints checked and kept sealed. */
+ *    slow), the VM's signed constraints checked and kept sealed.
+ * The migrator_attest_* functions (migrate.h) are the same checks for
+ * other peers that get a VM's state: checkpoint HA's backup (src/ha). */
 #define _GNU_SOURCE
 #include "migrate_int.h"
 #include "attest.h"
@@ -31,34 +33,53 @@ _Static_assert(MIG_ID_HEX_LEN <= ATTEST_CONTEXT_MAX,
 
 /* ---- source ---- */
 
+_Static_assert(sizeof(((struct mig_attest *)0)->exporter) ==
+		       MIG_EXPORTER_LEN,
+	       "the exporter is a TLS exporter");
+
+int migrator_attest_plan(struct migrator *m, bool rule_requires,
+			 bool vm_requires, const char *to,
+			 struct mig_attest *a, struct ferr *err)
+{
+	migrator_attest_clear(a);
+	a->on = rule_requires || vm_requires ||
+		m->cfg->attest.mode == ATTEST_MODE_REQUIRED;
+	if (!a->on)
+		return 0;
+	/* the loop's policy now: other threads must not read it later */
+	a->refs = policy_attest_refs(*m->deps.policy, to, a->scope,
+				     sizeof(a->scope));
+	if (!a->refs)
+		return ferr_set(err, FERR_INTERNAL, "out of memory");
+	return 0;
+}
+
 int mig_attest_plan(struct migrator *m, struct mig *g, bool rule_requires,
 		    struct ferr *err)
 {
-	g->att.on = rule_requires || g->def.cons.attest ||
-		    m->cfg->attest.mode == ATTEST_MODE_REQUIRED;
-	if (!g->att.on)
+	return migrator_attest_plan(m, rule_requires, g->def.cons.attest,
+				    g->opts.to, &g->att, err);
+}
+
+int migrator_attest_body(struct mig_attest *a, json_t *body,
+			 struct ferr *err)
+{
+	char hex[2 * ATTEST_CHALLENGE_LEN + 1];
+
+	if (!a->on)
 		return 0;
-	/* the loop's policy now: the driver thread must not read it later */
-	g->att.refs = policy_attest_refs(*m->deps.policy, g->opts.to,
-					 g->att.scope, sizeof(g->att.scope));
-	if (!g->att.refs)
+	if (RAND_bytes(a->challenge, sizeof(a->challenge)) != 1)
+		return ferr_set(err, FERR_INTERNAL, "no randomness");
+	attest_hex(a->challenge, sizeof(a->challenge), hex);
+	if (json_object_set_new(body, "attest",
+				json_pack("{s:s}", "challenge", hex)) < 0)
 		return ferr_set(err, FERR_INTERNAL, "out of memory");
 	return 0;
 }
 
 int mig_attest_body(struct mig *g, json_t *body, struct ferr *err)
 {
-	char hex[2 * ATTEST_CHALLENGE_LEN + 1];
-
-	if (!g->att.on)
-		return 0;
-	if (RAND_bytes(g->att.challenge, sizeof(g->att.challenge)) != 1)
-		return ferr_set(err, FERR_INTERNAL, "no randomness");
-	attest_hex(g->att.challenge, sizeof(g->att.challenge), hex);
-	if (json_object_set_new(body, "attest",
-				json_pack("{s:s}", "challenge", hex)) < 0)
-		return ferr_set(err, FERR_INTERNAL, "out of memory");
-	return 0;
+	return migrator_attest_body(&g->att, body, err);
 }
 
 /* The verify operation: this host's attest_ops, or the registrar folder
@@ -80,67 +101,79 @@ static int verify(struct migrator *m, const char *host, const json_t *blob,
 				       blob, x, report, err);
 }
 
-int mig_attest_check(struct mig *g, struct ferr *err)
+int migrator_attest_verify(struct migrator *m, const struct mig_attest *a,
+			   const char *host, const char *context,
+			   json_t **report, struct ferr *err)
 {
-	struct migrator *m = g->m;
 	uint8_t nonce[ATTEST_NONCE_LEN];
-	const json_t *blob = json_object_get(g->att.answer, "quote");
-	json_t *report = NULL, *quote_ms = json_object_get(g->att.answer,
-							    "quote_ms");
+	const json_t *blob = json_object_get(a->answer, "quote");
+	json_t *quote_ms = json_object_get(a->answer, "quote_ms");
 	uint64_t t0 = now_ms();
 	int rc;
 
-	if (!g->att.on)
-		return 0;
+	*report = NULL;
 	if (!blob) {
 		rc = ferr_set(err, FERR_FORBIDDEN,
 			      "%s sent no quote: it cannot be attested (is "
 			      "its attestation off?)",
-			      g->peer.name);
+			      host);
 	} else {
 		struct attest_expect x = { .nonce = nonce,
-					   .refs = g->att.refs,
-					   .scope = g->att.scope };
+					   .refs = a->refs,
+					   .scope = a->scope };
 
-		rc = attest_nonce(g->att.challenge, g->id, g->att.exporter,
-				  nonce, err);
+		rc = attest_nonce(a->challenge, context, a->exporter, nonce,
+				  err);
 		if (rc == 0)
-			rc = verify(m, g->peer.name, blob, &x, &report, err);
+			rc = verify(m, host, blob, &x, report, err);
 	}
-	if (!report)
-		report = json_pack("{s:s, s:b}", "host", g->peer.name,
-				   "verified", 0);
+	if (!*report)
+		*report = json_pack("{s:s, s:b}", "host", host, "verified", 0);
 	if (rc < 0)
-		json_object_set_new(report, "reason", json_string(err->msg));
-	json_object_set_new(report, "scope", json_string(g->att.scope));
-	json_object_set_new(report, "verify_ms",
+		json_object_set_new(*report, "reason", json_string(err->msg));
+	json_object_set_new(*report, "scope", json_string(a->scope));
+	json_object_set_new(*report, "verify_ms",
 			    json_integer((json_int_t)(now_ms() - t0)));
 	/* the peer's word, for the record only */
 	if (json_is_integer(quote_ms) && json_integer_value(quote_ms) >= 0 &&
 	    json_integer_value(quote_ms) <= ATTEST_TPM_TIMEOUT_MS)
-		json_object_set(report, "quote_ms", (json_t *)quote_ms);
-	mig_rec_set(g, "attestation", json_incref(report));
-	mig_audit(m, g->requester, "migration.attest", g->def.name,
-		  rc < 0 ? "refused" : "verified",
-		  json_pack("{s:s, s:s, s:s, s:s*}", "id", g->id, "host",
-			    g->peer.name, "scope", g->att.scope, "reason",
-			    rc < 0 ? err->msg : NULL));
-	json_decref(report);
+		json_object_set(*report, "quote_ms", quote_ms);
 	if (rc < 0) {
 		char msg[FERRY_ERR_MSG_MAX];
 
 		snprintf(msg, sizeof(msg), "%s", err->msg);
-		ferr_set(err, FERR_FORBIDDEN,
-			 "attestation of %s refused: %s", g->peer.name, msg);
-	} else {
-		log_info("migration %s: %s attested (%s)", g->id,
-			 g->peer.name, g->att.scope);
+		ferr_set(err, FERR_FORBIDDEN, "attestation of %s refused: %s",
+			 host, msg);
 	}
 	OPENSSL_cleanse(nonce, sizeof(nonce));
 	return rc;
 }
 
-void mig_attest_clear(struct mig_attest *a)
+int mig_attest_check(struct mig *g, struct ferr *err)
+{
+	struct migrator *m = g->m;
+	json_t *report;
+	int rc;
+
+	if (!g->att.on)
+		return 0;
+	rc = migrator_attest_verify(m, &g->att, g->peer.name, g->id, &report,
+				    err);
+	mig_rec_set(g, "attestation", json_incref(report));
+	mig_audit(m, g->requester, "migration.attest", g->def.name,
+		  rc < 0 ? "refused" : "verified",
+		  json_pack("{s:s, s:s, s:s, s:s*}", "id", g->id, "host",
+			    g->peer.name, "scope", g->att.scope, "reason",
+			    json_string_value(
+				    json_object_get(report, "reason"))));
+	json_decref(report);
+	if (rc == 0)
+		log_info("migration %s: %s attested (%s)", g->id,
+			 g->peer.name, g->att.scope);
+	return rc;
+}
+
+void migrator_attest_clear(struct mig_attest *a)
 {
 	json_decref(a->refs);
 	json_decref(a->answer);
@@ -149,22 +182,22 @@ void mig_attest_clear(struct mig_attest *a)
 
 /* ---- destination ---- */
 
-int mig_attest_request(struct migrator *m, const json_t *req,
-		       const char *migration, const uint8_t *exporter,
-		       uint8_t nonce[ATTEST_NONCE_LEN], struct ferr *err)
+int migrator_attest_request(struct migrator *m, const json_t *req,
+			    const char *what, const char *context,
+			    const uint8_t *exporter, uint8_t nonce[32],
+			    struct ferr *err)
 {
 	static const char *const fields[] = { "challenge", NULL };
 	const char *hex = NULL;
 	uint8_t challenge[ATTEST_CHALLENGE_LEN];
 
-	if (json_check_fields(req, fields, "prepare.attest", err) < 0 ||
-	    json_get_string(req, "challenge", "prepare.attest",
-			    2 * ATTEST_CHALLENGE_LEN, &hex, err) < 0)
+	if (json_check_fields(req, fields, what, err) < 0 ||
+	    json_get_string(req, "challenge", what, 2 * ATTEST_CHALLENGE_LEN,
+			    &hex, err) < 0)
 		return -1;
 	if (!hex || attest_unhex(hex, challenge, sizeof(challenge)) < 0)
-		return ferr_set(err, FERR_INVALID,
-				"prepare.attest.challenge: %d hex digits",
-				2 * ATTEST_CHALLENGE_LEN);
+		return ferr_set(err, FERR_INVALID, "%s.challenge: %d hex digits",
+				what, 2 * ATTEST_CHALLENGE_LEN);
 	if (!m->deps.attest || !m->deps.attest->quote)
 		return ferr_set(err, FERR_CONFLICT,
 				"host %s cannot be attested: its attestation "
@@ -173,11 +206,11 @@ int mig_attest_request(struct migrator *m, const json_t *req,
 	if (!exporter)
 		return ferr_set(err, FERR_INTERNAL,
 				"no TLS exporter for this connection");
-	return attest_nonce(challenge, migration, exporter, nonce, err);
+	return attest_nonce(challenge, context, exporter, nonce, err);
 }
 
-int mig_attest_quote(struct migrator *m, const uint8_t nonce[ATTEST_NONCE_LEN],
-		     json_t **attestation, struct ferr *err)
+int migrator_attest_quote(struct migrator *m, const uint8_t nonce[32],
+			  json_t **attestation, struct ferr *err)
 {
 	const struct attest_ops *ops = m->deps.attest;
 	uint64_t t0 = now_ms();

@@ -171,8 +171,8 @@ static void prep_hash(void *arg)
 	if (p->rc == 0)
 		p->rc = mig_constraints_store(p->m, &p->def, &p->err);
 	if (p->rc == 0 && p->quote)
-		p->rc = mig_attest_quote(p->m, p->nonce, &p->attestation,
-					 &p->err);
+		p->rc = migrator_attest_quote(p->m, p->nonce,
+					      &p->attestation, &p->err);
 	OPENSSL_cleanse(p->nonce, sizeof(p->nonce));
 	json_decref(ours);
 }
@@ -316,8 +316,10 @@ static int prepare_check(struct migrator *m, const json_t *body,
 	}
 	/* 1.1: attestation in prepare, and the VM's own constraints */
 	p->quote = json_object_get(body, "attest") != NULL;
-	if (p->quote && mig_attest_request(m, json_object_get(body, "attest"),
-					   mig, exporter, p->nonce, err) < 0)
+	if (p->quote &&
+	    migrator_attest_request(m, json_object_get(body, "attest"),
+				    "prepare.attest", mig, exporter, p->nonce,
+				    err) < 0)
 		return -1;
 	if (mig_constraints_check(m, &p->def, requester, p->quote, err) < 0) {
 		mig_audit(m, peer, "policy.decision", p->def.name, "deny",

@@ -49,7 +49,7 @@ static void mig_free(struct mig *g)
 	if (g->done_ev)
 		event_free(g->done_ev);
 	json_decref(g->rec);
-	mig_attest_clear(&g->att);
+	migrator_attest_clear(&g->att);
 	pthread_mutex_destroy(&g->lock);
 	OPENSSL_cleanse(g->key, sizeof(g->key));
 	free(g);

@@ -240,4 +240,56 @@ struct mig_stats {
 /* Fill *out (loop thread; memory only, never waits). */
 void migrator_stats(struct migrator *m, struct mig_stats *out);
 
+/* ---- attestation of a peer host (docs/attestation.md) ----
+ *
+ * The checks a migration's source makes of its destination, for other
+ * components that hand a VM's state to a peer (checkpoint HA's backup):
+ * the same decision, challenge, verification and refusal messages. */
+struct mig_attest {
+	bool on;                  /* attest the peer */
+	json_t *refs;             /* its reference values (from the policy) */
+	char scope[128];          /* where they come from, for messages */
+	uint8_t challenge[32];    /* ATTEST_CHALLENGE_LEN */
+	json_t *answer;           /* the peer's "attestation" */
+	uint8_t exporter[32];     /* the request's TLS session */
+};
+
+/* Loop: is host `to` attested, as a migration to it would be (the rule
+ * that allows it requires it, the VM's constraints do, or ferryd.json's
+ * attestation.mode is required)? When so, a->refs and a->scope are its
+ * reference values in the policy in force. a is cleared first. */
+int migrator_attest_plan(struct migrator *m, bool rule_requires,
+			 bool vm_requires, const char *to,
+			 struct mig_attest *a, struct ferr *err);
+
+/* Any thread: when a->on, a fresh a->challenge, sent as
+ * body {"attest": {"challenge": hex}}. */
+int migrator_attest_body(struct mig_attest *a, json_t *body,
+			 struct ferr *err);
+
+/* Any thread: check the peer's answer (a->answer {"quote", "quote_ms"},
+ * NULL when it sent none) for the nonce of (a->challenge, context,
+ * a->exporter): its enrolled AK, the nonce, the event log's replay, the
+ * reference values. *report (new reference, always set) says what was
+ * checked, with "reason" when refused; -1 with FERR_FORBIDDEN
+ * "attestation of HOST refused: <reason>". */
+int migrator_attest_verify(struct migrator *m, const struct mig_attest *a,
+			   const char *host, const char *context,
+			   json_t **report, struct ferr *err);
+
+void migrator_attest_clear(struct mig_attest *a);
+
+/* Peer, any thread: a request's "attest" {"challenge"} (what names it in
+ * messages): the nonce for context over the TLS session whose exporter is
+ * given (NULL when none). FERR_CONFLICT when this host cannot quote. */
+int migrator_attest_request(struct migrator *m, const json_t *req,
+			    const char *what, const char *context,
+			    const uint8_t *exporter, uint8_t nonce[32],
+			    struct ferr *err);
+
+/* Peer, worker (the TPM is slow): quote nonce: *attestation = {"quote",
+ * "quote_ms"}. Only after migrator_attest_request succeeded. */
+int migrator_attest_quote(struct migrator *m, const uint8_t nonce[32],
+			  json_t **attestation, struct ferr *err);
+
 #endif

@@ -396,16 +396,6 @@ int mig_files_compare(const json_t *ours, const json_t *theirs,
 
 /* ---- attest_step.c: attestation in a migration ---- */
 
-/* The source's attestation of one migration's destination. */
-struct mig_attest {
-	bool on;                  /* attest the destination */
-	json_t *refs;             /* its reference values (from the policy) */
-	char scope[128];          /* where they come from, for messages */
-	uint8_t challenge[32];    /* ATTEST_CHALLENGE_LEN */
-	json_t *answer;           /* the prepare reply's "attestation" */
-	uint8_t exporter[MIG_EXPORTER_LEN]; /* the prepare's TLS session */
-};
-
 struct mig;
 
 /* Source, loop (migrator_start): decide whether to attest g's destination
@@ -425,19 +415,6 @@ int mig_attest_body(struct mig *g, json_t *body, struct ferr *err);
  * it in g's record ("attestation") and audits it; FERR_FORBIDDEN
  * "attestation of HOST refused: <reason>". 0 at once when not attesting. */
 int mig_attest_check(struct mig *g, struct ferr *err);
-
-void mig_attest_clear(struct mig_attest *a);
-
-/* Destination, loop: a prepare's "attest" request {"challenge"}: the
- * nonce for migration over this TLS session (exporter, NULL when none).
- * FERR_CONFLICT when this host cannot quote. */
-int mig_attest_request(struct migrator *m, const json_t *req,
-		       const char *migration, const uint8_t *exporter,
-		       uint8_t nonce[32], struct ferr *err);
-
-/* Destination, worker: quote nonce: *attestation = {"quote", "quote_ms"}. */
-int mig_attest_quote(struct migrator *m, const uint8_t nonce[32],
-		     json_t **attestation, struct ferr *err);
 
 /* Destination, loop: the VM's own constraints against this host (its
  * labels in the policy), the requester's roles, and whether the source
