@@ -208,3 +208,18 @@ bool name_is_valid(const char *s)
 	}
 	return true;
 }
+
+bool uuid_is_valid(const char *s)
+{
+	if (!s || strlen(s) != FERRY_UUID_STR_LEN)
+		return false;
+	for (int i = 0; i < FERRY_UUID_STR_LEN; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? s[i] != '-'
+			 : !(isdigit((unsigned char)s[i]) ||
+			     (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	}
+	return true;
+}

@@ -174,4 +174,7 @@ json_t *json_parse_object(const char *text, size_t len, const char *what,
 /* Is s a valid ferry object name: [a-z0-9][a-z0-9._-]{0,62}? */
 bool name_is_valid(const char *s);
 
+/* Is s a lowercase 8-4-4-4-12 hex UUID (as VM definitions carry)? */
+bool uuid_is_valid(const char *s);
+
 #endif

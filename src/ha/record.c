@@ -10,22 +10,6 @@
 
 #include <jansson.h>
 
-/* 8-4-4-4-12 lowercase hex digits, as vmdef.c makes them. */
-static bool uuid_ok(const char *s)
-{
-	if (strlen(s) != FERRY_UUID_STR_LEN)
-		return false;
-	for (size_t i = 0; i < FERRY_UUID_STR_LEN; i++) {
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-
-		if (dash ? s[i] != '-'
-			 : !((s[i] >= '0' && s[i] <= '9') ||
-			     (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	}
-	return true;
-}
-
 /* A requester is a certificate's identity: printable, no spaces. */
 static bool identity_ok(const char *s)
 {
@@ -66,7 +50,7 @@ static int check(const struct ha_record *r, struct ferr *err)
 	if (!name_is_valid(r->vm))
 		return ferr_set(err, FERR_INVALID,
 				"ha record: vm is not a valid name");
-	if (!uuid_ok(r->uuid))
+	if (!uuid_is_valid(r->uuid))
 		return ferr_set(err, FERR_INVALID,
 				"ha record: uuid is not a uuid");
 	if (!identity_ok(r->requester))

@@ -33,22 +33,6 @@ bool vmdef_path_is_safe(const char *p)
 	}
 }
 
-/* Is s a lowercase 8-4-4-4-12 hex UUID? */
-static bool uuid_is_valid(const char *s)
-{
-	if (strlen(s) != FERRY_UUID_STR_LEN)
-		return false;
-	for (int i = 0; i < FERRY_UUID_STR_LEN; i++) {
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-
-		if (dash ? s[i] != '-'
-			 : !(isdigit((unsigned char)s[i]) ||
-			     (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	}
-	return true;
-}
-
 /* Fill def->uuid with a random version-4 UUID. */
 static int uuid_generate(char *out, struct ferr *err)
 {

@@ -40,6 +40,31 @@ def ha_cluster(make_cluster, make_etcd, hosts=2, etcd_members=1, ttl=LEASE_TTL_S
     return c, ec
 
 
+def protected_vm(request, make_cluster, make_etcd, etcd_proxy=False):
+    """Two hosts and one etcd member; vm1 running on host-a, protected by
+    host-b every 2 s, two checkpoints taken. etcd_proxy: host-a reaches
+    etcd through a FaultProxy (to cut). Returns (cluster, the proxy or
+    None, vm1's QEMU pid)."""
+    from faultproxy import FaultProxy
+    ec = make_etcd(n=1)
+    proxy, endpoints = None, None
+    if etcd_proxy:
+        m = ec.members[0]
+        proxy = FaultProxy(m.address, m.client_port, listen_host="127.0.0.1")
+        proxy.start()
+        request.addfinalizer(proxy.stop)
+        endpoints = {"host-a": [f"https://127.0.0.1:{proxy.port}"]}
+    c, _ = ha_cluster(make_cluster, make_etcd, request=request, ec=ec,
+                      endpoints=endpoints)
+    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
+    pid = c.start_vm("host-a", "vm1")["pid"]
+    c.wait_heartbeats("host-a", "vm1", n=2)
+    c.cli("--host", "host-a", "ha", "enable", "vm1", "--backup", "host-b",
+          "--interval", "2s")
+    wait_checkpoints(c, "host-a", "vm1", 2)
+    return c, proxy, pid
+
+
 def ha_status(c, host, vm):
     code, body = c.api(host, "GET", f"/v1/vms/{vm}/ha")
     return body if code == 200 else None

@@ -115,19 +115,8 @@ def test_ha_partition_fences_before_takeover(request, make_cluster, make_etcd):
     freezes its VM before the backup starts it. A probe samples both sides
     every 10 ms: the VM never runs on two hosts at once. After the heal,
     the primary drops its frozen copy."""
-    from faultproxy import FaultProxy
-    ec = make_etcd(n=1)
-    m = ec.members[0]
-    proxy = FaultProxy(m.address, m.client_port, listen_host="127.0.0.1")
-    proxy.start()
-    request.addfinalizer(proxy.stop)
-    c, _ = halib.ha_cluster(make_cluster, make_etcd, request=request, ec=ec,
-                            endpoints={"host-a": [f"https://127.0.0.1:{proxy.port}"]})
-    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
-    pid_a = c.start_vm("host-a", "vm1")["pid"]
-    c.wait_heartbeats("host-a", "vm1", n=2)
-    enable(c, "vm1", "host-a", "host-b")
-    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    c, proxy, pid_a = halib.protected_vm(request, make_cluster, make_etcd,
+                                              etcd_proxy=True)
     console_b = c.vm_dir("host-b", "vm1") / "console.log"
     assert not console_b.exists() or console_b.stat().st_size == 0
     last_a_running = None

@@ -20,12 +20,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("FERRY_HA_FULL") != "1",
 def protected(request, make_cluster, make_etcd):
     """host-a runs vm1 (memload), protected by host-b every 2 s, 2
     checkpoints taken. -> (cluster, QEMU pid on host-a, vm1's uuid)."""
-    c, _ = halib.ha_cluster(make_cluster, make_etcd, request=request)
-    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
-    pid = c.start_vm("host-a", "vm1")["pid"]
-    c.wait_heartbeats("host-a", "vm1", n=2)
-    enable(c, "vm1", "host-a", "host-b")
-    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    c, _, pid = halib.protected_vm(request, make_cluster, make_etcd)
     return c, pid, c.vm_info("host-a", "vm1")["uuid"]
 
 
@@ -157,19 +152,8 @@ def test_ha_restart_etcd_unreachable_stays_frozen(request, make_cluster, make_et
     reach etcd: the VM stays frozen, shown as fenced with no known owner,
     past the lease's TTL; once etcd is back, the lease is taken and the VM
     thawed."""
-    from faultproxy import FaultProxy
-    ec = make_etcd(n=1)
-    m = ec.members[0]
-    proxy = FaultProxy(m.address, m.client_port, listen_host="127.0.0.1")
-    proxy.start()
-    request.addfinalizer(proxy.stop)
-    c, _ = halib.ha_cluster(make_cluster, make_etcd, request=request, ec=ec,
-                            endpoints={"host-a": [f"https://127.0.0.1:{proxy.port}"]})
-    c.define_vm("host-a", "vm1", memory_mib=256, mib=32, rate=1000)
-    pid = c.start_vm("host-a", "vm1")["pid"]
-    c.wait_heartbeats("host-a", "vm1", n=2)
-    enable(c, "vm1", "host-a", "host-b")
-    halib.wait_checkpoints(c, "host-a", "vm1", 2)
+    c, proxy, pid = halib.protected_vm(request, make_cluster, make_etcd,
+                                            etcd_proxy=True)
     c.stop_host("host-b")
     before = c.heartbeats("host-a", "vm1")[-1]["seq"]
     c.kill_host("host-a")
